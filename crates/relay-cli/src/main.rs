@@ -1,0 +1,2 @@
+//! The `relay-sync` command (being written).
+fn main() {}

@@ -1,0 +1,1 @@
+//! Pure core (being written).

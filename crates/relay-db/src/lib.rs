@@ -1,0 +1,122 @@
+//! The database side of relay-sync: the admin panel's MariaDB, read-only.
+//!
+//! [`DomainSource`] is the boundary the sync engine depends on; [`MariaDbSource`] implements it
+//! with `mysql_async`, under connect and query timeouts, with optional TLS. Tests of the engine
+//! use an in-memory implementation instead.
+//!
+//! Architecture invariant: this crate only ever reads. It runs exactly one query per fetch and
+//! never retries (the next cron run is the retry, SPEC §2 step 2).
+#![warn(clippy::print_stdout, clippy::print_stderr)]
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Where the desired domain names come from.
+///
+/// A fetch returns the raw first column of every row, unvalidated: normalization and validation
+/// belong to `relay-core`. A `NULL` or non-UTF-8 value is returned lossily (a `NULL` as an empty
+/// string) so that validation rejects and logs it rather than the fetch failing as a whole.
+pub trait DomainSource {
+    /// Runs the query once and returns the raw names, in the order the database sent them.
+    fn fetch_names(&self) -> impl Future<Output = Result<Vec<String>, DbError>> + Send;
+}
+
+/// How to reach MariaDB and what to ask it.
+#[derive(Debug, Clone)]
+pub struct DbSettings {
+    /// Host name or IP address.
+    pub host: String,
+    /// TCP port, 3306 by default.
+    pub port: u16,
+    /// Database (schema) name.
+    pub database: String,
+    /// User name.
+    pub user: String,
+    /// The password, already resolved from `DB_PASSWORD`, `DB_PASSWORD_FILE` or
+    /// `DB_PASSWORD_COMMAND`. Never logged: [`Secret`]'s `Debug` prints a placeholder.
+    pub password: Option<Secret>,
+    /// The query; it must return one text column.
+    pub query: String,
+    /// Transport security.
+    pub tls: TlsMode,
+    /// CA certificate (PEM) for `verify-ca` and `verify-full`.
+    pub tls_ca: Option<PathBuf>,
+    /// Limit for establishing the connection, TLS and authentication included.
+    pub connect_timeout: Duration,
+    /// Limit for running the query and reading all rows.
+    pub query_timeout: Duration,
+}
+
+/// `DB_TLS`: how the connection is protected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TlsMode {
+    /// Plain TCP.
+    Disabled,
+    /// TLS when the server offers it, without certificate checks; plain TCP otherwise.
+    Preferred,
+    /// TLS or fail; the certificate is not checked.
+    Required,
+    /// TLS, and the server certificate must chain to `DB_TLS_CA`; the host name is not checked.
+    VerifyCa,
+    /// TLS, the certificate must chain to `DB_TLS_CA` and name `DB_HOST`.
+    VerifyFull,
+}
+
+/// A secret string whose `Debug` output never shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret.
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    /// The secret itself, for handing to the driver and nothing else.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// Why a fetch failed. Every variant names `host:port`; none carries the password.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DbError {
+    /// TCP connect failed or timed out, or TLS could not be established.
+    #[error("cannot reach MariaDB at {addr}: {detail}")]
+    Unreachable {
+        /// `host:port`.
+        addr: String,
+        /// What the driver or the timeout said.
+        detail: String,
+    },
+    /// The server refused the user, password or database.
+    #[error("MariaDB at {addr} refused login for user {user}: {detail}")]
+    Auth {
+        /// `host:port`.
+        addr: String,
+        /// The user name (not secret).
+        user: String,
+        /// The server's message.
+        detail: String,
+    },
+    /// The query failed, timed out or returned something other than one text column.
+    #[error("query failed on MariaDB at {addr}: {detail}")]
+    Query {
+        /// `host:port`.
+        addr: String,
+        /// The server's message or what was wrong with the result.
+        detail: String,
+    },
+}
+
+mod mariadb;
+pub use mariadb::MariaDbSource;

@@ -1,0 +1,4 @@
+//! Placeholder until written.
+/// Placeholder.
+#[derive(Debug)]
+pub struct MariaDbSource;

@@ -1,0 +1,139 @@
+//! The Postfix side of relay-sync: `postconf`, `postmap`, `postfix reload`, the transport file,
+//! and backups.
+//!
+//! Two traits form the boundary the sync engine depends on. [`PostfixRead`] only looks;
+//! [`PostfixWrite`] changes things. A dry run is handed something that is only `PostfixRead`, so
+//! it cannot write by construction. [`PostfixCli`] implements both with the real commands; tests
+//! of the engine use an in-memory implementation instead.
+//!
+//! Architecture invariant: every file this crate writes is replaced atomically (temporary file in
+//! the same directory, fsync, rename, directory fsync) and keeps the previous owner and mode; map
+//! databases are built under a temporary name and renamed into place, never rebuilt in place.
+#![warn(clippy::print_stdout, clippy::print_stderr)]
+
+use std::path::PathBuf;
+
+/// Read-only access to the Postfix configuration.
+pub trait PostfixRead {
+    /// The raw value of `relay_domains` as `postconf -h relay_domains` prints it (no `$`
+    /// expansion), without the trailing newline.
+    fn relay_domains(&self) -> Result<String, PostfixError>;
+
+    /// The transport map's source file, or `None` when it does not exist yet.
+    fn read_transport(&self) -> Result<Option<String>, PostfixError>;
+
+    /// Whether the transport map's database exists and is not older than its source file.
+    /// A missing source file counts as fresh (there is nothing to build).
+    fn transport_map_is_fresh(&self) -> Result<bool, PostfixError>;
+
+    /// `postmap -q KEY TYPE:TRANSPORT_FILE`: the value Postfix would find, or `None`.
+    fn lookup_transport(&self, key: &str) -> Result<Option<String>, PostfixError>;
+
+    /// The transport map as Postfix names it, e.g. `hash:/etc/postfix/transport`, for logs.
+    fn transport_map_name(&self) -> String;
+}
+
+/// Changing the Postfix configuration. Every method either completes or leaves the previous
+/// version of what it touches in place.
+pub trait PostfixWrite: PostfixRead {
+    /// Saves the current `relay_domains` value and transport file (SPEC §6) under a fresh stamp,
+    /// then deletes generations beyond `BACKUP_KEEP`.
+    fn backup(&self, relay_domains: &str, transport: Option<&str>) -> Result<Backup, PostfixError>;
+
+    /// Atomically replaces the transport file with `text` and rebuilds its map database under a
+    /// temporary name, renaming both into place.
+    fn write_transport(&self, text: &str) -> Result<(), PostfixError>;
+
+    /// Rebuilds the map database from the current source file (used when the database is older
+    /// than its source), under a temporary name like [`PostfixWrite::write_transport`].
+    fn rebuild_transport_map(&self) -> Result<(), PostfixError>;
+
+    /// `postconf -e "relay_domains = VALUE"`.
+    fn set_relay_domains(&self, value: &str) -> Result<(), PostfixError>;
+
+    /// `postfix reload`.
+    fn reload(&self) -> Result<(), PostfixError>;
+}
+
+/// One backup generation, as written by [`PostfixWrite::backup`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Backup {
+    /// `YYYYMMDD-HHMMSS`, with a `-N` suffix when that second was already taken.
+    pub stamp: String,
+    /// The files written, for the `Backup created: PATH` log lines.
+    pub files: Vec<PathBuf>,
+}
+
+/// Where Postfix and its files are.
+#[derive(Debug, Clone)]
+pub struct PostfixSettings {
+    /// `POSTFIX_CONFIG_DIR`; passed as `-c DIR` to every command unless it is `/etc/postfix`.
+    pub config_dir: PathBuf,
+    /// `POSTFIX_COMMAND_DIR`: where `postconf`, `postmap` and `postfix` are.
+    pub command_dir: PathBuf,
+    /// `POSTFIX_COMMAND_PREFIX`, split into words (e.g. `docker exec mailserver-postfix`); empty
+    /// when Postfix runs on this host.
+    pub command_prefix: Vec<String>,
+    /// `TRANSPORT_FILE`, the transport map's source.
+    pub transport_file: PathBuf,
+    /// `MAP_TYPE`; `None` means Postfix's `default_database_type`.
+    pub map_type: Option<String>,
+    /// `BACKUP_DIR`, created with mode 0700 when missing.
+    pub backup_dir: PathBuf,
+    /// `BACKUP_KEEP`: generations kept of each kind.
+    pub backup_keep: usize,
+}
+
+/// What went wrong talking to Postfix or its files. Each variant names the command or the file.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PostfixError {
+    /// A Postfix command is not where `POSTFIX_COMMAND_DIR` says.
+    #[error("{path} not found: set POSTFIX_COMMAND_DIR to the directory holding postconf, postmap and postfix, or install postfix (apt-get install postfix)")]
+    CommandMissing {
+        /// The path that was tried.
+        path: PathBuf,
+    },
+    /// A command ran and failed.
+    #[error("`{command}` failed ({status}): {stderr}")]
+    CommandFailed {
+        /// The command line, as run.
+        command: String,
+        /// Exit status or signal.
+        status: String,
+        /// What it wrote to stderr (trimmed), or stdout when stderr was empty.
+        stderr: String,
+    },
+    /// A command could not be started at all.
+    #[error("cannot run `{command}`: {source}")]
+    Spawn {
+        /// The command line.
+        command: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// A file operation failed.
+    #[error("cannot {action} {path}: {source}")]
+    Io {
+        /// What was being done, e.g. `write`, `rename into place`.
+        action: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// A file is not what it must be (not UTF-8, an unknown map type, …).
+    #[error("{path}: {detail}")]
+    Invalid {
+        /// The file concerned.
+        path: PathBuf,
+        /// What is wrong with it.
+        detail: String,
+    },
+}
+
+mod atomic;
+mod backup;
+mod cli;
+
+pub use cli::PostfixCli;

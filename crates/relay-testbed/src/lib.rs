@@ -1,0 +1,42 @@
+//! Throwaway real components for relay-sync's end-to-end tests, `cargo xtask demo` and
+//! `cargo xtask bench`: a private MariaDB ([`MariaDb`]), a private Postfix instance
+//! ([`Postfix`]) and Postfix's `smtp-sink` standing in for the mailbox host ([`SmtpSink`]).
+//!
+//! Everything lives under its own temporary directory, listens on 127.0.0.1 only, and is stopped
+//! and removed on drop. A missing package is an error that names the `apt-get install` command.
+//!
+//! Architecture invariant: nothing here touches the system's own Postfix or MariaDB, their
+//! configuration, or any address but loopback.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+
+mod mariadb;
+mod postfix;
+
+pub use mariadb::MariaDb;
+pub use postfix::{Postfix, SmtpSink};
+
+/// The repository's `fixtures/` directory.
+pub fn fixtures_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures")
+}
+
+/// A TCP port on 127.0.0.1 that was free a moment ago (bind port 0, read it back).
+pub fn free_port() -> anyhow::Result<u16> {
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    Ok(listener.local_addr()?.port())
+}
+
+/// Fails, naming the install command, when `program` is not at `path`.
+pub fn require(path: &str, package: &str) -> anyhow::Result<PathBuf> {
+    let path = PathBuf::from(path);
+    if path.exists() {
+        Ok(path)
+    } else {
+        anyhow::bail!(
+            "{} is missing: install it with `apt-get install -y {package}` (see .ci/run)",
+            path.display()
+        )
+    }
+}

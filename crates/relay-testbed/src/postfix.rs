@@ -1,0 +1,7 @@
+//! Placeholder until written.
+/// Placeholder.
+#[derive(Debug)]
+pub struct Postfix;
+/// Placeholder.
+#[derive(Debug)]
+pub struct SmtpSink;

@@ -1,0 +1,2 @@
+//! Project tooling (being written).
+fn main() {}
