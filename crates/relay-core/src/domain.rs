@@ -1,0 +1,177 @@
+//! Domain names as SPEC §3 defines them: normalized, validated, and impossible to build otherwise.
+
+use std::collections::BTreeSet;
+use std::fmt;
+
+/// A valid, normalized domain name: lowercase ASCII (IDNA `xn--` form for Unicode names), no
+/// trailing dot, 2–127 labels of 1–63 characters from `a-z 0-9 -`, not starting or ending with
+/// `-`, at most 253 characters.
+///
+/// The only way to get one is [`DomainName::parse`], so anything holding a `DomainName` cannot
+/// carry a newline, a comma, whitespace or a `smtp:` fragment into a rendered file.
+///
+/// ```
+/// use relay_core::DomainName;
+/// let name = DomainName::parse("  Example.COM. ").unwrap();
+/// assert_eq!(name.as_str(), "example.com");
+/// assert!(DomainName::parse("evil.com\nrelay_domains = *").is_err());
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct DomainName(String);
+
+/// Why a raw value is not a domain name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum InvalidDomain {
+    /// Nothing left after trimming.
+    #[error("empty name")]
+    Empty,
+    /// A character that can never appear in a domain name (whitespace, control, punctuation).
+    #[error("forbidden character {0:?}")]
+    ForbiddenChar(char),
+    /// A Unicode name that IDNA cannot convert.
+    #[error("not a valid internationalized name")]
+    Idna,
+    /// Fewer than 2 or more than 127 labels.
+    #[error("{0} labels (2 to 127 allowed)")]
+    LabelCount(usize),
+    /// An empty label (`a..b`, a leading dot).
+    #[error("empty label")]
+    EmptyLabel,
+    /// A label longer than 63 characters.
+    #[error("label of {0} characters (63 allowed)")]
+    LabelTooLong(usize),
+    /// A label starting or ending with `-`.
+    #[error("label starts or ends with '-'")]
+    Hyphen,
+    /// More than 253 characters in all.
+    #[error("{0} characters (253 allowed)")]
+    TooLong(usize),
+}
+
+impl DomainName {
+    /// Normalizes (trim, lowercase, drop one trailing dot, IDNA to ASCII) and validates `raw`.
+    pub fn parse(raw: &str) -> Result<DomainName, InvalidDomain> {
+        let trimmed = raw.trim();
+        if trimmed.is_empty() {
+            return Err(InvalidDomain::Empty);
+        }
+        // Reject anything that is never part of a name before IDNA gets a chance to map it:
+        // IDNA would, for instance, turn a full-width comma into a comma-free string silently.
+        if let Some(c) = trimmed
+            .chars()
+            .find(|&c| c.is_whitespace() || c.is_control() || (c.is_ascii() && !is_name_ascii(c)))
+        {
+            return Err(InvalidDomain::ForbiddenChar(c));
+        }
+        let lower = trimmed.to_ascii_lowercase();
+        let without_dot = lower.strip_suffix('.').unwrap_or(&lower);
+        let ascii = if without_dot.is_ascii() {
+            without_dot.to_owned()
+        } else {
+            idna::domain_to_ascii_strict(without_dot).map_err(|_| InvalidDomain::Idna)?
+        };
+        validate_ascii(&ascii)?;
+        Ok(DomainName(ascii))
+    }
+
+    /// The name as written to Postfix files.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for DomainName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl AsRef<str> for DomainName {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+fn is_name_ascii(c: char) -> bool {
+    c.is_ascii_alphanumeric() || c == '-' || c == '.'
+}
+
+fn validate_ascii(name: &str) -> Result<(), InvalidDomain> {
+    if name.len() > 253 {
+        return Err(InvalidDomain::TooLong(name.len()));
+    }
+    let labels: Vec<&str> = name.split('.').collect();
+    if !(2..=127).contains(&labels.len()) {
+        return Err(InvalidDomain::LabelCount(labels.len()));
+    }
+    for label in labels {
+        if label.is_empty() {
+            return Err(InvalidDomain::EmptyLabel);
+        }
+        if label.len() > 63 {
+            return Err(InvalidDomain::LabelTooLong(label.len()));
+        }
+        if let Some(c) = label
+            .chars()
+            .find(|&c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'))
+        {
+            return Err(InvalidDomain::ForbiddenChar(c));
+        }
+        if label.starts_with('-') || label.ends_with('-') {
+            return Err(InvalidDomain::Hyphen);
+        }
+    }
+    Ok(())
+}
+
+/// A database value that failed validation, kept for the ERROR log line and the summary.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejected {
+    /// The value exactly as the database returned it. Log it with [`escape_for_log`].
+    pub raw: String,
+    /// Why it was rejected.
+    pub reason: InvalidDomain,
+}
+
+/// The database's rows after normalization: the valid names (duplicates collapsed) and the
+/// rejected ones.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Normalized {
+    /// Valid names, sorted, each once.
+    pub valid: BTreeSet<DomainName>,
+    /// Invalid values, in the order the database returned them.
+    pub rejected: Vec<Rejected>,
+    /// How many valid rows were duplicates of an earlier one (after normalization).
+    pub duplicates: usize,
+}
+
+/// Normalizes and validates every raw name (SPEC §3 and step 3).
+pub fn normalize_rows<S: AsRef<str>>(rows: &[S]) -> Normalized {
+    let mut out = Normalized::default();
+    for raw in rows {
+        let raw = raw.as_ref();
+        match DomainName::parse(raw) {
+            Ok(name) => {
+                if !out.valid.insert(name) {
+                    out.duplicates += 1;
+                }
+            }
+            Err(reason) => out.rejected.push(Rejected {
+                raw: raw.to_owned(),
+                reason,
+            }),
+        }
+    }
+    out
+}
+
+/// Quotes and escapes an untrusted value for a log line, so that it cannot forge a line of its
+/// own: newlines, carriage returns and every other control character come out as escapes.
+///
+/// ```
+/// assert_eq!(relay_core::escape_for_log("a\nb"), r#""a\nb""#);
+/// ```
+pub fn escape_for_log(raw: &str) -> String {
+    format!("{raw:?}")
+}

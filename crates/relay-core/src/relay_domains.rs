@@ -1,0 +1,86 @@
+//! The `relay_domains` parameter: parsed into the tokens relay-sync keeps as they are and the
+//! domain names it manages, and rendered back (SPEC §4).
+
+use std::collections::BTreeSet;
+
+use crate::DomainName;
+
+/// A `relay_domains` value split into its two kinds of token.
+///
+/// Postfix separates the tokens of a list parameter with commas and/or whitespace. Tokens that
+/// are plain domain names are collected in [`RelayDomains::domains`]; everything else
+/// (`$mydestination`, `hash:/etc/postfix/relay`, `/file/name`, `.example.com`, …) is a preserved
+/// token, kept verbatim and in order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RelayDomains {
+    /// Tokens that are not plain domain names, in their original order.
+    pub preserved_tokens: Vec<String>,
+    /// The plain domain names, normalized.
+    pub domains: BTreeSet<DomainName>,
+}
+
+/// A `relay_domains` value relay-sync refuses to rewrite, because rewriting it token by token
+/// would change its meaning.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RelayDomainsError {
+    /// `{ … }` grouping or `${name?value}` expressions can hold separators inside one token.
+    #[error("relay_domains uses {{ }} grouping, which relay-sync cannot rewrite safely; simplify it by hand (for example move the list into a lookup table)")]
+    Braces,
+}
+
+impl RelayDomains {
+    /// Parses a raw value as `postconf -h relay_domains` prints it.
+    ///
+    /// ```
+    /// use relay_core::RelayDomains;
+    /// let rd = RelayDomains::parse("$mydestination, Example.com hash:/etc/postfix/relay").unwrap();
+    /// assert_eq!(rd.preserved_tokens, ["$mydestination", "hash:/etc/postfix/relay"]);
+    /// assert_eq!(rd.render(), "$mydestination, hash:/etc/postfix/relay, example.com");
+    /// ```
+    pub fn parse(value: &str) -> Result<RelayDomains, RelayDomainsError> {
+        if value.contains(['{', '}']) {
+            return Err(RelayDomainsError::Braces);
+        }
+        let mut out = RelayDomains::default();
+        for token in value
+            .split(|c: char| c == ',' || c.is_ascii_whitespace())
+            .filter(|t| !t.is_empty())
+        {
+            match plain_domain(token) {
+                Some(name) => {
+                    out.domains.insert(name);
+                }
+                None => out.preserved_tokens.push(token.to_owned()),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Renders the value: preserved tokens first, in order, then the domains sorted, all
+    /// separated by `, `.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let tokens = self
+            .preserved_tokens
+            .iter()
+            .map(String::as_str)
+            .chain(self.domains.iter().map(DomainName::as_str));
+        for (i, token) in tokens.enumerate() {
+            if i > 0 {
+                out.push_str(", ");
+            }
+            out.push_str(token);
+        }
+        out
+    }
+}
+
+/// A token is a managed domain only when it is a plain name; a table (`type:name`), a file
+/// (`/path`), a parameter (`$name`) or a parent-domain pattern (`.example.com`) is not.
+fn plain_domain(token: &str) -> Option<DomainName> {
+    if token.starts_with(['$', '/', '.', '!']) || token.contains(':') {
+        return None;
+    }
+    DomainName::parse(token).ok()
+}

@@ -1,0 +1,223 @@
+//! The transport map's source file: the lines relay-sync owns (the managed block) and the lines
+//! it never touches (everything else), and the next hop it writes for each domain (SPEC §4).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::net::IpAddr;
+
+use crate::DomainName;
+
+/// First line of the managed block.
+pub const BEGIN_MARKER: &str = "# BEGIN relay-sync managed block: edits inside are overwritten";
+/// Last line of the managed block.
+pub const END_MARKER: &str = "# END relay-sync managed block";
+// Markers are recognised by these prefixes, so a reworded comment after the colon still counts.
+const BEGIN_PREFIX: &str = "# BEGIN relay-sync managed block";
+const END_PREFIX: &str = "# END relay-sync managed block";
+
+/// `RELAY_TRANSPORT`: the Postfix delivery agent used for the next hop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// `smtp:` (the document's default).
+    Smtp,
+    /// `lmtp:` (the document's port 2525 is Dovecot LMTP).
+    Lmtp,
+}
+
+/// Where mail for managed domains goes: `TRANSPORT:[HOST]:PORT`.
+///
+/// ```
+/// use relay_core::{NextHop, Transport};
+/// let hop = NextHop::new(Transport::Smtp, "100.110.222.53", 2525).unwrap();
+/// assert_eq!(hop.to_string(), "smtp:[100.110.222.53]:2525");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NextHop {
+    transport: Transport,
+    host: String,
+    port: u16,
+}
+
+/// A next-hop host that is neither an IP address nor a domain name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("next-hop host {host:?} is neither an IP address nor a valid host name")]
+pub struct InvalidNextHop {
+    /// The rejected host.
+    pub host: String,
+}
+
+impl NextHop {
+    /// Builds a next hop; `host` must be an IP address or a valid host name.
+    pub fn new(transport: Transport, host: &str, port: u16) -> Result<NextHop, InvalidNextHop> {
+        // An address goes inside the brackets as it is, IPv6 too (`smtp:[2001:db8::1]:25`).
+        let host = match host.parse::<IpAddr>() {
+            Ok(ip) => ip.to_string(),
+            Err(_) => DomainName::parse(host)
+                .map_err(|_| InvalidNextHop {
+                    host: host.to_owned(),
+                })?
+                .to_string(),
+        };
+        Ok(NextHop {
+            transport,
+            host,
+            port,
+        })
+    }
+}
+
+impl fmt::Display for NextHop {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let transport = match self.transport {
+            Transport::Smtp => "smtp",
+            Transport::Lmtp => "lmtp",
+        };
+        write!(f, "{transport}:[{}]:{}", self.host, self.port)
+    }
+}
+
+/// A transport file that relay-sync cannot edit safely: its markers are broken.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TransportError {
+    /// A BEGIN marker without a matching END marker.
+    #[error("line {line}: managed block BEGIN marker without an END marker; restore the END line or delete the block by hand")]
+    UnclosedBlock {
+        /// 1-based line number of the BEGIN marker.
+        line: usize,
+    },
+    /// An END marker before any BEGIN marker.
+    #[error("line {line}: managed block END marker without a BEGIN marker; delete it by hand")]
+    StrayEnd {
+        /// 1-based line number.
+        line: usize,
+    },
+    /// More than one managed block.
+    #[error("line {line}: a second managed block; keep one and delete the other by hand")]
+    SecondBlock {
+        /// 1-based line number of the second BEGIN marker.
+        line: usize,
+    },
+}
+
+/// A transport file split around its managed block.
+///
+/// Text outside the block is held byte for byte; inside, only `key value` entries are kept
+/// (comments and anything else inside the block are overwritten, as its marker says).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransportFile {
+    before: String,
+    after: String,
+    has_block: bool,
+    managed: BTreeMap<String, String>,
+    hand_written: BTreeSet<String>,
+}
+
+impl TransportFile {
+    /// Parses the file's text (empty for a missing file).
+    pub fn parse(text: &str) -> Result<TransportFile, TransportError> {
+        let mut before = String::new();
+        let mut after = String::new();
+        let mut managed = BTreeMap::new();
+        let mut begin_line = None;
+        let mut end_seen = false;
+        for (index, line) in text.split_inclusive('\n').enumerate() {
+            let number = index + 1;
+            let trimmed = line.trim();
+            if trimmed.starts_with(BEGIN_PREFIX) {
+                if begin_line.is_some() {
+                    return Err(TransportError::SecondBlock { line: number });
+                }
+                begin_line = Some(number);
+            } else if trimmed.starts_with(END_PREFIX) {
+                if begin_line.is_none() || end_seen {
+                    return Err(TransportError::StrayEnd { line: number });
+                }
+                end_seen = true;
+            } else if begin_line.is_none() {
+                before.push_str(line);
+            } else if end_seen {
+                after.push_str(line);
+            } else if let Some((key, value)) = entry(line) {
+                managed.insert(key.to_ascii_lowercase(), value.to_owned());
+            }
+        }
+        if let (Some(line), false) = (begin_line, end_seen) {
+            return Err(TransportError::UnclosedBlock { line });
+        }
+        let hand_written = before
+            .split_inclusive('\n')
+            .chain(after.split_inclusive('\n'))
+            .filter_map(|line| entry(line).map(|(key, _)| key.to_ascii_lowercase()))
+            .collect();
+        Ok(TransportFile {
+            before,
+            after,
+            has_block: begin_line.is_some(),
+            managed,
+            hand_written,
+        })
+    }
+
+    /// The managed block's entries, key to next hop, as currently written.
+    pub fn managed_entries(&self) -> &BTreeMap<String, String> {
+        &self.managed
+    }
+
+    /// Whether `domain` has a hand-written line outside the managed block.
+    pub fn has_hand_written(&self, domain: &DomainName) -> bool {
+        self.hand_written.contains(domain.as_str())
+    }
+
+    /// Whether `key` has any entry, managed or hand-written.
+    pub fn has_entry(&self, key: &str) -> bool {
+        self.managed.contains_key(key) || self.hand_written.contains(key)
+    }
+
+    /// Renders the file with `entries` as the managed block and everything else unchanged.
+    ///
+    /// A file that had no block and gets no entries is returned exactly as it was; otherwise the
+    /// block goes where it was, or at the end of the file.
+    pub fn render<'a, I>(&self, entries: I) -> String
+    where
+        I: IntoIterator<Item = (&'a str, &'a str)>,
+    {
+        let mut entries = entries.into_iter().peekable();
+        if !self.has_block && entries.peek().is_none() {
+            return self.before.clone();
+        }
+        let mut out = String::with_capacity(self.before.len() + self.after.len() + 128);
+        out.push_str(&self.before);
+        if !out.is_empty() && !out.ends_with('\n') {
+            out.push('\n');
+        }
+        out.push_str(BEGIN_MARKER);
+        out.push('\n');
+        for (key, value) in entries {
+            out.push_str(key);
+            out.push(' ');
+            out.push_str(value);
+            out.push('\n');
+        }
+        out.push_str(END_MARKER);
+        out.push('\n');
+        out.push_str(&self.after);
+        out
+    }
+}
+
+/// The key and value of a table line, or `None` for blank lines, comments and continuation
+/// lines (which start with whitespace, per postmap(1)).
+fn entry(line: &str) -> Option<(&str, &str)> {
+    if line.starts_with([' ', '\t']) {
+        return None;
+    }
+    let line = line.trim();
+    if line.is_empty() || line.starts_with('#') {
+        return None;
+    }
+    let (key, value) = line
+        .split_once(|c: char| c.is_ascii_whitespace())
+        .unwrap_or((line, ""));
+    Some((key, value.trim()))
+}

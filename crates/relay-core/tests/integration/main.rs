@@ -1,0 +1,11 @@
+//! relay-core's tests, in one binary: domain rules, rendering snapshots, and properties.
+//!
+//! The document's unit tests (UT-001…UT-012) are mapped to tests in relay-engine's test module;
+//! the ones that concern only the pure core are covered here too:
+//! UT-004 (added domain reaches relay_domains), UT-005 (disabled domain leaves it), UT-006 (no
+//! change → empty plan), UT-007 (transport line for a new domain).
+
+mod domains;
+mod props;
+mod render;
+mod strategies;

@@ -1,0 +1,57 @@
+//! Generators shared by the properties.
+
+use std::collections::BTreeSet;
+
+use proptest::prelude::*;
+use relay_core::DomainName;
+
+/// Valid domain names from a small alphabet, so that sets overlap often.
+pub(crate) fn domain_strategy() -> impl Strategy<Value = DomainName> {
+    (
+        "[a-e]{1,3}",
+        prop::sample::select(vec!["example", "test", "co.jp"]),
+    )
+        .prop_map(|(label, tail)| DomainName::parse(&format!("{label}.{tail}")).unwrap())
+}
+
+/// Sets of valid domain names.
+pub(crate) fn domain_set_strategy() -> impl Strategy<Value = BTreeSet<DomainName>> {
+    prop::collection::btree_set(domain_strategy(), 0..12)
+}
+
+/// Tokens that are not plain domain names and must be preserved verbatim.
+pub(crate) fn preserved_token_strategy() -> impl Strategy<Value = String> {
+    prop_oneof![
+        Just("$mydestination".to_owned()),
+        "\\$[a-z_]{1,12}",
+        "hash:/etc/postfix/[a-z]{1,8}",
+        "/etc/postfix/[a-z]{1,8}",
+        "\\.[a-c]{1,3}\\.example",
+    ]
+}
+
+/// Values a hostile or broken database row may hold.
+pub(crate) fn hostile_string_strategy() -> impl Strategy<Value = String> {
+    prop_oneof![
+        ".*",
+        "[a-z]{1,6}[ ,\n\r\t:;\\[\\]$/{}=#\u{0}\u{7f}]{1,3}[a-z.]{0,10}",
+        "[a-z]{1,5}\\.com smtp:\\[[0-9.]{1,15}\\]:[0-9]{1,5}",
+        "\\$[a-z_]{1,12}",
+        "(hash|lmdb|mysql|regexp):/[a-z/]{1,20}",
+        "[a-z]{64,70}\\.example",
+        "[a-z]{1,5}\\.[a-z]{1,5}\n[a-z]{1,5}\\.example",
+        "\\PC{1,10}\\.example",
+    ]
+}
+
+/// Hand-written transport lines outside the managed block: comments, blanks, entries, and
+/// continuation lines.
+pub(crate) fn hand_line_strategy() -> impl Strategy<Value = String> {
+    prop_oneof![
+        Just(String::new()),
+        "# [ -~]{0,30}",
+        "[a-z]{1,4}\\.(other|example) (smtp|relay|error):[ -~]{0,20}",
+        "\\.[a-z]{1,4}\\.example smtp:\\[192\\.0\\.2\\.[0-9]\\]",
+        "[ \t]+[ -~]{1,20}",
+    ]
+}
