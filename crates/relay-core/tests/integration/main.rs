@@ -5,6 +5,8 @@
 //! UT-004 (added domain reaches relay_domains), UT-005 (disabled domain leaves it), UT-006 (no
 //! change → empty plan), UT-007 (transport line for a new domain).
 
+#![allow(clippy::unwrap_used)] // Test helpers outside #[test] functions.
+
 mod domains;
 mod props;
 mod render;
