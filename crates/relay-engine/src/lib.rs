@@ -1,1 +1,111 @@
-//! Engine (being written).
+//! One relay-sync run (SPEC §2): fetch → plan → guard → back up → apply → verify → roll back.
+//!
+//! The engine is generic over the two boundaries, [`relay_db::DomainSource`] and
+//! [`relay_postfix::PostfixWrite`], so another Rust tool can run a sync in-process and tests can
+//! drive it with in-memory fakes. It returns an [`Outcome`]: data, from which the binary derives
+//! the exit code in one place.
+//!
+//! A dry run ([`dry_run`]) takes only a [`relay_postfix::PostfixRead`]: it cannot write, by
+//! construction.
+//!
+//! Architecture invariant: the engine decides the order of the steps and what to log; it never
+//! touches a file or runs a command itself. Postfix work happens only through the traits.
+//!
+//! ```no_run
+//! # async fn example(db: relay_db::MariaDbSource, postfix: relay_postfix::PostfixCli) {
+//! use relay_core::{GuardSettings, NextHop, Transport};
+//! use relay_engine::{run, SyncSettings};
+//! let settings = SyncSettings {
+//!     next_hop: NextHop::new(Transport::Smtp, "100.110.222.53", 2525).unwrap(),
+//!     preserve: Default::default(),
+//!     guard: GuardSettings::default(),
+//! };
+//! let outcome = run(&settings, &db, &postfix).await;
+//! println!("exit code would be {}", outcome.exit_code());
+//! # }
+//! ```
+#![warn(clippy::print_stdout, clippy::print_stderr)]
+
+mod apply;
+mod outcome;
+mod prepare;
+
+use std::collections::BTreeSet;
+use std::time::Instant;
+
+use relay_core::{DomainName, GuardSettings, NextHop};
+use relay_db::DomainSource;
+use relay_postfix::{PostfixRead, PostfixWrite};
+
+pub use apply::{apply, VERIFY_SAMPLE};
+pub use outcome::{Applied, FailedStep, FailureCause, Outcome, StepFailure};
+pub use prepare::{prepare, Prepared};
+
+/// What a run needs besides the two boundaries.
+#[derive(Debug, Clone)]
+pub struct SyncSettings {
+    /// The next hop written for every database domain.
+    pub next_hop: NextHop,
+    /// `PRESERVE_DOMAINS`.
+    pub preserve: BTreeSet<DomainName>,
+    /// The guard's limits and overrides.
+    pub guard: GuardSettings,
+}
+
+/// Lists in log lines are cut after this many entries (SPEC §8).
+pub const LOG_LIST_MAX: usize = 100;
+
+/// Runs one sync: the whole of SPEC §2 from step 2 on (the caller holds the lock).
+pub async fn run<S, P>(settings: &SyncSettings, source: &S, postfix: &P) -> Outcome
+where
+    S: DomainSource,
+    P: PostfixWrite,
+{
+    let started = Instant::now();
+    tracing::info!("===== Relay Domains Sync Started =====");
+    let outcome = match source.fetch_names().await {
+        Err(error) => {
+            tracing::error!("{error}");
+            tracing::error!("Keeping current configuration");
+            Outcome::DatabaseFailed(error)
+        }
+        Ok(rows) => match prepare(settings, &rows, postfix) {
+            Err(outcome) => outcome,
+            Ok(prepared) => apply(settings, prepared, postfix),
+        },
+    };
+    finish(&outcome, started);
+    outcome
+}
+
+/// Plans a sync without changing anything: fetch, plan and guard, then stop.
+///
+/// Returns the prepared plan and the guard's verdict, or the outcome that ended the run early
+/// (database failure, unreadable Postfix state, nothing to do).
+#[allow(clippy::result_large_err)] // As `prepare`: the outcome is returned once per run.
+pub async fn dry_run<S, P>(
+    settings: &SyncSettings,
+    source: &S,
+    postfix: &P,
+) -> Result<(Prepared, Result<(), relay_core::Refusal>), Outcome>
+where
+    S: DomainSource,
+    P: PostfixRead,
+{
+    let rows = source.fetch_names().await.map_err(|error| {
+        tracing::error!("{error}");
+        Outcome::DatabaseFailed(error)
+    })?;
+    let prepared = prepare(settings, &rows, postfix)?;
+    let verdict = relay_core::guard(&prepared.plan, settings.guard);
+    Ok((prepared, verdict))
+}
+
+fn finish(outcome: &Outcome, started: Instant) {
+    let seconds = started.elapsed().as_secs_f64();
+    if outcome.is_success() {
+        tracing::info!("===== Sync completed in {seconds:.2} seconds =====");
+    } else {
+        tracing::error!("===== Sync failed in {seconds:.2} seconds =====");
+    }
+}

@@ -1,0 +1,226 @@
+//! Steps 6–8 of a run: guard, back up, apply in the safe order, verify, and roll back on failure.
+
+use relay_core::{cut_list, guard, RelayDomains, Step};
+use relay_postfix::PostfixWrite;
+
+use crate::outcome::FailureCause;
+use crate::{Applied, FailedStep, Outcome, Prepared, StepFailure, SyncSettings, LOG_LIST_MAX};
+
+/// At most this many added domains are looked up with `postmap -q` after a change.
+pub const VERIFY_SAMPLE: usize = 100;
+
+/// What the run has changed so far, so a rollback restores exactly that.
+#[derive(Debug, Default, Clone, Copy)]
+struct Touched {
+    transport: bool,
+    relay_domains: bool,
+}
+
+impl Touched {
+    fn any(self) -> bool {
+        self.transport || self.relay_domains
+    }
+}
+
+/// Guards, backs up and applies a prepared plan through `postfix`; rolls back on failure.
+pub fn apply<P: PostfixWrite>(settings: &SyncSettings, prepared: Prepared, postfix: &P) -> Outcome {
+    let plan = &prepared.plan;
+    if let Err(refusal) = guard(plan, settings.guard) {
+        tracing::error!("Refusing to apply: {refusal}");
+        tracing::error!("Keeping current configuration");
+        return Outcome::Refused(refusal);
+    }
+
+    let backup = match postfix.backup(
+        &prepared.relay_domains_before,
+        prepared.transport_before.as_deref(),
+    ) {
+        Ok(backup) => backup,
+        Err(error) => {
+            let failure = StepFailure {
+                step: FailedStep::Backup,
+                cause: error.into(),
+            };
+            tracing::error!("{failure}");
+            tracing::error!("Nothing was changed; keeping current configuration");
+            return Outcome::RolledBack(failure);
+        }
+    };
+    for file in &backup.files {
+        tracing::info!("Backup created: {}", file.display());
+    }
+
+    let mut touched = Touched::default();
+    if let Err(failure) = run_steps(&prepared, postfix, &mut touched) {
+        return fail(failure, &prepared, touched, postfix);
+    }
+    if let Err(failure) = verify(settings, &prepared, postfix) {
+        return fail(failure, &prepared, touched, postfix);
+    }
+
+    tracing::info!(
+        "Sync summary: {} domains relayed, +{} -{}, {} invalid rows skipped, {} duplicate rows",
+        plan.target.domains.len(),
+        plan.added.len(),
+        plan.removed.len(),
+        prepared.rows.rejected.len(),
+        prepared.rows.duplicates
+    );
+    Outcome::Applied(Applied {
+        added: plan.added.clone(),
+        removed: plan.removed.clone(),
+        backup,
+    })
+}
+
+fn run_steps<P: PostfixWrite>(
+    prepared: &Prepared,
+    postfix: &P,
+    touched: &mut Touched,
+) -> Result<(), StepFailure> {
+    let plan = &prepared.plan;
+    let failed = |step| {
+        move |error: relay_postfix::PostfixError| StepFailure {
+            step,
+            cause: error.into(),
+        }
+    };
+    for step in prepared.steps() {
+        match step {
+            Step::WriteTransport(text) => {
+                // Marked before the call: if it fails half-way, the rollback rewrites the old
+                // text, which is harmless when nothing had changed.
+                touched.transport = true;
+                postfix
+                    .write_transport(text)
+                    .map_err(failed(FailedStep::WriteTransport))?;
+                tracing::info!("Postmap successful: {}", postfix.transport_map_name());
+                if text == plan.transport_final {
+                    tracing::info!(
+                        "Updated transport file: added {}, removed {}",
+                        plan.transport_added,
+                        plan.transport_removed
+                    );
+                }
+            }
+            Step::RebuildTransportMap => {
+                postfix
+                    .rebuild_transport_map()
+                    .map_err(failed(FailedStep::RebuildTransportMap))?;
+                tracing::info!("Postmap successful: {}", postfix.transport_map_name());
+            }
+            Step::SetRelayDomains(value) => {
+                touched.relay_domains = true;
+                postfix
+                    .set_relay_domains(value)
+                    .map_err(failed(FailedStep::SetRelayDomains))?;
+                tracing::info!(
+                    "Updated relay_domains: {}",
+                    cut_list(value.split(", "), LOG_LIST_MAX)
+                );
+            }
+            Step::Reload => {
+                postfix.reload().map_err(failed(FailedStep::Reload))?;
+                tracing::info!("Postfix reloaded successfully");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Reads back what Postfix now sees (SPEC §2 step 7, last paragraph).
+fn verify<P: PostfixWrite>(
+    settings: &SyncSettings,
+    prepared: &Prepared,
+    postfix: &P,
+) -> Result<(), StepFailure> {
+    let plan = &prepared.plan;
+    let failed = |cause: FailureCause| StepFailure {
+        step: FailedStep::Verify,
+        cause,
+    };
+    let seen = postfix
+        .relay_domains()
+        .map_err(|e| failed(FailureCause::Postfix(e)))?;
+    let parsed = RelayDomains::parse(&seen).ok();
+    if parsed.as_ref() != Some(&plan.target) {
+        return Err(failed(FailureCause::Verify(format!(
+            "postconf -h relay_domains shows {seen:?}, not the value just written"
+        ))));
+    }
+    let next_hop = settings.next_hop.to_string();
+    let sample = plan
+        .added
+        .iter()
+        .filter(|name| prepared.rows.valid.contains(*name) && !plan.hand_written.contains(*name))
+        .take(VERIFY_SAMPLE);
+    for name in sample {
+        let found = postfix
+            .lookup_transport(name.as_str())
+            .map_err(|e| failed(FailureCause::Postfix(e)))?;
+        if found.as_deref() != Some(next_hop.as_str()) {
+            return Err(failed(FailureCause::Verify(format!(
+                "postmap -q {name} {} returns {found:?}, expected {next_hop:?}",
+                postfix.transport_map_name()
+            ))));
+        }
+    }
+    Ok(())
+}
+
+fn fail<P: PostfixWrite>(
+    failure: StepFailure,
+    prepared: &Prepared,
+    touched: Touched,
+    postfix: &P,
+) -> Outcome {
+    tracing::error!("{failure}");
+    let rollback = if touched.any() {
+        tracing::warn!("Rolling back to previous configuration");
+        let result = rollback(prepared, touched, postfix);
+        match &result {
+            Ok(()) => tracing::info!("Rollback successful"),
+            Err(error) => tracing::error!("Rollback failed: {error}"),
+        }
+        result
+    } else {
+        tracing::info!("Nothing was changed; keeping current configuration");
+        Ok(())
+    };
+    if failure.step == FailedStep::Reload || rollback.is_err() {
+        tracing::error!("CRITICAL: Manual intervention required");
+        Outcome::Critical { failure, rollback }
+    } else {
+        Outcome::RolledBack(failure)
+    }
+}
+
+/// Restores what the run touched from the copies taken before it (the same bytes as the
+/// backup files), then reloads.
+fn rollback<P: PostfixWrite>(
+    prepared: &Prepared,
+    touched: Touched,
+    postfix: &P,
+) -> Result<(), StepFailure> {
+    let failed = |step| {
+        move |error: relay_postfix::PostfixError| StepFailure {
+            step,
+            cause: error.into(),
+        }
+    };
+    if touched.transport {
+        // A transport file that did not exist comes back empty: an empty map routes nothing,
+        // exactly like a missing one, and keeps a `transport_maps` reference valid.
+        let text = prepared.transport_before.as_deref().unwrap_or("");
+        postfix
+            .write_transport(text)
+            .map_err(failed(FailedStep::WriteTransport))?;
+    }
+    if touched.relay_domains {
+        postfix
+            .set_relay_domains(&prepared.relay_domains_before)
+            .map_err(failed(FailedStep::SetRelayDomains))?;
+    }
+    postfix.reload().map_err(failed(FailedStep::Reload))?;
+    Ok(())
+}

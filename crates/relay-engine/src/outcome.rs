@@ -1,0 +1,118 @@
+//! What a run ended with. The exit code is derived here, in one place (SPEC §8).
+
+use relay_core::{DomainName, PlanError, Refusal};
+use relay_db::DbError;
+use relay_postfix::{Backup, PostfixError};
+use std::collections::BTreeSet;
+
+/// How a run ended.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Outcome {
+    /// Postfix already matched the database; nothing was written.
+    NoChange,
+    /// The plan was applied and verified.
+    Applied(Applied),
+    /// The guard refused; nothing was changed.
+    Refused(Refusal),
+    /// The current state cannot be planned against (e.g. a broken managed block); nothing was
+    /// changed.
+    Unplannable(PlanError),
+    /// The database could not be read; nothing was changed.
+    DatabaseFailed(DbError),
+    /// The current Postfix state could not be read; nothing was changed.
+    ReadFailed(PostfixError),
+    /// A step failed and everything it had changed was restored.
+    RolledBack(StepFailure),
+    /// `postfix reload` failed, or the rollback itself failed: someone must look.
+    Critical {
+        /// The step that failed first.
+        failure: StepFailure,
+        /// How the rollback went.
+        rollback: Result<(), StepFailure>,
+    },
+}
+
+/// What an applied run changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Applied {
+    /// Domains added to `relay_domains`.
+    pub added: BTreeSet<DomainName>,
+    /// Domains removed from `relay_domains`.
+    pub removed: BTreeSet<DomainName>,
+    /// The backup taken before the change.
+    pub backup: Backup,
+}
+
+/// A step that failed, and why.
+#[derive(Debug, thiserror::Error)]
+#[error("{step} failed: {cause}")]
+pub struct StepFailure {
+    /// Which step.
+    pub step: FailedStep,
+    /// The error, with the command or file involved.
+    pub cause: FailureCause,
+}
+
+/// The cause of a [`StepFailure`].
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum FailureCause {
+    /// A Postfix command or file operation failed.
+    #[error(transparent)]
+    Postfix(#[from] PostfixError),
+    /// Postfix does not see what was written.
+    #[error("{0}")]
+    Verify(String),
+}
+
+/// The steps of applying a plan, named for logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FailedStep {
+    /// Writing the backup files.
+    Backup,
+    /// Writing the transport file and rebuilding its map.
+    WriteTransport,
+    /// Rebuilding a stale transport map.
+    RebuildTransportMap,
+    /// `postconf -e relay_domains = …`.
+    SetRelayDomains,
+    /// `postfix reload`.
+    Reload,
+    /// Reading back what Postfix sees.
+    Verify,
+}
+
+impl std::fmt::Display for FailedStep {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            FailedStep::Backup => "backup",
+            FailedStep::WriteTransport => "transport update",
+            FailedStep::RebuildTransportMap => "transport map rebuild",
+            FailedStep::SetRelayDomains => "relay_domains update",
+            FailedStep::Reload => "postfix reload",
+            FailedStep::Verify => "verification",
+        })
+    }
+}
+
+impl Outcome {
+    /// The process exit code for this outcome (SPEC §8). Exit 0 for "another run holds the
+    /// lock" and exit 2 for configuration errors are the binary's, since they happen before a
+    /// run starts.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Outcome::NoChange | Outcome::Applied(_) => 0,
+            Outcome::DatabaseFailed(_) => 3,
+            Outcome::Refused(_) | Outcome::Unplannable(_) => 4,
+            Outcome::ReadFailed(_) | Outcome::RolledBack(_) => 5,
+            Outcome::Critical { .. } => 6,
+        }
+    }
+
+    /// Whether the run did what it should (synced or found nothing to do).
+    pub fn is_success(&self) -> bool {
+        self.exit_code() == 0
+    }
+}

@@ -1,0 +1,131 @@
+//! Steps 3–5 of a run: normalize the rows, read what Postfix has, and plan.
+
+use relay_core::{
+    apply_steps, cut_list, escape_for_log, normalize_rows, Normalized, Plan, PlanInput, Step,
+};
+use relay_postfix::PostfixRead;
+
+use crate::{Outcome, SyncSettings, LOG_LIST_MAX};
+
+/// A plan together with what it was computed from, ready to be guarded and applied.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    /// The plan.
+    pub plan: Plan,
+    /// The database rows after normalization (valid names, rejected rows, duplicates).
+    pub rows: Normalized,
+    /// The raw `relay_domains` value before the run, restored on rollback.
+    pub relay_domains_before: String,
+    /// The transport file before the run (`None`: it did not exist), restored on rollback.
+    pub transport_before: Option<String>,
+    /// Whether the transport map's database was at least as new as its source.
+    pub map_fresh: bool,
+}
+
+impl Prepared {
+    /// The steps that apply the plan, in order; empty when there is nothing to do.
+    pub fn steps(&self) -> Vec<Step<'_>> {
+        apply_steps(&self.plan, self.map_fresh)
+    }
+}
+
+/// Normalizes `rows`, reads the current state through `postfix`, and plans.
+///
+/// Returns `Err` with the outcome that ends the run here: [`Outcome::NoChange`],
+/// [`Outcome::ReadFailed`] or [`Outcome::Unplannable`].
+// The large error variant is the run's final outcome, returned once per run: boxing it would buy
+// nothing.
+#[allow(clippy::result_large_err)]
+pub fn prepare<P: PostfixRead>(
+    settings: &SyncSettings,
+    rows: &[String],
+    postfix: &P,
+) -> Result<Prepared, Outcome> {
+    let normalized = normalize_rows(rows);
+    tracing::info!(
+        "Retrieved {} domains from DB: {}",
+        normalized.valid.len(),
+        cut_list(&normalized.valid, LOG_LIST_MAX)
+    );
+    for rejected in &normalized.rejected {
+        tracing::error!(
+            "Invalid domain skipped: {} ({})",
+            escape_for_log(&rejected.raw),
+            rejected.reason
+        );
+    }
+
+    let read = || -> Result<_, relay_postfix::PostfixError> {
+        Ok((
+            postfix.relay_domains()?,
+            postfix.read_transport()?,
+            postfix.transport_map_is_fresh()?,
+        ))
+    };
+    let (relay_domains, transport, map_fresh) = read().map_err(|error| {
+        tracing::error!("Cannot read the current Postfix configuration: {error}");
+        tracing::error!("Keeping current configuration");
+        Outcome::ReadFailed(error)
+    })?;
+    tracing::info!(
+        "Current relay_domains: {}",
+        cut_list(
+            relay_domains
+                .split(|c: char| c == ',' || c.is_ascii_whitespace())
+                .filter(|t| !t.is_empty()),
+            LOG_LIST_MAX
+        )
+    );
+
+    let plan = Plan::new(PlanInput {
+        database: &normalized.valid,
+        preserve: &settings.preserve,
+        relay_domains: &relay_domains,
+        transport: transport.as_deref(),
+        next_hop: &settings.next_hop,
+    })
+    .map_err(|error| {
+        tracing::error!("Cannot plan against the current configuration: {error}");
+        tracing::error!("Keeping current configuration");
+        Outcome::Unplannable(error)
+    })?;
+    for name in &plan.hand_written {
+        tracing::warn!(
+            "Domain {name} has a hand-written line in {} outside the managed block; leaving it as it is",
+            postfix.transport_map_name()
+        );
+    }
+
+    let prepared = Prepared {
+        plan,
+        rows: normalized,
+        relay_domains_before: relay_domains,
+        transport_before: transport,
+        map_fresh,
+    };
+    if prepared.steps().is_empty() {
+        tracing::info!("No changes detected, skipping update");
+        return Err(Outcome::NoChange);
+    }
+    log_changes(&prepared.plan);
+    Ok(prepared)
+}
+
+fn log_changes(plan: &Plan) {
+    tracing::info!(
+        "Domain changes detected: +{}, -{}",
+        plan.added.len(),
+        plan.removed.len()
+    );
+    for (verb, names) in [("Added", &plan.added), ("Removed", &plan.removed)] {
+        for name in names.iter().take(LOG_LIST_MAX) {
+            tracing::info!("{verb} domain: {name}");
+        }
+        if names.len() > LOG_LIST_MAX {
+            tracing::info!("{verb} domain: … (+{} more)", names.len() - LOG_LIST_MAX);
+        }
+    }
+    if !plan.transport_changed() && !plan.relay_domains_changed() {
+        tracing::info!("Transport map is older than its source; rebuilding it");
+    }
+}

@@ -1,0 +1,191 @@
+//! In-memory stand-ins for MariaDB and Postfix, with failure injection and a call log.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use relay_db::{DbError, DomainSource};
+use relay_postfix::{Backup, PostfixError, PostfixRead, PostfixWrite};
+
+/// A database that returns fixed rows or a fixed error.
+pub(crate) enum FakeSource {
+    Rows(Vec<String>),
+    Unreachable,
+    MissingTable,
+}
+
+impl FakeSource {
+    pub(crate) fn rows(rows: &[&str]) -> FakeSource {
+        FakeSource::Rows(rows.iter().map(|s| s.to_string()).collect())
+    }
+}
+
+impl DomainSource for FakeSource {
+    async fn fetch_names(&self) -> Result<Vec<String>, DbError> {
+        match self {
+            FakeSource::Rows(rows) => Ok(rows.clone()),
+            FakeSource::Unreachable => Err(DbError::Unreachable {
+                addr: "192.0.2.1:3306".into(),
+                detail: "connect timed out after 3s".into(),
+            }),
+            FakeSource::MissingTable => Err(DbError::Query {
+                addr: "127.0.0.1:3306".into(),
+                detail: "Table 'mailserver_usermgmt.domainz' doesn't exist".into(),
+            }),
+        }
+    }
+}
+
+/// Which operation to make fail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Op {
+    Backup,
+    WriteTransport,
+    SetRelayDomains,
+    Reload,
+    Lookup,
+}
+
+/// What Postfix holds: the `relay_domains` value, the transport source, and the built map (what
+/// `postmap -q` answers from), plus what has been done to it.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct State {
+    pub(crate) relay_domains: String,
+    pub(crate) transport: Option<String>,
+    pub(crate) map: Option<String>,
+    pub(crate) map_fresh: bool,
+    pub(crate) backups: Vec<(String, Option<String>)>,
+    pub(crate) calls: Vec<String>,
+    /// Remaining failures per operation: `n` makes the next `n` calls fail.
+    pub(crate) failures: BTreeMap<Op, usize>,
+    /// When set, `postconf -h relay_domains` answers this once `relay_domains` has been
+    /// written (a Postfix that does not see what was written).
+    pub(crate) lie_after_write: Option<String>,
+    readback: Option<String>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub(crate) struct FakePostfix(pub(crate) Arc<Mutex<State>>);
+
+impl FakePostfix {
+    pub(crate) fn new(relay_domains: &str, transport: Option<&str>) -> FakePostfix {
+        FakePostfix(Arc::new(Mutex::new(State {
+            relay_domains: relay_domains.to_owned(),
+            transport: transport.map(str::to_owned),
+            map: transport.map(str::to_owned),
+            map_fresh: true,
+            ..State::default()
+        })))
+    }
+
+    pub(crate) fn fail(&self, op: Op, times: usize) {
+        self.0.lock().unwrap().failures.insert(op, times);
+    }
+
+    pub(crate) fn state(&self) -> State {
+        self.0.lock().unwrap().clone()
+    }
+
+    /// Records the call and fails it if a failure is pending for `op`.
+    fn call(&self, op: Op, what: String) -> Result<(), PostfixError> {
+        let mut state = self.0.lock().unwrap();
+        state.calls.push(what.clone());
+        match state.failures.get_mut(&op) {
+            Some(n) if *n > 0 => {
+                *n -= 1;
+                Err(PostfixError::CommandFailed {
+                    command: what,
+                    status: "exit status: 1".into(),
+                    stderr: "fake failure".into(),
+                })
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+impl PostfixRead for FakePostfix {
+    fn relay_domains(&self) -> Result<String, PostfixError> {
+        let state = self.0.lock().unwrap();
+        Ok(state
+            .readback
+            .clone()
+            .unwrap_or_else(|| state.relay_domains.clone()))
+    }
+
+    fn read_transport(&self) -> Result<Option<String>, PostfixError> {
+        Ok(self.0.lock().unwrap().transport.clone())
+    }
+
+    fn transport_map_is_fresh(&self) -> Result<bool, PostfixError> {
+        Ok(self.0.lock().unwrap().map_fresh)
+    }
+
+    fn lookup_transport(&self, key: &str) -> Result<Option<String>, PostfixError> {
+        self.call(Op::Lookup, format!("postmap -q {key}"))?;
+        let state = self.0.lock().unwrap();
+        Ok(state.map.as_deref().and_then(|map| {
+            map.lines().find_map(|line| {
+                let mut fields = line.split_whitespace();
+                (fields.next() == Some(key)).then(|| fields.collect::<Vec<_>>().join(" "))
+            })
+        }))
+    }
+
+    fn transport_map_name(&self) -> String {
+        "hash:/fake/transport".into()
+    }
+}
+
+impl PostfixWrite for FakePostfix {
+    fn backup(&self, relay_domains: &str, transport: Option<&str>) -> Result<Backup, PostfixError> {
+        self.call(Op::Backup, "backup".into())?;
+        let mut state = self.0.lock().unwrap();
+        state
+            .backups
+            .push((relay_domains.to_owned(), transport.map(str::to_owned)));
+        Ok(Backup {
+            stamp: "20261123-120000".into(),
+            files: vec![
+                PathBuf::from("/fake/backup/relay_domains.20261123-120000.bak"),
+                PathBuf::from("/fake/backup/transport.20261123-120000.bak"),
+            ],
+        })
+    }
+
+    fn write_transport(&self, text: &str) -> Result<(), PostfixError> {
+        let removed = text.matches('\n').count();
+        self.call(
+            Op::WriteTransport,
+            format!("write transport ({removed} lines)"),
+        )?;
+        let mut state = self.0.lock().unwrap();
+        state.transport = Some(text.to_owned());
+        state.map = Some(text.to_owned());
+        state.map_fresh = true;
+        Ok(())
+    }
+
+    fn rebuild_transport_map(&self) -> Result<(), PostfixError> {
+        self.call(Op::WriteTransport, "postmap".into())?;
+        let mut state = self.0.lock().unwrap();
+        state.map = state.transport.clone();
+        state.map_fresh = true;
+        Ok(())
+    }
+
+    fn set_relay_domains(&self, value: &str) -> Result<(), PostfixError> {
+        self.call(
+            Op::SetRelayDomains,
+            format!("postconf -e relay_domains = {value}"),
+        )?;
+        let mut state = self.0.lock().unwrap();
+        state.relay_domains = value.to_owned();
+        state.readback = state.lie_after_write.take();
+        Ok(())
+    }
+
+    fn reload(&self) -> Result<(), PostfixError> {
+        self.call(Op::Reload, "postfix reload".into())
+    }
+}
