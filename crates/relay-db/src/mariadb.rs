@@ -1,4 +1,350 @@
-//! Placeholder until written.
-/// Placeholder.
+//! [`MariaDbSource`]: the admin panel's MariaDB through `mysql_async`, one connection per fetch.
+//!
+//! A fetch is: connect (TCP, TLS per [`TlsMode`], authentication) under `connect_timeout`, run
+//! the query once under `query_timeout`, read the first column of every row, disconnect. There
+//! is no pool (a run makes one query) and no extra round trip: the driver's post-connect
+//! `SELECT @@max_allowed_packet, @@wait_timeout, @@socket` is avoided by setting those options.
+//!
+//! Failures are classified by phase: anything before the login succeeded is
+//! [`DbError::Unreachable`], except the server's refusal of the account or database
+//! ([`DbError::Auth`]); anything after it is [`DbError::Query`].
+
+use std::future::Future;
+use std::time::Duration;
+
+use mysql_async::prelude::Queryable;
+use mysql_async::{Conn, DriverError, IoError, Opts, OptsBuilder, Row, SslOpts, Value};
+
+use crate::{DbError, DbSettings, DomainSource, TlsMode};
+
+/// Server errors at login that mean "wrong account, password or database" rather than "cannot
+/// reach": access denied (1045), access denied to the database (1044), unknown database (1049),
+/// host not allowed to connect (1130), and access denied by a plugin such as `unix_socket`
+/// (1698).
+const AUTH_ERROR_CODES: &[u16] = &[1044, 1045, 1049, 1130, 1698];
+
+/// How long a clean disconnect may take after a successful query. `COM_QUIT` needs no answer,
+/// so this only matters when the network stalls.
+const DISCONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The client-side packet limit. Setting it (with `wait_timeout`) keeps the driver from asking
+/// the server for both right after login, which would be a second round trip per fetch.
+const MAX_ALLOWED_PACKET: usize = 64 * 1024 * 1024;
+/// The server's default `wait_timeout`, told to the driver for the same reason.
+const WAIT_TIMEOUT_SECS: usize = 28_800;
+
+/// A TLS server name that works around mysql_async 0.37.1 ignoring
+/// `with_danger_skip_domain_validation` with rustls 0.23
+/// (<https://github.com/blackbeam/mysql_async/issues/404>, fixed upstream by PR #408, not
+/// released yet). The driver recognizes a name mismatch by looking for `NotValidForName` in the
+/// error's text, which rustls no longer prints; it does print the expected name, though. So
+/// `verify-ca` asks for this name, which no certificate carries: the chain is still verified
+/// against `DB_TLS_CA`, and the inevitable name mismatch is then recognized and skipped, as
+/// `verify-ca` requires. With the upstream fix the name stays harmless. The TLS tests
+/// (`verify_ca_*`) fail if this stops working.
+const VERIFY_CA_SERVER_NAME: &str = "NotValidForName.relay-sync.invalid";
+
+/// Reads domain names from MariaDB (or MySQL) with the settings it was made with.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use relay_db::{DbSettings, DomainSource, MariaDbSource, Secret, TlsMode};
+///
+/// # async fn example() -> Result<(), relay_db::DbError> {
+/// let source = MariaDbSource::new(DbSettings {
+///     host: "100.110.222.53".into(),
+///     port: 3306,
+///     database: "mailserver_usermgmt".into(),
+///     user: "relay_sync".into(),
+///     password: Some(Secret::new("…")),
+///     query: "SELECT name FROM domains WHERE enabled = 1".into(),
+///     tls: TlsMode::Disabled,
+///     tls_ca: None,
+///     connect_timeout: Duration::from_secs(3),
+///     query_timeout: Duration::from_secs(3),
+/// });
+/// let names = source.fetch_names().await?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct MariaDbSource {
+    settings: DbSettings,
+}
+
+impl MariaDbSource {
+    /// A source that connects with `settings` on every fetch.
+    pub fn new(settings: DbSettings) -> Self {
+        MariaDbSource { settings }
+    }
+
+    /// The settings it connects with.
+    pub fn settings(&self) -> &DbSettings {
+        &self.settings
+    }
+
+    /// `host:port`, with an IPv6 address in brackets, for error messages.
+    fn addr(&self) -> String {
+        let DbSettings { host, port, .. } = &self.settings;
+        if host.contains(':') {
+            format!("[{host}]:{port}")
+        } else {
+            format!("{host}:{port}")
+        }
+    }
+
+    fn unreachable(&self, detail: impl Into<String>) -> DbError {
+        DbError::Unreachable {
+            addr: self.addr(),
+            detail: detail.into(),
+        }
+    }
+
+    fn query_error(&self, detail: impl Into<String>) -> DbError {
+        DbError::Query {
+            addr: self.addr(),
+            detail: detail.into(),
+        }
+    }
+
+    async fn fetch(&self) -> Result<Vec<String>, DbError> {
+        let settings = &self.settings;
+        let mut conn = tokio::time::timeout(settings.connect_timeout, self.connect())
+            .await
+            .map_err(|_| {
+                self.unreachable(format!(
+                    "no connection within the connect timeout ({})",
+                    seconds(settings.connect_timeout)
+                ))
+            })??;
+        tracing::info!("Connected to MariaDB ({})", settings.host);
+
+        let fetched = tokio::time::timeout(
+            settings.query_timeout,
+            read_first_column(&mut conn, &settings.query),
+        )
+        .await;
+        match fetched {
+            Ok(Ok(names)) => {
+                // The names are in; a failing goodbye changes nothing.
+                let _ = tokio::time::timeout(DISCONNECT_TIMEOUT, conn.disconnect()).await;
+                Ok(names)
+            }
+            Ok(Err(failure)) => {
+                let _ = tokio::time::timeout(DISCONNECT_TIMEOUT, conn.disconnect()).await;
+                Err(self.query_error(failure.to_string()))
+            }
+            Err(_) => {
+                // The query is still running and its result would have to be read before
+                // `COM_QUIT`. Polling `disconnect` once marks the connection as closed, so
+                // dropping it closes the socket at once instead of leaving a task behind that
+                // drains the result.
+                let _ = tokio::time::timeout(Duration::ZERO, conn.disconnect()).await;
+                Err(self.query_error(format!(
+                    "no result within the query timeout ({})",
+                    seconds(settings.query_timeout)
+                )))
+            }
+        }
+    }
+
+    /// Connects per the TLS mode; `preferred` tries TLS first and plain TCP when the server does
+    /// not offer TLS.
+    async fn connect(&self) -> Result<Conn, DbError> {
+        let ssl_opts = self.ssl_opts().await?;
+        let prefer_plain_fallback = self.settings.tls == TlsMode::Preferred;
+        match Conn::new(self.opts(ssl_opts)).await {
+            Ok(conn) => Ok(conn),
+            Err(mysql_async::Error::Driver(DriverError::NoClientSslFlagFromServer))
+                if prefer_plain_fallback =>
+            {
+                tracing::debug!(
+                    "MariaDB at {} does not offer TLS; connecting without it (DB_TLS=preferred)",
+                    self.addr()
+                );
+                Conn::new(self.opts(None))
+                    .await
+                    .map_err(|err| self.login_error(err))
+            }
+            Err(err) => Err(self.login_error(err)),
+        }
+    }
+
+    fn opts(&self, ssl_opts: Option<SslOpts>) -> Opts {
+        let settings = &self.settings;
+        OptsBuilder::default()
+            .ip_or_hostname(settings.host.clone())
+            .tcp_port(settings.port)
+            .user(Some(settings.user.clone()))
+            .pass(
+                settings
+                    .password
+                    .as_ref()
+                    .map(|secret| secret.expose().to_owned()),
+            )
+            .db_name(Some(settings.database.clone()))
+            .ssl_opts(ssl_opts)
+            // The driver would otherwise look up `@@socket` and reconnect over it when the host
+            // is local: another account (`user@localhost`), and another round trip.
+            .prefer_socket(false)
+            .max_allowed_packet(Some(MAX_ALLOWED_PACKET))
+            .wait_timeout(Some(WAIT_TIMEOUT_SECS))
+            .into()
+    }
+
+    /// The driver's TLS options for the configured mode. The CA file is read here, so that a
+    /// missing or empty one is reported with its path before anything is sent.
+    async fn ssl_opts(&self) -> Result<Option<SslOpts>, DbError> {
+        let without_checks = || {
+            SslOpts::default()
+                .with_danger_accept_invalid_certs(true)
+                .with_danger_skip_domain_validation(true)
+        };
+        let opts = match self.settings.tls {
+            TlsMode::Disabled => None,
+            TlsMode::Preferred | TlsMode::Required => Some(without_checks()),
+            TlsMode::VerifyCa => Some(
+                self.trusted_roots()
+                    .await?
+                    .with_danger_skip_domain_validation(true)
+                    .with_danger_tls_hostname_override(Some(VERIFY_CA_SERVER_NAME)),
+            ),
+            TlsMode::VerifyFull => Some(self.trusted_roots().await?),
+        };
+        Ok(opts)
+    }
+
+    /// TLS options that trust `DB_TLS_CA` alone, or the built-in public roots when no CA is
+    /// configured.
+    async fn trusted_roots(&self) -> Result<SslOpts, DbError> {
+        let Some(path) = &self.settings.tls_ca else {
+            return Ok(SslOpts::default());
+        };
+        let pem = tokio::fs::read(path).await.map_err(|err| {
+            self.unreachable(format!(
+                "cannot read the CA certificate {} (DB_TLS_CA): {err}",
+                path.display()
+            ))
+        })?;
+        if !pem
+            .windows(b"-----BEGIN CERTIFICATE-----".len())
+            .any(|window| window == b"-----BEGIN CERTIFICATE-----")
+        {
+            return Err(self.unreachable(format!(
+                "the CA certificate {} (DB_TLS_CA) holds no PEM certificate",
+                path.display()
+            )));
+        }
+        Ok(SslOpts::default()
+            .with_root_certs(vec![pem.into()])
+            .with_disable_built_in_roots(true))
+    }
+
+    /// Classifies a failure to connect and log in.
+    fn login_error(&self, err: mysql_async::Error) -> DbError {
+        match err {
+            mysql_async::Error::Server(server) if AUTH_ERROR_CODES.contains(&server.code) => {
+                DbError::Auth {
+                    addr: self.addr(),
+                    user: self.settings.user.clone(),
+                    detail: server.to_string(),
+                }
+            }
+            other => self.unreachable(describe(&other)),
+        }
+    }
+}
+
+impl DomainSource for MariaDbSource {
+    fn fetch_names(&self) -> impl Future<Output = Result<Vec<String>, DbError>> + Send {
+        self.fetch()
+    }
+}
+
+/// What was wrong with the query or its result.
 #[derive(Debug)]
-pub struct MariaDbSource;
+enum QueryFailure {
+    Driver(mysql_async::Error),
+    Columns(usize),
+    MoreResultSets,
+}
+
+impl std::fmt::Display for QueryFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            QueryFailure::Driver(err) => f.write_str(&describe(err)),
+            QueryFailure::Columns(0) => f.write_str(
+                "the query returned no result set; it must return exactly one column (DB_QUERY)",
+            ),
+            QueryFailure::Columns(n) => write!(
+                f,
+                "the query returned {n} columns; it must return exactly one (DB_QUERY)"
+            ),
+            QueryFailure::MoreResultSets => f.write_str(
+                "the query returned more than one result set; it must be a single SELECT (DB_QUERY)",
+            ),
+        }
+    }
+}
+
+impl From<mysql_async::Error> for QueryFailure {
+    fn from(err: mysql_async::Error) -> Self {
+        QueryFailure::Driver(err)
+    }
+}
+
+/// Runs `query` once (one `COM_QUERY`) and returns the first column of every row as text.
+async fn read_first_column(conn: &mut Conn, query: &str) -> Result<Vec<String>, QueryFailure> {
+    let mut result = conn.query_iter(query).await?;
+    let columns = result.columns_ref().len();
+    if columns != 1 {
+        result.drop_result().await?;
+        return Err(QueryFailure::Columns(columns));
+    }
+    let rows: Vec<Row> = result.collect().await?;
+    let more_result_sets = !result.is_empty();
+    result.drop_result().await?;
+    if more_result_sets {
+        return Err(QueryFailure::MoreResultSets);
+    }
+    let names = rows
+        .into_iter()
+        .map(|mut row| text(row.take(0).unwrap_or(Value::NULL)))
+        .collect();
+    Ok(names)
+}
+
+/// A column value as text: bytes as (lossy) UTF-8, `NULL` as the empty string, anything else
+/// (only the binary protocol produces it) as its SQL literal.
+fn text(value: Value) -> String {
+    match value {
+        Value::NULL => String::new(),
+        Value::Bytes(bytes) => match String::from_utf8(bytes) {
+            Ok(text) => text,
+            Err(err) => String::from_utf8_lossy(err.as_bytes()).into_owned(),
+        },
+        other => other.as_sql(true),
+    }
+}
+
+/// The driver's error without its wrapping ("Input/output error: Input/output error: …").
+fn describe(err: &mysql_async::Error) -> String {
+    match err {
+        mysql_async::Error::Server(server) => server.to_string(),
+        mysql_async::Error::Io(IoError::Io(io)) => io.to_string(),
+        mysql_async::Error::Io(IoError::Tls(tls)) => format!("TLS: {tls}"),
+        mysql_async::Error::Driver(DriverError::NoClientSslFlagFromServer) => {
+            "the server does not offer TLS (DB_TLS requires it)".to_owned()
+        }
+        mysql_async::Error::Driver(driver) => driver.to_string(),
+        other => other.to_string(),
+    }
+}
+
+/// A timeout as operators write it in the config: whole seconds when it is whole.
+fn seconds(duration: Duration) -> String {
+    if duration.subsec_nanos() == 0 {
+        format!("{} s", duration.as_secs())
+    } else {
+        format!("{:.3} s", duration.as_secs_f64())
+    }
+}

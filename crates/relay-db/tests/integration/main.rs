@@ -1,1 +1,480 @@
-//! Integration tests (being written).
+//! `MariaDbSource` against real, private MariaDB servers (relay-testbed).
+//!
+//! Tests that only read share one plain and one TLS server per test process
+//! (`MariaDb::shared`, `MariaDb::shared_with_tls`); tests that stop a server or switch on its
+//! general log start their own. A missing `mariadb-server` fails every test with the
+//! `apt-get install` command that fixes it.
+#![allow(clippy::unwrap_used)]
+
+use std::fmt::Write as _;
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use relay_db::{DbError, DbSettings, DomainSource, MariaDbSource, Secret, TlsMode};
+use relay_testbed::MariaDb;
+
+const PASSWORD: &str = "relay-sync-test-pw";
+const DEFAULT_QUERY: &str = "SELECT name FROM domains WHERE enabled = 1";
+/// One text column: the cipher of this very connection, empty without TLS.
+const CIPHER_QUERY: &str = "SELECT VARIABLE_VALUE FROM information_schema.SESSION_STATUS \
+                            WHERE VARIABLE_NAME = 'Ssl_cipher'";
+
+/// The fixtures' settings for `db`: user `relay_sync`, the default query, no TLS, 3 s timeouts.
+fn settings(db: &MariaDb) -> DbSettings {
+    settings_for(db.host(), db.port())
+}
+
+fn settings_for(host: &str, port: u16) -> DbSettings {
+    DbSettings {
+        host: host.to_owned(),
+        port,
+        database: "mailserver_usermgmt".to_owned(),
+        user: "relay_sync".to_owned(),
+        password: Some(Secret::new(PASSWORD)),
+        query: DEFAULT_QUERY.to_owned(),
+        tls: TlsMode::Disabled,
+        tls_ca: None,
+        connect_timeout: Duration::from_secs(3),
+        query_timeout: Duration::from_secs(3),
+    }
+}
+
+async fn fetch(settings: DbSettings) -> Result<Vec<String>, DbError> {
+    MariaDbSource::new(settings).fetch_names().await
+}
+
+fn sorted(mut names: Vec<String>) -> Vec<String> {
+    names.sort();
+    names
+}
+
+/// The cipher the connection made with `settings` used; empty for plain TCP.
+async fn cipher(mut settings: DbSettings) -> String {
+    settings.query = CIPHER_QUERY.to_owned();
+    let mut names = fetch(settings).await.unwrap();
+    assert_eq!(names.len(), 1, "one row expected: {names:?}");
+    names.remove(0)
+}
+
+fn assert_unreachable(result: Result<Vec<String>, DbError>, detail_contains: &str) -> String {
+    match result {
+        Err(DbError::Unreachable { addr, detail }) => {
+            assert!(
+                detail.contains(detail_contains),
+                "detail {detail:?} lacks {detail_contains:?}"
+            );
+            addr
+        }
+        other => panic!("expected Unreachable ({detail_contains}), got {other:?}"),
+    }
+}
+
+fn assert_query_error(result: Result<Vec<String>, DbError>, detail_contains: &str) {
+    match result {
+        Err(DbError::Query { detail, .. }) => assert!(
+            detail.contains(detail_contains),
+            "detail {detail:?} lacks {detail_contains:?}"
+        ),
+        other => panic!("expected Query ({detail_contains}), got {other:?}"),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reading names
+
+#[tokio::test]
+async fn fetches_exactly_the_enabled_seed_domains() {
+    let db = MariaDb::shared().unwrap();
+    let names = fetch(settings(db)).await.unwrap();
+    assert_eq!(
+        sorted(names),
+        [
+            "example.com",
+            "example.net",
+            "example.org",
+            "shop.example.jp"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn hostile_rows_come_back_raw_without_failing_the_fetch() {
+    let db = MariaDb::shared().unwrap();
+    let mut settings = settings(db);
+    // `\n` is the SQL escape for a newline; X'FF…' is not UTF-8.
+    settings.query = r"SELECT 'evil.example\nsmtp:[10.0.0.1]:25' AS name
+                       UNION ALL SELECT 'a.example,b.example'
+                       UNION ALL SELECT NULL
+                       UNION ALL SELECT '  Example.COM.  '
+                       UNION ALL SELECT X'FF2E6578616D706C65'"
+        .to_owned();
+    let names = fetch(settings).await.unwrap();
+    assert_eq!(
+        sorted(names),
+        sorted(vec![
+            "evil.example\nsmtp:[10.0.0.1]:25".to_owned(),
+            "a.example,b.example".to_owned(),
+            String::new(),
+            "  Example.COM.  ".to_owned(),
+            "\u{FFFD}.example".to_owned(),
+        ])
+    );
+}
+
+#[tokio::test]
+async fn an_empty_result_is_an_empty_list() {
+    let db = MariaDb::shared().unwrap();
+    let mut settings = settings(db);
+    settings.query = "SELECT name FROM domains WHERE enabled = 42".to_owned();
+    assert_eq!(fetch(settings).await.unwrap(), Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn logs_connected_with_the_configured_host() {
+    let db = MariaDb::shared().unwrap();
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let _guard = tracing::subscriber::set_default(Capture(Arc::clone(&events)));
+    fetch(settings(db)).await.unwrap();
+    let events = events.lock().unwrap();
+    assert!(
+        events.contains(&"INFO Connected to MariaDB (127.0.0.1)".to_owned()),
+        "{events:?}"
+    );
+}
+
+#[tokio::test]
+async fn fetch_sends_one_query_and_nothing_else() {
+    let db = MariaDb::start().unwrap();
+    db.load_fixtures().unwrap();
+    db.sql("SET GLOBAL log_output = 'TABLE'; SET GLOBAL general_log = 1;")
+        .unwrap();
+    fetch(settings(&db)).await.unwrap();
+
+    // The server logs `Quit` when it has read it, which may be just after the fetch returned.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let log = loop {
+        let log = db
+            .sql(
+                "SELECT command_type, argument FROM mysql.general_log \
+                 WHERE thread_id IN (SELECT thread_id FROM mysql.general_log \
+                                     WHERE argument LIKE 'relay_sync@%') \
+                 ORDER BY event_time",
+            )
+            .unwrap();
+        if log.contains("Quit") || Instant::now() > deadline {
+            break log;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let commands: Vec<&str> = log
+        .lines()
+        .map(|line| line.split('\t').next().unwrap())
+        .collect();
+    assert_eq!(
+        commands,
+        ["Connect", "Query", "Quit"],
+        "general log:\n{log}"
+    );
+    assert!(log.contains(DEFAULT_QUERY), "general log:\n{log}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Failures and their classes
+
+#[tokio::test]
+async fn wrong_password_is_auth_and_never_shows_the_password() {
+    let db = MariaDb::shared().unwrap();
+    let wrong = "wrong-pw-Zq9-do-not-print";
+    let mut settings = settings(db);
+    settings.password = Some(Secret::new(wrong));
+    let err = fetch(settings).await.unwrap_err();
+    match &err {
+        DbError::Auth { addr, user, detail } => {
+            assert_eq!(addr, &format!("127.0.0.1:{}", db.port()));
+            assert_eq!(user, "relay_sync");
+            assert!(detail.contains("1045"), "{detail}");
+        }
+        other => panic!("expected Auth, got {other:?}"),
+    }
+    for text in [err.to_string(), format!("{err:?}")] {
+        assert!(!text.contains(wrong), "password leaked: {text}");
+        assert!(!text.contains(PASSWORD), "password leaked: {text}");
+    }
+}
+
+#[tokio::test]
+async fn unknown_database_is_auth() {
+    let db = MariaDb::shared().unwrap();
+    let mut settings = settings(db);
+    settings.database = "no_such_database".to_owned();
+    match fetch(settings).await {
+        Err(DbError::Auth { detail, .. }) => assert!(detail.contains("no_such_database")),
+        other => panic!("expected Auth, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn closed_port_is_unreachable_at_once() {
+    let port = relay_testbed::free_port().unwrap();
+    let started = Instant::now();
+    let addr = assert_unreachable(fetch(settings_for("127.0.0.1", port)).await, "refused");
+    assert_eq!(addr, format!("127.0.0.1:{port}"));
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn silent_server_is_unreachable_after_the_connect_timeout() {
+    // The kernel accepts the TCP connection into the backlog, but nobody ever sends the
+    // MariaDB greeting.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut settings = settings_for("127.0.0.1", listener.local_addr().unwrap().port());
+    settings.connect_timeout = Duration::from_millis(500);
+    let started = Instant::now();
+    assert_unreachable(fetch(settings).await, "connect timeout");
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed >= Duration::from_millis(450) && elapsed < Duration::from_secs(2),
+        "{elapsed:?}"
+    );
+}
+
+#[tokio::test]
+async fn stopped_server_is_unreachable_and_a_restart_recovers() {
+    let mut db = MariaDb::start().unwrap();
+    db.load_fixtures().unwrap();
+    db.stop().unwrap();
+    assert!(!db.is_running());
+    assert_unreachable(fetch(settings(&db)).await, "refused");
+
+    db.start_again().unwrap();
+    assert!(db.is_running());
+    let names = fetch(settings(&db)).await.unwrap();
+    assert_eq!(names.len(), 4, "{names:?}");
+
+    db.kill().unwrap();
+    assert!(!db.is_running());
+    assert_unreachable(fetch(settings(&db)).await, "refused");
+}
+
+#[tokio::test]
+async fn missing_table_is_a_query_error() {
+    let db = MariaDb::shared().unwrap();
+    let mut settings = settings(db);
+    settings.query = "SELECT name FROM no_such_table".to_owned();
+    assert_query_error(fetch(settings).await, "no_such_table");
+}
+
+#[tokio::test]
+async fn syntax_error_is_a_query_error() {
+    let db = MariaDb::shared().unwrap();
+    let mut settings = settings(db);
+    settings.query = "SELEKT name FROM domains".to_owned();
+    assert_query_error(fetch(settings).await, "1064");
+}
+
+#[tokio::test]
+async fn two_columns_are_a_query_error() {
+    let db = MariaDb::shared().unwrap();
+    let mut settings = settings(db);
+    settings.query = "SELECT name, enabled FROM domains".to_owned();
+    assert_query_error(fetch(settings).await, "2 columns");
+}
+
+#[tokio::test]
+async fn a_statement_without_rows_is_a_query_error() {
+    let db = MariaDb::shared().unwrap();
+    let mut settings = settings(db);
+    settings.query = "DO 1".to_owned();
+    assert_query_error(fetch(settings).await, "no result set");
+}
+
+#[tokio::test]
+async fn two_result_sets_are_a_query_error() {
+    let db = MariaDb::shared().unwrap();
+    let mut settings = settings(db);
+    settings.query = format!("{DEFAULT_QUERY}; {DEFAULT_QUERY}");
+    assert_query_error(fetch(settings).await, "more than one result set");
+}
+
+#[tokio::test]
+async fn slow_query_is_a_query_error_after_the_query_timeout() {
+    let db = MariaDb::shared().unwrap();
+    let mut settings = settings(db);
+    settings.query = "SELECT SLEEP(5)".to_owned();
+    settings.query_timeout = Duration::from_secs(1);
+    let started = Instant::now();
+    assert_query_error(fetch(settings).await, "query timeout (1 s)");
+    // Well under 2 s: the fetch must not wait for the running query before it hangs up.
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed >= Duration::from_millis(950) && elapsed < Duration::from_millis(1900),
+        "{elapsed:?}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// TLS against a server without TLS
+
+#[tokio::test]
+async fn tls_disabled_connects_in_plain_text() {
+    let db = MariaDb::shared().unwrap();
+    assert_eq!(cipher(settings(db)).await, "");
+}
+
+#[tokio::test]
+async fn tls_required_fails_when_the_server_has_no_tls() {
+    let db = MariaDb::shared().unwrap();
+    let mut settings = settings(db);
+    settings.tls = TlsMode::Required;
+    assert_unreachable(fetch(settings).await, "does not offer TLS");
+}
+
+#[tokio::test]
+async fn tls_preferred_falls_back_to_plain_text() {
+    let db = MariaDb::shared().unwrap();
+    let mut settings = settings(db);
+    settings.tls = TlsMode::Preferred;
+    assert_eq!(cipher(settings.clone()).await, "");
+    assert_eq!(fetch(settings).await.unwrap().len(), 4);
+}
+
+#[tokio::test]
+async fn missing_ca_file_is_unreachable_and_named() {
+    let db = MariaDb::shared().unwrap();
+    let mut settings = settings(db);
+    settings.tls = TlsMode::VerifyFull;
+    settings.tls_ca = Some(PathBuf::from("/nonexistent/relay-sync-ca.pem"));
+    assert_unreachable(fetch(settings).await, "/nonexistent/relay-sync-ca.pem");
+}
+
+#[tokio::test]
+async fn ca_file_without_a_certificate_is_unreachable_and_named() {
+    let db = MariaDb::shared().unwrap();
+    let mut settings = settings(db);
+    settings.tls = TlsMode::VerifyCa;
+    // Any readable file that holds no PEM certificate.
+    let not_a_ca = relay_testbed::fixtures_dir().join("sql/seed.sql");
+    settings.tls_ca = Some(not_a_ca.clone());
+    assert_unreachable(fetch(settings).await, "holds no PEM certificate");
+}
+
+// ---------------------------------------------------------------------------------------------
+// TLS against a server with TLS: its certificate is signed by `tls_ca` and names `localhost`
+// only, so connecting to 127.0.0.1 presents a trusted certificate for another name.
+
+fn tls_settings(db: &MariaDb, host: &str, mode: TlsMode, ca: Option<PathBuf>) -> DbSettings {
+    let mut settings = settings_for(host, db.port());
+    settings.tls = mode;
+    settings.tls_ca = ca;
+    settings
+}
+
+fn trusted_ca(db: &MariaDb) -> Option<PathBuf> {
+    Some(db.tls_ca().unwrap().to_owned())
+}
+
+fn untrusted_ca(db: &MariaDb) -> Option<PathBuf> {
+    Some(db.tls_untrusted_ca().unwrap().to_owned())
+}
+
+#[tokio::test]
+async fn tls_disabled_stays_plain_with_a_tls_server() {
+    let db = MariaDb::shared_with_tls().unwrap();
+    let settings = tls_settings(db, "127.0.0.1", TlsMode::Disabled, None);
+    assert_eq!(cipher(settings).await, "");
+}
+
+#[tokio::test]
+async fn tls_preferred_encrypts_when_offered() {
+    let db = MariaDb::shared_with_tls().unwrap();
+    let settings = tls_settings(db, "127.0.0.1", TlsMode::Preferred, None);
+    assert_ne!(cipher(settings).await, "");
+}
+
+#[tokio::test]
+async fn tls_required_encrypts_without_checking_the_certificate() {
+    let db = MariaDb::shared_with_tls().unwrap();
+    let settings = tls_settings(db, "127.0.0.1", TlsMode::Required, None);
+    assert_ne!(cipher(settings.clone()).await, "");
+    assert_eq!(fetch(settings).await.unwrap().len(), 4);
+}
+
+#[tokio::test]
+async fn verify_full_accepts_a_trusted_certificate_naming_the_host() {
+    let db = MariaDb::shared_with_tls().unwrap();
+    let settings = tls_settings(db, "localhost", TlsMode::VerifyFull, trusted_ca(db));
+    assert_ne!(cipher(settings).await, "");
+}
+
+#[tokio::test]
+async fn verify_full_rejects_a_trusted_certificate_for_another_name() {
+    let db = MariaDb::shared_with_tls().unwrap();
+    let settings = tls_settings(db, "127.0.0.1", TlsMode::VerifyFull, trusted_ca(db));
+    assert_unreachable(fetch(settings).await, "not valid for name");
+}
+
+#[tokio::test]
+async fn verify_full_rejects_an_untrusted_certificate() {
+    let db = MariaDb::shared_with_tls().unwrap();
+    let settings = tls_settings(db, "localhost", TlsMode::VerifyFull, untrusted_ca(db));
+    assert_unreachable(fetch(settings).await, "UnknownIssuer");
+}
+
+#[tokio::test]
+async fn verify_ca_accepts_a_trusted_certificate_for_another_name() {
+    let db = MariaDb::shared_with_tls().unwrap();
+    let settings = tls_settings(db, "127.0.0.1", TlsMode::VerifyCa, trusted_ca(db));
+    assert_ne!(cipher(settings.clone()).await, "");
+    assert_eq!(fetch(settings).await.unwrap().len(), 4);
+}
+
+#[tokio::test]
+async fn verify_ca_rejects_an_untrusted_certificate() {
+    let db = MariaDb::shared_with_tls().unwrap();
+    let settings = tls_settings(db, "127.0.0.1", TlsMode::VerifyCa, untrusted_ca(db));
+    assert_unreachable(fetch(settings).await, "UnknownIssuer");
+}
+
+// ---------------------------------------------------------------------------------------------
+// A minimal tracing subscriber that records `LEVEL message` for every event.
+
+struct Capture(Arc<Mutex<Vec<String>>>);
+
+impl tracing::Subscriber for Capture {
+    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+        true
+    }
+
+    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        tracing::span::Id::from_u64(1)
+    }
+
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+
+    fn event(&self, event: &tracing::Event<'_>) {
+        struct Message(String);
+        impl tracing::field::Visit for Message {
+            fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+                if field.name() == "message" {
+                    let _ = write!(self.0, "{value:?}");
+                }
+            }
+        }
+        let mut message = Message(String::new());
+        event.record(&mut message);
+        let line = format!("{} {}", event.metadata().level(), message.0);
+        self.0.lock().unwrap().push(line);
+    }
+
+    fn enter(&self, _: &tracing::span::Id) {}
+
+    fn exit(&self, _: &tracing::span::Id) {}
+}
