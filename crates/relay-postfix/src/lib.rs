@@ -136,4 +136,6 @@ mod atomic;
 mod backup;
 mod cli;
 
+pub use backup::{list_backups, BackupGeneration};
+
 pub use cli::PostfixCli;
