@@ -1,2 +1,248 @@
-//! The `relay-sync` command (being written).
-fn main() {}
+//! `relay-sync`: keeps a Postfix MX gateway's `relay_domains` and transport map in step with the
+//! domains an admin panel keeps in MariaDB.
+//!
+//! This binary is glue: it parses arguments and the config file into typed settings, sets up
+//! logging and the run lock, hands the work to `relay-engine`, and returns the exit code that the
+//! outcome carries (SPEC §8, derived in one place: `relay_engine::Outcome::exit_code`).
+
+mod alert;
+mod config;
+mod failures;
+mod lock;
+mod logging;
+mod report;
+mod shell;
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use relay_core::{DomainName, GuardSettings, NextHop};
+use relay_db::MariaDbSource;
+use relay_engine::{Outcome, SyncSettings};
+use relay_postfix::{PostfixCli, PostfixError};
+
+use crate::config::{Config, RelayTransport};
+use crate::logging::StderrMode;
+
+/// Exit codes that do not come from a run's outcome (SPEC §8).
+const EXIT_USAGE: u8 = 2;
+const EXIT_INTERNAL: u8 = 1;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "relay-sync",
+    version,
+    about = "Keep Postfix relay_domains and transport in step with the domains in MariaDB",
+    long_about = "Keep Postfix relay_domains and the transport map in step with the enabled \
+domains of the admin panel's MariaDB. Run from cron every 5 minutes. Exit codes: 0 synced or \
+nothing to do, 1 internal error, 2 usage or configuration error, 3 database unreachable \
+(configuration kept), 4 refused by the safety guard (configuration kept), 5 a step failed and \
+was rolled back, 6 critical: reload or rollback failed, manual intervention required."
+)]
+struct Cli {
+    /// Configuration file (KEY=VALUE lines; default /opt/mailserver/config/relay-sync.conf);
+    /// `RELAY_SYNC_<KEY>` environment variables override it.
+    #[arg(long, global = true, value_name = "PATH")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    sync: SyncArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run one sync (the default when no command is given).
+    Sync(SyncArgs),
+}
+
+#[derive(Debug, Clone, Copy, Default, clap::Args)]
+struct SyncArgs {
+    /// Print the plan and the diff; change nothing, not even the log file.
+    #[arg(long)]
+    dry_run: bool,
+    /// Lift the safety guard's removal limit for this run.
+    #[arg(long)]
+    force: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let args = match cli.command {
+        Some(Command::Sync(args)) => args,
+        None => cli.sync,
+    };
+    let config = match Config::load(cli.config.as_deref(), std::env::vars_os()) {
+        Ok(config) => config,
+        Err(error) => {
+            logging::early_error(&error.to_string());
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    ExitCode::from(sync(&config, args))
+}
+
+/// Runs `sync` (or its dry run) and returns the exit code.
+fn sync(config: &Config, args: SyncArgs) -> u8 {
+    // A dry run touches nothing: no log file, no lock file; its log goes to stderr only.
+    let log_file = (!args.dry_run).then_some(config.log_file.as_path());
+    let stderr = if args.dry_run {
+        StderrMode::All
+    } else {
+        StderrMode::detect()
+    };
+    if let Err(error) = logging::init(log_file, stderr, tracing::Level::INFO) {
+        logging::early_error(&error.to_string());
+        return EXIT_USAGE;
+    }
+    let _lock = if args.dry_run {
+        None
+    } else {
+        match lock::take(&config.lock_file) {
+            Ok(lock) => Some(lock),
+            Err(lock::LockError::Held(_)) => {
+                tracing::info!("Another sync is running, skipping");
+                return 0;
+            }
+            Err(error) => {
+                tracing::error!("{error}");
+                return EXIT_INTERNAL;
+            }
+        }
+    };
+
+    let settings = match sync_settings(config, args) {
+        Ok(settings) => settings,
+        Err(message) => {
+            tracing::error!("{message}");
+            return EXIT_USAGE;
+        }
+    };
+    let password = match config.resolve_password() {
+        Ok(password) => password,
+        Err(error) => {
+            tracing::error!("{error}");
+            return EXIT_USAGE;
+        }
+    };
+    let postfix = match PostfixCli::new(config.postfix_settings()) {
+        Ok(postfix) => postfix,
+        Err(error @ PostfixError::CommandMissing { .. }) => {
+            tracing::error!("{error}");
+            return EXIT_USAGE;
+        }
+        Err(error) => {
+            tracing::error!("Cannot read the current Postfix configuration: {error}");
+            tracing::error!("Keeping current configuration");
+            let outcome = Outcome::ReadFailed(error);
+            if !args.dry_run {
+                track(config, &outcome);
+            }
+            return outcome.exit_code();
+        }
+    };
+    let source = MariaDbSource::new(config.db_settings(password));
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            tracing::error!("cannot start the async runtime: {error}");
+            return EXIT_INTERNAL;
+        }
+    };
+
+    if args.dry_run {
+        let transport = config.transport_file.display().to_string();
+        return match runtime.block_on(relay_engine::dry_run(&settings, &source, &postfix)) {
+            Ok((prepared, verdict)) => {
+                print!("{}", report::dry_run(&prepared, &verdict, &transport));
+                // The dry run exits as the real run would: 4 when the guard would refuse.
+                verdict.map_or_else(|refusal| Outcome::Refused(refusal).exit_code(), |()| 0)
+            }
+            Err(Outcome::NoChange) => {
+                println!("relay-sync dry run: no changes");
+                0
+            }
+            Err(outcome) => outcome.exit_code(),
+        };
+    }
+    let outcome = runtime.block_on(relay_engine::run(&settings, &source, &postfix));
+    track(config, &outcome);
+    // The run's outcome carries its SPEC §8 exit code (relay_engine::Outcome::exit_code).
+    outcome.exit_code()
+}
+
+/// SPEC §7: records the run in `STATE_DIR` and sends the alerts it calls for. Nothing here
+/// changes the run's outcome.
+fn track(config: &Config, outcome: &Outcome) {
+    let host = host_name();
+    let now = chrono::Local::now().format("%Y-%m-%d %H:%M:%S").to_string();
+    let previous = failures::load(&config.state_dir).unwrap_or_else(|error| {
+        tracing::error!("{error}");
+        failures::RunState::default()
+    });
+    let summary = outcome.to_string();
+    let result = failures::RunResult {
+        exit: outcome.exit_code(),
+        summary: &summary,
+        now: &now,
+        host: &host,
+    };
+    let (state, alerts) = failures::advance(&previous, result, config.alert_after_failures);
+    if state.consecutive_db_failures >= failures::DB_FAILURES_LOGGED_AFTER {
+        tracing::error!(
+            "Database unreachable for {} consecutive runs",
+            state.consecutive_db_failures
+        );
+    }
+    for alert in &alerts {
+        alert::send(config, &host, alert);
+    }
+    if let Err(error) = failures::save(&config.state_dir, &state) {
+        tracing::error!("Failure tracking not saved: {error}");
+    }
+}
+
+/// This machine's name, for alert subjects and the default sender.
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|name| name.trim().to_owned())
+        .ok()
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "localhost".to_owned())
+}
+
+/// Turns the config's raw values into the engine's typed settings.
+fn sync_settings(config: &Config, args: SyncArgs) -> Result<SyncSettings, String> {
+    let transport = match config.relay_transport {
+        RelayTransport::Smtp => relay_core::Transport::Smtp,
+        RelayTransport::Lmtp => relay_core::Transport::Lmtp,
+    };
+    let next_hop = NextHop::new(transport, &config.dell_relay_ip, config.dell_relay_port)
+        .map_err(|e| format!("DELL_RELAY_IP: {e}"))?;
+    let preserve = config
+        .preserve_domains
+        .iter()
+        .map(|raw| {
+            DomainName::parse(raw).map_err(|e| {
+                format!(
+                    "PRESERVE_DOMAINS: {} is not a domain name: {e}",
+                    relay_core::escape_for_log(raw)
+                )
+            })
+        })
+        .collect::<Result<BTreeSet<_>, _>>()?;
+    Ok(SyncSettings {
+        next_hop,
+        preserve,
+        guard: GuardSettings {
+            max_remove_percent: config.max_remove_percent,
+            allow_empty: config.allow_empty,
+            force: args.force,
+        },
+    })
+}

@@ -116,3 +116,30 @@ impl Outcome {
         self.exit_code() == 0
     }
 }
+
+impl std::fmt::Display for Outcome {
+    /// One line for the state file, `status` and alerts.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Outcome::NoChange => f.write_str("no changes"),
+            Outcome::Applied(applied) => write!(
+                f,
+                "synced: +{} -{}",
+                applied.added.len(),
+                applied.removed.len()
+            ),
+            Outcome::Refused(refusal) => write!(f, "refused: {refusal}"),
+            Outcome::Unplannable(error) => write!(f, "refused: {error}"),
+            Outcome::DatabaseFailed(error) => write!(f, "database failed: {error}"),
+            Outcome::ReadFailed(error) => write!(f, "cannot read Postfix configuration: {error}"),
+            Outcome::RolledBack(failure) => write!(f, "rolled back: {failure}"),
+            Outcome::Critical { failure, rollback } => {
+                write!(f, "critical: {failure}; ")?;
+                match rollback {
+                    Ok(()) => f.write_str("rollback succeeded"),
+                    Err(error) => write!(f, "rollback failed: {error}"),
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,335 @@
+//! Failure tracking across runs (SPEC §7): consecutive failures and the last result, kept in
+//! `STATE_DIR`, and which alerts a run's result calls for.
+//!
+//! [`advance`] is pure: it takes the previous state and this run's result and returns the next
+//! state and the alerts to send. [`load`] and [`save`] are the I/O around it.
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// The state file's name inside `STATE_DIR`.
+pub(crate) const STATE_FILE: &str = "state";
+
+/// Database failures in a row before the monitoring line of the document is logged.
+pub(crate) const DB_FAILURES_LOGGED_AFTER: u32 = 3;
+
+/// What is remembered between runs.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub(crate) struct RunState {
+    /// Failed runs in a row (exit 3, 4, 5, 6).
+    pub(crate) consecutive_failures: u32,
+    /// Runs in a row that could not read the database (exit 3).
+    pub(crate) consecutive_db_failures: u32,
+    /// Whether an alert was sent during the current failure streak (a recovery notice is owed).
+    #[serde(with = "yes_no")]
+    pub(crate) alerted: bool,
+    /// Exit code of the last run.
+    pub(crate) last_exit: u8,
+    /// One line describing the last run's result.
+    pub(crate) last_result: String,
+    /// When the last run ended, `YYYY-MM-DD HH:MM:SS` local time.
+    pub(crate) last_run: String,
+    /// When the last successful run ended.
+    pub(crate) last_success: String,
+}
+
+/// serde_ini has no booleans: the state file says `yes` or `no`.
+mod yes_no {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(value: &bool, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(if *value { "yes" } else { "no" })
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<bool, D::Error> {
+        match String::deserialize(deserializer)?.as_str() {
+            "yes" => Ok(true),
+            "no" => Ok(false),
+            other => Err(serde::de::Error::custom(format!(
+                "expected yes or no, not {other:?}"
+            ))),
+        }
+    }
+}
+
+/// How urgent an alert is; passed to `ALERT_COMMAND` as `RELAY_SYNC_ALERT_SEVERITY`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Severity {
+    /// `postfix reload` or a rollback failed: someone must look now.
+    Critical,
+    /// Runs keep failing.
+    Warning,
+    /// A streak that was alerted on has ended.
+    Recovery,
+}
+
+impl Severity {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Severity::Critical => "critical",
+            Severity::Warning => "warning",
+            Severity::Recovery => "recovery",
+        }
+    }
+}
+
+/// An alert to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Alert {
+    pub(crate) severity: Severity,
+    pub(crate) subject: String,
+    pub(crate) body: String,
+}
+
+/// This run's result, as failure tracking sees it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RunResult<'a> {
+    /// The exit code (SPEC §8).
+    pub(crate) exit: u8,
+    /// One line describing the result.
+    pub(crate) summary: &'a str,
+    /// When the run ended.
+    pub(crate) now: &'a str,
+    /// The host name, for alert subjects.
+    pub(crate) host: &'a str,
+}
+
+/// The next state and the alerts that `result` calls for, given `ALERT_AFTER_FAILURES`.
+pub(crate) fn advance(
+    previous: &RunState,
+    result: RunResult<'_>,
+    alert_after: u32,
+) -> (RunState, Vec<Alert>) {
+    let host = result.host;
+    let mut alerts = Vec::new();
+    let mut next = RunState {
+        last_exit: result.exit,
+        last_result: result.summary.to_owned(),
+        last_run: result.now.to_owned(),
+        ..previous.clone()
+    };
+    if result.exit == 0 {
+        if previous.alerted {
+            alerts.push(Alert {
+                severity: Severity::Recovery,
+                subject: format!("relay-sync on {host}: recovered"),
+                body: format!(
+                    "relay-sync on {host} succeeded again at {} after {} failed run(s).\n\nResult: {}\n",
+                    result.now, previous.consecutive_failures, result.summary
+                ),
+            });
+        }
+        next.consecutive_failures = 0;
+        next.consecutive_db_failures = 0;
+        next.alerted = false;
+        next.last_success = result.now.to_owned();
+        return (next, alerts);
+    }
+
+    next.consecutive_failures = previous.consecutive_failures.saturating_add(1);
+    next.consecutive_db_failures = if result.exit == 3 {
+        previous.consecutive_db_failures.saturating_add(1)
+    } else {
+        0
+    };
+    let last_success = if previous.last_success.is_empty() {
+        "never (since state was first kept)".to_owned()
+    } else {
+        previous.last_success.clone()
+    };
+    if result.exit == 6 {
+        alerts.push(Alert {
+            severity: Severity::Critical,
+            subject: format!("relay-sync on {host}: CRITICAL, manual intervention required"),
+            body: format!(
+                "relay-sync on {host} could not reload Postfix or roll back at {}.\n\n\
+                 Result: {}\n\nCheck `postfix status` and `postconf -h relay_domains`; the \
+                 backups are in BACKUP_DIR. Last successful run: {last_success}.\n",
+                result.now, result.summary
+            ),
+        });
+    }
+    if next.consecutive_failures == alert_after {
+        alerts.push(Alert {
+            severity: Severity::Warning,
+            subject: format!(
+                "relay-sync on {host}: {} consecutive failed runs",
+                next.consecutive_failures
+            ),
+            body: format!(
+                "relay-sync on {host} has failed {} times in a row (exit {}).\n\n\
+                 Last result: {}\nLast successful run: {last_success}.\n\n\
+                 Mail for domains already configured keeps flowing; new or disabled domains \
+                 are not being synced.\n",
+                next.consecutive_failures, result.exit, result.summary
+            ),
+        });
+    }
+    next.alerted |= !alerts.is_empty();
+    (next, alerts)
+}
+
+/// Why the state could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum StateError {
+    #[error("cannot {action} {path}: {source}")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "{path} is not a relay-sync state file ({detail}); delete it to start counting afresh"
+    )]
+    Parse { path: PathBuf, detail: String },
+}
+
+/// Reads the state; a missing file is a fresh state.
+pub(crate) fn load(state_dir: &Path) -> Result<RunState, StateError> {
+    let path = state_dir.join(STATE_FILE);
+    match fs::read_to_string(&path) {
+        Ok(text) => serde_ini::from_str(&text).map_err(|e| StateError::Parse {
+            path,
+            detail: e.to_string(),
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(RunState::default()),
+        Err(source) => Err(StateError::Io {
+            action: "read",
+            path,
+            source,
+        }),
+    }
+}
+
+/// Writes the state atomically (temporary file, fsync, rename), creating `state_dir` (0700).
+pub(crate) fn save(state_dir: &Path, state: &RunState) -> Result<(), StateError> {
+    let path = state_dir.join(STATE_FILE);
+    let io = |action: &'static str, path: &Path| {
+        let path = path.to_owned();
+        move |source| StateError::Io {
+            action,
+            path,
+            source,
+        }
+    };
+    if !state_dir.exists() {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(state_dir)
+            .map_err(io("create", state_dir))?;
+    }
+    let text = serde_ini::to_string(state).map_err(|e| StateError::Parse {
+        path: path.clone(),
+        detail: e.to_string(),
+    })?;
+    let temp = state_dir.join(format!(".{STATE_FILE}.tmp"));
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&temp)
+        .map_err(io("create", &temp))?;
+    file.write_all(text.as_bytes())
+        .and_then(|()| file.sync_all())
+        .map_err(io("write", &temp))?;
+    fs::rename(&temp, &path).map_err(io("rename into place", &path))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn result(exit: u8) -> RunResult<'static> {
+        RunResult {
+            exit,
+            summary: "something",
+            now: "2026-11-23 12:00:00",
+            host: "mx1",
+        }
+    }
+
+    /// Runs a sequence of exit codes; returns the severities alerted at each run.
+    fn check(exits: &[u8], alert_after: u32) -> Vec<Vec<Severity>> {
+        let mut state = RunState::default();
+        exits
+            .iter()
+            .map(|&exit| {
+                let (next, alerts) = advance(&state, result(exit), alert_after);
+                state = next;
+                alerts.iter().map(|a| a.severity).collect()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn warning_once_at_the_threshold_and_recovery_after() {
+        use Severity::*;
+        assert_eq!(
+            check(&[3, 3, 3, 3, 3, 3, 0, 0], 5),
+            vec![
+                vec![],
+                vec![],
+                vec![],
+                vec![],
+                vec![Warning],
+                vec![],
+                vec![Recovery],
+                vec![]
+            ]
+        );
+    }
+
+    #[test]
+    fn every_critical_alerts_and_owes_a_recovery() {
+        use Severity::*;
+        assert_eq!(
+            check(&[6, 6, 0, 5, 0], 5),
+            vec![
+                vec![Critical],
+                vec![Critical],
+                vec![Recovery],
+                vec![],
+                vec![]
+            ]
+        );
+    }
+
+    #[test]
+    fn no_recovery_for_a_streak_that_never_alerted() {
+        assert_eq!(check(&[4, 4, 0], 5), vec![vec![], vec![], vec![]]);
+    }
+
+    #[test]
+    fn database_failures_count_only_in_a_row() {
+        let mut state = RunState::default();
+        for exit in [3, 3, 5, 3, 3, 3] {
+            state = advance(&state, result(exit), 5).0;
+        }
+        assert_eq!(state.consecutive_db_failures, 3);
+        assert_eq!(state.consecutive_failures, 6);
+    }
+
+    #[test]
+    fn state_round_trips_through_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let state_dir = dir.path().join("state");
+        assert_eq!(load(&state_dir).unwrap(), RunState::default());
+        let (state, _) = advance(&RunState::default(), result(3), 5);
+        save(&state_dir, &state).unwrap();
+        assert_eq!(load(&state_dir).unwrap(), state);
+        let mode = std::os::unix::fs::PermissionsExt::mode(
+            &fs::metadata(&state_dir).unwrap().permissions(),
+        );
+        assert_eq!(mode & 0o777, 0o700);
+    }
+}

@@ -1,0 +1,182 @@
+//! One MX gateway under test: a private MariaDB with the admin panel's schema, a private
+//! Postfix, a config file for relay-sync, and helpers to run the binary and read the results.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::SystemTime;
+
+use relay_testbed::{MariaDb, Postfix};
+
+pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_relay-sync");
+
+pub(crate) struct Gateway {
+    pub(crate) db: MariaDb,
+    pub(crate) postfix: Postfix,
+    pub(crate) dir: tempfile::TempDir,
+    pub(crate) config: PathBuf,
+}
+
+/// What one run of the binary did.
+pub(crate) struct Run {
+    pub(crate) code: i32,
+    pub(crate) stdout: String,
+    pub(crate) stderr: String,
+}
+
+impl std::fmt::Debug for Run {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "exit {}\n--- stdout\n{}--- stderr\n{}",
+            self.code, self.stdout, self.stderr
+        )
+    }
+}
+
+impl Gateway {
+    /// A gateway whose Postfix relays `initial_relay_domains`, with the seed data loaded and
+    /// `extra` appended to the config file.
+    pub(crate) fn start(initial_relay_domains: &str, extra: &str) -> Gateway {
+        let db = MariaDb::start().unwrap();
+        db.load_fixtures().unwrap();
+        let postfix = Postfix::start(initial_relay_domains).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("relay-sync.conf");
+        let text = format!(
+            "# relay-sync e2e gateway\n\
+             DB_HOST=127.0.0.1\n\
+             DB_PORT={port}\n\
+             DB_USER=relay_sync\n\
+             DB_PASSWORD=relay-sync-test-pw\n\
+             DB_CONNECT_TIMEOUT=2\n\
+             DELL_RELAY_IP=127.0.0.1\n\
+             DELL_RELAY_PORT=2525\n\
+             PRESERVE_DOMAINS=kuma8088.com\n\
+             POSTFIX_CONFIG_DIR={pf}\n\
+             BACKUP_DIR={d}/backup\n\
+             LOG_FILE={d}/log/relay-sync.log\n\
+             STATE_DIR={d}/state\n\
+             {extra}\n",
+            port = db.port(),
+            pf = postfix.config_dir().display(),
+            d = dir.path().display(),
+        );
+        fs::write(&config, text).unwrap();
+        fs::set_permissions(&config, fs::Permissions::from_mode(0o600)).unwrap();
+        Gateway {
+            db,
+            postfix,
+            dir,
+            config,
+        }
+    }
+
+    pub(crate) fn run(&self, args: &[&str]) -> Run {
+        let output: Output = Command::new(BIN)
+            .arg("--config")
+            .arg(&self.config)
+            .args(args)
+            .env_remove("RUST_LOG")
+            .output()
+            .unwrap();
+        Run {
+            code: output.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+
+    /// Runs a sync and asserts its exit code.
+    pub(crate) fn sync_expecting(&self, code: i32) -> Run {
+        let run = self.run(&[]);
+        assert_eq!(run.code, code, "{run:?}\n--- log\n{}", self.log());
+        run
+    }
+
+    pub(crate) fn sql(&self, sql: &str) {
+        self.db.sql(sql).unwrap();
+    }
+
+    pub(crate) fn relay_domains(&self) -> String {
+        self.postfix.postconf("relay_domains").unwrap()
+    }
+
+    pub(crate) fn transport_path(&self) -> PathBuf {
+        self.postfix.config_dir().join("transport")
+    }
+
+    pub(crate) fn transport(&self) -> String {
+        fs::read_to_string(self.transport_path()).unwrap()
+    }
+
+    pub(crate) fn main_cf(&self) -> String {
+        fs::read_to_string(self.postfix.config_dir().join("main.cf")).unwrap()
+    }
+
+    pub(crate) fn log(&self) -> String {
+        fs::read_to_string(self.dir.path().join("log/relay-sync.log")).unwrap_or_default()
+    }
+
+    pub(crate) fn backup_dir(&self) -> PathBuf {
+        self.dir.path().join("backup")
+    }
+
+    /// `postmap -q KEY hash:TRANSPORT` through the real postmap.
+    pub(crate) fn lookup(&self, key: &str) -> Option<String> {
+        let out = Command::new("/usr/sbin/postmap")
+            .arg("-c")
+            .arg(self.postfix.config_dir())
+            .arg("-q")
+            .arg(key)
+            .arg(format!("hash:{}", self.transport_path().display()))
+            .output()
+            .unwrap();
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    }
+
+    /// Modification times of every file relay-sync may write.
+    pub(crate) fn mtimes(&self) -> Vec<(PathBuf, SystemTime)> {
+        let dir = self.postfix.config_dir();
+        ["main.cf", "transport", "transport.db"]
+            .iter()
+            .map(|name| {
+                let path = dir.join(name);
+                let mtime = fs::metadata(&path).unwrap().modified().unwrap();
+                (path, mtime)
+            })
+            .collect()
+    }
+
+    /// Contents of main.cf and transport (when present) before any sync.
+    pub(crate) fn files_before_first_sync(&self) -> Vec<Option<Vec<u8>>> {
+        let dir = self.postfix.config_dir();
+        ["main.cf", "transport", "transport.db"]
+            .iter()
+            .map(|name| fs::read(dir.join(name)).ok())
+            .collect()
+    }
+
+    /// Contents of main.cf, transport and transport.db, to prove a failed run changed nothing.
+    pub(crate) fn files(&self) -> Vec<Vec<u8>> {
+        let dir = self.postfix.config_dir();
+        ["main.cf", "transport", "transport.db"]
+            .iter()
+            .map(|name| fs::read(dir.join(name)).unwrap())
+            .collect()
+    }
+}
+
+/// Files in `dir` whose names start with `prefix`.
+pub(crate) fn files_starting_with(dir: &Path, prefix: &str) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(prefix))
+        .collect();
+    names.sort();
+    names
+}
