@@ -1,2 +1,86 @@
-//! Project tooling (being written).
-fn main() {}
+//! Project tooling, per the cargo-xtask pattern: `cargo xtask <command>`.
+//!
+//! - `test`: every test of the workspace: unit, property, snapshot, the real-component
+//!   integration tests of relay-db and relay-postfix, and the end-to-end suite.
+//! - `test-e2e`: only the end-to-end suite (the built binary against a private MariaDB and
+//!   Postfix).
+//! - `demo`: one sync against a throwaway sandbox, to see what relay-sync does.
+//!
+//! Real components are required, not optional: a missing one fails with the `apt-get install`
+//! command that provides it.
+
+mod demo;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+
+const USAGE: &str = "usage: cargo xtask <test | test-e2e | demo>
+  test       all tests: unit, property, snapshot, integration and end-to-end
+  test-e2e   end-to-end tests only (private MariaDB and Postfix on loopback)
+  demo       one sync against a throwaway sandbox, explained";
+
+fn main() {
+    if let Err(error) = run() {
+        eprintln!("xtask: {error:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("test") => {
+            require_components()?;
+            cargo(&["test", "--workspace", "--all-targets", "--no-fail-fast"])?;
+            cargo(&["test", "--workspace", "--doc"])
+        }
+        Some("test-e2e") => {
+            require_components()?;
+            cargo(&["test", "-p", "relay-cli", "--test", "e2e", "--no-fail-fast"])
+        }
+        Some("demo") => {
+            require_components()?;
+            cargo(&["build", "-p", "relay-cli"])?;
+            demo::run(&project_root().join("target/debug/relay-sync"))
+        }
+        _ => bail!("{USAGE}"),
+    }
+}
+
+/// The workspace root, found from this crate's manifest directory.
+fn project_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// Runs cargo (the one that runs us, via `$CARGO`) in the project root.
+fn cargo(args: &[&str]) -> Result<()> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    eprintln!("xtask: cargo {}", args.join(" "));
+    let status = Command::new(&cargo)
+        .args(args)
+        .current_dir(project_root())
+        .status()
+        .with_context(|| format!("cannot run {cargo}"))?;
+    if !status.success() {
+        bail!("cargo {} failed ({status})", args.join(" "));
+    }
+    Ok(())
+}
+
+/// Fails early, with the install command, when a real component is missing.
+fn require_components() -> Result<()> {
+    for (path, package) in [
+        ("/usr/sbin/mariadbd", "mariadb-server"),
+        ("/usr/bin/mariadb-install-db", "mariadb-server"),
+        ("/usr/sbin/postfix", "postfix"),
+        ("/usr/sbin/smtp-sink", "postfix"),
+    ] {
+        relay_testbed::require(path, package)?;
+    }
+    Ok(())
+}
