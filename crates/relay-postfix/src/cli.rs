@@ -140,13 +140,15 @@ impl PostfixCli {
             let source_owner = Ownership::of(source)?;
             let db_owner = Ownership::of(&self.transport_database())?.or(source_owner);
             atomic::write_temp(&temp_source, text.as_bytes(), 0o644)?;
-            if let Some(owner) = source_owner {
-                owner.apply(&temp_source)?;
-            }
+            // Owners are applied only after postmap: run as root, postmap drops privileges to
+            // the source file's owner, who may not be allowed to create files in the directory.
             self.run(
                 "postmap",
                 &[format!("{}:{}", self.map_type, temp_source.display())],
             )?;
+            if let Some(owner) = source_owner {
+                owner.apply(&temp_source)?;
+            }
             if let Some(owner) = db_owner {
                 owner.apply(&temp_db)?;
             }
@@ -260,7 +262,26 @@ impl PostfixWrite for PostfixCli {
     }
 
     fn reload(&self) -> Result<(), PostfixError> {
-        self.run("postfix", &["reload".into()]).map(|_| ())
+        let error = match self.run("postfix", &["reload".into()]) {
+            Ok(_) => return Ok(()),
+            Err(error) => error,
+        };
+        // postfix-script logs its reason to the mail log, not to stderr: name the likely one.
+        let running = self
+            .run_status("postfix", &["status".into()])
+            .is_ok_and(|(status, _, _)| status.success());
+        Err(match error {
+            PostfixError::CommandFailed {
+                command, status, ..
+            } if !running => PostfixError::CommandFailed {
+                command,
+                status,
+                stderr: "the Postfix mail system is not running (postfix status); \
+                         start it with `postfix start`"
+                    .to_owned(),
+            },
+            other => other,
+        })
     }
 }
 
@@ -283,9 +304,13 @@ fn failed(
     } else {
         stderr
     };
+    let text = match text.trim() {
+        "" => "no output; Postfix logs the reason to its mail log (maillog_file or syslog)",
+        text => text,
+    };
     PostfixError::CommandFailed {
         command: argv.join(" "),
         status: status.to_string(),
-        stderr: text.trim().to_owned(),
+        stderr: text.to_owned(),
     }
 }
