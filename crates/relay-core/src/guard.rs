@@ -33,7 +33,7 @@ impl Default for GuardSettings {
 #[non_exhaustive]
 pub enum Refusal {
     /// The database returned no valid domain, yet Postfix relays for some.
-    #[error("the database returned no valid domain but relay_domains has {managed} managed domain(s); if that is intended, set ALLOW_EMPTY=yes for one run")]
+    #[error("the database returned no valid domain but relay_domains has {managed} managed domain(s); if that is intended, run once with RELAY_SYNC_ALLOW_EMPTY=yes and --force")]
     EmptyDatabase {
         /// Managed domains that would all be removed.
         managed: usize,
@@ -98,7 +98,8 @@ pub fn guard(plan: &Plan, settings: GuardSettings) -> Result<(), Refusal> {
             max: settings.max_remove_percent,
         });
     }
-    if plan.relay_domains_value.len() > INLINE_LIMIT_BYTES {
+    // Only a value that is about to be written must fit in one argument.
+    if plan.relay_domains_changed() && plan.relay_domains_value.len() > INLINE_LIMIT_BYTES {
         return Err(Refusal::InlineTooLarge {
             bytes: plan.relay_domains_value.len(),
             domains: plan.target.domains.len(),

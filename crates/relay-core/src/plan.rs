@@ -48,8 +48,8 @@ pub struct Plan {
     pub managed_now: usize,
     /// Valid domains the database returned.
     pub database_domains: usize,
-    /// Database domains left out of the managed block because a hand-written line outside it
-    /// already routes them (logged at WARN).
+    /// Relayed domains left out of the managed block because a hand-written line outside it
+    /// already routes them (logged at WARN for database domains).
     pub hand_written: BTreeSet<DomainName>,
     /// The transport file's current text (empty when missing).
     pub transport_current: String,
@@ -89,8 +89,11 @@ impl Plan {
         let managed_now = current.domains.difference(input.preserve).count();
 
         let next_hop = input.next_hop.to_string();
-        let (hand_written, wanted): (BTreeSet<_>, BTreeSet<_>) = input
-            .database
+        // Every relayed domain gets a route: database domains and preserved ones alike, unless
+        // a hand-written line outside the block already routes it. A preserved domain without
+        // a line would otherwise be accepted and then routed by DNS, back to this gateway.
+        let (hand_written, wanted): (BTreeSet<_>, BTreeSet<_>) = target
+            .domains
             .iter()
             .cloned()
             .partition(|name| file.has_hand_written(name));

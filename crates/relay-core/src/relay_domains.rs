@@ -25,8 +25,12 @@ pub struct RelayDomains {
 #[non_exhaustive]
 pub enum RelayDomainsError {
     /// `{ … }` grouping or `${name?value}` expressions can hold separators inside one token.
-    #[error("relay_domains uses {{ }} grouping, which relay-sync cannot rewrite safely; simplify it by hand (for example move the list into a lookup table)")]
+    #[error("relay_domains uses {{ }} grouping or an expression, which relay-sync cannot rewrite safely; set it to a plain list by hand (postconf -e \"relay_domains = a.example, …\"), keeping any table as a token")]
     Braces,
+    /// `!pattern` exclusions depend on their order relative to the domains, which sorting would
+    /// change (Postfix stops at the first match).
+    #[error("relay_domains contains the exclusion {0:?}; its meaning depends on token order, which relay-sync does not keep: move the exclusion into a lookup table, or remove it")]
+    Negation(String),
 }
 
 impl RelayDomains {
@@ -41,6 +45,12 @@ impl RelayDomains {
     pub fn parse(value: &str) -> Result<RelayDomains, RelayDomainsError> {
         if value.contains(['{', '}']) {
             return Err(RelayDomainsError::Braces);
+        }
+        if let Some(token) = value
+            .split(|c: char| c == ',' || c.is_ascii_whitespace())
+            .find(|t| t.starts_with('!'))
+        {
+            return Err(RelayDomainsError::Negation(token.to_owned()));
         }
         let mut out = RelayDomains::default();
         for token in value
@@ -79,7 +89,7 @@ impl RelayDomains {
 /// A token is a managed domain only when it is a plain name; a table (`type:name`), a file
 /// (`/path`), a parameter (`$name`) or a parent-domain pattern (`.example.com`) is not.
 fn plain_domain(token: &str) -> Option<DomainName> {
-    if token.starts_with(['$', '/', '.', '!']) || token.contains(':') {
+    if token.starts_with(['$', '/', '.']) || token.contains(':') {
         return None;
     }
     DomainName::parse(token).ok()

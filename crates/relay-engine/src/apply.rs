@@ -88,12 +88,14 @@ fn run_steps<P: PostfixWrite>(
     for step in prepared.steps() {
         match step {
             Step::WriteTransport(text) => {
-                // Marked before the call: if it fails half-way, the rollback rewrites the old
-                // text, which is harmless when nothing had changed.
-                touched.transport = true;
+                // Marked after the call: a failed write leaves the previous file and map in
+                // place (PostfixWrite's contract), so there is nothing to restore. Restoring
+                // anyway would repeat the failing command (a broken postmap, a full disk) and
+                // turn a clean exit 5 into a critical failed rollback.
                 postfix
                     .write_transport(text)
                     .map_err(failed(FailedStep::WriteTransport))?;
+                touched.transport = true;
                 tracing::info!("Postmap successful: {}", postfix.transport_map_name());
                 if text == plan.transport_final {
                     tracing::info!(
@@ -110,10 +112,11 @@ fn run_steps<P: PostfixWrite>(
                 tracing::info!("Postmap successful: {}", postfix.transport_map_name());
             }
             Step::SetRelayDomains(value) => {
-                touched.relay_domains = true;
+                // As above: `postconf -e` replaces main.cf atomically or not at all.
                 postfix
                     .set_relay_domains(value)
                     .map_err(failed(FailedStep::SetRelayDomains))?;
+                touched.relay_domains = true;
                 tracing::info!(
                     "Updated relay_domains: {}",
                     cut_list(value.split(", "), LOG_LIST_MAX)
@@ -152,7 +155,7 @@ fn verify<P: PostfixWrite>(
     let sample = plan
         .added
         .iter()
-        .filter(|name| prepared.rows.valid.contains(*name) && !plan.hand_written.contains(*name))
+        .filter(|name| !plan.hand_written.contains(*name))
         .take(VERIFY_SAMPLE);
     for name in sample {
         let found = postfix
@@ -196,7 +199,9 @@ fn fail<P: PostfixWrite>(
 }
 
 /// Restores what the run touched from the copies taken before it (the same bytes as the
-/// backup files), then reloads.
+/// backup files), in the forward order's mirror image, so that no relayed domain is ever left
+/// without its transport entry: routes for old and new domains first, then the old
+/// `relay_domains` and a reload, then the old routes alone.
 fn rollback<P: PostfixWrite>(
     prepared: &Prepared,
     touched: Touched,
@@ -208,19 +213,29 @@ fn rollback<P: PostfixWrite>(
             cause: error.into(),
         }
     };
-    if touched.transport {
-        // A transport file that did not exist comes back empty: an empty map routes nothing,
-        // exactly like a missing one, and keeps a `transport_maps` reference valid.
-        let text = prepared.transport_before.as_deref().unwrap_or("");
-        postfix
-            .write_transport(text)
-            .map_err(failed(FailedStep::WriteTransport))?;
-    }
+    // A transport file that did not exist comes back empty: an empty map routes nothing,
+    // exactly like a missing one, and keeps a `transport_maps` reference valid.
+    let old_transport = prepared.transport_before.as_deref().unwrap_or("");
     if touched.relay_domains {
+        if touched.transport {
+            // The file may already be the final one, without the routes of removed domains
+            // that the old relay_domains accepts again.
+            postfix
+                .write_transport(&prepared.plan.transport_union)
+                .map_err(failed(FailedStep::WriteTransport))?;
+        }
         postfix
             .set_relay_domains(&prepared.relay_domains_before)
             .map_err(failed(FailedStep::SetRelayDomains))?;
+        postfix.reload().map_err(failed(FailedStep::Reload))?;
     }
-    postfix.reload().map_err(failed(FailedStep::Reload))?;
+    if touched.transport {
+        postfix
+            .write_transport(old_transport)
+            .map_err(failed(FailedStep::WriteTransport))?;
+        if !touched.relay_domains {
+            postfix.reload().map_err(failed(FailedStep::Reload))?;
+        }
+    }
     Ok(())
 }

@@ -57,7 +57,7 @@ fn synced_gateway() -> FakePostfix {
         "kuma8088.com, a.example, b.example",
         Some(&format!(
             "# by hand\n{}",
-            block(&["a.example", "b.example"])
+            block(&["a.example", "b.example", "kuma8088.com"])
         )),
     )
 }
@@ -533,4 +533,38 @@ fn dry_run_only_reads() {
     assert_eq!(prepared.plan.added.len(), 1);
     assert_eq!(prepared.plan.removed.len(), 1);
     assert!(writes(&postfix).is_empty());
+}
+
+#[test]
+fn rollback_mirrors_the_forward_order() {
+    // b.example is removed and c.example added; verification fails after the final transport
+    // (without b.example) is written. Restoring relay_domains first would relay b.example again
+    // with no route, so the rollback writes the union first.
+    let postfix = synced_gateway();
+    let before = postfix.state();
+    postfix.0.lock().unwrap().lie_after_write = Some("something.else".into());
+    let (outcome, log) = sync(
+        FakeSource::rows(&["a.example", "c.example", "kuma8088.com"]),
+        &postfix,
+        &settings(),
+    );
+    assert_eq!(outcome.exit_code(), 5, "{log}");
+    let calls = writes(&postfix);
+    let tail: Vec<&str> = calls
+        .iter()
+        .rev()
+        .take(4)
+        .rev()
+        .map(String::as_str)
+        .collect();
+    assert!(tail[0].starts_with("write transport"), "{calls:?}");
+    assert_eq!(
+        tail[1],
+        "postconf -e relay_domains = kuma8088.com, a.example, b.example"
+    );
+    assert_eq!(tail[2], "postfix reload");
+    assert!(tail[3].starts_with("write transport"), "{calls:?}");
+    let state = postfix.state();
+    assert_eq!(state.transport, before.transport);
+    assert_eq!(state.map, before.map);
 }
