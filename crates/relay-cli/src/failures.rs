@@ -111,7 +111,9 @@ pub(crate) fn advance(
     let mut alerts = Vec::new();
     let mut next = RunState {
         last_exit: result.exit,
-        last_result: result.summary.to_owned(),
+        // The state file is KEY=VALUE lines: a multi-line error (postmap's stderr) must not
+        // break it, or the streak would restart at every run and never alert.
+        last_result: one_line(result.summary),
         last_run: result.now.to_owned(),
         ..previous.clone()
     };
@@ -174,6 +176,15 @@ pub(crate) fn advance(
     }
     next.alerted |= !alerts.is_empty();
     (next, alerts)
+}
+
+/// `text` on one line: line breaks and other control characters become spaces.
+fn one_line(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect::<String>()
+        .trim()
+        .to_owned()
 }
 
 /// Why the state could not be read or written.
@@ -317,6 +328,23 @@ mod tests {
         }
         assert_eq!(state.consecutive_db_failures, 3);
         assert_eq!(state.consecutive_failures, 6);
+    }
+
+    #[test]
+    fn a_multi_line_error_keeps_the_state_file_readable() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut state = RunState::default();
+        for _ in 0..3 {
+            let result = RunResult {
+                summary: "postmap: warning: x\npostmap: fatal: y\r\n",
+                ..result(5)
+            };
+            state = advance(&state, result, 5).0;
+            save(dir.path(), &state).unwrap();
+            state = load(dir.path()).unwrap();
+        }
+        assert_eq!(state.consecutive_failures, 3);
+        assert_eq!(state.last_result, "postmap: warning: x postmap: fatal: y");
     }
 
     #[test]
