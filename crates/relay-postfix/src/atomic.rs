@@ -94,8 +94,7 @@ pub(crate) fn replace(path: &Path, bytes: &[u8], new_mode: u32) -> Result<(), Po
         write_temp(&temp, bytes, 0o600)?;
         match ownership {
             Some(ownership) => ownership.apply(&temp)?,
-            None => fs::set_permissions(&temp, fs::Permissions::from_mode(new_mode))
-                .map_err(|source| io("set the mode of", &temp, source))?,
+            None => set_mode(&temp, new_mode)?,
         }
         rename(&temp, path)?;
         sync_dir(path)
@@ -112,6 +111,27 @@ pub(crate) fn remove_if_present(path: &Path) {
     let _ = fs::remove_file(path);
 }
 
+/// Removes what a crashed run left under a temporary name before it is reused; unlike
+/// [`remove_if_present`], a file that cannot be removed is an error, since the step that follows
+/// would trip over it.
+pub(crate) fn remove_stale(path: &Path) -> Result<(), PostfixError> {
+    match fs::remove_file(path) {
+        Ok(()) => {
+            tracing::debug!("removed leftover {}", path.display());
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(io("remove leftover", path, source)),
+    }
+}
+
+/// Sets the permission bits of `path` (exactly `mode`, whatever the umask).
+pub(crate) fn set_mode(path: &Path, mode: u32) -> Result<(), PostfixError> {
+    fs::set_permissions(path, fs::Permissions::from_mode(mode))
+        .map_err(|source| io("set the mode of", path, source))
+}
+
+/// A [`PostfixError::Io`] naming what was being done to which file.
 pub(crate) fn io(action: &'static str, path: &Path, source: std::io::Error) -> PostfixError {
     PostfixError::Io {
         action,

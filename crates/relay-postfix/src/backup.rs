@@ -1,6 +1,14 @@
 //! Backups (SPEC §6): `BACKUP_DIR/relay_domains.STAMP.bak` and `BACKUP_DIR/transport.STAMP.bak`,
 //! STAMP being `YYYYMMDD-HHMMSS` in local time (with `-2`, `-3`, … when that second is taken),
 //! the newest `BACKUP_KEEP` generations of each kind kept.
+//!
+//! Decisions beyond SPEC §6: the directory is created with mode 0700, and an existing one with
+//! looser permissions is tightened to 0700 (backups are the gateway's configuration, readable
+//! by root alone; nothing else is expected to share the directory). Files are 0600 and written
+//! atomically. A transport file that did not exist is backed up as an empty file. Rotation
+//! never deletes a file whose name does not follow the pattern exactly (`-1`, `-02` or a
+//! different suffix make a file foreign), nor the generation it has just written.
+//! [`list_backups`] and [`read_backup`] serve `relay-sync rollback` and `status`.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -25,14 +33,23 @@ pub struct BackupGeneration {
 }
 
 /// A stamp's sort key: the second, then the same-second counter (so `-10` sorts after `-9`).
+/// Only the canonical forms are stamps: `YYYYMMDD-HHMMSS`, or that with `-N` where N is 2 or
+/// more without leading zeros, so that no two spellings share a key (`-1`, `-02` and `-+3` are
+/// not stamps, and files named with them are foreign).
 fn stamp_key(stamp: &str) -> Option<(String, u32)> {
-    let (base, counter) = match stamp.len() {
-        15 => (stamp, 1),
-        n if n > 16 && stamp.as_bytes()[15] == b'-' => (&stamp[..15], stamp[16..].parse().ok()?),
-        _ => return None,
+    let (base, counter) = match stamp.split_at_checked(15)? {
+        (base, "") => (base, 1),
+        (base, rest) => {
+            let digits = rest.strip_prefix('-')?;
+            let canonical = !digits.is_empty()
+                && digits.len() <= 9
+                && digits.bytes().all(|b| b.is_ascii_digit())
+                && !digits.starts_with('0');
+            let counter: u32 = digits.parse().ok().filter(|_| canonical)?;
+            (base, (counter >= 2).then_some(counter)?)
+        }
     };
-    let ok = base.len() == 15
-        && base.as_bytes()[8] == b'-'
+    let ok = base.as_bytes()[8] == b'-'
         && base
             .bytes()
             .enumerate()
@@ -49,7 +66,8 @@ fn stamp_of<'a>(name: &'a str, kind: &str) -> Option<&'a str> {
     stamp_key(stamp).map(|_| stamp)
 }
 
-/// Every backup generation in `dir`, oldest first. Files not named by the pattern are ignored.
+/// Every backup generation in `dir`, oldest first (by stamp: second, then the `-N` counter).
+/// Files not named by the pattern are ignored; a missing directory has no generations.
 pub fn list_backups(dir: &Path) -> Result<Vec<BackupGeneration>, PostfixError> {
     let mut generations: BTreeMap<(String, u32), BackupGeneration> = BTreeMap::new();
     let entries = match fs::read_dir(dir) {
@@ -82,7 +100,83 @@ pub fn list_backups(dir: &Path) -> Result<Vec<BackupGeneration>, PostfixError> {
     Ok(generations.into_values().collect())
 }
 
-/// Writes a new generation and deletes generations beyond `keep`.
+/// What one backup generation holds, read back for `relay-sync rollback`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackupContents {
+    /// The generation's stamp.
+    pub stamp: String,
+    /// The `relay_domains` value as it was (the file's one trailing newline removed), ready for
+    /// [`PostfixWrite::set_relay_domains`](crate::PostfixWrite::set_relay_domains).
+    pub relay_domains: String,
+    /// The transport file as it was. Empty when there was no transport file: restoring an empty
+    /// map routes nothing, like a missing one.
+    pub transport: String,
+}
+
+/// Reads the generation `stamp` from `dir`, or the newest one when `stamp` is `None`.
+///
+/// Both files must be there: a generation missing one of them (a run stopped between the two
+/// writes, or a file deleted by hand) is an error naming the missing file, so that a rollback
+/// never restores half a state. An unknown stamp or a directory without backups is
+/// [`PostfixError::Invalid`].
+///
+/// ```no_run
+/// # fn main() -> Result<(), relay_postfix::PostfixError> {
+/// use std::path::Path;
+/// let newest = relay_postfix::read_backup(Path::new("/opt/mailserver/backup"), None)?;
+/// println!("relay_domains was: {}", newest.relay_domains);
+/// # Ok(())
+/// # }
+/// ```
+pub fn read_backup(dir: &Path, stamp: Option<&str>) -> Result<BackupContents, PostfixError> {
+    let generations = list_backups(dir)?;
+    let generation = match stamp {
+        Some(stamp) => generations.iter().find(|g| g.stamp == stamp).ok_or_else(|| {
+            invalid(
+                dir,
+                format!("no backup generation {stamp} (files relay_domains.{stamp}.bak and transport.{stamp}.bak)"),
+            )
+        })?,
+        None => generations
+            .last()
+            .ok_or_else(|| invalid(dir, "no backups: nothing to restore".to_owned()))?,
+    };
+    let read = |path: &Option<PathBuf>, kind: &str| -> Result<String, PostfixError> {
+        let path = path
+            .clone()
+            .unwrap_or_else(|| dir.join(format!("{kind}.{}.bak", generation.stamp)));
+        let bytes = fs::read(&path).map_err(|source| io("read", &path, source))?;
+        String::from_utf8(bytes).map_err(|_| invalid(&path, "not UTF-8 text".to_owned()))
+    };
+    let relay_domains = read(&generation.relay_domains, "relay_domains")?;
+    let relay_domains = relay_domains
+        .strip_suffix('\n')
+        .unwrap_or(&relay_domains)
+        .to_owned();
+    if relay_domains.contains(['\n', '\r']) {
+        let path = dir.join(format!("relay_domains.{}.bak", generation.stamp));
+        return Err(invalid(
+            &path,
+            "holds more than one line; a relay_domains backup is a single value".to_owned(),
+        ));
+    }
+    let transport = read(&generation.transport, "transport")?;
+    Ok(BackupContents {
+        stamp: generation.stamp.clone(),
+        relay_domains,
+        transport,
+    })
+}
+
+fn invalid(path: &Path, detail: String) -> PostfixError {
+    PostfixError::Invalid {
+        path: path.to_owned(),
+        detail,
+    }
+}
+
+/// Writes a new generation and deletes generations beyond `keep` (at least 1: the generation
+/// just written is never deleted, since a failed run restores from it).
 pub(crate) fn write(
     dir: &Path,
     keep: usize,
@@ -110,7 +204,7 @@ pub(crate) fn write(
     // A transport file that did not exist is backed up as an empty file: restoring it gives an
     // empty map, which routes nothing, exactly like a missing one.
     atomic::replace(&transport_path, transport.unwrap_or("").as_bytes(), 0o600)?;
-    rotate(dir, keep)?;
+    rotate(dir, keep.max(1), &stamp)?;
     Ok(Backup {
         stamp,
         files: vec![relay_path, transport_path],
@@ -138,12 +232,30 @@ fn ensure_private_dir(dir: &Path) -> Result<(), PostfixError> {
     Ok(())
 }
 
-/// Deletes the oldest generations of each kind beyond `keep`.
-fn rotate(dir: &Path, keep: usize) -> Result<(), PostfixError> {
+/// Deletes the oldest generations of each kind beyond `keep` (`current`, the generation just
+/// written, being one of the `keep`), and the temporary files of
+/// backup writes that a crash interrupted (`.KIND.STAMP.bak.relay-sync.tmp`; each stamp is used
+/// once, so nothing else would ever overwrite them). Files not named by the pattern are kept.
+fn rotate(dir: &Path, keep: usize, current: &str) -> Result<(), PostfixError> {
+    for entry in fs::read_dir(dir).map_err(|source| io("list", dir, source))? {
+        let entry = entry.map_err(|source| io("list", dir, source))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let interrupted = name
+            .strip_prefix('.')
+            .and_then(|n| n.strip_suffix(".relay-sync.tmp"))
+            .is_some_and(|n| KINDS.iter().any(|kind| stamp_of(n, kind).is_some()));
+        if interrupted {
+            atomic::remove_stale(&entry.path())?;
+        }
+    }
     let generations = list_backups(dir)?;
     for kind in KINDS {
+        // The generation just written counts as kept whatever its stamp: when a local clock
+        // goes back (the repeated hour at the end of daylight saving time, a corrected clock),
+        // it may sort below older ones, and it is the one a failed run restores from.
         let files: Vec<&PathBuf> = generations
             .iter()
+            .filter(|g| g.stamp != current)
             .filter_map(|g| {
                 if kind == "relay_domains" {
                     g.relay_domains.as_ref()
@@ -152,7 +264,7 @@ fn rotate(dir: &Path, keep: usize) -> Result<(), PostfixError> {
                 }
             })
             .collect();
-        let excess = files.len().saturating_sub(keep);
+        let excess = files.len().saturating_sub(keep.saturating_sub(1));
         for path in &files[..excess] {
             fs::remove_file(path).map_err(|source| io("delete old backup", path, source))?;
         }
@@ -176,6 +288,51 @@ mod tests {
             Some("20261123-120000")
         );
         assert_eq!(stamp_of("transport.notes.bak", "transport"), None);
+    }
+
+    #[test]
+    fn only_canonical_stamps_are_stamps() {
+        for foreign in [
+            "20261123-120000-1",
+            "20261123-120000-0",
+            "20261123-120000-02",
+            "20261123-120000-+3",
+            "20261123-120000-",
+            "20261123-120000-x",
+            "20261123-120000-99999999999",
+            "20261123-1200000",
+            "20261123-12000é",
+            "",
+        ] {
+            assert_eq!(stamp_key(foreign), None, "{foreign:?}");
+        }
+        assert_eq!(
+            stamp_key("20261123-120000-2"),
+            Some(("20261123-120000".to_owned(), 2))
+        );
+    }
+
+    #[test]
+    fn a_generation_stamped_before_older_ones_is_still_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        // A backup from the future: the clock was set back since.
+        for kind in KINDS {
+            fs::write(dir.path().join(format!("{kind}.29991231-235959.bak")), "x").unwrap();
+        }
+        let b = write(dir.path(), 1, "a.example", None).unwrap();
+        let left = list_backups(dir.path()).unwrap();
+        assert_eq!(left.len(), 1, "{left:?}");
+        assert_eq!(left[0].stamp, b.stamp);
+    }
+
+    #[test]
+    fn keep_zero_still_keeps_the_generation_just_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = write(dir.path(), 0, "a.example", None).unwrap();
+        let left = list_backups(dir.path()).unwrap();
+        assert_eq!(left.len(), 1);
+        assert_eq!(left[0].stamp, b.stamp);
+        assert_eq!(fs::read(left[0].transport.as_ref().unwrap()).unwrap(), b"");
     }
 
     #[test]

@@ -22,8 +22,10 @@ const MAP_TYPES: [(&str, &str); 4] = [
 #[derive(Debug, Clone)]
 pub struct PostfixCli {
     settings: PostfixSettings,
+    relay_domains_map: PathBuf,
     map_type: String,
     map_suffix: &'static str,
+    transport_maps: String,
 }
 
 impl PostfixCli {
@@ -39,14 +41,25 @@ impl PostfixCli {
             }
         }
         let mut cli = PostfixCli {
+            relay_domains_map: settings.config_dir.join("relay_domains"),
             settings,
             map_type: String::new(),
             map_suffix: "",
+            transport_maps: String::new(),
         };
-        let map_type = match cli.settings.map_type.clone() {
-            Some(map_type) => map_type,
-            None => cli.postconf_value("default_database_type")?,
-        };
+        // One postconf for both: every command costs a few milliseconds of a no-change run.
+        let out = cli.run(
+            "postconf",
+            &[
+                "-h".into(),
+                "transport_maps".into(),
+                "default_database_type".into(),
+            ],
+        )?;
+        let mut lines = out.lines();
+        cli.transport_maps = lines.next().unwrap_or_default().to_owned();
+        let default_type = lines.next().unwrap_or_default().to_owned();
+        let map_type = cli.settings.map_type.clone().unwrap_or(default_type);
         let Some(&(_, suffix)) = MAP_TYPES.iter().find(|(name, _)| *name == map_type) else {
             return Err(PostfixError::Invalid {
                 path: cli.settings.transport_file.clone(),
@@ -60,6 +73,11 @@ impl PostfixCli {
         Ok(cli)
     }
 
+    /// `transport_maps` as `postconf -h` printed it when this was built.
+    pub fn transport_maps(&self) -> &str {
+        &self.transport_maps
+    }
+
     /// The map type in use (`hash`, `lmdb`, …).
     pub fn map_type(&self) -> &str {
         &self.map_type
@@ -68,6 +86,33 @@ impl PostfixCli {
     /// The transport map's database file (`transport.db`, `transport.lmdb`, …).
     pub fn transport_database(&self) -> PathBuf {
         database_of(&self.settings.transport_file, self.map_suffix)
+    }
+
+    /// Removes the temporary files that a run killed while writing the transport map (kill -9,
+    /// power loss) left beside it, so that they do not wait for the next change to go away.
+    /// Call it only while holding the run lock: a running sync uses these names.
+    pub fn remove_leftovers(&self) -> Result<(), PostfixError> {
+        for source in [&self.settings.transport_file, &self.relay_domains_map] {
+            let temp_source = atomic::temp_path(source);
+            let temp_db = database_of(&temp_source, self.map_suffix);
+            for path in temp_leftovers(&temp_source, &temp_db) {
+                atomic::remove_stale(&path)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Sets `RELAY_DOMAINS_MAP`, map mode's relay-domains table source (default:
+    /// `POSTFIX_CONFIG_DIR/relay_domains`).
+    #[must_use]
+    pub fn with_relay_domains_map(mut self, path: PathBuf) -> PostfixCli {
+        self.relay_domains_map = path;
+        self
+    }
+
+    /// The relay-domains table's database file (`relay_domains.db`, `.lmdb`, …).
+    pub fn relay_domains_database(&self) -> PathBuf {
+        database_of(&self.relay_domains_map, self.map_suffix)
     }
 
     /// `postconf -h NAME`, without `$` expansion.
@@ -115,6 +160,7 @@ impl PostfixCli {
         args: &[String],
     ) -> Result<(std::process::ExitStatus, String, String), PostfixError> {
         let argv = self.command(program, args);
+        let started = std::time::Instant::now();
         let output = Command::new(&argv[0])
             .args(&argv[1..])
             .stdin(Stdio::null())
@@ -123,6 +169,12 @@ impl PostfixCli {
                 command: argv.join(" "),
                 source,
             })?;
+        tracing::debug!(
+            "`{}` exited with {} after {} ms",
+            argv.join(" "),
+            output.status,
+            started.elapsed().as_millis()
+        );
         Ok((
             output.status,
             String::from_utf8_lossy(&output.stdout).into_owned(),
@@ -132,36 +184,63 @@ impl PostfixCli {
 
     /// Builds the map for `text` under a temporary name and renames source and database into
     /// place: lookups never see a half-built table (DATABASE_README).
-    fn install_transport(&self, text: &str) -> Result<(), PostfixError> {
-        let source = &self.settings.transport_file;
+    ///
+    /// The sequence: clear what a crashed run may have left; write `.NAME.relay-sync.tmp`
+    /// and flush it; `postmap TYPE:.NAME.relay-sync.tmp` (building `….tmp.db`, `.lmdb` or
+    /// `.cdb`); give both the owner and mode of the files they replace (0644 for new ones);
+    /// flush the database; rename the source over `NAME` and then the database over
+    /// `NAME.db`; flush the directory. The source is written before postmap runs, so the
+    /// database's mtime is never older than the source's. On any failure the temporary files
+    /// are removed and the previous source and database are untouched; the one exception is a
+    /// failure of the very last rename (the database's), after which the new source stands
+    /// beside the old, now stale, database exactly as after a crash at that instant: the next
+    /// run rebuilds it (see the comment there).
+    ///
+    /// The same mechanism installs the transport map and map mode's relay-domains table.
+    fn install_map(&self, source: &Path, text: &str) -> Result<(), PostfixError> {
+        let database = database_of(source, self.map_suffix);
         let temp_source = atomic::temp_path(source);
         let temp_db = database_of(&temp_source, self.map_suffix);
+        // A run killed during postmap leaves files that make the next postmap fail for good:
+        // Berkeley DB refuses to create a table while its `__db.NAME.db` creation file exists
+        // ("BDB0002 __fop_file_setup: Retry limit (100) exceeded"), and LMDB refuses to open a
+        // half-written file (MDB_INVALID). Every name here is relay-sync's own.
+        let leftovers = temp_leftovers(&temp_source, &temp_db);
         let result = (|| {
+            for path in &leftovers {
+                atomic::remove_stale(path)?;
+            }
             let source_owner = Ownership::of(source)?;
-            let db_owner = Ownership::of(&self.transport_database())?.or(source_owner);
-            atomic::write_temp(&temp_source, text.as_bytes(), 0o644)?;
+            let db_owner = Ownership::of(&database)?.or(source_owner);
+            atomic::write_temp(&temp_source, text.as_bytes(), 0o600)?;
             // Owners are applied only after postmap: run as root, postmap drops privileges to
             // the source file's owner, who may not be allowed to create files in the directory.
             self.run(
                 "postmap",
                 &[format!("{}:{}", self.map_type, temp_source.display())],
             )?;
-            if let Some(owner) = source_owner {
-                owner.apply(&temp_source)?;
-            }
-            if let Some(owner) = db_owner {
-                owner.apply(&temp_db)?;
+            for (path, owner) in [(&temp_source, source_owner), (&temp_db, db_owner)] {
+                match owner {
+                    Some(owner) => owner.apply(path)?,
+                    None => atomic::set_mode(path, NEW_FILE_MODE)?,
+                }
             }
             atomic::sync_file(&temp_db)?;
-            // Database first, then source: the database is never older than its source, and a
-            // crash between the two leaves a source that the next run rewrites.
-            atomic::rename(&temp_db, &self.transport_database())?;
+            // Source first, then database. The database was built after the temporary source
+            // was written, so once both are in place it is not older than its source. A crash
+            // between the two renames leaves the new source beside the old database, which is
+            // then older than its source: the next run sees a stale map and rebuilds it,
+            // whatever the database (MariaDB) says by then. The other order could leave a new
+            // database beside an old source, looking fresh, with routes the source lacks
+            // (a rollback killed there would keep them for good).
             atomic::rename(&temp_source, source)?;
+            atomic::rename(&temp_db, &database)?;
             atomic::sync_dir(source)
         })();
         if result.is_err() {
-            atomic::remove_if_present(&temp_source);
-            atomic::remove_if_present(&temp_db);
+            for path in &leftovers {
+                atomic::remove_if_present(path);
+            }
         }
         result
     }
@@ -169,36 +248,47 @@ impl PostfixCli {
 
 impl PostfixRead for PostfixCli {
     fn relay_domains(&self) -> Result<String, PostfixError> {
-        self.postconf_value("relay_domains")
+        // `postconf -n` prints only what main.cf sets. When relay_domains is not set, `-h`
+        // would print Postfix's default, an expression
+        // (`${{$compatibility_level} <level {2} ? {$mydestination} : {}}`) that no list can be
+        // rewritten from: use what it means instead.
+        let explicit = self.run(
+            "postconf",
+            &["-n".into(), "-h".into(), "relay_domains".into()],
+        )?;
+        let explicit = explicit.trim_end_matches('\n');
+        if !explicit.is_empty() {
+            return Ok(explicit.to_owned());
+        }
+        let expanded = self.run(
+            "postconf",
+            &["-x".into(), "-h".into(), "relay_domains".into()],
+        )?;
+        Ok(if expanded.trim().is_empty() {
+            String::new()
+        } else {
+            "$mydestination".to_owned()
+        })
     }
 
     fn read_transport(&self) -> Result<Option<String>, PostfixError> {
-        let path = &self.settings.transport_file;
-        match fs::read(path) {
-            Ok(bytes) => String::from_utf8(bytes)
-                .map(Some)
-                .map_err(|_| PostfixError::Invalid {
-                    path: path.clone(),
-                    detail: "not UTF-8 text; fix the file's encoding by hand".into(),
-                }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(source) => Err(io("read", path, source)),
-        }
+        read_text(&self.settings.transport_file)
     }
 
     fn transport_map_is_fresh(&self) -> Result<bool, PostfixError> {
-        let mtime = |path: &Path| match fs::metadata(path) {
-            Ok(meta) => meta
-                .modified()
-                .map(Some)
-                .map_err(|source| io("inspect", path, source)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(source) => Err(io("inspect", path, source)),
-        };
-        let Some(source) = mtime(&self.settings.transport_file)? else {
-            return Ok(true);
-        };
-        Ok(mtime(&self.transport_database())?.is_some_and(|db| db >= source))
+        map_is_fresh(&self.settings.transport_file, &self.transport_database())
+    }
+
+    fn relay_domains_table(&self) -> (String, PathBuf) {
+        (self.map_type.clone(), self.relay_domains_map.clone())
+    }
+
+    fn read_relay_domains_map(&self) -> Result<Option<String>, PostfixError> {
+        read_text(&self.relay_domains_map)
+    }
+
+    fn relay_domains_map_is_fresh(&self) -> Result<bool, PostfixError> {
+        map_is_fresh(&self.relay_domains_map, &self.relay_domains_database())
     }
 
     fn lookup_transport(&self, key: &str) -> Result<Option<String>, PostfixError> {
@@ -206,8 +296,16 @@ impl PostfixRead for PostfixCli {
         let (status, stdout, stderr) = self.run_status("postmap", &args)?;
         match status.code() {
             Some(0) => Ok(Some(stdout.trim_end_matches('\n').to_owned())),
-            // postmap -q exits 1 when the key is not found (postmap(1)).
-            Some(1) if stderr.trim().is_empty() => Ok(None),
+            // postmap -q exits 1 when the key is not found (postmap(1)), and also on a fatal
+            // error (a missing database, …), which it reports as `postmap: fatal: …`. Warnings
+            // alone (e.g. `overriding earlier entry` for a parameter set twice in main.cf) do
+            // not make a found-nothing an error.
+            Some(1) if !is_fatal(&stderr) => {
+                if !stderr.trim().is_empty() {
+                    tracing::debug!("postmap -q {key}: {}", stderr.trim());
+                }
+                Ok(None)
+            }
             _ => Err(failed(
                 &self.command("postmap", &args),
                 &status,
@@ -237,14 +335,22 @@ impl PostfixWrite for PostfixCli {
     }
 
     fn write_transport(&self, text: &str) -> Result<(), PostfixError> {
-        self.install_transport(text)
+        self.install_map(&self.settings.transport_file, text)
     }
 
     fn rebuild_transport_map(&self) -> Result<(), PostfixError> {
         match self.read_transport()? {
-            Some(text) => self.install_transport(&text),
+            Some(text) => self.install_map(&self.settings.transport_file, &text),
             None => Ok(()),
         }
+    }
+
+    fn write_relay_domains_map(&self, text: &str) -> Result<(), PostfixError> {
+        self.install_map(&self.relay_domains_map, text)
+    }
+
+    fn backup_relay_domains_map(&self, stamp: &str, text: &str) -> Result<PathBuf, PostfixError> {
+        backup_relay_domains_map(&self.settings.backup_dir, stamp, text)
     }
 
     fn set_relay_domains(&self, value: &str) -> Result<(), PostfixError> {
@@ -285,6 +391,98 @@ impl PostfixWrite for PostfixCli {
     }
 }
 
+/// Mode of a transport file or map database that did not exist before (Postfix's own
+/// `postmap` default, whatever the umask).
+const NEW_FILE_MODE: u32 = 0o644;
+
+/// Every file a build of the map under the temporary name may leave behind: the temporary
+/// source, the temporary database, Berkeley DB's `__db.NAME` creation file (hash, btree), and
+/// the `NAME.tmp` that postmap renames into a cdb database. LMDB makes no lock file (Postfix
+/// opens it with `MDB_NOLOCK`), measured with strace on Postfix 3.7.
+fn temp_leftovers(temp_source: &Path, temp_db: &Path) -> Vec<PathBuf> {
+    let name = temp_db
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    vec![
+        temp_source.to_owned(),
+        temp_db.to_owned(),
+        temp_db.with_file_name(format!("__db.{name}")),
+        temp_db.with_file_name(format!("{name}.tmp")),
+    ]
+}
+
+/// Whether a Postfix command's stderr reports an error rather than only warnings: Postfix
+/// prefixes every message with its severity (`postmap: fatal: …`, `postmap: warning: …`).
+fn is_fatal(stderr: &str) -> bool {
+    stderr.lines().any(|line| {
+        let line = line.trim();
+        !line.is_empty()
+            && !line.contains(": warning: ")
+            && !line.starts_with("warning: ")
+            && !line.contains(": info: ")
+    })
+}
+
+/// Writes `BACKUP_DIR/relay_domains_map.STAMP.bak` beside the generation `stamp` that
+/// [`PostfixWrite::backup`] has just written, and deletes the table backups whose generation
+/// rotation has deleted, so that they are kept exactly as long as their generation.
+fn backup_relay_domains_map(dir: &Path, stamp: &str, text: &str) -> Result<PathBuf, PostfixError> {
+    let path = dir.join(format!("{RELAY_DOMAINS_MAP_BACKUP}.{stamp}.bak"));
+    atomic::replace(&path, text.as_bytes(), 0o600)?;
+    let kept: std::collections::BTreeSet<String> = backup::list_backups(dir)?
+        .into_iter()
+        .map(|generation| generation.stamp)
+        .collect();
+    for entry in fs::read_dir(dir).map_err(|source| io("list", dir, source))? {
+        let entry = entry.map_err(|source| io("list", dir, source))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let orphan = name
+            .strip_prefix(RELAY_DOMAINS_MAP_BACKUP)
+            .and_then(|rest| rest.strip_prefix('.'))
+            .and_then(|rest| rest.strip_suffix(".bak"))
+            .is_some_and(|old| old != stamp && !kept.contains(old));
+        if orphan {
+            let old = entry.path();
+            fs::remove_file(&old).map_err(|source| io("delete old backup", &old, source))?;
+        }
+    }
+    Ok(path)
+}
+
+/// Name prefix of map mode's table backups.
+const RELAY_DOMAINS_MAP_BACKUP: &str = "relay_domains_map";
+
+/// A text file's contents, or `None` when it does not exist.
+fn read_text(path: &Path) -> Result<Option<String>, PostfixError> {
+    match fs::read(path) {
+        Ok(bytes) => String::from_utf8(bytes)
+            .map(Some)
+            .map_err(|_| PostfixError::Invalid {
+                path: path.to_owned(),
+                detail: "not UTF-8 text; fix the file's encoding by hand".into(),
+            }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(io("read", path, source)),
+    }
+}
+
+/// Whether `database` exists and is not older than `source`; a missing source is fresh.
+fn map_is_fresh(source: &Path, database: &Path) -> Result<bool, PostfixError> {
+    let mtime = |path: &Path| match fs::metadata(path) {
+        Ok(meta) => meta
+            .modified()
+            .map(Some)
+            .map_err(|source| io("inspect", path, source)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(io("inspect", path, source)),
+    };
+    let Some(source) = mtime(source)? else {
+        return Ok(true);
+    };
+    Ok(mtime(database)?.is_some_and(|db| db >= source))
+}
+
 /// `transport` + `.db`, `.lmdb`, `.cdb`.
 fn database_of(source: &Path, suffix: &str) -> PathBuf {
     let mut name = source.as_os_str().to_owned();
@@ -312,5 +510,40 @@ fn failed(
         command: argv.join(" "),
         status: status.to_string(),
         stderr: text.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_non_warning_lines_make_stderr_fatal() {
+        assert!(!is_fatal(""));
+        assert!(!is_fatal(
+            "postmap: warning: /etc/postfix/main.cf, line 3: overriding earlier entry: mydomain=x\n"
+        ));
+        assert!(is_fatal(
+            "postmap: fatal: open database /etc/postfix/transport.db: No such file or directory\n"
+        ));
+        assert!(is_fatal(
+            "BDB0002 __fop_file_setup:  Retry limit (100) exceeded\npostmap: fatal: open database x: File exists\n"
+        ));
+    }
+
+    #[test]
+    fn leftovers_are_named_after_the_temporary_database() {
+        let source = Path::new("/etc/postfix/.transport.relay-sync.tmp");
+        let names: Vec<PathBuf> = temp_leftovers(source, &database_of(source, "db"));
+        assert_eq!(
+            names,
+            [
+                "/etc/postfix/.transport.relay-sync.tmp",
+                "/etc/postfix/.transport.relay-sync.tmp.db",
+                "/etc/postfix/__db..transport.relay-sync.tmp.db",
+                "/etc/postfix/.transport.relay-sync.tmp.db.tmp",
+            ]
+            .map(PathBuf::from)
+        );
     }
 }

@@ -31,6 +31,16 @@ pub trait PostfixRead {
 
     /// The transport map as Postfix names it, e.g. `hash:/etc/postfix/transport`, for logs.
     fn transport_map_name(&self) -> String;
+
+    /// Map mode's relay-domains table: its map type and source file (`RELAY_DOMAINS_MAP`).
+    fn relay_domains_table(&self) -> (String, PathBuf);
+
+    /// The relay-domains table's source file, or `None` when it does not exist.
+    fn read_relay_domains_map(&self) -> Result<Option<String>, PostfixError>;
+
+    /// Whether the relay-domains table's database exists and is not older than its source.
+    /// A missing source file counts as fresh.
+    fn relay_domains_map_is_fresh(&self) -> Result<bool, PostfixError>;
 }
 
 /// Changing the Postfix configuration. Every method either completes or leaves the previous
@@ -47,6 +57,14 @@ pub trait PostfixWrite: PostfixRead {
     /// Rebuilds the map database from the current source file (used when the database is older
     /// than its source), under a temporary name like [`PostfixWrite::write_transport`].
     fn rebuild_transport_map(&self) -> Result<(), PostfixError>;
+
+    /// Atomically replaces the relay-domains table's source with `text` and rebuilds its
+    /// database under a temporary name, as [`PostfixWrite::write_transport`] does.
+    fn write_relay_domains_map(&self, text: &str) -> Result<(), PostfixError>;
+
+    /// Saves the relay-domains table's source as part of the backup generation `stamp`
+    /// (returned by [`PostfixWrite::backup`]) and returns the file written.
+    fn backup_relay_domains_map(&self, stamp: &str, text: &str) -> Result<PathBuf, PostfixError>;
 
     /// `postconf -e "relay_domains = VALUE"`.
     fn set_relay_domains(&self, value: &str) -> Result<(), PostfixError>;
@@ -136,6 +154,6 @@ mod atomic;
 mod backup;
 mod cli;
 
-pub use backup::{list_backups, BackupGeneration};
+pub use backup::{list_backups, read_backup, BackupContents, BackupGeneration};
 
 pub use cli::PostfixCli;

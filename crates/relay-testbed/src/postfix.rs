@@ -14,6 +14,8 @@ use crate::{fixtures_dir, free_port, require};
 const POSTFIX: &str = "/usr/sbin/postfix";
 const POSTCONF: &str = "/usr/sbin/postconf";
 const POSTMAP: &str = "/usr/sbin/postmap";
+/// Debian's pristine master.cf (the one in /etc/postfix may have been edited on this machine).
+const MASTER_CF_DIST: &str = "/usr/share/postfix/master.cf.dist";
 
 /// A Postfix instance with its own configuration, queue and data directories, listening for
 /// SMTP on a free port of 127.0.0.1. Stopped and removed on drop.
@@ -23,9 +25,33 @@ pub struct Postfix {
     smtp_port: u16,
 }
 
+/// How far back the generated main.cf is dated (see [`backdate`]).
+const COOL: Duration = Duration::from_secs(3);
+
+/// Attempts at finding a free port for the SMTP listener: [`free_port`] releases the port
+/// before Postfix binds it, so another process may take it in between.
+const PORT_ATTEMPTS: usize = 3;
+
 impl Postfix {
     /// Starts an instance whose `relay_domains` is `relay_domains`, with an empty transport map.
+    ///
+    /// ```no_run
+    /// let postfix = relay_testbed::Postfix::start("kuma8088.com")?;
+    /// assert_eq!(postfix.postconf("relay_domains")?, "kuma8088.com");
+    /// # Ok::<(), anyhow::Error>(())
+    /// ```
     pub fn start(relay_domains: &str) -> Result<Postfix> {
+        Postfix::start_with_transport(relay_domains, "")
+    }
+
+    /// Starts an instance whose `relay_domains` is `relay_domains` and whose transport file
+    /// (`hash:CONFIG_DIR/transport`, built with postmap before the start) holds `transport`.
+    ///
+    /// The instance has its own configuration, queue and data directories (so its
+    /// `master.lock` and `master.pid` are its own: any number run side by side), listens on
+    /// 127.0.0.1 only, logs to [`Postfix::maillog`], never uses DNS, delivers nothing locally,
+    /// and does not count loopback as `mynetworks`, so the relay check applies to test clients.
+    pub fn start_with_transport(relay_domains: &str, transport: &str) -> Result<Postfix> {
         for (path, package) in [
             (POSTFIX, "postfix"),
             (POSTCONF, "postfix"),
@@ -50,7 +76,6 @@ impl Postfix {
             fs::set_permissions(d, fs::Permissions::from_mode(0o755))?;
         }
         chown_postfix(&data)?;
-        let smtp_port = free_port()?;
         let template = fs::read_to_string(fixtures_dir().join("postfix/main.cf.in"))
             .context("reading fixtures/postfix/main.cf.in")?;
         let main_cf = template
@@ -60,28 +85,43 @@ impl Postfix {
             .replace("@LOG@", &log.to_string_lossy())
             .replace("@RELAY_DOMAINS@", relay_domains);
         fs::write(config.join("main.cf"), main_cf)?;
-        let master = fs::read_to_string("/usr/share/postfix/master.cf.dist")
-            .context("reading /usr/share/postfix/master.cf.dist (apt-get install -y postfix)")?;
-        let master: String = master
-            .lines()
-            .map(|line| {
-                if line.starts_with("smtp      inet") {
-                    format!("127.0.0.1:{smtp_port} inet n - n - - smtpd\n")
-                } else {
-                    format!("{line}\n")
-                }
-            })
-            .collect();
-        fs::write(config.join("master.cf"), master)?;
-        fs::write(config.join("transport"), "")?;
-        let postfix = Postfix { dir, smtp_port };
-        postfix.command(POSTCONF, &["-F", "*/*/chroot = n"])?;
+        // Every Postfix command that reads main.cf (postmap, postconf, postfix) first waits,
+        // polling every 300 ms, until the file's mtime is more than a second in the past
+        // (dict_load_file's "cool down"): a fresh main.cf costs up to 2 s. Nothing has read it
+        // yet, so dating it back is harmless.
+        backdate(&config.join("main.cf"), COOL)?;
+        let master_dist = fs::read_to_string(MASTER_CF_DIST)
+            .with_context(|| format!("reading {MASTER_CF_DIST} (apt-get install -y postfix)"))?;
+        fs::write(config.join("transport"), transport)?;
+        let mut postfix = Postfix { dir, smtp_port: 0 };
         postfix.command(
             POSTMAP,
             &[&format!("hash:{}", postfix.transport_file().display())],
         )?;
-        postfix.start_again()?;
-        Ok(postfix)
+        let mut attempt = 1;
+        loop {
+            postfix.smtp_port = free_port()?;
+            fs::write(
+                config.join("master.cf"),
+                master_cf(&master_dist, postfix.smtp_port)?,
+            )?;
+            // The instance lives outside the system spool: no service may chroot into it.
+            postfix.command(POSTCONF, &["-F", "*/*/chroot = n"])?;
+            let log_before = postfix.maillog().len();
+            match postfix.start_again() {
+                Ok(()) => return Ok(postfix),
+                Err(_)
+                    if attempt < PORT_ATTEMPTS
+                        && postfix
+                            .maillog()
+                            .get(log_before..)
+                            .is_some_and(|new| new.contains("Address already in use")) =>
+                {
+                    attempt += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// The configuration directory (`-c` for every Postfix command).
@@ -130,9 +170,12 @@ impl Postfix {
         wait_for(Duration::from_secs(20), || !self.is_running()).context("postfix did not stop")
     }
 
-    /// `postfix start`, then waits until the SMTP port answers.
+    /// `postfix start`, then waits until the SMTP port answers. A failed start names the
+    /// reason from the mail log (`postfix` itself prints nothing when not on a terminal).
     pub fn start_again(&self) -> Result<()> {
-        self.command(POSTFIX, &["start"])?;
+        if let Err(e) = self.command(POSTFIX, &["start"]) {
+            bail!("{e}\n--- maillog\n{}", self.maillog());
+        }
         let port = self.smtp_port;
         wait_for(Duration::from_secs(20), || {
             TcpStream::connect(("127.0.0.1", port)).is_ok()
@@ -168,10 +211,49 @@ impl Postfix {
 
 impl Drop for Postfix {
     fn drop(&mut self) {
-        if self.is_running() {
-            let _ = self.stop();
+        if self.is_running() && self.stop().is_err() {
+            // The master did not stop in time: kill it by its pid, so that nothing keeps
+            // running on a directory that is about to be removed.
+            let pid_file = self.dir.path().join("spool/pid/master.pid");
+            if let Some(pid) = fs::read_to_string(pid_file)
+                .ok()
+                .and_then(|text| text.trim().parse::<libc::pid_t>().ok())
+            {
+                // SAFETY: kill(2) with a pid read from this instance's own pid file.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
         }
     }
+}
+
+/// Sets the modification time of `path` to `age` ago.
+fn backdate(path: &Path, age: Duration) -> Result<()> {
+    let when = std::time::SystemTime::now() - age;
+    fs::File::options()
+        .write(true)
+        .open(path)
+        .and_then(|file| file.set_modified(when))
+        .with_context(|| format!("cannot set the mtime of {}", path.display()))
+}
+
+/// Debian's `master.cf` with the `smtp inet` listener moved to `127.0.0.1:PORT`.
+fn master_cf(dist: &str, port: u16) -> Result<String> {
+    let mut found = false;
+    let mut out = String::with_capacity(dist.len());
+    for line in dist.lines() {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        if fields.len() >= 2 && fields[0] == "smtp" && fields[1] == "inet" {
+            found = true;
+            out.push_str(&format!("127.0.0.1:{port} inet n - n - - smtpd\n"));
+        } else {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    if !found {
+        bail!("{MASTER_CF_DIST} has no `smtp inet` service to move to 127.0.0.1:{port}");
+    }
+    Ok(out)
 }
 
 /// Postfix's `smtp-sink` on a free port of 127.0.0.1, writing every message it accepts to a file.

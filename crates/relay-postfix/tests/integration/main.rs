@@ -3,12 +3,16 @@
 #![allow(clippy::unwrap_used)] // Test helpers outside #[test] functions.
 
 use std::fs;
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpStream;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
-use relay_postfix::{PostfixCli, PostfixError, PostfixRead, PostfixSettings, PostfixWrite};
-use relay_testbed::Postfix;
+use relay_postfix::{
+    list_backups, read_backup, PostfixCli, PostfixError, PostfixRead, PostfixSettings, PostfixWrite,
+};
+use relay_testbed::{Postfix, SmtpSink};
 
 const HOP: &str = "smtp:[127.0.0.1]:2525";
 
@@ -309,4 +313,504 @@ fn backups_are_private_and_hold_the_previous_state() {
     let listed = relay_postfix::list_backups(&dir.path().join("backup")).unwrap();
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].stamp, backup.stamp);
+}
+
+#[test]
+fn leftovers_of_a_crashed_postmap_are_cleared_before_the_next_build() {
+    let postfix = Postfix::start("a.example").unwrap();
+    let dir = postfix.config_dir();
+    // What a run killed during postmap leaves: Berkeley DB's creation file (hash, btree), a
+    // half-written LMDB file, cdb's own temporary, and a stale temporary source. Each made
+    // the next postmap fail for good before they were cleared.
+    let leftovers: [(&str, &str); 3] = [
+        ("hash", "__db..transport.relay-sync.tmp.db"),
+        ("lmdb", ".transport.relay-sync.tmp.lmdb"),
+        ("cdb", ".transport.relay-sync.tmp.cdb.tmp"),
+    ];
+    for (map_type, leftover) in leftovers {
+        fs::write(dir.join(leftover), "half-written garbage").unwrap();
+        fs::write(
+            dir.join(".transport.relay-sync.tmp"),
+            "stale.example smtp:[192.0.2.9]\n",
+        )
+        .unwrap();
+        let (cli, _backups) = cli(&postfix, Some(map_type));
+        cli.write_transport(&block(&["a.example"]))
+            .unwrap_or_else(|e| panic!("{map_type}: {e}"));
+        assert_eq!(
+            cli.lookup_transport("a.example").unwrap().as_deref(),
+            Some(HOP),
+            "{map_type}"
+        );
+        assert_eq!(cli.lookup_transport("stale.example").unwrap(), None);
+        assert!(
+            temp_files(&postfix).is_empty(),
+            "{map_type}: {:?}",
+            temp_files(&postfix)
+        );
+    }
+}
+
+#[test]
+fn a_new_transport_file_and_map_get_mode_0644() {
+    let postfix = Postfix::start("a.example").unwrap();
+    let (cli, _dir) = cli(&postfix, None);
+    assert_eq!(
+        cli.transport_map_name(),
+        format!("hash:{}", postfix.transport_file().display())
+    );
+    fs::remove_file(postfix.transport_file()).unwrap();
+    fs::remove_file(cli.transport_database()).unwrap();
+    assert_eq!(cli.read_transport().unwrap(), None);
+    assert!(
+        cli.transport_map_is_fresh().unwrap(),
+        "no source: nothing to build"
+    );
+    cli.rebuild_transport_map().unwrap();
+    assert!(!cli.transport_database().exists(), "nothing to build from");
+    cli.write_transport(&block(&["a.example"])).unwrap();
+    for path in [postfix.transport_file(), cli.transport_database()] {
+        let meta = fs::metadata(&path).unwrap();
+        assert_eq!(
+            meta.permissions().mode() & 0o7777,
+            0o644,
+            "{}",
+            path.display()
+        );
+        assert_eq!(meta.uid(), 0, "{}", path.display());
+    }
+    let source = fs::metadata(postfix.transport_file())
+        .unwrap()
+        .modified()
+        .unwrap();
+    let db = fs::metadata(cli.transport_database())
+        .unwrap()
+        .modified()
+        .unwrap();
+    assert!(db >= source, "database {db:?} older than source {source:?}");
+}
+
+#[test]
+fn the_map_type_follows_default_database_type() {
+    let postfix = Postfix::start("a.example").unwrap();
+    postfix
+        .command(
+            "/usr/sbin/postconf",
+            &["-e", "default_database_type = lmdb"],
+        )
+        .unwrap();
+    let (cli, _dir) = cli(&postfix, None);
+    assert_eq!(cli.map_type(), "lmdb");
+    assert_eq!(
+        cli.transport_database(),
+        PathBuf::from(format!("{}.lmdb", postfix.transport_file().display()))
+    );
+    cli.write_transport(&block(&["a.example"])).unwrap();
+    assert!(cli.transport_database().exists());
+    assert_eq!(
+        cli.lookup_transport("a.example").unwrap().as_deref(),
+        Some(HOP)
+    );
+}
+
+#[test]
+fn warnings_do_not_turn_a_miss_into_an_error_but_a_missing_map_is_one() {
+    let postfix = Postfix::start("a.example").unwrap();
+    let (cli, _dir) = cli(&postfix, None);
+    cli.write_transport(&block(&["a.example"])).unwrap();
+    // A parameter set twice makes every Postfix command warn on stderr.
+    let main_cf = postfix.config_dir().join("main.cf");
+    let mut text = fs::read_to_string(&main_cf).unwrap();
+    text.push_str("mydomain = one.test\nmydomain = relay-sync.test\n");
+    fs::write(&main_cf, text).unwrap();
+    assert_eq!(
+        cli.lookup_transport("a.example").unwrap().as_deref(),
+        Some(HOP)
+    );
+    assert_eq!(cli.lookup_transport("b.example").unwrap(), None);
+    fs::remove_file(cli.transport_database()).unwrap();
+    match cli.lookup_transport("a.example") {
+        Err(PostfixError::CommandFailed {
+            command, stderr, ..
+        }) => {
+            assert!(command.contains(" -q a.example hash:"), "{command}");
+            assert!(stderr.contains("fatal: open database"), "{stderr}");
+        }
+        other => panic!("expected CommandFailed, got {other:?}"),
+    }
+}
+
+/// A backup directory holding generations stamped `20200101-000000` and `-2` … `-10`, and
+/// files that only look like backups.
+fn seeded_backup_dir() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let backups = dir.path().join("backup");
+    fs::create_dir(&backups).unwrap();
+    fs::set_permissions(&backups, fs::Permissions::from_mode(0o755)).unwrap();
+    for n in 1..=10 {
+        let stamp = match n {
+            1 => "20200101-000000".to_owned(),
+            n => format!("20200101-000000-{n}"),
+        };
+        fs::write(
+            backups.join(format!("relay_domains.{stamp}.bak")),
+            format!("v{n}\n"),
+        )
+        .unwrap();
+        fs::write(
+            backups.join(format!("transport.{stamp}.bak")),
+            format!("t{n}\n"),
+        )
+        .unwrap();
+    }
+    for foreign in FOREIGN {
+        fs::write(backups.join(foreign), "not ours").unwrap();
+    }
+    (dir, backups)
+}
+
+const FOREIGN: [&str; 5] = [
+    "transport.20200101-000000-1.bak",
+    "transport.20200101-000000-02.bak",
+    "relay_domains.bak",
+    "transport.old",
+    "notes.txt",
+];
+
+fn names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn backup_rotation_keeps_the_newest_generations_by_counter_and_ignores_foreign_files() {
+    let postfix = Postfix::start("a.example").unwrap();
+    let (dir, backups) = seeded_backup_dir();
+    let mut s = settings(&postfix, &backups, None);
+    s.backup_keep = 5;
+    let cli = PostfixCli::new(s).unwrap();
+    // A backup write a crash interrupted.
+    let interrupted = ".transport.20200101-000000-3.bak.relay-sync.tmp";
+    fs::write(backups.join(interrupted), "partial").unwrap();
+    let backup = cli.backup("a.example, b.example", None).unwrap();
+    let stamp = &backup.stamp;
+    let mut expected: Vec<String> = FOREIGN.iter().map(|f| f.to_string()).collect();
+    for kept in [
+        "20200101-000000-7",
+        "20200101-000000-8",
+        "20200101-000000-9",
+        "20200101-000000-10",
+        stamp,
+    ] {
+        expected.push(format!("relay_domains.{kept}.bak"));
+        expected.push(format!("transport.{kept}.bak"));
+    }
+    expected.sort();
+    assert_eq!(names(&backups), expected);
+    assert_eq!(
+        backup.files,
+        vec![
+            backups.join(format!("relay_domains.{stamp}.bak")),
+            backups.join(format!("transport.{stamp}.bak")),
+        ]
+    );
+    let now = chrono::Local::now().format("%Y%m%d-%H%M%S").to_string();
+    assert!(
+        stamp.len() == 15 && stamp.as_str() <= now.as_str(),
+        "{stamp} vs {now}"
+    );
+    let dir_mode = fs::metadata(&backups).unwrap().permissions().mode();
+    assert_eq!(
+        dir_mode & 0o777,
+        0o700,
+        "an existing 0755 directory is tightened"
+    );
+    for file in &backup.files {
+        let mode = fs::metadata(file).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "{}", file.display());
+    }
+    assert_eq!(
+        fs::read(&backup.files[0]).unwrap(),
+        b"a.example, b.example\n"
+    );
+    assert_eq!(
+        fs::read(&backup.files[1]).unwrap(),
+        b"",
+        "no transport file: empty"
+    );
+    let listed: Vec<String> = list_backups(&backups)
+        .unwrap()
+        .into_iter()
+        .map(|g| g.stamp)
+        .collect();
+    assert_eq!(listed.last(), Some(stamp));
+    assert_eq!(
+        listed.first().map(String::as_str),
+        Some("20200101-000000-7")
+    );
+    drop(dir);
+}
+
+#[test]
+fn backups_in_the_same_second_get_distinct_stamps_shared_by_both_kinds() {
+    let postfix = Postfix::start("a.example").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let backups = dir.path().join("backup");
+    let mut s = settings(&postfix, &backups, None);
+    s.backup_keep = 10;
+    let cli = PostfixCli::new(s).unwrap();
+    // Take this second and the next, so that the backup below falls in a taken second
+    // whichever of the two it runs in.
+    fs::create_dir(&backups).unwrap();
+    let now = chrono::Local::now();
+    for t in [now, now + chrono::Duration::seconds(1)] {
+        let stamp = t.format("%Y%m%d-%H%M%S");
+        fs::write(backups.join(format!("relay_domains.{stamp}.bak")), "x\n").unwrap();
+    }
+    let first = cli.backup("v1", Some("t1\n")).unwrap();
+    let second = cli.backup("v2", Some("t2\n")).unwrap();
+    assert!(first.stamp.ends_with("-2"), "{}", first.stamp);
+    assert_ne!(first.stamp, second.stamp);
+    for backup in [&first, &second] {
+        let generation = list_backups(&backups)
+            .unwrap()
+            .into_iter()
+            .find(|g| g.stamp == backup.stamp)
+            .unwrap();
+        assert!(generation.relay_domains.is_some() && generation.transport.is_some());
+    }
+    // The seeded next-second file would otherwise be the newest generation.
+    for t in [now, now + chrono::Duration::seconds(1)] {
+        let stamp = t.format("%Y%m%d-%H%M%S");
+        fs::remove_file(backups.join(format!("relay_domains.{stamp}.bak"))).unwrap();
+    }
+    let newest = read_backup(&backups, None).unwrap();
+    assert_eq!(
+        (
+            newest.stamp.as_str(),
+            newest.relay_domains.as_str(),
+            newest.transport.as_str()
+        ),
+        (second.stamp.as_str(), "v2", "t2\n")
+    );
+    let by_stamp = read_backup(&backups, Some(&first.stamp)).unwrap();
+    assert_eq!(
+        (by_stamp.relay_domains.as_str(), by_stamp.transport.as_str()),
+        ("v1", "t1\n")
+    );
+}
+
+#[test]
+fn read_backup_refuses_unknown_and_incomplete_generations() {
+    let dir = tempfile::tempdir().unwrap();
+    let backups = dir.path().join("backup");
+    assert!(matches!(
+        read_backup(&backups, None),
+        Err(PostfixError::Invalid { .. })
+    ));
+    fs::create_dir(&backups).unwrap();
+    fs::write(
+        backups.join("relay_domains.20200101-000000.bak"),
+        "a.example\n",
+    )
+    .unwrap();
+    let error = read_backup(&backups, None).unwrap_err();
+    assert!(
+        error.to_string().contains("transport.20200101-000000.bak"),
+        "{error}"
+    );
+    let error = read_backup(&backups, Some("20200101-000001")).unwrap_err();
+    assert!(matches!(error, PostfixError::Invalid { .. }), "{error}");
+    assert!(error.to_string().contains("20200101-000001"), "{error}");
+    fs::write(backups.join("transport.20200101-000000.bak"), "").unwrap();
+    fs::write(
+        backups.join("relay_domains.20200101-000000.bak"),
+        "a.example\nmynetworks = 0.0.0.0/0\n",
+    )
+    .unwrap();
+    let error = read_backup(&backups, None).unwrap_err();
+    assert!(error.to_string().contains("more than one line"), "{error}");
+}
+
+#[test]
+fn two_instances_run_side_by_side() {
+    let mut first = Postfix::start("a.example").unwrap();
+    let second = Postfix::start("b.example").unwrap();
+    assert_ne!(first.smtp_port(), second.smtp_port());
+    assert_ne!(first.config_dir(), second.config_dir());
+    assert!(first.is_running() && second.is_running());
+    assert_eq!(second.postconf("relay_domains").unwrap(), "b.example");
+    first.stop().unwrap();
+    assert!(!first.is_running());
+    assert!(
+        second.is_running(),
+        "stopping one instance stopped the other"
+    );
+    let mut smtp = Smtp::connect(second.smtp_port());
+    assert!(smtp.send("EHLO client.test").starts_with("250"));
+    first.start_again().unwrap();
+    assert!(first.is_running());
+    assert!(first.maillog().contains("starting the Postfix mail system"));
+}
+
+/// A minimal SMTP client for loopback tests.
+struct Smtp {
+    reader: BufReader<TcpStream>,
+    writer: TcpStream,
+}
+
+impl Smtp {
+    fn connect(port: u16) -> Smtp {
+        let stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        let mut smtp = Smtp {
+            reader: BufReader::new(stream.try_clone().unwrap()),
+            writer: stream,
+        };
+        let banner = smtp.reply();
+        assert!(banner.starts_with("220"), "{banner}");
+        smtp
+    }
+
+    /// Reads one reply; a multi-line reply is returned as its last line.
+    fn reply(&mut self) -> String {
+        loop {
+            let mut line = String::new();
+            self.reader.read_line(&mut line).unwrap();
+            if line.len() < 4 || line.as_bytes()[3] != b'-' {
+                return line.trim_end().to_owned();
+            }
+        }
+    }
+
+    fn send(&mut self, line: &str) -> String {
+        self.writer
+            .write_all(format!("{line}\r\n").as_bytes())
+            .unwrap();
+        self.reply()
+    }
+}
+
+/// Polls `check` for up to `limit`.
+fn eventually(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        if check() {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn relayed_mail_reaches_the_sink_and_other_domains_are_refused() {
+    let sink = SmtpSink::start().unwrap();
+    let postfix = Postfix::start("a.example").unwrap();
+    let (cli, _dir) = cli(&postfix, None);
+    let hop = format!("smtp:[127.0.0.1]:{}", sink.port());
+    cli.write_transport(&format!("a.example {hop}\nb.example {hop}\n"))
+        .unwrap();
+    cli.reload().unwrap();
+
+    let mut smtp = Smtp::connect(postfix.smtp_port());
+    assert!(smtp.send("EHLO client.test").starts_with("250"));
+    assert!(smtp
+        .send("MAIL FROM:<sender@client.test>")
+        .starts_with("250"));
+    let refused = smtp.send("RCPT TO:<user@b.example>");
+    assert!(
+        refused.starts_with("554 5.7.1") && refused.contains("Relay access denied"),
+        "loopback must not be a trusted network: {refused}"
+    );
+    assert!(smtp.send("RCPT TO:<user@a.example>").starts_with("250"));
+    assert!(smtp.send("DATA").starts_with("354"));
+    let queued = smtp.send("Subject: relay-sync probe\r\n\r\nhello\r\n.");
+    assert!(queued.starts_with("250"), "{queued}");
+    assert!(smtp.send("QUIT").starts_with("221"));
+    assert!(
+        eventually(Duration::from_secs(30), || sink
+            .messages()
+            .iter()
+            .any(|m| m.contains("Subject: relay-sync probe"))),
+        "the sink got nothing; maillog:\n{}",
+        postfix.maillog()
+    );
+
+    // Once relay_domains names it, b.example is accepted too.
+    cli.set_relay_domains("a.example, b.example").unwrap();
+    cli.reload().unwrap();
+    assert_eq!(
+        postfix.postconf("relay_domains").unwrap(),
+        "a.example, b.example"
+    );
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            let mut smtp = Smtp::connect(postfix.smtp_port());
+            smtp.send("HELO client.test");
+            smtp.send("MAIL FROM:<sender@client.test>");
+            smtp.send("RCPT TO:<user@b.example>").starts_with("250")
+        }),
+        "b.example still refused after the reload; maillog:\n{}",
+        postfix.maillog()
+    );
+}
+
+#[test]
+fn remove_leftovers_clears_only_relay_syncs_temporary_names() {
+    let postfix = Postfix::start("a.example").unwrap();
+    let (cli, _dir) = cli(&postfix, Some("lmdb"));
+    let dir = postfix.config_dir();
+    let ours = [
+        ".transport.relay-sync.tmp",
+        ".transport.relay-sync.tmp.lmdb",
+        "__db..transport.relay-sync.tmp.lmdb",
+        ".transport.relay-sync.tmp.lmdb.tmp",
+    ];
+    for name in ours {
+        fs::write(dir.join(name), "left by a killed run").unwrap();
+    }
+    fs::write(dir.join("transport.bak"), "the operator's").unwrap();
+    cli.remove_leftovers().unwrap();
+    assert!(
+        temp_files(&postfix).is_empty(),
+        "{:?}",
+        temp_files(&postfix)
+    );
+    assert!(dir.join("transport.bak").exists());
+    assert!(dir.join("transport").exists() && dir.join("transport.db").exists());
+    cli.remove_leftovers().unwrap();
+}
+
+#[test]
+fn an_unset_relay_domains_reads_as_what_postfix_defaults_to() {
+    let postfix = Postfix::start("a.example").unwrap();
+    let (cli, _dir) = cli(&postfix, None);
+    postfix
+        .command("/usr/sbin/postconf", &["-X", "relay_domains"])
+        .unwrap();
+    // compatibility_level 3.6: the default expands to nothing.
+    assert_eq!(cli.relay_domains().unwrap(), "");
+    postfix
+        .command(
+            "/usr/sbin/postconf",
+            &[
+                "-e",
+                "compatibility_level = 1",
+                "mydestination = mx.relay-sync.test",
+            ],
+        )
+        .unwrap();
+    // Below level 2 it means $mydestination, kept as a token relay-sync never touches.
+    assert_eq!(cli.relay_domains().unwrap(), "$mydestination");
+    cli.set_relay_domains("$mydestination, a.example").unwrap();
+    assert_eq!(cli.relay_domains().unwrap(), "$mydestination, a.example");
 }
