@@ -15,6 +15,9 @@ pub enum Step<'p> {
     WriteTransport(&'p str),
     /// Rebuild the map from the unchanged source (its database was older than the source).
     RebuildTransportMap,
+    /// Map mode: replace the relay-domains table's source file with this text and rebuild the
+    /// table.
+    WriteRelayDomainsMap(&'p str),
     /// Set `relay_domains` to this value.
     SetRelayDomains(&'p str),
     /// `postfix reload`.
@@ -26,11 +29,41 @@ pub enum Step<'p> {
 /// `map_fresh` says whether the transport map's database is at least as new as its source; a
 /// stale one is rebuilt even when nothing else changes. An empty list means nothing to do.
 pub fn apply_steps(plan: &Plan, map_fresh: bool) -> Vec<Step<'_>> {
-    let mut steps = Vec::with_capacity(4);
+    apply_steps_with(
+        plan,
+        Freshness {
+            transport: map_fresh,
+            relay_domains_map: map_fresh,
+        },
+    )
+}
+
+/// Whether each map database is at least as new as its source file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Freshness {
+    /// The transport map.
+    pub transport: bool,
+    /// Map mode's relay-domains table (ignored in inline mode).
+    pub relay_domains_map: bool,
+}
+
+/// [`apply_steps`] with the freshness of each map given separately.
+///
+/// In map mode the table is written after the transport map has gained the new routes and
+/// before `relay_domains` changes: a switch to map mode names a table that already holds every
+/// domain, and a switch back to inline mode lists every domain before the table is let go (the
+/// table file itself is left in place, unused).
+pub fn apply_steps_with(plan: &Plan, fresh: Freshness) -> Vec<Step<'_>> {
+    let mut steps = Vec::with_capacity(5);
     if plan.transport_needs(&plan.transport_union) {
         steps.push(Step::WriteTransport(&plan.transport_union));
-    } else if !map_fresh {
+    } else if !fresh.transport {
         steps.push(Step::RebuildTransportMap);
+    }
+    if let Some(text) = &plan.relay_domains_map {
+        if plan.relay_domains_map_changed() || !fresh.relay_domains_map {
+            steps.push(Step::WriteRelayDomainsMap(text));
+        }
     }
     if plan.relay_domains_changed() {
         steps.push(Step::SetRelayDomains(&plan.relay_domains_value));

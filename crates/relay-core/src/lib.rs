@@ -36,13 +36,17 @@ mod domain;
 mod guard;
 mod plan;
 mod relay_domains;
+mod relay_domains_map;
 mod transport;
 
-pub use apply_order::{apply_steps, Step};
+pub use apply_order::{apply_steps, apply_steps_with, Freshness, Step};
 pub use domain::{escape_for_log, normalize_rows, DomainName, InvalidDomain, Normalized, Rejected};
 pub use guard::{guard, GuardSettings, Refusal, INLINE_LIMIT_BYTES};
 pub use plan::{Plan, PlanError, PlanInput};
 pub use relay_domains::{RelayDomains, RelayDomainsError};
+pub use relay_domains_map::{
+    render_relay_domains_map, RelayDomainsMode, RelayDomainsTable, MAP_HEADER,
+};
 pub use transport::{
     InvalidNextHop, NextHop, Transport, TransportError, TransportFile, BEGIN_MARKER, END_MARKER,
 };

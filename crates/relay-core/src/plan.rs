@@ -2,7 +2,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::{DomainName, NextHop, RelayDomains, RelayDomainsError, TransportError, TransportFile};
+use crate::{
+    render_relay_domains_map, DomainName, NextHop, RelayDomains, RelayDomainsError,
+    RelayDomainsMode, RelayDomainsTable, TransportError, TransportFile,
+};
 
 /// Everything the plan is computed from. No I/O: the caller has read it all.
 #[derive(Debug, Clone, Copy)]
@@ -29,6 +32,9 @@ pub enum PlanError {
     /// The transport file's managed block is broken.
     #[error("transport file: {0}")]
     Transport(#[from] TransportError),
+    /// Map mode was asked for without naming the table.
+    #[error("RELAY_DOMAINS_MODE=map needs the relay-domains table (RELAY_DOMAINS_MAP)")]
+    MapModeWithoutTable,
 }
 
 /// The difference between the database and Postfix, and the texts that settle it.
@@ -62,65 +68,125 @@ pub struct Plan {
     pub transport_added: usize,
     /// Managed entries that disappear from the transport file.
     pub transport_removed: usize,
+    /// Domains relayed once the plan is applied, inline or through the table.
+    pub relayed_count: usize,
+    /// `RELAY_DOMAINS_MODE` the plan was made for.
+    pub mode: RelayDomainsMode,
+    /// Map mode: the relay-domains table's source file as it should be (`None` in inline mode).
+    pub relay_domains_map: Option<String>,
+    /// Map mode: the table's path, for logs.
+    pub relay_domains_map_path: Option<String>,
+    relay_domains_map_needs_write: bool,
     transport_exists: bool,
 }
 
 impl Plan {
-    /// Computes the plan.
+    /// Computes the plan for inline mode, without a relay-domains table.
     pub fn new(input: PlanInput<'_>) -> Result<Plan, PlanError> {
+        Plan::with_mode(input, RelayDomainsMode::Inline, None)
+    }
+
+    /// Computes the plan for `mode`.
+    ///
+    /// `table` is the relay-domains table (`RELAY_DOMAINS_MAP`): required in map mode, and in
+    /// inline mode it lets a switch back from map mode recognise the table's token and its
+    /// domains. A token naming the table is relay-sync's own, whatever its map type: it is
+    /// replaced (map mode) or dropped (inline mode), never kept as a preserved token.
+    ///
+    /// ```
+    /// use std::collections::BTreeSet;
+    /// use relay_core::{normalize_rows, NextHop, Plan, PlanInput, RelayDomainsMode, RelayDomainsTable, Transport};
+    /// let rows = normalize_rows(&["a.example", "b.example"]);
+    /// let hop = NextHop::new(Transport::Smtp, "192.0.2.1", 25).unwrap();
+    /// let table = RelayDomainsTable { map_type: "hash", path: "/etc/postfix/relay_domains", text: None };
+    /// let input = PlanInput { database: &rows.valid, preserve: &BTreeSet::new(),
+    ///     relay_domains: "$mydestination, a.example, b.example", transport: None, next_hop: &hop };
+    /// let plan = Plan::with_mode(input, RelayDomainsMode::Map, Some(table)).unwrap();
+    /// // A switch: no domain is added or removed, the domains move into the table.
+    /// assert!(plan.added.is_empty() && plan.removed.is_empty());
+    /// assert_eq!(plan.relay_domains_value, "$mydestination, hash:/etc/postfix/relay_domains");
+    /// ```
+    pub fn with_mode(
+        input: PlanInput<'_>,
+        mode: RelayDomainsMode,
+        table: Option<RelayDomainsTable<'_>>,
+    ) -> Result<Plan, PlanError> {
         let current = RelayDomains::parse(input.relay_domains)?;
         let transport_current = input.transport.unwrap_or_default().to_owned();
         let file = TransportFile::parse(&transport_current)?;
 
-        let target = RelayDomains {
-            preserved_tokens: current.preserved_tokens.clone(),
-            domains: input.database.union(input.preserve).cloned().collect(),
+        let names_table = |token: &String| table.is_some_and(|t| t.is_named_by(token));
+        // Domains relayed now: inline ones, and the table's when relay_domains names it.
+        // Names relayed now, as written: inline ones, and the table's keys when relay_domains
+        // names it. Compared as text against the wanted names (both sorted), so that a table
+        // of a million lines costs no million parses.
+        let mut current_names: Vec<&str> = current.domains.iter().map(DomainName::as_str).collect();
+        if let Some(table) = table {
+            if current.preserved_tokens.iter().any(names_table) {
+                current_names.extend(table.keys());
+            }
+        }
+        current_names.sort_unstable();
+        current_names.dedup();
+        let wanted: BTreeSet<DomainName> = input.database.union(input.preserve).cloned().collect();
+        let wanted_token = match (mode, table) {
+            (RelayDomainsMode::Map, Some(table)) => Some(table.token()),
+            (RelayDomainsMode::Map, None) => return Err(PlanError::MapModeWithoutTable),
+            (RelayDomainsMode::Inline, _) => None,
         };
-        let added = target
-            .domains
-            .difference(&current.domains)
+        let mut preserved_tokens: Vec<String> = current
+            .preserved_tokens
+            .iter()
+            .filter(|token| !names_table(token) || Some(*token) == wanted_token.as_ref())
             .cloned()
             .collect();
-        let removed = current
-            .domains
-            .difference(&target.domains)
-            .cloned()
-            .collect();
-        let managed_now = current.domains.difference(input.preserve).count();
+        let (target, relay_domains_map) = match wanted_token {
+            Some(token) => {
+                if !preserved_tokens.contains(&token) {
+                    preserved_tokens.push(token);
+                }
+                let text = render_relay_domains_map(&wanted);
+                let target = RelayDomains {
+                    preserved_tokens,
+                    domains: BTreeSet::new(),
+                };
+                (target, Some(text))
+            }
+            None => {
+                let target = RelayDomains {
+                    preserved_tokens,
+                    domains: wanted.clone(),
+                };
+                (target, None)
+            }
+        };
+        let relay_domains_map_needs_write = match &relay_domains_map {
+            Some(text) => table.and_then(|t| t.text) != Some(text.as_str()),
+            None => false,
+        };
+        let diff = diff_names(&current_names, &wanted, input.preserve);
+        let (added, removed, managed_now) = (diff.added, diff.removed, diff.managed_now);
 
         let next_hop = input.next_hop.to_string();
         // Every relayed domain gets a route: database domains and preserved ones alike, unless
         // a hand-written line outside the block already routes it. A preserved domain without
         // a line would otherwise be accepted and then routed by DNS, back to this gateway.
-        let (hand_written, wanted): (BTreeSet<_>, BTreeSet<_>) = target
-            .domains
+        let hand_written: BTreeSet<DomainName> = wanted
             .iter()
+            .filter(|name| file.has_hand_written(name))
             .cloned()
-            .partition(|name| file.has_hand_written(name));
-        let final_entries: BTreeMap<&str, &str> = wanted
+            .collect();
+        // Sorted, since `wanted` is: the merges below rely on it.
+        let final_entries: Vec<(&str, &str)> = wanted
             .iter()
+            .filter(|name| !hand_written.contains(*name))
             .map(|name| (name.as_str(), next_hop.as_str()))
             .collect();
-        let mut union_entries: BTreeMap<&str, &str> = file
-            .managed_entries()
-            .iter()
-            .map(|(key, value)| (key.as_str(), value.as_str()))
-            .collect();
-        union_entries.extend(final_entries.iter().map(|(k, v)| (*k, *v)));
-
-        let old = file.managed_entries();
-        let transport_added = final_entries
-            .iter()
-            .filter(|(key, value)| old.get(**key).map(String::as_str) != Some(**value))
-            .count();
-        let transport_removed = old
-            .keys()
-            .filter(|key| !final_entries.contains_key(key.as_str()))
-            .count();
+        let merged = merge_entries(file.managed_entries(), &final_entries);
 
         Ok(Plan {
             relay_domains_value: target.render(),
-            transport_union: file.render(union_entries),
+            transport_union: file.render(merged.union),
             transport_final: file.render(final_entries),
             current,
             target,
@@ -130,8 +196,13 @@ impl Plan {
             database_domains: input.database.len(),
             hand_written,
             transport_current,
-            transport_added,
-            transport_removed,
+            transport_added: merged.added,
+            transport_removed: merged.removed,
+            relayed_count: wanted.len(),
+            mode,
+            relay_domains_map,
+            relay_domains_map_path: table.map(|t| t.path.to_owned()),
+            relay_domains_map_needs_write,
             transport_exists: input.transport.is_some(),
         })
     }
@@ -139,6 +210,12 @@ impl Plan {
     /// Whether `relay_domains` must be rewritten. Order and formatting alone are no change.
     pub fn relay_domains_changed(&self) -> bool {
         self.current != self.target
+    }
+
+    /// Map mode: whether the relay-domains table's source differs from what it should be (or
+    /// does not exist). Always `false` in inline mode.
+    pub fn relay_domains_map_changed(&self) -> bool {
+        self.relay_domains_map_needs_write
     }
 
     /// Whether the transport file must be rewritten.
@@ -157,6 +234,143 @@ impl Plan {
 
     /// Whether Postfix already matches the database.
     pub fn is_empty(&self) -> bool {
-        !self.relay_domains_changed() && !self.transport_changed()
+        !self.relay_domains_changed()
+            && !self.transport_changed()
+            && !self.relay_domains_map_changed()
+    }
+}
+
+/// The managed block's old entries merged with the final ones.
+struct Merged<'a> {
+    /// Old and final entries, sorted by key; a key in both takes its final value.
+    union: Vec<(&'a str, &'a str)>,
+    /// Final entries that are new or have a new value.
+    added: usize,
+    /// Old entries without a final one.
+    removed: usize,
+}
+
+/// Merges two key-sorted entry lists in one pass (no lookups: a million entries take a few
+/// milliseconds).
+fn merge_entries<'a>(old: &'a BTreeMap<String, String>, new: &[(&'a str, &'a str)]) -> Merged<'a> {
+    let mut union = Vec::with_capacity(old.len().max(new.len()) + 1);
+    let (mut added, mut removed) = (0, 0);
+    let mut old = old.iter().map(|(k, v)| (k.as_str(), v.as_str())).peekable();
+    let mut new = new.iter().copied().peekable();
+    loop {
+        match (old.peek().copied(), new.peek().copied()) {
+            (None, None) => break,
+            (Some(o), None) => {
+                union.push(o);
+                removed += 1;
+                old.next();
+            }
+            (None, Some(n)) => {
+                union.push(n);
+                added += 1;
+                new.next();
+            }
+            (Some(o), Some(n)) => match o.0.cmp(n.0) {
+                std::cmp::Ordering::Less => {
+                    union.push(o);
+                    removed += 1;
+                    old.next();
+                }
+                std::cmp::Ordering::Greater => {
+                    union.push(n);
+                    added += 1;
+                    new.next();
+                }
+                std::cmp::Ordering::Equal => {
+                    union.push(n);
+                    if o.1 != n.1 {
+                        added += 1;
+                    }
+                    old.next();
+                    new.next();
+                }
+            },
+        }
+    }
+    Merged {
+        union,
+        added,
+        removed,
+    }
+}
+
+/// The difference between the names relayed now (as written, sorted) and the wanted ones.
+struct NameDiff {
+    added: BTreeSet<DomainName>,
+    removed: BTreeSet<DomainName>,
+    managed_now: usize,
+}
+
+/// One merge over both sorted lists. A current name that is not exactly a wanted one is parsed
+/// (normalized): it is removed if its normal form is not wanted, and otherwise keeps its wanted
+/// counterpart out of `added`. Current names that are not valid domains are ignored.
+fn diff_names(
+    current: &[&str],
+    wanted: &BTreeSet<DomainName>,
+    preserve: &BTreeSet<DomainName>,
+) -> NameDiff {
+    let mut added = Vec::new();
+    let mut unmatched = BTreeSet::new();
+    let mut matched = 0usize;
+    let mut matched_preserved = 0usize;
+    let all = current;
+    let mut current = current.iter().copied().peekable();
+    let mut wanted_iter = wanted.iter().peekable();
+    loop {
+        match (current.peek().copied(), wanted_iter.peek().copied()) {
+            (None, None) => break,
+            (Some(c), None) => {
+                unmatched.extend(DomainName::parse(c).ok());
+                current.next();
+            }
+            (None, Some(w)) => {
+                added.push(w);
+                wanted_iter.next();
+            }
+            (Some(c), Some(w)) => match c.cmp(w.as_str()) {
+                std::cmp::Ordering::Less => {
+                    unmatched.extend(DomainName::parse(c).ok());
+                    current.next();
+                }
+                std::cmp::Ordering::Greater => {
+                    added.push(w);
+                    wanted_iter.next();
+                }
+                std::cmp::Ordering::Equal => {
+                    matched += 1;
+                    if preserve.contains(w) {
+                        matched_preserved += 1;
+                    }
+                    current.next();
+                    wanted_iter.next();
+                }
+            },
+        }
+    }
+    let added: BTreeSet<DomainName> = added
+        .into_iter()
+        .filter(|name| !unmatched.contains(*name))
+        .cloned()
+        .collect();
+    let (found, removed): (BTreeSet<DomainName>, BTreeSet<DomainName>) = unmatched
+        .into_iter()
+        .partition(|name| wanted.contains(name));
+    // A found name that was also written exactly (`Example.COM` beside `example.com`) is
+    // counted once.
+    let found_only = found
+        .difference(preserve)
+        .filter(|name| all.binary_search(&name.as_str()).is_err())
+        .count();
+    let managed_now =
+        matched - matched_preserved + found_only + removed.difference(preserve).count();
+    NameDiff {
+        added,
+        removed,
+        managed_now,
     }
 }

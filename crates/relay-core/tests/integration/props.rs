@@ -210,7 +210,7 @@ proptest! {
             match step {
                 Step::WriteTransport(text) => transport = text.to_owned(),
                 Step::SetRelayDomains(value) => relay = value.to_owned(),
-                Step::RebuildTransportMap | Step::Reload => {}
+                Step::RebuildTransportMap | Step::Reload | Step::WriteRelayDomainsMap(_) => {}
             }
             check(&relay, &transport, &format!("after {step:?}"))?;
         }
