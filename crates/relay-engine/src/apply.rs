@@ -14,11 +14,12 @@ pub const VERIFY_SAMPLE: usize = 100;
 struct Touched {
     transport: bool,
     relay_domains: bool,
+    relay_domains_map: bool,
 }
 
 impl Touched {
     fn any(self) -> bool {
-        self.transport || self.relay_domains
+        self.transport || self.relay_domains || self.relay_domains_map
     }
 }
 
@@ -31,10 +32,20 @@ pub fn apply<P: PostfixWrite>(settings: &SyncSettings, prepared: Prepared, postf
         return Outcome::Refused(refusal);
     }
 
-    let backup = match postfix.backup(
-        &prepared.relay_domains_before,
-        prepared.transport_before.as_deref(),
-    ) {
+    let backup = postfix
+        .backup(
+            &prepared.relay_domains_before,
+            prepared.transport_before.as_deref(),
+        )
+        .and_then(|mut backup| {
+            // Map mode's table is part of the same generation.
+            if let Some(text) = &prepared.relay_domains_map_before {
+                let file = postfix.backup_relay_domains_map(&backup.stamp, text)?;
+                backup.files.push(file);
+            }
+            Ok(backup)
+        });
+    let backup = match backup {
         Ok(backup) => backup,
         Err(error) => {
             let failure = StepFailure {
@@ -60,7 +71,7 @@ pub fn apply<P: PostfixWrite>(settings: &SyncSettings, prepared: Prepared, postf
 
     tracing::info!(
         "Sync summary: {} domains relayed, +{} -{}, {} invalid rows skipped, {} duplicate rows",
-        plan.target.domains.len(),
+        plan.relayed_count,
         plan.added.len(),
         plan.removed.len(),
         prepared.rows.rejected.len(),
@@ -110,6 +121,21 @@ fn run_steps<P: PostfixWrite>(
                     .rebuild_transport_map()
                     .map_err(failed(FailedStep::RebuildTransportMap))?;
                 tracing::info!("Postmap successful: {}", postfix.transport_map_name());
+            }
+            Step::WriteRelayDomainsMap(text) => {
+                // As for the transport file: a failed write leaves the previous table in place.
+                postfix
+                    .write_relay_domains_map(text)
+                    .map_err(failed(FailedStep::WriteRelayDomainsMap))?;
+                touched.relay_domains_map = true;
+                let (map_type, path) = postfix.relay_domains_table();
+                tracing::info!("Postmap successful: {map_type}:{}", path.display());
+                tracing::info!(
+                    "Updated relay domains map {}: added {}, removed {}",
+                    path.display(),
+                    plan.added.len(),
+                    plan.removed.len()
+                );
             }
             Step::SetRelayDomains(value) => {
                 // As above: `postconf -e` replaces main.cf atomically or not at all.
@@ -216,7 +242,11 @@ fn rollback<P: PostfixWrite>(
     // A transport file that did not exist comes back empty: an empty map routes nothing,
     // exactly like a missing one, and keeps a `transport_maps` reference valid.
     let old_transport = prepared.transport_before.as_deref().unwrap_or("");
-    if touched.relay_domains {
+    // A failed reload does not stop the restore: the files still go back (Postfix reads them
+    // when it starts again), and the reload failure is what the rollback reports.
+    let mut reload_failure = None;
+    let relayed_changed = touched.relay_domains || touched.relay_domains_map;
+    if relayed_changed {
         if touched.transport {
             // The file may already be the final one, without the routes of removed domains
             // that the old relay_domains accepts again.
@@ -224,18 +254,29 @@ fn rollback<P: PostfixWrite>(
                 .write_transport(&prepared.plan.transport_union)
                 .map_err(failed(FailedStep::WriteTransport))?;
         }
-        postfix
-            .set_relay_domains(&prepared.relay_domains_before)
-            .map_err(failed(FailedStep::SetRelayDomains))?;
-        postfix.reload().map_err(failed(FailedStep::Reload))?;
+        if touched.relay_domains_map {
+            let old_map = prepared.relay_domains_map_before.as_deref().unwrap_or("");
+            postfix
+                .write_relay_domains_map(old_map)
+                .map_err(failed(FailedStep::WriteRelayDomainsMap))?;
+        }
+        if touched.relay_domains {
+            postfix
+                .set_relay_domains(&prepared.relay_domains_before)
+                .map_err(failed(FailedStep::SetRelayDomains))?;
+        }
+        reload_failure = postfix.reload().err();
     }
     if touched.transport {
         postfix
             .write_transport(old_transport)
             .map_err(failed(FailedStep::WriteTransport))?;
-        if !touched.relay_domains {
-            postfix.reload().map_err(failed(FailedStep::Reload))?;
+        if !relayed_changed {
+            reload_failure = postfix.reload().err();
         }
     }
-    Ok(())
+    match reload_failure {
+        Some(error) => Err(failed(FailedStep::Reload)(error)),
+        None => Ok(()),
+    }
 }

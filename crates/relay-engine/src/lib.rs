@@ -19,6 +19,7 @@
 //!     next_hop: NextHop::new(Transport::Smtp, "100.110.222.53", 2525).unwrap(),
 //!     preserve: Default::default(),
 //!     guard: GuardSettings::default(),
+//!     mode: Default::default(),
 //! };
 //! let outcome = run(&settings, &db, &postfix).await;
 //! println!("exit code would be {}", outcome.exit_code());
@@ -33,7 +34,7 @@ mod prepare;
 use std::collections::BTreeSet;
 use std::time::Instant;
 
-use relay_core::{DomainName, GuardSettings, NextHop};
+use relay_core::{DomainName, GuardSettings, NextHop, RelayDomainsMode};
 use relay_db::DomainSource;
 use relay_postfix::{PostfixRead, PostfixWrite};
 
@@ -50,6 +51,8 @@ pub struct SyncSettings {
     pub preserve: BTreeSet<DomainName>,
     /// The guard's limits and overrides.
     pub guard: GuardSettings,
+    /// `RELAY_DOMAINS_MODE`: domains inline in `relay_domains`, or in the relay-domains table.
+    pub mode: RelayDomainsMode,
 }
 
 /// Lists in log lines are cut after this many entries (SPEC §8).

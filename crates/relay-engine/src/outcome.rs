@@ -76,6 +76,8 @@ pub enum FailedStep {
     WriteTransport,
     /// Rebuilding a stale transport map.
     RebuildTransportMap,
+    /// Writing map mode's relay-domains table and rebuilding it.
+    WriteRelayDomainsMap,
     /// `postconf -e relay_domains = …`.
     SetRelayDomains,
     /// `postfix reload`.
@@ -90,6 +92,7 @@ impl std::fmt::Display for FailedStep {
             FailedStep::Backup => "backup",
             FailedStep::WriteTransport => "transport update",
             FailedStep::RebuildTransportMap => "transport map rebuild",
+            FailedStep::WriteRelayDomainsMap => "relay domains map update",
             FailedStep::SetRelayDomains => "relay_domains update",
             FailedStep::Reload => "postfix reload",
             FailedStep::Verify => "verification",

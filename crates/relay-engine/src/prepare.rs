@@ -1,7 +1,8 @@
 //! Steps 3–5 of a run: normalize the rows, read what Postfix has, and plan.
 
 use relay_core::{
-    apply_steps, cut_list, escape_for_log, normalize_rows, Normalized, Plan, PlanInput, Step,
+    apply_steps_with, cut_list, escape_for_log, normalize_rows, Freshness, Normalized, Plan,
+    PlanInput, RelayDomains, RelayDomainsMode, RelayDomainsTable, Step,
 };
 use relay_postfix::PostfixRead;
 
@@ -20,12 +21,24 @@ pub struct Prepared {
     pub transport_before: Option<String>,
     /// Whether the transport map's database was at least as new as its source.
     pub map_fresh: bool,
+    /// The relay-domains table's source before the run, when it was read (map mode, or a
+    /// `relay_domains` that names it); backed up and restored on rollback.
+    pub relay_domains_map_before: Option<String>,
+    /// Whether the relay-domains table's database was at least as new as its source (always
+    /// `true` in inline mode, which does not use it).
+    pub relay_domains_map_fresh: bool,
 }
 
 impl Prepared {
     /// The steps that apply the plan, in order; empty when there is nothing to do.
     pub fn steps(&self) -> Vec<Step<'_>> {
-        apply_steps(&self.plan, self.map_fresh)
+        apply_steps_with(
+            &self.plan,
+            Freshness {
+                transport: self.map_fresh,
+                relay_domains_map: self.relay_domains_map_fresh,
+            },
+        )
     }
 }
 
@@ -77,13 +90,49 @@ pub fn prepare<P: PostfixRead>(
         )
     );
 
-    let plan = Plan::new(PlanInput {
-        database: &normalized.valid,
-        preserve: &settings.preserve,
-        relay_domains: &relay_domains,
-        transport: transport.as_deref(),
-        next_hop: &settings.next_hop,
-    })
+    let (map_type, map_path) = postfix.relay_domains_table();
+    let map_path = map_path.to_string_lossy().into_owned();
+    let mut table = RelayDomainsTable {
+        map_type: &map_type,
+        path: &map_path,
+        text: None,
+    };
+    // The table is read only when it matters: in map mode, and in inline mode when
+    // relay_domains still names it (a switch back), so that its domains count as current.
+    let named = RelayDomains::parse(&relay_domains).is_ok_and(|current| {
+        current
+            .preserved_tokens
+            .iter()
+            .any(|token| table.is_named_by(token))
+    });
+    let read_table = || -> Result<_, relay_postfix::PostfixError> {
+        let text = if settings.mode == RelayDomainsMode::Map || named {
+            postfix.read_relay_domains_map()?
+        } else {
+            None
+        };
+        let fresh =
+            settings.mode != RelayDomainsMode::Map || postfix.relay_domains_map_is_fresh()?;
+        Ok((text, fresh))
+    };
+    let (table_text, relay_domains_map_fresh) = read_table().map_err(|error| {
+        tracing::error!("Cannot read the current Postfix configuration: {error}");
+        tracing::error!("Keeping current configuration");
+        Outcome::ReadFailed(error)
+    })?;
+    table.text = table_text.as_deref();
+
+    let plan = Plan::with_mode(
+        PlanInput {
+            database: &normalized.valid,
+            preserve: &settings.preserve,
+            relay_domains: &relay_domains,
+            transport: transport.as_deref(),
+            next_hop: &settings.next_hop,
+        },
+        settings.mode,
+        Some(table),
+    )
     .map_err(|error| {
         tracing::error!("Cannot plan against the current configuration: {error}");
         tracing::error!("Keeping current configuration");
@@ -102,6 +151,8 @@ pub fn prepare<P: PostfixRead>(
         relay_domains_before: relay_domains,
         transport_before: transport,
         map_fresh,
+        relay_domains_map_before: table_text,
+        relay_domains_map_fresh,
     };
     if prepared.steps().is_empty() {
         tracing::info!("No changes detected, skipping update");
@@ -125,7 +176,10 @@ fn log_changes(plan: &Plan) {
             tracing::info!("{verb} domain: … (+{} more)", names.len() - LOG_LIST_MAX);
         }
     }
-    if !plan.transport_changed() && !plan.relay_domains_changed() {
+    if !plan.transport_changed()
+        && !plan.relay_domains_changed()
+        && !plan.relay_domains_map_changed()
+    {
         tracing::info!("Transport map is older than its source; rebuilding it");
     }
 }

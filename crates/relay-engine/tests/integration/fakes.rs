@@ -44,6 +44,7 @@ pub(crate) enum Op {
     SetRelayDomains,
     Reload,
     Lookup,
+    WriteRelayDomainsMap,
 }
 
 /// What Postfix holds: the `relay_domains` value, the transport source, and the built map (what
@@ -55,6 +56,12 @@ pub(crate) struct State {
     pub(crate) map: Option<String>,
     pub(crate) map_fresh: bool,
     pub(crate) backups: Vec<(String, Option<String>)>,
+    /// Map mode's relay-domains table source (`None`: no file).
+    pub(crate) table: Option<String>,
+    /// Whether the table's database is at least as new as its source.
+    pub(crate) table_stale: bool,
+    /// Table backups, by stamp.
+    pub(crate) table_backups: Vec<(String, String)>,
     pub(crate) calls: Vec<String>,
     /// Remaining failures per operation: `n` makes the next `n` calls fail.
     pub(crate) failures: BTreeMap<Op, usize>,
@@ -135,6 +142,18 @@ impl PostfixRead for FakePostfix {
     fn transport_map_name(&self) -> String {
         "hash:/fake/transport".into()
     }
+
+    fn relay_domains_table(&self) -> (String, PathBuf) {
+        ("hash".into(), PathBuf::from("/fake/relay_domains"))
+    }
+
+    fn read_relay_domains_map(&self) -> Result<Option<String>, PostfixError> {
+        Ok(self.0.lock().unwrap().table.clone())
+    }
+
+    fn relay_domains_map_is_fresh(&self) -> Result<bool, PostfixError> {
+        Ok(!self.0.lock().unwrap().table_stale)
+    }
 }
 
 impl PostfixWrite for FakePostfix {
@@ -172,6 +191,29 @@ impl PostfixWrite for FakePostfix {
         state.map = state.transport.clone();
         state.map_fresh = true;
         Ok(())
+    }
+
+    fn write_relay_domains_map(&self, text: &str) -> Result<(), PostfixError> {
+        let lines = text.matches('\n').count();
+        self.call(
+            Op::WriteRelayDomainsMap,
+            format!("write relay_domains map ({lines} lines)"),
+        )?;
+        let mut state = self.0.lock().unwrap();
+        state.table = Some(text.to_owned());
+        state.table_stale = false;
+        Ok(())
+    }
+
+    fn backup_relay_domains_map(&self, stamp: &str, text: &str) -> Result<PathBuf, PostfixError> {
+        self.call(Op::Backup, "backup relay_domains map".into())?;
+        let mut state = self.0.lock().unwrap();
+        state
+            .table_backups
+            .push((stamp.to_owned(), text.to_owned()));
+        Ok(PathBuf::from(format!(
+            "/fake/backup/relay_domains_map.{stamp}.bak"
+        )))
     }
 
     fn set_relay_domains(&self, value: &str) -> Result<(), PostfixError> {

@@ -20,17 +20,20 @@
 #![allow(clippy::unwrap_used)] // Test helpers outside #[test] functions.
 
 mod fakes;
+mod map_mode;
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
 use fakes::{FakePostfix, FakeSource, Op};
-use relay_core::{GuardSettings, NextHop, Refusal, Transport, BEGIN_MARKER, END_MARKER};
+use relay_core::{
+    GuardSettings, NextHop, Refusal, RelayDomainsMode, Transport, BEGIN_MARKER, END_MARKER,
+};
 use relay_engine::{dry_run, run, FailedStep, Outcome, SyncSettings};
 
 const HOP: &str = "smtp:[100.110.222.53]:2525";
 
-fn settings() -> SyncSettings {
+pub(crate) fn settings() -> SyncSettings {
     SyncSettings {
         next_hop: NextHop::new(Transport::Smtp, "100.110.222.53", 2525).unwrap(),
         preserve: ["kuma8088.com"]
@@ -38,10 +41,11 @@ fn settings() -> SyncSettings {
             .map(|d| relay_core::DomainName::parse(d).unwrap())
             .collect(),
         guard: GuardSettings::default(),
+        mode: RelayDomainsMode::Inline,
     }
 }
 
-fn block(domains: &[&str]) -> String {
+pub(crate) fn block(domains: &[&str]) -> String {
     let mut out = format!("{BEGIN_MARKER}\n");
     for d in domains {
         out.push_str(&format!("{d} {HOP}\n"));
@@ -52,7 +56,7 @@ fn block(domains: &[&str]) -> String {
 }
 
 /// A gateway in step with `a.example` and `b.example`.
-fn synced_gateway() -> FakePostfix {
+pub(crate) fn synced_gateway() -> FakePostfix {
     FakePostfix::new(
         "kuma8088.com, a.example, b.example",
         Some(&format!(
@@ -76,7 +80,11 @@ impl Write for Captured {
 }
 
 /// Runs one sync with the log captured; returns the outcome and the log text.
-fn sync(source: FakeSource, postfix: &FakePostfix, settings: &SyncSettings) -> (Outcome, String) {
+pub(crate) fn sync(
+    source: FakeSource,
+    postfix: &FakePostfix,
+    settings: &SyncSettings,
+) -> (Outcome, String) {
     let captured = Captured::default();
     let writer = captured.clone();
     let subscriber = tracing_subscriber::fmt()
@@ -95,7 +103,7 @@ fn sync(source: FakeSource, postfix: &FakePostfix, settings: &SyncSettings) -> (
     (outcome, log)
 }
 
-fn writes(postfix: &FakePostfix) -> Vec<String> {
+pub(crate) fn writes(postfix: &FakePostfix) -> Vec<String> {
     postfix
         .state()
         .calls
@@ -421,6 +429,7 @@ fn verification_mismatch_rolls_back() {
 #[test]
 fn failed_rollback_is_critical() {
     let postfix = synced_gateway();
+    let before = postfix.state();
     // The first reload fails, and so does the rollback's.
     postfix.fail(Op::Reload, 2);
     let (outcome, log) = sync(
@@ -438,6 +447,9 @@ fn failed_rollback_is_critical() {
         postfix.state().relay_domains,
         "kuma8088.com, a.example, b.example"
     );
+    // The transport goes back too, although the rollback's reload failed.
+    assert_eq!(postfix.state().transport, before.transport);
+    assert_eq!(postfix.state().map, before.map);
 }
 
 #[test]
