@@ -98,6 +98,7 @@ const KEYS: &[&str] = &[
     "ALERT_SMTP_PORT",
     "ALERT_EMAIL_FROM",
     "ALERT_AFTER_FAILURES",
+    "METRICS_FILE",
 ];
 
 /// Keys whose values are never shown in an error.
@@ -186,7 +187,7 @@ pub(crate) struct Config {
     pub(crate) transport_file: PathBuf,
     /// `MAP_TYPE`, lower case; `None` means Postfix's `default_database_type`.
     pub(crate) map_type: Option<String>,
-    /// `RELAY_DOMAINS_MODE`; only inline is accepted in this version.
+    /// `RELAY_DOMAINS_MODE`.
     pub(crate) relay_domains_mode: RelayDomainsMode,
     /// `RELAY_DOMAINS_MAP`, by default `POSTFIX_CONFIG_DIR/relay_domains`.
     pub(crate) relay_domains_map: PathBuf,
@@ -216,6 +217,9 @@ pub(crate) struct Config {
     pub(crate) alert_email_from: Option<String>,
     /// `ALERT_AFTER_FAILURES`, at least 1.
     pub(crate) alert_after_failures: u32,
+    /// `METRICS_FILE`: a Prometheus textfile-collector file written after every run; `None`
+    /// writes none.
+    pub(crate) metrics_file: Option<PathBuf>,
 }
 
 /// Where the database password comes from.
@@ -245,7 +249,7 @@ pub(crate) enum RelayTransport {
 pub(crate) enum RelayDomainsMode {
     /// `relay_domains` holds the domains (`postconf -e`).
     Inline,
-    /// `relay_domains` names a lookup table kept by relay-sync. Parsed but refused for now.
+    /// `relay_domains` names a lookup table kept by relay-sync (`RELAY_DOMAINS_MAP`).
     Map,
 }
 
@@ -390,12 +394,6 @@ pub(crate) enum ConfigError {
         /// `verify-ca` or `verify-full`.
         mode: &'static str,
         /// Where `DB_TLS` was set.
-        origin: Origin,
-    },
-    /// `RELAY_DOMAINS_MODE=map`.
-    #[error("RELAY_DOMAINS_MODE=map ({origin}) is not implemented yet in this version: use RELAY_DOMAINS_MODE=inline")]
-    MapModeNotImplemented {
-        /// Where it was set.
         origin: Origin,
     },
     /// `DB_PASSWORD_FILE` cannot be read.
@@ -859,13 +857,6 @@ impl Values<'_> {
             default::RELAY_DOMAINS_MODE,
             parse_mode,
         )?;
-        if relay_domains_mode == RelayDomainsMode::Map {
-            if let Some(entry) = self.get("RELAY_DOMAINS_MODE") {
-                return Err(ConfigError::MapModeNotImplemented {
-                    origin: entry.origin.clone(),
-                });
-            }
-        }
         let postfix_config_dir = self.or_default(
             "POSTFIX_CONFIG_DIR",
             PathBuf::from(default::POSTFIX_CONFIG_DIR),
@@ -974,6 +965,7 @@ impl Values<'_> {
                 default::ALERT_AFTER_FAILURES,
                 parse_count,
             )?,
+            metrics_file: self.optional("METRICS_FILE", parse_absolute_path)?,
         })
     }
 
@@ -1254,6 +1246,27 @@ mod tests {
     }
 
     #[test]
+    fn map_mode_is_accepted() {
+        let mode = |c: &Config| {
+            format!(
+                "{:?} {}",
+                c.relay_domains_mode,
+                c.relay_domains_map.display()
+            )
+        };
+        check(
+            "RELAY_DOMAINS_MODE=map",
+            mode,
+            "Map /etc/postfix/relay_domains",
+        );
+        check(
+            "RELAY_DOMAINS_MODE=inline",
+            mode,
+            "Inline /etc/postfix/relay_domains",
+        );
+    }
+
+    #[test]
     fn every_key_parses() {
         let text = r#"
 # Every key of SPEC §5, none at its default.
@@ -1291,6 +1304,7 @@ ALERT_SMTP_HOST = 100.110.222.53
 ALERT_SMTP_PORT = 587
 ALERT_EMAIL_FROM = relay-sync@mx.example.com
 ALERT_AFTER_FAILURES = 3
+METRICS_FILE = /var/lib/node_exporter/textfile/relay_sync.prom
 "#;
         insta::assert_debug_snapshot!(ok(text, &[]));
     }
@@ -1584,7 +1598,6 @@ ALERT_AFTER_FAILURES = 3
         insta::assert_snapshot!(errors(&[
             (&format!("{MINIMAL}DB_TLS=verify-ca"), &[]),
             (MINIMAL, &[("RELAY_SYNC_DB_TLS", "verify-full")]),
-            (&format!("{MINIMAL}RELAY_DOMAINS_MODE=map"), &[]),
             (
                 &format!("{MINIMAL}DB_PASSWORD=hunter2\nDB_PASSWORD_COMMAND=pass db"),
                 &[]
@@ -1815,5 +1828,23 @@ ALERT_AFTER_FAILURES = 3
         assert_eq!(levenshtein("", "abc"), 3);
         assert_eq!(levenshtein("kitten", "sitting"), 3);
         assert_eq!(levenshtein("same", "same"), 0);
+    }
+
+    /// packaging/relay-sync.conf documents every key (set or commented out), and nothing else.
+    #[test]
+    fn sample_config_documents_every_key() {
+        let sample = include_str!("../../../packaging/relay-sync.conf");
+        let documented: BTreeSet<&str> = sample
+            .lines()
+            .map(|line| line.strip_prefix('#').unwrap_or(line))
+            .filter_map(|line| line.split_once('=').map(|(key, _)| key))
+            .filter(|key| {
+                !key.is_empty() && key.bytes().all(|b| b.is_ascii_uppercase() || b == b'_')
+            })
+            .collect();
+        let known: BTreeSet<&str> = KEYS.iter().copied().collect();
+        assert_eq!(documented, known);
+        // As shipped, it loads (with its password file not yet created).
+        ok(sample, &[]);
     }
 }

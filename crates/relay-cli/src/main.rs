@@ -6,12 +6,16 @@
 //! outcome carries (SPEC §8, derived in one place: `relay_engine::Outcome::exit_code`).
 
 mod alert;
+mod check;
 mod config;
 mod failures;
 mod lock;
 mod logging;
+mod metrics;
 mod report;
+mod rollback;
 mod shell;
+mod status;
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -56,6 +60,53 @@ struct Cli {
 enum Command {
     /// Run one sync (the default when no command is given).
     Sync(SyncArgs),
+    /// Check that this host is ready to sync.
+    ///
+    /// Checks the config file and its permissions, the password source, the database and the
+    /// DB user's grants (a loud warning when they allow more than SELECT on the domains table),
+    /// the Postfix commands, that transport_maps names TRANSPORT_FILE, and that every file and
+    /// directory relay-sync writes is writable. Changes nothing. Exits 1 when a check fails.
+    Check(OutputArgs),
+    /// Show the last result, the failure streak, the managed domains and the backups.
+    ///
+    /// Reads files only (STATE_DIR, the transport file, BACKUP_DIR): it answers when the
+    /// database and Postfix are down, and never shows a secret.
+    Status(OutputArgs),
+    /// Restore a backup generation and reload Postfix.
+    ///
+    /// Restores the transport file and relay_domains of the newest generation (or --to STAMP),
+    /// then reloads Postfix. Takes the run lock and backs up the current state first, so a
+    /// rollback can itself be rolled back. The next sync applies the database again.
+    Rollback(RollbackArgs),
+    /// List the backup generations in BACKUP_DIR, oldest first.
+    Backups,
+    /// Print a shell completion script.
+    #[command(hide = true)]
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff): relay-sync(1), or relay-sync-COMMAND(1).
+    #[command(hide = true)]
+    Man {
+        /// A command, for its own page.
+        command: Option<String>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, Default, clap::Args)]
+struct OutputArgs {
+    /// Print JSON, for monitoring.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Clone, Default, clap::Args)]
+struct RollbackArgs {
+    /// The generation to restore (YYYYMMDD-HHMMSS, as `relay-sync backups` lists it); the
+    /// newest when not given.
+    #[arg(long, value_name = "STAMP")]
+    to: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, Default, clap::Args)]
@@ -70,22 +121,137 @@ struct SyncArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let args = match cli.command {
-        Some(Command::Sync(args)) => args,
-        None => cli.sync,
-    };
+    let command = cli.command.unwrap_or(Command::Sync(cli.sync));
+    match command {
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut <Cli as clap::CommandFactory>::command(),
+                "relay-sync",
+                &mut std::io::stdout(),
+            );
+            return ExitCode::SUCCESS;
+        }
+        Command::Man { command } => {
+            let mut cli = <Cli as clap::CommandFactory>::command();
+            cli.build();
+            let page = match command.as_deref() {
+                None => cli,
+                Some(name) => match cli.find_subcommand(name) {
+                    // After `build`, a subcommand displays as `relay-sync-NAME`.
+                    Some(sub) => sub.clone(),
+                    None => {
+                        logging::early_error(&format!("no command {name:?}"));
+                        return ExitCode::from(EXIT_USAGE);
+                    }
+                },
+            };
+            return match clap_mangen::Man::new(page).render(&mut std::io::stdout()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => {
+                    logging::early_error(&format!("cannot write the man page: {error}"));
+                    ExitCode::from(EXIT_INTERNAL)
+                }
+            };
+        }
+        _ => {}
+    }
     let config = match Config::load(cli.config.as_deref(), std::env::vars_os()) {
         Ok(config) => config,
         Err(error) => {
+            if let Command::Check(args) = command {
+                // `check` reports a broken configuration like any other failed check.
+                return ExitCode::from(print_check(
+                    &check::config_failed(&error.to_string()),
+                    args,
+                ));
+            }
             logging::early_error(&error.to_string());
             return ExitCode::from(EXIT_USAGE);
         }
     };
-    ExitCode::from(sync(&config, args))
+    let code = match command {
+        Command::Sync(args) => sync(&config, args),
+        Command::Check(args) => print_check(&check::run(&config), args),
+        Command::Status(args) => {
+            let status = status::read(&config);
+            if args.json {
+                println!("{}", to_json(&status));
+            } else {
+                print!("{}", status.render());
+            }
+            0
+        }
+        Command::Rollback(args) => rollback(&config, args.to.as_deref()),
+        Command::Backups => match rollback::render_backups(&config) {
+            Ok(text) => {
+                print!("{text}");
+                0
+            }
+            Err(error) => {
+                logging::early_error(&error.to_string());
+                EXIT_INTERNAL
+            }
+        },
+        Command::Completions { .. } | Command::Man { .. } => 0,
+    };
+    ExitCode::from(code)
+}
+
+/// Prints the check report (text or JSON) and returns its exit code.
+fn print_check(report: &check::Report, args: OutputArgs) -> u8 {
+    if args.json {
+        println!("{}", to_json(report));
+    } else {
+        print!("{}", report.render());
+    }
+    report.exit_code()
+}
+
+fn to_json(value: &impl serde::Serialize) -> String {
+    serde_json::to_string_pretty(value)
+        .unwrap_or_else(|error| format!("{{\"error\": \"{error}\"}}"))
+}
+
+/// `relay-sync rollback`: under the run lock, logged like a run.
+fn rollback(config: &Config, to: Option<&str>) -> u8 {
+    if let Err(error) = logging::init(
+        Some(config.log_file.as_path()),
+        StderrMode::All,
+        tracing::Level::INFO,
+    ) {
+        logging::early_error(&error.to_string());
+        return EXIT_USAGE;
+    }
+    let _lock = match lock::take(&config.lock_file) {
+        Ok(lock) => lock,
+        Err(lock::LockError::Held(path)) => {
+            tracing::error!(
+                "A sync is running (it holds {}); try again when it has finished",
+                path.display()
+            );
+            return EXIT_INTERNAL;
+        }
+        Err(error) => {
+            tracing::error!("{error}");
+            return EXIT_INTERNAL;
+        }
+    };
+    match rollback::rollback(config, to) {
+        Ok(message) => {
+            print!("{message}");
+            0
+        }
+        Err(error) => {
+            tracing::error!("Rollback failed: {error}");
+            EXIT_INTERNAL
+        }
+    }
 }
 
 /// Runs `sync` (or its dry run) and returns the exit code.
 fn sync(config: &Config, args: SyncArgs) -> u8 {
+    let started = std::time::Instant::now();
     // A dry run touches nothing: no log file, no lock file; its log goes to stderr only.
     let log_file = (!args.dry_run).then_some(config.log_file.as_path());
     let stderr = if args.dry_run {
@@ -128,7 +294,7 @@ fn sync(config: &Config, args: SyncArgs) -> u8 {
         }
     };
     let postfix = match PostfixCli::new(config.postfix_settings()) {
-        Ok(postfix) => postfix,
+        Ok(postfix) => postfix.with_relay_domains_map(config.relay_domains_map.clone()),
         Err(error @ PostfixError::CommandMissing { .. }) => {
             tracing::error!("{error}");
             return EXIT_USAGE;
@@ -138,11 +304,22 @@ fn sync(config: &Config, args: SyncArgs) -> u8 {
             tracing::error!("Keeping current configuration");
             let outcome = Outcome::ReadFailed(error);
             if !args.dry_run {
-                track(config, &outcome);
+                track(config, &outcome, started);
             }
             return outcome.exit_code();
         }
     };
+    if let Err(problem) = check::transport_maps_verdict(config, &postfix) {
+        tracing::error!("{problem}");
+        tracing::error!("Keeping current configuration");
+        return EXIT_USAGE;
+    }
+    if !args.dry_run {
+        // Under the lock: what a run killed mid-write left goes now, not at the next change.
+        if let Err(error) = postfix.remove_leftovers() {
+            tracing::warn!("{error}");
+        }
+    }
     let source = MariaDbSource::new(config.db_settings(password));
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -171,14 +348,14 @@ fn sync(config: &Config, args: SyncArgs) -> u8 {
         };
     }
     let outcome = runtime.block_on(relay_engine::run(&settings, &source, &postfix));
-    track(config, &outcome);
+    track(config, &outcome, started);
     // The run's outcome carries its SPEC §8 exit code (relay_engine::Outcome::exit_code).
     outcome.exit_code()
 }
 
 /// SPEC §7: records the run in `STATE_DIR` and sends the alerts it calls for. Nothing here
 /// changes the run's outcome.
-fn track(config: &Config, outcome: &Outcome) {
+fn track(config: &Config, outcome: &Outcome, started: std::time::Instant) {
     let host = host_name();
     let now = chrono::Local::now().format("%Y-%m-%d %H:%M:%S").to_string();
     let previous = failures::load(&config.state_dir).unwrap_or_else(|error| {
@@ -204,6 +381,47 @@ fn track(config: &Config, outcome: &Outcome) {
     }
     if let Err(error) = failures::save(&config.state_dir, &state) {
         tracing::error!("Failure tracking not saved: {error}");
+    }
+    if let Some(path) = &config.metrics_file {
+        write_metrics(config, path, outcome, &state, started);
+    }
+}
+
+/// Writes `METRICS_FILE` for this run; a failure is logged and changes nothing else.
+fn write_metrics(
+    config: &Config,
+    path: &std::path::Path,
+    outcome: &Outcome,
+    state: &failures::RunState,
+    started: std::time::Instant,
+) {
+    let now = chrono::Utc::now().timestamp();
+    let (added, removed) = match outcome {
+        Outcome::Applied(applied) => (applied.added.len(), applied.removed.len()),
+        _ => (0, 0),
+    };
+    // What Postfix routes now: the managed block as it is on disk after the run.
+    let domains = std::fs::read_to_string(&config.transport_file)
+        .ok()
+        .and_then(|text| relay_core::TransportFile::parse(&text).ok())
+        .map_or(0, |file| file.managed_entries().len());
+    let exit = outcome.exit_code();
+    let metrics = metrics::RunMetrics {
+        last_run: now,
+        last_success: if exit == 0 {
+            now
+        } else {
+            metrics::previous_last_success(path).unwrap_or(0)
+        },
+        exit,
+        domains,
+        added,
+        removed,
+        duration: started.elapsed().as_secs_f64(),
+        consecutive_failures: state.consecutive_failures,
+    };
+    if let Err(error) = metrics::write(path, &metrics) {
+        tracing::error!("Metrics not written to {}: {error}", path.display());
     }
 }
 
@@ -243,6 +461,10 @@ fn sync_settings(config: &Config, args: SyncArgs) -> Result<SyncSettings, String
             max_remove_percent: config.max_remove_percent,
             allow_empty: config.allow_empty,
             force: args.force,
+        },
+        mode: match config.relay_domains_mode {
+            config::RelayDomainsMode::Inline => relay_core::RelayDomainsMode::Inline,
+            config::RelayDomainsMode::Map => relay_core::RelayDomainsMode::Map,
         },
     })
 }

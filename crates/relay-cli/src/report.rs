@@ -66,6 +66,9 @@ pub(crate) fn dry_run(
             Step::RebuildTransportMap => {
                 format!("postmap {transport_file} (map older than source)")
             }
+            Step::WriteRelayDomainsMap(_) => {
+                "write the relay domains map (RELAY_DOMAINS_MAP) and postmap it".to_owned()
+            }
             Step::SetRelayDomains(_) => "postconf -e relay_domains = (below)".to_owned(),
             Step::Reload => "postfix reload".to_owned(),
         };

@@ -1,0 +1,625 @@
+//! `relay-sync check` (SPEC §9): is this host ready to sync? Config and its permissions, the
+//! password source, the database and the DB user's grants, the Postfix commands, that
+//! `transport_maps` names `TRANSPORT_FILE`, and that every file and directory relay-sync writes
+//! is writable. It changes nothing (a probe file it creates to test a directory is removed at
+//! once) and never shows a secret.
+//!
+//! Each check ends `ok`, `warn` or `fail`; the command exits 1 when any check failed, 0
+//! otherwise. Grants beyond `SELECT` on the domains table are a loud warning, not a failure:
+//! syncing still works, but the document asks for a read-only user.
+
+use std::fs::OpenOptions;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use relay_db::{DomainSource, MariaDbSource};
+use relay_postfix::PostfixCli;
+use serde::Serialize;
+
+use crate::config::{Config, PasswordSource, RelayDomainsMode};
+
+/// How one check ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum Level {
+    /// Fine.
+    Ok,
+    /// Works, but should be fixed.
+    Warn,
+    /// relay-sync cannot work like this.
+    Fail,
+}
+
+/// One check's result.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct Item {
+    /// Short name, e.g. `database`.
+    pub(crate) name: &'static str,
+    /// Its result.
+    pub(crate) status: Level,
+    /// What was found, or what to do.
+    pub(crate) detail: String,
+}
+
+/// Every check's result, in the order they ran.
+#[derive(Debug, Clone, Default, Serialize)]
+pub(crate) struct Report {
+    /// `false` when any check failed.
+    pub(crate) ok: bool,
+    /// The checks.
+    pub(crate) checks: Vec<Item>,
+}
+
+impl Report {
+    fn push(&mut self, name: &'static str, status: Level, detail: impl Into<String>) {
+        self.checks.push(Item {
+            name,
+            status,
+            detail: detail.into(),
+        });
+        self.ok = self.checks.iter().all(|item| item.status != Level::Fail);
+    }
+
+    /// The exit code: 1 when any check failed.
+    pub(crate) fn exit_code(&self) -> u8 {
+        u8::from(!self.ok)
+    }
+
+    /// The human-readable form: one line per check.
+    pub(crate) fn render(&self) -> String {
+        let mut out = String::new();
+        for item in &self.checks {
+            let tag = match item.status {
+                Level::Ok => "ok  ",
+                Level::Warn => "WARN",
+                Level::Fail => "FAIL",
+            };
+            out.push_str(&format!("{tag} {:<16} {}\n", item.name, item.detail));
+        }
+        let failed = self
+            .checks
+            .iter()
+            .filter(|i| i.status == Level::Fail)
+            .count();
+        let warned = self
+            .checks
+            .iter()
+            .filter(|i| i.status == Level::Warn)
+            .count();
+        out.push_str(&match (failed, warned) {
+            (0, 0) => "check passed\n".to_owned(),
+            (0, w) => format!("check passed with {w} warning(s)\n"),
+            (f, _) => format!(
+                "check FAILED: {f} problem(s); relay-sync cannot sync until they are fixed\n"
+            ),
+        });
+        out
+    }
+}
+
+/// A report for a configuration that could not be loaded at all.
+pub(crate) fn config_failed(error: &str) -> Report {
+    let mut report = Report::default();
+    report.push("config", Level::Fail, error);
+    report
+}
+
+/// Runs every check against `config`.
+pub(crate) fn run(config: &Config) -> Report {
+    let mut report = Report::default();
+    check_config_file(config, &mut report);
+    check_database(config, &mut report);
+    let postfix = check_postfix(config, &mut report);
+    if let Some(postfix) = &postfix {
+        check_transport_maps(config, postfix, &mut report);
+        if !config.postfix_command_prefix.is_empty() {
+            check_shared_transport_dir(config, &mut report);
+        }
+    }
+    check_writable(config, &mut report);
+    report
+}
+
+fn check_config_file(config: &Config, report: &mut Report) {
+    let Some(path) = &config.file else {
+        report.push(
+            "config",
+            Level::Ok,
+            "no config file; every key comes from RELAY_SYNC_* variables",
+        );
+        return;
+    };
+    match std::fs::metadata(path) {
+        Ok(meta) => {
+            let mode = meta.permissions().mode() & 0o7777;
+            if mode & 0o077 == 0 {
+                report.push(
+                    "config",
+                    Level::Ok,
+                    format!("{} (mode {mode:04o})", path.display()),
+                );
+            } else {
+                report.push(
+                    "config",
+                    Level::Warn,
+                    format!(
+                        "{} is mode {mode:04o}: run `chmod 600 {}` (it names the database and may hold its password)",
+                        path.display(),
+                        path.display()
+                    ),
+                );
+            }
+        }
+        Err(error) => report.push(
+            "config",
+            Level::Fail,
+            format!("cannot inspect {}: {error}", path.display()),
+        ),
+    }
+}
+
+fn check_database(config: &Config, report: &mut Report) {
+    let source_name = match &config.db_password {
+        PasswordSource::None => "no password".to_owned(),
+        PasswordSource::Literal(_) => "DB_PASSWORD".to_owned(),
+        PasswordSource::File(path) => format!("DB_PASSWORD_FILE {}", path.display()),
+        PasswordSource::Command(command) => format!("DB_PASSWORD_COMMAND `{command}`"),
+    };
+    let password = match config.resolve_password() {
+        Ok(password) => {
+            report.push("password", Level::Ok, format!("from {source_name}"));
+            password
+        }
+        Err(error) => {
+            // The error names the source (file or command), never the secret.
+            report.push("password", Level::Fail, error.to_string());
+            return;
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            report.push(
+                "database",
+                Level::Fail,
+                format!("cannot start the async runtime: {error}"),
+            );
+            return;
+        }
+    };
+    let settings = config.db_settings(password);
+    let addr = format!("{}:{}", config.db_host, config.db_port);
+    let source = MariaDbSource::new(settings.clone());
+    match runtime.block_on(source.fetch_names()) {
+        Ok(rows) => report.push(
+            "database",
+            Level::Ok,
+            format!(
+                "MariaDB at {addr} as {}: DB_QUERY returned {} rows",
+                config.db_user,
+                rows.len()
+            ),
+        ),
+        Err(error) => {
+            report.push("database", Level::Fail, error.to_string());
+            return;
+        }
+    }
+    // The same connection code (timeouts, TLS) with another one-column query.
+    let grants = MariaDbSource::new(relay_db::DbSettings {
+        query: "SHOW GRANTS FOR CURRENT_USER()".to_owned(),
+        ..settings
+    });
+    match runtime.block_on(grants.fetch_names()) {
+        Ok(lines) => {
+            let excess = excess_grants(&lines, &config.db_name);
+            if excess.is_empty() {
+                report.push(
+                    "grants",
+                    Level::Ok,
+                    format!(
+                        "{} has SELECT on {}.domains and nothing more",
+                        config.db_user, config.db_name
+                    ),
+                );
+            } else {
+                report.push(
+                    "grants",
+                    Level::Warn,
+                    format!(
+                        "WARNING: {} may do more than SELECT on {}.domains; relay-sync only reads, \
+                         use a read-only user (/usr/share/relay-sync/create-user.sql): {}",
+                        config.db_user,
+                        config.db_name,
+                        excess.join("; ")
+                    ),
+                );
+            }
+        }
+        Err(error) => report.push(
+            "grants",
+            Level::Warn,
+            format!("cannot read the user's grants: {error}"),
+        ),
+    }
+}
+
+/// The grants in `SHOW GRANTS` output beyond `USAGE` and `SELECT` on `DB_NAME.domains`, with any
+/// password hash removed.
+pub(crate) fn excess_grants(lines: &[String], db_name: &str) -> Vec<String> {
+    lines
+        .iter()
+        .filter(|line| !grant_is_read_only(line, db_name))
+        .map(|line| redact_grant(line))
+        .collect()
+}
+
+fn grant_is_read_only(line: &str, db_name: &str) -> bool {
+    let upper = line.to_ascii_uppercase();
+    if upper.contains("WITH GRANT OPTION") || upper.contains("WITH ADMIN OPTION") {
+        return false;
+    }
+    let Some(rest) = upper.strip_prefix("GRANT ") else {
+        return false;
+    };
+    let Some((privileges, after)) = rest.split_once(" ON ") else {
+        // `GRANT role TO user`: a role may carry anything.
+        return false;
+    };
+    let target: String = after
+        .split_whitespace()
+        .next()
+        .unwrap_or("")
+        .chars()
+        .filter(|c| *c != '`' && *c != '\'' && *c != '"')
+        .collect();
+    let privileges = strip_column_lists(privileges);
+    let all = |p: &str| {
+        privileges
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .all(|s| s == p)
+    };
+    if target == "*.*" {
+        return all("USAGE");
+    }
+    let wanted = format!("{}.DOMAINS", db_name.to_ascii_uppercase());
+    target == wanted && all("SELECT")
+}
+
+/// `SELECT (name, enabled)` → `SELECT`: column lists hold commas that are not separators.
+fn strip_column_lists(privileges: &str) -> String {
+    let mut out = String::new();
+    let mut depth = 0u32;
+    for c in privileges.chars() {
+        match c {
+            '(' => depth += 1,
+            ')' => depth = depth.saturating_sub(1),
+            _ if depth == 0 => out.push(c),
+            _ => {}
+        }
+    }
+    out
+}
+
+/// Cuts a grant line before `IDENTIFIED`: MariaDB shows the password hash there.
+fn redact_grant(line: &str) -> String {
+    match line.to_ascii_uppercase().find(" IDENTIFIED ") {
+        Some(at) => format!("{} IDENTIFIED … (not shown)", &line[..at]),
+        None => line.to_owned(),
+    }
+}
+
+fn check_postfix(config: &Config, report: &mut Report) -> Option<PostfixCli> {
+    let postfix = match PostfixCli::new(config.postfix_settings()) {
+        Ok(postfix) => postfix,
+        Err(error) => {
+            report.push("postfix", Level::Fail, error.to_string());
+            return None;
+        }
+    };
+    let how = if config.postfix_command_prefix.is_empty() {
+        format!("in {}", config.postfix_command_dir.display())
+    } else {
+        format!(
+            "in {} through `{}`",
+            config.postfix_command_dir.display(),
+            config.postfix_command_prefix.join(" ")
+        )
+    };
+    match postfix.postconf_value("relay_domains") {
+        Ok(_) => report.push(
+            "postfix",
+            Level::Ok,
+            format!(
+                "postconf, postmap, postfix {how}; config {}; map type {}",
+                config.postfix_config_dir.display(),
+                postfix.map_type()
+            ),
+        ),
+        Err(error) => {
+            report.push("postfix", Level::Fail, error.to_string());
+            return None;
+        }
+    }
+    Some(postfix)
+}
+
+fn check_transport_maps(config: &Config, postfix: &PostfixCli, report: &mut Report) {
+    match transport_maps_verdict(config, postfix) {
+        Ok(found) => report.push("transport_maps", Level::Ok, found),
+        Err(problem) => report.push("transport_maps", Level::Fail, problem),
+    }
+}
+
+/// Whether Postfix reads the transport map relay-sync builds: `Ok` with what was found, or the
+/// problem and what to run. `sync` refuses to run on a problem, since every domain it added would be accepted
+/// but routed by DNS instead of to the next hop.
+pub(crate) fn transport_maps_verdict(
+    config: &Config,
+    postfix: &PostfixCli,
+) -> Result<String, String> {
+    let value = postfix.transport_maps();
+    let wanted = format!("{}:{}", postfix.map_type(), config.transport_file.display());
+    if transport_maps_include(value, &config.postfix_config_dir, &wanted) {
+        Ok(format!("includes {wanted}"))
+    } else {
+        Err(format!(
+            "transport_maps = {value:?} does not include {wanted}: domains relay-sync adds would be accepted \
+             but not routed to the next hop; run `postconf -e \"transport_maps = {wanted}\"` (keep any \
+             other maps in the list) and `postfix reload`, or set MAP_TYPE and TRANSPORT_FILE to the \
+             table transport_maps names"
+        ))
+    }
+}
+
+/// Whether `transport_maps` (raw, as `postconf -h` prints it) lists `wanted` (`type:path`).
+/// `$config_directory` is expanded to `config_dir`, the only variable commonly used there.
+pub(crate) fn transport_maps_include(value: &str, config_dir: &Path, wanted: &str) -> bool {
+    let dir = config_dir.display().to_string();
+    value
+        .split([',', ' ', '\t', '\n'])
+        .filter(|token| !token.is_empty())
+        .map(|token| {
+            token
+                .replace("${config_directory}", &dir)
+                .replace("$(config_directory)", &dir)
+                .replace("$config_directory", &dir)
+        })
+        .any(|token| token == wanted)
+}
+
+/// Container mode: relay-sync writes `TRANSPORT_FILE` on this host and runs `postmap` on it in
+/// the container, so its directory must be bind-mounted at the same path in both. A probe file
+/// created here must be visible through the prefix.
+fn check_shared_transport_dir(config: &Config, report: &mut Report) {
+    let Some(dir) = config.transport_file.parent() else {
+        return;
+    };
+    let probe = dir.join(format!(".relay-sync-check.{}", std::process::id()));
+    if let Err(error) = std::fs::write(&probe, b"") {
+        report.push(
+            "container",
+            Level::Fail,
+            format!("cannot create {}: {error}", probe.display()),
+        );
+        return;
+    }
+    let prefix = &config.postfix_command_prefix;
+    let result = Command::new(&prefix[0])
+        .args(&prefix[1..])
+        .arg("test")
+        .arg("-e")
+        .arg(&probe)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+    let _ = std::fs::remove_file(&probe);
+    let command = format!("{} test -e {}", prefix.join(" "), probe.display());
+    match result {
+        Ok(status) if status.success() => report.push(
+            "container",
+            Level::Ok,
+            format!(
+                "{} is the same directory on this host and through the prefix",
+                dir.display()
+            ),
+        ),
+        Ok(status) => report.push(
+            "container",
+            Level::Fail,
+            format!(
+                "`{command}` failed ({status}): bind-mount {} into the container at the same path",
+                dir.display()
+            ),
+        ),
+        Err(error) => report.push(
+            "container",
+            Level::Fail,
+            format!("cannot run `{command}`: {error}"),
+        ),
+    }
+}
+
+fn check_writable(config: &Config, report: &mut Report) {
+    let mut targets: Vec<(&'static str, PathBuf, Kind)> = vec![
+        ("transport file", config.transport_file.clone(), Kind::File),
+        (
+            "transport dir",
+            config
+                .transport_file
+                .parent()
+                .map(Path::to_path_buf)
+                .unwrap_or_default(),
+            Kind::Dir,
+        ),
+        ("backup dir", config.backup_dir.clone(), Kind::Dir),
+        ("log file", config.log_file.clone(), Kind::File),
+        ("state dir", config.state_dir.clone(), Kind::Dir),
+        ("lock file", config.lock_file.clone(), Kind::File),
+    ];
+    if config.postfix_command_prefix.is_empty() {
+        targets.push((
+            "main.cf",
+            config.postfix_config_dir.join("main.cf"),
+            Kind::File,
+        ));
+    }
+    if config.relay_domains_mode == RelayDomainsMode::Map {
+        targets.push((
+            "relay_domains map",
+            config.relay_domains_map.clone(),
+            Kind::File,
+        ));
+    }
+    if let Some(metrics) = &config.metrics_file {
+        targets.push(("metrics file", metrics.clone(), Kind::File));
+    }
+    for (name, path, kind) in targets {
+        match writable(&path, kind) {
+            Ok(detail) => report.push(name, Level::Ok, detail),
+            Err(detail) => report.push(name, Level::Fail, detail),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    File,
+    Dir,
+}
+
+/// Whether relay-sync can write `path`: an existing file is opened for appending (nothing is
+/// written), a directory gets a probe file that is removed at once, and a missing one is judged
+/// by the nearest existing directory above it, where relay-sync would create it.
+fn writable(path: &Path, kind: Kind) -> Result<String, String> {
+    match (kind, path.exists()) {
+        (Kind::File, true) => OpenOptions::new()
+            .append(true)
+            .open(path)
+            .map(|_| format!("{} is writable", path.display()))
+            .map_err(|e| format!("cannot write {}: {e}", path.display())),
+        (Kind::Dir, true) => probe_dir(path).map(|()| format!("{} is writable", path.display())),
+        (_, false) => {
+            let mut ancestor = path.parent();
+            while let Some(dir) = ancestor {
+                if dir.exists() {
+                    return probe_dir(dir).map(|()| {
+                        format!(
+                            "{} does not exist yet; it will be created in {}",
+                            path.display(),
+                            dir.display()
+                        )
+                    });
+                }
+                ancestor = dir.parent();
+            }
+            Err(format!(
+                "{}: no existing directory above it",
+                path.display()
+            ))
+        }
+    }
+}
+
+fn probe_dir(dir: &Path) -> Result<(), String> {
+    let probe = dir.join(format!(".relay-sync-check.{}", std::process::id()));
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe)
+        .map_err(|e| format!("cannot create files in {}: {e}", dir.display()))?;
+    std::fs::remove_file(&probe).map_err(|e| format!("cannot remove {}: {e}", probe.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lines(text: &[&str]) -> Vec<String> {
+        text.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn read_only_grants_pass() {
+        let ok = lines(&[
+            "GRANT USAGE ON *.* TO `relay_sync`@`127.0.0.1` IDENTIFIED BY PASSWORD '*0123ABCD'",
+            "GRANT SELECT ON `mailserver_usermgmt`.`domains` TO `relay_sync`@`127.0.0.1`",
+            "GRANT SELECT (name, enabled) ON `mailserver_usermgmt`.`domains` TO `relay_sync`@`%`",
+        ]);
+        assert_eq!(
+            excess_grants(&ok, "mailserver_usermgmt"),
+            Vec::<String>::new()
+        );
+    }
+
+    #[test]
+    fn anything_more_is_reported_without_the_hash() {
+        let bad = lines(&[
+            "GRANT ALL PRIVILEGES ON *.* TO `root`@`%` IDENTIFIED BY PASSWORD '*SECRETHASH' WITH GRANT OPTION",
+            "GRANT SELECT ON `mailserver_usermgmt`.* TO `relay_sync`@`%`",
+            "GRANT SELECT, INSERT ON `mailserver_usermgmt`.`domains` TO `relay_sync`@`%`",
+            "GRANT SELECT ON `mailserver_usermgmt`.`domains` TO `relay_sync`@`%` WITH GRANT OPTION",
+            "GRANT SELECT ON `other`.`domains` TO `relay_sync`@`%`",
+            "GRANT `admin` TO `relay_sync`@`%`",
+            "GRANT SELECT ON `mailserver_usermgmt`.`users` TO `relay_sync`@`%`",
+        ]);
+        let excess = excess_grants(&bad, "mailserver_usermgmt");
+        assert_eq!(excess.len(), bad.len(), "{excess:#?}");
+        assert!(!excess.join("\n").contains("SECRETHASH"));
+        insta::assert_snapshot!(excess.join("\n"));
+    }
+
+    #[test]
+    fn transport_maps_match() {
+        let dir = Path::new("/etc/postfix");
+        let wanted = "hash:/etc/postfix/transport";
+        assert!(transport_maps_include(
+            "hash:/etc/postfix/transport",
+            dir,
+            wanted
+        ));
+        assert!(transport_maps_include(
+            "lmdb:/etc/postfix/other, hash:$config_directory/transport",
+            dir,
+            wanted
+        ));
+        assert!(transport_maps_include(
+            "hash:${config_directory}/transport",
+            dir,
+            wanted
+        ));
+        assert!(!transport_maps_include("", dir, wanted));
+        assert!(!transport_maps_include(
+            "lmdb:/etc/postfix/transport",
+            dir,
+            wanted
+        ));
+        assert!(!transport_maps_include(
+            "hash:/etc/postfix/transport.db",
+            dir,
+            wanted
+        ));
+    }
+
+    #[test]
+    fn writability() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("f");
+        std::fs::write(&file, "x").unwrap();
+        assert!(writable(&file, Kind::File).is_ok());
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), "x");
+        assert!(writable(dir.path(), Kind::Dir).is_ok());
+        let missing = dir.path().join("a/b/c.log");
+        let detail = writable(&missing, Kind::File).unwrap();
+        assert!(detail.contains("will be created"), "{detail}");
+        // No probe file is left behind.
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+}

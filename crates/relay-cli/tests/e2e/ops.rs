@@ -1,0 +1,410 @@
+//! Operations (issue "Operations"): `check`, `status`, `rollback`, `backups`, `METRICS_FILE`,
+//! the password sources, and container mode through `POSTFIX_COMMAND_PREFIX`, each against a
+//! real gateway.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+
+use crate::gateway::{files_starting_with, Gateway};
+
+const HOP: &str = "smtp:[127.0.0.1]:2525";
+const PASSWORD: &str = "relay-sync-test-pw";
+
+/// The domains in the transport file's managed block, as relay-sync wrote it.
+fn managed_block(transport: &str) -> Vec<String> {
+    transport
+        .lines()
+        .skip_while(|l| !l.starts_with("# BEGIN relay-sync managed block"))
+        .skip(1)
+        .take_while(|l| !l.starts_with("# END relay-sync managed block"))
+        .map(|l| l.split_whitespace().next().unwrap().to_owned())
+        .collect()
+}
+
+/// `check` on a ready gateway: every check passes, exit 0; `--json` says the same.
+#[test]
+fn check_passes_on_a_ready_gateway() {
+    let gw = Gateway::start("kuma8088.com", "");
+    let run = gw.run(&["check"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    insta::assert_snapshot!(gw.redact(&run.stdout));
+    assert!(!format!("{run:?}").contains(PASSWORD));
+    let json = gw.run(&["check", "--json"]);
+    assert_eq!(json.code, 0, "{json:?}");
+    let value: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    assert_eq!(value["ok"], true);
+    assert!(value["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|c| c["status"] == "ok"));
+}
+
+/// A DB user that may write, and a `transport_maps` that does not name the transport file:
+/// a loud warning and a failure, exit 1. A configuration that does not load is a failed check
+/// too.
+#[test]
+fn check_reports_grants_and_transport_maps() {
+    let gw = Gateway::start("kuma8088.com", "");
+    gw.sql("GRANT INSERT, DELETE ON mailserver_usermgmt.domains TO 'relay_sync'@'127.0.0.1'");
+    gw.postfix
+        .command("postconf", &["-e", "transport_maps ="])
+        .unwrap();
+    let run = gw.run(&["check"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    insta::assert_snapshot!(gw.redact(&run.stdout));
+    let json = gw.run(&["check", "--json"]);
+    let value: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    assert_eq!(value["ok"], false);
+
+    gw.edit_config(|text| format!("{text}DB_PASWORD_FILE=/nowhere\n"));
+    let run = gw.run(&["check"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    // The line number depends on the gateway's config file, not on what is tested.
+    let text = gw.redact(&run.stdout);
+    let (head, tail) = text.split_once(".conf line ").unwrap();
+    let tail = tail.trim_start_matches(|c: char| c.is_ascii_digit());
+    insta::assert_snapshot!("check_config_broken", format!("{head}.conf line [N]{tail}"));
+}
+
+/// `status` before any run, after a sync, and after a database failure; `--json` too.
+#[test]
+fn status_shows_result_streak_domains_and_backups() {
+    let mut gw = Gateway::start("kuma8088.com, old.example", "");
+    let before = gw.run(&["status"]);
+    assert_eq!(before.code, 0, "{before:?}");
+    insta::assert_snapshot!("status_before_any_run", gw.redact(&before.stdout));
+
+    gw.sync_expecting(0);
+    let after = gw.run(&["status"]);
+    let stamp = files_starting_with(&gw.backup_dir(), "transport.")[0]
+        .trim_start_matches("transport.")
+        .trim_end_matches(".bak")
+        .to_owned();
+    let stable = |text: &str| {
+        let text = gw.redact(text).replace(&stamp, "[STAMP]");
+        // The run's local time: `YYYY-MM-DD HH:MM:SS`.
+        text.lines()
+            .map(|line| match line.find(" exit ") {
+                Some(_) if line.starts_with("last run:") => {
+                    format!(
+                        "last run:        [TIME]{}",
+                        &line[line.find(" exit ").unwrap()..]
+                    )
+                }
+                _ if line.starts_with("last success:") && line.len() > 17 => {
+                    "last success:    [TIME]".to_owned()
+                }
+                // Which domains get a managed line is the engine's business; checked below.
+                _ if line.starts_with("managed domains:") => {
+                    "managed domains: [N] in [POSTFIX]/transport: [LIST]".to_owned()
+                }
+                _ => line.to_owned(),
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    insta::assert_snapshot!("status_after_sync", stable(&after.stdout));
+    let managed = managed_block(&gw.transport());
+    assert!(managed.len() >= 4, "{managed:?}");
+    assert!(
+        after.stdout.contains(&format!(
+            "managed domains: {} in {}/transport: {}\n",
+            managed.len(),
+            gw.postfix.config_dir().display(),
+            managed.join(", ")
+        )),
+        "{after:?}"
+    );
+
+    gw.db.stop().unwrap();
+    gw.sync_expecting(3);
+    let failed = gw.run(&["status", "--json"]);
+    assert_eq!(failed.code, 0, "{failed:?}");
+    let value: serde_json::Value = serde_json::from_str(&failed.stdout).unwrap();
+    assert_eq!(value["last_exit"], 3);
+    assert_eq!(value["consecutive_failures"], 1);
+    assert_eq!(value["consecutive_db_failures"], 1);
+    let listed: Vec<&str> = value["managed_domains"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d.as_str().unwrap())
+        .collect();
+    assert_eq!(listed, managed);
+    assert_eq!(value["backups"].as_array().unwrap().len(), 1);
+    assert!(!value["last_success"].as_str().unwrap().is_empty());
+    assert!(!failed.stdout.contains(PASSWORD));
+}
+
+/// `rollback` restores the newest generation (what was there before the sync), through the
+/// real commands, under the lock; `--to` picks another; a held lock refuses.
+#[test]
+fn rollback_restores_a_generation() {
+    let gw = Gateway::start("kuma8088.com, old.example", "");
+    let original_transport = gw.transport();
+    gw.sync_expecting(0);
+    assert_eq!(gw.lookup("example.com").as_deref(), Some(HOP));
+    let synced_transport = gw.transport();
+    let synced_relay = gw.relay_domains();
+    let first = files_starting_with(&gw.backup_dir(), "transport.");
+    assert_eq!(first.len(), 1);
+    let first_stamp = first[0]
+        .trim_start_matches("transport.")
+        .trim_end_matches(".bak")
+        .to_owned();
+
+    // A sync is running: the rollback waits for nothing and changes nothing.
+    let lock = fs::File::create(gw.dir.path().join("state/relay-sync.lock")).unwrap();
+    lock.try_lock().unwrap();
+    let refused = gw.run(&["rollback"]);
+    assert_ne!(refused.code, 0, "{refused:?}");
+    assert!(refused.stderr.contains("A sync is running"), "{refused:?}");
+    assert_eq!(gw.relay_domains(), synced_relay);
+    drop(lock);
+
+    let listed = gw.run(&["backups"]);
+    assert_eq!(listed.code, 0, "{listed:?}");
+    assert!(listed.stdout.contains(&first_stamp), "{listed:?}");
+    assert!(listed.stdout.contains("2 domain(s)"), "{listed:?}");
+
+    let run = gw.run(&["rollback"]);
+    assert_eq!(run.code, 0, "{run:?}\n{}", gw.log());
+    assert_eq!(gw.relay_domains(), "kuma8088.com, old.example");
+    assert_eq!(gw.transport(), original_transport);
+    assert_eq!(gw.lookup("example.com"), None);
+    let log = gw.log();
+    for line in [
+        &format!("INFO: Rolling back to backup {first_stamp} by request"),
+        "INFO: Postfix reloaded successfully",
+        "INFO: Rollback successful",
+    ] {
+        assert!(log.contains(line), "missing {line:?} in\n{log}");
+    }
+    // The state before the rollback became the newest generation: roll back the rollback.
+    let generations = files_starting_with(&gw.backup_dir(), "transport.");
+    assert_eq!(generations.len(), 2, "{generations:?}");
+    let undo = gw.run(&["rollback"]);
+    assert_eq!(undo.code, 0, "{undo:?}");
+    assert_eq!(gw.relay_domains(), synced_relay);
+    assert_eq!(gw.transport(), synced_transport);
+    assert_eq!(gw.lookup("example.com").as_deref(), Some(HOP));
+
+    let to = gw.run(&["rollback", "--to", &first_stamp]);
+    assert_eq!(to.code, 0, "{to:?}");
+    assert_eq!(gw.relay_domains(), "kuma8088.com, old.example");
+    let unknown = gw.run(&["rollback", "--to", "20000101-000000"]);
+    assert_ne!(unknown.code, 0);
+    insta::assert_snapshot!(
+        "rollback_unknown_stamp",
+        gw.redact(
+            unknown
+                .stderr
+                .split("ERROR: ")
+                .nth(1)
+                .unwrap_or(&unknown.stderr)
+        )
+    );
+    // The next sync applies the database again.
+    gw.sync_expecting(0);
+    assert_eq!(gw.relay_domains(), synced_relay);
+}
+
+/// `METRICS_FILE`: written after every run, atomically, in the textfile-collector format, with
+/// the last success kept across a failure.
+#[test]
+fn metrics_file_follows_the_runs() {
+    let mut gw = Gateway::start("kuma8088.com, old.example", "");
+    let path = gw.dir.path().join("relay_sync.prom");
+    gw.edit_config(|text| format!("{text}METRICS_FILE={}\n", path.display()));
+    gw.sync_expecting(0);
+    let text = fs::read_to_string(&path).unwrap();
+    let managed = format!(
+        "relay_sync_managed_domains {}\n",
+        managed_block(&gw.transport()).len()
+    );
+    for line in [
+        "relay_sync_last_exit_code 0\n",
+        "relay_sync_last_run_success 1\n",
+        &managed,
+        "relay_sync_last_added_domains 4\n",
+        "relay_sync_last_removed_domains 1\n",
+        "relay_sync_consecutive_failures 0\n",
+        "# TYPE relay_sync_last_duration_seconds gauge\n",
+    ] {
+        assert!(text.contains(line), "missing {line:?} in\n{text}");
+    }
+    let mode = fs::metadata(&path).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o644);
+    let success = |text: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix("relay_sync_last_success_timestamp_seconds "))
+            .unwrap()
+            .to_owned()
+    };
+    let first_success = success(&text);
+    assert_ne!(first_success, "0");
+
+    gw.db.stop().unwrap();
+    gw.sync_expecting(3);
+    let text = fs::read_to_string(&path).unwrap();
+    assert!(text.contains("relay_sync_last_exit_code 3\n"), "{text}");
+    assert!(
+        text.contains("relay_sync_consecutive_failures 1\n"),
+        "{text}"
+    );
+    assert!(text.contains(&managed), "{text}");
+    assert_eq!(success(&text), first_success);
+    // No temporary file is left next to it.
+    let names: Vec<_> = fs::read_dir(gw.dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("prom"))
+        .collect();
+    assert_eq!(names, ["relay_sync.prom"]);
+}
+
+/// `DB_PASSWORD_FILE` and `DB_PASSWORD_COMMAND` work, errors name the source that failed, and
+/// the secret appears in no output, log, status or dry run.
+#[test]
+fn password_sources_and_no_secret_anywhere() {
+    let gw = Gateway::start("kuma8088.com", "");
+    let secret_file = gw.dir.path().join("db-password");
+    fs::write(&secret_file, format!("{PASSWORD}\n")).unwrap();
+    let use_source = |line: &str| {
+        gw.edit_config(|text| {
+            let kept: String = text
+                .lines()
+                .filter(|l| !l.starts_with("DB_PASSWORD"))
+                .map(|l| format!("{l}\n"))
+                .collect();
+            format!("{kept}{line}\n")
+        });
+    };
+    let mut outputs = String::new();
+    let wrong_file = gw.dir.path().join("wrong-password");
+    fs::write(&wrong_file, "wrong-secret-4711\n").unwrap();
+
+    use_source(&format!("DB_PASSWORD_FILE={}", secret_file.display()));
+    for args in [
+        &["--dry-run"][..],
+        &[],
+        &["status"],
+        &["check"],
+        &["status", "--json"],
+    ] {
+        let run = gw.run(args);
+        assert_eq!(run.code, 0, "{args:?}: {run:?}\n{}", gw.log());
+        outputs.push_str(&format!("{run:?}"));
+    }
+    assert_eq!(gw.lookup("example.com").as_deref(), Some(HOP));
+
+    use_source(&format!(
+        "DB_PASSWORD_COMMAND=cat {}",
+        secret_file.display()
+    ));
+    gw.sql("UPDATE mailserver_usermgmt.domains SET enabled = 0 WHERE name = 'example.org'");
+    for args in [&["--dry-run"][..], &[], &["check"]] {
+        let run = gw.run(args);
+        assert_eq!(run.code, 0, "{args:?}: {run:?}\n{}", gw.log());
+        outputs.push_str(&format!("{run:?}"));
+    }
+    assert_eq!(gw.lookup("example.org"), None);
+
+    // Failures name the source; a wrong secret is not shown either.
+    let mut errors = String::new();
+    for (line, code) in [
+        (
+            "DB_PASSWORD_FILE=/nonexistent/relay-sync-password".to_owned(),
+            2,
+        ),
+        (
+            "DB_PASSWORD_COMMAND=echo 'vault: token expired' >&2; exit 7".to_owned(),
+            2,
+        ),
+        // The command line is configuration and is shown; what it prints is not.
+        (
+            format!("DB_PASSWORD_COMMAND=cat {}", wrong_file.display()),
+            3,
+        ),
+    ] {
+        use_source(&line);
+        let run = gw.run(&[]);
+        assert_eq!(run.code, code, "{line}: {run:?}");
+        let check = gw.run(&["check"]);
+        assert_eq!(check.code, 1, "{line}: {check:?}");
+        outputs.push_str(&format!("{run:?}{check:?}"));
+        let error = run.stderr.split("ERROR: ").nth(1).unwrap_or(&run.stderr);
+        let error = error.lines().next().unwrap_or_default();
+        errors.push_str(&format!("{}\n=> {}\n", gw.redact(&line), gw.redact(error)));
+    }
+    insta::assert_snapshot!(errors);
+    outputs.push_str(&gw.log());
+    for secret in [PASSWORD, "wrong-secret-4711"] {
+        assert!(!outputs.contains(secret), "{secret} shown in:\n{outputs}");
+    }
+}
+
+/// Container mode: every Postfix command goes through `POSTFIX_COMMAND_PREFIX` (a stand-in for
+/// `docker exec mailserver-postfix` that records and executes), the transport file is reached
+/// through the shared directory, and `check` tells when it is not shared.
+#[test]
+fn container_prefix_runs_every_postfix_command() {
+    let gw = Gateway::start("kuma8088.com", "");
+    let record = gw.dir.path().join("prefix.log");
+    let prefix = gw.dir.path().join("fake-docker-exec");
+    let write_prefix = |body: &str| {
+        fs::write(
+            &prefix,
+            format!(
+                "#!/bin/sh\n# Stand-in for `docker exec mailserver-postfix`.\necho \"$*\" >> {}\n{body}\nexec \"$@\"\n",
+                record.display()
+            ),
+        )
+        .unwrap();
+        fs::set_permissions(&prefix, fs::Permissions::from_mode(0o755)).unwrap();
+    };
+    write_prefix("");
+    gw.edit_config(|text| format!("{text}POSTFIX_COMMAND_PREFIX={}\n", prefix.display()));
+
+    let run = gw.sync_expecting(0);
+    assert_eq!(run.stderr, "");
+    assert_eq!(gw.lookup("example.com").as_deref(), Some(HOP));
+    let pf = gw.postfix.config_dir().display().to_string();
+    let recorded = fs::read_to_string(&record).unwrap();
+    for command in [
+        format!("/usr/sbin/postconf -c {pf} -n -h relay_domains"),
+        format!("/usr/sbin/postmap -c {pf} hash:{pf}/."),
+        format!("/usr/sbin/postconf -c {pf} -e relay_domains = "),
+        format!("/usr/sbin/postfix -c {pf} reload"),
+        format!("/usr/sbin/postmap -c {pf} -q example.com hash:{pf}/transport"),
+    ] {
+        assert!(
+            recorded.contains(&command),
+            "missing {command:?} in\n{recorded}"
+        );
+    }
+
+    let check = gw.run(&["check"]);
+    assert_eq!(check.code, 0, "{check:?}");
+    assert!(
+        check
+            .stdout
+            .contains("is the same directory on this host and through the prefix"),
+        "{check:?}"
+    );
+    // A container that does not see the host's directory (no bind mount).
+    write_prefix("[ \"$1\" = test ] && exit 1");
+    let check = gw.run(&["check"]);
+    assert_eq!(check.code, 1, "{check:?}");
+    let line = check
+        .stdout
+        .lines()
+        .find(|l| l.contains("container"))
+        .unwrap();
+    // The probe file is named after relay-sync's process id.
+    let line = gw.redact(line);
+    let (head, tail) = line.split_once(".relay-sync-check.").unwrap();
+    let tail = tail.trim_start_matches(|c: char| c.is_ascii_digit());
+    insta::assert_snapshot!(format!("{head}.relay-sync-check.[PID]{tail}"));
+}
