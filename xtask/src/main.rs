@@ -5,21 +5,28 @@
 //! - `test-e2e`: only the end-to-end suite (the built binary against a private MariaDB and
 //!   Postfix).
 //! - `demo`: one sync against a throwaway sandbox, to see what relay-sync does.
+//! - `dist`: the release binary, packaged as a .deb and an .rpm in `target/dist/`.
+//! - `bench`: whole-process timings of the release binary against the floor (the bare Postfix
+//!   work), written to `BENCHMARKS.md`; not part of `test`.
 //!
 //! Real components are required, not optional: a missing one fails with the `apt-get install`
 //! command that provides it.
 
+mod bench;
 mod demo;
+mod dist;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 
-const USAGE: &str = "usage: cargo xtask <test | test-e2e | demo>
+const USAGE: &str = "usage: cargo xtask <test | test-e2e | demo | dist | bench>
   test       all tests: unit, property, snapshot, integration and end-to-end
   test-e2e   end-to-end tests only (private MariaDB and Postfix on loopback)
-  demo       one sync against a throwaway sandbox, explained";
+  demo       one sync against a throwaway sandbox, explained
+  dist       release binary, .deb and .rpm in target/dist/
+  bench      whole-process timings against the floor, written to BENCHMARKS.md";
 
 fn main() {
     if let Err(error) = run() {
@@ -44,6 +51,15 @@ fn run() -> Result<()> {
             require_components()?;
             cargo(&["build", "-p", "relay-cli"])?;
             demo::run(&project_root().join("target/debug/relay-sync"))
+        }
+        Some("dist") => dist::run(&project_root()),
+        Some("bench") => {
+            require_components()?;
+            cargo(&["build", "--release", "-p", "relay-cli"])?;
+            bench::run(
+                &project_root(),
+                &project_root().join("target/release/relay-sync"),
+            )
         }
         _ => bail!("{USAGE}"),
     }

@@ -39,7 +39,11 @@ impl Gateway {
     /// A gateway whose Postfix relays `initial_relay_domains`, with the seed data loaded and
     /// `extra` appended to the config file.
     pub(crate) fn start(initial_relay_domains: &str, extra: &str) -> Gateway {
-        let db = MariaDb::start().unwrap();
+        Gateway::start_on(MariaDb::start().unwrap(), initial_relay_domains, extra)
+    }
+
+    /// Like [`Gateway::start`], on a database the caller started (e.g. with TLS).
+    pub(crate) fn start_on(db: MariaDb, initial_relay_domains: &str, extra: &str) -> Gateway {
         db.load_fixtures().unwrap();
         let postfix = Postfix::start(initial_relay_domains).unwrap();
         let dir = tempfile::tempdir().unwrap();
@@ -74,11 +78,44 @@ impl Gateway {
     }
 
     pub(crate) fn run(&self, args: &[&str]) -> Run {
-        let output: Output = Command::new(BIN)
+        self.run_env(args, &[])
+    }
+
+    /// The binary's command line with this gateway's config, not yet started.
+    pub(crate) fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(BIN);
+        command
+            .arg("--config")
+            .arg(&self.config)
+            .args(args)
+            .env_remove("RUST_LOG");
+        command
+    }
+
+    /// Runs the binary with `RELAY_SYNC_*` overrides (`("DB_TLS", "required")` sets
+    /// `RELAY_SYNC_DB_TLS`): the environment wins over the config file (SPEC §5).
+    pub(crate) fn run_env(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
+        let mut command = self.command(args);
+        for (key, value) in env {
+            command.env(format!("RELAY_SYNC_{key}"), value);
+        }
+        let output: Output = command.output().unwrap();
+        Run {
+            code: output.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+
+    /// Runs `program` (e.g. an installed relay-sync) with `--config` and `args`, with `env`
+    /// added to the environment.
+    pub(crate) fn run_program(&self, program: &str, args: &[&str], env: &[(&str, &str)]) -> Run {
+        let output: Output = Command::new(program)
             .arg("--config")
             .arg(&self.config)
             .args(args)
             .env_remove("RUST_LOG")
+            .envs(env.iter().copied())
             .output()
             .unwrap();
         Run {
@@ -86,6 +123,23 @@ impl Gateway {
             stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
             stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
         }
+    }
+
+    /// Rewrites the config file with `edit` (its mode stays 0600).
+    pub(crate) fn edit_config(&self, edit: impl FnOnce(String) -> String) {
+        let text = fs::read_to_string(&self.config).unwrap();
+        fs::write(&self.config, edit(text)).unwrap();
+    }
+
+    /// `text` with this gateway's temporary paths and ports replaced by placeholders, for
+    /// snapshots.
+    pub(crate) fn redact(&self, text: &str) -> String {
+        text.replace(
+            &self.postfix.config_dir().display().to_string(),
+            "[POSTFIX]",
+        )
+        .replace(&self.dir.path().display().to_string(), "[DIR]")
+        .replace(&format!(":{}", self.db.port()), ":[PORT]")
     }
 
     /// Runs a sync and asserts its exit code.
@@ -179,4 +233,35 @@ pub(crate) fn files_starting_with(dir: &Path, prefix: &str) -> Vec<String> {
         .collect();
     names.sort();
     names
+}
+
+impl Gateway {
+    /// Runs a sync with `RELAY_SYNC_*` overrides and asserts its exit code.
+    pub(crate) fn sync_env_expecting(&self, env: &[(&str, &str)], code: i32) -> Run {
+        let run = self.run_env(&[], env);
+        assert_eq!(run.code, code, "{run:?}\n--- log\n{}", self.log());
+        run
+    }
+
+    /// A `POSTFIX_COMMAND_DIR` named `name` whose `postconf`, `postmap` and `postfix` are shell
+    /// scripts: each runs the given body, or else hands over to the real command in /usr/sbin.
+    /// A body usually ends with `exec /usr/sbin/NAME "$@"` for the calls it does not break.
+    pub(crate) fn stand_in_commands(&self, name: &str, bodies: &[(&str, &str)]) -> PathBuf {
+        let dir = self.dir.path().join(name);
+        fs::create_dir_all(&dir).unwrap();
+        for program in ["postconf", "postmap", "postfix"] {
+            let body = bodies.iter().find(|(p, _)| *p == program).map_or_else(
+                || format!("exec /usr/sbin/{program} \"$@\""),
+                |(_, b)| (*b).to_owned(),
+            );
+            let path = dir.join(program);
+            fs::write(
+                &path,
+                format!("#!/bin/sh\n# relay-sync e2e stand-in for {program}\n{body}\n"),
+            )
+            .unwrap();
+            fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        dir
+    }
 }

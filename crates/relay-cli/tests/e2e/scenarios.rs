@@ -32,7 +32,7 @@ fn first_sync_relays_enabled_domains() {
         "INFO: Domain changes detected: +4, -1",
         "INFO: Removed domain: old.example",
         "INFO: Backup created: ",
-        "INFO: Updated transport file: added 4, removed 0",
+        "INFO: Updated transport file: added 5, removed 0",
         "INFO: Postmap successful: hash:",
         "INFO: Postfix reloaded successfully",
         "INFO: ===== Sync completed in ",

@@ -1,0 +1,196 @@
+//! Map mode (`RELAY_DOMAINS_MODE=map`, issue "Scale and speed"): `relay_domains` names a table
+//! relay-sync keeps, for each map type Debian ships (hash; lmdb and cdb with postfix-lmdb and
+//! postfix-cdb), switching modes both ways, and inline mode's size limit.
+
+use std::fs;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::SystemTime;
+
+use crate::gateway::{files_starting_with, Gateway};
+use crate::smtp::rcpt;
+
+const SEEDED: &str = "example.com, example.net, example.org, kuma8088.com, shop.example.jp";
+
+fn table_path(gw: &Gateway) -> PathBuf {
+    gw.postfix.config_dir().join("relay_domains")
+}
+
+/// `postmap -q KEY TYPE:PATH` through the real postmap.
+fn query(gw: &Gateway, key: &str, map: &str) -> Option<String> {
+    let out = Command::new("/usr/sbin/postmap")
+        .arg("-c")
+        .arg(gw.postfix.config_dir())
+        .args(["-q", key, map])
+        .output()
+        .unwrap();
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+fn mtime(path: &std::path::Path) -> SystemTime {
+    fs::metadata(path).unwrap().modified().unwrap()
+}
+
+/// A gateway in map mode with `map_type`; Postfix's `transport_maps` uses the same type.
+fn map_gateway(map_type: &str) -> Gateway {
+    let gw = Gateway::start(
+        "$mydestination, kuma8088.com, old.example",
+        &format!("RELAY_DOMAINS_MODE=map\nMAP_TYPE={map_type}"),
+    );
+    let transport = format!("{map_type}:{}", gw.transport_path().display());
+    gw.postfix
+        .command(
+            "/usr/sbin/postconf",
+            &["-e", &format!("transport_maps = {transport}")],
+        )
+        .unwrap();
+    gw
+}
+
+fn relays_through_the_table(map_type: &str, suffix: &str) {
+    let gw = map_gateway(map_type);
+    let table = format!("{map_type}:{}", table_path(&gw).display());
+    let transport = format!("{map_type}:{}", gw.transport_path().display());
+    let smtp = gw.postfix.smtp_port();
+
+    gw.sync_expecting(0);
+    assert_eq!(gw.relay_domains(), format!("$mydestination, {table}"));
+    let source = fs::read_to_string(table_path(&gw)).unwrap();
+    for domain in SEEDED.split(", ") {
+        assert!(source.contains(&format!("\n{domain} OK\n")), "{source}");
+        assert_eq!(
+            query(&gw, domain, &table).as_deref(),
+            Some("OK"),
+            "{domain}"
+        );
+        assert_eq!(
+            query(&gw, domain, &transport).as_deref(),
+            Some("smtp:[127.0.0.1]:2525"),
+            "{domain}"
+        );
+    }
+    assert_eq!(query(&gw, "old.example", &table), None);
+    assert!(rcpt(smtp, "info@example.org").starts_with("250 "));
+    assert!(rcpt(smtp, "info@old.example").starts_with("554 5.7.1"));
+
+    // No change: nothing written.
+    let database = gw
+        .postfix
+        .config_dir()
+        .join(format!("relay_domains.{suffix}"));
+    let main_cf = gw.postfix.config_dir().join("main.cf");
+    let before = (mtime(&main_cf), mtime(&database), mtime(&table_path(&gw)));
+    gw.sync_expecting(0);
+    assert!(gw.log().contains("No changes detected, skipping update"));
+    assert_eq!(
+        before,
+        (mtime(&main_cf), mtime(&database), mtime(&table_path(&gw)))
+    );
+
+    // One domain more: the table changes, main.cf does not.
+    gw.sql("INSERT INTO mailserver_usermgmt.domains (name, enabled) VALUES ('fresh.example', 1)");
+    gw.sync_expecting(0);
+    assert_eq!(mtime(&main_cf), before.0, "main.cf was rewritten");
+    assert_eq!(query(&gw, "fresh.example", &table).as_deref(), Some("OK"));
+    assert!(rcpt(smtp, "info@fresh.example").starts_with("250 "));
+    assert_eq!(
+        files_starting_with(&gw.backup_dir(), "relay_domains_map.").len(),
+        1
+    );
+    // No temporary file is left beside the table.
+    let leftovers = files_starting_with(gw.postfix.config_dir().as_path(), ".relay_domains");
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+#[test]
+fn map_mode_relays_through_a_hash_table() {
+    relays_through_the_table("hash", "db");
+}
+
+#[test]
+fn map_mode_relays_through_an_lmdb_table() {
+    relays_through_the_table("lmdb", "lmdb");
+}
+
+#[test]
+fn map_mode_relays_through_a_cdb_table() {
+    relays_through_the_table("cdb", "cdb");
+}
+
+/// Switching inline → map → inline is an ordinary, backed-up run that adds and removes nothing;
+/// mail is accepted throughout.
+#[test]
+fn switching_modes_both_ways_is_a_backed_up_change() {
+    let gw = Gateway::start("$mydestination, kuma8088.com", "");
+    let smtp = gw.postfix.smtp_port();
+    gw.sync_expecting(0);
+    assert_eq!(gw.relay_domains(), format!("$mydestination, {SEEDED}"));
+
+    let to_map = gw.sync_env_expecting(&[("RELAY_DOMAINS_MODE", "map")], 0);
+    let table = format!("hash:{}", table_path(&gw).display());
+    assert_eq!(
+        gw.relay_domains(),
+        format!("$mydestination, {table}"),
+        "{to_map:?}"
+    );
+    assert!(
+        gw.log().contains("Domain changes detected: +0, -0"),
+        "{}",
+        gw.log()
+    );
+    assert_eq!(
+        files_starting_with(&gw.backup_dir(), "relay_domains.").len(),
+        2
+    );
+    assert!(rcpt(smtp, "info@shop.example.jp").starts_with("250 "));
+
+    gw.sync_env_expecting(&[("RELAY_DOMAINS_MODE", "inline")], 0);
+    assert_eq!(gw.relay_domains(), format!("$mydestination, {SEEDED}"));
+    assert_eq!(
+        files_starting_with(&gw.backup_dir(), "relay_domains_map.").len(),
+        1
+    );
+    assert!(rcpt(smtp, "info@shop.example.jp").starts_with("250 "));
+    // Converged in inline mode again.
+    gw.sync_expecting(0);
+    assert!(gw.log().ends_with_no_change());
+}
+
+/// Inline mode refuses a value too large for one `postconf -e` argument before touching
+/// anything, and names map mode; map mode takes the same domains.
+#[test]
+fn inline_mode_refuses_thousands_of_domains_and_names_map_mode() {
+    let gw = Gateway::start("kuma8088.com", "");
+    gw.sql(
+        "INSERT INTO mailserver_usermgmt.domains (name, enabled) \
+         SELECT CONCAT('d', seq, '.example'), 1 FROM mailserver_usermgmt.seq_1_to_8000",
+    );
+    let files = gw.files();
+    let run = gw.sync_expecting(4);
+    assert!(run.stderr.contains("RELAY_DOMAINS_MODE=map"), "{run:?}");
+    assert_eq!(
+        gw.files(),
+        files,
+        "inline mode touched a file before refusing"
+    );
+
+    gw.sync_env_expecting(&[("RELAY_DOMAINS_MODE", "map")], 0);
+    let table = format!("hash:{}", table_path(&gw).display());
+    assert_eq!(query(&gw, "d7999.example", &table).as_deref(), Some("OK"));
+    assert_eq!(gw.relay_domains(), table);
+}
+
+trait LastRun {
+    fn ends_with_no_change(&self) -> bool;
+}
+
+impl LastRun for String {
+    /// Whether the last run in the log found nothing to do.
+    fn ends_with_no_change(&self) -> bool {
+        self.rsplit("===== Relay Domains Sync Started =====")
+            .next()
+            .is_some_and(|last| last.contains("No changes detected, skipping update"))
+    }
+}

@@ -1,0 +1,410 @@
+//! `cargo xtask bench`: whole-process timings of the release `relay-sync` against a private
+//! MariaDB and Postfix (relay-testbed), next to the floor, the bare Postfix work any tool must
+//! do for the same change, measured in the same run. Prints a table and writes `BENCHMARKS.md`.
+//!
+//! Scenarios (issue "Scale and speed"):
+//! - no-change run at 100 domains (inline and map);
+//! - a one-domain change at 100 domains (inline and map) and 10k, 100k, 1M domains (map);
+//! - the floor for each change: write the same files relay-sync wrote, then `postmap` them
+//!   and `postconf -e` (inline) and `postfix reload`;
+//! - peak RSS of each relay-sync run, from wait4(2) (the process and the commands it waited
+//!   for: postconf, postmap, postfix).
+//!
+//! Each change alternately enables and disables one extra domain, so every run is a change of
+//! exactly one domain. Medians of several runs; the database edits between runs are not timed.
+
+use std::fmt::Write as _;
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use relay_testbed::{MariaDb, Postfix};
+
+const TOGGLE: &str = "toggle.example";
+
+/// One measured process: wall time and peak RSS.
+#[derive(Debug, Clone, Copy)]
+struct Sample {
+    wall: Duration,
+    max_rss_kib: i64,
+}
+
+/// A row of the result table.
+#[derive(Debug)]
+struct Row {
+    scenario: String,
+    domains: usize,
+    mode: &'static str,
+    runs: usize,
+    relay_sync: Duration,
+    floor: Option<Duration>,
+    peak_rss_kib: i64,
+    target: Target,
+}
+
+/// The issue's targets for a row; `met` is derived from them.
+#[derive(Debug, Clone, Copy, Default)]
+struct Target {
+    max_ms: Option<f64>,
+    max_ratio: Option<f64>,
+    max_rss_mb: Option<f64>,
+}
+
+impl Target {
+    fn describe(self) -> String {
+        let mut parts = Vec::new();
+        if let Some(ms) = self.max_ms {
+            parts.push(format!("≤ {ms} ms"));
+        }
+        if let Some(ratio) = self.max_ratio {
+            parts.push(format!("≤ {ratio}× floor"));
+        }
+        if let Some(mb) = self.max_rss_mb {
+            parts.push(format!("RSS ≤ {mb} MB"));
+        }
+        parts.join(", ")
+    }
+
+    fn verdict(self, row: &Row) -> &'static str {
+        let ms = row.relay_sync.as_secs_f64() * 1000.0;
+        let ratio = row
+            .floor
+            .map(|floor| row.relay_sync.as_secs_f64() / floor.as_secs_f64());
+        let mb = row.peak_rss_kib as f64 / 1024.0;
+        let checks = [
+            self.max_ms.map(|max| ms <= max),
+            self.max_ratio.map(|max| ratio.is_some_and(|r| r <= max)),
+            self.max_rss_mb.map(|max| mb <= max),
+        ];
+        if checks.iter().all(Option::is_none) {
+            ""
+        } else if checks.iter().flatten().all(|ok| *ok) {
+            "met"
+        } else {
+            "**missed**"
+        }
+    }
+}
+
+pub(crate) fn run(root: &Path, binary: &Path) -> Result<()> {
+    let started = Instant::now();
+    let db = MariaDb::start()?;
+    db.load_fixtures()?;
+    let mut rows = Vec::new();
+
+    // (a) and (b) at 100 domains, both modes.
+    for mode in ["inline", "map"] {
+        let mut sandbox = Sandbox::new(&db, binary, mode, 100)?;
+        let samples = sandbox.no_change(21)?;
+        rows.push(Row {
+            scenario: "no-change run".into(),
+            domains: 100,
+            mode,
+            runs: samples.len(),
+            relay_sync: median(&samples),
+            floor: None,
+            peak_rss_kib: peak(&samples),
+            target: Target {
+                max_ms: Some(25.0),
+                ..Target::default()
+            },
+        });
+        let runs = if mode == "inline" { 7 } else { 11 };
+        let target = Target {
+            max_ratio: Some(1.2),
+            ..Target::default()
+        };
+        rows.push(sandbox.one_change(runs, target)?);
+    }
+    // (b) at scale, map mode only (inline mode refuses above about 5,000 domains).
+    for (n, runs) in [(10_000, 9), (100_000, 7), (1_000_000, 5)] {
+        let mut sandbox = Sandbox::new(&db, binary, "map", n)?;
+        let target = if n == 1_000_000 {
+            Target {
+                max_ratio: Some(1.5),
+                max_rss_mb: Some(200.0),
+                ..Target::default()
+            }
+        } else {
+            Target::default()
+        };
+        rows.push(sandbox.one_change(runs, target)?);
+    }
+
+    let table = render(&rows);
+    println!("{table}");
+    let doc = format!(
+        "# Benchmarks\n\n\
+         Whole-process timings of the release `relay-sync` against a private MariaDB and a \
+         private Postfix on 127.0.0.1 (relay-testbed), medians of the runs shown, from one \
+         invocation of:\n\n\
+         ```sh\ncargo xtask bench\n```\n\n\
+         The floor is the bare Postfix work for the same change, measured in the same run: the \
+         same files written, `postmap` of each changed map, `postconf -e relay_domains = …` \
+         (inline mode), then `postfix reload`. Ratio = relay-sync ÷ floor. Peak RSS is wait4(2)'s \
+         `ru_maxrss` for the relay-sync process and the commands it waited for (postmap of a \
+         million entries peaks at about 27 MB, so large values are relay-sync's own). A one-domain change alternately \
+         enables and disables `{TOGGLE}`. Inline changes pay Postfix's wait for `main.cf` to be \
+         a second old inside `postfix reload`; map-mode changes do not touch `main.cf`.\n\n\
+         {table}\n\
+         Machine: {cpus} CPUs, {kernel}; total bench time {total:.0} s.\n\n\
+         relay-core's plan + render alone: `cargo bench -p relay-core` (criterion).\n",
+        cpus = std::thread::available_parallelism().map_or(0, |n| n.get()),
+        kernel = fs::read_to_string("/proc/sys/kernel/osrelease")
+            .map(|s| format!("Linux {}", s.trim()))
+            .unwrap_or_default(),
+        total = started.elapsed().as_secs_f64(),
+    );
+    fs::write(root.join("BENCHMARKS.md"), doc).context("writing BENCHMARKS.md")?;
+    println!("xtask: wrote {}", root.join("BENCHMARKS.md").display());
+    Ok(())
+}
+
+fn render(rows: &[Row]) -> String {
+    let mut out = String::from(
+        "| scenario | domains | mode | runs | relay-sync median | floor median | ratio | peak RSS | target | |\n\
+         |---|---:|---|---:|---:|---:|---:|---:|---|---|\n",
+    );
+    for row in rows {
+        let ms = |d: Duration| format!("{:.1} ms", d.as_secs_f64() * 1000.0);
+        let (floor, ratio) = match row.floor {
+            Some(floor) => (
+                ms(floor),
+                format!("{:.2}×", row.relay_sync.as_secs_f64() / floor.as_secs_f64()),
+            ),
+            None => ("—".into(), "—".into()),
+        };
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {} | {} | {} | {:.1} MB | {} | {} |",
+            row.scenario,
+            row.domains,
+            row.mode,
+            row.runs,
+            ms(row.relay_sync),
+            floor,
+            ratio,
+            row.peak_rss_kib as f64 / 1024.0,
+            row.target.describe(),
+            row.target.verdict(row)
+        );
+    }
+    out
+}
+
+fn median(samples: &[Sample]) -> Duration {
+    median_of(samples.iter().map(|s| s.wall).collect())
+}
+
+fn median_of(mut walls: Vec<Duration>) -> Duration {
+    walls.sort();
+    walls.get(walls.len() / 2).copied().unwrap_or_default()
+}
+
+fn peak(samples: &[Sample]) -> i64 {
+    samples.iter().map(|s| s.max_rss_kib).max().unwrap_or(0)
+}
+
+/// A private Postfix synced to `n` database domains in `mode`, with relay-sync's config.
+struct Sandbox<'a> {
+    db: &'a MariaDb,
+    binary: &'a Path,
+    postfix: Postfix,
+    mode: &'static str,
+    n: usize,
+    dir: tempfile::TempDir,
+    config: PathBuf,
+    toggled: bool,
+}
+
+impl<'a> Sandbox<'a> {
+    fn new(db: &'a MariaDb, binary: &'a Path, mode: &'static str, n: usize) -> Result<Self> {
+        eprintln!("xtask bench: {n} domains, {mode} mode: loading the database and syncing");
+        db.sql(&format!(
+            "TRUNCATE TABLE mailserver_usermgmt.domains; \
+             INSERT INTO mailserver_usermgmt.domains (name, enabled) \
+             SELECT CONCAT('d', seq, '.example'), 1 FROM mailserver_usermgmt.seq_1_to_{n}; \
+             INSERT INTO mailserver_usermgmt.domains (name, enabled) VALUES ('{TOGGLE}', 0);"
+        ))?;
+        let postfix = Postfix::start("$mydestination")?;
+        let dir = tempfile::Builder::new()
+            .prefix("relay-sync-bench-")
+            .tempdir()?;
+        let config = dir.path().join("relay-sync.conf");
+        fs::write(
+            &config,
+            format!(
+                "DB_HOST=127.0.0.1\nDB_PORT={}\nDB_USER=relay_sync\n\
+                 DB_PASSWORD=relay-sync-test-pw\nDB_QUERY_TIMEOUT=60\n\
+                 DELL_RELAY_IP=127.0.0.1\nDELL_RELAY_PORT=2525\n\
+                 POSTFIX_CONFIG_DIR={}\nRELAY_DOMAINS_MODE={mode}\n\
+                 BACKUP_DIR={d}/backup\nLOG_FILE={d}/relay-sync.log\nSTATE_DIR={d}/state\n",
+                db.port(),
+                postfix.config_dir().display(),
+                d = dir.path().display()
+            ),
+        )?;
+        fs::set_permissions(&config, fs::Permissions::from_mode(0o600))?;
+        let sandbox = Sandbox {
+            db,
+            binary,
+            postfix,
+            mode,
+            n,
+            dir,
+            config,
+            toggled: false,
+        };
+        sandbox.sync()?;
+        // The first sync rewrote main.cf; let it age past Postfix's one-second cool-down so
+        // that it does not slow the first measured run.
+        std::thread::sleep(Duration::from_millis(1500));
+        Ok(sandbox)
+    }
+
+    /// One relay-sync run, timed; fails unless it exits 0.
+    fn sync(&self) -> Result<Sample> {
+        let mut command = Command::new(self.binary);
+        command.arg("--config").arg(&self.config);
+        let (status, sample) = measure(&mut command)?;
+        if status != 0 {
+            let log =
+                fs::read_to_string(self.dir.path().join("relay-sync.log")).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(15).collect();
+            bail!(
+                "relay-sync exited {status} ({} domains, {} mode); last log lines:\n{}",
+                self.n,
+                self.mode,
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            );
+        }
+        Ok(sample)
+    }
+
+    fn no_change(&mut self, runs: usize) -> Result<Vec<Sample>> {
+        eprintln!("xtask bench: {runs} no-change runs");
+        (0..runs).map(|_| self.sync()).collect()
+    }
+
+    fn toggle(&mut self) -> Result<()> {
+        self.toggled = !self.toggled;
+        self.db.sql(&format!(
+            "UPDATE mailserver_usermgmt.domains SET enabled = {} WHERE name = '{TOGGLE}'",
+            u8::from(self.toggled)
+        ))?;
+        Ok(())
+    }
+
+    /// The files a one-domain change writes, as relay-sync left them.
+    fn snapshot(&self) -> Result<Files> {
+        let dir = self.postfix.config_dir();
+        Ok(Files {
+            transport: fs::read(dir.join("transport"))?,
+            table: fs::read(dir.join("relay_domains")).ok(),
+            relay_domains: self.postfix.postconf("relay_domains")?,
+        })
+    }
+
+    /// `runs` one-domain changes by relay-sync, then as many by the floor.
+    fn one_change(&mut self, runs: usize, target: Target) -> Result<Row> {
+        eprintln!("xtask bench: {runs} one-domain changes by relay-sync, then by the floor");
+        let mut samples = Vec::new();
+        let mut states = [None, None];
+        for _ in 0..runs {
+            self.toggle()?;
+            samples.push(self.sync()?);
+            states[usize::from(self.toggled)] = Some(self.snapshot()?);
+        }
+        let [Some(off), Some(on)] = states else {
+            bail!("at least two runs are needed to measure the floor");
+        };
+        let mut floors = Vec::new();
+        for i in 0..runs {
+            let files = if i % 2 == 0 { &off } else { &on };
+            floors.push(self.floor(files)?);
+        }
+        Ok(Row {
+            scenario: "one-domain change".into(),
+            domains: self.n,
+            mode: self.mode,
+            runs,
+            relay_sync: median(&samples),
+            floor: Some(median_of(floors)),
+            peak_rss_kib: peak(&samples),
+            target,
+        })
+    }
+
+    /// The bare Postfix work for a change to `files`: write them, postmap, postconf -e
+    /// (inline), postfix reload.
+    fn floor(&self, files: &Files) -> Result<Duration> {
+        let dir = self.postfix.config_dir();
+        let started = Instant::now();
+        fs::write(dir.join("transport"), &files.transport)?;
+        self.postfix.command(
+            "/usr/sbin/postmap",
+            &[&format!("hash:{}", dir.join("transport").display())],
+        )?;
+        match (&files.table, self.mode) {
+            (Some(table), "map") => {
+                fs::write(dir.join("relay_domains"), table)?;
+                self.postfix.command(
+                    "/usr/sbin/postmap",
+                    &[&format!("hash:{}", dir.join("relay_domains").display())],
+                )?;
+            }
+            _ => {
+                self.postfix.command(
+                    "/usr/sbin/postconf",
+                    &["-e", &format!("relay_domains = {}", files.relay_domains)],
+                )?;
+            }
+        }
+        self.postfix.command("/usr/sbin/postfix", &["reload"])?;
+        Ok(started.elapsed())
+    }
+}
+
+/// The files of one state of a one-domain change.
+struct Files {
+    transport: Vec<u8>,
+    table: Option<Vec<u8>>,
+    relay_domains: String,
+}
+
+/// Runs `command` with its output discarded and returns its exit code, wall time and peak
+/// RSS (wait4's `ru_maxrss`, in KiB).
+fn measure(command: &mut Command) -> Result<(i32, Sample)> {
+    command
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let started = Instant::now();
+    let child = command.spawn().context("cannot start relay-sync")?;
+    let pid = libc::pid_t::try_from(child.id()).context("pid out of range")?;
+    let mut status: libc::c_int = 0;
+    // SAFETY: an all-zero rusage is a valid value of this plain C struct.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: wait4 on our own child's pid, with valid pointers to locals. The `Child` is
+    // never waited on afterwards, so the pid is reaped exactly once.
+    let reaped = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    let wall = started.elapsed();
+    if reaped != pid {
+        bail!("wait4: {}", std::io::Error::last_os_error());
+    }
+    let code = if libc::WIFEXITED(status) {
+        libc::WEXITSTATUS(status)
+    } else {
+        -1
+    };
+    Ok((
+        code,
+        Sample {
+            wall,
+            max_rss_kib: usage.ru_maxrss,
+        },
+    ))
+}
