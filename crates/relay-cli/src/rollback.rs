@@ -10,7 +10,9 @@
 
 use std::fs;
 
-use relay_postfix::{list_backups, BackupGeneration, PostfixCli, PostfixRead, PostfixWrite};
+use relay_postfix::{
+    list_backups, read_generation, BackupGeneration, PostfixCli, PostfixRead, PostfixWrite,
+};
 
 use crate::config::Config;
 
@@ -27,24 +29,6 @@ pub(crate) enum RollbackError {
         stamp: String,
         /// The backup directory.
         dir: String,
-    },
-    /// The generation lacks one of its two files.
-    #[error(
-        "backup generation {stamp} is incomplete: {missing} is missing; pick another with --to"
-    )]
-    Incomplete {
-        /// The stamp.
-        stamp: String,
-        /// Which file.
-        missing: &'static str,
-    },
-    /// A backup file cannot be read.
-    #[error("cannot read {path}: {source}")]
-    Read {
-        /// The file.
-        path: String,
-        /// The OS error.
-        source: std::io::Error,
     },
     /// A Postfix step failed.
     #[error(transparent)]
@@ -78,20 +62,10 @@ pub(crate) fn rollback(config: &Config, to: Option<&str>) -> Result<String, Roll
     let dir = config.backup_dir.display().to_string();
     let generations = list_backups(&config.backup_dir)?;
     let generation = pick(&generations, to, &dir)?;
-    let stamp = generation.stamp.clone();
-    let read = |path: Option<&std::path::PathBuf>, missing: &'static str| {
-        let path = path.ok_or_else(|| RollbackError::Incomplete {
-            stamp: stamp.clone(),
-            missing,
-        })?;
-        fs::read_to_string(path).map_err(|source| RollbackError::Read {
-            path: path.display().to_string(),
-            source,
-        })
-    };
-    let relay_domains = read(generation.relay_domains.as_ref(), "relay_domains")?;
-    let relay_domains = relay_domains.trim_end_matches('\n').to_owned();
-    let transport = read(generation.transport.as_ref(), "transport")?;
+    let contents = read_generation(&config.backup_dir, &generation)?;
+    let stamp = contents.stamp;
+    let relay_domains = contents.relay_domains;
+    let transport = contents.transport;
     tracing::info!("Rolling back to backup {stamp} by request");
 
     let postfix = PostfixCli::new(config.postfix_settings())?;

@@ -141,6 +141,15 @@ pub fn read_backup(dir: &Path, stamp: Option<&str>) -> Result<BackupContents, Po
             .last()
             .ok_or_else(|| invalid(dir, "no backups: nothing to restore".to_owned()))?,
     };
+    read_generation(dir, generation)
+}
+
+/// Reads what `generation` (from [`list_backups`] of `dir`) holds. A missing file is an error
+/// naming it, so that a rollback never restores half a state.
+pub fn read_generation(
+    dir: &Path,
+    generation: &BackupGeneration,
+) -> Result<BackupContents, PostfixError> {
     let read = |path: &Option<PathBuf>, kind: &str| -> Result<String, PostfixError> {
         let path = path
             .clone()

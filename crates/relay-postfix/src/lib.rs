@@ -154,6 +154,6 @@ mod atomic;
 mod backup;
 mod cli;
 
-pub use backup::{list_backups, read_backup, BackupContents, BackupGeneration};
+pub use backup::{list_backups, read_backup, read_generation, BackupContents, BackupGeneration};
 
 pub use cli::PostfixCli;
