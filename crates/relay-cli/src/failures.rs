@@ -5,8 +5,7 @@
 //! state and the alerts to send. [`load`] and [`save`] are the I/O around it.
 
 use std::fs;
-use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -200,6 +199,8 @@ pub(crate) enum StateError {
         "{path} is not a relay-sync state file ({detail}); delete it to start counting afresh"
     )]
     Parse { path: PathBuf, detail: String },
+    #[error(transparent)]
+    Write(#[from] relay_postfix::PostfixError),
 }
 
 /// Reads the state; a missing file is a fresh state.
@@ -219,40 +220,25 @@ pub(crate) fn load(state_dir: &Path) -> Result<RunState, StateError> {
     }
 }
 
-/// Writes the state atomically (temporary file, fsync, rename), creating `state_dir` (0700).
+/// Writes the state atomically (`relay_postfix::replace_file`), creating `state_dir` (0700).
 pub(crate) fn save(state_dir: &Path, state: &RunState) -> Result<(), StateError> {
     let path = state_dir.join(STATE_FILE);
-    let io = |action: &'static str, path: &Path| {
-        let path = path.to_owned();
-        move |source| StateError::Io {
-            action,
-            path,
-            source,
-        }
-    };
     if !state_dir.exists() {
         fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
             .create(state_dir)
-            .map_err(io("create", state_dir))?;
+            .map_err(|source| StateError::Io {
+                action: "create",
+                path: state_dir.to_owned(),
+                source,
+            })?;
     }
     let text = serde_ini::to_string(state).map_err(|e| StateError::Parse {
         path: path.clone(),
         detail: e.to_string(),
     })?;
-    let temp = state_dir.join(format!(".{STATE_FILE}.tmp"));
-    let mut file = fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&temp)
-        .map_err(io("create", &temp))?;
-    file.write_all(text.as_bytes())
-        .and_then(|()| file.sync_all())
-        .map_err(io("write", &temp))?;
-    fs::rename(&temp, &path).map_err(io("rename into place", &path))?;
+    relay_postfix::replace_file(&path, text.as_bytes(), 0o600)?;
     Ok(())
 }
 

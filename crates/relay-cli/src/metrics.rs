@@ -4,9 +4,7 @@
 //! The file is replaced atomically (temporary file in the same directory, fsync, rename), so the
 //! collector never reads half a file. [`render`] is pure; [`write()`] is the I/O around it.
 
-use std::fs::{self, OpenOptions};
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
+use std::fs;
 use std::path::Path;
 
 /// One run, as the metrics show it.
@@ -97,29 +95,10 @@ pub(crate) fn previous_last_success(path: &Path) -> Option<i64> {
 }
 
 /// Writes `m` to `path` atomically, mode 0644 (the collector runs as another user).
-pub(crate) fn write(path: &Path, m: &RunMetrics) -> std::io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("/"));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    // node_exporter reads only `*.prom`, so the temporary name must not end with it.
-    let temp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-    let result = (|| {
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o644)
-            .open(&temp)?;
-        file.write_all(render(m).as_bytes())?;
-        file.sync_all()?;
-        fs::rename(&temp, path)
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&temp);
-    }
-    result
+pub(crate) fn write(path: &Path, m: &RunMetrics) -> Result<(), relay_postfix::PostfixError> {
+    // The temporary name (`.NAME.relay-sync.tmp`) does not end in `.prom`, which is all
+    // node_exporter reads, so a half-written file is never collected.
+    relay_postfix::replace_file(path, render(m).as_bytes(), 0o644)
 }
 
 #[cfg(test)]

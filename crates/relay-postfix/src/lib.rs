@@ -157,3 +157,14 @@ mod cli;
 pub use backup::{list_backups, read_backup, read_generation, BackupContents, BackupGeneration};
 
 pub use cli::PostfixCli;
+
+/// Replaces `path` with `bytes` the way relay-sync replaces every file it writes: a temporary
+/// file in the same directory, fsync, the owner and mode of the file it replaces (`new_mode` for
+/// a file that did not exist), rename, directory fsync. A crash leaves the old or the new file.
+pub fn replace_file(
+    path: &std::path::Path,
+    bytes: &[u8],
+    new_mode: u32,
+) -> Result<(), PostfixError> {
+    atomic::replace(path, bytes, new_mode)
+}
