@@ -109,11 +109,11 @@ pub(crate) fn render_backups(config: &Config) -> Result<String, RollbackError> {
             .as_ref()
             .and_then(|p| fs::read_to_string(p).ok())
             .map(|v| v.trim_end().to_owned());
-        let domains = relay.as_deref().map_or(0, |v| {
-            v.split([',', ' '])
-                .filter(|t| !t.is_empty() && !t.contains([':', '$', '/']))
-                .count()
-        });
+        // Counted as a sync would see them: plain domain names, not tables or parameters.
+        let domains = relay
+            .as_deref()
+            .and_then(|v| relay_core::RelayDomains::parse(v).ok())
+            .map_or(0, |parsed| parsed.domains.len());
         let kinds: Vec<&str> = [
             g.relay_domains.as_ref().map(|_| "relay_domains"),
             g.transport.as_ref().map(|_| "transport"),
