@@ -4,17 +4,13 @@ use std::collections::BTreeSet;
 
 use proptest::prelude::*;
 use relay_core::{
-    apply_steps_with, guard, DomainName, Freshness, GuardSettings, NextHop, Plan, PlanInput,
-    Refusal, RelayDomains, RelayDomainsMode, RelayDomainsTable, Step, Transport, TransportFile,
+    apply_steps_with, guard, DomainName, Freshness, GuardSettings, Plan, PlanInput, Refusal,
+    RelayDomains, RelayDomainsMode, RelayDomainsTable, Step, TransportFile,
 };
 
-use crate::strategies::{domain_set_strategy, preserved_token_strategy};
+use crate::strategies::{domain_set_strategy, hop, preserved_token_strategy};
 
 const TABLE: &str = "/etc/postfix/relay_domains";
-
-fn hop() -> NextHop {
-    NextHop::new(Transport::Smtp, "100.110.222.53", 2525).unwrap()
-}
 
 /// What Postfix holds in either mode: `relay_domains`, the transport file and the table's
 /// source file.

@@ -4,17 +4,12 @@ use std::collections::BTreeSet;
 
 use proptest::prelude::*;
 use relay_core::{
-    apply_steps, normalize_rows, DomainName, NextHop, Plan, PlanInput, RelayDomains, Step,
-    Transport, TransportFile,
+    apply_steps, normalize_rows, DomainName, Plan, PlanInput, RelayDomains, Step, TransportFile,
 };
 
 use crate::strategies::{
-    domain_set_strategy, hand_line_strategy, hostile_string_strategy, preserved_token_strategy,
+    domain_set_strategy, hand_line_strategy, hop, hostile_string_strategy, preserved_token_strategy,
 };
-
-fn hop() -> NextHop {
-    NextHop::new(Transport::Smtp, "100.110.222.53", 2525).unwrap()
-}
 
 /// A consistent Postfix state: `relay_domains` with preserved tokens and domains, and a
 /// transport file in which every managed domain has an entry (in the block or hand-written).

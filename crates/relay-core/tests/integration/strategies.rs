@@ -3,7 +3,7 @@
 use std::collections::BTreeSet;
 
 use proptest::prelude::*;
-use relay_core::DomainName;
+use relay_core::{DomainName, NextHop, Transport};
 
 /// Valid domain names from a small alphabet, so that sets overlap often.
 pub(crate) fn domain_strategy() -> impl Strategy<Value = DomainName> {
@@ -54,4 +54,9 @@ pub(crate) fn hand_line_strategy() -> impl Strategy<Value = String> {
         "\\.[a-z]{1,4}\\.example smtp:\\[192\\.0\\.2\\.[0-9]\\]",
         "[ \t]+[ -~]{1,20}",
     ]
+}
+
+/// The next hop every test writes: the document's mailbox host.
+pub(crate) fn hop() -> NextHop {
+    NextHop::new(Transport::Smtp, "100.110.222.53", 2525).unwrap()
 }
