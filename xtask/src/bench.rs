@@ -163,6 +163,24 @@ pub(crate) fn run(root: &Path, binary: &Path) -> Result<()> {
     Ok(())
 }
 
+/// `cargo xtask sandbox`: the bench's sandbox for `n` domains in `mode`, synced and held open
+/// until standard input closes, so that a run can be profiled by hand (strace, perf).
+pub(crate) fn hold(binary: &Path, n: usize, mode: &'static str) -> Result<()> {
+    let db = MariaDb::start()?;
+    db.load_fixtures()?;
+    let sandbox = Sandbox::new(&db, binary, mode, n)?;
+    println!(
+        "sandbox ready: {n} domains, {mode} mode\n  run:    {} --config {}\n  toggle: mariadb --socket={} -u root -e \"UPDATE mailserver_usermgmt.domains SET enabled = 1 - enabled WHERE name = '{TOGGLE}'\"\n  Postfix config: {}\npress Enter (or close stdin) to stop and remove it",
+        binary.display(),
+        sandbox.config.display(),
+        db.socket().display(),
+        sandbox.postfix.config_dir().display(),
+    );
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line)?;
+    Ok(())
+}
+
 fn render(rows: &[Row]) -> String {
     let mut out = String::from(
         "| scenario | domains | mode | runs | relay-sync median | floor median | ratio | peak RSS | target | |\n\

@@ -26,7 +26,9 @@ const USAGE: &str = "usage: cargo xtask <test | test-e2e | demo | dist | bench>
   test-e2e   end-to-end tests only (private MariaDB and Postfix on loopback)
   demo       one sync against a throwaway sandbox, explained
   dist       release binary, .deb and .rpm in target/dist/
-  bench      whole-process timings against the floor, written to BENCHMARKS.md";
+  bench      whole-process timings against the floor, written to BENCHMARKS.md
+  sandbox [N] [map|inline]
+             the bench's sandbox synced to N domains, held open for profiling by hand";
 
 fn main() {
     if let Err(error) = run() {
@@ -60,6 +62,20 @@ fn run() -> Result<()> {
                 &project_root(),
                 &project_root().join("target/release/relay-sync"),
             )
+        }
+        Some("sandbox") => {
+            require_components()?;
+            cargo(&["build", "--release", "-p", "relay-cli"])?;
+            let n = match args.get(1) {
+                Some(n) => n.parse().context("sandbox: the domain count must be a number")?,
+                None => 100,
+            };
+            let mode = match args.get(2).map(String::as_str) {
+                None | Some("map") => "map",
+                Some("inline") => "inline",
+                Some(other) => bail!("sandbox: mode is map or inline, not {other:?}"),
+            };
+            bench::hold(&project_root().join("target/release/relay-sync"), n, mode)
         }
         _ => bail!("{USAGE}"),
     }
