@@ -23,7 +23,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use relay_core::{DomainName, GuardSettings, NextHop};
-use relay_db::MariaDbSource;
+use relay_db::{DomainSource, MariaDbSource};
 use relay_engine::{Outcome, SyncSettings};
 use relay_postfix::{PostfixCli, PostfixError};
 
@@ -293,7 +293,21 @@ fn sync(config: &Config, args: SyncArgs) -> u8 {
             return EXIT_USAGE;
         }
     };
-    let postfix = match PostfixCli::new(config.postfix_settings()) {
+    let source = MariaDbSource::new(config.db_settings(password));
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            tracing::error!("cannot start the async runtime: {error}");
+            return EXIT_INTERNAL;
+        }
+    };
+    // The database query and Postfix's first postconf overlap: each takes a few milliseconds,
+    // and a no-change run is little else.
+    let (postfix, fetched) = runtime.block_on(prefetch(&source, config.postfix_settings()));
+    let postfix = match postfix {
         Ok(postfix) => postfix.with_relay_domains_map(config.relay_domains_map.clone()),
         Err(error @ PostfixError::CommandMissing { .. }) => {
             tracing::error!("{error}");
@@ -320,16 +334,9 @@ fn sync(config: &Config, args: SyncArgs) -> u8 {
             tracing::warn!("{error}");
         }
     }
-    let source = MariaDbSource::new(config.db_settings(password));
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            tracing::error!("cannot start the async runtime: {error}");
-            return EXIT_INTERNAL;
-        }
+    let source = Prefetched {
+        rows: std::sync::Mutex::new(fetched),
+        source: &source,
     };
 
     if args.dry_run {
@@ -351,6 +358,60 @@ fn sync(config: &Config, args: SyncArgs) -> u8 {
     track(config, &outcome, started);
     // The run's outcome carries its SPEC §8 exit code (relay_engine::Outcome::exit_code).
     outcome.exit_code()
+}
+
+/// Builds the [`PostfixCli`] (its one postconf) on a blocking thread while the database query
+/// runs. The query's result is `None` when the postconf failed first: the run ends there, and
+/// the query is dropped.
+async fn prefetch<S: DomainSource>(
+    source: &S,
+    settings: relay_postfix::PostfixSettings,
+) -> (
+    Result<PostfixCli, PostfixError>,
+    Option<Result<Vec<String>, relay_db::DbError>>,
+) {
+    let mut postfix = tokio::task::spawn_blocking(move || PostfixCli::new(settings));
+    let fetch = source.fetch_names();
+    tokio::pin!(fetch);
+    let mut fetched = None;
+    let postfix = loop {
+        tokio::select! {
+            joined = &mut postfix => break joined,
+            rows = &mut fetch, if fetched.is_none() => fetched = Some(rows),
+        }
+    };
+    let postfix = match postfix {
+        Ok(postfix) => postfix,
+        // The closure does not panic; if it ever did, say so rather than abort the process.
+        Err(error) => Err(PostfixError::Invalid {
+            path: PathBuf::from("postconf"),
+            detail: format!("reading the Postfix configuration stopped: {error}"),
+        }),
+    };
+    if postfix.is_ok() && fetched.is_none() {
+        fetched = Some(fetch.await);
+    }
+    (postfix, fetched)
+}
+
+/// A [`DomainSource`] whose first fetch returns the rows [`prefetch`] already has.
+struct Prefetched<'a, S> {
+    rows: std::sync::Mutex<Option<Result<Vec<String>, relay_db::DbError>>>,
+    source: &'a S,
+}
+
+impl<S: DomainSource + Sync> DomainSource for Prefetched<'_, S> {
+    async fn fetch_names(&self) -> Result<Vec<String>, relay_db::DbError> {
+        let rows = self
+            .rows
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        match rows {
+            Some(rows) => rows,
+            None => self.source.fetch_names().await,
+        }
+    }
 }
 
 /// SPEC §7: records the run in `STATE_DIR` and sends the alerts it calls for. Nothing here

@@ -3,6 +3,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::Mutex;
 
 use crate::atomic::{self, io, Ownership};
 use crate::{backup, Backup, PostfixError, PostfixRead, PostfixSettings, PostfixWrite};
@@ -19,18 +20,39 @@ const MAP_TYPES: [(&str, &str); 4] = [
 ];
 
 /// Postfix driven through its own commands.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct PostfixCli {
     settings: PostfixSettings,
     relay_domains_map: PathBuf,
     map_type: String,
     map_suffix: &'static str,
     transport_maps: String,
+    /// `relay_domains` as [`PostfixCli::new`]'s postconf printed it, handed out by the first
+    /// [`PostfixRead::relay_domains`] call.
+    relay_domains_at_start: Mutex<Option<String>>,
+}
+
+impl Clone for PostfixCli {
+    /// A clone reads `relay_domains` afresh.
+    fn clone(&self) -> PostfixCli {
+        PostfixCli {
+            settings: self.settings.clone(),
+            relay_domains_map: self.relay_domains_map.clone(),
+            map_type: self.map_type.clone(),
+            map_suffix: self.map_suffix,
+            transport_maps: self.transport_maps.clone(),
+            relay_domains_at_start: Mutex::new(None),
+        }
+    }
 }
 
 impl PostfixCli {
     /// Checks that the commands exist and settles the map type (`MAP_TYPE`, or Postfix's
     /// `default_database_type`).
+    ///
+    /// The same `postconf` reads `relay_domains`: the first [`PostfixRead::relay_domains`] call
+    /// returns that value, later calls run postconf again. Every Postfix command costs a run
+    /// several milliseconds, and a no-change run is little else.
     pub fn new(settings: PostfixSettings) -> Result<PostfixCli, PostfixError> {
         if settings.command_prefix.is_empty() {
             for name in ["postconf", "postmap", "postfix"] {
@@ -46,19 +68,24 @@ impl PostfixCli {
             map_type: String::new(),
             map_suffix: "",
             transport_maps: String::new(),
+            relay_domains_at_start: Mutex::new(None),
         };
-        // One postconf for both: every command costs a few milliseconds of a no-change run.
+        // One postconf for all three: every command costs a few milliseconds of a no-change
+        // run. `-h` prints one line per name, in order; values never span lines.
         let out = cli.run(
             "postconf",
             &[
                 "-h".into(),
                 "transport_maps".into(),
                 "default_database_type".into(),
+                "relay_domains".into(),
             ],
         )?;
         let mut lines = out.lines();
         cli.transport_maps = lines.next().unwrap_or_default().to_owned();
         let default_type = lines.next().unwrap_or_default().to_owned();
+        let relay_domains = lines.next().unwrap_or_default().to_owned();
+        cli.relay_domains_at_start = Mutex::new(Some(relay_domains));
         let map_type = cli.settings.map_type.clone().unwrap_or(default_type);
         let Some(&(_, suffix)) = MAP_TYPES.iter().find(|(name, _)| *name == map_type) else {
             return Err(PostfixError::Invalid {
@@ -248,10 +275,25 @@ impl PostfixCli {
 
 impl PostfixRead for PostfixCli {
     fn relay_domains(&self) -> Result<String, PostfixError> {
-        // `postconf -n` prints only what main.cf sets. When relay_domains is not set, `-h`
-        // would print Postfix's default, an expression
+        let at_start = self
+            .relay_domains_at_start
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        let value = match at_start {
+            Some(value) => value,
+            None => {
+                let out = self.run("postconf", &["-h".into(), "relay_domains".into()])?;
+                out.trim_end_matches('\n').to_owned()
+            }
+        };
+        // When relay_domains is not set, `-h` prints Postfix's default, an expression
         // (`${{$compatibility_level} <level {2} ? {$mydestination} : {}}`) that no list can be
-        // rewritten from: use what it means instead.
+        // rewritten from: use what it means instead. `postconf -n` tells a main.cf that sets
+        // the same text (kept as it is) from one that does not set it at all.
+        if !value.contains("$compatibility_level") {
+            return Ok(value);
+        }
         let explicit = self.run(
             "postconf",
             &["-n".into(), "-h".into(), "relay_domains".into()],

@@ -793,12 +793,16 @@ fn remove_leftovers_clears_only_relay_syncs_temporary_names() {
 #[test]
 fn an_unset_relay_domains_reads_as_what_postfix_defaults_to() {
     let postfix = Postfix::start("a.example").unwrap();
-    let (cli, _dir) = cli(&postfix, None);
+    let (first, _dir) = cli(&postfix, None);
+    // The first read is the value `new`'s postconf saw.
+    assert_eq!(first.relay_domains().unwrap(), "a.example");
     postfix
         .command("/usr/sbin/postconf", &["-X", "relay_domains"])
         .unwrap();
     // compatibility_level 3.6: the default expands to nothing.
-    assert_eq!(cli.relay_domains().unwrap(), "");
+    assert_eq!(first.relay_domains().unwrap(), "");
+    // The same, read by `new`'s postconf.
+    assert_eq!(cli(&postfix, None).0.relay_domains().unwrap(), "");
     postfix
         .command(
             "/usr/sbin/postconf",
@@ -810,7 +814,11 @@ fn an_unset_relay_domains_reads_as_what_postfix_defaults_to() {
         )
         .unwrap();
     // Below level 2 it means $mydestination, kept as a token relay-sync never touches.
-    assert_eq!(cli.relay_domains().unwrap(), "$mydestination");
-    cli.set_relay_domains("$mydestination, a.example").unwrap();
-    assert_eq!(cli.relay_domains().unwrap(), "$mydestination, a.example");
+    assert_eq!(first.relay_domains().unwrap(), "$mydestination");
+    assert_eq!(
+        cli(&postfix, None).0.relay_domains().unwrap(),
+        "$mydestination"
+    );
+    first.set_relay_domains("$mydestination, a.example").unwrap();
+    assert_eq!(first.relay_domains().unwrap(), "$mydestination, a.example");
 }
