@@ -24,7 +24,11 @@ impl Touched {
 }
 
 /// Guards, backs up and applies a prepared plan through `postfix`; rolls back on failure.
-pub fn apply<P: PostfixWrite>(settings: &SyncSettings, prepared: Prepared, postfix: &P) -> Outcome {
+pub fn apply<P: PostfixWrite + Sync>(
+    settings: &SyncSettings,
+    prepared: Prepared,
+    postfix: &P,
+) -> Outcome {
     let plan = &prepared.plan;
     if let Err(refusal) = guard(plan, settings.guard) {
         tracing::error!("Refusing to apply: {refusal}");
@@ -62,10 +66,10 @@ pub fn apply<P: PostfixWrite>(settings: &SyncSettings, prepared: Prepared, postf
     }
 
     let mut touched = Touched::default();
-    if let Err(failure) = run_steps(&prepared, postfix, &mut touched) {
-        return fail(failure, &prepared, touched, postfix);
-    }
-    if let Err(failure) = verify(settings, &prepared, postfix) {
+    let result = run_steps(settings, &prepared, postfix, &mut touched);
+    // Whatever a failed run built ahead and did not install goes now.
+    postfix.discard_prepared();
+    if let Err(failure) = result {
         return fail(failure, &prepared, touched, postfix);
     }
 
@@ -84,7 +88,15 @@ pub fn apply<P: PostfixWrite>(settings: &SyncSettings, prepared: Prepared, postf
     })
 }
 
-fn run_steps<P: PostfixWrite>(
+/// Runs the steps in order, and verifies (SPEC §2 step 8) what they changed.
+///
+/// Two things run side by side, since each is a process that mostly waits: the two map
+/// databases of a map-mode change are built ahead together ([`PostfixWrite::prepare_maps`];
+/// they are still installed one after the other, in the steps' order), and the verification
+/// runs during `postfix reload`. It reads what reload does not change (main.cf through
+/// postconf, the map files through postmap), so it sees what it would see after the reload.
+fn run_steps<P: PostfixWrite + Sync>(
+    settings: &SyncSettings,
     prepared: &Prepared,
     postfix: &P,
     touched: &mut Touched,
@@ -96,7 +108,20 @@ fn run_steps<P: PostfixWrite>(
             cause: error.into(),
         }
     };
-    for step in prepared.steps() {
+    let steps = prepared.steps();
+    let first_transport = steps.iter().find_map(|step| match step {
+        Step::WriteTransport(text) => Some(*text),
+        _ => None,
+    });
+    let table = steps.iter().find_map(|step| match step {
+        Step::WriteRelayDomainsMap(text) => Some(*text),
+        _ => None,
+    });
+    if let (Some(transport), Some(table)) = (first_transport, table) {
+        postfix.prepare_maps(transport, table);
+    }
+    let mut verified = false;
+    for step in steps {
         match step {
             Step::WriteTransport(text) => {
                 // Marked after the call: a failed write leaves the previous file and map in
@@ -149,10 +174,30 @@ fn run_steps<P: PostfixWrite>(
                 );
             }
             Step::Reload => {
-                postfix.reload().map_err(failed(FailedStep::Reload))?;
+                let (reload, verify) = std::thread::scope(|scope| {
+                    let verify = scope.spawn(|| verify(settings, prepared, postfix));
+                    let reload = postfix.reload();
+                    (reload, verify.join())
+                });
+                reload.map_err(failed(FailedStep::Reload))?;
                 tracing::info!("Postfix reloaded successfully");
+                match verify {
+                    Ok(result) => result?,
+                    Err(_) => {
+                        return Err(StepFailure {
+                            step: FailedStep::Verify,
+                            cause: FailureCause::Verify(
+                                "the verification stopped unexpectedly".into(),
+                            ),
+                        })
+                    }
+                }
+                verified = true;
             }
         }
+    }
+    if !verified {
+        verify(settings, prepared, postfix)?;
     }
     Ok(())
 }
@@ -178,15 +223,20 @@ fn verify<P: PostfixWrite>(
         ))));
     }
     let next_hop = settings.next_hop.to_string();
-    let sample = plan
+    let sample: Vec<&str> = plan
         .added
         .iter()
         .filter(|name| !plan.hand_written.contains(*name))
-        .take(VERIFY_SAMPLE);
-    for name in sample {
-        let found = postfix
-            .lookup_transport(name.as_str())
-            .map_err(|e| failed(FailureCause::Postfix(e)))?;
+        .take(VERIFY_SAMPLE)
+        .map(|name| name.as_str())
+        .collect();
+    if sample.is_empty() {
+        return Ok(());
+    }
+    let found = postfix
+        .lookup_transports(&sample)
+        .map_err(|e| failed(FailureCause::Postfix(e)))?;
+    for (name, found) in sample.iter().zip(found) {
         if found.as_deref() != Some(next_hop.as_str()) {
             return Err(failed(FailureCause::Verify(format!(
                 "postmap -q {name} {} returns {found:?}, expected {next_hop:?}",

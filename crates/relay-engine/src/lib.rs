@@ -62,7 +62,7 @@ pub const LOG_LIST_MAX: usize = 100;
 pub async fn run<S, P>(settings: &SyncSettings, source: &S, postfix: &P) -> Outcome
 where
     S: DomainSource,
-    P: PostfixWrite,
+    P: PostfixWrite + Sync,
 {
     let started = Instant::now();
     tracing::info!("===== Relay Domains Sync Started =====");

@@ -30,6 +30,19 @@ pub struct PostfixCli {
     /// `relay_domains` as [`PostfixCli::new`]'s postconf printed it, handed out by the first
     /// [`PostfixRead::relay_domains`] call.
     relay_domains_at_start: Mutex<Option<String>>,
+    /// Databases built ahead by [`PostfixWrite::prepare_maps`], waiting to be installed.
+    staged: Mutex<Vec<Staged>>,
+}
+
+/// A map database built under its temporary name and not yet renamed into place.
+#[derive(Debug)]
+struct Staged {
+    /// The source file it will replace.
+    source: PathBuf,
+    /// Length and hash of the text it was built from: only a write of the same text uses it.
+    fingerprint: (usize, u64),
+    /// The build's result; an error is reported by the write that would have used it.
+    built: Result<(), PostfixError>,
 }
 
 impl Clone for PostfixCli {
@@ -42,6 +55,7 @@ impl Clone for PostfixCli {
             map_suffix: self.map_suffix,
             transport_maps: self.transport_maps.clone(),
             relay_domains_at_start: Mutex::new(None),
+            staged: Mutex::new(Vec::new()),
         }
     }
 }
@@ -69,6 +83,7 @@ impl PostfixCli {
             map_suffix: "",
             transport_maps: String::new(),
             relay_domains_at_start: Mutex::new(None),
+            staged: Mutex::new(Vec::new()),
         };
         // One postconf for all three: every command costs a few milliseconds of a no-change
         // run. `-h` prints one line per name, in order; values never span lines.
@@ -186,16 +201,51 @@ impl PostfixCli {
         program: &str,
         args: &[String],
     ) -> Result<(std::process::ExitStatus, String, String), PostfixError> {
+        self.run_with_input(program, args, b"")
+    }
+
+    /// Runs a command with `input` on its standard input (nothing: `/dev/null`).
+    fn run_with_input(
+        &self,
+        program: &str,
+        args: &[String],
+        input: &[u8],
+    ) -> Result<(std::process::ExitStatus, String, String), PostfixError> {
         let argv = self.command(program, args);
         let started = std::time::Instant::now();
-        let output = Command::new(&argv[0])
-            .args(&argv[1..])
-            .stdin(Stdio::null())
-            .output()
-            .map_err(|source| PostfixError::Spawn {
-                command: argv.join(" "),
-                source,
-            })?;
+        let spawn_error = |source| PostfixError::Spawn {
+            command: argv.join(" "),
+            source,
+        };
+        let output = if input.is_empty() {
+            Command::new(&argv[0])
+                .args(&argv[1..])
+                .stdin(Stdio::null())
+                .output()
+                .map_err(spawn_error)?
+        } else {
+            let mut child = Command::new(&argv[0])
+                .args(&argv[1..])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .map_err(spawn_error)?;
+            // Written from a thread: a child that fills its stdout pipe before reading all of
+            // its input would otherwise wait on us while we wait on it.
+            let mut stdin = child.stdin.take();
+            let output = std::thread::scope(|scope| {
+                scope.spawn(|| {
+                    if let Some(stdin) = stdin.as_mut() {
+                        // A child that exits early closes the pipe: its status says why.
+                        let _ = std::io::Write::write_all(stdin, input);
+                    }
+                    drop(stdin.take());
+                });
+                child.wait_with_output()
+            });
+            output.map_err(spawn_error)?
+        };
         tracing::debug!(
             "`{}` exited with {} after {} ms",
             argv.join(" "),
@@ -223,8 +273,39 @@ impl PostfixCli {
     /// beside the old, now stale, database exactly as after a crash at that instant: the next
     /// run rebuilds it (see the comment there).
     ///
-    /// The same mechanism installs the transport map and map mode's relay-domains table.
+    /// The same mechanism installs the transport map and map mode's relay-domains table. When
+    /// [`PostfixWrite::prepare_maps`] has already built this text, only the renames are left.
     fn install_map(&self, source: &Path, text: &str) -> Result<(), PostfixError> {
+        let temp_source = atomic::temp_path(source);
+        let temp_db = database_of(&temp_source, self.map_suffix);
+        let leftovers = temp_leftovers(&temp_source, &temp_db);
+        let result = match self.take_staged(source, text) {
+            Some(built) => built,
+            None => self.build_temp(source, text),
+        }
+        .and_then(|()| {
+            // Source first, then database. The database was built after the temporary source
+            // was written, so once both are in place it is not older than its source. A crash
+            // between the two renames leaves the new source beside the old database, which is
+            // then older than its source: the next run sees a stale map and rebuilds it,
+            // whatever the database (MariaDB) says by then. The other order could leave a new
+            // database beside an old source, looking fresh, with routes the source lacks
+            // (a rollback killed there would keep them for good).
+            atomic::rename(&temp_source, source)?;
+            atomic::rename(&temp_db, &database_of(source, self.map_suffix))?;
+            atomic::sync_dir(source)
+        });
+        if result.is_err() {
+            for path in &leftovers {
+                atomic::remove_if_present(path);
+            }
+        }
+        result
+    }
+
+    /// The first half of [`PostfixCli::install_map`]: the temporary source and database, built
+    /// and flushed, with the owners and modes of the files they will replace.
+    fn build_temp(&self, source: &Path, text: &str) -> Result<(), PostfixError> {
         let database = database_of(source, self.map_suffix);
         let temp_source = atomic::temp_path(source);
         let temp_db = database_of(&temp_source, self.map_suffix);
@@ -252,17 +333,7 @@ impl PostfixCli {
                     None => atomic::set_mode(path, NEW_FILE_MODE)?,
                 }
             }
-            atomic::sync_file(&temp_db)?;
-            // Source first, then database. The database was built after the temporary source
-            // was written, so once both are in place it is not older than its source. A crash
-            // between the two renames leaves the new source beside the old database, which is
-            // then older than its source: the next run sees a stale map and rebuilds it,
-            // whatever the database (MariaDB) says by then. The other order could leave a new
-            // database beside an old source, looking fresh, with routes the source lacks
-            // (a rollback killed there would keep them for good).
-            atomic::rename(&temp_source, source)?;
-            atomic::rename(&temp_db, &database)?;
-            atomic::sync_dir(source)
+            atomic::sync_file(&temp_db)
         })();
         if result.is_err() {
             for path in &leftovers {
@@ -271,6 +342,26 @@ impl PostfixCli {
         }
         result
     }
+
+    /// The build [`PostfixWrite::prepare_maps`] made of exactly `text` for `source`, if any.
+    /// Any other build staged for `source` is stale and removed from the list.
+    fn take_staged(&self, source: &Path, text: &str) -> Option<Result<(), PostfixError>> {
+        let mut staged = self
+            .staged
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let index = staged.iter().position(|s| s.source == source)?;
+        let entry = staged.swap_remove(index);
+        (entry.fingerprint == fingerprint(text)).then_some(entry.built)
+    }
+}
+
+/// Length and hash of a map's text: tells the write that a staged build is for it.
+fn fingerprint(text: &str) -> (usize, u64) {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    text.hash(&mut hasher);
+    (text.len(), hasher.finish())
 }
 
 impl PostfixRead for PostfixCli {
@@ -357,6 +448,44 @@ impl PostfixRead for PostfixCli {
         }
     }
 
+    /// One `postmap -q - TYPE:FILE` for all the keys, written to its standard input; it prints
+    /// `key<TAB>value` for each key found. Keys that are not single words are looked up one by
+    /// one.
+    fn lookup_transports(&self, keys: &[&str]) -> Result<Vec<Option<String>>, PostfixError> {
+        if keys.len() < 2
+            || keys
+                .iter()
+                .any(|k| k.is_empty() || k.contains(char::is_whitespace))
+        {
+            return keys.iter().map(|key| self.lookup_transport(key)).collect();
+        }
+        let args = ["-q".to_owned(), "-".to_owned(), self.transport_map_name()];
+        let mut input = keys.join("\n");
+        input.push('\n');
+        let (status, stdout, stderr) = self.run_with_input("postmap", &args, input.as_bytes())?;
+        match status.code() {
+            Some(0) => {}
+            // Exit 1 alone is "none of the keys found", as for a single -q.
+            Some(1) if !is_fatal(&stderr) => return Ok(vec![None; keys.len()]),
+            _ => {
+                return Err(failed(
+                    &self.command("postmap", &args),
+                    &status,
+                    &stdout,
+                    &stderr,
+                ))
+            }
+        }
+        let found: std::collections::HashMap<&str, &str> = stdout
+            .lines()
+            .filter_map(|line| line.split_once('\t'))
+            .collect();
+        Ok(keys
+            .iter()
+            .map(|key| found.get(key).map(|value| (*value).to_owned()))
+            .collect())
+    }
+
     fn transport_map_name(&self) -> String {
         format!(
             "{}:{}",
@@ -389,6 +518,56 @@ impl PostfixWrite for PostfixCli {
 
     fn write_relay_domains_map(&self, text: &str) -> Result<(), PostfixError> {
         self.install_map(&self.relay_domains_map, text)
+    }
+
+    /// Runs the two builds at once, one thread each: every postmap is a process of its own,
+    /// and a million-entry table takes seconds.
+    fn prepare_maps(&self, transport: &str, relay_domains_map: &str) {
+        let jobs = [
+            (&self.settings.transport_file, transport),
+            (&self.relay_domains_map, relay_domains_map),
+        ];
+        let built: Vec<Staged> = std::thread::scope(|scope| {
+            let handles: Vec<_> = jobs
+                .iter()
+                .map(|&(source, text)| scope.spawn(move || self.build_temp(source, text)))
+                .collect();
+            jobs.iter()
+                .zip(handles)
+                .map(|(&(source, text), handle)| Staged {
+                    source: source.clone(),
+                    fingerprint: fingerprint(text),
+                    built: handle.join().unwrap_or_else(|_| {
+                        Err(PostfixError::Invalid {
+                            path: source.clone(),
+                            detail: "building the map stopped unexpectedly".into(),
+                        })
+                    }),
+                })
+                .collect()
+        });
+        let mut staged = self
+            .staged
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        staged.retain(|old| built.iter().all(|new| new.source != old.source));
+        staged.extend(built);
+    }
+
+    fn discard_prepared(&self) {
+        let staged = std::mem::take(
+            &mut *self
+                .staged
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        for entry in staged {
+            let temp_source = atomic::temp_path(&entry.source);
+            let temp_db = database_of(&temp_source, self.map_suffix);
+            for path in temp_leftovers(&temp_source, &temp_db) {
+                atomic::remove_if_present(&path);
+            }
+        }
     }
 
     fn backup_relay_domains_map(&self, stamp: &str, text: &str) -> Result<PathBuf, PostfixError> {

@@ -29,6 +29,12 @@ pub trait PostfixRead {
     /// `postmap -q KEY TYPE:TRANSPORT_FILE`: the value Postfix would find, or `None`.
     fn lookup_transport(&self, key: &str) -> Result<Option<String>, PostfixError>;
 
+    /// Looks up several keys in the transport map: the value of each, in order, or `None`.
+    /// The default runs [`PostfixRead::lookup_transport`] once per key.
+    fn lookup_transports(&self, keys: &[&str]) -> Result<Vec<Option<String>>, PostfixError> {
+        keys.iter().map(|key| self.lookup_transport(key)).collect()
+    }
+
     /// The transport map as Postfix names it, e.g. `hash:/etc/postfix/transport`, for logs.
     fn transport_map_name(&self) -> String;
 
@@ -61,6 +67,19 @@ pub trait PostfixWrite: PostfixRead {
     /// Atomically replaces the relay-domains table's source with `text` and rebuilds its
     /// database under a temporary name, as [`PostfixWrite::write_transport`] does.
     fn write_relay_domains_map(&self, text: &str) -> Result<(), PostfixError>;
+
+    /// Builds, ahead and at once where the implementation can, the databases that the coming
+    /// [`PostfixWrite::write_transport`] and [`PostfixWrite::write_relay_domains_map`] calls
+    /// with exactly these texts will install. Nothing is installed here, and the writes keep
+    /// their order and their contract; a write of another text builds its own. A failed build
+    /// is reported by the write that would have used it. The default builds nothing ahead.
+    fn prepare_maps(&self, transport: &str, relay_domains_map: &str) {
+        let _ = (transport, relay_domains_map);
+    }
+
+    /// Removes what [`PostfixWrite::prepare_maps`] built and no write installed (a run that
+    /// failed before installing it).
+    fn discard_prepared(&self) {}
 
     /// Saves the relay-domains table's source as part of the backup generation `stamp`
     /// (returned by [`PostfixWrite::backup`]) and returns the file written.

@@ -819,6 +819,117 @@ fn an_unset_relay_domains_reads_as_what_postfix_defaults_to() {
         cli(&postfix, None).0.relay_domains().unwrap(),
         "$mydestination"
     );
-    first.set_relay_domains("$mydestination, a.example").unwrap();
+    first
+        .set_relay_domains("$mydestination, a.example")
+        .unwrap();
     assert_eq!(first.relay_domains().unwrap(), "$mydestination, a.example");
+}
+
+#[test]
+fn maps_built_ahead_are_installed_by_the_writes_of_the_same_text() {
+    let postfix = Postfix::start("a.example").unwrap();
+    let (cli, _dir) = cli(&postfix, None);
+    let table_path = postfix.config_dir().join("relay_domains");
+    let cli = cli.with_relay_domains_map(table_path.clone());
+    cli.write_transport(&block(&["a.example"])).unwrap();
+    let transport = block(&["a.example", "b.example"]);
+    let table = "a.example OK\nb.example OK\n";
+
+    cli.prepare_maps(&transport, table);
+    // Built under the temporary names, nothing installed yet.
+    assert_eq!(cli.lookup_transport("b.example").unwrap(), None);
+    assert_eq!(temp_files(&postfix).len(), 4, "{:?}", temp_files(&postfix));
+    let built_db = postfix.config_dir().join(".transport.relay-sync.tmp.db");
+    let built_inode = fs::metadata(&built_db).unwrap().ino();
+
+    cli.write_transport(&transport).unwrap();
+    // The write renamed the database built ahead rather than building another.
+    assert_eq!(
+        fs::metadata(cli.transport_database()).unwrap().ino(),
+        built_inode
+    );
+    assert_eq!(
+        fs::read_to_string(postfix.transport_file()).unwrap(),
+        transport
+    );
+    cli.write_relay_domains_map(table).unwrap();
+    assert_eq!(fs::read_to_string(&table_path).unwrap(), table);
+    assert!(cli.transport_map_is_fresh().unwrap());
+    assert!(cli.relay_domains_map_is_fresh().unwrap());
+    assert!(
+        temp_files(&postfix).is_empty(),
+        "{:?}",
+        temp_files(&postfix)
+    );
+    assert_eq!(
+        cli.lookup_transports(&["b.example", "nowhere.example", "a.example"])
+            .unwrap(),
+        [Some(HOP.to_owned()), None, Some(HOP.to_owned())]
+    );
+    let found = postfix
+        .command(
+            "/usr/sbin/postmap",
+            &["-q", "b.example", &format!("hash:{}", table_path.display())],
+        )
+        .unwrap();
+    assert_eq!(found.trim(), "OK");
+}
+
+#[test]
+fn a_write_of_other_text_ignores_the_build_ahead_and_discard_removes_it() {
+    let postfix = Postfix::start("a.example").unwrap();
+    let (cli, _dir) = cli(&postfix, None);
+    let cli = cli.with_relay_domains_map(postfix.config_dir().join("relay_domains"));
+    cli.prepare_maps(&block(&["stale.example"]), "stale.example OK\n");
+    cli.write_transport(&block(&["fresh.example"])).unwrap();
+    assert_eq!(cli.lookup_transport("stale.example").unwrap(), None);
+    assert_eq!(
+        cli.lookup_transport("fresh.example").unwrap().as_deref(),
+        Some(HOP)
+    );
+    // The table's build was never installed: a failed run discards it.
+    assert_eq!(temp_files(&postfix).len(), 2, "{:?}", temp_files(&postfix));
+    cli.discard_prepared();
+    assert!(
+        temp_files(&postfix).is_empty(),
+        "{:?}",
+        temp_files(&postfix)
+    );
+    assert!(!postfix.config_dir().join("relay_domains").exists());
+}
+
+#[test]
+fn a_failed_build_ahead_is_reported_by_its_write_and_leaves_the_map() {
+    let postfix = Postfix::start("a.example").unwrap();
+    let (good, dir) = cli(&postfix, None);
+    good.write_transport(&block(&["a.example"])).unwrap();
+    let db_before = fs::read(good.transport_database()).unwrap();
+    let commands = failing_commands("postmap");
+    let mut s = settings(&postfix, &dir.path().join("backup"), Some("hash"));
+    s.command_dir = commands.path().to_owned();
+    let bad = PostfixCli::new(s)
+        .unwrap()
+        .with_relay_domains_map(postfix.config_dir().join("relay_domains"));
+    let transport = block(&["a.example", "b.example"]);
+    bad.prepare_maps(&transport, "a.example OK\n");
+    assert!(
+        temp_files(&postfix).is_empty(),
+        "{:?}",
+        temp_files(&postfix)
+    );
+    match bad.write_transport(&transport) {
+        Err(PostfixError::CommandFailed { stderr, .. }) => {
+            assert_eq!(stderr, "postmap: fatal: stand-in failure");
+        }
+        other => panic!("expected CommandFailed, got {other:?}"),
+    }
+    assert_eq!(fs::read(good.transport_database()).unwrap(), db_before);
+    assert_eq!(
+        good.lookup_transports(&["a.example", "b.example"]).unwrap(),
+        [Some(HOP.to_owned()), None]
+    );
+    assert_eq!(
+        good.lookup_transports(&["x.example", "y.example"]).unwrap(),
+        [None, None]
+    );
 }
