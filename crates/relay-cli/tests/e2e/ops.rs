@@ -373,11 +373,13 @@ fn container_prefix_runs_every_postfix_command() {
     let pf = gw.postfix.config_dir().display().to_string();
     let recorded = fs::read_to_string(&record).unwrap();
     for command in [
-        format!("/usr/sbin/postconf -c {pf} -n -h relay_domains"),
+        format!("/usr/sbin/postconf -c {pf} -h transport_maps default_database_type relay_domains"),
         format!("/usr/sbin/postmap -c {pf} hash:{pf}/."),
         format!("/usr/sbin/postconf -c {pf} -e relay_domains = "),
         format!("/usr/sbin/postfix -c {pf} reload"),
-        format!("/usr/sbin/postmap -c {pf} -q example.com hash:{pf}/transport"),
+        format!("/usr/sbin/postconf -c {pf} -h relay_domains"),
+        // The verification's lookups, keys on standard input (through the prefix too).
+        format!("/usr/sbin/postmap -c {pf} -q - hash:{pf}/transport"),
     ] {
         assert!(
             recorded.contains(&command),
