@@ -464,8 +464,12 @@ fn write_metrics(
     // What Postfix routes now: the managed block as it is on disk after the run.
     let domains = std::fs::read_to_string(&config.transport_file)
         .ok()
-        .and_then(|text| relay_core::TransportFile::parse(&text).ok())
-        .map_or(0, |file| file.managed_entries().len());
+        .and_then(|text| {
+            relay_core::TransportFile::parse(&text)
+                .ok()
+                .map(|file| file.managed_entries().len())
+        })
+        .unwrap_or(0);
     let exit = outcome.exit_code();
     let metrics = metrics::RunMetrics {
         last_run: now,

@@ -80,7 +80,10 @@ pub(crate) fn dry_run(
         let _ = writeln!(out, "+{}", plan.relay_domains_value);
     }
     if plan.transport_changed() {
-        let diff = similar::TextDiff::from_lines(&plan.transport_current, &plan.transport_final);
+        let diff = similar::TextDiff::from_lines(
+            prepared.transport_before.as_deref().unwrap_or_default(),
+            plan.transport_final.as_str(),
+        );
         let _ = write!(
             out,
             "{}",

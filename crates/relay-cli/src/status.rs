@@ -54,7 +54,10 @@ pub(crate) fn read(config: &Config) -> Status {
     };
     let managed_domains = match std::fs::read_to_string(&config.transport_file) {
         Ok(text) => match TransportFile::parse(&text) {
-            Ok(file) => file.managed_entries().keys().cloned().collect(),
+            Ok(file) => file
+                .managed_entries()
+                .map(|(key, _)| key.to_owned())
+                .collect(),
             Err(error) => {
                 problems.push(format!("{}: {error}", config.transport_file.display()));
                 Vec::new()

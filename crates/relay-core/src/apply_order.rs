@@ -55,8 +55,8 @@ pub struct Freshness {
 /// table file itself is left in place, unused).
 pub fn apply_steps_with(plan: &Plan, fresh: Freshness) -> Vec<Step<'_>> {
     let mut steps = Vec::with_capacity(5);
-    if plan.transport_needs(&plan.transport_union) {
-        steps.push(Step::WriteTransport(&plan.transport_union));
+    if let Some(text) = plan.transport_first_write() {
+        steps.push(Step::WriteTransport(text));
     } else if !fresh.transport {
         steps.push(Step::RebuildTransportMap);
     }
@@ -71,8 +71,8 @@ pub fn apply_steps_with(plan: &Plan, fresh: Freshness) -> Vec<Step<'_>> {
     if !steps.is_empty() {
         steps.push(Step::Reload);
     }
-    if plan.transport_final != plan.transport_union && plan.transport_needs(&plan.transport_final) {
-        steps.push(Step::WriteTransport(&plan.transport_final));
+    if let Some(text) = plan.transport_last_write() {
+        steps.push(Step::WriteTransport(text));
     }
     steps
 }

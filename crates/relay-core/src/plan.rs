@@ -1,6 +1,7 @@
 //! The plan: what the database wants against what Postfix has (SPEC §2 step 5).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::borrow::Cow;
+use std::collections::BTreeSet;
 
 use crate::{
     render_relay_domains_map, DomainName, NextHop, RelayDomains, RelayDomainsError,
@@ -57,11 +58,11 @@ pub struct Plan {
     /// Relayed domains left out of the managed block because a hand-written line outside it
     /// already routes them (logged at WARN for database domains).
     pub hand_written: BTreeSet<DomainName>,
-    /// The transport file's current text (empty when missing).
-    pub transport_current: String,
-    /// The transport file with the union of old and new managed entries: written first, so that
-    /// no domain is ever in `relay_domains` without its entry.
-    pub transport_union: String,
+    /// The transport file with the union of old and new managed entries, written first so that
+    /// no domain is ever in `relay_domains` without its entry. `None` when the union has no
+    /// text of its own: it is the final file (no entry leaves) or holds exactly the current
+    /// entries (none arrives); see [`Plan::transport_union_text`].
+    pub transport_union: Option<String>,
     /// The transport file as it should end up.
     pub transport_final: String,
     /// Managed entries that appear (or change next hop) in the final transport file.
@@ -77,7 +78,12 @@ pub struct Plan {
     /// Map mode: the table's path, for logs.
     pub relay_domains_map_path: Option<String>,
     relay_domains_map_needs_write: bool,
-    transport_exists: bool,
+    /// Whether writing `transport_final` changes the file (or creates it).
+    final_needs_write: bool,
+    /// Whether writing `transport_union` (when `Some`) changes the file.
+    union_needs_write: bool,
+    /// With `transport_union` `None`: whether the union is the final file (else the current).
+    union_is_final: bool,
 }
 
 impl Plan {
@@ -112,11 +118,10 @@ impl Plan {
         table: Option<RelayDomainsTable<'_>>,
     ) -> Result<Plan, PlanError> {
         let current = RelayDomains::parse(input.relay_domains)?;
-        let transport_current = input.transport.unwrap_or_default().to_owned();
-        let file = TransportFile::parse(&transport_current)?;
+        let transport_current = input.transport.unwrap_or_default();
+        let file = TransportFile::parse(transport_current)?;
 
         let names_table = |token: &String| table.is_some_and(|t| t.is_named_by(token));
-        // Domains relayed now: inline ones, and the table's when relay_domains names it.
         // Names relayed now, as written: inline ones, and the table's keys when relay_domains
         // names it. Compared as text against the wanted names (both sorted), so that a table
         // of a million lines costs no million parses.
@@ -128,7 +133,12 @@ impl Plan {
         }
         current_names.sort_unstable();
         current_names.dedup();
-        let wanted: BTreeSet<DomainName> = input.database.union(input.preserve).cloned().collect();
+        // Borrowed when nothing is preserved: a million names are not copied for nothing.
+        let wanted: Cow<'_, BTreeSet<DomainName>> = if input.preserve.is_empty() {
+            Cow::Borrowed(input.database)
+        } else {
+            Cow::Owned(input.database.union(input.preserve).cloned().collect())
+        };
         let wanted_token = match (mode, table) {
             (RelayDomainsMode::Map, Some(table)) => Some(table.token()),
             (RelayDomainsMode::Map, None) => return Err(PlanError::MapModeWithoutTable),
@@ -145,7 +155,7 @@ impl Plan {
                 if !preserved_tokens.contains(&token) {
                     preserved_tokens.push(token);
                 }
-                let text = render_relay_domains_map(&wanted);
+                let text = render_relay_domains_map(wanted.iter());
                 let target = RelayDomains {
                     preserved_tokens,
                     domains: BTreeSet::new(),
@@ -155,7 +165,7 @@ impl Plan {
             None => {
                 let target = RelayDomains {
                     preserved_tokens,
-                    domains: wanted.clone(),
+                    domains: wanted.as_ref().clone(),
                 };
                 (target, None)
             }
@@ -165,6 +175,7 @@ impl Plan {
             None => false,
         };
         let diff = diff_names(&current_names, &wanted, input.preserve);
+        drop(current_names);
         let (added, removed, managed_now) = (diff.added, diff.removed, diff.managed_now);
 
         let next_hop = input.next_hop.to_string();
@@ -176,18 +187,39 @@ impl Plan {
             .filter(|name| file.has_hand_written(name))
             .cloned()
             .collect();
-        // Sorted, since `wanted` is: the merges below rely on it.
-        let final_entries: Vec<(&str, &str)> = wanted
-            .iter()
-            .filter(|name| !hand_written.contains(*name))
-            .map(|name| (name.as_str(), next_hop.as_str()))
-            .collect();
-        let merged = merge_entries(file.managed_entries(), &final_entries);
+        // Sorted, since `wanted` is: the merge below relies on it.
+        let final_entries = || {
+            wanted
+                .iter()
+                .filter(|name| hand_written.is_empty() || !hand_written.contains(*name))
+                .map(|name| (name.as_str(), next_hop.as_str()))
+        };
+        let mut merged = Merged::default();
+        merge_entries(file.managed_entries(), final_entries(), |_| {}, &mut merged);
+        let transport_final = file.render(final_entries());
+        // The union has a text of its own only when entries both arrive and leave.
+        let transport_union = (merged.added > 0 && merged.removed > 0).then(|| {
+            let mut entries = Vec::with_capacity(file.managed_entries().len() + merged.added);
+            merge_entries(
+                file.managed_entries(),
+                final_entries(),
+                |entry| entries.push(entry),
+                &mut Merged::default(),
+            );
+            file.render(entries)
+        });
+        let needs = |text: &str| match input.transport {
+            Some(current) => text != current,
+            None => !text.is_empty(),
+        };
 
         Ok(Plan {
             relay_domains_value: target.render(),
-            transport_union: file.render(merged.union),
-            transport_final: file.render(final_entries),
+            final_needs_write: needs(&transport_final),
+            union_needs_write: transport_union.as_deref().is_some_and(needs),
+            union_is_final: merged.removed == 0,
+            transport_union,
+            transport_final,
             current,
             target,
             added,
@@ -195,7 +227,6 @@ impl Plan {
             managed_now,
             database_domains: input.database.len(),
             hand_written,
-            transport_current,
             transport_added: merged.added,
             transport_removed: merged.removed,
             relayed_count: wanted.len(),
@@ -203,8 +234,18 @@ impl Plan {
             relay_domains_map,
             relay_domains_map_path: table.map(|t| t.path.to_owned()),
             relay_domains_map_needs_write,
-            transport_exists: input.transport.is_some(),
         })
+    }
+
+    /// The transport file to hold while `relay_domains` changes: every old and new route.
+    /// `current` is the file's text before the run (empty when it did not exist), which is
+    /// the answer when no route arrives.
+    pub fn transport_union_text<'a>(&'a self, current: &'a str) -> &'a str {
+        match &self.transport_union {
+            Some(text) => text,
+            None if self.union_is_final => &self.transport_final,
+            None => current,
+        }
     }
 
     /// Whether `relay_domains` must be rewritten. Order and formatting alone are no change.
@@ -220,16 +261,26 @@ impl Plan {
 
     /// Whether the transport file must be rewritten.
     pub fn transport_changed(&self) -> bool {
-        self.transport_needs(&self.transport_final)
+        self.final_needs_write
     }
 
-    /// Whether writing `text` would change the transport file (or create it).
-    pub(crate) fn transport_needs(&self, text: &str) -> bool {
-        if self.transport_exists {
-            text != self.transport_current
-        } else {
-            !text.is_empty()
+    /// The transport text to write before `relay_domains` changes, if any: the union when
+    /// it differs from the file, or the final file when it is the union.
+    pub(crate) fn transport_first_write(&self) -> Option<&str> {
+        match &self.transport_union {
+            Some(union) => self.union_needs_write.then_some(union.as_str()),
+            None if self.union_is_final => self
+                .final_needs_write
+                .then_some(self.transport_final.as_str()),
+            None => None,
         }
+    }
+
+    /// The transport text to write after the reload, if any: the final file, when the union
+    /// was not it.
+    pub(crate) fn transport_last_write(&self) -> Option<&str> {
+        let after_union = self.transport_union.is_some() || !self.union_is_final;
+        (after_union && self.final_needs_write).then_some(self.transport_final.as_str())
     }
 
     /// Whether Postfix already matches the database.
@@ -240,10 +291,9 @@ impl Plan {
     }
 }
 
-/// The managed block's old entries merged with the final ones.
-struct Merged<'a> {
-    /// Old and final entries, sorted by key; a key in both takes its final value.
-    union: Vec<(&'a str, &'a str)>,
+/// Counts of a merge of the managed block's old entries with the final ones.
+#[derive(Debug, Default)]
+struct Merged {
     /// Final entries that are new or have a new value.
     added: usize,
     /// Old entries without a final one.
@@ -251,51 +301,50 @@ struct Merged<'a> {
 }
 
 /// Merges two key-sorted entry lists in one pass (no lookups: a million entries take a few
-/// milliseconds).
-fn merge_entries<'a>(old: &'a BTreeMap<String, String>, new: &[(&'a str, &'a str)]) -> Merged<'a> {
-    let mut union = Vec::with_capacity(old.len().max(new.len()) + 1);
-    let (mut added, mut removed) = (0, 0);
-    let mut old = old.iter().map(|(k, v)| (k.as_str(), v.as_str())).peekable();
-    let mut new = new.iter().copied().peekable();
+/// milliseconds), handing each entry of the union to `emit` (a key in both with its final
+/// value) and counting what arrives and leaves.
+fn merge_entries<'a>(
+    old: impl Iterator<Item = (&'a str, &'a str)>,
+    new: impl Iterator<Item = (&'a str, &'a str)>,
+    mut emit: impl FnMut((&'a str, &'a str)),
+    counts: &mut Merged,
+) {
+    let mut old = old.peekable();
+    let mut new = new.peekable();
     loop {
         match (old.peek().copied(), new.peek().copied()) {
             (None, None) => break,
             (Some(o), None) => {
-                union.push(o);
-                removed += 1;
+                emit(o);
+                counts.removed += 1;
                 old.next();
             }
             (None, Some(n)) => {
-                union.push(n);
-                added += 1;
+                emit(n);
+                counts.added += 1;
                 new.next();
             }
             (Some(o), Some(n)) => match o.0.cmp(n.0) {
                 std::cmp::Ordering::Less => {
-                    union.push(o);
-                    removed += 1;
+                    emit(o);
+                    counts.removed += 1;
                     old.next();
                 }
                 std::cmp::Ordering::Greater => {
-                    union.push(n);
-                    added += 1;
+                    emit(n);
+                    counts.added += 1;
                     new.next();
                 }
                 std::cmp::Ordering::Equal => {
-                    union.push(n);
+                    emit(n);
                     if o.1 != n.1 {
-                        added += 1;
+                        counts.added += 1;
                     }
                     old.next();
                     new.next();
                 }
             },
         }
-    }
-    Merged {
-        union,
-        added,
-        removed,
     }
 }
 

@@ -1,7 +1,8 @@
 //! The transport map's source file: the lines relay-sync owns (the managed block) and the lines
 //! it never touches (everything else), and the next hop it writes for each domain (SPEC §4).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::borrow::Cow;
+use std::collections::BTreeSet;
 use std::fmt;
 use std::net::IpAddr;
 
@@ -100,97 +101,136 @@ pub enum TransportError {
     },
 }
 
-/// A transport file split around its managed block.
+/// A transport file split around its managed block, borrowing from the file's text.
 ///
 /// Text outside the block is held byte for byte; inside, only `key value` entries are kept
 /// (comments and anything else inside the block are overwritten, as its marker says).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TransportFile {
-    before: String,
-    after: String,
+pub struct TransportFile<'a> {
+    before: &'a str,
+    after: &'a str,
     has_block: bool,
-    managed: BTreeMap<String, String>,
+    /// Sorted by key, each key once (the last line of equal keys wins, as in postmap).
+    managed: Vec<(Cow<'a, str>, &'a str)>,
     hand_written: BTreeSet<String>,
 }
 
-impl TransportFile {
+impl<'a> TransportFile<'a> {
     /// Parses the file's text (empty for a missing file).
-    pub fn parse(text: &str) -> Result<TransportFile, TransportError> {
-        let mut before = String::new();
-        let mut after = String::new();
-        // Collected first and sorted once: a million inserts into a map cost far more.
-        let mut managed = Vec::new();
+    pub fn parse(text: &'a str) -> Result<TransportFile<'a>, TransportError> {
+        // Byte offsets of the block's first and last lines; the text around them is kept as
+        // two slices.
+        let mut before_end = text.len();
+        let mut after_start = text.len();
+        let mut managed: Vec<(Cow<'a, str>, &'a str)> = Vec::new();
         let mut begin_line = None;
         let mut end_seen = false;
+        let mut offset = 0;
         for (index, line) in text.split_inclusive('\n').enumerate() {
             let number = index + 1;
+            let line_start = offset;
+            offset += line.len();
+            let inside = begin_line.is_some() && !end_seen;
+            // Inside the block, lines that start with a letter or digit (the bulk of a big
+            // file) cannot be markers.
+            if inside && line.as_bytes()[0].is_ascii_alphanumeric() {
+                if let Some((key, value)) = entry(line) {
+                    managed.push((lowercase(key), value));
+                }
+                continue;
+            }
             let trimmed = line.trim();
             if trimmed.starts_with(BEGIN_PREFIX) {
                 if begin_line.is_some() {
                     return Err(TransportError::SecondBlock { line: number });
                 }
                 begin_line = Some(number);
+                before_end = line_start;
             } else if trimmed.starts_with(END_PREFIX) {
                 if begin_line.is_none() || end_seen {
                     return Err(TransportError::StrayEnd { line: number });
                 }
                 end_seen = true;
-            } else if begin_line.is_none() {
-                before.push_str(line);
-            } else if end_seen {
-                after.push_str(line);
-            } else if let Some((key, value)) = entry(line) {
-                managed.push((key.to_ascii_lowercase(), value.to_owned()));
+                after_start = offset;
+            } else if inside {
+                if let Some((key, value)) = entry(line) {
+                    managed.push((lowercase(key), value));
+                }
             }
         }
         if let (Some(line), false) = (begin_line, end_seen) {
             return Err(TransportError::UnclosedBlock { line });
         }
+        let (before, after) = if begin_line.is_some() {
+            (&text[..before_end], &text[after_start..])
+        } else {
+            (text, "")
+        };
         let hand_written = before
             .split_inclusive('\n')
             .chain(after.split_inclusive('\n'))
             .filter_map(|line| entry(line).map(|(key, _)| key.to_ascii_lowercase()))
             .collect();
-        // `from_iter` keeps the last of equal keys, as the inserts did.
-        let managed: BTreeMap<String, String> = managed.into_iter().collect();
+        // A block relay-sync wrote is already sorted, and the sort notices that at once.
+        // Stable, so that among equal keys the last line stays last and wins the dedup.
+        managed.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut deduped: Vec<(Cow<'a, str>, &'a str)> = Vec::with_capacity(managed.len());
+        for (key, value) in managed {
+            match deduped.last_mut() {
+                Some(last) if last.0 == key => last.1 = value,
+                _ => deduped.push((key, value)),
+            }
+        }
         Ok(TransportFile {
             before,
             after,
             has_block: begin_line.is_some(),
-            managed,
+            managed: deduped,
             hand_written,
         })
     }
 
-    /// The managed block's entries, key to next hop, as currently written.
-    pub fn managed_entries(&self) -> &BTreeMap<String, String> {
-        &self.managed
+    /// The managed block's entries, key and next hop as currently written, sorted by key.
+    pub fn managed_entries(&self) -> impl ExactSizeIterator<Item = (&str, &str)> + '_ {
+        self.managed
+            .iter()
+            .map(|(key, value)| (key.as_ref(), *value))
     }
 
     /// Whether `domain` has a hand-written line outside the managed block.
     pub fn has_hand_written(&self, domain: &DomainName) -> bool {
-        self.hand_written.contains(domain.as_str())
+        !self.hand_written.is_empty() && self.hand_written.contains(domain.as_str())
     }
 
     /// Whether `key` has any entry, managed or hand-written.
     pub fn has_entry(&self, key: &str) -> bool {
-        self.managed.contains_key(key) || self.hand_written.contains(key)
+        self.managed
+            .binary_search_by(|(k, _)| k.as_ref().cmp(key))
+            .is_ok()
+            || self.hand_written.contains(key)
     }
 
     /// Renders the file with `entries` as the managed block and everything else unchanged.
     ///
     /// A file that had no block and gets no entries is returned exactly as it was; otherwise the
     /// block goes where it was, or at the end of the file.
-    pub fn render<'a, I>(&self, entries: I) -> String
+    pub fn render<'e, I>(&self, entries: I) -> String
     where
-        I: IntoIterator<Item = (&'a str, &'a str)>,
+        I: IntoIterator<Item = (&'e str, &'e str)>,
     {
         let mut entries = entries.into_iter().peekable();
         if !self.has_block && entries.peek().is_none() {
-            return self.before.clone();
+            return self.before.to_owned();
         }
-        let mut out = String::with_capacity(self.before.len() + self.after.len() + 128);
-        out.push_str(&self.before);
+        // Sized for a block as long as the current one, so that a big file is not copied
+        // again and again as it grows.
+        let block: usize = self
+            .managed
+            .iter()
+            .map(|(k, v)| k.len() + v.len() + 2)
+            .sum();
+        let mut out = String::with_capacity(self.before.len() + self.after.len() + block + 256);
+        out.push_str(self.before);
         if !out.is_empty() && !out.ends_with('\n') {
             out.push('\n');
         }
@@ -204,8 +244,17 @@ impl TransportFile {
         }
         out.push_str(END_MARKER);
         out.push('\n');
-        out.push_str(&self.after);
+        out.push_str(self.after);
         out
+    }
+}
+
+/// `key` in lowercase, borrowed when it already is.
+fn lowercase(key: &str) -> Cow<'_, str> {
+    if key.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(key.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(key)
     }
 }
 

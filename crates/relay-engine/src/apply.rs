@@ -300,8 +300,9 @@ fn rollback<P: PostfixWrite>(
         if touched.transport {
             // The file may already be the final one, without the routes of removed domains
             // that the old relay_domains accepts again.
+            let old_transport = prepared.transport_before.as_deref().unwrap_or("");
             postfix
-                .write_transport(&prepared.plan.transport_union)
+                .write_transport(prepared.plan.transport_union_text(old_transport))
                 .map_err(failed(FailedStep::WriteTransport))?;
         }
         if touched.relay_domains_map {

@@ -80,8 +80,8 @@ fn render_cases() {
                     writeln!(out, "  {line}").unwrap();
                 }
                 writeln!(out, "--- relay_domains\n{}", plan.relay_domains_value).unwrap();
-                if plan.transport_union != plan.transport_final {
-                    write!(out, "--- transport (union)\n{}", plan.transport_union).unwrap();
+                if let Some(union) = &plan.transport_union {
+                    write!(out, "--- transport (union)\n{union}").unwrap();
                 }
                 write!(out, "--- transport (final)\n{}", plan.transport_final).unwrap();
             }
