@@ -67,7 +67,9 @@ fn run() -> Result<()> {
             require_components()?;
             cargo(&["build", "--release", "-p", "relay-cli"])?;
             let n = match args.get(1) {
-                Some(n) => n.parse().context("sandbox: the domain count must be a number")?,
+                Some(n) => n
+                    .parse()
+                    .context("sandbox: the domain count must be a number")?,
                 None => 100,
             };
             let mode = match args.get(2).map(String::as_str) {

@@ -120,6 +120,7 @@ struct SyncArgs {
 }
 
 fn main() -> ExitCode {
+    return_large_buffers();
     let cli = Cli::parse();
     let command = cli.command.unwrap_or(Command::Sync(cli.sync));
     match command {
@@ -246,6 +247,18 @@ fn rollback(config: &Config, to: Option<&str>) -> u8 {
             tracing::error!("Rollback failed: {error}");
             EXIT_INTERNAL
         }
+    }
+}
+
+/// Asks glibc to map every allocation of 128 KiB or more on its own, so that it goes back to
+/// the system when freed. Its default threshold rises as large blocks are freed, after which
+/// a run's big buffers (the transport file, the rendered maps, the database's rows) are carved
+/// from the heap and kept: at a million domains that is tens of megabytes of peak RSS.
+fn return_large_buffers() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets an allocator parameter; it is called before any thread starts.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
     }
 }
 

@@ -19,11 +19,11 @@ pub(crate) fn dry_run(
     let _ = writeln!(
         out,
         "database: {} valid domains, {} invalid rows skipped, {} duplicates",
-        prepared.rows.valid.len(),
-        prepared.rows.rejected.len(),
-        prepared.rows.duplicates
+        prepared.plan.database_domains,
+        prepared.rejected.len(),
+        prepared.duplicates
     );
-    for rejected in &prepared.rows.rejected {
+    for rejected in &prepared.rejected {
         let _ = writeln!(
             out,
             "  skipped {} ({})",

@@ -17,7 +17,7 @@ use std::fmt;
 /// assert!(DomainName::parse("evil.com\nrelay_domains = *").is_err());
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct DomainName(String);
+pub struct DomainName(Box<str>);
 
 /// Why a raw value is not a domain name.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -72,7 +72,27 @@ impl DomainName {
             idna::domain_to_ascii_strict(without_dot).map_err(|_| InvalidDomain::Idna)?
         };
         validate_ascii(&ascii)?;
-        Ok(DomainName(ascii))
+        Ok(DomainName(ascii.into_boxed_str()))
+    }
+
+    /// [`DomainName::parse`] for an owned value: a name that is already normal keeps its
+    /// allocation (a million database rows are not copied once more).
+    pub fn parse_owned(raw: String) -> Result<DomainName, (String, InvalidDomain)> {
+        let already_normal = raw
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+            && !raw.is_empty()
+            && !raw.ends_with('.');
+        if already_normal {
+            return match validate_ascii(&raw) {
+                Ok(()) => Ok(DomainName(raw.into_boxed_str())),
+                Err(reason) => Err((raw, reason)),
+            };
+        }
+        match DomainName::parse(&raw) {
+            Ok(name) => Ok(name),
+            Err(reason) => Err((raw, reason)),
+        }
     }
 
     /// The name as written to Postfix files.
@@ -163,6 +183,24 @@ pub fn normalize_rows<S: AsRef<str>>(rows: &[S]) -> Normalized {
             }),
         }
     }
+    out
+}
+
+/// [`normalize_rows`] for owned rows, which it consumes: valid names keep the rows'
+/// allocations, and the names are sorted once rather than inserted one by one.
+pub fn normalize_owned(rows: Vec<String>) -> Normalized {
+    let mut out = Normalized::default();
+    let mut valid = Vec::with_capacity(rows.len());
+    for raw in rows {
+        match DomainName::parse_owned(raw) {
+            Ok(name) => valid.push(name),
+            Err((raw, reason)) => out.rejected.push(Rejected { raw, reason }),
+        }
+    }
+    let count = valid.len();
+    // `BTreeSet` sorts, drops repeated names and builds the tree in bulk.
+    out.valid = valid.into_iter().collect();
+    out.duplicates = count - out.valid.len();
     out
 }
 

@@ -40,7 +40,10 @@ mod relay_domains_map;
 mod transport;
 
 pub use apply_order::{apply_steps, apply_steps_with, Freshness, Step};
-pub use domain::{escape_for_log, normalize_rows, DomainName, InvalidDomain, Normalized, Rejected};
+pub use domain::{
+    escape_for_log, normalize_owned, normalize_rows, DomainName, InvalidDomain, Normalized,
+    Rejected,
+};
 pub use guard::{guard, GuardSettings, Refusal, INLINE_LIMIT_BYTES};
 pub use plan::{Plan, PlanError, PlanInput};
 pub use relay_domains::{RelayDomains, RelayDomainsError};

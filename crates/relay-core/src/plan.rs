@@ -155,27 +155,28 @@ impl Plan {
                 if !preserved_tokens.contains(&token) {
                     preserved_tokens.push(token);
                 }
-                let text = render_relay_domains_map(wanted.iter());
                 let target = RelayDomains {
                     preserved_tokens,
                     domains: BTreeSet::new(),
                 };
-                (target, Some(text))
+                (target, true)
             }
             None => {
                 let target = RelayDomains {
                     preserved_tokens,
                     domains: wanted.as_ref().clone(),
                 };
-                (target, None)
+                (target, false)
             }
         };
+        let diff = diff_names(&current_names, &wanted, input.preserve);
+        // Gone before the big texts are rendered: at a million names it is megabytes.
+        drop(current_names);
+        let relay_domains_map = relay_domains_map.then(|| render_relay_domains_map(wanted.iter()));
         let relay_domains_map_needs_write = match &relay_domains_map {
             Some(text) => table.and_then(|t| t.text) != Some(text.as_str()),
             None => false,
         };
-        let diff = diff_names(&current_names, &wanted, input.preserve);
-        drop(current_names);
         let (added, removed, managed_now) = (diff.added, diff.removed, diff.managed_now);
 
         let next_hop = input.next_hop.to_string();

@@ -110,21 +110,38 @@ pub struct TransportFile<'a> {
     before: &'a str,
     after: &'a str,
     has_block: bool,
-    /// Sorted by key, each key once (the last line of equal keys wins, as in postmap).
-    managed: Vec<(Cow<'a, str>, &'a str)>,
+    managed: Managed<'a>,
     hand_written: BTreeSet<String>,
+}
+
+/// The managed block's entries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Managed<'a> {
+    /// The block's lines already have lowercase keys in strictly increasing order (every
+    /// block relay-sync writes): read from the text as needed, nothing copied.
+    InOrder {
+        /// The lines between the markers.
+        lines: &'a str,
+        /// How many of them are entries.
+        count: usize,
+    },
+    /// Any other block: sorted by key, each key once (the last line of equal keys wins, as
+    /// in postmap).
+    Sorted(Vec<(Cow<'a, str>, &'a str)>),
 }
 
 impl<'a> TransportFile<'a> {
     /// Parses the file's text (empty for a missing file).
     pub fn parse(text: &'a str) -> Result<TransportFile<'a>, TransportError> {
-        // Byte offsets of the block's first and last lines; the text around them is kept as
-        // two slices.
+        // Byte offsets of the block's markers; the text around them is kept as slices.
         let mut before_end = text.len();
+        let (mut lines_start, mut lines_end) = (text.len(), text.len());
         let mut after_start = text.len();
-        let mut managed: Vec<(Cow<'a, str>, &'a str)> = Vec::new();
         let mut begin_line = None;
         let mut end_seen = false;
+        let mut in_order = true;
+        let mut count = 0usize;
+        let mut previous: Option<&str> = None;
         let mut offset = 0;
         for (index, line) in text.split_inclusive('\n').enumerate() {
             let number = index + 1;
@@ -133,68 +150,99 @@ impl<'a> TransportFile<'a> {
             let inside = begin_line.is_some() && !end_seen;
             // Inside the block, lines that start with a letter or digit (the bulk of a big
             // file) cannot be markers.
-            if inside && line.as_bytes()[0].is_ascii_alphanumeric() {
-                if let Some((key, value)) = entry(line) {
-                    managed.push((lowercase(key), value));
+            if !inside || !line.as_bytes()[0].is_ascii_alphanumeric() {
+                let trimmed = line.trim();
+                if trimmed.starts_with(BEGIN_PREFIX) {
+                    if begin_line.is_some() {
+                        return Err(TransportError::SecondBlock { line: number });
+                    }
+                    begin_line = Some(number);
+                    before_end = line_start;
+                    lines_start = offset;
+                    continue;
+                } else if trimmed.starts_with(END_PREFIX) {
+                    if begin_line.is_none() || end_seen {
+                        return Err(TransportError::StrayEnd { line: number });
+                    }
+                    end_seen = true;
+                    lines_end = line_start;
+                    after_start = offset;
+                    continue;
                 }
-                continue;
             }
-            let trimmed = line.trim();
-            if trimmed.starts_with(BEGIN_PREFIX) {
-                if begin_line.is_some() {
-                    return Err(TransportError::SecondBlock { line: number });
-                }
-                begin_line = Some(number);
-                before_end = line_start;
-            } else if trimmed.starts_with(END_PREFIX) {
-                if begin_line.is_none() || end_seen {
-                    return Err(TransportError::StrayEnd { line: number });
-                }
-                end_seen = true;
-                after_start = offset;
-            } else if inside {
-                if let Some((key, value)) = entry(line) {
-                    managed.push((lowercase(key), value));
+            if inside {
+                if let Some((key, _)) = entry(line) {
+                    count += 1;
+                    in_order = in_order
+                        && !key.bytes().any(|b| b.is_ascii_uppercase())
+                        && previous.is_none_or(|previous| previous < key);
+                    previous = Some(key);
                 }
             }
         }
         if let (Some(line), false) = (begin_line, end_seen) {
             return Err(TransportError::UnclosedBlock { line });
         }
-        let (before, after) = if begin_line.is_some() {
-            (&text[..before_end], &text[after_start..])
+        let (before, lines, after) = if begin_line.is_some() {
+            (
+                &text[..before_end],
+                &text[lines_start..lines_end],
+                &text[after_start..],
+            )
         } else {
-            (text, "")
+            (text, "", "")
         };
         let hand_written = before
             .split_inclusive('\n')
             .chain(after.split_inclusive('\n'))
             .filter_map(|line| entry(line).map(|(key, _)| key.to_ascii_lowercase()))
             .collect();
-        // A block relay-sync wrote is already sorted, and the sort notices that at once.
-        // Stable, so that among equal keys the last line stays last and wins the dedup.
-        managed.sort_by(|a, b| a.0.cmp(&b.0));
-        let mut deduped: Vec<(Cow<'a, str>, &'a str)> = Vec::with_capacity(managed.len());
-        for (key, value) in managed {
-            match deduped.last_mut() {
-                Some(last) if last.0 == key => last.1 = value,
-                _ => deduped.push((key, value)),
+        let managed = if in_order {
+            Managed::InOrder { lines, count }
+        } else {
+            let mut entries: Vec<(Cow<'a, str>, &'a str)> = lines
+                .split_inclusive('\n')
+                .filter_map(entry)
+                .map(|(key, value)| (lowercase(key), value))
+                .collect();
+            // Stable, so that among equal keys the last line stays last and wins the dedup.
+            entries.sort_by(|a, b| a.0.cmp(&b.0));
+            let mut deduped: Vec<(Cow<'a, str>, &'a str)> = Vec::with_capacity(entries.len());
+            for (key, value) in entries {
+                match deduped.last_mut() {
+                    Some(last) if last.0 == key => last.1 = value,
+                    _ => deduped.push((key, value)),
+                }
             }
-        }
+            Managed::Sorted(deduped)
+        };
         Ok(TransportFile {
             before,
             after,
             has_block: begin_line.is_some(),
-            managed: deduped,
+            managed,
             hand_written,
         })
     }
 
-    /// The managed block's entries, key and next hop as currently written, sorted by key.
+    /// The managed block's entries, key and next hop as currently written, sorted by key,
+    /// each key once.
     pub fn managed_entries(&self) -> impl ExactSizeIterator<Item = (&str, &str)> + '_ {
-        self.managed
-            .iter()
-            .map(|(key, value)| (key.as_ref(), *value))
+        let (in_order, sorted, count) = match &self.managed {
+            Managed::InOrder { lines, count } => (Some(*lines), None, *count),
+            Managed::Sorted(entries) => (None, Some(entries), entries.len()),
+        };
+        let in_order = in_order
+            .into_iter()
+            .flat_map(|lines| lines.split_inclusive('\n').filter_map(entry));
+        let sorted = sorted
+            .into_iter()
+            .flatten()
+            .map(|(key, value)| (key.as_ref(), *value));
+        Counted {
+            inner: in_order.chain(sorted),
+            left: count,
+        }
     }
 
     /// Whether `domain` has a hand-written line outside the managed block.
@@ -204,10 +252,7 @@ impl<'a> TransportFile<'a> {
 
     /// Whether `key` has any entry, managed or hand-written.
     pub fn has_entry(&self, key: &str) -> bool {
-        self.managed
-            .binary_search_by(|(k, _)| k.as_ref().cmp(key))
-            .is_ok()
-            || self.hand_written.contains(key)
+        self.managed_entries().any(|(k, _)| k == key) || self.hand_written.contains(key)
     }
 
     /// Renders the file with `entries` as the managed block and everything else unchanged.
@@ -224,11 +269,10 @@ impl<'a> TransportFile<'a> {
         }
         // Sized for a block as long as the current one, so that a big file is not copied
         // again and again as it grows.
-        let block: usize = self
-            .managed
-            .iter()
-            .map(|(k, v)| k.len() + v.len() + 2)
-            .sum();
+        let block: usize = match &self.managed {
+            Managed::InOrder { lines, .. } => lines.len(),
+            Managed::Sorted(entries) => entries.iter().map(|(k, v)| k.len() + v.len() + 2).sum(),
+        };
         let mut out = String::with_capacity(self.before.len() + self.after.len() + block + 256);
         out.push_str(self.before);
         if !out.is_empty() && !out.ends_with('\n') {
@@ -248,6 +292,28 @@ impl<'a> TransportFile<'a> {
         out
     }
 }
+
+/// An iterator that knows its length in advance.
+struct Counted<I> {
+    inner: I,
+    left: usize,
+}
+
+impl<I: Iterator> Iterator for Counted<I> {
+    type Item = I::Item;
+
+    fn next(&mut self) -> Option<I::Item> {
+        let item = self.inner.next()?;
+        self.left = self.left.saturating_sub(1);
+        Some(item)
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.left, Some(self.left))
+    }
+}
+
+impl<I: Iterator> ExactSizeIterator for Counted<I> {}
 
 /// `key` in lowercase, borrowed when it already is.
 fn lowercase(key: &str) -> Cow<'_, str> {

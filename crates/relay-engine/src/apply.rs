@@ -78,8 +78,8 @@ pub fn apply<P: PostfixWrite + Sync>(
         plan.relayed_count,
         plan.added.len(),
         plan.removed.len(),
-        prepared.rows.rejected.len(),
-        prepared.rows.duplicates
+        prepared.rejected.len(),
+        prepared.duplicates
     );
     Outcome::Applied(Applied {
         added: plan.added.clone(),

@@ -72,7 +72,7 @@ where
             tracing::error!("Keeping current configuration");
             Outcome::DatabaseFailed(error)
         }
-        Ok(rows) => match prepare(settings, &rows, postfix) {
+        Ok(rows) => match prepare(settings, rows, postfix) {
             Err(outcome) => outcome,
             Ok(prepared) => apply(settings, prepared, postfix),
         },
@@ -99,7 +99,7 @@ where
         tracing::error!("{error}");
         Outcome::DatabaseFailed(error)
     })?;
-    let prepared = prepare(settings, &rows, postfix)?;
+    let prepared = prepare(settings, rows, postfix)?;
     let verdict = relay_core::guard(&prepared.plan, settings.guard);
     Ok((prepared, verdict))
 }

@@ -1,8 +1,8 @@
 //! Steps 3–5 of a run: normalize the rows, read what Postfix has, and plan.
 
 use relay_core::{
-    apply_steps_with, cut_list, escape_for_log, normalize_rows, Freshness, Normalized, Plan,
-    PlanInput, RelayDomains, RelayDomainsMode, RelayDomainsTable, Step,
+    apply_steps_with, cut_list, escape_for_log, normalize_owned, Freshness, Plan, PlanInput,
+    Rejected, RelayDomains, RelayDomainsMode, RelayDomainsTable, Step,
 };
 use relay_postfix::PostfixRead;
 
@@ -13,8 +13,10 @@ use crate::{Outcome, SyncSettings, LOG_LIST_MAX};
 pub struct Prepared {
     /// The plan.
     pub plan: Plan,
-    /// The database rows after normalization (valid names, rejected rows, duplicates).
-    pub rows: Normalized,
+    /// Database rows that are not valid names, in the order the database sent them.
+    pub rejected: Vec<Rejected>,
+    /// Valid rows that repeated an earlier name (after normalization).
+    pub duplicates: usize,
     /// The raw `relay_domains` value before the run, restored on rollback.
     pub relay_domains_before: String,
     /// The transport file before the run (`None`: it did not exist), restored on rollback.
@@ -51,10 +53,12 @@ impl Prepared {
 #[allow(clippy::result_large_err)]
 pub fn prepare<P: PostfixRead>(
     settings: &SyncSettings,
-    rows: &[String],
+    rows: Vec<String>,
     postfix: &P,
 ) -> Result<Prepared, Outcome> {
-    let normalized = normalize_rows(rows);
+    // Consumed: valid names keep the rows' allocations, and the rows are gone before the
+    // Postfix files are read.
+    let normalized = normalize_owned(rows);
     tracing::info!(
         "Retrieved {} domains from DB: {}",
         normalized.valid.len(),
@@ -147,7 +151,10 @@ pub fn prepare<P: PostfixRead>(
 
     let prepared = Prepared {
         plan,
-        rows: normalized,
+        // The valid names are not kept: the plan has what it needs, and at a million domains
+        // the set is tens of megabytes.
+        rejected: normalized.rejected,
+        duplicates: normalized.duplicates,
         relay_domains_before: relay_domains,
         transport_before: transport,
         map_fresh,

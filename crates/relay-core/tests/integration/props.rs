@@ -4,7 +4,8 @@ use std::collections::BTreeSet;
 
 use proptest::prelude::*;
 use relay_core::{
-    apply_steps, normalize_rows, DomainName, Plan, PlanInput, RelayDomains, Step, TransportFile,
+    apply_steps, normalize_owned, normalize_rows, DomainName, Plan, PlanInput, RelayDomains, Step,
+    TransportFile, BEGIN_MARKER, END_MARKER,
 };
 
 use crate::strategies::{
@@ -116,6 +117,41 @@ proptest! {
     }
 
     #[test]
+    fn prop_any_line_order_parses_to_the_same_entries(
+        domains in domain_set_strategy(),
+        upper in any::<bool>(),
+        repeat in any::<bool>(),
+    ) {
+        let hop = hop().to_string();
+        let in_order = TransportFile::render(
+            &TransportFile::parse("").unwrap(),
+            domains.iter().map(|d| (d.as_str(), hop.as_str())),
+        );
+        // The same block with its lines reversed, keys in capitals, and an earlier line for
+        // one key that the later one overrides.
+        let mut lines: Vec<String> = domains
+            .iter()
+            .rev()
+            .map(|d| {
+                let key = if upper { d.as_str().to_ascii_uppercase() } else { d.to_string() };
+                format!("{key} {hop}\n")
+            })
+            .collect();
+        if repeat {
+            if let Some(first) = domains.first() {
+                lines.insert(0, format!("{first} smtp:[192.0.2.9]:25\n"));
+            }
+        }
+        let shuffled = format!("{BEGIN_MARKER}\n{}{END_MARKER}\n", lines.concat());
+        let a: Vec<(String, String)> = TransportFile::parse(&in_order).unwrap()
+            .managed_entries().map(|(k, v)| (k.to_owned(), v.to_owned())).collect();
+        let b: Vec<(String, String)> = TransportFile::parse(&shuffled).unwrap()
+            .managed_entries().map(|(k, v)| (k.to_owned(), v.to_owned())).collect();
+        prop_assert_eq!(a.len(), domains.len());
+        prop_assert_eq!(a, b);
+    }
+
+    #[test]
     fn prop_applying_a_plan_converges(state in state_strategy(), database in domain_set_strategy()) {
         let first = plan(&database, &state);
         let after = State {
@@ -174,6 +210,22 @@ proptest! {
             let raw = rejected.raw.trim();
             prop_assert!(raw.is_empty() || !p.relay_domains_value.split(", ").any(|t| t == raw));
         }
+    }
+
+    #[test]
+    fn prop_owned_rows_normalize_as_borrowed_ones(
+        hostile in prop::collection::vec(hostile_string_strategy(), 0..8),
+        valid in domain_set_strategy(),
+        upper in any::<bool>(),
+    ) {
+        let mut rows: Vec<String> = valid
+            .iter()
+            .map(|d| if upper { d.as_str().to_ascii_uppercase() } else { d.to_string() })
+            .collect();
+        rows.extend(hostile.iter().cloned());
+        rows.extend(valid.iter().take(2).map(|d| format!("{d}.")));
+        rows.push(String::new());
+        prop_assert_eq!(normalize_owned(rows.clone()), normalize_rows(&rows));
     }
 
     #[test]
