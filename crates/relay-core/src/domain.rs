@@ -1,6 +1,8 @@
 //! Domain names as SPEC §3 defines them: normalized, validated, and impossible to build otherwise.
 
 use std::collections::BTreeSet;
+
+use compact_str::CompactString;
 use std::fmt;
 
 /// A valid, normalized domain name: lowercase ASCII (IDNA `xn--` form for Unicode names), no
@@ -17,7 +19,7 @@ use std::fmt;
 /// assert!(DomainName::parse("evil.com\nrelay_domains = *").is_err());
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct DomainName(Box<str>);
+pub struct DomainName(CompactString);
 
 /// Why a raw value is not a domain name.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -72,7 +74,7 @@ impl DomainName {
             idna::domain_to_ascii_strict(without_dot).map_err(|_| InvalidDomain::Idna)?
         };
         validate_ascii(&ascii)?;
-        Ok(DomainName(ascii.into_boxed_str()))
+        Ok(DomainName(CompactString::from(ascii)))
     }
 
     /// [`DomainName::parse`] for an owned value: a name that is already normal keeps its
@@ -85,7 +87,7 @@ impl DomainName {
             && !raw.ends_with('.');
         if already_normal {
             return match validate_ascii(&raw) {
-                Ok(()) => Ok(DomainName(raw.into_boxed_str())),
+                Ok(()) => Ok(DomainName(CompactString::from(raw))),
                 Err(reason) => Err((raw, reason)),
             };
         }
