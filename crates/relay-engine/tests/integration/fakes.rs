@@ -68,6 +68,10 @@ pub(crate) struct State {
     /// When set, `postconf -h relay_domains` answers this once `relay_domains` has been
     /// written (a Postfix that does not see what was written).
     pub(crate) lie_after_write: Option<String>,
+    /// The (transport, table) texts handed to `prepare_maps`, in order.
+    pub(crate) prepared: Vec<(String, String)>,
+    /// How many times `discard_prepared` was called.
+    pub(crate) discarded: usize,
     readback: Option<String>,
 }
 
@@ -170,6 +174,18 @@ impl PostfixWrite for FakePostfix {
                 PathBuf::from("/fake/backup/transport.20261123-120000.bak"),
             ],
         })
+    }
+
+    fn prepare_maps(&self, transport: &str, relay_domains_map: &str) {
+        self.0
+            .lock()
+            .unwrap()
+            .prepared
+            .push((transport.to_owned(), relay_domains_map.to_owned()));
+    }
+
+    fn discard_prepared(&self) {
+        self.0.lock().unwrap().discarded += 1;
     }
 
     fn write_transport(&self, text: &str) -> Result<(), PostfixError> {

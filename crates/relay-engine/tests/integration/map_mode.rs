@@ -115,8 +115,43 @@ fn a_one_domain_change_in_map_mode_leaves_main_cf_alone() {
             "postfix reload",
         ]
     );
-    assert!(postfix.state().table.unwrap().contains("c.example OK\n"));
+    let state = postfix.state();
+    assert!(state.table.as_ref().unwrap().contains("c.example OK\n"));
     assert!(log.contains("Added domain: c.example"), "{log}");
+    // Both maps were built ahead, together, from exactly the texts then written.
+    assert_eq!(
+        state.prepared,
+        [(
+            state.transport.clone().unwrap(),
+            state.table.clone().unwrap()
+        )]
+    );
+}
+
+#[test]
+fn a_removal_in_map_mode_builds_the_final_transport_ahead_of_the_reload() {
+    let postfix = map_gateway();
+    let (outcome, log) = sync(FakeSource::rows(&["a.example"]), &postfix, &map_settings());
+    assert_eq!(outcome.exit_code(), 0, "{log}");
+    assert_eq!(
+        writes(&postfix),
+        [
+            "backup",
+            "backup relay_domains map",
+            "write relay_domains map (3 lines)",
+            "postfix reload",
+            "write transport (4 lines)",
+        ]
+    );
+    let state = postfix.state();
+    assert_eq!(
+        state.prepared,
+        [(
+            state.transport.clone().unwrap(),
+            state.table.clone().unwrap()
+        )]
+    );
+    assert_eq!(state.discarded, 1);
 }
 
 #[test]
