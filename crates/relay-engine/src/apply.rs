@@ -36,22 +36,51 @@ pub fn apply<P: PostfixWrite + Sync>(
         return Outcome::Refused(refusal);
     }
 
-    let backup = postfix
-        .backup(
-            &prepared.relay_domains_before,
-            prepared.transport_before.as_deref(),
-        )
-        .and_then(|mut backup| {
-            // Map mode's table is part of the same generation.
-            if let Some(text) = &prepared.relay_domains_map_before {
-                let file = postfix.backup_relay_domains_map(&backup.stamp, text)?;
-                backup.files.push(file);
-            }
-            Ok(backup)
-        });
+    let write_backup = || {
+        postfix
+            .backup(
+                &prepared.relay_domains_before,
+                prepared.transport_before.as_deref(),
+            )
+            .and_then(|mut backup| {
+                // Map mode's table is part of the same generation.
+                if let Some(text) = &prepared.relay_domains_map_before {
+                    let file = postfix.backup_relay_domains_map(&backup.stamp, text)?;
+                    backup.files.push(file);
+                }
+                Ok(backup)
+            })
+    };
+    // The maps the steps will write are built ahead (under temporary names: nothing is
+    // installed) while the backup is written: a run's first fsync waits for the file
+    // system's journal, tens of milliseconds on a busy disk, and postmap is a process that
+    // mostly waits too.
+    let steps = prepared.steps();
+    let first_transport = steps.iter().find_map(|step| match step {
+        Step::WriteTransport(text) => Some(*text),
+        _ => None,
+    });
+    let table = steps.iter().find_map(|step| match step {
+        Step::WriteRelayDomainsMap(text) => Some(*text),
+        _ => None,
+    });
+    let backup = std::thread::scope(|scope| {
+        let backup = scope.spawn(write_backup);
+        if first_transport.is_some() || table.is_some() {
+            postfix.prepare_maps(first_transport, table);
+        }
+        backup.join()
+    })
+    .unwrap_or_else(|_| {
+        Err(relay_postfix::PostfixError::Invalid {
+            path: std::path::PathBuf::from("BACKUP_DIR"),
+            detail: "writing the backup stopped unexpectedly".into(),
+        })
+    });
     let backup = match backup {
         Ok(backup) => backup,
         Err(error) => {
+            postfix.discard_prepared();
             let failure = StepFailure {
                 step: FailedStep::Backup,
                 cause: error.into(),
@@ -90,10 +119,9 @@ pub fn apply<P: PostfixWrite + Sync>(
 
 /// Runs the steps in order, and verifies (SPEC §2 step 8) what they changed.
 ///
-/// Two things run side by side, since each is a process that mostly waits: the two map
-/// databases of a map-mode change are built ahead together ([`PostfixWrite::prepare_maps`];
-/// they are still installed one after the other, in the steps' order), and the verification
-/// runs during `postfix reload`. It reads what reload does not change (main.cf through
+/// The maps were built ahead by [`apply`] ([`PostfixWrite::prepare_maps`]); the steps install
+/// them one after the other, in order. The verification runs during `postfix reload`, since
+/// both are processes that mostly wait. It reads what reload does not change (main.cf through
 /// postconf, the map files through postmap), so it sees what it would see after the reload.
 fn run_steps<P: PostfixWrite + Sync>(
     settings: &SyncSettings,
@@ -108,20 +136,8 @@ fn run_steps<P: PostfixWrite + Sync>(
             cause: error.into(),
         }
     };
-    let steps = prepared.steps();
-    let first_transport = steps.iter().find_map(|step| match step {
-        Step::WriteTransport(text) => Some(*text),
-        _ => None,
-    });
-    let table = steps.iter().find_map(|step| match step {
-        Step::WriteRelayDomainsMap(text) => Some(*text),
-        _ => None,
-    });
-    if let (Some(transport), Some(table)) = (first_transport, table) {
-        postfix.prepare_maps(transport, table);
-    }
     let mut verified = false;
-    for step in steps {
+    for step in prepared.steps() {
         match step {
             Step::WriteTransport(text) => {
                 // Marked after the call: a failed write leaves the previous file and map in

@@ -73,7 +73,7 @@ pub trait PostfixWrite: PostfixRead {
     /// with exactly these texts will install. Nothing is installed here, and the writes keep
     /// their order and their contract; a write of another text builds its own. A failed build
     /// is reported by the write that would have used it. The default builds nothing ahead.
-    fn prepare_maps(&self, transport: &str, relay_domains_map: &str) {
+    fn prepare_maps(&self, transport: Option<&str>, relay_domains_map: Option<&str>) {
         let _ = (transport, relay_domains_map);
     }
 
@@ -172,6 +172,7 @@ pub enum PostfixError {
 mod atomic;
 mod backup;
 mod cli;
+mod postconf_cache;
 
 pub use backup::{list_backups, read_backup, read_generation, BackupContents, BackupGeneration};
 

@@ -176,12 +176,11 @@ impl PostfixWrite for FakePostfix {
         })
     }
 
-    fn prepare_maps(&self, transport: &str, relay_domains_map: &str) {
-        self.0
-            .lock()
-            .unwrap()
-            .prepared
-            .push((transport.to_owned(), relay_domains_map.to_owned()));
+    fn prepare_maps(&self, transport: Option<&str>, relay_domains_map: Option<&str>) {
+        self.0.lock().unwrap().prepared.push((
+            transport.unwrap_or("-").to_owned(),
+            relay_domains_map.unwrap_or("-").to_owned(),
+        ));
     }
 
     fn discard_prepared(&self) {

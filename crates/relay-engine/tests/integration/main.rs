@@ -480,6 +480,16 @@ fn backup_failure_changes_nothing() {
     assert_eq!(outcome.exit_code(), 5);
     assert_eq!(writes(&postfix), vec!["backup"]);
     assert!(log.contains("Nothing was changed"), "{log}");
+    // The transport map was built ahead during the backup, and is thrown away unused.
+    let state = postfix.state();
+    assert_eq!(state.prepared.len(), 1);
+    assert!(
+        state.prepared[0].0.contains("c.example "),
+        "{:?}",
+        state.prepared
+    );
+    assert_eq!(state.prepared[0].1, "-");
+    assert_eq!(state.discarded, 1);
 }
 
 #[test]

@@ -835,7 +835,7 @@ fn maps_built_ahead_are_installed_by_the_writes_of_the_same_text() {
     let transport = block(&["a.example", "b.example"]);
     let table = "a.example OK\nb.example OK\n";
 
-    cli.prepare_maps(&transport, table);
+    cli.prepare_maps(Some(&transport), Some(table));
     // Built under the temporary names, nothing installed yet.
     assert_eq!(cli.lookup_transport("b.example").unwrap(), None);
     assert_eq!(temp_files(&postfix).len(), 4, "{:?}", temp_files(&postfix));
@@ -880,7 +880,7 @@ fn a_write_of_other_text_ignores_the_build_ahead_and_discard_removes_it() {
     let postfix = Postfix::start("a.example").unwrap();
     let (cli, _dir) = cli(&postfix, None);
     let cli = cli.with_relay_domains_map(postfix.config_dir().join("relay_domains"));
-    cli.prepare_maps(&block(&["stale.example"]), "stale.example OK\n");
+    cli.prepare_maps(Some(&block(&["stale.example"])), Some("stale.example OK\n"));
     cli.write_transport(&block(&["fresh.example"])).unwrap();
     assert_eq!(cli.lookup_transport("stale.example").unwrap(), None);
     assert_eq!(
@@ -911,7 +911,7 @@ fn a_failed_build_ahead_is_reported_by_its_write_and_leaves_the_map() {
         .unwrap()
         .with_relay_domains_map(postfix.config_dir().join("relay_domains"));
     let transport = block(&["a.example", "b.example"]);
-    bad.prepare_maps(&transport, "a.example OK\n");
+    bad.prepare_maps(Some(&transport), Some("a.example OK\n"));
     assert!(
         temp_files(&postfix).is_empty(),
         "{:?}",
@@ -932,4 +932,72 @@ fn a_failed_build_ahead_is_reported_by_its_write_and_leaves_the_map() {
         good.lookup_transports(&["x.example", "y.example"]).unwrap(),
         [None, None]
     );
+}
+
+/// Postfix commands that log each postconf run to `calls` before running the real one.
+fn counting_commands(calls: &Path) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["postconf", "postmap", "postfix"] {
+        let path = dir.path().join(name);
+        if name == "postconf" {
+            fs::write(
+                &path,
+                format!(
+                    "#!/bin/sh\necho \"$*\" >> {}\nexec /usr/sbin/postconf \"$@\"\n",
+                    calls.display()
+                ),
+            )
+            .unwrap();
+            fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
+        } else {
+            std::os::unix::fs::symlink(format!("/usr/sbin/{name}"), &path).unwrap();
+        }
+    }
+    dir
+}
+
+#[test]
+fn postconf_answers_are_reused_only_while_main_cf_is_the_same_file() {
+    let postfix = Postfix::start("a.example").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let calls = dir.path().join("calls");
+    let commands = counting_commands(&calls);
+    let mut s = settings(&postfix, &dir.path().join("backup"), None);
+    s.command_dir = commands.path().to_owned();
+    let cache = dir.path().join("postconf.cache");
+    let count = || {
+        fs::read_to_string(&calls)
+            .unwrap_or_default()
+            .lines()
+            .count()
+    };
+    // main.cf was just written by the testbed: too recent to be trusted, so not cached.
+    let cli = PostfixCli::with_postconf_cache(s.clone(), &cache).unwrap();
+    assert_eq!(cli.relay_domains().unwrap(), "a.example");
+    assert_eq!(count(), 1);
+    assert!(!cache.exists());
+
+    std::thread::sleep(Duration::from_millis(2100));
+    let cli = PostfixCli::with_postconf_cache(s.clone(), &cache).unwrap();
+    assert_eq!(cli.relay_domains().unwrap(), "a.example");
+    assert_eq!(count(), 2);
+    assert!(cache.exists());
+    // The same main.cf: no postconf at all, the same answers.
+    let cli = PostfixCli::with_postconf_cache(s.clone(), &cache).unwrap();
+    assert_eq!(count(), 2);
+    assert_eq!(cli.relay_domains().unwrap(), "a.example");
+    assert_eq!(cli.map_type(), "hash");
+    assert_eq!(
+        cli.transport_maps(),
+        format!("hash:{}", postfix.transport_file().display())
+    );
+    // A later read after a write asks postconf again.
+    cli.set_relay_domains("a.example, b.example").unwrap();
+    assert_eq!(count(), 3);
+    assert_eq!(cli.relay_domains().unwrap(), "a.example, b.example");
+    assert_eq!(count(), 4);
+    // main.cf is another file now: postconf runs, and sees the new value.
+    let cli = PostfixCli::with_postconf_cache(s, &cache).unwrap();
+    assert_eq!(count(), 5);
+    assert_eq!(cli.relay_domains().unwrap(), "a.example, b.example");
 }
