@@ -319,7 +319,11 @@ fn sync(config: &Config, args: SyncArgs) -> u8 {
     };
     // The database query and Postfix's first postconf overlap: each takes a few milliseconds,
     // and a no-change run is little else.
-    let (postfix, fetched) = runtime.block_on(prefetch(&source, config.postfix_settings()));
+    // A real run keeps postconf's answers in STATE_DIR while main.cf stays the same file; a
+    // dry run writes nothing, so it always asks postconf.
+    let cache = (!args.dry_run).then(|| config.state_dir.join(POSTCONF_CACHE));
+    let (postfix, fetched) =
+        runtime.block_on(prefetch(&source, config.postfix_settings(), cache));
     let postfix = match postfix {
         Ok(postfix) => postfix.with_relay_domains_map(config.relay_domains_map.clone()),
         Err(error @ PostfixError::CommandMissing { .. }) => {
@@ -373,17 +377,25 @@ fn sync(config: &Config, args: SyncArgs) -> u8 {
     outcome.exit_code()
 }
 
+/// The file in `STATE_DIR` where a run keeps what postconf printed (see
+/// [`PostfixCli::with_postconf_cache`]).
+const POSTCONF_CACHE: &str = "postconf.cache";
+
 /// Builds the [`PostfixCli`] (its one postconf) on a blocking thread while the database query
 /// runs. The query's result is `None` when the postconf failed first: the run ends there, and
 /// the query is dropped.
 async fn prefetch<S: DomainSource>(
     source: &S,
     settings: relay_postfix::PostfixSettings,
+    cache: Option<PathBuf>,
 ) -> (
     Result<PostfixCli, PostfixError>,
     Option<Result<Vec<String>, relay_db::DbError>>,
 ) {
-    let mut postfix = tokio::task::spawn_blocking(move || PostfixCli::new(settings));
+    let mut postfix = tokio::task::spawn_blocking(move || match cache {
+        Some(cache) => PostfixCli::with_postconf_cache(settings, &cache),
+        None => PostfixCli::new(settings),
+    });
     let fetch = source.fetch_names();
     tokio::pin!(fetch);
     let mut fetched = None;

@@ -6,7 +6,9 @@ use std::process::{Command, Stdio};
 use std::sync::Mutex;
 
 use crate::atomic::{self, io, Ownership};
-use crate::{backup, Backup, PostfixError, PostfixRead, PostfixSettings, PostfixWrite};
+use crate::{
+    backup, postconf_cache, Backup, PostfixError, PostfixRead, PostfixSettings, PostfixWrite,
+};
 
 /// Postfix's compiled-in configuration directory: no `-c` is passed for it.
 const DEFAULT_CONFIG_DIR: &str = "/etc/postfix";
@@ -68,6 +70,22 @@ impl PostfixCli {
     /// returns that value, later calls run postconf again. Every Postfix command costs a run
     /// several milliseconds, and a no-change run is little else.
     pub fn new(settings: PostfixSettings) -> Result<PostfixCli, PostfixError> {
+        PostfixCli::build(settings, None)
+    }
+
+    /// [`PostfixCli::new`], skipping its postconf when `cache` holds what postconf printed
+    /// for the very same `main.cf` (same file, size, mtime and ctime, none of the last two
+    /// seconds) and the same `postconf` binary; otherwise it runs postconf and stores the
+    /// result in `cache`. Only for a run that holds the run lock and may write; without a
+    /// command prefix only (`main.cf` must be on this host to be inspected).
+    pub fn with_postconf_cache(
+        settings: PostfixSettings,
+        cache: &Path,
+    ) -> Result<PostfixCli, PostfixError> {
+        PostfixCli::build(settings, Some(cache))
+    }
+
+    fn build(settings: PostfixSettings, cache: Option<&Path>) -> Result<PostfixCli, PostfixError> {
         if settings.command_prefix.is_empty() {
             for name in ["postconf", "postmap", "postfix"] {
                 let path = settings.command_dir.join(name);
@@ -85,21 +103,41 @@ impl PostfixCli {
             relay_domains_at_start: Mutex::new(None),
             staged: Mutex::new(Vec::new()),
         };
-        // One postconf for all three: every command costs a few milliseconds of a no-change
-        // run. `-h` prints one line per name, in order; values never span lines.
-        let out = cli.run(
-            "postconf",
-            &[
-                "-h".into(),
-                "transport_maps".into(),
-                "default_database_type".into(),
-                "relay_domains".into(),
-            ],
-        )?;
-        let mut lines = out.lines();
-        cli.transport_maps = lines.next().unwrap_or_default().to_owned();
-        let default_type = lines.next().unwrap_or_default().to_owned();
-        let relay_domains = lines.next().unwrap_or_default().to_owned();
+        let cache = cache.filter(|_| cli.settings.command_prefix.is_empty());
+        let key = cache
+            .and_then(|_| postconf_cache::key(&cli.settings.config_dir, &cli.settings.command_dir));
+        let cached = cache.zip(key.as_deref()).and_then(|(path, key)| {
+            let values = postconf_cache::load(path, key)?;
+            tracing::debug!(
+                "main.cf unchanged since the last run: postconf values from {}",
+                path.display()
+            );
+            Some(values)
+        });
+        let [transport_maps, default_type, relay_domains] = match cached {
+            Some(values) => values,
+            None => {
+                // One postconf for all three: every command costs a few milliseconds of a
+                // no-change run. `-h` prints one line per name, in order; values never span
+                // lines.
+                let out = cli.run(
+                    "postconf",
+                    &[
+                        "-h".into(),
+                        "transport_maps".into(),
+                        "default_database_type".into(),
+                        "relay_domains".into(),
+                    ],
+                )?;
+                let mut lines = out.lines().map(str::to_owned);
+                let values = [(); 3].map(|()| lines.next().unwrap_or_default());
+                if let (Some(path), Some(key)) = (cache, &key) {
+                    postconf_cache::save(path, key, &values);
+                }
+                values
+            }
+        };
+        cli.transport_maps = transport_maps;
         cli.relay_domains_at_start = Mutex::new(Some(relay_domains));
         let map_type = cli.settings.map_type.clone().unwrap_or(default_type);
         let Some(&(_, suffix)) = MAP_TYPES.iter().find(|(name, _)| *name == map_type) else {
@@ -202,6 +240,48 @@ impl PostfixCli {
         args: &[String],
     ) -> Result<(std::process::ExitStatus, String, String), PostfixError> {
         self.run_with_input(program, args, b"")
+    }
+
+    /// Runs a command with its output going to unnamed files rather than pipes, and returns
+    /// when the command itself exits. `postfix reload` ends by starting `postsuper` in the
+    /// background; with pipes, waiting for the output would wait for that `postsuper` too
+    /// (about 20 ms), which neither a shell nor the reload itself waits for.
+    fn run_to_files(
+        &self,
+        program: &str,
+        args: &[String],
+    ) -> Result<(std::process::ExitStatus, String, String), PostfixError> {
+        use std::io::{Read, Seek};
+        let argv = self.command(program, args);
+        let started = std::time::Instant::now();
+        let spawn_error = |source| PostfixError::Spawn {
+            command: argv.join(" "),
+            source,
+        };
+        let mut stdout = tempfile::tempfile().map_err(spawn_error)?;
+        let mut stderr = tempfile::tempfile().map_err(spawn_error)?;
+        let status = Command::new(&argv[0])
+            .args(&argv[1..])
+            .stdin(Stdio::null())
+            .stdout(stdout.try_clone().map_err(spawn_error)?)
+            .stderr(stderr.try_clone().map_err(spawn_error)?)
+            .status()
+            .map_err(spawn_error)?;
+        let read = |file: &mut fs::File| -> Result<String, PostfixError> {
+            let mut bytes = Vec::new();
+            file.rewind()
+                .and_then(|()| file.read_to_end(&mut bytes))
+                .map_err(spawn_error)?;
+            Ok(String::from_utf8_lossy(&bytes).into_owned())
+        };
+        let (stdout, stderr) = (read(&mut stdout)?, read(&mut stderr)?);
+        tracing::debug!(
+            "`{}` exited with {} after {} ms",
+            argv.join(" "),
+            status,
+            started.elapsed().as_millis()
+        );
+        Ok((status, stdout, stderr))
     }
 
     /// Runs a command with `input` on its standard input (nothing: `/dev/null`).
@@ -520,13 +600,16 @@ impl PostfixWrite for PostfixCli {
         self.install_map(&self.relay_domains_map, text)
     }
 
-    /// Runs the two builds at once, one thread each: every postmap is a process of its own,
-    /// and a million-entry table takes seconds.
-    fn prepare_maps(&self, transport: &str, relay_domains_map: &str) {
-        let jobs = [
+    /// Runs the builds at once, one thread each: every postmap is a process of its own, and a
+    /// million-entry table takes seconds.
+    fn prepare_maps(&self, transport: Option<&str>, relay_domains_map: Option<&str>) {
+        let jobs: Vec<(&PathBuf, &str)> = [
             (&self.settings.transport_file, transport),
             (&self.relay_domains_map, relay_domains_map),
-        ];
+        ]
+        .into_iter()
+        .filter_map(|(source, text)| Some((source, text?)))
+        .collect();
         let built: Vec<Staged> = std::thread::scope(|scope| {
             let handles: Vec<_> = jobs
                 .iter()
@@ -589,10 +672,12 @@ impl PostfixWrite for PostfixCli {
     }
 
     fn reload(&self) -> Result<(), PostfixError> {
-        let error = match self.run("postfix", &["reload".into()]) {
-            Ok(_) => return Ok(()),
-            Err(error) => error,
-        };
+        let args = ["reload".to_owned()];
+        let (status, stdout, stderr) = self.run_to_files("postfix", &args)?;
+        if status.success() {
+            return Ok(());
+        }
+        let error = failed(&self.command("postfix", &args), &status, &stdout, &stderr);
         // postfix-script logs its reason to the mail log, not to stderr: name the likely one.
         let running = self
             .run_status("postfix", &["status".into()])

@@ -1,0 +1,163 @@
+//! What `postconf` printed at startup, kept between runs while `main.cf` stays the same file.
+//!
+//! `postconf` reads all of `main.cf` and `master.cf` and every parameter's default: about
+//! 9 ms, most of a no-change run. What it prints for `transport_maps`,
+//! `default_database_type` and `relay_domains` (raw, `-h`) depends only on `main.cf` and on
+//! the installed Postfix. The cache is keyed by both: `main.cf`'s device, inode, size, mtime
+//! and ctime (a rename by `postconf -e` gives a new inode; an edit in place a new ctime, which
+//! no tool can set back), and the same of the `postconf` binary (an upgrade may change a
+//! default). Like git's index, it does not trust a `main.cf` changed in the last two seconds:
+//! an edit within the file system's timestamp granularity of the recorded one could otherwise
+//! look unchanged.
+
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+const HEADER: &str =
+    "# relay-sync: postconf values cached while main.cf is unchanged; safe to delete";
+
+/// The values cached, in `postconf -h` order.
+pub(crate) type Values = [String; 3];
+
+/// The cache key for `main.cf` in `config_dir` and the `postconf` in `command_dir`, or `None`
+/// when either cannot be inspected or `main.cf` changed too recently to be trusted.
+pub(crate) fn key(config_dir: &Path, command_dir: &Path) -> Option<String> {
+    key_settled(config_dir, command_dir, Duration::from_secs(2))
+}
+
+/// [`key`], trusting a `main.cf` whose mtime and ctime are at least `settle` old.
+fn key_settled(config_dir: &Path, command_dir: &Path, settle: Duration) -> Option<String> {
+    let main_cf = fs::metadata(config_dir.join("main.cf")).ok()?;
+    let postconf = fs::metadata(command_dir.join("postconf")).ok()?;
+    let now = SystemTime::now();
+    let changed = SystemTime::UNIX_EPOCH
+        + Duration::new(
+            u64::try_from(main_cf.ctime()).ok()?,
+            u32::try_from(main_cf.ctime_nsec()).ok()?,
+        );
+    let modified = main_cf.modified().ok()?;
+    for time in [modified, changed] {
+        if now.duration_since(time).ok()? < settle {
+            return None;
+        }
+    }
+    let stamp = |m: &fs::Metadata| {
+        format!(
+            "{}:{}:{}:{}.{}:{}.{}",
+            m.dev(),
+            m.ino(),
+            m.size(),
+            m.mtime(),
+            m.mtime_nsec(),
+            m.ctime(),
+            m.ctime_nsec()
+        )
+    };
+    Some(format!(
+        "{} {} {}",
+        config_dir.display(),
+        stamp(&main_cf),
+        stamp(&postconf)
+    ))
+}
+
+/// The values stored under `key`, if the file holds exactly that key.
+pub(crate) fn load(path: &Path, key: &str) -> Option<Values> {
+    let text = fs::read_to_string(path).ok()?;
+    let mut lines = text.lines();
+    if lines.next()? != HEADER || lines.next()?.strip_prefix("key ")? != key {
+        return None;
+    }
+    let mut value = |name: &str| {
+        lines
+            .next()?
+            .strip_prefix(name)?
+            .strip_prefix(" = ")
+            .map(str::to_owned)
+    };
+    Some([
+        value("transport_maps")?,
+        value("default_database_type")?,
+        value("relay_domains")?,
+    ])
+}
+
+/// Stores `values` under `key`, replacing the file atomically; a failure only costs the next
+/// run a postconf, so it is logged and otherwise ignored.
+pub(crate) fn save(path: &Path, key: &str, values: &Values) {
+    if values.iter().any(|v| v.contains(['\n', '\r'])) {
+        return;
+    }
+    let text = format!(
+        "{HEADER}\nkey {key}\ntransport_maps = {}\ndefault_database_type = {}\nrelay_domains = {}\n",
+        values[0], values[1], values[2]
+    );
+    if let Err(error) = crate::atomic::replace(path, text.as_bytes(), 0o600) {
+        tracing::debug!("postconf cache not saved: {error}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_value_round_trips_only_under_its_own_key() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("postconf.cache");
+        let values = [
+            "hash:/etc/postfix/transport".to_owned(),
+            "hash".to_owned(),
+            "$mydestination, a.example".to_owned(),
+        ];
+        save(&path, "k1", &values);
+        assert_eq!(load(&path, "k1"), Some(values.clone()));
+        assert_eq!(load(&path, "k2"), None);
+        // Empty values survive too.
+        let empty = [String::new(), "lmdb".to_owned(), String::new()];
+        save(&path, "k1", &empty);
+        assert_eq!(load(&path, "k1"), Some(empty));
+        // A value with a line break is never stored.
+        save(
+            &path,
+            "k3",
+            &["a\nb".to_owned(), String::new(), String::new()],
+        );
+        assert_eq!(load(&path, "k3"), None);
+    }
+
+    #[test]
+    fn a_recently_changed_main_cf_gives_no_key_and_any_change_a_new_one() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let main_cf = dir.path().join("main.cf");
+        fs::write(&main_cf, "relay_domains = a.example\n").unwrap_or_else(|e| panic!("{e}"));
+        fs::write(dir.path().join("postconf"), "").unwrap_or_else(|e| panic!("{e}"));
+        // Just written: not trusted.
+        assert_eq!(key(dir.path(), dir.path()), None);
+        let first = key_settled(dir.path(), dir.path(), Duration::ZERO);
+        assert!(first.is_some());
+        // An edit in place, with the old mtime put back: another key.
+        let old = fs::metadata(&main_cf)
+            .and_then(|m| m.modified())
+            .unwrap_or_else(|e| panic!("{e}"));
+        fs::write(&main_cf, "relay_domains = a.example, b.example\n")
+            .unwrap_or_else(|e| panic!("{e}"));
+        fs::File::options()
+            .write(true)
+            .open(&main_cf)
+            .and_then(|f| f.set_modified(old))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let second = key_settled(dir.path(), dir.path(), Duration::ZERO);
+        assert!(second.is_some());
+        assert_ne!(first, second);
+        // A rename over it (what postconf -e does): another key.
+        let replacement = dir.path().join("main.cf.new");
+        fs::write(&replacement, "relay_domains = a.example, b.example\n")
+            .unwrap_or_else(|e| panic!("{e}"));
+        fs::rename(&replacement, &main_cf).unwrap_or_else(|e| panic!("{e}"));
+        let third = key_settled(dir.path(), dir.path(), Duration::ZERO);
+        assert_ne!(second, third);
+    }
+}
