@@ -65,6 +65,20 @@ pub(crate) fn write_temp(temp: &Path, bytes: &[u8], mode: u32) -> Result<(), Pos
         .map_err(|source| io("write", temp, source))
 }
 
+/// Writes `bytes` to `temp` without flushing them: the caller flushes with [`sync_file`]
+/// before the rename that makes them count.
+pub(crate) fn write_unsynced(temp: &Path, bytes: &[u8], mode: u32) -> Result<(), PostfixError> {
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(temp)
+        .map_err(|source| io("create", temp, source))?;
+    file.write_all(bytes)
+        .map_err(|source| io("write", temp, source))
+}
+
 /// Flushes an existing file (e.g. a map database postmap just built) to disk.
 pub(crate) fn sync_file(path: &Path) -> Result<(), PostfixError> {
     File::open(path)

@@ -342,10 +342,10 @@ impl PostfixCli {
     /// Builds the map for `text` under a temporary name and renames source and database into
     /// place: lookups never see a half-built table (DATABASE_README).
     ///
-    /// The sequence: clear what a crashed run may have left; write `.NAME.relay-sync.tmp`
-    /// and flush it; `postmap TYPE:.NAME.relay-sync.tmp` (building `….tmp.db`, `.lmdb` or
-    /// `.cdb`); give both the owner and mode of the files they replace (0644 for new ones);
-    /// flush the database; rename the source over `NAME` and then the database over
+    /// The sequence: clear what a crashed run may have left; write `.NAME.relay-sync.tmp`;
+    /// `postmap TYPE:.NAME.relay-sync.tmp` (building `….tmp.db`, `.lmdb` or `.cdb`); give
+    /// both the owner and mode of the files they replace (0644 for new ones); flush both;
+    /// rename the source over `NAME` and then the database over
     /// `NAME.db`; flush the directory. The source is written before postmap runs, so the
     /// database's mtime is never older than the source's. On any failure the temporary files
     /// are removed and the previous source and database are untouched; the one exception is a
@@ -384,7 +384,8 @@ impl PostfixCli {
     }
 
     /// The first half of [`PostfixCli::install_map`]: the temporary source and database, built
-    /// and flushed, with the owners and modes of the files they will replace.
+    /// and flushed (both before either is renamed), with the owners and modes of the files
+    /// they will replace.
     fn build_temp(&self, source: &Path, text: &str) -> Result<(), PostfixError> {
         let database = database_of(source, self.map_suffix);
         let temp_source = atomic::temp_path(source);
@@ -400,7 +401,10 @@ impl PostfixCli {
             }
             let source_owner = Ownership::of(source)?;
             let db_owner = Ownership::of(&database)?.or(source_owner);
-            atomic::write_temp(&temp_source, text.as_bytes(), 0o600)?;
+            // Flushed after postmap, not before: postmap reads the page cache, and a run's
+            // first fsync can wait tens of milliseconds for the file system's journal
+            // (measured: 15 ms after a database write), which then overlaps the build.
+            atomic::write_unsynced(&temp_source, text.as_bytes(), 0o600)?;
             // Owners are applied only after postmap: run as root, postmap drops privileges to
             // the source file's owner, who may not be allowed to create files in the directory.
             self.run(
@@ -413,6 +417,7 @@ impl PostfixCli {
                     None => atomic::set_mode(path, NEW_FILE_MODE)?,
                 }
             }
+            atomic::sync_file(&temp_source)?;
             atomic::sync_file(&temp_db)
         })();
         if result.is_err() {
