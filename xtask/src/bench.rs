@@ -11,7 +11,8 @@
 //!   for: postconf, postmap, postfix).
 //!
 //! Each change alternately enables and disables one extra domain, so every run is a change of
-//! exactly one domain. Medians of several runs; the database edits between runs are not timed.
+//! exactly one domain. relay-sync's runs and the floor's alternate, each right after the same
+//! database write. Medians of several runs; the database edits are not timed.
 
 use std::fmt::Write as _;
 use std::fs;
@@ -144,7 +145,10 @@ pub(crate) fn run(root: &Path, binary: &Path) -> Result<()> {
          ```sh\ncargo xtask bench\n```\n\n\
          The floor is the bare Postfix work for the same change, measured in the same run: the \
          same files written, `postmap` of each changed map, `postconf -e relay_domains = …` \
-         (inline mode), then `postfix reload`. Ratio = relay-sync ÷ floor. Peak RSS is wait4(2)'s \
+         (inline mode), then `postfix reload`, run as a shell script would (output discarded; \
+         done when `postfix` exits, not when the `postsuper` it starts in the background does). \
+         Its runs alternate with relay-sync's, each right after the same database write (the \
+         admin's toggle). Ratio = relay-sync ÷ floor. Peak RSS is wait4(2)'s \
          `ru_maxrss` for the relay-sync process and the commands it waited for (postmap of a \
          million entries peaks at about 27 MB, so large values are relay-sync's own). A one-domain change alternately \
          enables and disables `{TOGGLE}`. Inline changes pay Postfix's wait for `main.cf` to be \
@@ -326,23 +330,31 @@ impl<'a> Sandbox<'a> {
         })
     }
 
-    /// `runs` one-domain changes by relay-sync, then as many by the floor.
+    /// `runs` one-domain changes by relay-sync and as many by the floor, interleaved, each
+    /// right after the same database write (the admin's toggle), so that both meet the same
+    /// machine: page cache, file system journal, CPU.
     fn one_change(&mut self, runs: usize, target: Target) -> Result<Row> {
-        eprintln!("xtask bench: {runs} one-domain changes by relay-sync, then by the floor");
-        let mut samples = Vec::new();
+        eprintln!(
+            "xtask bench: {runs} one-domain changes by relay-sync and by the floor, interleaved"
+        );
+        // Two untimed changes leave the files of both states to replay for the floor.
         let mut states = [None, None];
-        for _ in 0..runs {
+        for _ in 0..2 {
             self.toggle()?;
-            samples.push(self.sync()?);
+            self.sync()?;
             states[usize::from(self.toggled)] = Some(self.snapshot()?);
         }
         let [Some(off), Some(on)] = states else {
-            bail!("at least two runs are needed to measure the floor");
+            bail!("the two untimed changes did not leave both states");
         };
+        let mut samples = Vec::new();
         let mut floors = Vec::new();
-        for i in 0..runs {
-            let files = if i % 2 == 0 { &off } else { &on };
-            floors.push(self.floor(files)?);
+        for _ in 0..runs {
+            self.toggle()?;
+            samples.push(self.sync()?);
+            // Back to the other state, by the floor: the database says so first.
+            self.toggle()?;
+            floors.push(self.floor(if self.toggled { &on } else { &off })?);
         }
         Ok(Row {
             scenario: "one-domain change".into(),
