@@ -322,8 +322,7 @@ fn sync(config: &Config, args: SyncArgs) -> u8 {
     // A real run keeps postconf's answers in STATE_DIR while main.cf stays the same file; a
     // dry run writes nothing, so it always asks postconf.
     let cache = (!args.dry_run).then(|| config.state_dir.join(POSTCONF_CACHE));
-    let (postfix, fetched) =
-        runtime.block_on(prefetch(&source, config.postfix_settings(), cache));
+    let (postfix, fetched) = runtime.block_on(prefetch(&source, config.postfix_settings(), cache));
     let postfix = match postfix {
         Ok(postfix) => postfix.with_relay_domains_map(config.relay_domains_map.clone()),
         Err(error @ PostfixError::CommandMissing { .. }) => {
