@@ -194,3 +194,96 @@ impl LastRun for String {
             .is_some_and(|last| last.contains("No changes detected, skipping update"))
     }
 }
+
+/// Issue "Scale and speed" §3, through the binary in both modes: a run that finds nothing to
+/// change sends exactly one query (the server's general log shows Connect, Query, Quit for
+/// relay-sync's connection), runs no Postfix command that writes, and leaves every file in the
+/// Postfix directory and the backup directory as it was.
+#[test]
+fn a_no_change_run_sends_one_query_and_writes_nothing() {
+    let inline = Gateway::start("$mydestination, kuma8088.com", "");
+    let map = map_gateway("hash");
+    for (mode, gw) in [("inline", &inline), ("map", &map)] {
+        let record = gw.dir.path().join("commands.log");
+        let rec = record.display();
+        let commands = gw.stand_in_commands(
+            "recording",
+            &[
+                (
+                    "postconf",
+                    &format!("echo \"postconf $*\" >> {rec}\nexec /usr/sbin/postconf \"$@\""),
+                ),
+                (
+                    "postmap",
+                    &format!("echo \"postmap $*\" >> {rec}\nexec /usr/sbin/postmap \"$@\""),
+                ),
+                (
+                    "postfix",
+                    &format!("echo \"postfix $*\" >> {rec}\nexec /usr/sbin/postfix \"$@\""),
+                ),
+            ],
+        );
+        let env = [("POSTFIX_COMMAND_DIR", commands.to_str().unwrap())];
+        gw.sync_env_expecting(&env, 0);
+        // The first run changed things; from here on nothing differs.
+        let before = directory_state(gw);
+        fs::remove_file(&record).unwrap();
+        gw.sql("SET GLOBAL log_output = 'TABLE'; TRUNCATE mysql.general_log; SET GLOBAL general_log = 1;");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+
+        gw.sync_env_expecting(&env, 0);
+        assert!(gw.log().ends_with_no_change(), "{mode}: {}", gw.log());
+        assert_eq!(directory_state(gw), before, "{mode}: a file was written");
+        let recorded = fs::read_to_string(&record).unwrap_or_default();
+        for line in recorded.lines() {
+            assert!(
+                line.starts_with("postconf ") && line.contains(" -h "),
+                "{mode}: a no-change run ran {line:?}; all:\n{recorded}"
+            );
+        }
+
+        // The server logs `Quit` when it reads it, which may be just after the run exited.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let log = loop {
+            let log = gw
+                .db
+                .sql(
+                    "SELECT command_type, argument FROM mysql.general_log \
+                     WHERE thread_id IN (SELECT thread_id FROM mysql.general_log \
+                                         WHERE argument LIKE 'relay_sync@%') \
+                     ORDER BY event_time",
+                )
+                .unwrap();
+            if log.contains("Quit") || std::time::Instant::now() > deadline {
+                break log;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        };
+        gw.sql("SET GLOBAL general_log = 0;");
+        let kinds: Vec<&str> = log
+            .lines()
+            .map(|line| line.split('\t').next().unwrap())
+            .collect();
+        assert_eq!(
+            kinds,
+            ["Connect", "Query", "Quit"],
+            "{mode}: general log:\n{log}"
+        );
+    }
+}
+
+/// Every file in the Postfix directory and the backup directory: name, length and mtime.
+fn directory_state(gw: &Gateway) -> Vec<(PathBuf, u64, SystemTime)> {
+    let mut files = Vec::new();
+    for dir in [gw.postfix.config_dir().to_path_buf(), gw.backup_dir()] {
+        for entry in fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let meta = fs::metadata(&path).unwrap();
+            if meta.is_file() {
+                files.push((path, meta.len(), meta.modified().unwrap()));
+            }
+        }
+    }
+    files.sort();
+    files
+}
