@@ -53,21 +53,19 @@ impl Ownership {
 /// Writes `bytes` to `temp` and flushes them to disk; the file gets `mode` until its final owner
 /// and mode are applied.
 pub(crate) fn write_temp(temp: &Path, bytes: &[u8], mode: u32) -> Result<(), PostfixError> {
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(mode)
-        .open(temp)
-        .map_err(|source| io("create", temp, source))?;
-    file.write_all(bytes)
-        .and_then(|()| file.sync_all())
+    create_with(temp, bytes, mode)?
+        .sync_all()
         .map_err(|source| io("write", temp, source))
 }
 
 /// Writes `bytes` to `temp` without flushing them: the caller flushes with [`sync_file`]
 /// before the rename that makes them count.
 pub(crate) fn write_unsynced(temp: &Path, bytes: &[u8], mode: u32) -> Result<(), PostfixError> {
+    create_with(temp, bytes, mode).map(drop)
+}
+
+/// Creates (or truncates) `temp` with `mode` and writes `bytes` to it.
+fn create_with(temp: &Path, bytes: &[u8], mode: u32) -> Result<File, PostfixError> {
     let mut file = OpenOptions::new()
         .write(true)
         .create(true)
@@ -76,7 +74,8 @@ pub(crate) fn write_unsynced(temp: &Path, bytes: &[u8], mode: u32) -> Result<(),
         .open(temp)
         .map_err(|source| io("create", temp, source))?;
     file.write_all(bytes)
-        .map_err(|source| io("write", temp, source))
+        .map_err(|source| io("write", temp, source))?;
+    Ok(file)
 }
 
 /// Flushes an existing file (e.g. a map database postmap just built) to disk.

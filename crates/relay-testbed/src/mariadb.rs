@@ -228,6 +228,39 @@ impl MariaDb {
         Ok(())
     }
 
+    /// Starts the server's general log (into the `mysql.general_log` table), empty.
+    pub fn start_general_log(&self) -> anyhow::Result<()> {
+        self.sql(
+            "SET GLOBAL log_output = 'TABLE'; SET GLOBAL general_log = 0; \
+             TRUNCATE mysql.general_log; SET GLOBAL general_log = 1;",
+        )
+        .map(drop)
+    }
+
+    /// Stops the general log and returns what the sessions of `user` sent, one
+    /// `COMMAND_TYPE\tARGUMENT` line each, oldest first (e.g. `Connect`, `Query`, `Quit`).
+    ///
+    /// The server logs `Quit` when it reads it, which may be just after the client exited, so
+    /// this waits up to 5 s for one.
+    pub fn general_log_of(&self, user: &str) -> anyhow::Result<String> {
+        let query = format!(
+            "SELECT command_type, argument FROM mysql.general_log \
+             WHERE thread_id IN (SELECT thread_id FROM mysql.general_log \
+                                 WHERE command_type = 'Connect' AND argument LIKE '{user}@%') \
+             ORDER BY event_time"
+        );
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let log = loop {
+            let log = self.sql(&query)?;
+            if log.contains("Quit") || Instant::now() > deadline {
+                break log;
+            }
+            sleep(Duration::from_millis(50));
+        };
+        self.sql("SET GLOBAL general_log = 0;")?;
+        Ok(log)
+    }
+
     /// Whether the server process is still alive.
     pub fn is_running(&self) -> bool {
         match self.lock_child().as_mut() {

@@ -228,7 +228,7 @@ fn a_no_change_run_sends_one_query_and_writes_nothing() {
         // The first run changed things; from here on nothing differs.
         let before = directory_state(gw);
         fs::remove_file(&record).unwrap();
-        gw.sql("SET GLOBAL log_output = 'TABLE'; TRUNCATE mysql.general_log; SET GLOBAL general_log = 1;");
+        gw.db.start_general_log().unwrap();
         std::thread::sleep(std::time::Duration::from_millis(20));
 
         gw.sync_env_expecting(&env, 0);
@@ -242,24 +242,7 @@ fn a_no_change_run_sends_one_query_and_writes_nothing() {
             );
         }
 
-        // The server logs `Quit` when it reads it, which may be just after the run exited.
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-        let log = loop {
-            let log = gw
-                .db
-                .sql(
-                    "SELECT command_type, argument FROM mysql.general_log \
-                     WHERE thread_id IN (SELECT thread_id FROM mysql.general_log \
-                                         WHERE argument LIKE 'relay_sync@%') \
-                     ORDER BY event_time",
-                )
-                .unwrap();
-            if log.contains("Quit") || std::time::Instant::now() > deadline {
-                break log;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        };
-        gw.sql("SET GLOBAL general_log = 0;");
+        let log = gw.db.general_log_of("relay_sync").unwrap();
         let kinds: Vec<&str> = log
             .lines()
             .map(|line| line.split('\t').next().unwrap())

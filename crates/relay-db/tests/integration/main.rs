@@ -148,26 +148,10 @@ async fn logs_connected_with_the_configured_host() {
 async fn fetch_sends_one_query_and_nothing_else() {
     let db = MariaDb::start().unwrap();
     db.load_fixtures().unwrap();
-    db.sql("SET GLOBAL log_output = 'TABLE'; SET GLOBAL general_log = 1;")
-        .unwrap();
+    db.start_general_log().unwrap();
     fetch(settings(&db)).await.unwrap();
 
-    // The server logs `Quit` when it has read it, which may be just after the fetch returned.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let log = loop {
-        let log = db
-            .sql(
-                "SELECT command_type, argument FROM mysql.general_log \
-                 WHERE thread_id IN (SELECT thread_id FROM mysql.general_log \
-                                     WHERE argument LIKE 'relay_sync@%') \
-                 ORDER BY event_time",
-            )
-            .unwrap();
-        if log.contains("Quit") || Instant::now() > deadline {
-            break log;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let log = db.general_log_of("relay_sync").unwrap();
     let commands: Vec<&str> = log
         .lines()
         .map(|line| line.split('\t').next().unwrap())

@@ -161,24 +161,28 @@ fn owner_and_mode_of_source_and_map_are_kept() {
     }
 }
 
-/// A command directory where `postmap` (or another command) is a stand-in that fails, and the
-/// others are the real ones.
-fn failing_commands(failing: &str) -> tempfile::TempDir {
+/// A command directory where `name` is a shell script running `body`, and the others are
+/// links to the real commands.
+fn stand_in_commands(name: &str, body: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    for name in ["postconf", "postmap", "postfix"] {
-        let path = dir.path().join(name);
-        if name == failing {
-            fs::write(
-                &path,
-                format!("#!/bin/sh\necho \"{name}: fatal: stand-in failure\" >&2\nexit 1\n"),
-            )
-            .unwrap();
+    for program in ["postconf", "postmap", "postfix"] {
+        let path = dir.path().join(program);
+        if program == name {
+            fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
             fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
         } else {
-            std::os::unix::fs::symlink(format!("/usr/sbin/{name}"), &path).unwrap();
+            std::os::unix::fs::symlink(format!("/usr/sbin/{program}"), &path).unwrap();
         }
     }
     dir
+}
+
+/// A command directory where `failing` is a stand-in that fails, and the others are real.
+fn failing_commands(failing: &str) -> tempfile::TempDir {
+    stand_in_commands(
+        failing,
+        &format!("echo \"{failing}: fatal: stand-in failure\" >&2\nexit 1"),
+    )
 }
 
 #[test]
@@ -936,24 +940,13 @@ fn a_failed_build_ahead_is_reported_by_its_write_and_leaves_the_map() {
 
 /// Postfix commands that log each postconf run to `calls` before running the real one.
 fn counting_commands(calls: &Path) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    for name in ["postconf", "postmap", "postfix"] {
-        let path = dir.path().join(name);
-        if name == "postconf" {
-            fs::write(
-                &path,
-                format!(
-                    "#!/bin/sh\necho \"$*\" >> {}\nexec /usr/sbin/postconf \"$@\"\n",
-                    calls.display()
-                ),
-            )
-            .unwrap();
-            fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
-        } else {
-            std::os::unix::fs::symlink(format!("/usr/sbin/{name}"), &path).unwrap();
-        }
-    }
-    dir
+    stand_in_commands(
+        "postconf",
+        &format!(
+            "echo \"$*\" >> {}\nexec /usr/sbin/postconf \"$@\"",
+            calls.display()
+        ),
+    )
 }
 
 #[test]
