@@ -252,36 +252,23 @@ impl PostfixCli {
         args: &[String],
     ) -> Result<(std::process::ExitStatus, String, String), PostfixError> {
         use std::io::{Read, Seek};
-        let argv = self.command(program, args);
-        let started = std::time::Instant::now();
-        let spawn_error = |source| PostfixError::Spawn {
-            command: argv.join(" "),
-            source,
-        };
-        let mut stdout = tempfile::tempfile().map_err(spawn_error)?;
-        let mut stderr = tempfile::tempfile().map_err(spawn_error)?;
-        let status = Command::new(&argv[0])
-            .args(&argv[1..])
-            .stdin(Stdio::null())
-            .stdout(stdout.try_clone().map_err(spawn_error)?)
-            .stderr(stderr.try_clone().map_err(spawn_error)?)
-            .status()
-            .map_err(spawn_error)?;
-        let read = |file: &mut fs::File| -> Result<String, PostfixError> {
-            let mut bytes = Vec::new();
-            file.rewind()
-                .and_then(|()| file.read_to_end(&mut bytes))
-                .map_err(spawn_error)?;
-            Ok(String::from_utf8_lossy(&bytes).into_owned())
-        };
-        let (stdout, stderr) = (read(&mut stdout)?, read(&mut stderr)?);
-        tracing::debug!(
-            "`{}` exited with {} after {} ms",
-            argv.join(" "),
-            status,
-            started.elapsed().as_millis()
-        );
-        Ok((status, stdout, stderr))
+        self.timed(program, args, |argv| {
+            let mut stdout = tempfile::tempfile()?;
+            let mut stderr = tempfile::tempfile()?;
+            let status = Command::new(&argv[0])
+                .args(&argv[1..])
+                .stdin(Stdio::null())
+                .stdout(stdout.try_clone()?)
+                .stderr(stderr.try_clone()?)
+                .status()?;
+            let read = |file: &mut fs::File| -> std::io::Result<String> {
+                let mut bytes = Vec::new();
+                file.rewind()?;
+                file.read_to_end(&mut bytes)?;
+                Ok(String::from_utf8_lossy(&bytes).into_owned())
+            };
+            Ok((status, read(&mut stdout)?, read(&mut stderr)?))
+        })
     }
 
     /// Runs a command with `input` on its standard input (nothing: `/dev/null`).
@@ -291,52 +278,62 @@ impl PostfixCli {
         args: &[String],
         input: &[u8],
     ) -> Result<(std::process::ExitStatus, String, String), PostfixError> {
+        self.timed(program, args, |argv| {
+            let output = if input.is_empty() {
+                Command::new(&argv[0])
+                    .args(&argv[1..])
+                    .stdin(Stdio::null())
+                    .output()?
+            } else {
+                let mut child = Command::new(&argv[0])
+                    .args(&argv[1..])
+                    .stdin(Stdio::piped())
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped())
+                    .spawn()?;
+                // Written from a thread: a child that fills its stdout pipe before reading all
+                // of its input would otherwise wait on us while we wait on it.
+                let mut stdin = child.stdin.take();
+                std::thread::scope(|scope| {
+                    scope.spawn(|| {
+                        if let Some(stdin) = stdin.as_mut() {
+                            // A child that exits early closes the pipe: its status says why.
+                            let _ = std::io::Write::write_all(stdin, input);
+                        }
+                        drop(stdin.take());
+                    });
+                    child.wait_with_output()
+                })?
+            };
+            Ok((
+                output.status,
+                String::from_utf8_lossy(&output.stdout).into_owned(),
+                String::from_utf8_lossy(&output.stderr).into_owned(),
+            ))
+        })
+    }
+
+    /// Runs `run` on the command line of `program` with `args`, logs how long it took, and
+    /// names the command in an I/O error (it could not be started, or its output not read).
+    fn timed(
+        &self,
+        program: &str,
+        args: &[String],
+        run: impl FnOnce(&[String]) -> std::io::Result<(std::process::ExitStatus, String, String)>,
+    ) -> Result<(std::process::ExitStatus, String, String), PostfixError> {
         let argv = self.command(program, args);
         let started = std::time::Instant::now();
-        let spawn_error = |source| PostfixError::Spawn {
+        let (status, stdout, stderr) = run(&argv).map_err(|source| PostfixError::Spawn {
             command: argv.join(" "),
             source,
-        };
-        let output = if input.is_empty() {
-            Command::new(&argv[0])
-                .args(&argv[1..])
-                .stdin(Stdio::null())
-                .output()
-                .map_err(spawn_error)?
-        } else {
-            let mut child = Command::new(&argv[0])
-                .args(&argv[1..])
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .map_err(spawn_error)?;
-            // Written from a thread: a child that fills its stdout pipe before reading all of
-            // its input would otherwise wait on us while we wait on it.
-            let mut stdin = child.stdin.take();
-            let output = std::thread::scope(|scope| {
-                scope.spawn(|| {
-                    if let Some(stdin) = stdin.as_mut() {
-                        // A child that exits early closes the pipe: its status says why.
-                        let _ = std::io::Write::write_all(stdin, input);
-                    }
-                    drop(stdin.take());
-                });
-                child.wait_with_output()
-            });
-            output.map_err(spawn_error)?
-        };
+        })?;
         tracing::debug!(
             "`{}` exited with {} after {} ms",
             argv.join(" "),
-            output.status,
+            status,
             started.elapsed().as_millis()
         );
-        Ok((
-            output.status,
-            String::from_utf8_lossy(&output.stdout).into_owned(),
-            String::from_utf8_lossy(&output.stderr).into_owned(),
-        ))
+        Ok((status, stdout, stderr))
     }
 
     /// Builds the map for `text` under a temporary name and renames source and database into
