@@ -64,26 +64,21 @@ pub fn apply<P: PostfixWrite + Sync>(
         Step::WriteRelayDomainsMap(text) => Some(*text),
         _ => None,
     });
-    let backup = std::thread::scope(|scope| {
-        let backup = scope.spawn(write_backup);
+    let ((), backup) = alongside(write_backup, || {
         if first_transport.is_some() || table.is_some() {
             postfix.prepare_maps(first_transport, table);
         }
-        backup.join()
-    })
-    .unwrap_or_else(|_| {
-        Err(relay_postfix::PostfixError::Invalid {
-            path: std::path::PathBuf::from("BACKUP_DIR"),
-            detail: "writing the backup stopped unexpectedly".into(),
-        })
     });
     let backup = match backup {
-        Ok(backup) => backup,
-        Err(error) => {
+        Some(Ok(backup)) => backup,
+        failed => {
             postfix.discard_prepared();
             let failure = StepFailure {
                 step: FailedStep::Backup,
-                cause: error.into(),
+                cause: match failed {
+                    Some(Err(error)) => error.into(),
+                    _ => FailureCause::Stopped("writing the backup"),
+                },
             };
             tracing::error!("{failure}");
             tracing::error!("Nothing was changed; keeping current configuration");
@@ -137,6 +132,9 @@ fn run_steps<P: PostfixWrite + Sync>(
         }
     };
     let mut verified = false;
+    // A transport written after the verification (the final text after a union) is checked
+    // again: it is the map that stays.
+    let mut routes_rewritten = false;
     for step in prepared.steps() {
         match step {
             Step::WriteTransport(text) => {
@@ -148,6 +146,7 @@ fn run_steps<P: PostfixWrite + Sync>(
                     .write_transport(text)
                     .map_err(failed(FailedStep::WriteTransport))?;
                 touched.transport = true;
+                routes_rewritten = verified;
                 tracing::info!("Postmap successful: {}", postfix.transport_map_name());
                 if text == plan.transport_final {
                     tracing::info!(
@@ -190,39 +189,60 @@ fn run_steps<P: PostfixWrite + Sync>(
                 );
             }
             Step::Reload => {
-                let (reload, verify) = std::thread::scope(|scope| {
-                    let verify = scope.spawn(|| verify(settings, prepared, postfix));
-                    let reload = postfix.reload();
-                    (reload, verify.join())
-                });
+                let (reload, verify) = alongside(
+                    || verify(settings, prepared, postfix, true),
+                    || postfix.reload(),
+                );
                 reload.map_err(failed(FailedStep::Reload))?;
                 tracing::info!("Postfix reloaded successfully");
-                match verify {
-                    Ok(result) => result?,
-                    Err(_) => {
-                        return Err(StepFailure {
-                            step: FailedStep::Verify,
-                            cause: FailureCause::Verify(
-                                "the verification stopped unexpectedly".into(),
-                            ),
-                        })
-                    }
-                }
+                verify.unwrap_or(Err(StepFailure {
+                    step: FailedStep::Verify,
+                    cause: FailureCause::Stopped("the verification"),
+                }))?;
                 verified = true;
             }
         }
     }
-    if !verified {
-        verify(settings, prepared, postfix)?;
+    if !verified || routes_rewritten {
+        verify(settings, prepared, postfix, !verified)?;
     }
     Ok(())
 }
 
-/// Reads back what Postfix now sees (SPEC §2 step 7, last paragraph).
+/// Runs `side` on a thread of its own while `main` runs on this one, and returns what each
+/// returned (`None`: `side` panicked). When no thread can be started (a process or memory
+/// limit of the cron job), `side` runs here after `main`: slower, but never a panic halfway
+/// through a change.
+fn alongside<A: Send, B>(
+    side: impl FnOnce() -> A + Send,
+    main: impl FnOnce() -> B,
+) -> (B, Option<A>) {
+    use std::panic::{catch_unwind, AssertUnwindSafe};
+    use std::sync::{Mutex, PoisonError};
+    // The thread takes `side` out of the slot; when the thread cannot start, it is still here.
+    let slot = Mutex::new(Some(side));
+    let take = || slot.lock().unwrap_or_else(PoisonError::into_inner).take();
+    std::thread::scope(|scope| {
+        let thread = std::thread::Builder::new().spawn_scoped(scope, || take().map(|side| side()));
+        let main = main();
+        let side = match thread {
+            Ok(thread) => thread.join().ok().flatten(),
+            Err(error) => {
+                tracing::warn!("cannot start a thread ({error}); working one step at a time");
+                take().and_then(|side| catch_unwind(AssertUnwindSafe(side)).ok())
+            }
+        };
+        (main, side)
+    })
+}
+
+/// Reads back what Postfix now sees (SPEC §2 step 7, last paragraph): `relay_domains` (when
+/// `relay_domains` is set and the run changed it) and the routes of the added domains.
 fn verify<P: PostfixWrite>(
     settings: &SyncSettings,
     prepared: &Prepared,
     postfix: &P,
+    relay_domains: bool,
 ) -> Result<(), StepFailure> {
     let plan = &prepared.plan;
     let failed = |cause: FailureCause| StepFailure {
@@ -232,7 +252,7 @@ fn verify<P: PostfixWrite>(
     // `postconf -h relay_domains` equals what was written (SPEC §2 step 7). A map-mode change
     // that wrote only the tables leaves it as this run read it, and skips the postconf, which
     // would compete with the reload for the CPU.
-    if plan.relay_domains_changed() {
+    if relay_domains && plan.relay_domains_changed() {
         let seen = postfix
             .relay_domains()
             .map_err(|e| failed(FailureCause::Postfix(e)))?;
@@ -350,5 +370,26 @@ fn rollback<P: PostfixWrite>(
     match reload_failure {
         Some(error) => Err(failed(FailedStep::Reload)(error)),
         None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::alongside;
+
+    #[test]
+    fn alongside_returns_both_results() {
+        let (main, side) = alongside(|| std::thread::current().id(), || 2);
+        assert_eq!(main, 2);
+        // The side ran on a thread of its own.
+        assert_ne!(side, Some(std::thread::current().id()));
+        assert!(side.is_some());
+    }
+
+    #[test]
+    fn a_panicking_side_is_none_and_main_still_answers() {
+        let (main, side): (u8, Option<u8>) = alongside(|| panic!("side fails"), || 7);
+        assert_eq!(main, 7);
+        assert_eq!(side, None);
     }
 }

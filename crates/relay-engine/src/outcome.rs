@@ -64,6 +64,10 @@ pub enum FailureCause {
     /// Postfix does not see what was written.
     #[error("{0}")]
     Verify(String),
+    /// The work of the step stopped without an answer (it panicked; the panic message is on
+    /// standard error).
+    #[error("{0} stopped unexpectedly")]
+    Stopped(&'static str),
 }
 
 /// The steps of applying a plan, named for logs.

@@ -68,6 +68,11 @@ pub(crate) struct State {
     /// When set, `postconf -h relay_domains` answers this once `relay_domains` has been
     /// written (a Postfix that does not see what was written).
     pub(crate) lie_after_write: Option<String>,
+    /// When set to `(n, key)`, the map built by the `n`th transport write (from 1) has no
+    /// entry for `key`: a map that does not hold what its source says.
+    pub(crate) map_loses: Option<(usize, String)>,
+    /// Transport writes so far.
+    pub(crate) transport_writes: usize,
     /// The (transport, table) texts handed to `prepare_maps`, in order.
     pub(crate) prepared: Vec<(String, String)>,
     /// How many times `discard_prepared` was called.
@@ -194,8 +199,16 @@ impl PostfixWrite for FakePostfix {
             format!("write transport ({removed} lines)"),
         )?;
         let mut state = self.0.lock().unwrap();
+        state.transport_writes += 1;
         state.transport = Some(text.to_owned());
-        state.map = Some(text.to_owned());
+        state.map = Some(match &state.map_loses {
+            Some((n, key)) if *n == state.transport_writes => text
+                .lines()
+                .filter(|line| line.split_whitespace().next() != Some(key))
+                .map(|line| format!("{line}\n"))
+                .collect(),
+            _ => text.to_owned(),
+        });
         state.map_fresh = true;
         Ok(())
     }

@@ -557,6 +557,31 @@ fn dry_run_only_reads() {
     assert!(writes(&postfix).is_empty());
 }
 
+/// The map that stays is the one checked: when entries both arrive and leave, the final
+/// transport is written after the reload (and the verification that runs during it), so its
+/// routes are looked up again.
+#[test]
+fn the_final_transport_written_after_the_reload_is_verified_too() {
+    let postfix = synced_gateway();
+    let before = postfix.state();
+    // Write 1 is the union (with c.example, verified during the reload); write 2 is the final
+    // text, whose map lacks c.example.
+    postfix.0.lock().unwrap().map_loses = Some((2, "c.example".into()));
+    let (outcome, log) = sync(
+        FakeSource::rows(&["a.example", "c.example", "kuma8088.com"]),
+        &postfix,
+        &settings(),
+    );
+    match &outcome {
+        Outcome::RolledBack(failure) => assert_eq!(failure.step, FailedStep::Verify, "{log}"),
+        other => panic!("expected RolledBack, got {other:?}\n{log}"),
+    }
+    assert!(log.contains("postmap -q c.example"), "{log}");
+    let state = postfix.state();
+    assert_eq!(state.relay_domains, before.relay_domains);
+    assert_eq!(state.transport, before.transport);
+}
+
 #[test]
 fn rollback_mirrors_the_forward_order() {
     // b.example is removed and c.example added; verification fails after the final transport
