@@ -246,28 +246,46 @@ impl PostfixCli {
     /// when the command itself exits. `postfix reload` ends by starting `postsuper` in the
     /// background; with pipes, waiting for the output would wait for that `postsuper` too
     /// (about 20 ms), which neither a shell nor the reload itself waits for.
+    ///
+    /// Without a temporary file (`TMPDIR` full or unwritable) it runs the command with pipes;
+    /// output that cannot be read back after the command exited is logged and left out, and
+    /// the exit status still decides.
     fn run_to_files(
         &self,
         program: &str,
         args: &[String],
     ) -> Result<(std::process::ExitStatus, String, String), PostfixError> {
         use std::io::{Read, Seek};
+        let files = (|| -> std::io::Result<_> {
+            let (stdout, stderr) = (tempfile::tempfile()?, tempfile::tempfile()?);
+            Ok((stdout.try_clone()?, stdout, stderr.try_clone()?, stderr))
+        })();
+        let (stdout_for_child, mut stdout, stderr_for_child, mut stderr) = match files {
+            Ok(files) => files,
+            Err(error) => {
+                tracing::debug!(
+                    "no temporary file for the output of {program} ({error}); using pipes"
+                );
+                return self.run_status(program, args);
+            }
+        };
         self.timed(program, args, |argv| {
-            let mut stdout = tempfile::tempfile()?;
-            let mut stderr = tempfile::tempfile()?;
-            let status = Command::new(&argv[0])
-                .args(&argv[1..])
+            let status = spawnable(argv)
                 .stdin(Stdio::null())
-                .stdout(stdout.try_clone()?)
-                .stderr(stderr.try_clone()?)
+                .stdout(stdout_for_child)
+                .stderr(stderr_for_child)
                 .status()?;
-            let read = |file: &mut fs::File| -> std::io::Result<String> {
+            let read = |file: &mut fs::File| {
                 let mut bytes = Vec::new();
-                file.rewind()?;
-                file.read_to_end(&mut bytes)?;
-                Ok(String::from_utf8_lossy(&bytes).into_owned())
+                if let Err(error) = file.rewind().and_then(|()| file.read_to_end(&mut bytes)) {
+                    tracing::warn!(
+                        "cannot read back what `{}` printed: {error}",
+                        argv.join(" ")
+                    );
+                }
+                String::from_utf8_lossy(&bytes).into_owned()
             };
-            Ok((status, read(&mut stdout)?, read(&mut stderr)?))
+            Ok((status, read(&mut stdout), read(&mut stderr)))
         })
     }
 
@@ -280,28 +298,35 @@ impl PostfixCli {
     ) -> Result<(std::process::ExitStatus, String, String), PostfixError> {
         self.timed(program, args, |argv| {
             let output = if input.is_empty() {
-                Command::new(&argv[0])
-                    .args(&argv[1..])
-                    .stdin(Stdio::null())
-                    .output()?
+                spawnable(argv).stdin(Stdio::null()).output()?
             } else {
-                let mut child = Command::new(&argv[0])
-                    .args(&argv[1..])
+                let mut child = spawnable(argv)
                     .stdin(Stdio::piped())
                     .stdout(Stdio::piped())
                     .stderr(Stdio::piped())
                     .spawn()?;
                 // Written from a thread: a child that fills its stdout pipe before reading all
                 // of its input would otherwise wait on us while we wait on it.
-                let mut stdin = child.stdin.take();
+                // Without a thread (a process limit), the input is written first: the lookups'
+                // answers are small next to a pipe's buffer.
+                let stdin = std::sync::Mutex::new(child.stdin.take());
+                let feed = || {
+                    let stdin = stdin
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .take();
+                    if let Some(mut stdin) = stdin {
+                        // A child that exits early closes the pipe: its status says why.
+                        let _ = std::io::Write::write_all(&mut stdin, input);
+                    }
+                };
                 std::thread::scope(|scope| {
-                    scope.spawn(|| {
-                        if let Some(stdin) = stdin.as_mut() {
-                            // A child that exits early closes the pipe: its status says why.
-                            let _ = std::io::Write::write_all(stdin, input);
-                        }
-                        drop(stdin.take());
-                    });
+                    if std::thread::Builder::new()
+                        .spawn_scoped(scope, feed)
+                        .is_err()
+                    {
+                        feed();
+                    }
                     child.wait_with_output()
                 })?
             };
@@ -440,10 +465,22 @@ impl PostfixCli {
 
 /// Length and hash of a map's text: tells the write that a staged build is for it.
 fn fingerprint(text: &str) -> (usize, u64) {
-    use std::hash::{Hash, Hasher};
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    text.hash(&mut hasher);
-    (text.len(), hasher.finish())
+    use std::hash::BuildHasher;
+    // Keys drawn once per process: no text can be made to collide with another on purpose.
+    static KEYS: std::sync::OnceLock<std::hash::RandomState> = std::sync::OnceLock::new();
+    (
+        text.len(),
+        KEYS.get_or_init(std::hash::RandomState::new).hash_one(text),
+    )
+}
+
+/// The command for `argv`, without `MAIL_CONFIG` in its environment: `POSTFIX_CONFIG_DIR`
+/// alone says which configuration is meant (a `-c` when it is not the default), as it does
+/// for the files relay-sync reads and writes.
+fn spawnable(argv: &[String]) -> Command {
+    let mut command = Command::new(&argv[0]);
+    command.args(&argv[1..]).env_remove("MAIL_CONFIG");
+    command
 }
 
 impl PostfixRead for PostfixCli {
@@ -612,14 +649,21 @@ impl PostfixWrite for PostfixCli {
         .into_iter()
         .filter_map(|(source, text)| Some((source, text?)))
         .collect();
+        // A build whose thread cannot start (a process limit) is simply not done ahead: its
+        // write builds it then.
         let built: Vec<Staged> = std::thread::scope(|scope| {
             let handles: Vec<_> = jobs
                 .iter()
-                .map(|&(source, text)| scope.spawn(move || self.build_temp(source, text)))
+                .filter_map(|&(source, text)| {
+                    std::thread::Builder::new()
+                        .spawn_scoped(scope, move || self.build_temp(source, text))
+                        .ok()
+                        .map(|handle| (source, text, handle))
+                })
                 .collect();
-            jobs.iter()
-                .zip(handles)
-                .map(|(&(source, text), handle)| Staged {
+            handles
+                .into_iter()
+                .map(|(source, text, handle)| Staged {
                     source: source.clone(),
                     fingerprint: fingerprint(text),
                     built: handle.join().unwrap_or_else(|_| {

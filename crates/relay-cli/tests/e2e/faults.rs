@@ -386,3 +386,31 @@ fn read_only_transport_directory_exits_5_and_keeps_the_map() {
     gw.sync_env_expecting(&env, 0);
     assert!(gw.relay_domains().contains("pending.example"));
 }
+
+/// The reload's output goes to unnamed temporary files; with `TMPDIR` unusable (a full or
+/// missing /tmp) the change still goes through, the output read through pipes instead.
+#[test]
+fn an_unusable_tmpdir_does_not_fail_the_reload() {
+    let gw = synced_with_pending_change("");
+    let output = gw
+        .command(&[])
+        .env("TMPDIR", gw.dir.path().join("no-such-tmp"))
+        .output()
+        .unwrap();
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}\n--- log\n{}",
+        String::from_utf8_lossy(&output.stderr),
+        gw.log()
+    );
+    assert_eq!(
+        gw.lookup("pending.example").as_deref(),
+        Some("smtp:[127.0.0.1]:2525")
+    );
+    assert!(
+        gw.log().contains("Postfix reloaded successfully"),
+        "{}",
+        gw.log()
+    );
+}
