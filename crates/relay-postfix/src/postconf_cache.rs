@@ -63,8 +63,19 @@ fn key_settled(config_dir: &Path, command_dir: &Path, settle: Duration) -> Optio
     ))
 }
 
-/// The values stored under `key`, if the file holds exactly that key.
+/// The values stored under `key`, if the file holds exactly that key and only this user can
+/// have written it: its `relay_domains` goes back into `postconf -e`, so a cache another local
+/// user could write is ignored.
 pub(crate) fn load(path: &Path, key: &str) -> Option<Values> {
+    for file in [path, path.parent()?] {
+        if !private(&fs::symlink_metadata(file).ok()?) {
+            tracing::debug!(
+                "postconf cache ignored: {} is not this user's alone",
+                file.display()
+            );
+            return None;
+        }
+    }
     let text = fs::read_to_string(path).ok()?;
     let mut lines = text.lines();
     if lines.next()? != HEADER || lines.next()?.strip_prefix("key ")? != key {
@@ -82,6 +93,13 @@ pub(crate) fn load(path: &Path, key: &str) -> Option<Values> {
         value("default_database_type")?,
         value("relay_domains")?,
     ])
+}
+
+/// Whether `meta` is owned by this process's user and not writable by group or others.
+fn private(meta: &fs::Metadata) -> bool {
+    // SAFETY: `geteuid` has no preconditions and cannot fail.
+    let euid = unsafe { libc::geteuid() };
+    meta.uid() == euid && meta.mode() & 0o022 == 0
 }
 
 /// Stores `values` under `key`, replacing the file atomically; a failure only costs the next
@@ -126,6 +144,29 @@ mod tests {
             &["a\nb".to_owned(), String::new(), String::new()],
         );
         assert_eq!(load(&path, "k3"), None);
+    }
+
+    #[test]
+    fn a_cache_others_could_write_is_ignored() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("postconf.cache");
+        let values = [String::new(), "hash".to_owned(), "a.example".to_owned()];
+        save(&path, "k", &values);
+        assert_eq!(load(&path, "k"), Some(values.clone()));
+        let mode = |p: &Path, m: u32| {
+            fs::set_permissions(p, fs::Permissions::from_mode(m)).unwrap_or_else(|e| panic!("{e}"))
+        };
+        mode(&path, 0o620);
+        assert_eq!(load(&path, "k"), None, "group-writable file");
+        mode(&path, 0o600);
+        mode(dir.path(), 0o777);
+        assert_eq!(load(&path, "k"), None, "world-writable directory");
+        mode(dir.path(), 0o700);
+        assert_eq!(load(&path, "k"), Some(values));
+        // Another owner (the tests run as root, so chown works).
+        std::os::unix::fs::chown(&path, Some(65534), None).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(load(&path, "k"), None, "file owned by nobody");
     }
 
     #[test]
