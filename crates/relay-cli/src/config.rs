@@ -396,6 +396,18 @@ pub(crate) enum ConfigError {
         /// Where `DB_TLS` was set.
         origin: Origin,
     },
+    /// Map mode's table would be the transport file.
+    #[error(
+        "RELAY_DOMAINS_MAP {} is the transport file {}: map mode keeps the domains in a table of their own; set RELAY_DOMAINS_MAP to another path (by default POSTFIX_CONFIG_DIR/relay_domains)",
+        map.display(),
+        transport.display()
+    )]
+    TableIsTransport {
+        /// `RELAY_DOMAINS_MAP`.
+        map: PathBuf,
+        /// `TRANSPORT_FILE`.
+        transport: PathBuf,
+    },
     /// `DB_PASSWORD_FILE` cannot be read.
     #[error("cannot read DB_PASSWORD_FILE {}: {source}", path.display())]
     PasswordFile {
@@ -867,7 +879,7 @@ impl Values<'_> {
             PathBuf::from(default::STATE_DIR),
             parse_absolute_path,
         )?;
-        Ok(Config {
+        let config = Config {
             file: self.file_found.then(|| self.path.to_owned()),
             db_host: self.required("DB_HOST", parse_host)?,
             db_port: self.or_default("DB_PORT", default::DB_PORT, parse_port)?,
@@ -966,7 +978,22 @@ impl Values<'_> {
                 parse_count,
             )?,
             metrics_file: self.optional("METRICS_FILE", parse_absolute_path)?,
-        })
+        };
+        // Both are written and built by relay-sync; one file cannot hold both texts.
+        let (map, transport) = (&config.relay_domains_map, &config.transport_file);
+        if config.relay_domains_mode == RelayDomainsMode::Map
+            && (map == transport
+                || matches!(
+                    (std::fs::canonicalize(map), std::fs::canonicalize(transport)),
+                    (Ok(a), Ok(b)) if a == b
+                ))
+        {
+            return Err(ConfigError::TableIsTransport {
+                map: map.clone(),
+                transport: transport.clone(),
+            });
+        }
+        Ok(config)
     }
 
     fn password_source(&self) -> Result<PasswordSource, ConfigError> {
@@ -1321,6 +1348,33 @@ METRICS_FILE = /var/lib/node_exporter/textfile/relay_sync.prom
         // The directory from the environment counts too.
         let config = ok(MINIMAL, &[("RELAY_SYNC_POSTFIX_CONFIG_DIR", "/env/pf")]);
         assert_eq!(config.transport_file, Path::new("/env/pf/transport"));
+    }
+
+    #[test]
+    fn map_mode_refuses_a_table_that_is_the_transport_file() {
+        let same = format!(
+            "{MINIMAL}RELAY_DOMAINS_MODE=map\nTRANSPORT_FILE=/srv/pf/t\nRELAY_DOMAINS_MAP=/srv/pf/t\n"
+        );
+        assert_eq!(
+            err(&same, &[]),
+            "RELAY_DOMAINS_MAP /srv/pf/t is the transport file /srv/pf/t: map mode keeps the \
+             domains in a table of their own; set RELAY_DOMAINS_MAP to another path (by default \
+             POSTFIX_CONFIG_DIR/relay_domains)"
+        );
+        // The same file through a symbolic link.
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let transport = dir.path().join("transport");
+        std::fs::write(&transport, "").unwrap_or_else(|e| panic!("{e}"));
+        let link = dir.path().join("relay_domains");
+        std::os::unix::fs::symlink(&transport, &link).unwrap_or_else(|e| panic!("{e}"));
+        let linked = format!(
+            "{MINIMAL}RELAY_DOMAINS_MODE=map\nTRANSPORT_FILE={}\nRELAY_DOMAINS_MAP={}\n",
+            transport.display(),
+            link.display()
+        );
+        assert!(err(&linked, &[]).contains("is the transport file"));
+        // Inline mode never writes the table.
+        ok(&same.replace("=map", "=inline"), &[]);
     }
 
     #[test]
