@@ -125,14 +125,19 @@ impl Plan {
         // Names relayed now, as written: inline ones, and the table's keys when relay_domains
         // names it. Compared as text against the wanted names (both sorted), so that a table
         // of a million lines costs no million parses.
-        let mut current_names: Vec<&str> = current.domains.iter().map(DomainName::as_str).collect();
-        if let Some(table) = table {
-            if current.preserved_tokens.iter().any(names_table) {
-                current_names.extend(table.keys());
-            }
+        let table_keys = table.filter(|_| current.preserved_tokens.iter().any(names_table));
+        let mut current_names: Vec<&str> = Vec::with_capacity(
+            current.domains.len() + table_keys.map_or(0, |t| t.lines_hint()),
+        );
+        current_names.extend(current.domains.iter().map(DomainName::as_str));
+        if let Some(table) = table_keys {
+            current_names.extend(table.keys());
         }
-        current_names.sort_unstable();
-        current_names.dedup();
+        // The table relay-sync writes is sorted already: one pass instead of a sort.
+        if !current_names.is_sorted_by(|a, b| a < b) {
+            current_names.sort_unstable();
+            current_names.dedup();
+        }
         // Borrowed when nothing is preserved: a million names are not copied for nothing.
         let wanted: Cow<'_, BTreeSet<DomainName>> = if input.preserve.is_empty() {
             Cow::Borrowed(input.database)

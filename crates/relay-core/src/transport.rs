@@ -151,7 +151,7 @@ impl<'a> TransportFile<'a> {
             // Inside the block, lines that start with a letter or digit (the bulk of a big
             // file) cannot be markers.
             if !inside || !line.as_bytes()[0].is_ascii_alphanumeric() {
-                let trimmed = line.trim();
+                let trimmed = line.trim_ascii();
                 if trimmed.starts_with(BEGIN_PREFIX) {
                     if begin_line.is_some() {
                         return Err(TransportError::SecondBlock { line: number });
@@ -330,12 +330,14 @@ fn entry(line: &str) -> Option<(&str, &str)> {
     if line.starts_with([' ', '\t']) {
         return None;
     }
-    let line = line.trim();
+    // ASCII whitespace only, as postmap's parser (and cheaper than Unicode's).
+    let line = line.trim_ascii();
     if line.is_empty() || line.starts_with('#') {
         return None;
     }
-    let (key, value) = line
-        .split_once(|c: char| c.is_ascii_whitespace())
-        .unwrap_or((line, ""));
-    Some((key, value.trim()))
+    match line.bytes().position(|b| b.is_ascii_whitespace()) {
+        // Both sides of an ASCII byte are character boundaries.
+        Some(at) => Some((&line[..at], line[at..].trim_ascii_start())),
+        None => Some((line, "")),
+    }
 }
