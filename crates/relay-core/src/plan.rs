@@ -126,9 +126,8 @@ impl Plan {
         // names it. Compared as text against the wanted names (both sorted), so that a table
         // of a million lines costs no million parses.
         let table_keys = table.filter(|_| current.preserved_tokens.iter().any(names_table));
-        let mut current_names: Vec<&str> = Vec::with_capacity(
-            current.domains.len() + table_keys.map_or(0, |t| t.lines_hint()),
-        );
+        let mut current_names: Vec<&str> =
+            Vec::with_capacity(current.domains.len() + table_keys.map_or(0, |t| t.lines_hint()));
         current_names.extend(current.domains.iter().map(DomainName::as_str));
         if let Some(table) = table_keys {
             current_names.extend(table.keys());
