@@ -1,7 +1,7 @@
 //! Mail through the private Postfix (OT-001, OT-002): what a sync changes is what senders see,
 //! and mail for domains that were already relayed keeps flowing while syncs reload Postfix.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -62,7 +62,7 @@ fn enabled_domain_is_accepted_and_delivered_disabled_domain_is_refused() {
     }
 }
 
-/// While 10 syncs in a row add and remove other domains and reload Postfix, a steady stream of
+/// While 10 or more syncs in a row add and remove other domains and reload Postfix, a steady stream of
 /// messages to domains that stay relayed loses none: every accepted message is delivered.
 #[test]
 fn steady_stream_loses_nothing_while_syncs_reload() {
@@ -73,8 +73,10 @@ fn steady_stream_loses_nothing_while_syncs_reload() {
     let smtp = gw.postfix.smtp_port();
 
     let stop = Arc::new(AtomicBool::new(false));
+    let accepted_so_far = Arc::new(AtomicUsize::new(0));
     let sender = {
         let stop = Arc::clone(&stop);
+        let accepted_so_far = Arc::clone(&accepted_so_far);
         std::thread::spawn(move || {
             let (mut sent, mut accepted, mut refused) = (0u64, Vec::new(), Vec::new());
             let recipients = [
@@ -86,7 +88,10 @@ fn steady_stream_loses_nothing_while_syncs_reload() {
                 sent += 1;
                 let to = recipients[(sent % 3) as usize];
                 match send(smtp, to, sent) {
-                    Ok(()) => accepted.push(sent),
+                    Ok(()) => {
+                        accepted.push(sent);
+                        accepted_so_far.fetch_add(1, Ordering::Relaxed);
+                    }
                     Err(error) => refused.push(format!("{sent} {to}: {error}")),
                 }
                 std::thread::sleep(Duration::from_millis(20));
@@ -94,7 +99,10 @@ fn steady_stream_loses_nothing_while_syncs_reload() {
             (sent, accepted, refused)
         })
     };
-    for i in 0..10 {
+    // At least 10 syncs, and on until 50 messages went through them: a session that meets an
+    // inline change pauses while main.cf is under a second old, so how many fit varies.
+    let mut i = 0;
+    while i < 10 || (accepted_so_far.load(Ordering::Relaxed) < 50 && i < 40) {
         // Odd runs add a domain, even runs remove the one added before: every run changes
         // relay_domains and the transport map and reloads Postfix.
         if i % 2 == 0 {
@@ -108,7 +116,12 @@ fn steady_stream_loses_nothing_while_syncs_reload() {
             ));
         }
         gw.sync_env_expecting(&env, 0);
+        i += 1;
     }
+    // The stream goes on for a moment, as it does on a gateway: a message queued just as the
+    // last reload replaced the queue manager can wait for the next message's trigger (or the
+    // 300 s wakeup); seen once in CI as 27 messages undelivered after 60 s, none deferred.
+    std::thread::sleep(Duration::from_secs(2));
     stop.store(true, Ordering::Relaxed);
     let (sent, accepted, refused) = sender.join().unwrap();
     let all_delivered = wait_until(Duration::from_secs(60), || {
@@ -118,7 +131,7 @@ fn steady_stream_loses_nothing_while_syncs_reload() {
     let maillog = gw.postfix.maillog();
     let reloads = gw.log().matches("Postfix reloaded successfully").count();
     println!(
-        "mail flow during 10 syncs ({reloads} reloads): sent {sent}, accepted {}, refused {}, delivered {}, lost {}",
+        "mail flow during {i} syncs ({reloads} reloads): sent {sent}, accepted {}, refused {}, delivered {}, lost {}",
         accepted.len(),
         refused.len(),
         got.len(),
@@ -133,11 +146,14 @@ fn steady_stream_loses_nothing_while_syncs_reload() {
     assert!(refused.is_empty(), "refused: {refused:#?}");
     assert!(
         all_delivered,
-        "lost messages; maillog problems:\n{:#?}",
+        "lost messages; maillog problems:\n{:#?}\nqueue:\n{}\nmaillog:\n{maillog}",
         maillog
             .lines()
             .filter(|l| l.contains("status=") && !l.contains("status=sent"))
-            .collect::<Vec<_>>()
+            .collect::<Vec<_>>(),
+        gw.postfix
+            .command("/usr/sbin/postqueue", &["-p"])
+            .unwrap_or_else(|e| format!("postqueue -p failed: {e:#}"))
     );
     assert_eq!(got, accepted, "delivered differs from accepted");
 }
