@@ -981,13 +981,15 @@ impl Values<'_> {
         };
         // Both are written and built by relay-sync; one file cannot hold both texts.
         let (map, transport) = (&config.relay_domains_map, &config.transport_file);
-        if config.relay_domains_mode == RelayDomainsMode::Map
-            && (map == transport
-                || matches!(
-                    (std::fs::canonicalize(map), std::fs::canonicalize(transport)),
-                    (Ok(a), Ok(b)) if a == b
-                ))
-        {
+        // The same path, or (both existing) the same file by a link of either kind.
+        let same_file = || {
+            use std::os::unix::fs::MetadataExt;
+            matches!(
+                (std::fs::metadata(map), std::fs::metadata(transport)),
+                (Ok(a), Ok(b)) if (a.dev(), a.ino()) == (b.dev(), b.ino())
+            )
+        };
+        if config.relay_domains_mode == RelayDomainsMode::Map && (map == transport || same_file()) {
             return Err(ConfigError::TableIsTransport {
                 map: map.clone(),
                 transport: transport.clone(),
@@ -1373,6 +1375,15 @@ METRICS_FILE = /var/lib/node_exporter/textfile/relay_sync.prom
             link.display()
         );
         assert!(err(&linked, &[]).contains("is the transport file"));
+        // And through a hard link.
+        let hard = dir.path().join("relay_domains.hard");
+        std::fs::hard_link(&transport, &hard).unwrap_or_else(|e| panic!("{e}"));
+        let hard_linked = format!(
+            "{MINIMAL}RELAY_DOMAINS_MODE=map\nTRANSPORT_FILE={}\nRELAY_DOMAINS_MAP={}\n",
+            transport.display(),
+            hard.display()
+        );
+        assert!(err(&hard_linked, &[]).contains("is the transport file"));
         // Inline mode never writes the table.
         ok(&same.replace("=map", "=inline"), &[]);
     }

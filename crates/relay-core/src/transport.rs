@@ -327,7 +327,8 @@ fn lowercase(key: &str) -> Cow<'_, str> {
 /// The key and value of a table line, or `None` for blank lines, comments and continuation
 /// lines (which start with whitespace, per postmap(1)).
 fn entry(line: &str) -> Option<(&str, &str)> {
-    if line.starts_with([' ', '\t']) {
+    // postmap reads a line that starts with any C `isspace` byte as a continuation line.
+    if line.starts_with([' ', '\t', '\n', '\r', '\x0B', '\x0C']) {
         return None;
     }
     // ASCII whitespace only, as postmap's parser (and cheaper than Unicode's).
@@ -339,5 +340,43 @@ fn entry(line: &str) -> Option<(&str, &str)> {
         // Both sides of an ASCII byte are character boundaries.
         Some(at) => Some((&line[..at], line[at..].trim_ascii_start())),
         None => Some((line, "")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::entry;
+
+    /// Lines as postmap(1) reads them: ASCII whitespace separates and trims, any C `isspace`
+    /// byte at the start makes a continuation line, and other Unicode spaces are text.
+    #[test]
+    fn entries_are_read_as_postmap_reads_them() {
+        let cases: &[(&str, Option<(&str, &str)>)] = &[
+            (
+                "a.example smtp:[192.0.2.1]:25\n",
+                Some(("a.example", "smtp:[192.0.2.1]:25")),
+            ),
+            (
+                "a.example\t \tsmtp:[192.0.2.1]:25 \r\n",
+                Some(("a.example", "smtp:[192.0.2.1]:25")),
+            ),
+            ("a.example\n", Some(("a.example", ""))),
+            ("# a.example smtp:\n", None),
+            ("\n", None),
+            (" a.example smtp:\n", None),
+            ("\ta.example smtp:\n", None),
+            ("\x0Ba.example smtp:\n", None),
+            ("\x0Ca.example smtp:\n", None),
+            ("\ra.example smtp:\n", None),
+            // A no-break space is not a separator: postmap's key is the whole first word.
+            (
+                "\u{a0}a.example smtp:\n",
+                Some(("\u{a0}a.example", "smtp:")),
+            ),
+            ("a.example\u{a0}smtp:\n", Some(("a.example\u{a0}smtp:", ""))),
+        ];
+        for (line, expected) in cases {
+            assert_eq!(entry(line), *expected, "line {line:?}");
+        }
     }
 }

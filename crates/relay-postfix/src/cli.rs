@@ -263,8 +263,9 @@ impl PostfixCli {
         let (stdout_for_child, mut stdout, stderr_for_child, mut stderr) = match files {
             Ok(files) => files,
             Err(error) => {
-                tracing::debug!(
-                    "no temporary file for the output of {program} ({error}); using pipes"
+                tracing::warn!(
+                    "cannot create a temporary file for the output of {program} ({error}; is \
+                     TMPDIR full?); reading it through pipes, which waits for what it starts"
                 );
                 return self.run_status(program, args);
             }
@@ -657,6 +658,13 @@ impl PostfixWrite for PostfixCli {
                 .filter_map(|&(source, text)| {
                     std::thread::Builder::new()
                         .spawn_scoped(scope, move || self.build_temp(source, text))
+                        .inspect_err(|error| {
+                            tracing::debug!(
+                                "cannot start a thread to build {} ahead ({error}); its write \
+                                 builds it",
+                                source.display()
+                            );
+                        })
                         .ok()
                         .map(|handle| (source, text, handle))
                 })

@@ -163,10 +163,17 @@ mod tests {
         mode(dir.path(), 0o777);
         assert_eq!(load(&path, "k"), None, "world-writable directory");
         mode(dir.path(), 0o700);
-        assert_eq!(load(&path, "k"), Some(values));
-        // Another owner (the tests run as root, so chown works).
-        std::os::unix::fs::chown(&path, Some(65534), None).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(load(&path, "k"), None, "file owned by nobody");
+        assert_eq!(load(&path, "k"), Some(values.clone()));
+        // A symbolic link (mode 0777) to the cache is not the cache.
+        let link = dir.path().join("link.cache");
+        std::os::unix::fs::symlink(&path, &link).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(load(&link, "k"), None, "symbolic link");
+        // Another owner (only root can give a file away).
+        // SAFETY: `geteuid` has no preconditions and cannot fail.
+        if unsafe { libc::geteuid() } == 0 {
+            std::os::unix::fs::chown(&path, Some(65534), None).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(load(&path, "k"), None, "file owned by nobody");
+        }
     }
 
     #[test]
