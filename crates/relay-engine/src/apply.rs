@@ -217,13 +217,26 @@ fn alongside<A: Send, B>(
     side: impl FnOnce() -> A + Send,
     main: impl FnOnce() -> B,
 ) -> (B, Option<A>) {
+    alongside_with(side, main, true)
+}
+
+/// [`alongside`]; with `threads` false, as if no thread could be started.
+fn alongside_with<A: Send, B>(
+    side: impl FnOnce() -> A + Send,
+    main: impl FnOnce() -> B,
+    threads: bool,
+) -> (B, Option<A>) {
     use std::panic::{catch_unwind, AssertUnwindSafe};
     use std::sync::{Mutex, PoisonError};
     // The thread takes `side` out of the slot; when the thread cannot start, it is still here.
     let slot = Mutex::new(Some(side));
     let take = || slot.lock().unwrap_or_else(PoisonError::into_inner).take();
     std::thread::scope(|scope| {
-        let thread = std::thread::Builder::new().spawn_scoped(scope, || take().map(|side| side()));
+        let thread = if threads {
+            std::thread::Builder::new().spawn_scoped(scope, || take().map(|side| side()))
+        } else {
+            Err(std::io::Error::other("threads switched off"))
+        };
         let main = main();
         let side = match thread {
             Ok(thread) => thread.join().ok().flatten(),
@@ -384,6 +397,28 @@ mod tests {
         // The side ran on a thread of its own.
         assert_ne!(side, Some(std::thread::current().id()));
         assert!(side.is_some());
+    }
+
+    #[test]
+    fn without_threads_side_runs_once_after_main_and_a_panic_is_none() {
+        let order = std::sync::Mutex::new(Vec::new());
+        let (main, side) = super::alongside_with(
+            || {
+                order.lock().unwrap().push("side");
+                std::thread::current().id()
+            },
+            || {
+                order.lock().unwrap().push("main");
+                1
+            },
+            false,
+        );
+        assert_eq!(main, 1);
+        assert_eq!(side, Some(std::thread::current().id()), "side ran here");
+        assert_eq!(*order.lock().unwrap(), ["main", "side"]);
+        let (main, side): (u8, Option<u8>) =
+            super::alongside_with(|| panic!("side fails"), || 3, false);
+        assert_eq!((main, side), (3, None));
     }
 
     #[test]
