@@ -582,6 +582,39 @@ fn the_final_transport_written_after_the_reload_is_verified_too() {
     assert_eq!(state.transport, before.transport);
 }
 
+/// A good run looks each added route up once per map that carries it: during the reload
+/// (the union) and after the final write when one follows; a removal looks nothing up.
+#[test]
+fn routes_are_looked_up_in_each_map_that_stays_or_serves() {
+    let lookups = |postfix: &FakePostfix| {
+        postfix
+            .state()
+            .calls
+            .iter()
+            .filter(|call| call.starts_with("postmap -q"))
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    // c.example arrives and b.example leaves: union, reload, final.
+    let postfix = synced_gateway();
+    let (outcome, log) = sync(
+        FakeSource::rows(&["a.example", "c.example", "kuma8088.com"]),
+        &postfix,
+        &settings(),
+    );
+    assert_eq!(outcome.exit_code(), 0, "{log}");
+    assert_eq!(lookups(&postfix), ["postmap -q c.example"; 2]);
+    // b.example only leaves: nothing to look up.
+    let postfix = synced_gateway();
+    let (outcome, log) = sync(
+        FakeSource::rows(&["a.example", "kuma8088.com"]),
+        &postfix,
+        &settings(),
+    );
+    assert_eq!(outcome.exit_code(), 0, "{log}");
+    assert_eq!(lookups(&postfix), Vec::<String>::new());
+}
+
 #[test]
 fn rollback_mirrors_the_forward_order() {
     // b.example is removed and c.example added; verification fails after the final transport
