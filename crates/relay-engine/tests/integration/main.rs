@@ -103,12 +103,22 @@ pub(crate) fn sync(
     (outcome, log)
 }
 
+/// The calls that change something: all but the lookups.
 pub(crate) fn writes(postfix: &FakePostfix) -> Vec<String> {
+    calls_where(postfix, |c| !c.starts_with("postmap -q"))
+}
+
+/// The verification's lookups (`postmap -q KEY`).
+pub(crate) fn lookups(postfix: &FakePostfix) -> Vec<String> {
+    calls_where(postfix, |c| c.starts_with("postmap -q"))
+}
+
+fn calls_where(postfix: &FakePostfix, keep: impl Fn(&str) -> bool) -> Vec<String> {
     postfix
         .state()
         .calls
         .into_iter()
-        .filter(|c| !c.starts_with("postmap -q"))
+        .filter(|c| keep(c))
         .collect()
 }
 
@@ -586,15 +596,6 @@ fn the_final_transport_written_after_the_reload_is_verified_too() {
 /// (the union) and after the final write when one follows; a removal looks nothing up.
 #[test]
 fn routes_are_looked_up_in_each_map_that_stays_or_serves() {
-    let lookups = |postfix: &FakePostfix| {
-        postfix
-            .state()
-            .calls
-            .iter()
-            .filter(|call| call.starts_with("postmap -q"))
-            .cloned()
-            .collect::<Vec<_>>()
-    };
     // c.example arrives and b.example leaves: union, reload, final.
     let postfix = synced_gateway();
     let (outcome, log) = sync(
