@@ -8,7 +8,7 @@ use std::time::Duration;
 use relay_testbed::SmtpSink;
 
 use crate::gateway::Gateway;
-use crate::smtp::{delivered, rcpt, send, wait_until};
+use crate::smtp::{delivered, rcpt, rcpt_settled, send, wait_until};
 
 /// A gateway whose next hop is `sink` (RELAY_SYNC_DELL_RELAY_PORT wins over the file's 2525).
 fn gateway_to(sink: &SmtpSink) -> (Gateway, String) {
@@ -34,7 +34,7 @@ fn enabled_domain_is_accepted_and_delivered_disabled_domain_is_refused() {
 
     gw.sql("INSERT INTO mailserver_usermgmt.domains (name, enabled) VALUES ('fresh.example', 1)");
     gw.sync_env_expecting(&env, 0);
-    let reply = rcpt(smtp, "info@fresh.example");
+    let reply = rcpt_settled(smtp, "info@fresh.example", "250 ");
     assert!(reply.starts_with("250 "), "{reply}");
     send(smtp, "info@fresh.example", 1).unwrap();
     assert!(
@@ -49,7 +49,7 @@ fn enabled_domain_is_accepted_and_delivered_disabled_domain_is_refused() {
     // OT-002: disabling a domain makes the gateway refuse it again.
     gw.sql("UPDATE mailserver_usermgmt.domains SET enabled = 0 WHERE name = 'fresh.example'");
     gw.sync_env_expecting(&env, 0);
-    let reply = rcpt(smtp, "info@fresh.example");
+    let reply = rcpt_settled(smtp, "info@fresh.example", "554 ");
     assert_eq!(
         reply,
         "554 5.7.1 <info@fresh.example>: Relay access denied",
@@ -58,7 +58,8 @@ fn enabled_domain_is_accepted_and_delivered_disabled_domain_is_refused() {
     );
     // The preserved domain and the other seeded domains are still accepted.
     for to in ["postmaster@kuma8088.com", "info@example.com"] {
-        assert!(rcpt(smtp, to).starts_with("250 "), "{to}");
+        let reply = rcpt_settled(smtp, to, "250 ");
+        assert!(reply.starts_with("250 "), "{to}: {reply}");
     }
 }
 

@@ -8,7 +8,7 @@ use std::process::Command;
 use std::time::SystemTime;
 
 use crate::gateway::{files_starting_with, Gateway};
-use crate::smtp::rcpt;
+use crate::smtp::rcpt_settled;
 
 const SEEDED: &str = "example.com, example.net, example.org, kuma8088.com, shop.example.jp";
 
@@ -72,8 +72,10 @@ fn relays_through_the_table(map_type: &str, suffix: &str) {
         );
     }
     assert_eq!(query(&gw, "old.example", &table), None);
-    assert!(rcpt(smtp, "info@example.org").starts_with("250 "));
-    assert!(rcpt(smtp, "info@old.example").starts_with("554 5.7.1"));
+    let reply = rcpt_settled(smtp, "info@example.org", "250 ");
+    assert!(reply.starts_with("250 "), "{reply}");
+    let reply = rcpt_settled(smtp, "info@old.example", "554 5.7.1");
+    assert!(reply.starts_with("554 5.7.1"), "{reply}");
 
     // No change: nothing written.
     let database = gw
@@ -94,7 +96,8 @@ fn relays_through_the_table(map_type: &str, suffix: &str) {
     gw.sync_expecting(0);
     assert_eq!(mtime(&main_cf), before.0, "main.cf was rewritten");
     assert_eq!(query(&gw, "fresh.example", &table).as_deref(), Some("OK"));
-    assert!(rcpt(smtp, "info@fresh.example").starts_with("250 "));
+    let reply = rcpt_settled(smtp, "info@fresh.example", "250 ");
+    assert!(reply.starts_with("250 "), "{reply}");
     assert_eq!(
         files_starting_with(&gw.backup_dir(), "relay_domains_map.").len(),
         1
@@ -144,7 +147,8 @@ fn switching_modes_both_ways_is_a_backed_up_change() {
         files_starting_with(&gw.backup_dir(), "relay_domains.").len(),
         2
     );
-    assert!(rcpt(smtp, "info@shop.example.jp").starts_with("250 "));
+    let reply = rcpt_settled(smtp, "info@shop.example.jp", "250 ");
+    assert!(reply.starts_with("250 "), "{reply}");
 
     gw.sync_env_expecting(&[("RELAY_DOMAINS_MODE", "inline")], 0);
     assert_eq!(gw.relay_domains(), format!("$mydestination, {SEEDED}"));
@@ -152,7 +156,8 @@ fn switching_modes_both_ways_is_a_backed_up_change() {
         files_starting_with(&gw.backup_dir(), "relay_domains_map.").len(),
         1
     );
-    assert!(rcpt(smtp, "info@shop.example.jp").starts_with("250 "));
+    let reply = rcpt_settled(smtp, "info@shop.example.jp", "250 ");
+    assert!(reply.starts_with("250 "), "{reply}");
     // Converged in inline mode again.
     gw.sync_expecting(0);
     assert!(gw.log().ends_with_no_change());

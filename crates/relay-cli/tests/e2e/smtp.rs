@@ -54,6 +54,30 @@ pub(crate) fn rcpt(port: u16, to: &str) -> String {
     reply
 }
 
+/// How long a finished sync may take to reach new SMTP sessions. `postfix reload` returns once
+/// it has signalled the master; an idle `smtpd` of the old generation can still take the next
+/// connection before it sees the master's word and exits (seen once in CI: a 554 right after a
+/// sync that added the domain, 250 on the next try).
+const SETTLE: Duration = Duration::from_secs(20);
+
+/// [`rcpt`] until its reply starts with `want`, for at most [`SETTLE`]; the last reply.
+pub(crate) fn rcpt_settled(port: u16, to: &str, want: &str) -> String {
+    let start = Instant::now();
+    let mut reply = rcpt(port, to);
+    let first = reply.clone();
+    while !reply.starts_with(want) && start.elapsed() < SETTLE {
+        std::thread::sleep(Duration::from_millis(100));
+        reply = rcpt(port, to);
+    }
+    if reply != first {
+        eprintln!(
+            "RCPT TO:<{to}> answered {first:?} first, {reply:?} after {:?}",
+            start.elapsed()
+        );
+    }
+    reply
+}
+
 /// Sends one message to `to` whose header `X-E2E-Seq` carries `seq`; `Ok` when Postfix
 /// accepted it (250 after DATA), `Err` with the reply otherwise.
 pub(crate) fn send(port: u16, to: &str, seq: u64) -> Result<(), String> {
