@@ -4,7 +4,8 @@
 //! A rollback takes the run lock (a sync must not run in the middle of it), backs up the
 //! current state first (so a rollback can itself be rolled back: it becomes the newest
 //! generation), then restores the transport file (written atomically and rebuilt under a
-//! temporary name, like a sync), sets `relay_domains`, and reloads Postfix, all through
+//! temporary name, like a sync), map mode's table when the generation has one, sets
+//! `relay_domains`, and reloads Postfix, all through
 //! `PostfixWrite`. The next sync applies the database again: a rollback is for getting mail
 //! flowing while the cause is found, with the timer or cron entry paused if needed.
 
@@ -68,10 +69,17 @@ pub(crate) fn rollback(config: &Config, to: Option<&str>) -> Result<String, Roll
     let transport = contents.transport;
     tracing::info!("Rolling back to backup {stamp} by request");
 
-    let postfix = PostfixCli::new(config.postfix_settings())?;
+    let postfix = PostfixCli::new(config.postfix_settings())?
+        .with_relay_domains_map(config.relay_domains_map.clone());
     let current_relay = postfix.relay_domains()?;
     let current_transport = postfix.read_transport()?;
-    let saved = postfix.backup(&current_relay, current_transport.as_deref())?;
+    let current_table = postfix.read_relay_domains_map()?;
+    let mut saved = postfix.backup(&current_relay, current_transport.as_deref())?;
+    if let Some(text) = &current_table {
+        saved
+            .files
+            .push(postfix.backup_relay_domains_map(&saved.stamp, text)?);
+    }
     for file in &saved.files {
         tracing::info!("Backup created: {}", file.display());
     }
@@ -80,6 +88,14 @@ pub(crate) fn rollback(config: &Config, to: Option<&str>) -> Result<String, Roll
         "Restored transport file {} from {stamp}",
         config.transport_file.display()
     );
+    // Map mode's domains are in the table: it goes back before relay_domains names it.
+    if let Some(table) = &contents.relay_domains_map {
+        postfix.write_relay_domains_map(table)?;
+        tracing::info!(
+            "Restored relay domains table {} from {stamp}",
+            config.relay_domains_map.display()
+        );
+    }
     postfix.set_relay_domains(&relay_domains)?;
     tracing::info!("Restored relay_domains: {relay_domains}");
     postfix.reload()?;
@@ -114,15 +130,29 @@ pub(crate) fn render_backups(config: &Config) -> Result<String, RollbackError> {
             .as_deref()
             .and_then(|v| relay_core::RelayDomains::parse(v).ok())
             .map_or(0, |parsed| parsed.domains.len());
+        // Map mode's domains are in its table: one `DOMAIN OK` line each.
+        let table = g
+            .relay_domains_map
+            .as_ref()
+            .and_then(|p| fs::read_to_string(p).ok())
+            .map(|text| {
+                let entries = text
+                    .lines()
+                    .filter(|line| !line.trim_start().is_empty() && !line.starts_with('#'))
+                    .count();
+                format!(", {entries} in its table")
+            })
+            .unwrap_or_default();
         let kinds: Vec<&str> = [
             g.relay_domains.as_ref().map(|_| "relay_domains"),
             g.transport.as_ref().map(|_| "transport"),
+            g.relay_domains_map.as_ref().map(|_| "relay_domains_map"),
         ]
         .into_iter()
         .flatten()
         .collect();
         out.push_str(&format!(
-            "{}  {} domain(s) in relay_domains; {}{}\n",
+            "{}  {} domain(s) in relay_domains{table}; {}{}\n",
             g.stamp,
             domains,
             kinds.join(" + "),

@@ -1,6 +1,7 @@
 //! Backups (SPEC §6): `BACKUP_DIR/relay_domains.STAMP.bak` and `BACKUP_DIR/transport.STAMP.bak`,
 //! STAMP being `YYYYMMDD-HHMMSS` in local time (with `-2`, `-3`, … when that second is taken),
-//! the newest `BACKUP_KEEP` generations of each kind kept.
+//! the newest `BACKUP_KEEP` generations of each kind kept. In map mode a generation also holds
+//! `BACKUP_DIR/relay_domains_map.STAMP.bak`, the table's source, kept as long as its generation.
 //!
 //! Decisions beyond SPEC §6: the directory is created with mode 0700, and an existing one with
 //! looser permissions is tightened to 0700 (backups are the gateway's configuration, readable
@@ -30,6 +31,8 @@ pub struct BackupGeneration {
     pub relay_domains: Option<PathBuf>,
     /// `transport.STAMP.bak`, when present.
     pub transport: Option<PathBuf>,
+    /// `relay_domains_map.STAMP.bak` (map mode's table), when present.
+    pub relay_domains_map: Option<PathBuf>,
 }
 
 /// A stamp's sort key: the second, then the same-second counter (so `-10` sorts after `-9`).
@@ -87,6 +90,7 @@ pub fn list_backups(dir: &Path) -> Result<Vec<BackupGeneration>, PostfixError> {
                     stamp: stamp.to_owned(),
                     relay_domains: None,
                     transport: None,
+                    relay_domains_map: None,
                 });
                 let path = Some(entry.path());
                 if kind == "relay_domains" {
@@ -97,7 +101,18 @@ pub fn list_backups(dir: &Path) -> Result<Vec<BackupGeneration>, PostfixError> {
             }
         }
     }
-    Ok(generations.into_values().collect())
+    // A table backup belongs to the generation of its stamp; alone it is not a generation.
+    let mut generations: Vec<BackupGeneration> = generations.into_values().collect();
+    for generation in &mut generations {
+        let path = dir.join(format!(
+            "{RELAY_DOMAINS_MAP_BACKUP}.{}.bak",
+            generation.stamp
+        ));
+        if fs::symlink_metadata(&path).is_ok() {
+            generation.relay_domains_map = Some(path);
+        }
+    }
+    Ok(generations)
 }
 
 /// What one backup generation holds, read back for `relay-sync rollback`.
@@ -111,6 +126,9 @@ pub struct BackupContents {
     /// The transport file as it was. Empty when there was no transport file: restoring an empty
     /// map routes nothing, like a missing one.
     pub transport: String,
+    /// Map mode's table (`relay_domains_map.STAMP.bak`) as it was, when the generation has one:
+    /// a run backs it up when `RELAY_DOMAINS_MODE=map` or when `relay_domains` names it.
+    pub relay_domains_map: Option<String>,
 }
 
 /// Reads the generation `stamp` from `dir`, or the newest one when `stamp` is `None`.
@@ -170,10 +188,15 @@ pub fn read_generation(
         ));
     }
     let transport = read(&generation.transport, "transport")?;
+    let relay_domains_map = match &generation.relay_domains_map {
+        Some(path) => Some(read(&Some(path.clone()), RELAY_DOMAINS_MAP_BACKUP)?),
+        None => None,
+    };
     Ok(BackupContents {
         stamp: generation.stamp.clone(),
         relay_domains,
         transport,
+        relay_domains_map,
     })
 }
 
@@ -219,6 +242,39 @@ pub(crate) fn write(
         files: vec![relay_path, transport_path],
     })
 }
+
+/// Writes `BACKUP_DIR/relay_domains_map.STAMP.bak` beside the generation `stamp` that
+/// [`PostfixWrite::backup`](crate::PostfixWrite::backup) has just written, and deletes the table backups whose generation
+/// rotation has deleted, so that they are kept exactly as long as their generation.
+pub(crate) fn write_relay_domains_map(
+    dir: &Path,
+    stamp: &str,
+    text: &str,
+) -> Result<PathBuf, PostfixError> {
+    let path = dir.join(format!("{RELAY_DOMAINS_MAP_BACKUP}.{stamp}.bak"));
+    atomic::replace(&path, text.as_bytes(), 0o600)?;
+    let kept: std::collections::BTreeSet<String> = list_backups(dir)?
+        .into_iter()
+        .map(|generation| generation.stamp)
+        .collect();
+    for entry in fs::read_dir(dir).map_err(|source| io("list", dir, source))? {
+        let entry = entry.map_err(|source| io("list", dir, source))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let orphan = name
+            .strip_prefix(RELAY_DOMAINS_MAP_BACKUP)
+            .and_then(|rest| rest.strip_prefix('.'))
+            .and_then(|rest| rest.strip_suffix(".bak"))
+            .is_some_and(|old| old != stamp && !kept.contains(old));
+        if orphan {
+            let old = entry.path();
+            fs::remove_file(&old).map_err(|source| io("delete old backup", &old, source))?;
+        }
+    }
+    Ok(path)
+}
+
+/// Name prefix of map mode's table backups.
+pub(crate) const RELAY_DOMAINS_MAP_BACKUP: &str = "relay_domains_map";
 
 /// Creates the backup directory with mode 0700, or tightens an existing one to 0700: backups
 /// hold the gateway's configuration and need not be readable by anyone but root.
@@ -332,6 +388,27 @@ mod tests {
         let left = list_backups(dir.path()).unwrap();
         assert_eq!(left.len(), 1, "{left:?}");
         assert_eq!(left[0].stamp, b.stamp);
+    }
+
+    #[test]
+    fn a_table_backup_belongs_to_its_generation_and_alone_is_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = write(dir.path(), 3, "hash:/etc/postfix/relay_domains", Some("")).unwrap();
+        write_relay_domains_map(dir.path(), &b.stamp, "a.example OK\n").unwrap();
+        let orphan = format!("{RELAY_DOMAINS_MAP_BACKUP}.20200101-000000.bak");
+        fs::write(dir.path().join(orphan), "b.example OK\n").unwrap();
+        let generations = list_backups(dir.path()).unwrap();
+        assert_eq!(generations.len(), 1, "{generations:?}");
+        let contents = read_generation(dir.path(), &generations[0]).unwrap();
+        assert_eq!(
+            contents.relay_domains_map.as_deref(),
+            Some("a.example OK\n")
+        );
+
+        // An inline generation has no table.
+        let inline = write(dir.path(), 3, "a.example", None).unwrap();
+        let contents = read_backup(dir.path(), Some(&inline.stamp)).unwrap();
+        assert_eq!(contents.relay_domains_map, None);
     }
 
     #[test]

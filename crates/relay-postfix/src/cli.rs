@@ -708,7 +708,7 @@ impl PostfixWrite for PostfixCli {
     }
 
     fn backup_relay_domains_map(&self, stamp: &str, text: &str) -> Result<PathBuf, PostfixError> {
-        backup_relay_domains_map(&self.settings.backup_dir, stamp, text)
+        backup::write_relay_domains_map(&self.settings.backup_dir, stamp, text)
     }
 
     fn set_relay_domains(&self, value: &str) -> Result<(), PostfixError> {
@@ -783,35 +783,6 @@ fn is_fatal(stderr: &str) -> bool {
             && !line.contains(": info: ")
     })
 }
-
-/// Writes `BACKUP_DIR/relay_domains_map.STAMP.bak` beside the generation `stamp` that
-/// [`PostfixWrite::backup`] has just written, and deletes the table backups whose generation
-/// rotation has deleted, so that they are kept exactly as long as their generation.
-fn backup_relay_domains_map(dir: &Path, stamp: &str, text: &str) -> Result<PathBuf, PostfixError> {
-    let path = dir.join(format!("{RELAY_DOMAINS_MAP_BACKUP}.{stamp}.bak"));
-    atomic::replace(&path, text.as_bytes(), 0o600)?;
-    let kept: std::collections::BTreeSet<String> = backup::list_backups(dir)?
-        .into_iter()
-        .map(|generation| generation.stamp)
-        .collect();
-    for entry in fs::read_dir(dir).map_err(|source| io("list", dir, source))? {
-        let entry = entry.map_err(|source| io("list", dir, source))?;
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let orphan = name
-            .strip_prefix(RELAY_DOMAINS_MAP_BACKUP)
-            .and_then(|rest| rest.strip_prefix('.'))
-            .and_then(|rest| rest.strip_suffix(".bak"))
-            .is_some_and(|old| old != stamp && !kept.contains(old));
-        if orphan {
-            let old = entry.path();
-            fs::remove_file(&old).map_err(|source| io("delete old backup", &old, source))?;
-        }
-    }
-    Ok(path)
-}
-
-/// Name prefix of map mode's table backups.
-const RELAY_DOMAINS_MAP_BACKUP: &str = "relay_domains_map";
 
 /// A text file's contents, or `None` when it does not exist.
 fn read_text(path: &Path) -> Result<Option<String>, PostfixError> {

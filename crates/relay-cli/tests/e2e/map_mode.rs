@@ -163,6 +163,53 @@ fn switching_modes_both_ways_is_a_backed_up_change() {
     assert!(gw.log().ends_with_no_change());
 }
 
+/// `relay-sync rollback` in map mode puts the table back (its domains are what it relays), not
+/// only `relay_domains` and the transport file; the state it replaced, table included, is the
+/// newest generation, so the rollback can be undone.
+#[test]
+fn rollback_in_map_mode_restores_the_table() {
+    let gw = map_gateway("hash");
+    let table = format!("hash:{}", table_path(&gw).display());
+    let smtp = gw.postfix.smtp_port();
+    gw.sync_expecting(0);
+    gw.sql("INSERT INTO mailserver_usermgmt.domains (name, enabled) VALUES ('fresh.example', 1)");
+    gw.sync_expecting(0);
+    assert_eq!(query(&gw, "fresh.example", &table).as_deref(), Some("OK"));
+    let synced_table = fs::read_to_string(table_path(&gw)).unwrap();
+
+    // The newest generation holds the table as it was before fresh.example: five domains.
+    let listed = gw.run(&["backups"]);
+    assert_eq!(listed.code, 0, "{listed:?}");
+    let newest = listed.stdout.lines().last().unwrap();
+    assert!(
+        newest.contains(", 5 in its table; relay_domains + transport + relay_domains_map"),
+        "{listed:?}"
+    );
+
+    let run = gw.run(&["rollback"]);
+    assert_eq!(run.code, 0, "{run:?}\n{}", gw.log());
+    assert_eq!(gw.relay_domains(), format!("$mydestination, {table}"));
+    assert_eq!(query(&gw, "fresh.example", &table), None);
+    assert_eq!(query(&gw, "example.org", &table).as_deref(), Some("OK"));
+    assert!(
+        gw.log().contains("INFO: Restored relay domains table "),
+        "{}",
+        gw.log()
+    );
+    let reply = rcpt_settled(smtp, "info@fresh.example", "554 ");
+    assert!(reply.starts_with("554 5.7.1"), "{reply}");
+
+    // Undo: the table with fresh.example comes back from the rollback's own backup.
+    let undo = gw.run(&["rollback"]);
+    assert_eq!(undo.code, 0, "{undo:?}\n{}", gw.log());
+    assert_eq!(fs::read_to_string(table_path(&gw)).unwrap(), synced_table);
+    assert_eq!(query(&gw, "fresh.example", &table).as_deref(), Some("OK"));
+    let reply = rcpt_settled(smtp, "info@fresh.example", "250 ");
+    assert!(reply.starts_with("250 "), "{reply}");
+    gw.sync_expecting(0);
+    assert!(gw.log().ends_with_no_change(), "{}", gw.log());
+}
+
 /// Inline mode refuses a value too large for one `postconf -e` argument before touching
 /// anything, and names map mode; map mode takes the same domains.
 #[test]
