@@ -50,14 +50,6 @@ impl Ownership {
     }
 }
 
-/// Writes `bytes` to `temp` and flushes them to disk; the file gets `mode` until its final owner
-/// and mode are applied.
-pub(crate) fn write_temp(temp: &Path, bytes: &[u8], mode: u32) -> Result<(), PostfixError> {
-    create_with(temp, bytes, mode)?
-        .sync_all()
-        .map_err(|source| io("write", temp, source))
-}
-
 /// Writes `bytes` to `temp` without flushing them: the caller flushes with [`sync_file`]
 /// before the rename that makes them count.
 pub(crate) fn write_unsynced(temp: &Path, bytes: &[u8], mode: u32) -> Result<(), PostfixError> {
@@ -101,10 +93,27 @@ pub(crate) fn sync_dir(path: &Path) -> Result<(), PostfixError> {
 /// Replaces `path` with `bytes` atomically, keeping its owner and mode (`new_mode` for a file
 /// that did not exist).
 pub(crate) fn replace(path: &Path, bytes: &[u8], new_mode: u32) -> Result<(), PostfixError> {
+    replace_dated(path, bytes, new_mode, None)
+}
+
+/// [`replace`], the new file's modification time set to `modified` when given.
+pub(crate) fn replace_dated(
+    path: &Path,
+    bytes: &[u8],
+    new_mode: u32,
+    modified: Option<std::time::SystemTime>,
+) -> Result<(), PostfixError> {
     let temp = temp_path(path);
     let result = (|| {
         let ownership = Ownership::of(path)?;
-        write_temp(&temp, bytes, 0o600)?;
+        let file = create_with(&temp, bytes, 0o600)?;
+        if let Some(modified) = modified {
+            file.set_modified(modified)
+                .map_err(|source| io("set the time of", &temp, source))?;
+        }
+        file.sync_all()
+            .map_err(|source| io("write", &temp, source))?;
+        drop(file);
         match ownership {
             Some(ownership) => ownership.apply(&temp)?,
             None => set_mode(&temp, new_mode)?,

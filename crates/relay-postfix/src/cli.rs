@@ -394,7 +394,20 @@ impl PostfixCli {
             // whatever the database (MariaDB) says by then. The other order could leave a new
             // database beside an old source, looking fresh, with routes the source lacks
             // (a rollback killed there would keep them for good).
-            atomic::rename(&temp_source, source)?;
+            match link_target(source)? {
+                None => atomic::rename(&temp_source, source)?,
+                // A source that is a symbolic link (configuration management keeps some
+                // there) stays one: the file it points to is replaced, dated like the
+                // temporary source, so that the database is not older than it. The database
+                // is where Postfix looks for it: beside the link.
+                Some(target) => {
+                    let modified = fs::metadata(&temp_source)
+                        .and_then(|meta| meta.modified())
+                        .map_err(|source| atomic::io("inspect", &temp_source, source))?;
+                    atomic::replace_dated(&target, text.as_bytes(), NEW_FILE_MODE, Some(modified))?;
+                    atomic::remove_if_present(&temp_source);
+                }
+            }
             atomic::rename(&temp_db, &database_of(source, self.map_suffix))?;
             atomic::sync_dir(source)
         });
@@ -782,6 +795,28 @@ fn is_fatal(stderr: &str) -> bool {
             && !line.starts_with("warning: ")
             && !line.contains(": info: ")
     })
+}
+
+/// The file `path` finally points to when it is a symbolic link; `None` when it is not one (or
+/// does not exist). A link to nothing is an error: writing through it would create a file
+/// wherever it points.
+fn link_target(path: &Path) -> Result<Option<PathBuf>, PostfixError> {
+    match fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_symlink() => {
+            fs::canonicalize(path).map(Some).map_err(|error| {
+                let to =
+                    fs::read_link(path).map_or_else(|_| "?".into(), |to| to.display().to_string());
+                PostfixError::Invalid {
+                    path: path.to_owned(),
+                    detail: format!(
+                        "a symbolic link to {to}, which cannot be followed ({error}); it was left as \
+                         it is: point the link at the file or replace it with one"
+                    ),
+                }
+            })
+        }
+        _ => Ok(None),
+    }
 }
 
 /// A text file's contents, or `None` when it does not exist.

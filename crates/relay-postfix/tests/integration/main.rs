@@ -107,6 +107,68 @@ fn written_transport_answers_lookups_and_the_map_is_fresh() {
     );
 }
 
+/// A transport file that is a symbolic link (configuration management keeps some) stays one:
+/// the file it points to gets the new text, the database is built beside the link where Postfix
+/// looks, and the map is fresh afterwards, so the next run does not rebuild it.
+#[test]
+fn a_symlinked_source_stays_a_link_and_its_target_is_written() {
+    let postfix = Postfix::start("a.example").unwrap();
+    let (cli, dir) = cli(&postfix, None);
+    let elsewhere = dir.path().join("managed");
+    fs::create_dir(&elsewhere).unwrap();
+    let target = elsewhere.join("transport");
+    fs::write(&target, block(&["a.example"])).unwrap();
+    fs::set_permissions(&target, fs::Permissions::from_mode(0o640)).unwrap();
+    let link = postfix.transport_file();
+    let _ = fs::remove_file(&link);
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+
+    cli.write_transport(&block(&["a.example", "b.example"]))
+        .unwrap();
+    assert!(fs::symlink_metadata(&link)
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    assert_eq!(fs::read_link(&link).unwrap(), target);
+    assert_eq!(
+        fs::read_to_string(&target).unwrap(),
+        block(&["a.example", "b.example"])
+    );
+    assert_eq!(
+        fs::metadata(&target).unwrap().permissions().mode() & 0o777,
+        0o640
+    );
+    assert_eq!(
+        cli.lookup_transport("b.example").unwrap().as_deref(),
+        Some(HOP)
+    );
+    assert!(cli.transport_map_is_fresh().unwrap());
+    assert!(
+        temp_files(&postfix).is_empty(),
+        "{:?}",
+        temp_files(&postfix)
+    );
+    let beside_target: Vec<_> = fs::read_dir(&elsewhere)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(beside_target, ["transport"]);
+
+    // A link to nothing is refused, naming the link; nothing is created where it points.
+    fs::remove_file(&target).unwrap();
+    let error = cli.write_transport(&block(&["a.example"])).unwrap_err();
+    assert!(
+        error.to_string().contains(&link.display().to_string()),
+        "{error}"
+    );
+    assert!(error.to_string().contains("symbolic link"), "{error}");
+    assert!(!target.exists());
+    assert!(fs::symlink_metadata(&link)
+        .unwrap()
+        .file_type()
+        .is_symlink());
+}
+
 #[test]
 fn a_source_newer_than_its_map_is_stale_until_rebuilt() {
     let postfix = Postfix::start("a.example").unwrap();
