@@ -260,10 +260,8 @@ pub(crate) fn write_relay_domains_map(
     for entry in fs::read_dir(dir).map_err(|source| io("list", dir, source))? {
         let entry = entry.map_err(|source| io("list", dir, source))?;
         let name = entry.file_name().to_string_lossy().into_owned();
-        let orphan = name
-            .strip_prefix(RELAY_DOMAINS_MAP_BACKUP)
-            .and_then(|rest| rest.strip_prefix('.'))
-            .and_then(|rest| rest.strip_suffix(".bak"))
+        // Only names that follow the pattern: `relay_domains_map.manual.bak` is not ours.
+        let orphan = stamp_of(&name, RELAY_DOMAINS_MAP_BACKUP)
             .is_some_and(|old| old != stamp && !kept.contains(old));
         if orphan {
             let old = entry.path();
@@ -308,7 +306,12 @@ fn rotate(dir: &Path, keep: usize, current: &str) -> Result<(), PostfixError> {
         let interrupted = name
             .strip_prefix('.')
             .and_then(|n| n.strip_suffix(".relay-sync.tmp"))
-            .is_some_and(|n| KINDS.iter().any(|kind| stamp_of(n, kind).is_some()));
+            .is_some_and(|n| {
+                KINDS
+                    .iter()
+                    .chain([&RELAY_DOMAINS_MAP_BACKUP])
+                    .any(|kind| stamp_of(n, kind).is_some())
+            });
         if interrupted {
             atomic::remove_stale(&entry.path())?;
         }
@@ -395,8 +398,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let b = write(dir.path(), 3, "hash:/etc/postfix/relay_domains", Some("")).unwrap();
         write_relay_domains_map(dir.path(), &b.stamp, "a.example OK\n").unwrap();
-        let orphan = format!("{RELAY_DOMAINS_MAP_BACKUP}.20200101-000000.bak");
-        fs::write(dir.path().join(orphan), "b.example OK\n").unwrap();
+        let orphan = dir
+            .path()
+            .join(format!("{RELAY_DOMAINS_MAP_BACKUP}.20200101-000000.bak"));
+        fs::write(&orphan, "b.example OK\n").unwrap();
         let generations = list_backups(dir.path()).unwrap();
         assert_eq!(generations.len(), 1, "{generations:?}");
         let contents = read_generation(dir.path(), &generations[0]).unwrap();
@@ -409,6 +414,25 @@ mod tests {
         let inline = write(dir.path(), 3, "a.example", None).unwrap();
         let contents = read_backup(dir.path(), Some(&inline.stamp)).unwrap();
         assert_eq!(contents.relay_domains_map, None);
+
+        // The next table backup deletes the orphan, and never a file not named by the pattern,
+        // nor a crashed write's temporary file of a file that is.
+        let foreign = dir
+            .path()
+            .join(format!("{RELAY_DOMAINS_MAP_BACKUP}.manual.bak"));
+        fs::write(&foreign, "mine\n").unwrap();
+        let b = write(dir.path(), 3, "hash:/etc/postfix/relay_domains", Some("")).unwrap();
+        let crashed = atomic::temp_path(
+            &dir.path()
+                .join(format!("{RELAY_DOMAINS_MAP_BACKUP}.{}.bak", b.stamp)),
+        );
+        write_relay_domains_map(dir.path(), &b.stamp, "a.example OK\n").unwrap();
+        assert!(!orphan.exists());
+        assert!(foreign.exists());
+        fs::write(&crashed, "half").unwrap();
+        write(dir.path(), 3, "a.example", None).unwrap();
+        assert!(!crashed.exists());
+        assert!(foreign.exists());
     }
 
     #[test]
