@@ -4,9 +4,9 @@
 //! A rollback takes the run lock (a sync must not run in the middle of it), backs up the
 //! current state first (so a rollback can itself be rolled back: it becomes the newest
 //! generation), then restores the transport file (written atomically and rebuilt under a
-//! temporary name, like a sync), map mode's table when the generation has one, sets
-//! `relay_domains`, and reloads Postfix, all through
-//! `PostfixWrite`. The next sync applies the database again: a rollback is for getting mail
+//! temporary name, like a sync), map mode's table when the generation's `relay_domains` names
+//! it, sets `relay_domains`, and reloads Postfix, all through `PostfixWrite`. A step that fails
+//! after the save says what was already restored and how to undo it. The next sync applies the database again: a rollback is for getting mail
 //! flowing while the cause is found, with the timer or cron entry paused if needed.
 
 use std::fs;
@@ -14,6 +14,8 @@ use std::fs;
 use relay_postfix::{
     list_backups, read_generation, BackupGeneration, PostfixCli, PostfixRead, PostfixWrite,
 };
+
+use relay_core::{RelayDomains, RelayDomainsTable};
 
 use crate::config::Config;
 
@@ -31,9 +33,22 @@ pub(crate) enum RollbackError {
         /// The backup directory.
         dir: String,
     },
-    /// A Postfix step failed.
+    /// A Postfix step failed before anything was changed.
     #[error(transparent)]
     Postfix(#[from] relay_postfix::PostfixError),
+    /// A Postfix step failed after the current state was saved.
+    #[error(
+        "{error}. Restored before the failure: {restored}. The state before the rollback is \
+         saved as {saved}: `relay-sync rollback --to {saved}` puts it back"
+    )]
+    Partial {
+        /// What failed.
+        error: relay_postfix::PostfixError,
+        /// What had been restored, for the operator.
+        restored: String,
+        /// The stamp of the generation holding the state before the rollback.
+        saved: String,
+    },
 }
 
 /// Picks the generation: `--to STAMP`, or the newest.
@@ -71,6 +86,25 @@ pub(crate) fn rollback(config: &Config, to: Option<&str>) -> Result<String, Roll
 
     let postfix = PostfixCli::new(config.postfix_settings())?
         .with_relay_domains_map(config.relay_domains_map.clone());
+    // Map mode's domains are in the table, restored only when the generation's relay_domains
+    // names it: a copy of a table nothing used then would refuse domains the current
+    // relay_domains relays through it, until the new value is in place.
+    let table_path = config.relay_domains_map.display().to_string();
+    let table = match (
+        &contents.relay_domains_map,
+        names_table(&relay_domains, &table_path),
+    ) {
+        (Some(text), true) => Some(text.as_str()),
+        (None, true) => {
+            tracing::warn!(
+                "Backup {stamp} has no copy of the table {table_path} that its relay_domains \
+                 names; the table is kept as it is now"
+            );
+            None
+        }
+        (_, false) => None,
+    };
+
     let current_relay = postfix.relay_domains()?;
     let current_transport = postfix.read_transport()?;
     let current_table = postfix.read_relay_domains_map()?;
@@ -83,22 +117,36 @@ pub(crate) fn rollback(config: &Config, to: Option<&str>) -> Result<String, Roll
     for file in &saved.files {
         tracing::info!("Backup created: {}", file.display());
     }
-    postfix.write_transport(&transport)?;
-    tracing::info!(
-        "Restored transport file {} from {stamp}",
-        config.transport_file.display()
-    );
-    // Map mode's domains are in the table: it goes back before relay_domains names it.
-    if let Some(table) = &contents.relay_domains_map {
-        postfix.write_relay_domains_map(table)?;
-        tracing::info!(
-            "Restored relay domains table {} from {stamp}",
-            config.relay_domains_map.display()
-        );
+
+    let mut restored: Vec<String> = Vec::new();
+    let result = (|| {
+        postfix.write_transport(&transport)?;
+        let file = format!("transport file {}", config.transport_file.display());
+        tracing::info!("Restored {file} from {stamp}");
+        restored.push(file);
+        // The table goes back before relay_domains names it.
+        if let Some(table) = table {
+            postfix.write_relay_domains_map(table)?;
+            let file = format!("relay domains table {table_path}");
+            tracing::info!("Restored {file} from {stamp}");
+            restored.push(file);
+        }
+        postfix.set_relay_domains(&relay_domains)?;
+        tracing::info!("Restored relay_domains: {relay_domains}");
+        restored.push("relay_domains".into());
+        postfix.reload()
+    })();
+    if let Err(error) = result {
+        return Err(RollbackError::Partial {
+            error,
+            restored: if restored.is_empty() {
+                "nothing".into()
+            } else {
+                restored.join(", ")
+            },
+            saved: saved.stamp,
+        });
     }
-    postfix.set_relay_domains(&relay_domains)?;
-    tracing::info!("Restored relay_domains: {relay_domains}");
-    postfix.reload()?;
     tracing::info!("Postfix reloaded successfully");
     tracing::info!("Rollback successful");
     Ok(format!(
@@ -106,6 +154,21 @@ pub(crate) fn rollback(config: &Config, to: Option<&str>) -> Result<String, Roll
          the database again: pause the timer or cron entry if it must not.\n",
         saved.stamp
     ))
+}
+
+/// Whether the `relay_domains` value names the table at `path` (with any map type).
+fn names_table(relay_domains: &str, path: &str) -> bool {
+    let table = RelayDomainsTable {
+        map_type: "",
+        path,
+        text: None,
+    };
+    RelayDomains::parse(relay_domains).is_ok_and(|value| {
+        value
+            .preserved_tokens
+            .iter()
+            .any(|token| table.is_named_by(token))
+    })
 }
 
 /// What `relay-sync backups` prints: one line per generation, oldest first.
@@ -119,6 +182,7 @@ pub(crate) fn render_backups(config: &Config) -> Result<String, RollbackError> {
         config.backup_dir.display()
     );
     let newest = generations.len() - 1;
+    let table_path = config.relay_domains_map.display().to_string();
     for (i, g) in generations.iter().enumerate() {
         let relay = g
             .relay_domains
@@ -128,19 +192,25 @@ pub(crate) fn render_backups(config: &Config) -> Result<String, RollbackError> {
         // Counted as a sync would see them: plain domain names, not tables or parameters.
         let domains = relay
             .as_deref()
-            .and_then(|v| relay_core::RelayDomains::parse(v).ok())
+            .and_then(|v| RelayDomains::parse(v).ok())
             .map_or(0, |parsed| parsed.domains.len());
-        // Map mode's domains are in its table: one `DOMAIN OK` line each.
+        // Map mode's domains are in its table, when relay_domains names it.
         let table = g
             .relay_domains_map
             .as_ref()
+            .filter(|_| {
+                relay
+                    .as_deref()
+                    .is_some_and(|v| names_table(v, &table_path))
+            })
             .and_then(|p| fs::read_to_string(p).ok())
             .map(|text| {
-                let entries = text
-                    .lines()
-                    .filter(|line| !line.trim_start().is_empty() && !line.starts_with('#'))
-                    .count();
-                format!(", {entries} in its table")
+                let table = RelayDomainsTable {
+                    map_type: "",
+                    path: &table_path,
+                    text: Some(&text),
+                };
+                format!(", {} in its table", table.keys().count())
             })
             .unwrap_or_default();
         let kinds: Vec<&str> = [

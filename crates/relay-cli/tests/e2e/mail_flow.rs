@@ -58,7 +58,8 @@ fn enabled_domain_is_accepted_and_delivered_disabled_domain_is_refused() {
     );
     // The preserved domain and the other seeded domains are still accepted.
     for to in ["postmaster@kuma8088.com", "info@example.com"] {
-        let reply = rcpt_settled(smtp, to, "250 ");
+        // Accepted before the sync and after it: whichever smtpd answers, at once.
+        let reply = rcpt(smtp, to);
         assert!(reply.starts_with("250 "), "{to}: {reply}");
     }
 }

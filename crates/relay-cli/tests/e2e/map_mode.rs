@@ -8,7 +8,7 @@ use std::process::Command;
 use std::time::SystemTime;
 
 use crate::gateway::{files_starting_with, Gateway};
-use crate::smtp::rcpt_settled;
+use crate::smtp::{rcpt, rcpt_settled};
 
 const SEEDED: &str = "example.com, example.net, example.org, kuma8088.com, shop.example.jp";
 
@@ -147,7 +147,7 @@ fn switching_modes_both_ways_is_a_backed_up_change() {
         files_starting_with(&gw.backup_dir(), "relay_domains.").len(),
         2
     );
-    let reply = rcpt_settled(smtp, "info@shop.example.jp", "250 ");
+    let reply = rcpt(smtp, "info@shop.example.jp");
     assert!(reply.starts_with("250 "), "{reply}");
 
     gw.sync_env_expecting(&[("RELAY_DOMAINS_MODE", "inline")], 0);
@@ -156,7 +156,7 @@ fn switching_modes_both_ways_is_a_backed_up_change() {
         files_starting_with(&gw.backup_dir(), "relay_domains_map.").len(),
         1
     );
-    let reply = rcpt_settled(smtp, "info@shop.example.jp", "250 ");
+    let reply = rcpt(smtp, "info@shop.example.jp");
     assert!(reply.starts_with("250 "), "{reply}");
     // Converged in inline mode again.
     gw.sync_expecting(0);
@@ -198,6 +198,8 @@ fn rollback_in_map_mode_restores_the_table() {
     );
     let reply = rcpt_settled(smtp, "info@fresh.example", "554 ");
     assert!(reply.starts_with("554 5.7.1"), "{reply}");
+    let reply = rcpt(smtp, "info@example.org");
+    assert!(reply.starts_with("250 "), "{reply}");
 
     // Undo: the table with fresh.example comes back from the rollback's own backup.
     let undo = gw.run(&["rollback"]);
@@ -208,6 +210,106 @@ fn rollback_in_map_mode_restores_the_table() {
     assert!(reply.starts_with("250 "), "{reply}");
     gw.sync_expecting(0);
     assert!(gw.log().ends_with_no_change(), "{}", gw.log());
+}
+
+/// A rollback restores the table only when the generation's `relay_domains` names it: a copy of
+/// a table nothing used then is left in the backup, and a generation that names the table but
+/// lacks its copy keeps the table with a warning. A step failing half-way says what was
+/// restored and how to undo it.
+#[test]
+fn rollback_restores_a_table_only_where_relay_domains_names_it() {
+    let gw = map_gateway("hash");
+    let inline = [("RELAY_DOMAINS_MODE", "inline")];
+    let smtp = gw.postfix.smtp_port();
+    gw.sync_expecting(0);
+    // Back to inline: the table stays behind, unused.
+    gw.sync_env_expecting(&inline, 0);
+    assert_eq!(gw.relay_domains(), format!("$mydestination, {SEEDED}"));
+    // To map mode again with one domain more: this generation's relay_domains is the inline
+    // list, and the leftover table (without fresh.example) was backed up beside it.
+    gw.sql("INSERT INTO mailserver_usermgmt.domains (name, enabled) VALUES ('fresh.example', 1)");
+    gw.sync_expecting(0);
+    let table = fs::read_to_string(table_path(&gw)).unwrap();
+    assert!(table.contains("\nfresh.example OK\n"), "{table}");
+    let listed = gw.run(&["backups"]);
+    let newest = listed.stdout.lines().last().unwrap();
+    assert!(
+        newest.contains(
+            "5 domain(s) in relay_domains; relay_domains + transport + relay_domains_map"
+        ),
+        "{listed:?}"
+    );
+
+    let run = gw.run(&["rollback"]);
+    assert_eq!(run.code, 0, "{run:?}\n{}", gw.log());
+    assert_eq!(gw.relay_domains(), format!("$mydestination, {SEEDED}"));
+    assert_eq!(fs::read_to_string(table_path(&gw)).unwrap(), table);
+    assert!(
+        !gw.log().contains("Restored relay domains table"),
+        "{}",
+        gw.log()
+    );
+    let reply = rcpt_settled(smtp, "info@fresh.example", "554 ");
+    assert!(reply.starts_with("554 5.7.1"), "{reply}");
+
+    // The newest generation is the state the rollback replaced (map mode, with fresh.example);
+    // without its copy of the table, the undo keeps the table and says so.
+    let newest = files_starting_with(&gw.backup_dir(), "relay_domains_map.")
+        .into_iter()
+        .max()
+        .unwrap();
+    fs::remove_file(gw.backup_dir().join(&newest)).unwrap();
+    let undo = gw.run(&["rollback"]);
+    assert_eq!(undo.code, 0, "{undo:?}\n{}", gw.log());
+    assert!(
+        gw.log().contains(&format!(
+            "WARN: Backup {} has no copy of the table {} that its relay_domains names; the table is kept as it is now",
+            newest.trim_start_matches("relay_domains_map.").trim_end_matches(".bak"),
+            table_path(&gw).display()
+        )),
+        "{}",
+        gw.log()
+    );
+    assert_eq!(fs::read_to_string(table_path(&gw)).unwrap(), table);
+    let reply = rcpt_settled(smtp, "info@fresh.example", "250 ");
+    assert!(reply.starts_with("250 "), "{reply}");
+
+    // postconf -e fails: the transport file was restored already, and the message says so,
+    // with the command that puts the state before the rollback back.
+    let commands = gw.stand_in_commands(
+        "broken-postconf",
+        &[(
+            "postconf",
+            r#"case " $* " in *" -e "*) echo "postconf: fatal: stand-in: cannot update main.cf" >&2; exit 1;; esac
+exec /usr/sbin/postconf "$@""#,
+        )],
+    );
+    let failed = gw.run_env(
+        &["rollback"],
+        &[("POSTFIX_COMMAND_DIR", commands.to_str().unwrap())],
+    );
+    assert_ne!(failed.code, 0, "{failed:?}");
+    let saved = files_starting_with(&gw.backup_dir(), "transport.")
+        .into_iter()
+        .max()
+        .unwrap();
+    let saved = saved
+        .trim_start_matches("transport.")
+        .trim_end_matches(".bak");
+    for part in [
+        "stand-in: cannot update main.cf",
+        // Back to the state the undo replaced: inline, so the table is not restored.
+        &format!(
+            "Restored before the failure: transport file {}.",
+            gw.transport_path().display(),
+        ),
+        &format!("`relay-sync rollback --to {saved}` puts it back"),
+    ] {
+        assert!(
+            failed.stderr.contains(part),
+            "missing {part:?} in {failed:?}"
+        );
+    }
 }
 
 /// Inline mode refuses a value too large for one `postconf -e` argument before touching
