@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use crate::gateway::{files_starting_with, Gateway, Run};
+use crate::gateway::{files_starting_with, Gateway, Run, BROKEN_POSTCONF_SAYS};
 use crate::smtp::wait_until;
 
 /// What Postfix works from: main.cf, the transport source, and every entry of its map
@@ -193,19 +193,12 @@ exit 1"#,
 fn postconf_failing_exits_5_and_rolls_back() {
     let gw = synced_with_pending_change("");
     let before = snapshot(&gw, &gw.transport_path());
-    let commands = gw.stand_in_commands(
-        "broken-postconf",
-        &[(
-            "postconf",
-            r#"case " $* " in *" -e "*) echo "postconf: fatal: stand-in: cannot update main.cf" >&2; exit 1;; esac
-exec /usr/sbin/postconf "$@""#,
-        )],
-    );
+    let commands = gw.broken_postconf();
     let run = gw.sync_env_expecting(&[("POSTFIX_COMMAND_DIR", commands.to_str().unwrap())], 5);
     assert_unchanged(&gw, &before, &run);
     let log = gw.log();
     for line in [
-        "stand-in: cannot update main.cf",
+        BROKEN_POSTCONF_SAYS,
         "Rolling back to previous configuration",
         "INFO: Rollback successful",
     ] {

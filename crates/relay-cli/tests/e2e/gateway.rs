@@ -243,6 +243,19 @@ impl Gateway {
         run
     }
 
+    /// Stand-ins where `postconf -e` fails with `postconf: fatal: stand-in: cannot update
+    /// main.cf` ([`BROKEN_POSTCONF_SAYS`]) and every read works: the `POSTFIX_COMMAND_DIR`.
+    pub(crate) fn broken_postconf(&self) -> PathBuf {
+        self.stand_in_commands(
+            "broken-postconf",
+            &[(
+                "postconf",
+                r#"case " $* " in *" -e "*) echo "postconf: fatal: stand-in: cannot update main.cf" >&2; exit 1;; esac
+exec /usr/sbin/postconf "$@""#,
+            )],
+        )
+    }
+
     /// A `POSTFIX_COMMAND_DIR` named `name` whose `postconf`, `postmap` and `postfix` are shell
     /// scripts: each runs the given body, or else hands over to the real command in /usr/sbin.
     /// A body usually ends with `exec /usr/sbin/NAME "$@"` for the calls it does not break.
@@ -265,3 +278,6 @@ impl Gateway {
         dir
     }
 }
+
+/// What [`Gateway::broken_postconf`]'s `postconf -e` prints.
+pub(crate) const BROKEN_POSTCONF_SAYS: &str = "stand-in: cannot update main.cf";

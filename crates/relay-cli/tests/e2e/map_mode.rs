@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::SystemTime;
 
-use crate::gateway::{files_starting_with, Gateway};
+use crate::gateway::{files_starting_with, Gateway, BROKEN_POSTCONF_SAYS};
 use crate::smtp::{rcpt, rcpt_settled};
 
 const SEEDED: &str = "example.com, example.net, example.org, kuma8088.com, shop.example.jp";
@@ -276,14 +276,7 @@ fn rollback_restores_a_table_only_where_relay_domains_names_it() {
 
     // postconf -e fails: the transport file was restored already, and the message says so,
     // with the command that puts the state before the rollback back.
-    let commands = gw.stand_in_commands(
-        "broken-postconf",
-        &[(
-            "postconf",
-            r#"case " $* " in *" -e "*) echo "postconf: fatal: stand-in: cannot update main.cf" >&2; exit 1;; esac
-exec /usr/sbin/postconf "$@""#,
-        )],
-    );
+    let commands = gw.broken_postconf();
     let failed = gw.run_env(
         &["rollback"],
         &[("POSTFIX_COMMAND_DIR", commands.to_str().unwrap())],
@@ -297,7 +290,7 @@ exec /usr/sbin/postconf "$@""#,
         .trim_start_matches("transport.")
         .trim_end_matches(".bak");
     for part in [
-        "stand-in: cannot update main.cf",
+        BROKEN_POSTCONF_SAYS,
         // Back to the state the undo replaced: inline, so the table is not restored.
         &format!(
             "Restored before the failure: transport file {}.",
