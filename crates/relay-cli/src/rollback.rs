@@ -6,16 +6,16 @@
 //! generation), then restores the transport file (written atomically and rebuilt under a
 //! temporary name, like a sync), map mode's table when the generation's `relay_domains` names
 //! it, sets `relay_domains`, and reloads Postfix, all through `PostfixWrite`. A step that fails
-//! after the save says what was already restored and how to undo it. The next sync applies the database again: a rollback is for getting mail
-//! flowing while the cause is found, with the timer or cron entry paused if needed.
+//! after the save says what was already restored and how to undo it. The next sync applies the
+//! database again: a rollback is for getting mail flowing while the cause is found, with the
+//! timer or cron entry paused if needed.
 
 use std::fs;
 
+use relay_core::{RelayDomains, RelayDomainsTable};
 use relay_postfix::{
     list_backups, read_generation, BackupGeneration, PostfixCli, PostfixRead, PostfixWrite,
 };
-
-use relay_core::{RelayDomains, RelayDomainsTable};
 
 use crate::config::Config;
 

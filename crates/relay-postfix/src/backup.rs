@@ -188,10 +188,11 @@ pub fn read_generation(
         ));
     }
     let transport = read(&generation.transport, "transport")?;
-    let relay_domains_map = match &generation.relay_domains_map {
-        Some(path) => Some(read(&Some(path.clone()), RELAY_DOMAINS_MAP_BACKUP)?),
-        None => None,
-    };
+    let relay_domains_map = generation
+        .relay_domains_map
+        .as_ref()
+        .map(|_| read(&generation.relay_domains_map, RELAY_DOMAINS_MAP_BACKUP))
+        .transpose()?;
     Ok(BackupContents {
         stamp: generation.stamp.clone(),
         relay_domains,
@@ -244,8 +245,8 @@ pub(crate) fn write(
 }
 
 /// Writes `BACKUP_DIR/relay_domains_map.STAMP.bak` beside the generation `stamp` that
-/// [`PostfixWrite::backup`](crate::PostfixWrite::backup) has just written, and deletes the table backups whose generation
-/// rotation has deleted, so that they are kept exactly as long as their generation.
+/// [`PostfixWrite::backup`](crate::PostfixWrite::backup) has just written. Rotation deletes it
+/// with its generation.
 pub(crate) fn write_relay_domains_map(
     dir: &Path,
     stamp: &str,
@@ -253,21 +254,6 @@ pub(crate) fn write_relay_domains_map(
 ) -> Result<PathBuf, PostfixError> {
     let path = dir.join(format!("{RELAY_DOMAINS_MAP_BACKUP}.{stamp}.bak"));
     atomic::replace(&path, text.as_bytes(), 0o600)?;
-    let kept: std::collections::BTreeSet<String> = list_backups(dir)?
-        .into_iter()
-        .map(|generation| generation.stamp)
-        .collect();
-    for entry in fs::read_dir(dir).map_err(|source| io("list", dir, source))? {
-        let entry = entry.map_err(|source| io("list", dir, source))?;
-        let name = entry.file_name().to_string_lossy().into_owned();
-        // Only names that follow the pattern: `relay_domains_map.manual.bak` is not ours.
-        let orphan = stamp_of(&name, RELAY_DOMAINS_MAP_BACKUP)
-            .is_some_and(|old| old != stamp && !kept.contains(old));
-        if orphan {
-            let old = entry.path();
-            fs::remove_file(&old).map_err(|source| io("delete old backup", &old, source))?;
-        }
-    }
     Ok(path)
 }
 
@@ -296,8 +282,8 @@ fn ensure_private_dir(dir: &Path) -> Result<(), PostfixError> {
 }
 
 /// Deletes the oldest generations of each kind beyond `keep` (`current`, the generation just
-/// written, being one of the `keep`), and the temporary files of
-/// backup writes that a crash interrupted (`.KIND.STAMP.bak.relay-sync.tmp`; each stamp is used
+/// written, being one of the `keep`), the table backups of deleted generations, and the
+/// temporary files of backup writes that a crash interrupted (`.KIND.STAMP.bak.relay-sync.tmp`; each stamp is used
 /// once, so nothing else would ever overwrite them). Files not named by the pattern are kept.
 fn rotate(dir: &Path, keep: usize, current: &str) -> Result<(), PostfixError> {
     for entry in fs::read_dir(dir).map_err(|source| io("list", dir, source))? {
@@ -335,6 +321,22 @@ fn rotate(dir: &Path, keep: usize, current: &str) -> Result<(), PostfixError> {
         let excess = files.len().saturating_sub(keep.saturating_sub(1));
         for path in &files[..excess] {
             fs::remove_file(path).map_err(|source| io("delete old backup", path, source))?;
+        }
+    }
+    // Map mode's table backups go with their generation (only names that follow the pattern:
+    // `relay_domains_map.manual.bak` is not ours).
+    let kept: std::collections::BTreeSet<String> = list_backups(dir)?
+        .into_iter()
+        .map(|generation| generation.stamp)
+        .collect();
+    for entry in fs::read_dir(dir).map_err(|source| io("list", dir, source))? {
+        let entry = entry.map_err(|source| io("list", dir, source))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let orphan = stamp_of(&name, RELAY_DOMAINS_MAP_BACKUP)
+            .is_some_and(|stamp| stamp != current && !kept.contains(stamp));
+        if orphan {
+            let path = entry.path();
+            fs::remove_file(&path).map_err(|source| io("delete old backup", &path, source))?;
         }
     }
     Ok(())
@@ -415,23 +417,27 @@ mod tests {
         let contents = read_backup(dir.path(), Some(&inline.stamp)).unwrap();
         assert_eq!(contents.relay_domains_map, None);
 
-        // The next table backup deletes the orphan, and never a file not named by the pattern,
-        // nor a crashed write's temporary file of a file that is.
+        // The next backup deletes the orphan and a crashed write's temporary file of a table
+        // backup, and never a file not named by the pattern.
         let foreign = dir
             .path()
             .join(format!("{RELAY_DOMAINS_MAP_BACKUP}.manual.bak"));
         fs::write(&foreign, "mine\n").unwrap();
-        let b = write(dir.path(), 3, "hash:/etc/postfix/relay_domains", Some("")).unwrap();
         let crashed = atomic::temp_path(
             &dir.path()
-                .join(format!("{RELAY_DOMAINS_MAP_BACKUP}.{}.bak", b.stamp)),
+                .join(format!("{RELAY_DOMAINS_MAP_BACKUP}.{}.bak", inline.stamp)),
         );
-        write_relay_domains_map(dir.path(), &b.stamp, "a.example OK\n").unwrap();
-        assert!(!orphan.exists());
-        assert!(foreign.exists());
         fs::write(&crashed, "half").unwrap();
         write(dir.path(), 3, "a.example", None).unwrap();
+        assert!(!orphan.exists());
         assert!(!crashed.exists());
+        assert!(foreign.exists());
+        // Rotation takes a generation's table backup with it.
+        let table_of_b = generations[0].relay_domains_map.clone().unwrap();
+        assert!(table_of_b.exists());
+        write(dir.path(), 3, "a.example", None).unwrap();
+        assert!(!table_of_b.exists());
+        assert_eq!(list_backups(dir.path()).unwrap().len(), 3);
         assert!(foreign.exists());
     }
 
