@@ -163,12 +163,7 @@ fn names_table(relay_domains: &str, path: &str) -> bool {
         path,
         text: None,
     };
-    RelayDomains::parse(relay_domains).is_ok_and(|value| {
-        value
-            .preserved_tokens
-            .iter()
-            .any(|token| table.is_named_by(token))
-    })
+    RelayDomains::parse(relay_domains).is_ok_and(|value| table.is_named_in(&value))
 }
 
 /// What `relay-sync backups` prints: one line per generation, oldest first.

@@ -125,7 +125,7 @@ impl Plan {
         // Names relayed now, as written: inline ones, and the table's keys when relay_domains
         // names it. Compared as text against the wanted names (both sorted), so that a table
         // of a million lines costs no million parses.
-        let table_keys = table.filter(|_| current.preserved_tokens.iter().any(names_table));
+        let table_keys = table.filter(|t| t.is_named_in(&current));
         let mut current_names: Vec<&str> =
             Vec::with_capacity(current.domains.len() + table_keys.map_or(0, |t| t.lines_hint()));
         current_names.extend(current.domains.iter().map(DomainName::as_str));

@@ -9,7 +9,7 @@
 
 use std::collections::BTreeSet;
 
-use crate::DomainName;
+use crate::{DomainName, RelayDomains};
 
 /// First line of the relay-domains table's source file.
 pub const MAP_HEADER: &str =
@@ -54,6 +54,14 @@ impl<'a> RelayDomainsTable<'a> {
         token
             .split_once(':')
             .is_some_and(|(_, path)| path == self.path)
+    }
+
+    /// Whether one of `relay_domains`' preserved tokens names this table ([`Self::is_named_by`]).
+    pub fn is_named_in(&self, relay_domains: &RelayDomains) -> bool {
+        relay_domains
+            .preserved_tokens
+            .iter()
+            .any(|token| self.is_named_by(token))
     }
 
     /// The keys of the table's entry lines, as written (not normalized or validated).

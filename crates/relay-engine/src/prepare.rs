@@ -103,12 +103,8 @@ pub fn prepare<P: PostfixRead>(
     };
     // The table is read only when it matters: in map mode, and in inline mode when
     // relay_domains still names it (a switch back), so that its domains count as current.
-    let named = RelayDomains::parse(&relay_domains).is_ok_and(|current| {
-        current
-            .preserved_tokens
-            .iter()
-            .any(|token| table.is_named_by(token))
-    });
+    let named =
+        RelayDomains::parse(&relay_domains).is_ok_and(|current| table.is_named_in(&current));
     let read_table = || -> Result<_, relay_postfix::PostfixError> {
         let text = if settings.mode == RelayDomainsMode::Map || named {
             postfix.read_relay_domains_map()?

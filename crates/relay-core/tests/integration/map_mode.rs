@@ -87,11 +87,7 @@ fn relayed(relay_domains: &str, table: Option<&str>) -> BTreeSet<DomainName> {
         path: TABLE,
         text: table,
     };
-    if parsed
-        .preserved_tokens
-        .iter()
-        .any(|token| t.is_named_by(token))
-    {
+    if t.is_named_in(&parsed) {
         out.extend(t.domains());
     }
     out
