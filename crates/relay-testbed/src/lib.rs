@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 mod mariadb;
 mod postfix;
 
-pub use mariadb::MariaDb;
+pub use mariadb::{command_types, MariaDb};
 pub use postfix::{Postfix, SmtpSink};
 
 /// The repository's `fixtures/` directory.

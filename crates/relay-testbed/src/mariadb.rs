@@ -830,3 +830,12 @@ fn abbreviate(sql: &str) -> String {
         None => sql.to_owned(),
     }
 }
+
+/// The command types of a [`MariaDb::general_log_of`] answer, in order (e.g. `Connect`,
+/// `Query`, `Quit`).
+pub fn command_types(general_log: &str) -> Vec<&str> {
+    general_log
+        .lines()
+        .map(|line| line.split('\t').next().unwrap_or_default())
+        .collect()
+}

@@ -390,12 +390,8 @@ fn a_no_change_run_sends_one_query_and_writes_nothing() {
         }
 
         let log = gw.db.general_log_of("relay_sync").unwrap();
-        let kinds: Vec<&str> = log
-            .lines()
-            .map(|line| line.split('\t').next().unwrap())
-            .collect();
         assert_eq!(
-            kinds,
+            relay_testbed::command_types(&log),
             ["Connect", "Query", "Quit"],
             "{mode}: general log:\n{log}"
         );

@@ -152,12 +152,8 @@ async fn fetch_sends_one_query_and_nothing_else() {
     fetch(settings(&db)).await.unwrap();
 
     let log = db.general_log_of("relay_sync").unwrap();
-    let commands: Vec<&str> = log
-        .lines()
-        .map(|line| line.split('\t').next().unwrap())
-        .collect();
     assert_eq!(
-        commands,
+        relay_testbed::command_types(&log),
         ["Connect", "Query", "Quit"],
         "general log:\n{log}"
     );
