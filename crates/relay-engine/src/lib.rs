@@ -2,7 +2,7 @@
 //!
 //! The engine is generic over the two boundaries, [`relay_db::DomainSource`] and
 //! [`relay_postfix::PostfixWrite`], so another Rust tool can run a sync in-process and tests can
-//! drive it with in-memory fakes. It returns an [`Outcome`]: data, from which the binary derives
+//! drive it with in-memory fakes. It returns an [`Outcome`]: data, from which relay-ops derives
 //! the exit code in one place.
 //!
 //! A dry run ([`dry_run`]) takes only a [`relay_postfix::PostfixRead`]: it cannot write, by
@@ -22,7 +22,7 @@
 //!     mode: Default::default(),
 //! };
 //! let outcome = run(&settings, &db, &postfix).await;
-//! println!("exit code would be {}", outcome.exit_code());
+//! println!("synced: {}", outcome.is_success());
 //! # }
 //! ```
 #![warn(clippy::print_stdout, clippy::print_stderr)]

@@ -1,4 +1,4 @@
-//! What a run ended with. The exit code is derived here, in one place (SPEC §8).
+//! What a run ended with. Its exit code (SPEC §8) is derived in relay-ops, in one place.
 
 use relay_core::{DomainName, PlanError, Refusal};
 use relay_db::DbError;
@@ -6,8 +6,10 @@ use relay_postfix::{Backup, PostfixError};
 use std::collections::BTreeSet;
 
 /// How a run ended.
+///
+/// Not `#[non_exhaustive]`: relay-ops derives the exit code from it in one exhaustive `match`,
+/// so a new variant must be given its code there.
 #[derive(Debug)]
-#[non_exhaustive]
 pub enum Outcome {
     /// Postfix already matched the database; nothing was written.
     NoChange,
@@ -105,22 +107,10 @@ impl std::fmt::Display for FailedStep {
 }
 
 impl Outcome {
-    /// The process exit code for this outcome (SPEC §8). Exit 0 for "another run holds the
-    /// lock" and exit 2 for configuration errors are the binary's, since they happen before a
-    /// run starts.
-    pub fn exit_code(&self) -> u8 {
-        match self {
-            Outcome::NoChange | Outcome::Applied(_) => 0,
-            Outcome::DatabaseFailed(_) => 3,
-            Outcome::Refused(_) | Outcome::Unplannable(_) => 4,
-            Outcome::ReadFailed(_) | Outcome::RolledBack(_) => 5,
-            Outcome::Critical { .. } => 6,
-        }
-    }
-
-    /// Whether the run did what it should (synced or found nothing to do).
+    /// Whether the run did what it should (synced or found nothing to do). The exit code of
+    /// every outcome is derived in relay-ops (`RunOutcome::exit_code`).
     pub fn is_success(&self) -> bool {
-        self.exit_code() == 0
+        matches!(self, Outcome::NoChange | Outcome::Applied(_))
     }
 }
 
