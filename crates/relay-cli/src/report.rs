@@ -5,6 +5,9 @@ use std::fmt::Write as _;
 
 use relay_core::{cut_list, escape_for_log, Refusal, Step};
 use relay_engine::Prepared;
+use relay_ops::check::Level as CheckLevel;
+use relay_ops::rollback::Generation;
+use relay_ops::{CheckReport, Status};
 
 /// Renders the dry-run report for `prepared` and the guard's `verdict`.
 pub(crate) fn dry_run(
@@ -91,6 +94,133 @@ pub(crate) fn dry_run(
                 &format!("{transport_file} (current)"),
                 &format!("{transport_file} (new)")
             )
+        );
+    }
+    out
+}
+
+/// `check`'s human-readable form: one line per check, then the verdict.
+pub(crate) fn check(report: &CheckReport) -> String {
+    let mut out = String::new();
+    for item in &report.checks {
+        let tag = match item.status {
+            CheckLevel::Ok => "ok  ",
+            CheckLevel::Warn => "WARN",
+            CheckLevel::Fail => "FAIL",
+        };
+        out.push_str(&format!("{tag} {:<16} {}\n", item.name, item.detail));
+    }
+    let failed = report
+        .checks
+        .iter()
+        .filter(|i| i.status == CheckLevel::Fail)
+        .count();
+    let warned = report
+        .checks
+        .iter()
+        .filter(|i| i.status == CheckLevel::Warn)
+        .count();
+    out.push_str(&match (failed, warned) {
+        (0, 0) => "check passed\n".to_owned(),
+        (0, w) => format!("check passed with {w} warning(s)\n"),
+        (f, _) => {
+            format!("check FAILED: {f} problem(s); relay-sync cannot sync until they are fixed\n")
+        }
+    });
+    out
+}
+
+/// `status`'s human-readable form.
+pub(crate) fn status(status: &Status) -> String {
+    let mut out = String::new();
+    let mut line = |label: &str, value: String| {
+        out.push_str(&format!("{label:<17}{value}\n"));
+    };
+    line(
+        "config:",
+        status.config.as_ref().map_or_else(
+            || "(environment only)".to_owned(),
+            |p| p.display().to_string(),
+        ),
+    );
+    match status.last_exit {
+        None => line("last run:", "never (no state in STATE_DIR yet)".to_owned()),
+        Some(exit) => line(
+            "last run:",
+            format!(
+                "{} exit {exit} ({})",
+                status.last_run,
+                if exit == 0 { "ok" } else { "FAILED" }
+            ),
+        ),
+    }
+    if status.last_exit.is_some() {
+        line("last result:", status.last_result.clone());
+    }
+    line(
+        "last success:",
+        if status.last_success.is_empty() {
+            "never".to_owned()
+        } else {
+            status.last_success.clone()
+        },
+    );
+    line(
+        "failure streak:",
+        format!(
+            "{} run(s), {} of them database failures",
+            status.consecutive_failures, status.consecutive_db_failures
+        ),
+    );
+    line(
+        "managed domains:",
+        format!(
+            "{} in {}{}",
+            status.managed_domains.len(),
+            status.transport_file.display(),
+            if status.managed_domains.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", cut_list(&status.managed_domains, 100))
+            }
+        ),
+    );
+    line(
+        "backups:",
+        match status.backups.last() {
+            None => format!("none in {}", status.backup_dir.display()),
+            Some(newest) => format!(
+                "{} in {}, newest {newest}",
+                status.backups.len(),
+                status.backup_dir.display()
+            ),
+        },
+    );
+    for problem in &status.problems {
+        line("PROBLEM:", problem.clone());
+    }
+    out
+}
+
+/// What `relay-sync backups` prints: one line per generation, oldest first.
+pub(crate) fn backups(dir: &std::path::Path, generations: &[Generation]) -> String {
+    if generations.is_empty() {
+        return format!("no backups in {}\n", dir.display());
+    }
+    let mut out = format!("backups in {} (oldest first):\n", dir.display());
+    let newest = generations.len() - 1;
+    for (i, g) in generations.iter().enumerate() {
+        let table = g
+            .in_table
+            .map(|keys| format!(", {keys} in its table"))
+            .unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "{}  {} domain(s) in relay_domains{table}; {}{}",
+            g.stamp,
+            g.relay_domains,
+            g.files.join(" + "),
+            if i == newest { "  (newest)" } else { "" }
         );
     }
     out

@@ -1,5 +1,6 @@
-//! Sending alerts (SPEC §7): through `ALERT_COMMAND` and/or by mail. A failing alert is logged
-//! and never changes the run's outcome.
+//! Sending alerts (SPEC §7), behind [`AlertSink`]: `ALERT_COMMAND` ([`CommandSink`]) and mail
+//! ([`MailSink`]) are built from the config; an embedder may add its own. A failing alert is
+//! logged and never changes the run's outcome.
 
 use std::time::Duration;
 
@@ -15,77 +16,154 @@ const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
 /// SMTP connect and command timeout.
 const SMTP_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Sends `alert` every way the config asks for, logging each success or failure.
-pub(crate) fn send(config: &Config, host: &str, alert: &Alert) {
-    if config.alert_command.is_none() && config.alert_email_to.is_none() {
+/// Somewhere an alert can be delivered.
+pub trait AlertSink: Send + Sync + std::fmt::Debug {
+    /// The log line's text for a delivered alert, e.g. `Alert sent via ALERT_COMMAND`.
+    fn sent(&self) -> String;
+
+    /// The log line's text for a failed delivery, before `: ERROR`, e.g.
+    /// ``Alert command `notify.sh` failed``.
+    fn failed(&self) -> String;
+
+    /// Delivers `alert`, or says why it could not: a message for the log, never a secret.
+    fn send(&self, alert: &Alert) -> Result<(), String>;
+}
+
+/// `ALERT_COMMAND`: run through `/bin/sh -c` with the alert's text on stdin and its severity
+/// and subject in `RELAY_SYNC_ALERT_SEVERITY` and `RELAY_SYNC_ALERT_SUBJECT`.
+#[derive(Debug, Clone)]
+pub struct CommandSink {
+    /// The shell command.
+    pub command: String,
+}
+
+impl AlertSink for CommandSink {
+    fn sent(&self) -> String {
+        "Alert sent via ALERT_COMMAND".to_owned()
+    }
+
+    fn failed(&self) -> String {
+        format!("Alert command `{}` failed", self.command)
+    }
+
+    fn send(&self, alert: &Alert) -> Result<(), String> {
+        let env = [
+            ("RELAY_SYNC_ALERT_SEVERITY", alert.severity.as_str()),
+            ("RELAY_SYNC_ALERT_SUBJECT", alert.subject.as_str()),
+        ];
+        let output = shell::run(
+            &self.command,
+            Some(alert.body.as_bytes()),
+            &env,
+            COMMAND_TIMEOUT,
+        )
+        .map_err(|error| match error {
+            shell::ShellError::Spawn(e) => format!("cannot start /bin/sh: {e}"),
+            shell::ShellError::Timeout => {
+                format!("still running after {}s, killed", COMMAND_TIMEOUT.as_secs())
+            }
+        })?;
+        if output.status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "{}: {}",
+                output.status,
+                shell::excerpt(&String::from_utf8_lossy(&output.stderr))
+            ))
+        }
+    }
+}
+
+/// Mail through plain SMTP to a relay (`ALERT_EMAIL_TO`, `ALERT_SMTP_HOST`, …).
+#[derive(Debug, Clone)]
+pub struct MailSink {
+    /// The recipient.
+    pub to: String,
+    /// The sender.
+    pub from: String,
+    /// The SMTP relay's host.
+    pub host: String,
+    /// The SMTP relay's port.
+    pub port: u16,
+}
+
+impl AlertSink for MailSink {
+    fn sent(&self) -> String {
+        format!(
+            "Alert mailed to {} via {}:{}",
+            self.to, self.host, self.port
+        )
+    }
+
+    fn failed(&self) -> String {
+        format!(
+            "Alert mail to {} via {}:{} failed",
+            self.to, self.host, self.port
+        )
+    }
+
+    fn send(&self, alert: &Alert) -> Result<(), String> {
+        let from: Mailbox = self
+            .from
+            .parse()
+            .map_err(|e| format!("ALERT_EMAIL_FROM {:?}: {e}", self.from))?;
+        let to: Mailbox = self
+            .to
+            .parse()
+            .map_err(|e| format!("ALERT_EMAIL_TO {:?}: {e}", self.to))?;
+        let message = Message::builder()
+            .from(from)
+            .to(to)
+            .subject(&alert.subject)
+            .header(ContentType::TEXT_PLAIN)
+            .body(alert.body.clone())
+            .map_err(|e| e.to_string())?;
+        // Plain SMTP to the configured relay (localhost by default, or the mailbox host over the
+        // VPN): alert mail must not depend on a certificate store being right at 3 a.m.
+        let mailer = SmtpTransport::builder_dangerous(&self.host)
+            .port(self.port)
+            .timeout(Some(SMTP_TIMEOUT))
+            .build();
+        mailer.send(&message).map(|_| ()).map_err(|e| e.to_string())
+    }
+}
+
+/// The sinks the config asks for: `ALERT_COMMAND` first, then mail.
+pub(crate) fn sinks_from_config(config: &Config, host: &str) -> Vec<Box<dyn AlertSink>> {
+    let mut sinks: Vec<Box<dyn AlertSink>> = Vec::new();
+    if let Some(command) = &config.alert_command {
+        sinks.push(Box::new(CommandSink {
+            command: command.clone(),
+        }));
+    }
+    if let Some(to) = &config.alert_email_to {
+        sinks.push(Box::new(MailSink {
+            to: to.clone(),
+            from: config
+                .alert_email_from
+                .clone()
+                .unwrap_or_else(|| format!("relay-sync@{host}")),
+            host: config.alert_smtp_host.clone(),
+            port: config.alert_smtp_port,
+        }));
+    }
+    sinks
+}
+
+/// Sends `alert` through every sink, logging each success or failure.
+pub(crate) fn send_all(sinks: &[Box<dyn AlertSink>], alert: &Alert) {
+    if sinks.is_empty() {
         tracing::warn!(
             "Alert not sent (set ALERT_COMMAND or ALERT_EMAIL_TO): {}",
             alert.subject
         );
         return;
     }
-    if let Some(command) = &config.alert_command {
-        match run_command(command, alert) {
-            Ok(()) => tracing::info!("Alert sent via ALERT_COMMAND: {}", alert.subject),
-            Err(error) => tracing::error!("Alert command `{command}` failed: {error}"),
+    for sink in sinks {
+        match sink.send(alert) {
+            Ok(()) => tracing::info!("{}: {}", sink.sent(), alert.subject),
+            Err(error) => tracing::error!("{}: {error}", sink.failed()),
         }
     }
-    if let Some(to) = &config.alert_email_to {
-        let from = config
-            .alert_email_from
-            .clone()
-            .unwrap_or_else(|| format!("relay-sync@{host}"));
-        let relay = format!("{}:{}", config.alert_smtp_host, config.alert_smtp_port);
-        match send_mail(config, &from, to, alert) {
-            Ok(()) => tracing::info!("Alert mailed to {to} via {relay}: {}", alert.subject),
-            Err(error) => tracing::error!("Alert mail to {to} via {relay} failed: {error}"),
-        }
-    }
-}
-
-fn run_command(command: &str, alert: &Alert) -> Result<(), String> {
-    let env = [
-        ("RELAY_SYNC_ALERT_SEVERITY", alert.severity.as_str()),
-        ("RELAY_SYNC_ALERT_SUBJECT", alert.subject.as_str()),
-    ];
-    let output = shell::run(command, Some(alert.body.as_bytes()), &env, COMMAND_TIMEOUT).map_err(
-        |error| match error {
-            shell::ShellError::Spawn(e) => format!("cannot start /bin/sh: {e}"),
-            shell::ShellError::Timeout => {
-                format!("still running after {}s, killed", COMMAND_TIMEOUT.as_secs())
-            }
-        },
-    )?;
-    if output.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "{}: {}",
-            output.status,
-            shell::excerpt(&String::from_utf8_lossy(&output.stderr))
-        ))
-    }
-}
-
-fn send_mail(config: &Config, from: &str, to: &str, alert: &Alert) -> Result<(), String> {
-    let from: Mailbox = from
-        .parse()
-        .map_err(|e| format!("ALERT_EMAIL_FROM {from:?}: {e}"))?;
-    let to: Mailbox = to
-        .parse()
-        .map_err(|e| format!("ALERT_EMAIL_TO {to:?}: {e}"))?;
-    let message = Message::builder()
-        .from(from)
-        .to(to)
-        .subject(&alert.subject)
-        .header(ContentType::TEXT_PLAIN)
-        .body(alert.body.clone())
-        .map_err(|e| e.to_string())?;
-    // Plain SMTP to the configured relay (localhost by default, or the mailbox host over the
-    // VPN): alert mail must not depend on a certificate store being right at 3 a.m.
-    let mailer = SmtpTransport::builder_dangerous(&config.alert_smtp_host)
-        .port(config.alert_smtp_port)
-        .timeout(Some(SMTP_TIMEOUT))
-        .build();
-    mailer.send(&message).map(|_| ()).map_err(|e| e.to_string())
 }

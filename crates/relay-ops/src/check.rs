@@ -22,7 +22,7 @@ use crate::config::{Config, PasswordSource, RelayDomainsMode};
 /// How one check ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
-pub(crate) enum Level {
+pub enum Level {
     /// Fine.
     Ok,
     /// Works, but should be fixed.
@@ -33,22 +33,22 @@ pub(crate) enum Level {
 
 /// One check's result.
 #[derive(Debug, Clone, Serialize)]
-pub(crate) struct Item {
+pub struct Item {
     /// Short name, e.g. `database`.
-    pub(crate) name: &'static str,
+    pub name: &'static str,
     /// Its result.
-    pub(crate) status: Level,
+    pub status: Level,
     /// What was found, or what to do.
-    pub(crate) detail: String,
+    pub detail: String,
 }
 
 /// Every check's result, in the order they ran.
 #[derive(Debug, Clone, Default, Serialize)]
-pub(crate) struct Report {
+pub struct Report {
     /// `false` when any check failed.
-    pub(crate) ok: bool,
+    pub ok: bool,
     /// The checks.
-    pub(crate) checks: Vec<Item>,
+    pub checks: Vec<Item>,
 }
 
 impl Report {
@@ -62,51 +62,20 @@ impl Report {
     }
 
     /// The exit code: 1 when any check failed.
-    pub(crate) fn exit_code(&self) -> u8 {
+    pub fn exit_code(&self) -> u8 {
         u8::from(!self.ok)
-    }
-
-    /// The human-readable form: one line per check.
-    pub(crate) fn render(&self) -> String {
-        let mut out = String::new();
-        for item in &self.checks {
-            let tag = match item.status {
-                Level::Ok => "ok  ",
-                Level::Warn => "WARN",
-                Level::Fail => "FAIL",
-            };
-            out.push_str(&format!("{tag} {:<16} {}\n", item.name, item.detail));
-        }
-        let failed = self
-            .checks
-            .iter()
-            .filter(|i| i.status == Level::Fail)
-            .count();
-        let warned = self
-            .checks
-            .iter()
-            .filter(|i| i.status == Level::Warn)
-            .count();
-        out.push_str(&match (failed, warned) {
-            (0, 0) => "check passed\n".to_owned(),
-            (0, w) => format!("check passed with {w} warning(s)\n"),
-            (f, _) => format!(
-                "check FAILED: {f} problem(s); relay-sync cannot sync until they are fixed\n"
-            ),
-        });
-        out
     }
 }
 
 /// A report for a configuration that could not be loaded at all.
-pub(crate) fn config_failed(error: &str) -> Report {
+pub fn config_failed(error: &str) -> Report {
     let mut report = Report::default();
     report.push("config", Level::Fail, error);
     report
 }
 
 /// Runs every check against `config`.
-pub(crate) fn run(config: &Config) -> Report {
+pub fn run(config: &Config) -> Report {
     let mut report = Report::default();
     check_config_file(config, &mut report);
     check_database(config, &mut report);
@@ -250,7 +219,7 @@ fn check_database(config: &Config, report: &mut Report) {
 
 /// The grants in `SHOW GRANTS` output beyond `USAGE` and `SELECT` on `DB_NAME.domains`, with any
 /// password hash removed.
-pub(crate) fn excess_grants(lines: &[String], db_name: &str) -> Vec<String> {
+pub fn excess_grants(lines: &[String], db_name: &str) -> Vec<String> {
     lines
         .iter()
         .filter(|line| !grant_is_read_only(line, db_name))
@@ -360,10 +329,7 @@ fn check_transport_maps(config: &Config, postfix: &PostfixCli, report: &mut Repo
 /// Whether Postfix reads the transport map relay-sync builds: `Ok` with what was found, or the
 /// problem and what to run. `sync` refuses to run on a problem, since every domain it added would be accepted
 /// but routed by DNS instead of to the next hop.
-pub(crate) fn transport_maps_verdict(
-    config: &Config,
-    postfix: &PostfixCli,
-) -> Result<String, String> {
+pub fn transport_maps_verdict(config: &Config, postfix: &PostfixCli) -> Result<String, String> {
     let value = postfix.transport_maps();
     let wanted = format!("{}:{}", postfix.map_type(), config.transport_file.display());
     if transport_maps_include(value, &config.postfix_config_dir, &wanted) {
@@ -380,7 +346,7 @@ pub(crate) fn transport_maps_verdict(
 
 /// Whether `transport_maps` (raw, as `postconf -h` prints it) lists `wanted` (`type:path`).
 /// `$config_directory` is expanded to `config_dir`, the only variable commonly used there.
-pub(crate) fn transport_maps_include(value: &str, config_dir: &Path, wanted: &str) -> bool {
+pub fn transport_maps_include(value: &str, config_dir: &Path, wanted: &str) -> bool {
     let dir = config_dir.display().to_string();
     value
         .split([',', ' ', '\t', '\n'])

@@ -48,17 +48,17 @@ use serde_ini::Item;
 use crate::shell::{self, excerpt, ShellError};
 
 /// Where the configuration file is when `--config` is not given.
-pub(crate) const DEFAULT_CONFIG_FILE: &str = "/opt/mailserver/config/relay-sync.conf";
+pub const DEFAULT_CONFIG_FILE: &str = "/opt/mailserver/config/relay-sync.conf";
 
 /// Prefix of the environment variables that override the file.
-pub(crate) const ENV_PREFIX: &str = "RELAY_SYNC_";
+pub const ENV_PREFIX: &str = "RELAY_SYNC_";
 
 /// `RELAY_SYNC_*` variables that are not configuration keys: relay-sync sets them for
 /// `ALERT_COMMAND` (SPEC §5), so they may be inherited when an alert command runs relay-sync.
-pub(crate) const RESERVED_ENV: &[&str] = &["RELAY_SYNC_ALERT_SEVERITY", "RELAY_SYNC_ALERT_SUBJECT"];
+pub const RESERVED_ENV: &[&str] = &["RELAY_SYNC_ALERT_SEVERITY", "RELAY_SYNC_ALERT_SUBJECT"];
 
 /// How long `DB_PASSWORD_COMMAND` may run before it is killed.
-pub(crate) const PASSWORD_COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
+pub const PASSWORD_COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Every key of SPEC §5, in the order of its table.
 const KEYS: &[&str] = &[
@@ -144,87 +144,87 @@ mod default {
 
 /// The whole configuration, typed and checked (SPEC §5).
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) struct Config {
+pub struct Config {
     /// The configuration file read, or `None` when the default file does not exist.
-    pub(crate) file: Option<PathBuf>,
+    pub file: Option<PathBuf>,
     /// `DB_HOST` (required): an IP address or a host name.
-    pub(crate) db_host: String,
+    pub db_host: String,
     /// `DB_PORT`.
-    pub(crate) db_port: u16,
+    pub db_port: u16,
     /// `DB_NAME`.
-    pub(crate) db_name: String,
+    pub db_name: String,
     /// `DB_USER`.
-    pub(crate) db_user: String,
+    pub db_user: String,
     /// `DB_PASSWORD`, `DB_PASSWORD_FILE` or `DB_PASSWORD_COMMAND`; see
     /// [`Config::resolve_password`].
-    pub(crate) db_password: PasswordSource,
+    pub db_password: PasswordSource,
     /// `DB_QUERY`.
-    pub(crate) db_query: String,
+    pub db_query: String,
     /// `DB_TLS`.
-    pub(crate) db_tls: TlsMode,
+    pub db_tls: TlsMode,
     /// `DB_TLS_CA`; always set when `db_tls` is `verify-ca` or `verify-full`.
-    pub(crate) db_tls_ca: Option<PathBuf>,
+    pub db_tls_ca: Option<PathBuf>,
     /// `DB_CONNECT_TIMEOUT`.
-    pub(crate) db_connect_timeout: Duration,
+    pub db_connect_timeout: Duration,
     /// `DB_QUERY_TIMEOUT`.
-    pub(crate) db_query_timeout: Duration,
+    pub db_query_timeout: Duration,
     /// `DELL_RELAY_IP` (required): the next hop's IP address or host name, without brackets.
-    pub(crate) dell_relay_ip: String,
+    pub dell_relay_ip: String,
     /// `DELL_RELAY_PORT`.
-    pub(crate) dell_relay_port: u16,
+    pub dell_relay_port: u16,
     /// `RELAY_TRANSPORT`.
-    pub(crate) relay_transport: RelayTransport,
+    pub relay_transport: RelayTransport,
     /// `PRESERVE_DOMAINS`, split on commas and whitespace; not validated here (relay-core
     /// parses them as domain names).
-    pub(crate) preserve_domains: Vec<String>,
+    pub preserve_domains: Vec<String>,
     /// `POSTFIX_CONFIG_DIR`.
-    pub(crate) postfix_config_dir: PathBuf,
+    pub postfix_config_dir: PathBuf,
     /// `POSTFIX_COMMAND_DIR`.
-    pub(crate) postfix_command_dir: PathBuf,
+    pub postfix_command_dir: PathBuf,
     /// `POSTFIX_COMMAND_PREFIX`, split on whitespace (no shell quoting).
-    pub(crate) postfix_command_prefix: Vec<String>,
+    pub postfix_command_prefix: Vec<String>,
     /// `TRANSPORT_FILE`, by default `POSTFIX_CONFIG_DIR/transport`.
-    pub(crate) transport_file: PathBuf,
+    pub transport_file: PathBuf,
     /// `MAP_TYPE`, lower case; `None` means Postfix's `default_database_type`.
-    pub(crate) map_type: Option<String>,
+    pub map_type: Option<String>,
     /// `RELAY_DOMAINS_MODE`.
-    pub(crate) relay_domains_mode: RelayDomainsMode,
+    pub relay_domains_mode: RelayDomainsMode,
     /// `RELAY_DOMAINS_MAP`, by default `POSTFIX_CONFIG_DIR/relay_domains`.
-    pub(crate) relay_domains_map: PathBuf,
+    pub relay_domains_map: PathBuf,
     /// `BACKUP_DIR`.
-    pub(crate) backup_dir: PathBuf,
+    pub backup_dir: PathBuf,
     /// `BACKUP_KEEP`, at least 1.
-    pub(crate) backup_keep: usize,
+    pub backup_keep: usize,
     /// `LOG_FILE`.
-    pub(crate) log_file: PathBuf,
+    pub log_file: PathBuf,
     /// `STATE_DIR`.
-    pub(crate) state_dir: PathBuf,
+    pub state_dir: PathBuf,
     /// `LOCK_FILE`, by default `STATE_DIR/relay-sync.lock`.
-    pub(crate) lock_file: PathBuf,
+    pub lock_file: PathBuf,
     /// `MAX_REMOVE_PERCENT`, 0 to 100.
-    pub(crate) max_remove_percent: u8,
+    pub max_remove_percent: u8,
     /// `ALLOW_EMPTY`.
-    pub(crate) allow_empty: bool,
+    pub allow_empty: bool,
     /// `ALERT_COMMAND`, run through `/bin/sh -c`.
-    pub(crate) alert_command: Option<String>,
+    pub alert_command: Option<String>,
     /// `ALERT_EMAIL_TO`: one address.
-    pub(crate) alert_email_to: Option<String>,
+    pub alert_email_to: Option<String>,
     /// `ALERT_SMTP_HOST`.
-    pub(crate) alert_smtp_host: String,
+    pub alert_smtp_host: String,
     /// `ALERT_SMTP_PORT`.
-    pub(crate) alert_smtp_port: u16,
+    pub alert_smtp_port: u16,
     /// `ALERT_EMAIL_FROM`; `None` means `relay-sync@<hostname>`, computed by the alert code.
-    pub(crate) alert_email_from: Option<String>,
+    pub alert_email_from: Option<String>,
     /// `ALERT_AFTER_FAILURES`, at least 1.
-    pub(crate) alert_after_failures: u32,
+    pub alert_after_failures: u32,
     /// `METRICS_FILE`: a Prometheus textfile-collector file written after every run; `None`
     /// writes none.
-    pub(crate) metrics_file: Option<PathBuf>,
+    pub metrics_file: Option<PathBuf>,
 }
 
 /// Where the database password comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum PasswordSource {
+pub enum PasswordSource {
     /// No password.
     None,
     /// `DB_PASSWORD`.
@@ -237,7 +237,7 @@ pub(crate) enum PasswordSource {
 
 /// `RELAY_TRANSPORT`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum RelayTransport {
+pub enum RelayTransport {
     /// `smtp`.
     Smtp,
     /// `lmtp`.
@@ -246,7 +246,7 @@ pub(crate) enum RelayTransport {
 
 /// `RELAY_DOMAINS_MODE`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum RelayDomainsMode {
+pub enum RelayDomainsMode {
     /// `relay_domains` holds the domains (`postconf -e`).
     Inline,
     /// `relay_domains` names a lookup table kept by relay-sync (`RELAY_DOMAINS_MAP`).
@@ -255,7 +255,7 @@ pub(crate) enum RelayDomainsMode {
 
 /// Where a value came from, for error messages.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Origin {
+pub enum Origin {
     /// A line of the configuration file.
     File {
         /// The file.
@@ -282,7 +282,7 @@ impl fmt::Display for Origin {
 /// Why the configuration cannot be used. The binary exits 2 on any of them.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub(crate) enum ConfigError {
+pub enum ConfigError {
     /// The file cannot be opened or read (or, for `--config`, does not exist).
     #[error("cannot read config file {}: {source}", path.display())]
     Read {
@@ -485,7 +485,7 @@ struct FileContents {
 impl Config {
     /// Reads the configuration file (`--config PATH`, or [`DEFAULT_CONFIG_FILE`] when `None`)
     /// and overlays the `RELAY_SYNC_*` variables of `env` (pass `std::env::vars_os()`).
-    pub(crate) fn load<I, K, V>(config: Option<&Path>, env: I) -> Result<Config, ConfigError>
+    pub fn load<I, K, V>(config: Option<&Path>, env: I) -> Result<Config, ConfigError>
     where
         I: IntoIterator<Item = (K, V)>,
         K: Into<OsString>,
@@ -542,7 +542,7 @@ impl Config {
     /// stdout of `DB_PASSWORD_COMMAND` (run through `/bin/sh -c`, killed after
     /// [`PASSWORD_COMMAND_TIMEOUT`]). Trailing line breaks are removed from the file and the
     /// stdout; an empty result is an error rather than an empty password.
-    pub(crate) fn resolve_password(&self) -> Result<Option<Secret>, ConfigError> {
+    pub fn resolve_password(&self) -> Result<Option<Secret>, ConfigError> {
         match &self.db_password {
             PasswordSource::None => Ok(None),
             PasswordSource::Literal(secret) => Ok(Some(secret.clone())),
@@ -554,7 +554,7 @@ impl Config {
     }
 
     /// What relay-db needs, with the password resolved by [`Config::resolve_password`].
-    pub(crate) fn db_settings(&self, password: Option<Secret>) -> DbSettings {
+    pub fn db_settings(&self, password: Option<Secret>) -> DbSettings {
         DbSettings {
             host: self.db_host.clone(),
             port: self.db_port,
@@ -570,7 +570,7 @@ impl Config {
     }
 
     /// What relay-postfix needs.
-    pub(crate) fn postfix_settings(&self) -> PostfixSettings {
+    pub fn postfix_settings(&self) -> PostfixSettings {
         PostfixSettings {
             config_dir: self.postfix_config_dir.clone(),
             command_dir: self.postfix_command_dir.clone(),

@@ -19,22 +19,22 @@ pub(crate) const DB_FAILURES_LOGGED_AFTER: u32 = 3;
 /// What is remembered between runs.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub(crate) struct RunState {
+pub struct RunState {
     /// Failed runs in a row (exit 3, 4, 5, 6).
-    pub(crate) consecutive_failures: u32,
+    pub consecutive_failures: u32,
     /// Runs in a row that could not read the database (exit 3).
-    pub(crate) consecutive_db_failures: u32,
+    pub consecutive_db_failures: u32,
     /// Whether an alert was sent during the current failure streak (a recovery notice is owed).
     #[serde(with = "yes_no")]
-    pub(crate) alerted: bool,
+    pub alerted: bool,
     /// Exit code of the last run.
-    pub(crate) last_exit: u8,
+    pub last_exit: u8,
     /// One line describing the last run's result.
-    pub(crate) last_result: String,
+    pub last_result: String,
     /// When the last run ended, `YYYY-MM-DD HH:MM:SS` local time.
-    pub(crate) last_run: String,
+    pub last_run: String,
     /// When the last successful run ended.
-    pub(crate) last_success: String,
+    pub last_success: String,
 }
 
 /// serde_ini has no booleans: the state file says `yes` or `no`.
@@ -60,7 +60,7 @@ mod yes_no {
 
 /// How urgent an alert is; passed to `ALERT_COMMAND` as `RELAY_SYNC_ALERT_SEVERITY`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Severity {
+pub enum Severity {
     /// `postfix reload` or a rollback failed: someone must look now.
     Critical,
     /// Runs keep failing.
@@ -70,7 +70,8 @@ pub(crate) enum Severity {
 }
 
 impl Severity {
-    pub(crate) fn as_str(self) -> &'static str {
+    /// The word passed to `ALERT_COMMAND`: `critical`, `warning` or `recovery`.
+    pub fn as_str(self) -> &'static str {
         match self {
             Severity::Critical => "critical",
             Severity::Warning => "warning",
@@ -81,10 +82,13 @@ impl Severity {
 
 /// An alert to send.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Alert {
-    pub(crate) severity: Severity,
-    pub(crate) subject: String,
-    pub(crate) body: String,
+pub struct Alert {
+    /// How urgent it is.
+    pub severity: Severity,
+    /// One line: the mail subject, `RELAY_SYNC_ALERT_SUBJECT`.
+    pub subject: String,
+    /// The text: the mail body, the command's stdin.
+    pub body: String,
 }
 
 /// This run's result, as failure tracking sees it.

@@ -18,10 +18,21 @@ use relay_postfix::{
 };
 
 use crate::config::Config;
+use crate::lock::{self, Held, LockError};
 
 /// Why a rollback could not be done.
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum RollbackError {
+#[non_exhaustive]
+pub enum RollbackError {
+    /// A sync holds the run lock.
+    #[error(
+        "A sync is running (it holds {}); try again when it has finished",
+        .0.path.display()
+    )]
+    Busy(Held),
+    /// The run lock cannot be taken.
+    #[error("{0}")]
+    Lock(String),
     /// No backups at all.
     #[error("no backups in {0}: nothing to roll back to")]
     NoBackups(String),
@@ -72,9 +83,22 @@ pub(crate) fn pick(
     Ok(generation.clone())
 }
 
-/// Restores `to` (or the newest generation). The caller holds the run lock and has set up
-/// logging.
-pub(crate) fn rollback(config: &Config, to: Option<&str>) -> Result<String, RollbackError> {
+/// What a rollback did.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RolledBack {
+    /// The generation restored.
+    pub restored: String,
+    /// The generation holding the state before the rollback (`rollback --to` it to undo).
+    pub saved: String,
+}
+
+/// Restores `to` (or the newest generation) under the run lock.
+pub(crate) fn rollback(config: &Config, to: Option<&str>) -> Result<RolledBack, RollbackError> {
+    let _lock = match lock::take(&config.lock_file) {
+        Ok(lock) => lock,
+        Err(LockError::Held(held)) => return Err(RollbackError::Busy(held)),
+        Err(error) => return Err(RollbackError::Lock(error.to_string())),
+    };
     let dir = config.backup_dir.display().to_string();
     let generations = list_backups(&config.backup_dir)?;
     let generation = pick(&generations, to, &dir)?;
@@ -149,11 +173,10 @@ pub(crate) fn rollback(config: &Config, to: Option<&str>) -> Result<String, Roll
     }
     tracing::info!("Postfix reloaded successfully");
     tracing::info!("Rollback successful");
-    Ok(format!(
-        "rolled back to {stamp}; the state before the rollback was saved as {}. The next sync applies \
-         the database again: pause the timer or cron entry if it must not.\n",
-        saved.stamp
-    ))
+    Ok(RolledBack {
+        restored: stamp,
+        saved: saved.stamp,
+    })
 }
 
 /// Whether the `relay_domains` value names the table at `path` (with any map type).
@@ -166,65 +189,71 @@ fn names_table(relay_domains: &str, path: &str) -> bool {
     RelayDomains::parse(relay_domains).is_ok_and(|value| table.is_named_in(&value))
 }
 
-/// What `relay-sync backups` prints: one line per generation, oldest first.
-pub(crate) fn render_backups(config: &Config) -> Result<String, RollbackError> {
-    let generations = list_backups(&config.backup_dir)?;
-    if generations.is_empty() {
-        return Ok(format!("no backups in {}\n", config.backup_dir.display()));
-    }
-    let mut out = format!(
-        "backups in {} (oldest first):\n",
-        config.backup_dir.display()
-    );
-    let newest = generations.len() - 1;
+/// One backup generation, as `relay-sync backups` lists it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Generation {
+    /// Its stamp, for `rollback --to`.
+    pub stamp: String,
+    /// Plain domain names in its `relay_domains` (not tables or parameters).
+    pub relay_domains: usize,
+    /// Keys of its relay-domains table, when its `relay_domains` names the configured table
+    /// and it holds a copy of it.
+    pub in_table: Option<usize>,
+    /// The files it holds: `relay_domains`, `transport`, `relay_domains_map`.
+    pub files: Vec<&'static str>,
+}
+
+/// The backup generations in `BACKUP_DIR`, oldest first.
+pub(crate) fn generations(config: &Config) -> Result<Vec<Generation>, RollbackError> {
     let table_path = config.relay_domains_map.display().to_string();
-    for (i, g) in generations.iter().enumerate() {
-        let relay = g
-            .relay_domains
-            .as_ref()
-            .and_then(|p| fs::read_to_string(p).ok())
-            .map(|v| v.trim_end().to_owned());
-        // Counted as a sync would see them: plain domain names, not tables or parameters.
-        let domains = relay
-            .as_deref()
-            .and_then(|v| RelayDomains::parse(v).ok())
-            .map_or(0, |parsed| parsed.domains.len());
-        // Map mode's domains are in its table, when relay_domains names it.
-        let table = g
-            .relay_domains_map
-            .as_ref()
-            .filter(|_| {
-                relay
-                    .as_deref()
-                    .is_some_and(|v| names_table(v, &table_path))
-            })
-            .and_then(|p| fs::read_to_string(p).ok())
-            .map(|text| {
-                let table = RelayDomainsTable {
-                    map_type: "",
-                    path: &table_path,
-                    text: Some(&text),
-                };
-                format!(", {} in its table", table.keys().count())
-            })
-            .unwrap_or_default();
-        let kinds: Vec<&str> = [
-            g.relay_domains.as_ref().map(|_| "relay_domains"),
-            g.transport.as_ref().map(|_| "transport"),
-            g.relay_domains_map.as_ref().map(|_| "relay_domains_map"),
-        ]
-        .into_iter()
-        .flatten()
-        .collect();
-        out.push_str(&format!(
-            "{}  {} domain(s) in relay_domains{table}; {}{}\n",
-            g.stamp,
-            domains,
-            kinds.join(" + "),
-            if i == newest { "  (newest)" } else { "" }
-        ));
-    }
-    Ok(out)
+    let generations = list_backups(&config.backup_dir)?;
+    Ok(generations
+        .iter()
+        .map(|g| {
+            let relay = g
+                .relay_domains
+                .as_ref()
+                .and_then(|p| fs::read_to_string(p).ok())
+                .map(|v| v.trim_end().to_owned());
+            // Counted as a sync would see them: plain domain names, not tables or parameters.
+            let relay_domains = relay
+                .as_deref()
+                .and_then(|v| RelayDomains::parse(v).ok())
+                .map_or(0, |parsed| parsed.domains.len());
+            // Map mode's domains are in its table, when relay_domains names it.
+            let in_table = g
+                .relay_domains_map
+                .as_ref()
+                .filter(|_| {
+                    relay
+                        .as_deref()
+                        .is_some_and(|v| names_table(v, &table_path))
+                })
+                .and_then(|p| fs::read_to_string(p).ok())
+                .map(|text| {
+                    let table = RelayDomainsTable {
+                        map_type: "",
+                        path: &table_path,
+                        text: Some(&text),
+                    };
+                    table.keys().count()
+                });
+            let files = [
+                g.relay_domains.as_ref().map(|_| "relay_domains"),
+                g.transport.as_ref().map(|_| "transport"),
+                g.relay_domains_map.as_ref().map(|_| "relay_domains_map"),
+            ]
+            .into_iter()
+            .flatten()
+            .collect();
+            Generation {
+                stamp: g.stamp.clone(),
+                relay_domains,
+                in_table,
+                files,
+            }
+        })
+        .collect())
 }
 
 #[cfg(test)]

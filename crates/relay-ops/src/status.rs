@@ -5,7 +5,7 @@
 
 use std::path::PathBuf;
 
-use relay_core::{cut_list, TransportFile};
+use relay_core::TransportFile;
 use relay_postfix::list_backups;
 use serde::Serialize;
 
@@ -14,35 +14,35 @@ use crate::failures;
 
 /// What `status` shows.
 #[derive(Debug, Clone, Serialize)]
-pub(crate) struct Status {
+pub struct Status {
     /// The configuration file, when there is one.
-    pub(crate) config: Option<PathBuf>,
+    pub config: Option<PathBuf>,
     /// The last run's exit code, `None` before the first run.
-    pub(crate) last_exit: Option<u8>,
+    pub last_exit: Option<u8>,
     /// The last run's result, one line.
-    pub(crate) last_result: String,
+    pub last_result: String,
     /// When the last run ended (local time), empty before the first run.
-    pub(crate) last_run: String,
+    pub last_run: String,
     /// When the last successful run ended, empty if none.
-    pub(crate) last_success: String,
+    pub last_success: String,
     /// Failed runs in a row.
-    pub(crate) consecutive_failures: u32,
+    pub consecutive_failures: u32,
     /// Database failures in a row.
-    pub(crate) consecutive_db_failures: u32,
+    pub consecutive_db_failures: u32,
     /// The transport file.
-    pub(crate) transport_file: PathBuf,
+    pub transport_file: PathBuf,
     /// Domains in the managed block, sorted.
-    pub(crate) managed_domains: Vec<String>,
+    pub managed_domains: Vec<String>,
     /// The backup directory.
-    pub(crate) backup_dir: PathBuf,
+    pub backup_dir: PathBuf,
     /// Backup stamps, oldest first.
-    pub(crate) backups: Vec<String>,
+    pub backups: Vec<String>,
     /// Problems found while reading (an unreadable state or transport file).
-    pub(crate) problems: Vec<String>,
+    pub problems: Vec<String>,
 }
 
 /// Reads the status for `config`.
-pub(crate) fn read(config: &Config) -> Status {
+pub fn read(config: &Config) -> Status {
     let mut problems = Vec::new();
     let state_path = config.state_dir.join(failures::STATE_FILE);
     let state = match failures::load(&config.state_dir) {
@@ -94,79 +94,5 @@ pub(crate) fn read(config: &Config) -> Status {
         backup_dir: config.backup_dir.clone(),
         backups,
         problems,
-    }
-}
-
-impl Status {
-    /// The human-readable form.
-    pub(crate) fn render(&self) -> String {
-        let mut out = String::new();
-        let mut line = |label: &str, value: String| {
-            out.push_str(&format!("{label:<17}{value}\n"));
-        };
-        line(
-            "config:",
-            self.config.as_ref().map_or_else(
-                || "(environment only)".to_owned(),
-                |p| p.display().to_string(),
-            ),
-        );
-        match self.last_exit {
-            None => line("last run:", "never (no state in STATE_DIR yet)".to_owned()),
-            Some(exit) => line(
-                "last run:",
-                format!(
-                    "{} exit {exit} ({})",
-                    self.last_run,
-                    if exit == 0 { "ok" } else { "FAILED" }
-                ),
-            ),
-        }
-        if self.last_exit.is_some() {
-            line("last result:", self.last_result.clone());
-        }
-        line(
-            "last success:",
-            if self.last_success.is_empty() {
-                "never".to_owned()
-            } else {
-                self.last_success.clone()
-            },
-        );
-        line(
-            "failure streak:",
-            format!(
-                "{} run(s), {} of them database failures",
-                self.consecutive_failures, self.consecutive_db_failures
-            ),
-        );
-        line(
-            "managed domains:",
-            format!(
-                "{} in {}{}",
-                self.managed_domains.len(),
-                self.transport_file.display(),
-                if self.managed_domains.is_empty() {
-                    String::new()
-                } else {
-                    format!(": {}", cut_list(&self.managed_domains, 100))
-                }
-            ),
-        );
-        line(
-            "backups:",
-            match self.backups.last() {
-                None => format!("none in {}", self.backup_dir.display()),
-                Some(newest) => format!(
-                    "{} in {}, newest {newest}",
-                    self.backups.len(),
-                    self.backup_dir.display()
-                ),
-            },
-        );
-        for problem in &self.problems {
-            line("PROBLEM:", problem.clone());
-        }
-        out
     }
 }

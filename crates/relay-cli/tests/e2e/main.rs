@@ -14,6 +14,7 @@ mod scenarios;
 
 mod ops;
 mod packaging;
+mod recorded;
 
 mod alerts;
 mod concurrency;

@@ -314,13 +314,14 @@ fn password_sources_and_no_secret_anywhere() {
     // Failures name the source; a wrong secret is not shown either.
     let mut errors = String::new();
     for (line, code) in [
+        // No password means no database: exit 3, like a database that cannot be reached.
         (
             "DB_PASSWORD_FILE=/nonexistent/relay-sync-password".to_owned(),
-            2,
+            3,
         ),
         (
             "DB_PASSWORD_COMMAND=echo 'vault: token expired' >&2; exit 7".to_owned(),
-            2,
+            3,
         ),
         // The command line is configuration and is shown; what it prints is not.
         (

@@ -1,0 +1,104 @@
+//! Every run that got as far as a readable config is recorded (issue "relay-ops"): a password
+//! source that fails, and a `transport_maps` that does not read the transport file, show in
+//! `status`, in the metrics and in the failure streak, and alert like any other failure.
+
+use std::fs;
+
+use crate::gateway::Gateway;
+
+/// `status --json` as a value.
+fn status(gw: &Gateway) -> serde_json::Value {
+    let run = gw.run(&["status", "--json"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    serde_json::from_str(&run.stdout).unwrap()
+}
+
+/// A gateway with a metrics file and an `ALERT_COMMAND` that appends each alert's subject to
+/// `alerts`, alerting after two failures.
+fn watched_gateway() -> Gateway {
+    let gw = Gateway::start("kuma8088.com", "");
+    let d = gw.dir.path().display().to_string();
+    gw.edit_config(|text| {
+        format!(
+            "{text}METRICS_FILE={d}/relay_sync.prom\nALERT_AFTER_FAILURES=2\n\
+             ALERT_COMMAND=echo \"$RELAY_SYNC_ALERT_SUBJECT\" >> {d}/alerts\n"
+        )
+    });
+    gw
+}
+
+fn metrics(gw: &Gateway) -> String {
+    fs::read_to_string(gw.dir.path().join("relay_sync.prom")).unwrap()
+}
+
+fn alerts(gw: &Gateway) -> String {
+    fs::read_to_string(gw.dir.path().join("alerts")).unwrap_or_default()
+}
+
+#[test]
+fn a_failing_password_command_is_a_recorded_database_failure() {
+    let gw = watched_gateway();
+    gw.sync_expecting(0);
+    assert!(metrics(&gw).contains("relay_sync_last_run_success 1\n"));
+    gw.edit_config(|text| {
+        text.replace(
+            "DB_PASSWORD=relay-sync-test-pw",
+            "DB_PASSWORD_COMMAND=echo 'vault: sealed' >&2; exit 1",
+        )
+    });
+
+    let run = gw.sync_expecting(3);
+    assert!(run.stderr.contains("DB_PASSWORD_COMMAND"), "{run:?}");
+    let value = status(&gw);
+    assert_eq!(value["last_exit"], 3, "{value}");
+    assert_eq!(value["consecutive_failures"], 1, "{value}");
+    assert_eq!(value["consecutive_db_failures"], 1, "{value}");
+    let result = value["last_result"].as_str().unwrap();
+    assert!(result.contains("DB_PASSWORD_COMMAND"), "{result}");
+    let text = metrics(&gw);
+    assert!(text.contains("relay_sync_last_run_success 0\n"), "{text}");
+    assert!(text.contains("relay_sync_last_exit_code 3\n"), "{text}");
+    assert!(alerts(&gw).is_empty(), "{}", alerts(&gw));
+
+    // The second failure in a row reaches ALERT_AFTER_FAILURES.
+    gw.sync_expecting(3);
+    assert_eq!(status(&gw)["consecutive_failures"], 2);
+    assert!(
+        alerts(&gw).contains("2 consecutive failed runs"),
+        "{}",
+        alerts(&gw)
+    );
+}
+
+#[test]
+fn a_transport_maps_without_the_transport_file_is_a_recorded_failure() {
+    let gw = watched_gateway();
+    gw.postfix
+        .command("postconf", &["-e", "transport_maps ="])
+        .unwrap();
+
+    let run = gw.sync_expecting(2);
+    assert!(run.stderr.contains("transport_maps"), "{run:?}");
+    let value = status(&gw);
+    assert_eq!(value["last_exit"], 2, "{value}");
+    assert_eq!(value["consecutive_failures"], 1, "{value}");
+    assert_eq!(value["consecutive_db_failures"], 0, "{value}");
+    assert!(
+        value["last_result"]
+            .as_str()
+            .unwrap()
+            .contains("transport_maps"),
+        "{value}"
+    );
+    let text = metrics(&gw);
+    assert!(text.contains("relay_sync_last_run_success 0\n"), "{text}");
+    assert!(text.contains("relay_sync_last_exit_code 2\n"), "{text}");
+
+    gw.sync_expecting(2);
+    assert_eq!(status(&gw)["consecutive_failures"], 2);
+    assert!(
+        alerts(&gw).contains("2 consecutive failed runs"),
+        "{}",
+        alerts(&gw)
+    );
+}

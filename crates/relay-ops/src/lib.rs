@@ -1,0 +1,189 @@
+//! Operating a relay-sync gateway, as a library: what `relay-sync` does, for a Rust admin tool
+//! to embed.
+//!
+//! [`Gateway`] is the facade. It holds a typed [`Config`] and runs what an operator runs: a
+//! [`sync`](Gateway::sync) (under the run lock, with the preflight around the engine, and the
+//! run recorded in `STATE_DIR`, alerts and metrics), a [`dry_run`](Gateway::dry_run),
+//! [`status`](Gateway::status), [`check`](Gateway::check), [`backups`](Gateway::backups) and
+//! [`rollback`](Gateway::rollback).
+//!
+//! Each operation exists twice: `*_blocking`, which does the work on the calling thread (it runs
+//! Postfix commands, reads and writes files, and queries the database on a small runtime of its
+//! own), and an `async` one that moves the blocking one onto tokio's blocking pool. From async
+//! code use the `async` ones: they never block an executor thread and never start a runtime
+//! inside the caller's. The `async` ones need a tokio runtime (any flavour); the `*_blocking`
+//! ones must not be called from an async task.
+//!
+//! ```no_run
+//! # async fn admin_panel_saved_a_domain() -> Result<(), relay_ops::ConfigError> {
+//! use relay_ops::{Config, Gateway, SyncOptions};
+//! let config = Config::load(Some("/opt/mailserver/config/relay-sync.conf".as_ref()), std::env::vars_os())?;
+//! let gateway = Gateway::new(config);
+//! let record = gateway.sync(SyncOptions::default()).await;
+//! println!("sync ended with exit code {}: {}", record.exit_code(), record.outcome);
+//! let status = gateway.status().await;
+//! println!("{} managed domains", status.managed_domains.len());
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Architecture invariant: relay-ops is the only crate that knows the file layout of a gateway
+//! (state, lock, backups, metrics, the config file); it decides nothing about what a sync
+//! writes (relay-core plans, relay-engine orders and applies). It has no command-line parsing
+//! and prints nothing: results are data, rendered by the caller.
+#![warn(clippy::print_stdout, clippy::print_stderr)]
+
+mod alert;
+pub mod check;
+pub mod config;
+mod failures;
+mod lock;
+mod metrics;
+pub mod rollback;
+mod shell;
+pub mod status;
+mod sync;
+
+use std::sync::Arc;
+
+pub use alert::{AlertSink, CommandSink, MailSink};
+pub use check::Report as CheckReport;
+pub use config::{Config, ConfigError};
+pub use failures::{Alert, RunState, Severity};
+pub use lock::Held;
+pub use rollback::RollbackError;
+pub use status::Status;
+pub use sync::{DryRun, NotReady, RunOutcome, RunRecord, SyncOptions};
+
+/// A gateway to operate: its config, and where its alerts go.
+///
+/// Cheap to clone (the config is shared), and `Send + Sync`: an admin tool can keep one and
+/// use it from any task.
+#[derive(Debug, Clone)]
+pub struct Gateway {
+    config: Arc<Config>,
+    sinks: Arc<Vec<Box<dyn AlertSink>>>,
+}
+
+impl Gateway {
+    /// A gateway with the alert sinks its config names (`ALERT_COMMAND`, `ALERT_EMAIL_TO`).
+    pub fn new(config: Config) -> Gateway {
+        let sinks = alert::sinks_from_config(&config, &host_name());
+        Gateway {
+            config: Arc::new(config),
+            sinks: Arc::new(sinks),
+        }
+    }
+
+    /// The same gateway with alerts also delivered to `sink` (an admin tool's own channel).
+    pub fn with_alert_sink(self, sink: impl AlertSink + 'static) -> Gateway {
+        let mut sinks: Vec<Box<dyn AlertSink>> = Vec::new();
+        sinks.extend(alert::sinks_from_config(&self.config, &host_name()));
+        sinks.push(Box::new(sink));
+        Gateway {
+            config: self.config,
+            sinks: Arc::new(sinks),
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// One sync (SPEC §2), under the run lock, recorded in `STATE_DIR`, alerts and metrics.
+    /// Another run holding the lock gives [`RunOutcome::Skipped`] at once.
+    pub fn sync_blocking(&self, options: SyncOptions) -> RunRecord {
+        sync::sync(&self.config, &self.sinks, options)
+    }
+
+    /// [`Gateway::sync_blocking`] on tokio's blocking pool.
+    pub async fn sync(&self, options: SyncOptions) -> RunRecord {
+        let gateway = self.clone();
+        off_the_executor(move || gateway.sync_blocking(options)).await
+    }
+
+    /// Plans a sync and changes nothing: no lock, no state, no file written.
+    pub fn dry_run_blocking(&self) -> DryRun {
+        sync::dry_run(&self.config)
+    }
+
+    /// [`Gateway::dry_run_blocking`] on tokio's blocking pool.
+    pub async fn dry_run(&self) -> DryRun {
+        let gateway = self.clone();
+        off_the_executor(move || gateway.dry_run_blocking()).await
+    }
+
+    /// The state at a glance, from files only: it answers when the database and Postfix are
+    /// down, and never holds a secret.
+    pub fn status_blocking(&self) -> Status {
+        status::read(&self.config)
+    }
+
+    /// [`Gateway::status_blocking`] on tokio's blocking pool.
+    pub async fn status(&self) -> Status {
+        let gateway = self.clone();
+        off_the_executor(move || gateway.status_blocking()).await
+    }
+
+    /// Whether this host is ready to sync (SPEC §9). Changes nothing.
+    pub fn check_blocking(&self) -> CheckReport {
+        check::run(&self.config)
+    }
+
+    /// [`Gateway::check_blocking`] on tokio's blocking pool.
+    pub async fn check(&self) -> CheckReport {
+        let gateway = self.clone();
+        off_the_executor(move || gateway.check_blocking()).await
+    }
+
+    /// The backup generations, oldest first.
+    pub fn backups_blocking(&self) -> Result<Vec<rollback::Generation>, RollbackError> {
+        rollback::generations(&self.config)
+    }
+
+    /// [`Gateway::backups_blocking`] on tokio's blocking pool.
+    pub async fn backups(&self) -> Result<Vec<rollback::Generation>, RollbackError> {
+        let gateway = self.clone();
+        off_the_executor(move || gateway.backups_blocking()).await
+    }
+
+    /// Restores the generation `to` (the newest when `None`) under the run lock, after saving
+    /// the current state as a generation of its own.
+    pub fn rollback_blocking(
+        &self,
+        to: Option<&str>,
+    ) -> Result<rollback::RolledBack, RollbackError> {
+        rollback::rollback(&self.config, to)
+    }
+
+    /// [`Gateway::rollback_blocking`] on tokio's blocking pool.
+    pub async fn rollback(
+        &self,
+        to: Option<String>,
+    ) -> Result<rollback::RolledBack, RollbackError> {
+        let gateway = self.clone();
+        off_the_executor(move || gateway.rollback_blocking(to.as_deref())).await
+    }
+}
+
+/// Runs `work` on tokio's blocking pool. A panic in it is resumed in the caller, as if the work
+/// had run in place.
+async fn off_the_executor<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(value) => value,
+        Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+        // Only a runtime that is shutting down cancels a blocking task before it starts, and
+        // then nothing is left to poll this future.
+        Err(error) => panic!("relay-ops work was cancelled: {error}"),
+    }
+}
+
+/// This machine's name, for alert subjects and the default sender.
+pub(crate) fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|name| name.trim().to_owned())
+        .ok()
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "localhost".to_owned())
+}

@@ -1,0 +1,543 @@
+//! One sync as an operator runs it (SPEC §2): the lock, the preflight around the engine (the
+//! password, the Postfix commands and `transport_maps`, a killed run's leftovers), the engine's
+//! run, and then the record of it (state, streak, alerts, metrics).
+//!
+//! Every run that got as far as a readable config is recorded, whatever its exit code: a
+//! password source that fails, a Postfix command that is missing or a `transport_maps` that does
+//! not read the transport file count toward the failure streak and show in `status` and the
+//! metrics like a database outage does. The only run not recorded is one that stepped aside
+//! because another holds the lock: it did nothing, and the holder records its own result.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use relay_core::{DomainName, GuardSettings, NextHop, Refusal};
+use relay_db::{DbError, DomainSource, MariaDbSource};
+use relay_engine::{Outcome, Prepared, SyncSettings};
+use relay_postfix::{PostfixCli, PostfixError};
+
+use crate::alert::AlertSink;
+use crate::config::{Config, ConfigError, RelayDomainsMode, RelayTransport};
+use crate::lock::{self, LockError};
+use crate::{check, failures, metrics};
+
+/// What a caller may change about one sync.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SyncOptions {
+    /// Lift the safety guard's removal limit for this run (`--force`).
+    pub force: bool,
+}
+
+/// How a run ended, as far as the gateway is concerned.
+///
+/// [`RunOutcome::exit_code`] is the one place an outcome becomes an exit code (SPEC §8).
+#[derive(Debug)]
+pub enum RunOutcome {
+    /// The engine ran: fetch, plan, guard, apply, verify (and roll back on failure).
+    Sync(Outcome),
+    /// Another run holds the lock; this one did nothing.
+    Skipped(lock::Held),
+    /// The database password could not be had (`DB_PASSWORD_FILE` unreadable,
+    /// `DB_PASSWORD_COMMAND` failing): the database cannot be reached, nothing was touched.
+    PasswordFailed(ConfigError),
+    /// This host is not set up to sync: nothing was touched.
+    NotReady(NotReady),
+    /// relay-sync itself could not work (the lock file cannot be created, no thread or
+    /// runtime could be started).
+    Internal(String),
+}
+
+/// Why a host is not ready to sync ([`RunOutcome::NotReady`], exit 2).
+#[derive(Debug, thiserror::Error)]
+pub enum NotReady {
+    /// A setting that the config's syntax allows but the sync cannot use.
+    #[error("{0}")]
+    Settings(String),
+    /// A Postfix command is missing.
+    #[error(transparent)]
+    Postfix(PostfixError),
+    /// `transport_maps` does not read the transport map relay-sync builds.
+    #[error("{0}")]
+    TransportMaps(String),
+}
+
+impl RunOutcome {
+    /// The process exit code (SPEC §8): the single `match` from outcome to code.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            RunOutcome::Sync(Outcome::NoChange | Outcome::Applied(_)) | RunOutcome::Skipped(_) => 0,
+            RunOutcome::Internal(_) => 1,
+            RunOutcome::NotReady(_) => 2,
+            RunOutcome::Sync(Outcome::DatabaseFailed(_)) | RunOutcome::PasswordFailed(_) => 3,
+            RunOutcome::Sync(Outcome::Refused(_) | Outcome::Unplannable(_)) => 4,
+            RunOutcome::Sync(Outcome::ReadFailed(_) | Outcome::RolledBack(_)) => 5,
+            RunOutcome::Sync(Outcome::Critical { .. }) => 6,
+        }
+    }
+
+    /// Whether the run did what it should (synced, found nothing to do, or stepped aside).
+    pub fn is_success(&self) -> bool {
+        self.exit_code() == 0
+    }
+}
+
+impl std::fmt::Display for RunOutcome {
+    /// One line for the state file, `status` and alerts.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RunOutcome::Sync(outcome) => outcome.fmt(f),
+            RunOutcome::Skipped(held) => write!(f, "skipped: {held}"),
+            RunOutcome::PasswordFailed(error) => write!(f, "database failed: {error}"),
+            RunOutcome::NotReady(error) => write!(f, "not ready to sync: {error}"),
+            RunOutcome::Internal(error) => write!(f, "internal error: {error}"),
+        }
+    }
+}
+
+/// One sync, as it ended.
+#[derive(Debug)]
+pub struct RunRecord {
+    /// How it ended.
+    pub outcome: RunOutcome,
+    /// When it started.
+    pub started_at: chrono::DateTime<chrono::Local>,
+    /// How long it took.
+    pub duration: Duration,
+}
+
+impl RunRecord {
+    /// The process exit code (SPEC §8), from [`RunOutcome::exit_code`].
+    pub fn exit_code(&self) -> u8 {
+        self.outcome.exit_code()
+    }
+
+    /// Domains the run added and removed (empty unless it applied a change).
+    pub fn changes(&self) -> (Vec<&str>, Vec<&str>) {
+        match &self.outcome {
+            RunOutcome::Sync(Outcome::Applied(applied)) => (
+                applied.added.iter().map(DomainName::as_str).collect(),
+                applied.removed.iter().map(DomainName::as_str).collect(),
+            ),
+            _ => (Vec::new(), Vec::new()),
+        }
+    }
+}
+
+/// A run as JSON: `exit_code`, `result` (the one line `status` shows), `started_at` (RFC 3339
+/// with offset), `duration_seconds`, `added`, `removed`.
+impl serde::Serialize for RunRecord {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let (added, removed) = self.changes();
+        let mut out = serializer.serialize_struct("RunRecord", 6)?;
+        out.serialize_field("exit_code", &self.exit_code())?;
+        out.serialize_field("result", &self.outcome.to_string())?;
+        out.serialize_field("started_at", &self.started_at.to_rfc3339())?;
+        out.serialize_field("duration_seconds", &self.duration.as_secs_f64())?;
+        out.serialize_field("added", &added)?;
+        out.serialize_field("removed", &removed)?;
+        out.end()
+    }
+}
+
+/// What a dry run found.
+#[derive(Debug)]
+pub enum DryRun {
+    /// A change is due: the plan and the guard's verdict on it.
+    Planned {
+        /// The plan and what it was computed from.
+        prepared: Box<Prepared>,
+        /// `Err` when the guard would refuse it.
+        verdict: Result<(), Refusal>,
+    },
+    /// Postfix already matches the database.
+    NoChange,
+    /// The dry run could not plan (database, Postfix or config failure).
+    Failed(RunOutcome),
+}
+
+impl DryRun {
+    /// The exit code a real run would have: 4 when the guard would refuse.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            DryRun::Planned {
+                verdict: Err(refusal),
+                ..
+            } => RunOutcome::Sync(Outcome::Refused(refusal.clone())).exit_code(),
+            DryRun::Planned { .. } | DryRun::NoChange => {
+                RunOutcome::Sync(Outcome::NoChange).exit_code()
+            }
+            DryRun::Failed(outcome) => outcome.exit_code(),
+        }
+    }
+}
+
+/// The longest a Postfix command may take.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The file in `STATE_DIR` where a run keeps what postconf printed (see
+/// [`PostfixCli::with_postconf_cache`]).
+const POSTCONF_CACHE: &str = "postconf.cache";
+
+/// Runs one sync under the lock and records it. Blocking; see [`crate::Gateway::sync`].
+pub(crate) fn sync(
+    config: &Config,
+    alerts: &[Box<dyn AlertSink>],
+    options: SyncOptions,
+) -> RunRecord {
+    let started_at = chrono::Local::now();
+    let started = Instant::now();
+    let outcome = match lock::take(&config.lock_file) {
+        Err(LockError::Held(held)) => {
+            if held.is_stuck(stuck_after(config)) {
+                tracing::error!(
+                    "Another sync is running and {held}; it may be stuck: check `ps` for \
+                     relay-sync and the postfix or docker commands it runs"
+                );
+            } else {
+                tracing::info!("Another sync is running, skipping ({held})");
+            }
+            // Not recorded: this run did nothing, and the holder records its own result.
+            return RunRecord {
+                outcome: RunOutcome::Skipped(held),
+                started_at,
+                duration: started.elapsed(),
+            };
+        }
+        Err(error) => {
+            tracing::error!("{error}");
+            RunOutcome::Internal(error.to_string())
+        }
+        Ok(_lock) => locked_sync(config, options),
+    };
+    record(config, alerts, &outcome, started);
+    RunRecord {
+        outcome,
+        started_at,
+        duration: started.elapsed(),
+    }
+}
+
+/// How long a lock may be held before the run stepping aside calls it stuck: twice the bound of
+/// every command, plus the database's timeouts.
+fn stuck_after(config: &Config) -> Duration {
+    2 * COMMAND_TIMEOUT + config.db_connect_timeout + config.db_query_timeout
+}
+
+/// The sync proper, under the lock.
+fn locked_sync(config: &Config, options: SyncOptions) -> RunOutcome {
+    let Preflight {
+        settings,
+        postfix,
+        source,
+        runtime,
+    } = match Preflight::run(config, true) {
+        Ok(prepared) => prepared,
+        Err(outcome) => return outcome,
+    };
+    let settings = SyncSettings {
+        guard: GuardSettings {
+            force: options.force,
+            ..settings.guard
+        },
+        ..settings
+    };
+    // Under the lock: what a run killed mid-write left goes now, not at the next change.
+    if let Err(error) = postfix.remove_leftovers() {
+        tracing::warn!("{error}");
+    }
+    RunOutcome::Sync(runtime.block_on(relay_engine::run(&settings, &source, &postfix)))
+}
+
+/// Plans a sync without changing anything, not even the log file, the lock or the state.
+pub(crate) fn dry_run(config: &Config) -> DryRun {
+    let Preflight {
+        settings,
+        postfix,
+        source,
+        runtime,
+    } = match Preflight::run(config, false) {
+        Ok(prepared) => prepared,
+        Err(outcome) => return DryRun::Failed(outcome),
+    };
+    match runtime.block_on(relay_engine::dry_run(&settings, &source, &postfix)) {
+        Ok((prepared, verdict)) => DryRun::Planned {
+            prepared: Box::new(prepared),
+            verdict,
+        },
+        Err(Outcome::NoChange) => DryRun::NoChange,
+        Err(outcome) => DryRun::Failed(RunOutcome::Sync(outcome)),
+    }
+}
+
+/// What the engine needs, ready: its settings, Postfix read once, and the database rows.
+struct Preflight {
+    settings: SyncSettings,
+    postfix: PostfixCli,
+    source: Prefetched<MariaDbSource>,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl Preflight {
+    /// Turns the config into the engine's settings, resolves the password, and runs the
+    /// database query beside Postfix's first postconf. `real` is false for a dry run, which
+    /// writes nothing (not even the postconf cache).
+    #[allow(clippy::result_large_err)] // As the engine's `prepare`: once per run.
+    fn run(config: &Config, real: bool) -> Result<Preflight, RunOutcome> {
+        let settings = sync_settings(config).map_err(|message| {
+            tracing::error!("{message}");
+            RunOutcome::NotReady(NotReady::Settings(message))
+        })?;
+        let password = config.resolve_password().map_err(|error| {
+            tracing::error!("{error}");
+            tracing::error!("Keeping current configuration");
+            RunOutcome::PasswordFailed(error)
+        })?;
+        let source = MariaDbSource::new(config.db_settings(password));
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|error| {
+                let message = format!("cannot start the async runtime: {error}");
+                tracing::error!("{message}");
+                RunOutcome::Internal(message)
+            })?;
+        // A real run keeps postconf's answers in STATE_DIR while main.cf stays the same file; a
+        // dry run writes nothing, so it always asks postconf.
+        let cache = real.then(|| config.state_dir.join(POSTCONF_CACHE));
+        let (postfix, fetched) =
+            runtime.block_on(prefetch(&source, config.postfix_settings(), cache));
+        let postfix = match postfix {
+            Ok(postfix) => postfix.with_relay_domains_map(config.relay_domains_map.clone()),
+            Err(error @ PostfixError::CommandMissing { .. }) => {
+                tracing::error!("{error}");
+                return Err(RunOutcome::NotReady(NotReady::Postfix(error)));
+            }
+            Err(error) => {
+                tracing::error!("Cannot read the current Postfix configuration: {error}");
+                tracing::error!("Keeping current configuration");
+                return Err(RunOutcome::Sync(Outcome::ReadFailed(error)));
+            }
+        };
+        if let Err(problem) = check::transport_maps_verdict(config, &postfix) {
+            tracing::error!("{problem}");
+            tracing::error!("Keeping current configuration");
+            return Err(RunOutcome::NotReady(NotReady::TransportMaps(problem)));
+        }
+        Ok(Preflight {
+            settings,
+            postfix,
+            source: Prefetched {
+                rows: Mutex::new(fetched),
+                source,
+            },
+            runtime,
+        })
+    }
+}
+
+/// Builds the [`PostfixCli`] (its one postconf) on a blocking thread while the database query
+/// runs: each takes a few milliseconds, and a no-change run is little else. The query's result
+/// is `None` when the postconf failed first: the run ends there, and the query is dropped.
+async fn prefetch<S: DomainSource>(
+    source: &S,
+    settings: relay_postfix::PostfixSettings,
+    cache: Option<PathBuf>,
+) -> (
+    Result<PostfixCli, PostfixError>,
+    Option<Result<Vec<String>, DbError>>,
+) {
+    let mut postfix = tokio::task::spawn_blocking(move || match cache {
+        Some(cache) => PostfixCli::with_postconf_cache(settings, &cache),
+        None => PostfixCli::new(settings),
+    });
+    let fetch = source.fetch_names();
+    tokio::pin!(fetch);
+    let mut fetched = None;
+    let postfix = loop {
+        tokio::select! {
+            joined = &mut postfix => break joined,
+            rows = &mut fetch, if fetched.is_none() => fetched = Some(rows),
+        }
+    };
+    let postfix = match postfix {
+        Ok(postfix) => postfix,
+        // The closure does not panic; if it ever did, say so rather than abort the process.
+        Err(error) => Err(PostfixError::Invalid {
+            path: PathBuf::from("postconf"),
+            detail: format!("reading the Postfix configuration stopped: {error}"),
+        }),
+    };
+    if postfix.is_ok() && fetched.is_none() {
+        fetched = Some(fetch.await);
+    }
+    (postfix, fetched)
+}
+
+/// A [`DomainSource`] whose first fetch returns the rows [`prefetch`] already has.
+struct Prefetched<S> {
+    rows: Mutex<Option<Result<Vec<String>, DbError>>>,
+    source: S,
+}
+
+impl<S: DomainSource + Sync> DomainSource for Prefetched<S> {
+    async fn fetch_names(&self) -> Result<Vec<String>, DbError> {
+        let rows = self
+            .rows
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        match rows {
+            Some(rows) => rows,
+            None => self.source.fetch_names().await,
+        }
+    }
+}
+
+/// Turns the config's values into the engine's typed settings.
+fn sync_settings(config: &Config) -> Result<SyncSettings, String> {
+    let transport = match config.relay_transport {
+        RelayTransport::Smtp => relay_core::Transport::Smtp,
+        RelayTransport::Lmtp => relay_core::Transport::Lmtp,
+    };
+    let next_hop = NextHop::new(transport, &config.dell_relay_ip, config.dell_relay_port)
+        .map_err(|e| format!("DELL_RELAY_IP: {e}"))?;
+    let preserve = config
+        .preserve_domains
+        .iter()
+        .map(|raw| {
+            DomainName::parse(raw).map_err(|e| {
+                format!(
+                    "PRESERVE_DOMAINS: {} is not a domain name: {e}",
+                    relay_core::escape_for_log(raw)
+                )
+            })
+        })
+        .collect::<Result<BTreeSet<_>, _>>()?;
+    Ok(SyncSettings {
+        next_hop,
+        preserve,
+        guard: GuardSettings {
+            max_remove_percent: config.max_remove_percent,
+            allow_empty: config.allow_empty,
+            force: false,
+        },
+        mode: match config.relay_domains_mode {
+            RelayDomainsMode::Inline => relay_core::RelayDomainsMode::Inline,
+            RelayDomainsMode::Map => relay_core::RelayDomainsMode::Map,
+        },
+    })
+}
+
+/// SPEC §7: records the run in `STATE_DIR`, sends the alerts it calls for and writes the
+/// metrics. Nothing here changes the run's outcome.
+fn record(config: &Config, sinks: &[Box<dyn AlertSink>], outcome: &RunOutcome, started: Instant) {
+    let host = crate::host_name();
+    let now = chrono::Local::now().format("%Y-%m-%d %H:%M:%S").to_string();
+    let previous = failures::load(&config.state_dir).unwrap_or_else(|error| {
+        tracing::error!("{error}");
+        failures::RunState::default()
+    });
+    let summary = outcome.to_string();
+    let result = failures::RunResult {
+        exit: outcome.exit_code(),
+        summary: &summary,
+        now: &now,
+        host: &host,
+    };
+    let (state, alerts) = failures::advance(&previous, result, config.alert_after_failures);
+    if state.consecutive_db_failures >= failures::DB_FAILURES_LOGGED_AFTER {
+        tracing::error!(
+            "Database unreachable for {} consecutive runs",
+            state.consecutive_db_failures
+        );
+    }
+    for alert in &alerts {
+        crate::alert::send_all(sinks, alert);
+    }
+    if let Err(error) = failures::save(&config.state_dir, &state) {
+        tracing::error!("Failure tracking not saved: {error}");
+    }
+    if let Some(path) = &config.metrics_file {
+        write_metrics(config, path, outcome, &state, started);
+    }
+}
+
+/// Writes `METRICS_FILE` for this run; a failure is logged and changes nothing else.
+fn write_metrics(
+    config: &Config,
+    path: &Path,
+    outcome: &RunOutcome,
+    state: &failures::RunState,
+    started: Instant,
+) {
+    let now = chrono::Utc::now().timestamp();
+    let (added, removed) = match outcome {
+        RunOutcome::Sync(Outcome::Applied(applied)) => (applied.added.len(), applied.removed.len()),
+        _ => (0, 0),
+    };
+    // What Postfix routes now: the managed block as it is on disk after the run.
+    let domains = std::fs::read_to_string(&config.transport_file)
+        .ok()
+        .and_then(|text| {
+            relay_core::TransportFile::parse(&text)
+                .ok()
+                .map(|file| file.managed_entries().len())
+        })
+        .unwrap_or(0);
+    let exit = outcome.exit_code();
+    let metrics = metrics::RunMetrics {
+        last_run: now,
+        last_success: if exit == 0 {
+            now
+        } else {
+            metrics::previous_last_success(path).unwrap_or(0)
+        },
+        exit,
+        domains,
+        added,
+        removed,
+        duration: started.elapsed().as_secs_f64(),
+        consecutive_failures: state.consecutive_failures,
+    };
+    if let Err(error) = metrics::write(path, &metrics) {
+        tracing::error!("Metrics not written to {}: {error}", path.display());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// SPEC §8's table, row by row, for the outcomes relay-ops adds to the engine's.
+    #[test]
+    fn exit_codes_follow_spec_8() {
+        let held = lock::Held {
+            path: PathBuf::from("/var/lib/relay-sync/relay-sync.lock"),
+            pid: None,
+            held_for: None,
+        };
+        let password = ConfigError::PasswordEmpty {
+            what: "DB_PASSWORD_FILE /etc/relay-sync/db.pw".to_owned(),
+        };
+        let cases = [
+            (RunOutcome::Sync(Outcome::NoChange), 0),
+            (RunOutcome::Skipped(held), 0),
+            (RunOutcome::Internal("no lock".to_owned()), 1),
+            (
+                RunOutcome::NotReady(NotReady::TransportMaps("x".to_owned())),
+                2,
+            ),
+            (RunOutcome::PasswordFailed(password), 3),
+            (
+                RunOutcome::Sync(Outcome::Refused(Refusal::EmptyDatabase { managed: 3 })),
+                4,
+            ),
+        ];
+        for (outcome, code) in cases {
+            assert_eq!(outcome.exit_code(), code, "{outcome}");
+        }
+    }
+}
