@@ -151,19 +151,16 @@ pub(crate) fn sinks_from_config(config: &Config, host: &str) -> Vec<Box<dyn Aler
     sinks
 }
 
-/// Sends `alert` through every sink, logging each success or failure.
-pub(crate) fn send_all(sinks: &[Box<dyn AlertSink>], alert: &Alert) {
-    if sinks.is_empty() {
-        tracing::warn!(
-            "Alert not sent (set ALERT_COMMAND or ALERT_EMAIL_TO): {}",
-            alert.subject
-        );
-        return;
-    }
-    for sink in sinks {
-        match sink.send(alert) {
-            Ok(()) => tracing::info!("{}: {}", sink.sent(), alert.subject),
-            Err(error) => tracing::error!("{}: {error}", sink.failed()),
+/// Offers `alert` to `sink`, logging the success or the failure; `true` when it was taken.
+pub(crate) fn send_one(sink: &dyn AlertSink, alert: &Alert) -> bool {
+    match sink.send(alert) {
+        Ok(()) => {
+            tracing::info!("{}: {}", sink.sent(), alert.subject);
+            true
+        }
+        Err(error) => {
+            tracing::error!("{}: {error}", sink.failed());
+            false
         }
     }
 }

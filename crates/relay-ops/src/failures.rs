@@ -59,7 +59,8 @@ mod yes_no {
 }
 
 /// How urgent an alert is; passed to `ALERT_COMMAND` as `RELAY_SYNC_ALERT_SEVERITY`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Severity {
     /// `postfix reload` or a rollback failed: someone must look now.
     Critical,
@@ -81,7 +82,7 @@ impl Severity {
 }
 
 /// An alert to send.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Alert {
     /// How urgent it is.
     pub severity: Severity,

@@ -39,6 +39,7 @@ pub mod config;
 mod failures;
 mod lock;
 mod metrics;
+mod outbox;
 pub mod rollback;
 mod shell;
 pub mod status;

@@ -21,7 +21,7 @@ use relay_postfix::{PostfixCli, PostfixError};
 use crate::alert::AlertSink;
 use crate::config::{Config, ConfigError, RelayDomainsMode, RelayTransport};
 use crate::lock::{self, LockError};
-use crate::{check, failures, metrics};
+use crate::{check, failures, metrics, outbox};
 
 /// What a caller may change about one sync.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -454,12 +454,11 @@ fn record(config: &Config, sinks: &[Box<dyn AlertSink>], outcome: &RunOutcome, s
             state.consecutive_db_failures
         );
     }
-    for alert in &alerts {
-        crate::alert::send_all(sinks, alert);
-    }
     if let Err(error) = failures::save(&config.state_dir, &state) {
         tracing::error!("Failure tracking not saved: {error}");
     }
+    // After the state: its directory exists now, and the outbox lives beside it.
+    outbox::deliver(&config.state_dir, sinks, alerts);
     if let Some(path) = &config.metrics_file {
         write_metrics(config, path, outcome, &state, started);
     }

@@ -201,14 +201,63 @@ fn failing_alerts_never_change_the_exit_code() {
     gw.sync_expecting(0);
     let log = gw.log();
     // The streak alert (exit 3), the critical one (exit 6) and the recovery notice: each
-    // tried both ways and failed both ways.
-    assert_eq!(log.matches("ERROR: Alert command `").count(), 3, "{log}");
+    // tried both ways and failed both ways, and each undelivered one tried again by every
+    // later run (at least once delivery): 1 + 2 + 3 attempts per way.
+    assert_eq!(log.matches("ERROR: Alert command `").count(), 6, "{log}");
     assert!(log.contains("alert-command-broken"), "{log}");
     assert_eq!(
         log.matches("ERROR: Alert mail to ops@relay-sync.test via 127.0.0.1:")
             .count(),
-        3,
+        6,
         "{log}"
     );
     assert!(state(&gw).contains("LAST_EXIT=0"), "{}", state(&gw));
+}
+
+/// At least once: the outage that stops the database can stop the alert's way out too. An
+/// alert the command could not take is kept, retried by every later run, and delivered before
+/// the recovery notice once the command works again.
+#[test]
+fn an_undelivered_alert_is_delivered_by_a_later_run() {
+    let scripts = tempfile::tempdir().unwrap();
+    let (script, alert_log) = alert_script(scripts.path());
+    let up = scripts.path().join("alerts-can-go-out");
+    let gated = scripts.path().join("gated-alert.sh");
+    fs::write(
+        &gated,
+        format!(
+            "#!/bin/sh
+test -e '{}' || {{ echo 'alert relay unreachable' >&2; exit 1; }}
+exec '{}'\n",
+            up.display(),
+            script.display()
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(&gated, fs::Permissions::from_mode(0o755)).unwrap();
+    let mut gw = Gateway::start(
+        "kuma8088.com",
+        &format!("ALERT_COMMAND={}\nALERT_AFTER_FAILURES=2", gated.display()),
+    );
+    gw.sync_expecting(0);
+    gw.db.stop().unwrap();
+    gw.sync_expecting(3);
+    gw.sync_expecting(3); // The streak's warning is due now, and cannot go out.
+    gw.sync_expecting(3); // Retried, still cannot.
+    assert!(alerts(&alert_log).is_empty());
+    assert_eq!(gw.log().matches("ERROR: Alert command `").count(), 2);
+
+    fs::write(&up, "").unwrap();
+    gw.sync_expecting(3); // Retried, and delivered: no new warning is due in this run.
+    let all = alerts(&alert_log);
+    assert_eq!(all.len(), 1, "{all:?}");
+    assert!(all[0].starts_with("warning|"), "{all:?}");
+
+    gw.db.start_again().unwrap();
+    gw.sync_expecting(0);
+    let all = alerts(&alert_log);
+    assert_eq!(all.len(), 2, "{all:?}");
+    assert!(all[1].starts_with("recovery|"), "{all:?}");
+    // Nothing is left waiting.
+    assert!(!gw.dir.path().join("state/alerts.pending").exists());
 }
