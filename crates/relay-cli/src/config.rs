@@ -579,6 +579,7 @@ impl Config {
             map_type: self.map_type.clone(),
             backup_dir: self.backup_dir.clone(),
             backup_keep: self.backup_keep,
+            command_timeout: relay_process::DEFAULT_TIMEOUT,
         }
     }
 }
