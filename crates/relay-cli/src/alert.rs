@@ -8,10 +8,6 @@ use lettre::{Message, SmtpTransport, Transport};
 
 use crate::config::Config;
 use crate::failures::Alert;
-use crate::shell;
-
-/// `ALERT_COMMAND` is killed after this long.
-const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
 /// SMTP connect and command timeout.
 const SMTP_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -25,7 +21,7 @@ pub(crate) fn send(config: &Config, host: &str, alert: &Alert) {
         return;
     }
     if let Some(command) = &config.alert_command {
-        match run_command(command, alert) {
+        match run_command(command, alert, config.command_timeout) {
             Ok(()) => tracing::info!("Alert sent via ALERT_COMMAND: {}", alert.subject),
             Err(error) => tracing::error!("Alert command `{command}` failed: {error}"),
         }
@@ -43,26 +39,34 @@ pub(crate) fn send(config: &Config, host: &str, alert: &Alert) {
     }
 }
 
-fn run_command(command: &str, alert: &Alert) -> Result<(), String> {
-    let env = [
-        ("RELAY_SYNC_ALERT_SEVERITY", alert.severity.as_str()),
-        ("RELAY_SYNC_ALERT_SUBJECT", alert.subject.as_str()),
-    ];
-    let output = shell::run(command, Some(alert.body.as_bytes()), &env, COMMAND_TIMEOUT).map_err(
-        |error| match error {
-            shell::ShellError::Spawn(e) => format!("cannot start /bin/sh: {e}"),
-            shell::ShellError::Timeout => {
-                format!("still running after {}s, killed", COMMAND_TIMEOUT.as_secs())
+/// Runs `ALERT_COMMAND` with the message on stdin, bounded by `COMMAND_TIMEOUT` like every
+/// command. The runner keeps relay-sync's own `RELAY_SYNC_*` variables (the password among
+/// them) out of its environment; the two below are the ones it is meant to see.
+fn run_command(command: &str, alert: &Alert, timeout: Duration) -> Result<(), String> {
+    let output = relay_process::Command::shell(command)
+        .stdin(alert.body.as_bytes())
+        .env("RELAY_SYNC_ALERT_SEVERITY", alert.severity.as_str())
+        .env("RELAY_SYNC_ALERT_SUBJECT", alert.subject.as_str())
+        .timeout(timeout)
+        .run()
+        .map_err(|error| match error {
+            // The caller names the command; say only what happened to it.
+            relay_process::RunError::Timeout { after, .. } => format!(
+                "still running after {}s (COMMAND_TIMEOUT); its process group was killed",
+                after.as_secs_f64()
+            ),
+            relay_process::RunError::Spawn { source, .. } => {
+                format!("cannot start /bin/sh: {source}")
             }
-        },
-    )?;
+            other => other.to_string(),
+        })?;
     if output.status.success() {
         Ok(())
     } else {
         Err(format!(
             "{}: {}",
             output.status,
-            shell::excerpt(&String::from_utf8_lossy(&output.stderr))
+            relay_process::excerpt(&String::from_utf8_lossy(&output.stderr))
         ))
     }
 }

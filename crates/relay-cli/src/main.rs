@@ -14,7 +14,6 @@ mod logging;
 mod metrics;
 mod report;
 mod rollback;
-mod shell;
 mod status;
 
 use std::collections::BTreeSet;
