@@ -26,7 +26,8 @@
 //! # Ok::<(), relay_process::RunError>(())
 //! ```
 //!
-//! Architecture invariant: nothing else in the workspace spawns a process.
+//! Architecture invariant: nothing else that ships spawns a process (relay-testbed and xtask are
+//! test and build tools).
 #![warn(clippy::print_stdout, clippy::print_stderr)]
 
 use std::ffi::{OsStr, OsString};
