@@ -9,10 +9,7 @@ use lettre::{Message, SmtpTransport, Transport};
 
 use crate::config::Config;
 use crate::failures::Alert;
-use crate::shell;
 
-/// `ALERT_COMMAND` is killed after this long.
-const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
 /// SMTP connect and command timeout.
 const SMTP_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -30,11 +27,15 @@ pub trait AlertSink: Send + Sync + std::fmt::Debug {
 }
 
 /// `ALERT_COMMAND`: run through `/bin/sh -c` with the alert's text on stdin and its severity
-/// and subject in `RELAY_SYNC_ALERT_SEVERITY` and `RELAY_SYNC_ALERT_SUBJECT`.
+/// and subject in `RELAY_SYNC_ALERT_SEVERITY` and `RELAY_SYNC_ALERT_SUBJECT`, bounded like every
+/// command. The runner keeps relay-sync's own `RELAY_SYNC_*` variables (the password among
+/// them) out of its environment; those two are the ones it is meant to see.
 #[derive(Debug, Clone)]
 pub struct CommandSink {
     /// The shell command.
     pub command: String,
+    /// How long it may run before its process group is killed (`COMMAND_TIMEOUT`).
+    pub timeout: Duration,
 }
 
 impl AlertSink for CommandSink {
@@ -47,29 +48,30 @@ impl AlertSink for CommandSink {
     }
 
     fn send(&self, alert: &Alert) -> Result<(), String> {
-        let env = [
-            ("RELAY_SYNC_ALERT_SEVERITY", alert.severity.as_str()),
-            ("RELAY_SYNC_ALERT_SUBJECT", alert.subject.as_str()),
-        ];
-        let output = shell::run(
-            &self.command,
-            Some(alert.body.as_bytes()),
-            &env,
-            COMMAND_TIMEOUT,
-        )
-        .map_err(|error| match error {
-            shell::ShellError::Spawn(e) => format!("cannot start /bin/sh: {e}"),
-            shell::ShellError::Timeout => {
-                format!("still running after {}s, killed", COMMAND_TIMEOUT.as_secs())
-            }
-        })?;
+        let output = relay_process::Command::shell(&self.command)
+            .stdin(alert.body.as_bytes())
+            .env("RELAY_SYNC_ALERT_SEVERITY", alert.severity.as_str())
+            .env("RELAY_SYNC_ALERT_SUBJECT", alert.subject.as_str())
+            .timeout(self.timeout)
+            .run()
+            .map_err(|error| match error {
+                // The log line names the command; say only what happened to it.
+                relay_process::RunError::Timeout { after, .. } => format!(
+                    "still running after {}s (COMMAND_TIMEOUT); its process group was killed",
+                    after.as_secs_f64()
+                ),
+                relay_process::RunError::Spawn { source, .. } => {
+                    format!("cannot start /bin/sh: {source}")
+                }
+                other => other.to_string(),
+            })?;
         if output.status.success() {
             Ok(())
         } else {
             Err(format!(
                 "{}: {}",
                 output.status,
-                shell::excerpt(&String::from_utf8_lossy(&output.stderr))
+                relay_process::excerpt(&String::from_utf8_lossy(&output.stderr))
             ))
         }
     }
@@ -135,6 +137,7 @@ pub(crate) fn sinks_from_config(config: &Config, host: &str) -> Vec<Box<dyn Aler
     if let Some(command) = &config.alert_command {
         sinks.push(Box::new(CommandSink {
             command: command.clone(),
+            timeout: config.command_timeout,
         }));
     }
     if let Some(to) = &config.alert_email_to {

@@ -11,7 +11,6 @@
 use std::fs::OpenOptions;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
 use relay_db::{DomainSource, MariaDbSource};
 use relay_postfix::PostfixCli;
@@ -83,7 +82,7 @@ pub fn run(config: &Config) -> Report {
     if let Some(postfix) = &postfix {
         check_transport_maps(config, postfix, &mut report);
         if !config.postfix_command_prefix.is_empty() {
-            check_shared_transport_dir(config, &mut report);
+            check_shared_transport_dir(config, postfix, &mut report);
         }
     }
     check_writable(config, &mut report);
@@ -363,7 +362,7 @@ pub fn transport_maps_include(value: &str, config_dir: &Path, wanted: &str) -> b
 /// Container mode: relay-sync writes `TRANSPORT_FILE` on this host and runs `postmap` on it in
 /// the container, so its directory must be bind-mounted at the same path in both. A probe file
 /// created here must be visible through the prefix.
-fn check_shared_transport_dir(config: &Config, report: &mut Report) {
+fn check_shared_transport_dir(config: &Config, postfix: &PostfixCli, report: &mut Report) {
     let Some(dir) = config.transport_file.parent() else {
         return;
     };
@@ -376,20 +375,10 @@ fn check_shared_transport_dir(config: &Config, report: &mut Report) {
         );
         return;
     }
-    let prefix = &config.postfix_command_prefix;
-    let result = Command::new(&prefix[0])
-        .args(&prefix[1..])
-        .arg("test")
-        .arg("-e")
-        .arg(&probe)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
+    let result = postfix.container_sees(&probe);
     let _ = std::fs::remove_file(&probe);
-    let command = format!("{} test -e {}", prefix.join(" "), probe.display());
     match result {
-        Ok(status) if status.success() => report.push(
+        Ok(()) => report.push(
             "container",
             Level::Ok,
             format!(
@@ -397,7 +386,9 @@ fn check_shared_transport_dir(config: &Config, report: &mut Report) {
                 dir.display()
             ),
         ),
-        Ok(status) => report.push(
+        Err(relay_postfix::PostfixError::CommandFailed {
+            command, status, ..
+        }) => report.push(
             "container",
             Level::Fail,
             format!(
@@ -405,11 +396,7 @@ fn check_shared_transport_dir(config: &Config, report: &mut Report) {
                 dir.display()
             ),
         ),
-        Err(error) => report.push(
-            "container",
-            Level::Fail,
-            format!("cannot run `{command}`: {error}"),
-        ),
+        Err(error) => report.push("container", Level::Fail, error.to_string()),
     }
 }
 

@@ -45,7 +45,7 @@ use relay_postfix::PostfixSettings;
 use serde_ini::parse::{Error as IniError, SyntaxError};
 use serde_ini::Item;
 
-use crate::shell::{self, excerpt, ShellError};
+use relay_process::{excerpt, RunError};
 
 /// Where the configuration file is when `--config` is not given.
 pub const DEFAULT_CONFIG_FILE: &str = "/opt/mailserver/config/relay-sync.conf";
@@ -56,9 +56,6 @@ pub const ENV_PREFIX: &str = "RELAY_SYNC_";
 /// `RELAY_SYNC_*` variables that are not configuration keys: relay-sync sets them for
 /// `ALERT_COMMAND` (SPEC §5), so they may be inherited when an alert command runs relay-sync.
 pub const RESERVED_ENV: &[&str] = &["RELAY_SYNC_ALERT_SEVERITY", "RELAY_SYNC_ALERT_SUBJECT"];
-
-/// How long `DB_PASSWORD_COMMAND` may run before it is killed.
-pub const PASSWORD_COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Every key of SPEC §5, in the order of its table.
 const KEYS: &[&str] = &[
@@ -81,6 +78,7 @@ const KEYS: &[&str] = &[
     "POSTFIX_CONFIG_DIR",
     "POSTFIX_COMMAND_DIR",
     "POSTFIX_COMMAND_PREFIX",
+    "COMMAND_TIMEOUT",
     "TRANSPORT_FILE",
     "MAP_TYPE",
     "RELAY_DOMAINS_MODE",
@@ -124,6 +122,7 @@ mod default {
     pub(super) const RELAY_TRANSPORT: RelayTransport = RelayTransport::Smtp;
     pub(super) const POSTFIX_CONFIG_DIR: &str = "/etc/postfix";
     pub(super) const POSTFIX_COMMAND_DIR: &str = "/usr/sbin";
+    pub(super) const COMMAND_TIMEOUT: Duration = relay_process::DEFAULT_TIMEOUT;
     /// `TRANSPORT_FILE` is this name in `POSTFIX_CONFIG_DIR`.
     pub(super) const TRANSPORT_FILE_NAME: &str = "transport";
     pub(super) const RELAY_DOMAINS_MODE: RelayDomainsMode = RelayDomainsMode::Inline;
@@ -183,6 +182,10 @@ pub struct Config {
     pub postfix_command_dir: PathBuf,
     /// `POSTFIX_COMMAND_PREFIX`, split on whitespace (no shell quoting).
     pub postfix_command_prefix: Vec<String>,
+    /// `COMMAND_TIMEOUT`: the limit of every command relay-sync runs (Postfix's, through the
+    /// prefix, `DB_PASSWORD_COMMAND` and `ALERT_COMMAND`), after which its process group is
+    /// killed.
+    pub command_timeout: Duration,
     /// `TRANSPORT_FILE`, by default `POSTFIX_CONFIG_DIR/transport`.
     pub transport_file: PathBuf,
     /// `MAP_TYPE`, lower case; `None` means Postfix's `default_database_type`.
@@ -449,8 +452,8 @@ pub enum ConfigError {
         /// What it wrote to stderr, trimmed and shortened.
         stderr: String,
     },
-    /// `DB_PASSWORD_COMMAND` ran too long and was killed.
-    #[error("DB_PASSWORD_COMMAND `{command}` did not finish within {} seconds and was killed", timeout.as_secs_f64())]
+    /// `DB_PASSWORD_COMMAND` ran past `COMMAND_TIMEOUT`; its process group was killed.
+    #[error("DB_PASSWORD_COMMAND `{command}` still running after {}s (COMMAND_TIMEOUT); its process group was killed", timeout.as_secs_f64())]
     PasswordCommandTimeout {
         /// The command.
         command: String,
@@ -539,8 +542,8 @@ impl Config {
     }
 
     /// The database password: `DB_PASSWORD` itself, the content of `DB_PASSWORD_FILE`, or the
-    /// stdout of `DB_PASSWORD_COMMAND` (run through `/bin/sh -c`, killed after
-    /// [`PASSWORD_COMMAND_TIMEOUT`]). Trailing line breaks are removed from the file and the
+    /// stdout of `DB_PASSWORD_COMMAND` (run through `/bin/sh -c`, its process group killed
+    /// after `COMMAND_TIMEOUT`). Trailing line breaks are removed from the file and the
     /// stdout; an empty result is an error rather than an empty password.
     pub fn resolve_password(&self) -> Result<Option<Secret>, ConfigError> {
         match &self.db_password {
@@ -548,7 +551,7 @@ impl Config {
             PasswordSource::Literal(secret) => Ok(Some(secret.clone())),
             PasswordSource::File(path) => read_password_file(path).map(Some),
             PasswordSource::Command(command) => {
-                run_password_command(command, PASSWORD_COMMAND_TIMEOUT).map(Some)
+                run_password_command(command, self.command_timeout).map(Some)
             }
         }
     }
@@ -579,6 +582,7 @@ impl Config {
             map_type: self.map_type.clone(),
             backup_dir: self.backup_dir.clone(),
             backup_keep: self.backup_keep,
+            command_timeout: self.command_timeout,
         }
     }
 }
@@ -923,6 +927,11 @@ impl Values<'_> {
                 .get("POSTFIX_COMMAND_PREFIX")
                 .map(|entry| entry.value.split_whitespace().map(str::to_owned).collect())
                 .unwrap_or_default(),
+            command_timeout: self.or_default(
+                "COMMAND_TIMEOUT",
+                default::COMMAND_TIMEOUT,
+                parse_seconds,
+            )?,
             transport_file: self.or_default(
                 "TRANSPORT_FILE",
                 postfix_config_dir.join(default::TRANSPORT_FILE_NAME),
@@ -1193,16 +1202,25 @@ fn read_password_file(path: &Path) -> Result<Secret, ConfigError> {
 
 /// Runs `DB_PASSWORD_COMMAND` under `/bin/sh -c` with no stdin, and returns its stdout.
 fn run_password_command(command: &str, timeout: Duration) -> Result<Secret, ConfigError> {
-    let output = shell::run(command, None, &[], timeout).map_err(|error| match error {
-        ShellError::Spawn(source) => ConfigError::PasswordCommandSpawn {
-            command: command.to_owned(),
-            source,
-        },
-        ShellError::Timeout => ConfigError::PasswordCommandTimeout {
-            command: command.to_owned(),
-            timeout,
-        },
-    })?;
+    let output = relay_process::Command::shell(command)
+        .timeout(timeout)
+        .run()
+        .map_err(|error| match error {
+            RunError::Timeout { after, .. } => ConfigError::PasswordCommandTimeout {
+                command: command.to_owned(),
+                timeout: after,
+            },
+            RunError::Spawn { source, .. } | RunError::Wait { source, .. } => {
+                ConfigError::PasswordCommandSpawn {
+                    command: command.to_owned(),
+                    source,
+                }
+            }
+            other => ConfigError::PasswordCommandSpawn {
+                command: command.to_owned(),
+                source: io::Error::other(other.to_string()),
+            },
+        })?;
     if !output.status.success() {
         return Err(ConfigError::PasswordCommandFailed {
             command: command.to_owned(),
@@ -1316,6 +1334,7 @@ PRESERVE_DOMAINS = kuma8088.com, example.org other.example
 POSTFIX_CONFIG_DIR = /etc/postfix-mx
 POSTFIX_COMMAND_DIR = /opt/postfix/sbin
 POSTFIX_COMMAND_PREFIX = docker exec  mailserver-postfix
+COMMAND_TIMEOUT = 30
 TRANSPORT_FILE = /etc/postfix-mx/transport.relay
 MAP_TYPE = LMDB
 RELAY_DOMAINS_MODE = inline
@@ -1849,7 +1868,7 @@ METRICS_FILE = /var/lib/node_exporter/textfile/relay_sync.prom
     fn password_command_long_stderr_is_cut() {
         let error = run_password_command(
             "head -c 5000 /dev/zero | tr '\\0' e >&2; exit 1",
-            PASSWORD_COMMAND_TIMEOUT,
+            relay_process::DEFAULT_TIMEOUT,
         )
         .unwrap_err();
         let message = error.to_string();
@@ -1882,6 +1901,9 @@ METRICS_FILE = /var/lib/node_exporter/textfile/relay_sync.prom
         assert_eq!(postfix.map_type.as_deref(), Some("lmdb"));
         assert_eq!(postfix.backup_dir, Path::new("/opt/mailserver/backup"));
         assert_eq!(postfix.backup_keep, 5);
+        assert_eq!(postfix.command_timeout, Duration::from_secs(120));
+        let postfix = ok(&format!("{MINIMAL}COMMAND_TIMEOUT=2.5"), &[]).postfix_settings();
+        assert_eq!(postfix.command_timeout, Duration::from_millis(2500));
     }
 
     #[test]

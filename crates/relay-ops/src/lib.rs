@@ -41,7 +41,6 @@ mod lock;
 mod metrics;
 mod outbox;
 pub mod rollback;
-mod shell;
 pub mod status;
 mod sync;
 

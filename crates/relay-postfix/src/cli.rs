@@ -2,7 +2,6 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::Mutex;
 
 use crate::atomic::{self, io, Ownership};
@@ -201,6 +200,28 @@ impl PostfixCli {
         Ok(out.trim_end_matches('\n').to_owned())
     }
 
+    /// Container mode: runs `test -e PATH` through `POSTFIX_COMMAND_PREFIX` (bounded by
+    /// `COMMAND_TIMEOUT` like every Postfix command), so that `relay-sync check` can tell
+    /// whether a file created on this host is at the same path for Postfix. A missing file is
+    /// `CommandFailed` naming the command and its status. Without a prefix it is a check of
+    /// this host's own file system.
+    pub fn container_sees(&self, path: &Path) -> Result<(), PostfixError> {
+        let mut argv = self.settings.command_prefix.clone();
+        argv.extend(["test".to_owned(), "-e".to_owned()]);
+        argv.push(path.to_string_lossy().into_owned());
+        let output = relay_process::Command::new(&argv)
+            .timeout(self.settings.command_timeout)
+            .run()?;
+        if output.status.success() {
+            return Ok(());
+        }
+        Err(PostfixError::CommandFailed {
+            command: argv.join(" "),
+            status: output.status.to_string(),
+            stderr: relay_process::excerpt(&String::from_utf8_lossy(&output.stderr)),
+        })
+    }
+
     /// The command line for `program` with `args`: prefix, full path, `-c DIR` when needed.
     fn command(&self, program: &str, args: &[String]) -> Vec<String> {
         let mut argv = self.settings.command_prefix.clone();
@@ -239,54 +260,21 @@ impl PostfixCli {
         program: &str,
         args: &[String],
     ) -> Result<(std::process::ExitStatus, String, String), PostfixError> {
-        self.run_with_input(program, args, b"")
+        self.timed(program, args, |command| command)
     }
 
     /// Runs a command with its output going to unnamed files rather than pipes, and returns
     /// when the command itself exits. `postfix reload` ends by starting `postsuper` in the
     /// background; with pipes, waiting for the output would wait for that `postsuper` too
-    /// (about 20 ms), which neither a shell nor the reload itself waits for.
-    ///
-    /// Without a temporary file (`TMPDIR` full or unwritable) it runs the command with pipes;
-    /// output that cannot be read back after the command exited is logged and left out, and
-    /// the exit status still decides.
+    /// (about 20 ms), which neither a shell nor the reload itself waits for. Without a
+    /// temporary file (`TMPDIR` full or unwritable) the runner falls back to pipes and says so.
     fn run_to_files(
         &self,
         program: &str,
         args: &[String],
     ) -> Result<(std::process::ExitStatus, String, String), PostfixError> {
-        use std::io::{Read, Seek};
-        let files = (|| -> std::io::Result<_> {
-            let (stdout, stderr) = (tempfile::tempfile()?, tempfile::tempfile()?);
-            Ok((stdout.try_clone()?, stdout, stderr.try_clone()?, stderr))
-        })();
-        let (stdout_for_child, mut stdout, stderr_for_child, mut stderr) = match files {
-            Ok(files) => files,
-            Err(error) => {
-                tracing::warn!(
-                    "cannot create a temporary file for the output of {program} ({error}; is \
-                     TMPDIR full?); reading it through pipes, which waits for what it starts"
-                );
-                return self.run_status(program, args);
-            }
-        };
-        self.timed(program, args, |argv| {
-            let status = spawnable(argv)
-                .stdin(Stdio::null())
-                .stdout(stdout_for_child)
-                .stderr(stderr_for_child)
-                .status()?;
-            let read = |file: &mut fs::File| {
-                let mut bytes = Vec::new();
-                if let Err(error) = file.rewind().and_then(|()| file.read_to_end(&mut bytes)) {
-                    tracing::warn!(
-                        "cannot read back what `{}` printed: {error}",
-                        argv.join(" ")
-                    );
-                }
-                String::from_utf8_lossy(&bytes).into_owned()
-            };
-            Ok((status, read(&mut stdout), read(&mut stderr)))
+        self.timed(program, args, |command| {
+            command.capture(relay_process::Capture::Files)
         })
     }
 
@@ -297,69 +285,43 @@ impl PostfixCli {
         args: &[String],
         input: &[u8],
     ) -> Result<(std::process::ExitStatus, String, String), PostfixError> {
-        self.timed(program, args, |argv| {
-            let output = if input.is_empty() {
-                spawnable(argv).stdin(Stdio::null()).output()?
+        self.timed(program, args, |command| {
+            if input.is_empty() {
+                command
             } else {
-                let mut child = spawnable(argv)
-                    .stdin(Stdio::piped())
-                    .stdout(Stdio::piped())
-                    .stderr(Stdio::piped())
-                    .spawn()?;
-                // Written from a thread: a child that fills its stdout pipe before reading all
-                // of its input would otherwise wait on us while we wait on it.
-                // Without a thread (a process limit), the input is written first: the lookups'
-                // answers are small next to a pipe's buffer.
-                let stdin = std::sync::Mutex::new(child.stdin.take());
-                let feed = || {
-                    let stdin = stdin
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner)
-                        .take();
-                    if let Some(mut stdin) = stdin {
-                        // A child that exits early closes the pipe: its status says why.
-                        let _ = std::io::Write::write_all(&mut stdin, input);
-                    }
-                };
-                std::thread::scope(|scope| {
-                    if std::thread::Builder::new()
-                        .spawn_scoped(scope, feed)
-                        .is_err()
-                    {
-                        feed();
-                    }
-                    child.wait_with_output()
-                })?
-            };
-            Ok((
-                output.status,
-                String::from_utf8_lossy(&output.stdout).into_owned(),
-                String::from_utf8_lossy(&output.stderr).into_owned(),
-            ))
+                command.stdin(input)
+            }
         })
     }
 
-    /// Runs `run` on the command line of `program` with `args`, logs how long it took, and
-    /// names the command in an I/O error (it could not be started, or its output not read).
+    /// Runs the command line of `program` with `args` through the process runner, adjusted by
+    /// `adjust`, bounded by `COMMAND_TIMEOUT`; logs how long it took. `MAIL_CONFIG` is left
+    /// out of its environment: `POSTFIX_CONFIG_DIR` alone says which configuration is meant
+    /// (a `-c` when it is not the default), as it does for the files relay-sync reads and
+    /// writes.
     fn timed(
         &self,
         program: &str,
         args: &[String],
-        run: impl FnOnce(&[String]) -> std::io::Result<(std::process::ExitStatus, String, String)>,
+        adjust: impl FnOnce(relay_process::Command) -> relay_process::Command,
     ) -> Result<(std::process::ExitStatus, String, String), PostfixError> {
-        let argv = self.command(program, args);
+        let command = relay_process::Command::new(self.command(program, args))
+            .env_remove("MAIL_CONFIG")
+            .timeout(self.settings.command_timeout);
+        let command = adjust(command);
         let started = std::time::Instant::now();
-        let (status, stdout, stderr) = run(&argv).map_err(|source| PostfixError::Spawn {
-            command: argv.join(" "),
-            source,
-        })?;
+        let output = command.run()?;
         tracing::debug!(
             "`{}` exited with {} after {} ms",
-            argv.join(" "),
-            status,
+            command.command_line(),
+            output.status,
             started.elapsed().as_millis()
         );
-        Ok((status, stdout, stderr))
+        Ok((
+            output.status,
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        ))
     }
 
     /// Builds the map for `text` under a temporary name and renames source and database into
@@ -486,15 +448,6 @@ fn fingerprint(text: &str) -> (usize, u64) {
         text.len(),
         KEYS.get_or_init(std::hash::RandomState::new).hash_one(text),
     )
-}
-
-/// The command for `argv`, without `MAIL_CONFIG` in its environment: `POSTFIX_CONFIG_DIR`
-/// alone says which configuration is meant (a `-c` when it is not the default), as it does
-/// for the files relay-sync reads and writes.
-fn spawnable(argv: &[String]) -> Command {
-    let mut command = Command::new(&argv[0]);
-    command.args(&argv[1..]).env_remove("MAIL_CONFIG");
-    command
 }
 
 impl PostfixRead for PostfixCli {

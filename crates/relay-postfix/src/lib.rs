@@ -12,6 +12,7 @@
 #![warn(clippy::print_stdout, clippy::print_stderr)]
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// Read-only access to the Postfix configuration.
 pub trait PostfixRead {
@@ -119,6 +120,9 @@ pub struct PostfixSettings {
     pub backup_dir: PathBuf,
     /// `BACKUP_KEEP`: generations kept of each kind.
     pub backup_keep: usize,
+    /// `COMMAND_TIMEOUT`: how long one Postfix command (with its prefix) may run before its
+    /// process group is killed and it fails with [`PostfixError::Timeout`].
+    pub command_timeout: Duration,
 }
 
 /// What went wrong talking to Postfix or its files. Each variant names the command or the file.
@@ -140,6 +144,15 @@ pub enum PostfixError {
         status: String,
         /// What it wrote to stderr (trimmed), or stdout when stderr was empty.
         stderr: String,
+    },
+    /// A command ran past `COMMAND_TIMEOUT`; it and everything it started were killed. The
+    /// engine treats it like any failed step: rolled back, critical for `postfix reload`.
+    #[error("`{command}` still running after {}s; its process group was killed", after.as_secs_f64())]
+    Timeout {
+        /// The command line, as run.
+        command: String,
+        /// The limit it ran into.
+        after: Duration,
     },
     /// A command could not be started at all.
     #[error("cannot run `{command}`: {source}")]
@@ -173,6 +186,25 @@ mod atomic;
 mod backup;
 mod cli;
 mod postconf_cache;
+
+impl From<relay_process::RunError> for PostfixError {
+    fn from(error: relay_process::RunError) -> PostfixError {
+        match error {
+            relay_process::RunError::Timeout { command, after } => {
+                PostfixError::Timeout { command, after }
+            }
+            relay_process::RunError::Spawn { command, source }
+            | relay_process::RunError::Wait { command, source } => {
+                PostfixError::Spawn { command, source }
+            }
+            // A kind of failure the runner learns later is still a command that did not run.
+            other => PostfixError::Spawn {
+                command: other.command().to_owned(),
+                source: std::io::Error::other(other.to_string()),
+            },
+        }
+    }
+}
 
 pub use backup::{list_backups, read_backup, read_generation, BackupContents, BackupGeneration};
 

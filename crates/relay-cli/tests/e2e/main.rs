@@ -5,7 +5,7 @@
 //! The document's integration tests: IT-001 (`first_sync_relays_enabled_domains`), IT-002 and
 //! IT-003 (`three_added_two_disabled`), IT-004 (`database_stopped_keeps_configuration`).
 //! The operational tests OT-001 and OT-002 speak SMTP to the private Postfix (`mail_flow`).
-//! Issue "Reliability": `faults`, `crash`, `concurrency`, `hostile`, `alerts`, `tls`.
+//! Issue "Reliability": `faults`, `crash`, `concurrency`, `hostile`, `alerts`, `tls`, `timeouts`.
 
 #![allow(clippy::unwrap_used)] // Test helpers outside #[test] functions.
 
@@ -24,4 +24,5 @@ mod hostile;
 mod mail_flow;
 mod map_mode;
 mod smtp;
+mod timeouts;
 mod tls;

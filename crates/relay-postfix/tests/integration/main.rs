@@ -25,6 +25,7 @@ fn settings(postfix: &Postfix, backups: &Path, map_type: Option<&str>) -> Postfi
         map_type: map_type.map(str::to_owned),
         backup_dir: backups.to_owned(),
         backup_keep: 5,
+        command_timeout: Duration::from_secs(120),
     }
 }
 
@@ -277,6 +278,111 @@ fn a_failing_postmap_leaves_source_and_map_untouched() {
         temp_files(&postfix)
     );
     assert_eq!(good.lookup_transport("b.example").unwrap(), None);
+}
+
+#[test]
+fn a_hanging_postmap_times_out_and_leaves_source_and_map_untouched() {
+    let postfix = Postfix::start("a.example").unwrap();
+    let (good, dir) = cli(&postfix, None);
+    good.write_transport(&block(&["a.example"])).unwrap();
+    let source_before = fs::read(postfix.transport_file()).unwrap();
+    let db_before = fs::read(good.transport_database()).unwrap();
+
+    let commands = stand_in_commands("postmap", "sleep 300");
+    let mut s = settings(&postfix, &dir.path().join("backup"), Some("hash"));
+    s.command_dir = commands.path().to_owned();
+    s.command_timeout = Duration::from_secs(1);
+    let bad = PostfixCli::new(s).unwrap();
+    let started = Instant::now();
+    let error = bad
+        .write_transport(&block(&["a.example", "b.example"]))
+        .unwrap_err();
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
+    match &error {
+        PostfixError::Timeout { command, after } => {
+            assert!(command.contains("postmap"), "{command}");
+            assert_eq!(*after, Duration::from_secs(1));
+        }
+        other => panic!("expected Timeout, got {other:?}"),
+    }
+    let message = error.to_string();
+    assert!(
+        message.ends_with("still running after 1s; its process group was killed"),
+        "{message}"
+    );
+    assert_eq!(fs::read(postfix.transport_file()).unwrap(), source_before);
+    assert_eq!(fs::read(good.transport_database()).unwrap(), db_before);
+    assert!(
+        temp_files(&postfix).is_empty(),
+        "{:?}",
+        temp_files(&postfix)
+    );
+}
+
+#[test]
+fn a_hanging_reload_times_out_and_what_it_started_is_killed() {
+    let postfix = Postfix::start("a.example").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let pidfile = dir.path().join("child.pid");
+    // Like a wedged reload: it started something that also never ends.
+    let commands = stand_in_commands(
+        "postfix",
+        &format!(
+            "case \"$*\" in *reload*) sleep 300 & echo $! > '{}'; sleep 300;; esac\nexec /usr/sbin/postfix \"$@\"",
+            pidfile.display()
+        ),
+    );
+    let mut s = settings(&postfix, &dir.path().join("backup"), None);
+    s.command_dir = commands.path().to_owned();
+    s.command_timeout = Duration::from_secs(1);
+    let cli = PostfixCli::new(s).unwrap();
+    let started = Instant::now();
+    match cli.reload() {
+        Err(PostfixError::Timeout { command, .. }) => {
+            assert!(command.ends_with("reload"), "{command}");
+        }
+        other => panic!("expected Timeout, got {other:?}"),
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
+    let pid = fs::read_to_string(&pidfile).unwrap();
+    let stat = format!("/proc/{}/stat", pid.trim());
+    assert!(
+        eventually(Duration::from_secs(5), || fs::read_to_string(&stat)
+            .map_or(true, |s| s.contains(") Z"))),
+        "the reload's child {} survived",
+        pid.trim()
+    );
+}
+
+#[test]
+fn the_container_probe_runs_through_the_prefix() {
+    let postfix = Postfix::start("a.example").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = settings(&postfix, &dir.path().join("backup"), None);
+    // `env` as a prefix runs the probe on this host: same files, and a prefix to go through.
+    s.command_prefix = vec!["env".into()];
+    s.command_dir = PathBuf::from("/usr/sbin");
+    let cli = PostfixCli::new(s).unwrap();
+    cli.container_sees(&postfix.config_dir().join("main.cf"))
+        .unwrap();
+    match cli.container_sees(&dir.path().join("absent")) {
+        Err(PostfixError::CommandFailed {
+            command, status, ..
+        }) => {
+            assert!(command.starts_with("env test -e /"), "{command}");
+            assert!(command.ends_with("/absent"), "{command}");
+            assert_eq!(status, "exit status: 1");
+        }
+        other => panic!("expected CommandFailed, got {other:?}"),
+    }
 }
 
 #[test]
