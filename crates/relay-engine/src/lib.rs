@@ -20,6 +20,7 @@
 //!     preserve: Default::default(),
 //!     guard: GuardSettings::default(),
 //!     mode: Default::default(),
+//!     reload_pending: false,
 //! };
 //! let outcome = run(&settings, &db, &postfix).await;
 //! println!("synced: {}", outcome.is_success());
@@ -53,6 +54,10 @@ pub struct SyncSettings {
     pub guard: GuardSettings,
     /// `RELAY_DOMAINS_MODE`: domains inline in `relay_domains`, or in the relay-domains table.
     pub mode: RelayDomainsMode,
+    /// An earlier run wrote but was stopped before `postfix reload` succeeded: Postfix's
+    /// running processes may still use the old `relay_domains`. The run then reloads (and
+    /// verifies) even when the files already match the database.
+    pub reload_pending: bool,
 }
 
 /// Lists in log lines are cut after this many entries (SPEC §8).

@@ -29,18 +29,28 @@ pub struct Prepared {
     /// Whether the relay-domains table's database was at least as new as its source (always
     /// `true` in inline mode, which does not use it).
     pub relay_domains_map_fresh: bool,
+    /// Whether an interrupted run left a reload to do ([`crate::SyncSettings::reload_pending`]).
+    pub reload_pending: bool,
 }
 
 impl Prepared {
     /// The steps that apply the plan, in order; empty when there is nothing to do.
+    ///
+    /// A reload left pending by an interrupted run comes first when the plan has none: the
+    /// files are then converged but for the final transport (the union's extra routes), and
+    /// Postfix must stop relaying the removed domains before their routes go.
     pub fn steps(&self) -> Vec<Step<'_>> {
-        apply_steps_with(
+        let mut steps = apply_steps_with(
             &self.plan,
             Freshness {
                 transport: self.map_fresh,
                 relay_domains_map: self.relay_domains_map_fresh,
             },
-        )
+        );
+        if self.reload_pending && !steps.contains(&Step::Reload) {
+            steps.insert(0, Step::Reload);
+        }
+        steps
     }
 }
 
@@ -156,12 +166,21 @@ pub fn prepare<P: PostfixRead>(
         map_fresh,
         relay_domains_map_before: table_text,
         relay_domains_map_fresh,
+        reload_pending: settings.reload_pending,
     };
-    if prepared.steps().is_empty() {
+    let steps = prepared.steps();
+    if steps.is_empty() {
         tracing::info!("No changes detected, skipping update");
         return Err(Outcome::NoChange);
     }
-    log_changes(&prepared.plan);
+    if prepared.reload_pending {
+        tracing::warn!(
+            "An earlier run was stopped before Postfix reloaded; reloading Postfix in this run"
+        );
+    }
+    if steps != [Step::Reload] {
+        log_changes(&prepared.plan);
+    }
     Ok(prepared)
 }
 

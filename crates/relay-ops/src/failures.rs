@@ -5,7 +5,6 @@
 //! state and the alerts to send. [`load`] and [`save`] are the I/O around it.
 
 use std::fs;
-use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -228,17 +227,11 @@ pub(crate) fn load(state_dir: &Path) -> Result<RunState, StateError> {
 /// Writes the state atomically (`relay_postfix::replace_file`), creating `state_dir` (0700).
 pub(crate) fn save(state_dir: &Path, state: &RunState) -> Result<(), StateError> {
     let path = state_dir.join(STATE_FILE);
-    if !state_dir.exists() {
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(state_dir)
-            .map_err(|source| StateError::Io {
-                action: "create",
-                path: state_dir.to_owned(),
-                source,
-            })?;
-    }
+    relay_postfix::create_dir(state_dir, 0o700).map_err(|source| StateError::Io {
+        action: "create",
+        path: state_dir.to_owned(),
+        source,
+    })?;
     let text = serde_ini::to_string(state).map_err(|e| StateError::Parse {
         path: path.clone(),
         detail: e.to_string(),

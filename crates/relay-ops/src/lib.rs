@@ -37,6 +37,7 @@ mod alert;
 pub mod check;
 pub mod config;
 mod failures;
+mod journal;
 mod lock;
 mod metrics;
 mod outbox;

@@ -20,6 +20,7 @@ use relay_postfix::{PostfixCli, PostfixError};
 
 use crate::alert::AlertSink;
 use crate::config::{Config, ConfigError, RelayDomainsMode, RelayTransport};
+use crate::journal::{self, Journaled};
 use crate::lock::{self, LockError};
 use crate::{check, failures, metrics, outbox};
 
@@ -239,12 +240,14 @@ fn locked_sync(config: &Config, options: SyncOptions) -> RunOutcome {
             force: options.force,
             ..settings.guard
         },
+        reload_pending: journal::is_pending(&config.state_dir),
         ..settings
     };
     // Under the lock: what a run killed mid-write left goes now, not at the next change.
     if let Err(error) = postfix.remove_leftovers() {
         tracing::warn!("{error}");
     }
+    let postfix = Journaled::new(postfix, &config.state_dir);
     RunOutcome::Sync(runtime.block_on(relay_engine::run(&settings, &source, &postfix)))
 }
 
@@ -425,6 +428,7 @@ fn sync_settings(config: &Config) -> Result<SyncSettings, String> {
             RelayDomainsMode::Inline => relay_core::RelayDomainsMode::Inline,
             RelayDomainsMode::Map => relay_core::RelayDomainsMode::Map,
         },
+        reload_pending: false,
     })
 }
 

@@ -13,7 +13,7 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use crate::atomic::{self, io};
@@ -263,13 +263,7 @@ pub(crate) const RELAY_DOMAINS_MAP_BACKUP: &str = "relay_domains_map";
 /// Creates the backup directory with mode 0700, or tightens an existing one to 0700: backups
 /// hold the gateway's configuration and need not be readable by anyone but root.
 fn ensure_private_dir(dir: &Path) -> Result<(), PostfixError> {
-    if !dir.exists() {
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(|source| io("create", dir, source))?;
-    }
+    crate::create_dir(dir, 0o700).map_err(|source| io("create", dir, source))?;
     let mode = fs::metadata(dir)
         .map_err(|source| io("inspect", dir, source))?
         .permissions()

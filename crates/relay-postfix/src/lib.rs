@@ -206,6 +206,20 @@ impl From<relay_process::RunError> for PostfixError {
     }
 }
 
+/// Creates `dir` and its missing parents with `mode` (the umask aside); an existing directory
+/// is left as it is. The one way relay-sync creates a directory of its own (`STATE_DIR`, the
+/// log directory, `BACKUP_DIR`, the lock's directory).
+pub fn create_dir(dir: &std::path::Path, mode: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    if dir.as_os_str().is_empty() || dir.is_dir() {
+        return Ok(());
+    }
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(mode)
+        .create(dir)
+}
+
 pub use backup::{list_backups, read_backup, read_generation, BackupContents, BackupGeneration};
 
 pub use cli::PostfixCli;

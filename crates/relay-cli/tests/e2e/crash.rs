@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::gateway::{files_starting_with, Gateway};
-use crate::smtp::wait_until;
+use crate::smtp::{rcpt_settled, wait_until};
 
 const HOP: &str = "smtp:[127.0.0.1]:2525";
 
@@ -202,6 +202,45 @@ fn killed_at_each_step_the_next_run_converges() {
             gw.log()
         );
     }
+}
+
+/// Killed between `postconf -e` and `postfix reload`: main.cf already relays the new domain but
+/// Postfix's running processes were never told. The next run finds every file converged, and
+/// still reloads (`STATE_DIR/reload.pending`), so the domain is accepted right after it, on a
+/// Postfix nobody restarted by hand.
+#[test]
+fn killed_before_the_reload_the_next_run_reloads() {
+    let gw = Gateway::start("kuma8088.com", "");
+    gw.sync_expecting(0);
+    let marker = gw.dir.path().join("paused");
+    gw.sql("INSERT INTO mailserver_usermgmt.domains (name, enabled) VALUES ('pending.example', 1)");
+    let commands = gw.stand_in_commands(
+        "kill-before-reload",
+        &[(
+            "postfix",
+            &format!(
+                "case \" $* \" in *\" reload \"*) {};; esac\nexec /usr/sbin/postfix \"$@\"",
+                pause(&marker)
+            ),
+        )],
+    );
+    run_and_kill(&gw, &commands, &marker, "before postfix reload");
+    assert!(gw.relay_domains().contains("pending.example"));
+    assert!(gw.dir.path().join("state/reload.pending").exists());
+
+    let log_before = gw.log().len();
+    gw.sync_expecting(0);
+    let log = gw.log()[log_before..].to_owned();
+    assert!(log.contains("stopped before Postfix reloaded"), "{log}");
+    assert!(log.contains("Postfix reloaded successfully"), "{log}");
+    assert!(!gw.dir.path().join("state/reload.pending").exists());
+    let reply = rcpt_settled(gw.postfix.smtp_port(), "info@pending.example", "250");
+    assert!(reply.starts_with("250"), "{reply}");
+
+    // Done once: the run after it has nothing to do.
+    let log_before = gw.log().len();
+    gw.sync_expecting(0);
+    assert!(gw.log()[log_before..].contains("No changes detected"));
 }
 
 /// A run killed after building its temporary map, when the database then goes back to what

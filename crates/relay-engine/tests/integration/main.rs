@@ -42,6 +42,7 @@ pub(crate) fn settings() -> SyncSettings {
             .collect(),
         guard: GuardSettings::default(),
         mode: RelayDomainsMode::Inline,
+        reload_pending: false,
     }
 }
 
@@ -663,4 +664,47 @@ fn rollback_mirrors_the_forward_order() {
     let state = postfix.state();
     assert_eq!(state.transport, before.transport);
     assert_eq!(state.map, before.map);
+}
+
+/// An earlier run wrote and was stopped before `postfix reload`: the files already match the
+/// database, and the run still reloads (so Postfix's processes see the new `relay_domains`)
+/// and verifies, writing nothing else. Without the flag the same gateway has nothing to do.
+#[test]
+fn a_pending_reload_is_done_even_when_the_files_match() {
+    let rows = || FakeSource::rows(&["a.example", "b.example"]);
+    let postfix = synced_gateway();
+    let (outcome, _) = sync(rows(), &postfix, &settings());
+    assert!(matches!(outcome, Outcome::NoChange), "{outcome:?}");
+    assert_eq!(writes(&postfix), Vec::<String>::new());
+
+    let pending = SyncSettings {
+        reload_pending: true,
+        ..settings()
+    };
+    let (outcome, log) = sync(rows(), &postfix, &pending);
+    assert!(outcome.is_success(), "{log}");
+    assert!(log.contains("stopped before Postfix reloaded"), "{log}");
+    // The backup every apply takes, then the reload; the verification looks the routes up.
+    assert_eq!(writes(&postfix), ["backup", "postfix reload"]);
+}
+
+/// Killed between the reload and the final transport: the transport still has the union's
+/// extra route. With a reload pending, Postfix reloads before that route goes, so it never
+/// relays the removed domain without it.
+#[test]
+fn a_pending_reload_comes_before_the_final_transport() {
+    let postfix = FakePostfix::new(
+        "a.example, kuma8088.com",
+        Some(&block(&["a.example", "b.example", "kuma8088.com"])),
+    );
+    let pending = SyncSettings {
+        reload_pending: true,
+        ..settings()
+    };
+    let (outcome, log) = sync(FakeSource::rows(&["a.example"]), &postfix, &pending);
+    assert!(outcome.is_success(), "{log}");
+    let writes = writes(&postfix);
+    assert_eq!(writes[..2], ["backup", "postfix reload"], "{writes:?}");
+    assert!(writes[2].starts_with("write transport"), "{writes:?}");
+    assert!(!postfix.state().transport.unwrap().contains("b.example"));
 }
