@@ -50,6 +50,10 @@ struct Cli {
     /// `RELAY_SYNC_<KEY>` environment variables override it.
     #[arg(long, global = true, value_name = "PATH")]
     config: Option<PathBuf>,
+    /// Also log DEBUG lines (each Postfix command run and how long it took, cache and TLS
+    /// fallbacks) to the log file, and to stderr on a terminal.
+    #[arg(short, long, global = true)]
+    verbose: bool,
     #[command(subcommand)]
     command: Option<Command>,
     #[command(flatten)]
@@ -123,6 +127,11 @@ fn main() -> ExitCode {
     return_large_buffers();
     let cli = Cli::parse();
     let command = cli.command.unwrap_or(Command::Sync(cli.sync));
+    let max_level = if cli.verbose {
+        tracing::Level::DEBUG
+    } else {
+        tracing::Level::INFO
+    };
     match command {
         Command::Completions { shell } => {
             clap_complete::generate(
@@ -172,7 +181,7 @@ fn main() -> ExitCode {
         }
     };
     let code = match command {
-        Command::Sync(args) => sync(&config, args),
+        Command::Sync(args) => sync(&config, args, max_level),
         Command::Check(args) => print_check(&check::run(&config), args),
         Command::Status(args) => {
             let status = status::read(&config);
@@ -183,7 +192,7 @@ fn main() -> ExitCode {
             }
             0
         }
-        Command::Rollback(args) => rollback(&config, args.to.as_deref()),
+        Command::Rollback(args) => rollback(&config, args.to.as_deref(), max_level),
         Command::Backups => match rollback::render_backups(&config) {
             Ok(text) => {
                 print!("{text}");
@@ -215,12 +224,8 @@ fn to_json(value: &impl serde::Serialize) -> String {
 }
 
 /// `relay-sync rollback`: under the run lock, logged like a run.
-fn rollback(config: &Config, to: Option<&str>) -> u8 {
-    if let Err(error) = logging::init(
-        Some(config.log_file.as_path()),
-        StderrMode::All,
-        tracing::Level::INFO,
-    ) {
+fn rollback(config: &Config, to: Option<&str>, max_level: tracing::Level) -> u8 {
+    if let Err(error) = logging::init(Some(config.log_file.as_path()), StderrMode::All, max_level) {
         logging::early_error(&error.to_string());
         return EXIT_USAGE;
     }
@@ -263,7 +268,7 @@ fn return_large_buffers() {
 }
 
 /// Runs `sync` (or its dry run) and returns the exit code.
-fn sync(config: &Config, args: SyncArgs) -> u8 {
+fn sync(config: &Config, args: SyncArgs, max_level: tracing::Level) -> u8 {
     let started = std::time::Instant::now();
     // A dry run touches nothing: no log file, no lock file; its log goes to stderr only.
     let log_file = (!args.dry_run).then_some(config.log_file.as_path());
@@ -272,7 +277,7 @@ fn sync(config: &Config, args: SyncArgs) -> u8 {
     } else {
         StderrMode::detect()
     };
-    if let Err(error) = logging::init(log_file, stderr, tracing::Level::INFO) {
+    if let Err(error) = logging::init(log_file, stderr, max_level) {
         logging::early_error(&error.to_string());
         return EXIT_USAGE;
     }
