@@ -2,14 +2,16 @@
 //! `LOG_FILE` and copied to stderr.
 //!
 //! Everything logs through `tracing`; this module installs the one subscriber that turns events
-//! into lines. The rules:
+//! into lines: tracing-subscriber's `fmt` layer, with [`LineFormat`] and [`LineFields`] for
+//! the format and its `MakeWriterExt` combinators choosing where each line goes. The rules:
 //!
 //! - LEVEL is `ERROR`, `WARN` or `INFO`; `DEBUG` (which also stands for `TRACE`) only appears
-//!   when the maximum level given to [`init`] admits it (a verbose flag).
+//!   when the maximum level given to [`init`] admits it (`--verbose`).
 //! - A line is the event's message followed by its other fields as ` key=value` (string values
-//!   with spaces are quoted). Spans are not shown.
-//! - Control characters, and the Unicode line separators and bidirectional overrides, are
-//!   escaped (`\n`, `\r`, `\t`, `\u{1b}`), so a hostile value such as a domain name read from the
+//!   that are empty or hold spaces are quoted). Spans are not shown.
+//! - Control characters, and the Unicode line separators and bidirectional controls, are
+//!   escaped (`\n`, `\r`, `\t`, `\u{1b}`) by relay-core's one log escaper
+//!   ([`relay_core::escape_log_line`]), so a hostile value such as a domain name read from the
 //!   database can never start a forged line or rewrite a terminal.
 //! - Each line is written with a single `write` call, and the log file is opened with
 //!   `O_APPEND`, so concurrent runs appending to the same file never interleave mid-line.
@@ -19,25 +21,32 @@
 //! - stderr gets every line on a terminal and only `ERROR` lines otherwise, so cron's mail
 //!   carries failures and nothing else ([`StderrMode`]).
 
-use std::borrow::Cow;
 use std::fmt::{self, Write as _};
 use std::fs::{DirBuilder, File, OpenOptions, Permissions};
 use std::io::{self, IsTerminal, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, PoisonError};
+use std::sync::Arc;
 
+use relay_core::{escape_for_log, escape_log_line};
 use tracing::field::{Field, Visit};
 use tracing::level_filters::LevelFilter;
-use tracing::{Event, Level, Metadata, Subscriber};
-use tracing_subscriber::layer::{Context, SubscriberExt};
-use tracing_subscriber::Layer;
+use tracing::{Event, Level, Subscriber};
+use tracing_subscriber::field::RecordFields;
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::time::{ChronoLocal, FormatTime};
+use tracing_subscriber::fmt::writer::{BoxMakeWriter, MakeWriter, MakeWriterExt};
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::registry::LookupSpan;
 
 /// Mode of a log file relay-sync creates.
 const LOG_FILE_MODE: u32 = 0o640;
 /// Mode of a log directory relay-sync creates.
 const LOG_DIR_MODE: u32 = 0o750;
+/// The timestamp of a line, in local time.
+const TIMESTAMP_FORMAT: &str = "%Y-%m-%d %H:%M:%S";
 
 /// Which lines go to stderr.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,6 +64,14 @@ impl StderrMode {
             StderrMode::All
         } else {
             StderrMode::ErrorsOnly
+        }
+    }
+
+    /// The most verbose level stderr takes of the lines the subscriber lets through.
+    fn max_level(self) -> Level {
+        match self {
+            StderrMode::All => Level::TRACE,
+            StderrMode::ErrorsOnly => Level::ERROR,
         }
     }
 }
@@ -94,20 +111,18 @@ pub(crate) fn init(
     stderr: StderrMode,
     max_level: Level,
 ) -> Result<(), LoggingError> {
-    let mut sinks = Vec::new();
-    if let Some(path) = log_file {
-        sinks.push(Sink::file(open_log_file(path)?, path, max_level));
-    }
-    sinks.push(Sink::stderr(io::stderr(), stderr, max_level));
-    let layer = LineLayer::new(sinks, max_level, local_timestamp);
-    tracing::subscriber::set_global_default(tracing_subscriber::registry().with(layer))
-        .map_err(|_| LoggingError::AlreadyInstalled)
+    let file = match log_file {
+        Some(path) => BoxMakeWriter::new(Arc::new(LogFile::new(open_log_file(path)?, path))),
+        None => BoxMakeWriter::new(io::sink),
+    };
+    let subscriber = subscriber(file, io::stderr, stderr, max_level, local_time());
+    tracing::subscriber::set_global_default(subscriber).map_err(|_| LoggingError::AlreadyInstalled)
 }
 
 /// Prints `[timestamp] ERROR: message` to stderr, for errors before [`init`] (a configuration
 /// error, an unusable log file).
 pub(crate) fn early_error(message: &str) {
-    let line = format_line(&local_timestamp(), Level::ERROR, message);
+    let line = format_line(&local_time(), Level::ERROR, message);
     // Nothing better can be done when stderr itself fails.
     let _ = io::stderr().lock().write_all(line.as_bytes());
 }
@@ -154,127 +169,157 @@ pub(crate) fn open_log_file(path: &Path) -> Result<File, LoggingError> {
     }
 }
 
-/// `YYYY-MM-DD HH:MM:SS` in local time.
-fn local_timestamp() -> String {
-    chrono::Local::now().format("%Y-%m-%d %H:%M:%S").to_string()
+/// The clock of every line: `YYYY-MM-DD HH:MM:SS` in local time.
+fn local_time() -> ChronoLocal {
+    ChronoLocal::new(TIMESTAMP_FORMAT.to_owned())
 }
 
-/// Where lines go, and which of them.
-pub(crate) struct Sink {
-    writer: Mutex<Box<dyn Write + Send>>,
-    /// The most verbose level this sink takes.
-    level: Level,
-    /// For a log file: its path, named when a write fails.
-    file: Option<PathBuf>,
+/// The subscriber [`init`] installs, with its writers and clock as parameters so that tests
+/// can capture the lines and fix the time.
+///
+/// Events above `max_level` are dropped before they are formatted. Each line that is left is
+/// formatted once into the `fmt` layer's buffer and handed to `file` and then to `stderr`
+/// (which takes only `ERROR` lines unless `mode` is [`StderrMode::All`]), each with one
+/// `write_all`. A failing `file` does not keep the line from stderr: the `fmt` layer's `and`
+/// writes to both before it looks at either result.
+fn subscriber<F, E, T>(
+    file: F,
+    stderr: E,
+    mode: StderrMode,
+    max_level: Level,
+    timer: T,
+) -> impl Subscriber + Send + Sync
+where
+    F: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+    E: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+    T: FormatTime + Send + Sync + 'static,
+{
+    let writer = file.and(stderr.with_max_level(mode.max_level()));
+    let layer = tracing_subscriber::fmt::layer()
+        .event_format(LineFormat { timer })
+        .fmt_fields(LineFields)
+        .with_writer(writer)
+        // The log file reports its own failure, once; the layer would repeat it on every line.
+        .log_internal_errors(false);
+    tracing_subscriber::registry()
+        .with(LevelFilter::from_level(max_level))
+        .with(layer)
+}
+
+/// The open log file. A failed write is reported once on stderr, naming the file: the run goes
+/// on (its lines still reach stderr), and a full disk does not print a notice per line.
+#[derive(Debug)]
+struct LogFile {
+    file: File,
+    path: PathBuf,
     /// Whether a write failure was already reported.
     failed: AtomicBool,
+    /// Where the failure goes: [`early_error`], except in tests.
+    report: fn(&str),
 }
 
-impl fmt::Debug for Sink {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Sink")
-            .field("level", &self.level)
-            .field("file", &self.file)
-            .finish_non_exhaustive()
+impl LogFile {
+    fn new(file: File, path: &Path) -> LogFile {
+        LogFile {
+            file,
+            path: path.to_owned(),
+            failed: AtomicBool::new(false),
+            report: early_error,
+        }
     }
 }
 
-impl Sink {
-    /// The log file: every line up to `max_level`.
-    pub(crate) fn file(writer: impl Write + Send + 'static, path: &Path, max_level: Level) -> Sink {
-        Sink {
-            writer: Mutex::new(Box::new(writer)),
-            level: max_level,
-            file: Some(path.to_owned()),
-            failed: AtomicBool::new(false),
-        }
-    }
-
-    /// stderr: every line up to `max_level`, or only errors.
-    pub(crate) fn stderr(
-        writer: impl Write + Send + 'static,
-        mode: StderrMode,
-        max_level: Level,
-    ) -> Sink {
-        Sink {
-            writer: Mutex::new(Box::new(writer)),
-            level: match mode {
-                StderrMode::All => max_level,
-                StderrMode::ErrorsOnly => Level::ERROR,
-            },
-            file: None,
-            failed: AtomicBool::new(false),
-        }
-    }
-
-    fn write_line(&self, level: Level, line: &str) {
-        if level > self.level {
-            return;
-        }
-        let mut writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
-        // One `write_all` of the whole line: a single write(2) on an O_APPEND file.
-        let result = writer.write_all(line.as_bytes());
-        drop(writer);
-        if let (Err(error), Some(path)) = (result, &self.file) {
+/// `Arc<LogFile>` is the `fmt` layer's writer factory: each line borrows the shared file. A
+/// `&File` writes without a lock: with `O_APPEND` the kernel puts each `write` at the end of the
+/// file as a whole, whoever else appends.
+impl Write for &LogFile {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        (&self.file).write(buf).inspect_err(|error| {
             if !self.failed.swap(true, Ordering::Relaxed) {
-                early_error(&format!(
+                (self.report)(&format!(
                     "cannot write log file {}: {error}",
-                    path.display()
+                    self.path.display()
                 ));
             }
-        }
+        })
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
     }
 }
 
-/// The layer that formats each event once and hands the line to every sink that takes it.
-pub(crate) struct LineLayer {
-    sinks: Vec<Sink>,
-    max_level: Level,
-    timestamp: fn() -> String,
+/// The event format of SPEC §8: `[timestamp] LEVEL: message key=value…`, escaped, one line.
+#[derive(Debug)]
+struct LineFormat<T> {
+    timer: T,
 }
 
-impl fmt::Debug for LineLayer {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("LineLayer")
-            .field("sinks", &self.sinks)
-            .field("max_level", &self.max_level)
-            .finish_non_exhaustive()
-    }
-}
-
-impl LineLayer {
-    /// A layer writing to `sinks`, dropping events above `max_level`, with `timestamp` giving
-    /// the time of each line (tests pass a fixed one).
-    pub(crate) fn new(sinks: Vec<Sink>, max_level: Level, timestamp: fn() -> String) -> Self {
-        LineLayer {
-            sinks,
-            max_level,
-            timestamp,
-        }
+impl<S, N, T> FormatEvent<S, N> for LineFormat<T>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'w> FormatFields<'w> + 'static,
+    T: FormatTime,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> fmt::Result {
+        write_prefix(&mut writer, &self.timer, *event.metadata().level())?;
+        // Everything after the prefix may come from outside: it is escaped as it is written.
+        ctx.format_fields(Writer::new(&mut EscapeLine(&mut writer)), event)?;
+        writeln!(writer)
     }
 }
 
-impl<S: Subscriber> Layer<S> for LineLayer {
-    fn enabled(&self, metadata: &Metadata<'_>, _ctx: Context<'_, S>) -> bool {
-        *metadata.level() <= self.max_level
-    }
+/// `[timestamp] LEVEL: `.
+fn write_prefix(writer: &mut Writer<'_>, timer: &impl FormatTime, level: Level) -> fmt::Result {
+    let level = match level {
+        Level::ERROR => "ERROR",
+        Level::WARN => "WARN",
+        Level::INFO => "INFO",
+        _ => "DEBUG",
+    };
+    writer.write_char('[')?;
+    timer.format_time(writer)?;
+    write!(writer, "] {level}: ")
+}
 
-    fn max_level_hint(&self) -> Option<LevelFilter> {
-        Some(LevelFilter::from_level(self.max_level))
-    }
+/// `[timestamp] LEVEL: message\n`, the message escaped: a line as [`LineFormat`] writes it, for
+/// a message that is not an event.
+fn format_line(timer: &impl FormatTime, level: Level, message: &str) -> String {
+    let mut line = String::new();
+    let mut writer = Writer::new(&mut line);
+    // Writing to a `String` fails only when the clock cannot be formatted; then the line goes
+    // out without its time rather than not at all.
+    let _ = write_prefix(&mut writer, timer, level);
+    let _ = EscapeLine(&mut writer).write_str(message);
+    line.push('\n');
+    line
+}
 
-    fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
-        let level = *event.metadata().level();
-        if level > self.max_level {
-            return;
-        }
-        let mut fields = Fields::default();
-        event.record(&mut fields);
-        fields.message.push_str(&fields.extra);
-        let line = format_line(&(self.timestamp)(), level, &fields.message);
-        for sink in &self.sinks {
-            sink.write_line(level, &line);
-        }
+/// Passes text on with [`escape_log_line`] applied. The escaper works character by character,
+/// so escaping each piece as it is formatted is escaping the whole line.
+struct EscapeLine<W>(W);
+
+impl<W: fmt::Write> fmt::Write for EscapeLine<W> {
+    fn write_str(&mut self, text: &str) -> fmt::Result {
+        self.0.write_str(&escape_log_line(text))
+    }
+}
+
+/// The fields of a line: the message first, wherever the event declared it, then every other
+/// field as ` key=value`.
+#[derive(Debug, Clone, Copy)]
+struct LineFields;
+
+impl<'w> FormatFields<'w> for LineFields {
+    fn format_fields<R: RecordFields>(&self, mut writer: Writer<'w>, fields: R) -> fmt::Result {
+        let mut visitor = Fields::default();
+        fields.record(&mut visitor);
+        write!(writer, "{}{}", visitor.message, visitor.others)
     }
 }
 
@@ -282,23 +327,25 @@ impl<S: Subscriber> Layer<S> for LineLayer {
 #[derive(Debug, Default)]
 struct Fields {
     message: String,
-    extra: String,
+    others: String,
 }
 
+// Writing to a `String` cannot fail, hence the ignored results.
 impl Visit for Fields {
     fn record_str(&mut self, field: &Field, value: &str) {
         if field.name() == "message" {
             self.message.push_str(value);
         } else if value.is_empty() || value.contains(char::is_whitespace) {
-            let _ = write!(self.extra, " {}={value:?}", field.name());
+            // Quoted, so that the value reads as one token.
+            let _ = write!(self.others, " {}={}", field.name(), escape_for_log(value));
         } else {
-            let _ = write!(self.extra, " {}={value}", field.name());
+            let _ = write!(self.others, " {}={value}", field.name());
         }
     }
 
     fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
         // An error reads best as its message, not as its Debug structure.
-        let _ = write!(self.extra, " {}={value}", field.name());
+        let _ = write!(self.others, " {}={value}", field.name());
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
@@ -306,53 +353,15 @@ impl Visit for Fields {
             // The message is `format_args!`, whose Debug output is the text itself.
             let _ = write!(self.message, "{value:?}");
         } else {
-            let _ = write!(self.extra, " {}={value:?}", field.name());
+            let _ = write!(self.others, " {}={value:?}", field.name());
         }
     }
-}
-
-/// `[timestamp] LEVEL: message\n`, the message escaped.
-fn format_line(timestamp: &str, level: Level, message: &str) -> String {
-    let level = match level {
-        Level::ERROR => "ERROR",
-        Level::WARN => "WARN",
-        Level::INFO => "INFO",
-        _ => "DEBUG",
-    };
-    format!("[{timestamp}] {level}: {}\n", escape(message))
-}
-
-/// Characters that could end a line, or change what a terminal or viewer shows, when written
-/// raw.
-fn needs_escape(c: char) -> bool {
-    c.is_control()
-        || matches!(c, '\u{2028}' | '\u{2029}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
-}
-
-/// Escapes control characters: `\n`, `\r`, `\t`, and `\u{..}` for the others.
-pub(crate) fn escape(text: &str) -> Cow<'_, str> {
-    if !text.chars().any(needs_escape) {
-        return Cow::Borrowed(text);
-    }
-    let mut escaped = String::with_capacity(text.len() + 8);
-    for c in text.chars() {
-        match c {
-            '\n' => escaped.push_str("\\n"),
-            '\r' => escaped.push_str("\\r"),
-            '\t' => escaped.push_str("\\t"),
-            c if needs_escape(c) => {
-                let _ = write!(escaped, "\\u{{{:x}}}", u32::from(c));
-            }
-            c => escaped.push(c),
-        }
-    }
-    Cow::Owned(escaped)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Arc;
+    use std::sync::Mutex;
 
     /// A writer tests can read back; it records each `write` call separately.
     #[derive(Clone, Default)]
@@ -375,25 +384,29 @@ mod tests {
         fn writes(&self) -> usize {
             self.0.lock().unwrap().len()
         }
+        /// A writer factory for the `fmt` layer: every line goes to this buffer.
+        fn make(&self) -> impl Fn() -> Buffer + Send + Sync + 'static {
+            let buffer = self.clone();
+            move || buffer.clone()
+        }
     }
 
-    fn fixed_time() -> String {
-        "2025-01-02 03:04:05".to_owned()
+    /// The clock of the tests.
+    struct FixedTime;
+
+    impl FormatTime for FixedTime {
+        fn format_time(&self, writer: &mut Writer<'_>) -> fmt::Result {
+            writer.write_str("2025-01-02 03:04:05")
+        }
     }
 
-    /// Runs `body` under a layer with a file buffer and a stderr buffer; returns both texts.
+    /// Runs `body` under the subscriber [`init`] builds, with a file buffer and a stderr buffer;
+    /// returns both texts.
     fn capture(stderr: StderrMode, max_level: Level, body: impl FnOnce()) -> (String, String) {
         let file = Buffer::default();
         let err = Buffer::default();
-        let layer = LineLayer::new(
-            vec![
-                Sink::file(file.clone(), Path::new("/log"), max_level),
-                Sink::stderr(err.clone(), stderr, max_level),
-            ],
-            max_level,
-            fixed_time,
-        );
-        tracing::subscriber::with_default(tracing_subscriber::registry().with(layer), body);
+        let subscriber = subscriber(file.make(), err.make(), stderr, max_level, FixedTime);
+        tracing::subscriber::with_default(subscriber, body);
         (file.text(), err.text())
     }
 
@@ -417,15 +430,23 @@ mod tests {
 
     #[test]
     fn verbose_adds_debug_lines() {
-        let (file, err) = capture(StderrMode::All, Level::TRACE, all_levels);
+        let (file, err) = capture(StderrMode::All, Level::DEBUG, all_levels);
         insta::assert_snapshot!(file, @r"
         [2025-01-02 03:04:05] ERROR: Rolling back to previous configuration
         [2025-01-02 03:04:05] WARN: example.com has a hand-written transport line
         [2025-01-02 03:04:05] INFO: ===== Relay Domains Sync Started =====
         [2025-01-02 03:04:05] DEBUG: postconf -h relay_domains
-        [2025-01-02 03:04:05] DEBUG: very detailed
         ");
         assert_eq!(file, err);
+    }
+
+    #[test]
+    fn trace_lines_read_as_debug() {
+        let (file, _) = capture(StderrMode::ErrorsOnly, Level::TRACE, all_levels);
+        assert!(
+            file.ends_with("] DEBUG: very detailed\n") && file.lines().count() == 5,
+            "{file}"
+        );
     }
 
     #[test]
@@ -453,6 +474,7 @@ mod tests {
             tracing::info!(command = "postfix reload", empty = "", ok = true, "ran");
             tracing::info!(name = ?"a\nb", "debug field");
             tracing::info!(message = "explicit message field", n = 1);
+            tracing::info!(n = 1, message = "message declared last");
             let error = io::Error::other("disk full");
             tracing::error!(error = &error as &dyn std::error::Error, "Postmap failed");
         });
@@ -461,6 +483,7 @@ mod tests {
         [2025-01-02 03:04:05] INFO: ran command="postfix reload" empty="" ok=true
         [2025-01-02 03:04:05] INFO: debug field name="a\nb"
         [2025-01-02 03:04:05] INFO: explicit message field n=1
+        [2025-01-02 03:04:05] INFO: message declared last n=1
         [2025-01-02 03:04:05] ERROR: Postmap failed error=disk full
         "#);
     }
@@ -470,39 +493,60 @@ mod tests {
         let (file, _) = capture(StderrMode::ErrorsOnly, Level::INFO, || {
             let raw = "evil.com\n[2025-01-02 03:04:05] INFO: Rollback successful";
             tracing::error!("Invalid domain skipped: {raw}");
+            tracing::error!("Invalid domain skipped: {}", escape_for_log(raw));
             tracing::error!("cr\rtab\tesc\u{1b}[2Jnul\0del\u{7f}c1\u{85}ls\u{2028}rlo\u{202e}end");
             tracing::error!(value = %"x\ny", "field values too");
+            tracing::error!(value = "a \"b\"\n\u{2066}", "quoted field values too");
+            tracing::error!(
+                error = &io::Error::other("x\ny") as &dyn std::error::Error,
+                "errors"
+            );
         });
-        insta::assert_snapshot!(file, @r"
+        insta::assert_snapshot!(file, @r#"
         [2025-01-02 03:04:05] ERROR: Invalid domain skipped: evil.com\n[2025-01-02 03:04:05] INFO: Rollback successful
-        [2025-01-02 03:04:05] ERROR: cr\rtab\tesc\u{1b}[2Jnul\u{0}del\u{7f}c1\u{85}ls\u{2028}rlo\u{202e}end
+        [2025-01-02 03:04:05] ERROR: Invalid domain skipped: "evil.com\n[2025-01-02 03:04:05] INFO: Rollback successful"
+        [2025-01-02 03:04:05] ERROR: cr\rtab\tesc\u{1b}[2Jnul\0del\u{7f}c1\u{85}ls\u{2028}rlo\u{202e}end
         [2025-01-02 03:04:05] ERROR: field values too value=x\ny
-        ");
-        assert_eq!(file.lines().count(), 3);
-    }
-
-    #[test]
-    fn escape_leaves_ordinary_text_alone() {
-        assert!(matches!(
-            escape("Domain changes detected: +1, -0 (日本.jp)"),
-            Cow::Borrowed(_)
-        ));
-        assert_eq!(escape("a\\nb"), "a\\nb");
+        [2025-01-02 03:04:05] ERROR: quoted field values too value="a \"b\"\n\u{2066}"
+        [2025-01-02 03:04:05] ERROR: errors error=x\ny
+        "#);
+        assert_eq!(file.lines().count(), 6);
     }
 
     #[test]
     fn one_write_per_line() {
         let file = Buffer::default();
-        let layer = LineLayer::new(
-            vec![Sink::file(file.clone(), Path::new("/log"), Level::INFO)],
+        let err = Buffer::default();
+        let subscriber = subscriber(
+            file.make(),
+            err.make(),
+            StderrMode::All,
             Level::INFO,
-            fixed_time,
+            FixedTime,
         );
-        tracing::subscriber::with_default(tracing_subscriber::registry().with(layer), || {
+        tracing::subscriber::with_default(subscriber, || {
             tracing::info!(a = 1, b = "two words", "message with {} and fields", "args");
             tracing::info!("second");
         });
-        assert_eq!(file.writes(), 2);
+        assert_eq!((file.writes(), err.writes()), (2, 2));
+    }
+
+    #[test]
+    fn early_error_reads_like_a_logged_error() {
+        assert_eq!(
+            format_line(&FixedTime, Level::ERROR, "unknown key \"X\"\nin line 3"),
+            "[2025-01-02 03:04:05] ERROR: unknown key \"X\"\\nin line 3\n"
+        );
+    }
+
+    #[test]
+    fn timestamp_format() {
+        let line = format_line(&local_time(), Level::ERROR, "x");
+        let shape: String = line
+            .chars()
+            .map(|c| if c.is_ascii_digit() { 'D' } else { c })
+            .collect();
+        assert_eq!(shape, "[DDDD-DD-DD DD:DD:DD] ERROR: x\n");
     }
 
     #[test]
@@ -547,16 +591,15 @@ mod tests {
             .map(|n| {
                 let path = path.clone();
                 std::thread::spawn(move || {
-                    let layer = LineLayer::new(
-                        vec![Sink::file(
-                            open_log_file(&path).unwrap(),
-                            &path,
-                            Level::INFO,
-                        )],
+                    // Each thread opens the file itself, like a separate run would.
+                    let file = LogFile::new(open_log_file(&path).unwrap(), &path);
+                    let subscriber = subscriber(
+                        Arc::new(file),
+                        io::sink,
+                        StderrMode::ErrorsOnly,
                         Level::INFO,
-                        fixed_time,
+                        FixedTime,
                     );
-                    let subscriber = tracing_subscriber::registry().with(layer);
                     tracing::subscriber::with_default(subscriber, || {
                         for i in 0..500 {
                             tracing::info!("writer {n} line {i} {}", "x".repeat(200));
@@ -579,44 +622,35 @@ mod tests {
         }
     }
 
+    /// What the log file in [`write_failure_is_reported_once_and_stderr_still_gets_the_lines`]
+    /// reported.
+    static REPORTS: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
     #[test]
-    fn write_failure_does_not_stop_other_sinks() {
-        struct Broken;
-        impl Write for Broken {
-            fn write(&mut self, _: &[u8]) -> io::Result<usize> {
-                Err(io::Error::other("disk full"))
-            }
-            fn flush(&mut self) -> io::Result<()> {
-                Ok(())
-            }
-        }
+    fn write_failure_is_reported_once_and_stderr_still_gets_the_lines() {
+        // /dev/full opens like any file, and every write to it fails with ENOSPC.
+        let path = Path::new("/dev/full");
+        let file = LogFile {
+            report: |message| REPORTS.lock().unwrap().push(message.to_owned()),
+            ..LogFile::new(open_log_file(path).unwrap(), path)
+        };
         let err = Buffer::default();
-        let layer = LineLayer::new(
-            vec![
-                Sink::file(Broken, Path::new("/log"), Level::INFO),
-                Sink::stderr(err.clone(), StderrMode::All, Level::INFO),
-            ],
+        let subscriber = subscriber(
+            Arc::new(file),
+            err.make(),
+            StderrMode::All,
             Level::INFO,
-            fixed_time,
+            FixedTime,
         );
-        tracing::subscriber::with_default(tracing_subscriber::registry().with(layer), || {
+        tracing::subscriber::with_default(subscriber, || {
             tracing::info!("one");
             tracing::info!("two");
         });
-        // The failure notice goes to the real stderr; the other sink got both lines.
+        assert_eq!(
+            *REPORTS.lock().unwrap(),
+            ["cannot write log file /dev/full: No space left on device (os error 28)"]
+        );
         assert_eq!(err.text().lines().count(), 2);
-    }
-
-    #[test]
-    fn timestamp_format() {
-        let stamp = local_timestamp();
-        let shape: String = stamp
-            .chars()
-            .map(|c| if c.is_ascii_digit() { 'D' } else { c })
-            .collect();
-        assert_eq!(shape, "DDDD-DD-DD DD:DD:DD");
-        let line = format_line(&stamp, Level::ERROR, "x");
-        assert_eq!(line, format!("[{stamp}] ERROR: x\n"));
     }
 
     #[test]
@@ -625,13 +659,20 @@ mod tests {
         let path = dir.path().join("log/relay-sync.log");
         init(Some(&path), StderrMode::ErrorsOnly, Level::INFO).unwrap();
         // Events on a thread without its own subscriber reach the global one.
-        std::thread::spawn(|| tracing::info!("Postfix reloaded successfully"))
-            .join()
-            .unwrap();
+        std::thread::spawn(|| {
+            tracing::info!("Postfix reloaded successfully");
+            tracing::debug!("not without --verbose");
+        })
+        .join()
+        .unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
-        assert!(
-            text.ends_with("] INFO: Postfix reloaded successfully\n"),
-            "{text}"
+        let shape: String = text
+            .chars()
+            .map(|c| if c.is_ascii_digit() { 'D' } else { c })
+            .collect();
+        assert_eq!(
+            shape,
+            "[DDDD-DD-DD DD:DD:DD] INFO: Postfix reloaded successfully\n"
         );
         assert!(matches!(
             init(None, StderrMode::ErrorsOnly, Level::INFO),

@@ -36,6 +36,10 @@ struct Cli {
     /// `RELAY_SYNC_<KEY>` environment variables override it.
     #[arg(long, global = true, value_name = "PATH")]
     config: Option<PathBuf>,
+    /// Also log DEBUG lines (each Postfix command run and how long it took, cache and TLS
+    /// fallbacks) to the log file, and to stderr on a terminal.
+    #[arg(short, long, global = true)]
+    verbose: bool,
     #[command(subcommand)]
     command: Option<Command>,
     #[command(flatten)]
@@ -109,6 +113,11 @@ fn main() -> ExitCode {
     return_large_buffers();
     let cli = Cli::parse();
     let command = cli.command.unwrap_or(Command::Sync(cli.sync));
+    let level = if cli.verbose {
+        tracing::Level::DEBUG
+    } else {
+        tracing::Level::INFO
+    };
     match command {
         Command::Completions { shell } => return completions(shell),
         Command::Man { command } => return man(command.as_deref()),
@@ -128,10 +137,10 @@ fn main() -> ExitCode {
     let log_file = config.log_file.clone();
     let gateway = Gateway::new(config);
     match command {
-        Command::Sync(args) if args.dry_run => dry_run(&gateway),
+        Command::Sync(args) if args.dry_run => dry_run(&gateway, level),
         Command::Sync(args) => {
             // Under cron only ERROR lines reach stderr, so cron mails failures and nothing else.
-            if let Err(code) = start_logging(Some(&log_file), StderrMode::detect()) {
+            if let Err(code) = start_logging(Some(&log_file), StderrMode::detect(), level) {
                 return code;
             }
             let record = gateway.sync_blocking(SyncOptions { force: args.force });
@@ -148,7 +157,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Rollback(args) => {
-            if let Err(code) = start_logging(Some(&log_file), StderrMode::All) {
+            if let Err(code) = start_logging(Some(&log_file), StderrMode::All, level) {
                 return code;
             }
             match gateway.rollback_blocking(args.to.as_deref()) {
@@ -188,9 +197,13 @@ fn main() -> ExitCode {
     }
 }
 
-/// Sets up logging at INFO; a log file that cannot be opened is a configuration error.
-fn start_logging(log_file: Option<&std::path::Path>, stderr: StderrMode) -> Result<(), ExitCode> {
-    logging::init(log_file, stderr, tracing::Level::INFO).map_err(|error| {
+/// Sets up logging up to `level`; a log file that cannot be opened is a configuration error.
+fn start_logging(
+    log_file: Option<&std::path::Path>,
+    stderr: StderrMode,
+    level: tracing::Level,
+) -> Result<(), ExitCode> {
+    logging::init(log_file, stderr, level).map_err(|error| {
         logging::early_error(&error.to_string());
         ExitCode::from(EXIT_USAGE)
     })
@@ -198,8 +211,8 @@ fn start_logging(log_file: Option<&std::path::Path>, stderr: StderrMode) -> Resu
 
 /// `--dry-run`: prints the plan and exits as the real run would. It touches nothing: no log
 /// file, no lock file; its log goes to stderr only.
-fn dry_run(gateway: &Gateway) -> ExitCode {
-    if let Err(code) = start_logging(None, StderrMode::All) {
+fn dry_run(gateway: &Gateway, level: tracing::Level) -> ExitCode {
+    if let Err(code) = start_logging(None, StderrMode::All, level) {
         return code;
     }
     let result = gateway.dry_run_blocking();

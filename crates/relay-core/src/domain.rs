@@ -150,7 +150,7 @@ fn validate_ascii(name: &str) -> Result<(), InvalidDomain> {
 /// A database value that failed validation, kept for the ERROR log line and the summary.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rejected {
-    /// The value exactly as the database returned it. Log it with [`escape_for_log`].
+    /// The value exactly as the database returned it. Log it with [`escape_for_log`](crate::escape_for_log).
     pub raw: String,
     /// Why it was rejected.
     pub reason: InvalidDomain,
@@ -204,14 +204,4 @@ pub fn normalize_owned(rows: Vec<String>) -> Normalized {
     out.valid = valid.into_iter().collect();
     out.duplicates = count - out.valid.len();
     out
-}
-
-/// Quotes and escapes an untrusted value for a log line, so that it cannot forge a line of its
-/// own: newlines, carriage returns and every other control character come out as escapes.
-///
-/// ```
-/// assert_eq!(relay_core::escape_for_log("a\nb"), r#""a\nb""#);
-/// ```
-pub fn escape_for_log(raw: &str) -> String {
-    format!("{raw:?}")
 }

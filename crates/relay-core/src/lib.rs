@@ -34,6 +34,7 @@
 mod apply_order;
 mod domain;
 mod guard;
+mod log_escape;
 mod plan;
 mod relay_domains;
 mod relay_domains_map;
@@ -41,10 +42,10 @@ mod transport;
 
 pub use apply_order::{apply_steps, apply_steps_with, Freshness, Step};
 pub use domain::{
-    escape_for_log, normalize_owned, normalize_rows, DomainName, InvalidDomain, Normalized,
-    Rejected,
+    normalize_owned, normalize_rows, DomainName, InvalidDomain, Normalized, Rejected,
 };
 pub use guard::{guard, GuardSettings, Refusal, INLINE_LIMIT_BYTES};
+pub use log_escape::{escape_for_log, escape_log_line};
 pub use plan::{Plan, PlanError, PlanInput};
 pub use relay_domains::{RelayDomains, RelayDomainsError};
 pub use relay_domains_map::{

@@ -291,3 +291,26 @@ fn hostile_rows_from_the_database_never_reach_postfix() {
         "{log}"
     );
 }
+
+/// `-v` admits DEBUG lines (each Postfix command with its exit status) to the log file, and to
+/// stderr only where every line goes there (a dry run); without it there are none.
+#[test]
+fn verbose_adds_debug_lines() {
+    let gw = Gateway::start("kuma8088.com", "");
+    gw.sync_expecting(0);
+    assert!(!gw.log().contains("DEBUG:"), "{}", gw.log());
+
+    let before = gw.log().len();
+    let run = gw.run(&["sync", "--verbose"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let log = gw.log()[before..].to_owned();
+    assert!(log.contains("] DEBUG: `"), "{log}");
+    assert!(log.contains("` exited with exit status: 0 after "), "{log}");
+    assert!(log.contains("INFO: No changes detected"), "{log}");
+    // Not a terminal: stderr still gets ERROR lines only.
+    assert_eq!(run.stderr, "", "{run:?}");
+
+    let dry = gw.run(&["-v", "--dry-run"]);
+    assert_eq!(dry.code, 0, "{dry:?}");
+    assert!(dry.stderr.contains("] DEBUG: `"), "{dry:?}");
+}

@@ -8,6 +8,7 @@
 #![allow(clippy::unwrap_used)] // Test helpers outside #[test] functions.
 
 mod domains;
+mod log_escape;
 mod map_mode;
 mod props;
 mod render;
