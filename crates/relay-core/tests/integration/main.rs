@@ -11,4 +11,5 @@ mod domains;
 mod map_mode;
 mod props;
 mod render;
+mod rollback;
 mod strategies;
