@@ -14,6 +14,7 @@ mod scenarios;
 
 mod ops;
 mod packaging;
+mod rollback_order;
 
 mod alerts;
 mod concurrency;
