@@ -106,16 +106,15 @@ pub enum RollbackPlanError {
 /// The texts and order of a rollback.
 ///
 /// ```
-/// use relay_core::{GenerationTexts, RollbackInput, RollbackPlan, Step};
-/// let current = "# BEGIN relay-sync managed block\na.example smtp:[192.0.2.1]:25\n\
-///                fresh.example smtp:[192.0.2.1]:25\n# END relay-sync managed block\n";
-/// let old = "# BEGIN relay-sync managed block\na.example smtp:[192.0.2.1]:25\n\
-///            # END relay-sync managed block\n";
+/// use relay_core::{GenerationTexts, RollbackInput, RollbackPlan, Step, BEGIN_MARKER, END_MARKER};
+/// let hop = "smtp:[192.0.2.1]:25";
+/// let current = format!("{BEGIN_MARKER}\na.example {hop}\nfresh.example {hop}\n{END_MARKER}\n");
+/// let old = format!("{BEGIN_MARKER}\na.example {hop}\n{END_MARKER}\n");
 /// let plan = RollbackPlan::new(RollbackInput {
-///     current_transport: Some(current),
+///     current_transport: Some(&current),
 ///     current_table: None,
 ///     table_path: "/etc/postfix/relay_domains",
-///     generation: GenerationTexts { relay_domains: "a.example", transport: old, table: None },
+///     generation: GenerationTexts { relay_domains: "a.example", transport: &old, table: None },
 /// })
 /// .unwrap();
 /// let steps = plan.steps();
@@ -123,7 +122,7 @@ pub enum RollbackPlanError {
 /// assert!(matches!(steps[0], Step::WriteTransport(union) if union.contains("fresh.example")));
 /// assert_eq!(steps[1], Step::SetRelayDomains("a.example"));
 /// assert_eq!(steps[2], Step::Reload);
-/// assert_eq!(steps[3], Step::WriteTransport(old));
+/// assert_eq!(steps[3], Step::WriteTransport(&old));
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RollbackPlan {
