@@ -38,6 +38,7 @@ mod log_escape;
 mod plan;
 mod relay_domains;
 mod relay_domains_map;
+mod rollback;
 mod transport;
 
 pub use apply_order::{apply_steps, apply_steps_with, Freshness, Step};
@@ -51,6 +52,7 @@ pub use relay_domains::{RelayDomains, RelayDomainsError};
 pub use relay_domains_map::{
     render_relay_domains_map, RelayDomainsMode, RelayDomainsTable, MAP_HEADER,
 };
+pub use rollback::{GenerationTexts, RollbackInput, RollbackPlan, RollbackPlanError, TableRestore};
 pub use transport::{
     InvalidNextHop, NextHop, Transport, TransportError, TransportFile, BEGIN_MARKER, END_MARKER,
 };

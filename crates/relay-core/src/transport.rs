@@ -324,6 +324,13 @@ fn lowercase(key: &str) -> Cow<'_, str> {
     }
 }
 
+/// Every `key value` entry of a transport file as postmap reads it, inside the managed block
+/// or outside it, in file order. The markers are comments to postmap, so this reads a file
+/// whose markers are broken as well: it is what Postfix routes, whatever relay-sync can edit.
+pub(crate) fn routes(text: &str) -> impl Iterator<Item = (&str, &str)> {
+    text.split_inclusive('\n').filter_map(entry)
+}
+
 /// The key and value of a table line, or `None` for blank lines, comments and continuation
 /// lines (which start with whitespace, per postmap(1)).
 fn entry(line: &str) -> Option<(&str, &str)> {

@@ -3,21 +3,27 @@
 //!
 //! A rollback takes the run lock (a sync must not run in the middle of it), backs up the
 //! current state first (so a rollback can itself be rolled back: it becomes the newest
-//! generation), then restores the transport file (written atomically and rebuilt under a
-//! temporary name, like a sync), map mode's table when the generation's `relay_domains` names
-//! it, sets `relay_domains`, and reloads Postfix, all through `PostfixWrite`. A step that fails
-//! after the save says what was already restored and how to undo it. The next sync applies the
-//! database again: a rollback is for getting mail flowing while the cause is found, with the
-//! timer or cron entry paused if needed.
+//! generation), then runs the steps relay-core's [`RollbackPlan`] orders, all through
+//! `PostfixWrite`: the transport file with the current routes beside the generation's (written
+//! atomically and rebuilt under a temporary name, like a sync), map mode's table when the
+//! generation's `relay_domains` names it, `relay_domains`, the reload, and the generation's
+//! transport file. So, as in a sync, no domain Postfix relays is ever without its route. A
+//! step that fails after the save says what was already restored and how to undo it. The next
+//! sync applies the database again: a rollback is for getting mail flowing while the cause is
+//! found, with the timer or cron entry paused if needed.
 
 use std::fs;
 
-use relay_core::{RelayDomains, RelayDomainsTable};
+use relay_core::{
+    cut_list, GenerationTexts, RelayDomains, RelayDomainsTable, RollbackInput, RollbackPlan,
+    RollbackPlanError, Step, TableRestore,
+};
 use relay_postfix::{
     list_backups, read_generation, BackupGeneration, PostfixCli, PostfixRead, PostfixWrite,
 };
 
 use crate::config::Config;
+use crate::journal::Journaled;
 use crate::lock::{self, Held, LockError};
 
 /// Why a rollback could not be done.
@@ -47,6 +53,15 @@ pub enum RollbackError {
     /// A Postfix step failed before anything was changed.
     #[error(transparent)]
     Postfix(#[from] relay_postfix::PostfixError),
+    /// The generation cannot be restored without leaving a relayed domain unrouted; nothing
+    /// was changed.
+    #[error("backup {stamp}: {error}")]
+    Plan {
+        /// The generation asked for.
+        stamp: String,
+        /// Why relay-core refused it.
+        error: RollbackPlanError,
+    },
     /// A Postfix step failed after the current state was saved.
     #[error(
         "{error}. Restored before the failure: {restored}. The state before the rollback is \
@@ -110,28 +125,44 @@ pub(crate) fn rollback(config: &Config, to: Option<&str>) -> Result<RolledBack, 
 
     let postfix = PostfixCli::new(config.postfix_settings())?
         .with_relay_domains_map(config.relay_domains_map.clone());
-    // Map mode's domains are in the table, restored only when the generation's relay_domains
-    // names it: a copy of a table nothing used then would refuse domains the current
-    // relay_domains relays through it, until the new value is in place.
+    // A rollback killed before its reload is repaired by the next sync, as a sync's would be.
+    let postfix = Journaled::new(postfix, &config.state_dir);
     let table_path = config.relay_domains_map.display().to_string();
-    let table = match (
-        &contents.relay_domains_map,
-        names_table(&relay_domains, &table_path),
-    ) {
-        (Some(text), true) => Some(text.as_str()),
-        (None, true) => {
-            tracing::warn!(
-                "Backup {stamp} has no copy of the table {table_path} that its relay_domains \
-                 names; the table is kept as it is now"
-            );
-            None
-        }
-        (_, false) => None,
-    };
+    let transport_path = config.transport_file.display().to_string();
 
     let current_relay = postfix.relay_domains()?;
     let current_transport = postfix.read_transport()?;
     let current_table = postfix.read_relay_domains_map()?;
+    // Planned before anything is written: a generation that cannot be restored safely changes
+    // nothing, not even the backup directory.
+    let plan = RollbackPlan::new(RollbackInput {
+        current_transport: current_transport.as_deref(),
+        current_table: current_table.as_deref(),
+        table_path: &table_path,
+        generation: GenerationTexts {
+            relay_domains: &relay_domains,
+            transport: &transport,
+            table: contents.relay_domains_map.as_deref(),
+        },
+    })
+    .map_err(|error| RollbackError::Plan {
+        stamp: stamp.clone(),
+        error,
+    })?;
+    if plan.table == TableRestore::KeptWithoutCopy {
+        tracing::warn!(
+            "Backup {stamp} has no copy of the table {table_path} that its relay_domains \
+             names; the table is kept as it is now"
+        );
+    }
+    if !plan.kept_routes.is_empty() {
+        tracing::warn!(
+            "The kept table relays domains the transport file of {stamp} does not route; \
+             their current routes stay: {}",
+            cut_list(&plan.kept_routes, 100)
+        );
+    }
+
     let mut saved = postfix.backup(&current_relay, current_transport.as_deref())?;
     if let Some(text) = &current_table {
         saved
@@ -144,21 +175,50 @@ pub(crate) fn rollback(config: &Config, to: Option<&str>) -> Result<RolledBack, 
 
     let mut restored: Vec<String> = Vec::new();
     let result = (|| {
-        postfix.write_transport(&transport)?;
-        let file = format!("transport file {}", config.transport_file.display());
-        tracing::info!("Restored {file} from {stamp}");
-        restored.push(file);
-        // The table goes back before relay_domains names it.
-        if let Some(table) = table {
-            postfix.write_relay_domains_map(table)?;
-            let file = format!("relay domains table {table_path}");
-            tracing::info!("Restored {file} from {stamp}");
-            restored.push(file);
+        // The first transport write is the union when there is one: the generation's routes
+        // beside the current ones, until relay_domains no longer relays what leaves.
+        let mut union_pending = plan.transport_union.is_some();
+        for step in plan.steps() {
+            match step {
+                Step::WriteTransport(text) => {
+                    postfix.write_transport(text)?;
+                    restored.retain(|done| !done.starts_with("transport file "));
+                    if union_pending {
+                        union_pending = false;
+                        tracing::info!(
+                            "Updated transport file {transport_path}: the routes of {stamp} \
+                             beside the current ones until relay_domains changes"
+                        );
+                        restored.push(format!(
+                            "transport file {transport_path} with the current routes beside \
+                             the backup's"
+                        ));
+                    } else {
+                        tracing::info!("Restored transport file {transport_path} from {stamp}");
+                        restored.push(format!("transport file {transport_path}"));
+                    }
+                }
+                Step::WriteRelayDomainsMap(text) => {
+                    // The table goes back before relay_domains names it.
+                    postfix.write_relay_domains_map(text)?;
+                    let file = format!("relay domains table {table_path}");
+                    tracing::info!("Restored {file} from {stamp}");
+                    restored.push(file);
+                }
+                Step::SetRelayDomains(value) => {
+                    postfix.set_relay_domains(value)?;
+                    tracing::info!("Restored relay_domains: {value}");
+                    restored.push("relay_domains".into());
+                }
+                Step::Reload => {
+                    postfix.reload()?;
+                    tracing::info!("Postfix reloaded successfully");
+                }
+                // A rollback plan rewrites the transport file rather than rebuilding it.
+                Step::RebuildTransportMap => postfix.rebuild_transport_map()?,
+            }
         }
-        postfix.set_relay_domains(&relay_domains)?;
-        tracing::info!("Restored relay_domains: {relay_domains}");
-        restored.push("relay_domains".into());
-        postfix.reload()
+        Ok(())
     })();
     if let Err(error) = result {
         return Err(RollbackError::Partial {
@@ -171,7 +231,6 @@ pub(crate) fn rollback(config: &Config, to: Option<&str>) -> Result<RolledBack, 
             saved: saved.stamp,
         });
     }
-    tracing::info!("Postfix reloaded successfully");
     tracing::info!("Rollback successful");
     Ok(RolledBack {
         restored: stamp,

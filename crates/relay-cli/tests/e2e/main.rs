@@ -15,6 +15,7 @@ mod scenarios;
 mod ops;
 mod packaging;
 mod recorded;
+mod rollback_order;
 
 mod alerts;
 mod concurrency;

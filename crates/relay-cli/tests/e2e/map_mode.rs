@@ -274,8 +274,9 @@ fn rollback_restores_a_table_only_where_relay_domains_names_it() {
     let reply = rcpt_settled(smtp, "info@fresh.example", "250 ");
     assert!(reply.starts_with("250 "), "{reply}");
 
-    // postconf -e fails: the transport file was restored already, and the message says so,
-    // with the command that puts the state before the rollback back.
+    // postconf -e fails: the transport file holds the backup's routes beside the current
+    // ones already (fresh.example keeps its route while it is relayed), and the message says
+    // so, with the command that puts the state before the rollback back.
     let commands = gw.broken_postconf();
     let failed = gw.run_env(
         &["rollback"],
@@ -293,7 +294,8 @@ fn rollback_restores_a_table_only_where_relay_domains_names_it() {
         BROKEN_POSTCONF_SAYS,
         // Back to the state the undo replaced: inline, so the table is not restored.
         &format!(
-            "Restored before the failure: transport file {}.",
+            "Restored before the failure: transport file {} with the current routes beside \
+             the backup's.",
             gw.transport_path().display(),
         ),
         &format!("`relay-sync rollback --to {saved}` puts it back"),

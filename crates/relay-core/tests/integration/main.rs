@@ -12,4 +12,5 @@ mod log_escape;
 mod map_mode;
 mod props;
 mod render;
+mod rollback;
 mod strategies;
