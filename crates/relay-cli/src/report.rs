@@ -196,6 +196,19 @@ pub(crate) fn status(status: &Status) -> String {
             ),
         },
     );
+    if !status.invalid_rows.is_empty() {
+        line(
+            "invalid rows:",
+            format!(
+                "{} skipped: {}",
+                status.invalid_rows.len(),
+                cut_list(
+                    status.invalid_rows.iter().map(|raw| escape_for_log(raw)),
+                    100
+                )
+            ),
+        );
+    }
     for problem in &status.problems {
         line("PROBLEM:", problem.clone());
     }

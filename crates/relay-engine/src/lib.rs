@@ -21,6 +21,7 @@
 //!     guard: GuardSettings::default(),
 //!     mode: Default::default(),
 //!     reload_pending: false,
+//!     known_rejected: None,
 //! };
 //! let outcome = run(&settings, &db, &postfix).await;
 //! println!("synced: {}", outcome.is_success());
@@ -41,7 +42,7 @@ use relay_postfix::{PostfixRead, PostfixWrite};
 
 pub use apply::{apply, VERIFY_SAMPLE};
 pub use outcome::{Applied, FailedStep, FailureCause, Outcome, StepFailure};
-pub use prepare::{prepare, Prepared};
+pub use prepare::{prepare, rejected_changed, Prepared};
 
 /// What a run needs besides the two boundaries.
 #[derive(Debug, Clone)]
@@ -58,6 +59,17 @@ pub struct SyncSettings {
     /// running processes may still use the old `relay_domains`. The run then reloads (and
     /// verifies) even when the files already match the database.
     pub reload_pending: bool,
+    /// The raw values of the rows the previous run rejected, when known: a rejected row is an
+    /// ERROR only in a run where that set changes, a WARN otherwise.
+    pub known_rejected: Option<BTreeSet<String>>,
+}
+
+/// What a run saw besides its outcome, for the caller to remember.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunReport {
+    /// The rows the database returned that are not valid names, in its order; `None` when the
+    /// run got no rows (the database failed).
+    pub rejected: Option<Vec<relay_core::Rejected>>,
 }
 
 /// Lists in log lines are cut after this many entries (SPEC §8).
@@ -69,21 +81,39 @@ where
     S: DomainSource,
     P: PostfixWrite + Sync,
 {
+    run_reported(settings, source, postfix).await.0
+}
+
+/// [`run`], and what the run saw besides its outcome ([`RunReport`]).
+pub async fn run_reported<S, P>(
+    settings: &SyncSettings,
+    source: &S,
+    postfix: &P,
+) -> (Outcome, RunReport)
+where
+    S: DomainSource,
+    P: PostfixWrite + Sync,
+{
     let started = Instant::now();
     tracing::info!("===== Relay Domains Sync Started =====");
+    let mut report = RunReport::default();
     let outcome = match source.fetch_names().await {
         Err(error) => {
             tracing::error!("{error}");
             tracing::error!("Keeping current configuration");
             Outcome::DatabaseFailed(error)
         }
-        Ok(rows) => match prepare(settings, rows, postfix) {
-            Err(outcome) => outcome,
-            Ok(prepared) => apply(settings, prepared, postfix),
-        },
+        Ok(rows) => {
+            let normalized = relay_core::normalize_owned(rows);
+            report.rejected = Some(normalized.rejected.clone());
+            match prepare::prepare_normalized(settings, normalized, postfix) {
+                Err(outcome) => outcome,
+                Ok(prepared) => apply(settings, prepared, postfix),
+            }
+        }
     };
     finish(&outcome, started);
-    outcome
+    (outcome, report)
 }
 
 /// Plans a sync without changing anything: fetch, plan and guard, then stop.

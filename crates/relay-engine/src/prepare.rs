@@ -1,8 +1,10 @@
 //! Steps 3–5 of a run: normalize the rows, read what Postfix has, and plan.
 
+use std::collections::BTreeSet;
+
 use relay_core::{
-    apply_steps_with, cut_list, escape_for_log, normalize_owned, Freshness, Plan, PlanInput,
-    Rejected, RelayDomains, RelayDomainsMode, RelayDomainsTable, Step,
+    apply_steps_with, cut_list, escape_for_log, normalize_owned, Freshness, Normalized, Plan,
+    PlanInput, Rejected, RelayDomains, RelayDomainsMode, RelayDomainsTable, Step,
 };
 use relay_postfix::PostfixRead;
 
@@ -68,19 +70,22 @@ pub fn prepare<P: PostfixRead>(
 ) -> Result<Prepared, Outcome> {
     // Consumed: valid names keep the rows' allocations, and the rows are gone before the
     // Postfix files are read.
-    let normalized = normalize_owned(rows);
+    prepare_normalized(settings, normalize_owned(rows), postfix)
+}
+
+/// [`prepare`] from rows already normalized.
+#[allow(clippy::result_large_err)] // As `prepare`.
+pub(crate) fn prepare_normalized<P: PostfixRead>(
+    settings: &SyncSettings,
+    normalized: Normalized,
+    postfix: &P,
+) -> Result<Prepared, Outcome> {
     tracing::info!(
         "Retrieved {} domains from DB: {}",
         normalized.valid.len(),
         cut_list(&normalized.valid, LOG_LIST_MAX)
     );
-    for rejected in &normalized.rejected {
-        tracing::error!(
-            "Invalid domain skipped: {} ({})",
-            escape_for_log(&rejected.raw),
-            rejected.reason
-        );
-    }
+    log_rejected(&normalized.rejected, settings.known_rejected.as_ref());
 
     let read = || -> Result<_, relay_postfix::PostfixError> {
         Ok((
@@ -182,6 +187,37 @@ pub fn prepare<P: PostfixRead>(
         log_changes(&prepared.plan);
     }
     Ok(prepared)
+}
+
+/// Logs each rejected row. One bad row in the admin panel must not mail the operator every five
+/// minutes: a row is a WARN, and an ERROR (which cron mails) only in the run where the set of
+/// rejected rows differs from `known`, the set the previous run saw (`None`: not known).
+fn log_rejected(rejected: &[Rejected], known: Option<&BTreeSet<String>>) {
+    let changed = rejected_changed(rejected, known);
+    for row in rejected {
+        let line = format!(
+            "Invalid domain skipped: {} ({})",
+            escape_for_log(&row.raw),
+            row.reason
+        );
+        if changed {
+            tracing::error!("{line}");
+        } else {
+            tracing::warn!("{line}");
+        }
+    }
+}
+
+/// Whether the rejected rows differ from the set `known` from the previous run (an unknown
+/// set differs from any non-empty one).
+pub fn rejected_changed(rejected: &[Rejected], known: Option<&BTreeSet<String>>) -> bool {
+    match known {
+        None => !rejected.is_empty(),
+        Some(known) => {
+            let now: BTreeSet<&str> = rejected.iter().map(|row| row.raw.as_str()).collect();
+            now.len() != known.len() || now.iter().any(|raw| !known.contains(*raw))
+        }
+    }
 }
 
 fn log_changes(plan: &Plan) {

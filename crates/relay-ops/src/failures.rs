@@ -4,6 +4,7 @@
 //! [`advance`] is pure: it takes the previous state and this run's result and returns the next
 //! state and the alerts to send. [`load`] and [`save`] are the I/O around it.
 
+use std::collections::BTreeSet;
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -205,6 +206,47 @@ pub(crate) enum StateError {
     Parse { path: PathBuf, detail: String },
     #[error(transparent)]
     Write(#[from] relay_postfix::PostfixError),
+}
+
+/// The file in `STATE_DIR` holding the raw values of the rows the last run that read the
+/// database rejected (a JSON array: the values are hostile and may hold any character).
+pub(crate) const INVALID_ROWS_FILE: &str = "invalid-rows.json";
+
+/// The rows the last run that read the database rejected; `None` before any such run, or when
+/// the file cannot be read (logged).
+pub(crate) fn load_invalid_rows(state_dir: &Path) -> Option<BTreeSet<String>> {
+    let path = state_dir.join(INVALID_ROWS_FILE);
+    match fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map_err(|error| {
+                tracing::warn!("Ignoring {}: {error}", path.display());
+            })
+            .ok(),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => None,
+        Err(error) => {
+            tracing::warn!("Cannot read {}: {error}", path.display());
+            None
+        }
+    }
+}
+
+/// Remembers the rows this run rejected, for the next run and `status`.
+pub(crate) fn save_invalid_rows(
+    state_dir: &Path,
+    rows: &BTreeSet<String>,
+) -> Result<(), StateError> {
+    let path = state_dir.join(INVALID_ROWS_FILE);
+    relay_postfix::create_dir(state_dir, 0o700).map_err(|source| StateError::Io {
+        action: "create",
+        path: state_dir.to_owned(),
+        source,
+    })?;
+    let bytes = serde_json::to_vec(rows).map_err(|e| StateError::Parse {
+        path: path.clone(),
+        detail: e.to_string(),
+    })?;
+    relay_postfix::replace_file(&path, &bytes, 0o600)?;
+    Ok(())
 }
 
 /// Reads the state; a missing file is a fresh state.

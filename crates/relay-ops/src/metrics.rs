@@ -26,6 +26,8 @@ pub(crate) struct RunMetrics {
     pub(crate) duration: f64,
     /// Failed runs in a row.
     pub(crate) consecutive_failures: u32,
+    /// Database rows the last run that read the database rejected as invalid names.
+    pub(crate) invalid_rows: usize,
 }
 
 /// The metric holding the last success, read back from the previous file.
@@ -84,6 +86,11 @@ pub(crate) fn render(m: &RunMetrics) -> String {
         "Failed runs in a row.",
         m.consecutive_failures.to_string(),
     );
+    metric(
+        "relay_sync_invalid_rows",
+        "Database rows rejected as invalid domain names by the last run that read the database.",
+        m.invalid_rows.to_string(),
+    );
     out
 }
 
@@ -114,6 +121,7 @@ mod tests {
         removed: 1,
         duration: 0.4213,
         consecutive_failures: 0,
+        invalid_rows: 2,
     };
 
     #[test]

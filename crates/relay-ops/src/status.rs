@@ -37,6 +37,9 @@ pub struct Status {
     pub backup_dir: PathBuf,
     /// Backup stamps, oldest first.
     pub backups: Vec<String>,
+    /// The database rows the last run that read the database rejected as invalid names, as
+    /// the database returned them (escape them for a terminal).
+    pub invalid_rows: Vec<String>,
     /// Problems found while reading (an unreadable state or transport file).
     pub problems: Vec<String>,
 }
@@ -93,6 +96,9 @@ pub fn read(config: &Config) -> Status {
         managed_domains,
         backup_dir: config.backup_dir.clone(),
         backups,
+        invalid_rows: failures::load_invalid_rows(&config.state_dir)
+            .map(|rows| rows.into_iter().collect())
+            .unwrap_or_default(),
         problems,
     }
 }

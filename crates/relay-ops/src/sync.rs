@@ -241,6 +241,7 @@ fn locked_sync(config: &Config, options: SyncOptions) -> RunOutcome {
             ..settings.guard
         },
         reload_pending: journal::is_pending(&config.state_dir),
+        known_rejected: failures::load_invalid_rows(&config.state_dir),
         ..settings
     };
     // Under the lock: what a run killed mid-write left goes now, not at the next change.
@@ -248,7 +249,15 @@ fn locked_sync(config: &Config, options: SyncOptions) -> RunOutcome {
         tracing::warn!("{error}");
     }
     let postfix = Journaled::new(postfix, &config.state_dir);
-    RunOutcome::Sync(runtime.block_on(relay_engine::run(&settings, &source, &postfix)))
+    let (outcome, report) =
+        runtime.block_on(relay_engine::run_reported(&settings, &source, &postfix));
+    if let Some(rejected) = report.rejected {
+        let rows = rejected.into_iter().map(|row| row.raw).collect();
+        if let Err(error) = failures::save_invalid_rows(&config.state_dir, &rows) {
+            tracing::error!("Rejected rows not remembered: {error}");
+        }
+    }
+    RunOutcome::Sync(outcome)
 }
 
 /// Plans a sync without changing anything, not even the log file, the lock or the state.
@@ -429,6 +438,7 @@ fn sync_settings(config: &Config) -> Result<SyncSettings, String> {
             RelayDomainsMode::Map => relay_core::RelayDomainsMode::Map,
         },
         reload_pending: false,
+        known_rejected: None,
     })
 }
 
@@ -501,6 +511,7 @@ fn write_metrics(
         removed,
         duration: started.elapsed().as_secs_f64(),
         consecutive_failures: state.consecutive_failures,
+        invalid_rows: failures::load_invalid_rows(&config.state_dir).map_or(0, |rows| rows.len()),
     };
     if let Err(error) = metrics::write(path, &metrics) {
         tracing::error!("Metrics not written to {}: {error}", path.display());

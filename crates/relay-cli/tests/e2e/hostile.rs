@@ -129,3 +129,64 @@ fn hostile_rows_of_every_kind_never_reach_postfix_or_forge_a_log_line() {
     gw.sync_expecting(0);
     assert!(gw.log().contains("No changes detected"), "{}", gw.log());
 }
+
+/// One bad row in the admin panel is mailed once, not every five minutes: under cron (stderr
+/// not a terminal) it reaches stderr as an ERROR only in the run where the set of rejected
+/// rows changes, and is a WARN in the log every run. `status` and the metrics list it.
+#[test]
+fn a_bad_row_is_an_error_once_and_a_warning_after() {
+    let gw = Gateway::start("kuma8088.com", "");
+    let metrics = gw.dir.path().join("relay_sync.prom");
+    gw.edit_config(|text| format!("{text}METRICS_FILE={}\n", metrics.display()));
+    gw.sql("INSERT INTO mailserver_usermgmt.domains (name, enabled) VALUES ('bad row.example', 1)");
+    let first = gw.sync_expecting(0);
+    assert!(
+        first
+            .stderr
+            .contains("ERROR: Invalid domain skipped: \"bad row.example\""),
+        "{first:?}"
+    );
+    for _ in 0..2 {
+        let again = gw.sync_expecting(0);
+        assert_eq!(again.stderr, "", "{again:?}");
+    }
+    let log = gw.log();
+    assert_eq!(
+        log.matches("ERROR: Invalid domain skipped").count(),
+        1,
+        "{log}"
+    );
+    assert_eq!(
+        log.matches("WARN: Invalid domain skipped").count(),
+        2,
+        "{log}"
+    );
+    let status = gw.run(&["status", "--json"]);
+    let value: serde_json::Value = serde_json::from_str(&status.stdout).unwrap();
+    assert_eq!(value["invalid_rows"][0], "bad row.example", "{value}");
+    let text = std::fs::read_to_string(&metrics).unwrap();
+    assert!(text.contains("relay_sync_invalid_rows 1\n"), "{text}");
+
+    // A second bad row changes the set: one more ERROR run, for both rows.
+    gw.sql("INSERT INTO mailserver_usermgmt.domains (name, enabled) VALUES ('also bad', 1)");
+    let changed = gw.sync_expecting(0);
+    assert_eq!(
+        changed
+            .stderr
+            .matches("ERROR: Invalid domain skipped")
+            .count(),
+        2,
+        "{changed:?}"
+    );
+    assert_eq!(gw.sync_expecting(0).stderr, "");
+    // Fixed in the panel: nothing is rejected any more, and status says so.
+    gw.sql("DELETE FROM mailserver_usermgmt.domains WHERE name IN ('bad row.example', 'also bad')");
+    gw.sync_expecting(0);
+    let status = gw.run(&["status", "--json"]);
+    let value: serde_json::Value = serde_json::from_str(&status.stdout).unwrap();
+    assert_eq!(
+        value["invalid_rows"].as_array().unwrap().len(),
+        0,
+        "{value}"
+    );
+}

@@ -43,6 +43,7 @@ pub(crate) fn settings() -> SyncSettings {
         guard: GuardSettings::default(),
         mode: RelayDomainsMode::Inline,
         reload_pending: false,
+        known_rejected: None,
     }
 }
 
