@@ -49,6 +49,10 @@ pub enum InvalidDomain {
     /// More than 253 characters in all.
     #[error("{0} characters (253 allowed)")]
     TooLong(usize),
+    /// An all-numeric top label, as in `192.168.0.1`: an IP address, not a domain name (no
+    /// top-level domain is all digits, RFC 3696 §2).
+    #[error("all-numeric top label (an IP address is not a domain name)")]
+    NumericTopLabel,
 }
 
 impl DomainName {
@@ -143,6 +147,13 @@ fn validate_ascii(name: &str) -> Result<(), InvalidDomain> {
         if label.starts_with('-') || label.ends_with('-') {
             return Err(InvalidDomain::Hyphen);
         }
+    }
+    if name
+        .rsplit('.')
+        .next()
+        .is_some_and(|top| top.bytes().all(|b| b.is_ascii_digit()))
+    {
+        return Err(InvalidDomain::NumericTopLabel);
     }
     Ok(())
 }

@@ -28,6 +28,11 @@ fn rejections() {
     check("", Err(InvalidDomain::Empty));
     check("   ", Err(InvalidDomain::Empty));
     check("localhost", Err(InvalidDomain::LabelCount(1)));
+    // An IP address is not a domain name: relay_domains would relay for no domain, and the
+    // transport line would route a literal that no recipient address uses.
+    check("192.168.0.1", Err(InvalidDomain::NumericTopLabel));
+    check("10.0.0.1.", Err(InvalidDomain::NumericTopLabel));
+    check("mail.123", Err(InvalidDomain::NumericTopLabel));
     check("a..example", Err(InvalidDomain::EmptyLabel));
     check(".example.com", Err(InvalidDomain::EmptyLabel));
     check("example.com..", Err(InvalidDomain::EmptyLabel));
