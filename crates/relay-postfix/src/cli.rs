@@ -128,8 +128,16 @@ impl PostfixCli {
                         "relay_domains".into(),
                     ],
                 )?;
-                let mut lines = out.lines().map(str::to_owned);
-                let values = [(); 3].map(|()| lines.next().unwrap_or_default());
+                let values = three_values(&out).ok_or_else(|| PostfixError::Invalid {
+                    path: cli.settings.command_dir.join("postconf"),
+                    detail: format!(
+                        "`postconf -h transport_maps default_database_type relay_domains` printed \
+                         {} line(s) where 3 were expected: {:?}; check that POSTFIX_COMMAND_DIR \
+                         (and POSTFIX_COMMAND_PREFIX) run Postfix's own postconf",
+                        out.lines().count(),
+                        relay_process::excerpt(&out)
+                    ),
+                })?;
                 if let (Some(path), Some(key)) = (cache, &key) {
                     postconf_cache::save(path, key, &values);
                 }
@@ -138,12 +146,19 @@ impl PostfixCli {
         };
         cli.transport_maps = transport_maps;
         cli.relay_domains_at_start = Mutex::new(Some(relay_domains));
+        let from_postfix = cli.settings.map_type.is_none();
         let map_type = cli.settings.map_type.clone().unwrap_or(default_type);
         let Some(&(_, suffix)) = MAP_TYPES.iter().find(|(name, _)| *name == map_type) else {
+            let whose = if from_postfix {
+                "Postfix's default_database_type"
+            } else {
+                "MAP_TYPE"
+            };
             return Err(PostfixError::Invalid {
                 path: cli.settings.transport_file.clone(),
                 detail: format!(
-                    "map type {map_type:?} is not supported; set MAP_TYPE to hash, btree, lmdb or cdb"
+                    "map type {map_type:?} ({whose}) is not supported; set MAP_TYPE to hash, \
+                     btree, lmdb or cdb"
                 ),
             });
         };
@@ -738,6 +753,16 @@ fn temp_leftovers(temp_source: &Path, temp_db: &Path) -> Vec<PathBuf> {
     ]
 }
 
+/// The three lines `postconf -h NAME NAME NAME` prints, one value each; `None` for any other
+/// number of lines (a wrapper that prints a banner, a truncated answer).
+fn three_values(out: &str) -> Option<[String; 3]> {
+    let lines: Vec<&str> = out.lines().collect();
+    match lines.as_slice() {
+        [a, b, c] => Some([(*a).to_owned(), (*b).to_owned(), (*c).to_owned()]),
+        _ => None,
+    }
+}
+
 /// Whether a Postfix command's stderr reports an error rather than only warnings: Postfix
 /// prefixes every message with its severity (`postmap: fatal: …`, `postmap: warning: …`).
 fn is_fatal(stderr: &str) -> bool {
@@ -835,6 +860,25 @@ fn failed(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn postconf_answers_are_three_lines_or_nothing() {
+        assert_eq!(
+            three_values("hash:/etc/postfix/transport\nhash\n\n"),
+            Some([
+                "hash:/etc/postfix/transport".to_owned(),
+                "hash".to_owned(),
+                String::new()
+            ])
+        );
+        // A wrapper's banner before the answer would make `hash` the transport_maps and the
+        // transport_maps value the map type.
+        assert_eq!(
+            three_values("postconf wrapper v1\nx\nhash\na.example\n"),
+            None
+        );
+        assert_eq!(three_values("x\nhash\n"), None);
+    }
 
     #[test]
     fn only_non_warning_lines_make_stderr_fatal() {
