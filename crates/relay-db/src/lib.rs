@@ -64,6 +64,41 @@ pub enum TlsMode {
     VerifyFull,
 }
 
+/// How a connection to the database was protected, as it was made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Protection {
+    /// Plain TCP: readable and alterable by anyone on the path.
+    Plain,
+    /// TLS without a certificate check: encrypted, but anyone on the path could pose as the
+    /// server.
+    TlsUnverified,
+    /// TLS with a certificate chaining to `DB_TLS_CA`; the host name is not checked.
+    TlsVerifiedCa,
+    /// TLS with a certificate chaining to `DB_TLS_CA` and naming `DB_HOST`.
+    TlsVerifiedFull,
+}
+
+impl Protection {
+    /// Whether someone on the path could read or alter what the gateway is told.
+    pub fn is_weak(self) -> bool {
+        matches!(self, Protection::Plain | Protection::TlsUnverified)
+    }
+}
+
+impl std::fmt::Display for Protection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Protection::Plain => "unencrypted (plain TCP)",
+            Protection::TlsUnverified => "TLS, server certificate not verified",
+            Protection::TlsVerifiedCa => {
+                "TLS, certificate verified against DB_TLS_CA (host name not checked)"
+            }
+            Protection::TlsVerifiedFull => "TLS, certificate and host name verified",
+        })
+    }
+}
+
 /// A secret string whose `Debug` output never shows it.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);

@@ -15,7 +15,7 @@ use std::time::Duration;
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, DriverError, IoError, Opts, OptsBuilder, Row, SslOpts, Value};
 
-use crate::{DbError, DbSettings, DomainSource, TlsMode};
+use crate::{DbError, DbSettings, DomainSource, Protection, TlsMode};
 
 /// Server errors at login that mean "wrong account, password or database" rather than "cannot
 /// reach": access denied (1045), access denied to the database (1044), unknown database (1049),
@@ -66,15 +66,43 @@ const VERIFY_CA_SERVER_NAME: &str = "NotValidForName.relay-sync.invalid";
 /// let names = source.fetch_names().await?;
 /// # Ok(()) }
 /// ```
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct MariaDbSource {
     settings: DbSettings,
+    protection: std::sync::Mutex<Option<Protection>>,
+}
+
+impl Clone for MariaDbSource {
+    fn clone(&self) -> Self {
+        MariaDbSource {
+            settings: self.settings.clone(),
+            protection: std::sync::Mutex::new(self.protection()),
+        }
+    }
 }
 
 impl MariaDbSource {
     /// A source that connects with `settings` on every fetch.
     pub fn new(settings: DbSettings) -> Self {
-        MariaDbSource { settings }
+        MariaDbSource {
+            settings,
+            protection: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// How the last connection was protected; `None` before one was made.
+    pub fn protection(&self) -> Option<Protection> {
+        *self
+            .protection
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn connected(&self, protection: Protection) {
+        *self
+            .protection
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(protection);
     }
 
     /// The settings it connects with.
@@ -153,17 +181,32 @@ impl MariaDbSource {
         let ssl_opts = self.ssl_opts().await?;
         let prefer_plain_fallback = self.settings.tls == TlsMode::Preferred;
         match Conn::new(self.opts(ssl_opts)).await {
-            Ok(conn) => Ok(conn),
+            Ok(conn) => {
+                self.connected(match self.settings.tls {
+                    TlsMode::Disabled => Protection::Plain,
+                    TlsMode::Preferred | TlsMode::Required => Protection::TlsUnverified,
+                    TlsMode::VerifyCa => Protection::TlsVerifiedCa,
+                    TlsMode::VerifyFull => Protection::TlsVerifiedFull,
+                });
+                Ok(conn)
+            }
             Err(mysql_async::Error::Driver(DriverError::NoClientSslFlagFromServer))
                 if prefer_plain_fallback =>
             {
-                tracing::debug!(
-                    "MariaDB at {} does not offer TLS; connecting without it (DB_TLS=preferred)",
+                // Someone on the path could add domains to what the gateway relays: say so,
+                // every run, until the operator decides (a WARN goes to the log, not cron mail).
+                tracing::warn!(
+                    "MariaDB at {} does not offer TLS; connecting without it (DB_TLS=preferred): \
+                     the domain list travels in clear text and could be altered on the way; \
+                     enable TLS on the server and set DB_TLS=verify-full with DB_TLS_CA, or \
+                     reach it through a tunnel (WireGuard, Tailscale)",
                     self.addr()
                 );
-                Conn::new(self.opts(None))
+                let conn = Conn::new(self.opts(None))
                     .await
-                    .map_err(|err| self.login_error(err))
+                    .map_err(|err| self.login_error(err))?;
+                self.connected(Protection::Plain);
+                Ok(conn)
             }
             Err(err) => Err(self.login_error(err)),
         }

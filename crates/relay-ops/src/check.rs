@@ -177,6 +177,10 @@ fn check_database(config: &Config, report: &mut Report) {
             return;
         }
     }
+    if let Some(protection) = source.protection() {
+        let (level, detail) = transport_verdict(protection, &config.db_host, &addr);
+        report.push("db_transport", level, detail);
+    }
     // The same connection code (timeouts, TLS) with another one-column query.
     let grants = MariaDbSource::new(relay_db::DbSettings {
         query: "SHOW GRANTS FOR CURRENT_USER()".to_owned(),
@@ -214,6 +218,32 @@ fn check_database(config: &Config, report: &mut Report) {
             format!("cannot read the user's grants: {error}"),
         ),
     }
+}
+
+/// How `check` rates the database connection: weak protection (plain, or TLS without a
+/// verified certificate) is a warning unless the database is on this machine, where there is no
+/// path to attack.
+fn transport_verdict(protection: relay_db::Protection, host: &str, addr: &str) -> (Level, String) {
+    if protection.is_weak() && !is_loopback(host) {
+        (
+            Level::Warn,
+            format!(
+                "{protection} to {addr}: someone on the path could read or change the domain \
+                 list; set DB_TLS=verify-full with DB_TLS_CA, unless a tunnel (WireGuard, \
+                 Tailscale) already protects the path"
+            ),
+        )
+    } else {
+        (Level::Ok, format!("{protection} to {addr}"))
+    }
+}
+
+/// Whether `host` names this machine: `localhost` or a loopback address.
+fn is_loopback(host: &str) -> bool {
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// The grants in `SHOW GRANTS` output beyond `USAGE` and `SELECT` on `DB_NAME.domains`, with any
@@ -494,6 +524,26 @@ fn probe_dir(dir: &Path) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn weak_database_protection_warns_only_off_this_machine() {
+        use relay_db::Protection::*;
+        for (protection, host, level) in [
+            (Plain, "127.0.0.1", Level::Ok),
+            (Plain, "localhost", Level::Ok),
+            (Plain, "::1", Level::Ok),
+            (Plain, "100.110.222.53", Level::Warn),
+            (TlsUnverified, "db.example.com", Level::Warn),
+            (TlsVerifiedCa, "db.example.com", Level::Ok),
+            (TlsVerifiedFull, "db.example.com", Level::Ok),
+        ] {
+            let (got, detail) = transport_verdict(protection, host, &format!("{host}:3306"));
+            assert_eq!(got, level, "{protection:?} to {host}: {detail}");
+            if got == Level::Warn {
+                assert!(detail.contains("DB_TLS=verify-full"), "{detail}");
+            }
+        }
+    }
 
     fn lines(text: &[&str]) -> Vec<String> {
         text.iter().map(|s| (*s).to_owned()).collect()

@@ -321,7 +321,11 @@ async fn tls_preferred_falls_back_to_plain_text() {
     let mut settings = settings(db);
     settings.tls = TlsMode::Preferred;
     assert_eq!(cipher(settings.clone()).await, "");
-    assert_eq!(fetch(settings).await.unwrap().len(), 4);
+    // The source says the fallback happened, for `check`; the run's log says it as a WARN.
+    let source = MariaDbSource::new(settings);
+    assert_eq!(source.protection(), None);
+    assert_eq!(source.fetch_names().await.unwrap().len(), 4);
+    assert_eq!(source.protection(), Some(relay_db::Protection::Plain));
 }
 
 #[tokio::test]
@@ -374,7 +378,13 @@ async fn tls_disabled_stays_plain_with_a_tls_server() {
 async fn tls_preferred_encrypts_when_offered() {
     let db = MariaDb::shared_with_tls().unwrap();
     let settings = tls_settings(db, "127.0.0.1", TlsMode::Preferred, None);
-    assert_ne!(cipher(settings).await, "");
+    assert_ne!(cipher(settings.clone()).await, "");
+    let source = MariaDbSource::new(settings);
+    source.fetch_names().await.unwrap();
+    assert_eq!(
+        source.protection(),
+        Some(relay_db::Protection::TlsUnverified)
+    );
 }
 
 #[tokio::test]
