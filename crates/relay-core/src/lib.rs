@@ -51,7 +51,8 @@ pub use relay_domains_map::{
     render_relay_domains_map, RelayDomainsMode, RelayDomainsTable, MAP_HEADER,
 };
 pub use transport::{
-    InvalidNextHop, NextHop, Transport, TransportError, TransportFile, BEGIN_MARKER, END_MARKER,
+    is_host_name, InvalidNextHop, NextHop, Transport, TransportError, TransportFile, BEGIN_MARKER,
+    END_MARKER,
 };
 
 /// Cuts a list for a log line: at most `max` items, then `… (+N more)` (SPEC §8).
