@@ -127,6 +127,9 @@ pub struct Config {
     pub max_remove_percent: u8,
     /// `ALLOW_EMPTY`.
     pub allow_empty: bool,
+    /// `COMMAND_TIMEOUT`: how long any command relay-sync runs may take before its process
+    /// group is killed (SPEC §11).
+    pub command_timeout: Duration,
     /// `ALERT_COMMAND`, run through `/bin/sh -c`.
     pub alert_command: Option<String>,
     /// `ALERT_EMAIL_TO`: one address.
@@ -881,6 +884,7 @@ struct Raw {
     metrics_file: Option<AbsolutePath>,
     max_remove_percent: Percent,
     allow_empty: bool,
+    command_timeout: Seconds,
     alert_command: Option<String>,
     alert_email_to: Option<Email>,
     alert_smtp_host: Host,
@@ -928,6 +932,7 @@ impl Default for Raw {
             lock_file: None,
             max_remove_percent: Percent(50),
             allow_empty: false,
+            command_timeout: Seconds(Duration::from_secs(120)),
             alert_command: None,
             alert_email_to: None,
             alert_smtp_host: Host("localhost".to_owned()),
@@ -1015,6 +1020,7 @@ impl Raw {
             state_dir,
             max_remove_percent: self.max_remove_percent.0,
             allow_empty: self.allow_empty,
+            command_timeout: self.command_timeout.0,
             alert_command: self.alert_command,
             alert_email_to: self.alert_email_to.map(|email| email.0),
             alert_smtp_host: self.alert_smtp_host.0,
@@ -1386,6 +1392,7 @@ STATE_DIR = /srv/state
 LOCK_FILE = /run/relay-sync.lock
 MAX_REMOVE_PERCENT = 20
 ALLOW_EMPTY = yes
+COMMAND_TIMEOUT = 30.5
 ALERT_COMMAND = logger -t relay-sync
 ALERT_EMAIL_TO = ops@example.com
 ALERT_SMTP_HOST = 100.110.222.53
@@ -1661,6 +1668,7 @@ METRICS_FILE = /var/lib/node_exporter/textfile/relay_sync.prom
             "DB_QUERY_TIMEOUT=NaN",
             "DB_QUERY_TIMEOUT=inf",
             "DB_QUERY_TIMEOUT=3601",
+            "COMMAND_TIMEOUT=0",
             "DB_TLS=on",
             "DB_TLS_CA=ca.pem",
             "RELAY_TRANSPORT=relay",

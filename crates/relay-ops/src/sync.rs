@@ -170,9 +170,6 @@ impl DryRun {
     }
 }
 
-/// The longest a Postfix command may take.
-const COMMAND_TIMEOUT: Duration = Duration::from_secs(120);
-
 /// The file in `STATE_DIR` where a run keeps what postconf printed (see
 /// [`PostfixCli::with_postconf_cache`]).
 const POSTCONF_CACHE: &str = "postconf.cache";
@@ -219,7 +216,7 @@ pub(crate) fn sync(
 /// How long a lock may be held before the run stepping aside calls it stuck: twice the bound of
 /// every command, plus the database's timeouts.
 fn stuck_after(config: &Config) -> Duration {
-    2 * COMMAND_TIMEOUT + config.db_connect_timeout + config.db_query_timeout
+    2 * config.command_timeout + config.db_connect_timeout + config.db_query_timeout
 }
 
 /// The sync proper, under the lock.

@@ -251,7 +251,7 @@ pub const SECTIONS: &[Section] = &[
         ],
     },
     Section {
-        title: "Safety guard",
+        title: "Safety guard and limits",
         note: "",
         keys: &[
             key(
@@ -264,6 +264,12 @@ pub const SECTIONS: &[Section] = &[
                 "ALLOW_EMPTY",
                 Value("no"),
                 "yes: allow an empty database result to remove every managed domain.",
+            ),
+            key(
+                "COMMAND_TIMEOUT",
+                Value("120"),
+                "Seconds (fractions allowed) any command relay-sync runs may take; past it the \
+                 whole process group is killed and the step fails.",
             ),
         ],
     },
