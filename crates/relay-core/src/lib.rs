@@ -54,7 +54,8 @@ pub use relay_domains_map::{
 };
 pub use rollback::{GenerationTexts, RollbackInput, RollbackPlan, RollbackPlanError, TableRestore};
 pub use transport::{
-    InvalidNextHop, NextHop, Transport, TransportError, TransportFile, BEGIN_MARKER, END_MARKER,
+    is_host_name, InvalidNextHop, NextHop, Transport, TransportError, TransportFile, BEGIN_MARKER,
+    END_MARKER,
 };
 
 /// Cuts a list for a log line: at most `max` items, then `… (+N more)` (SPEC §8).

@@ -39,7 +39,7 @@ pub struct NextHop {
     port: u16,
 }
 
-/// A next-hop host that is neither an IP address nor a domain name.
+/// A next-hop host that is neither an IP address nor a host name.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("next-hop host {host:?} is neither an IP address nor a valid host name")]
 pub struct InvalidNextHop {
@@ -48,16 +48,21 @@ pub struct InvalidNextHop {
 }
 
 impl NextHop {
-    /// Builds a next hop; `host` must be an IP address or a valid host name.
+    /// Builds a next hop; `host` must be an IP address (without brackets) or a host name as
+    /// [`is_host_name`] defines it. A name is lowercased and loses its trailing dot.
     pub fn new(transport: Transport, host: &str, port: u16) -> Result<NextHop, InvalidNextHop> {
         // An address goes inside the brackets as it is, IPv6 too (`smtp:[2001:db8::1]:25`).
         let host = match host.parse::<IpAddr>() {
             Ok(ip) => ip.to_string(),
-            Err(_) => DomainName::parse(host)
-                .map_err(|_| InvalidNextHop {
+            Err(_) if is_host_name(host) => {
+                let name = host.strip_suffix('.').unwrap_or(host);
+                name.to_ascii_lowercase()
+            }
+            Err(_) => {
+                return Err(InvalidNextHop {
                     host: host.to_owned(),
-                })?
-                .to_string(),
+                })
+            }
         };
         Ok(NextHop {
             transport,
@@ -65,6 +70,37 @@ impl NextHop {
             port,
         })
     }
+}
+
+/// Whether `value` is a host name that a next hop (or any other host relay-sync talks to) may
+/// name: dot-separated labels of 1 to 63 ASCII letters, digits, `-` and `_`, not starting or
+/// ending with `-`, at most 253 characters, one trailing dot allowed.
+///
+/// This is wider than [`DomainName`] on purpose: a next hop is resolved, not relayed for, so a
+/// single label (`mailbox`, from `/etc/hosts`) and `_` (container service names such as
+/// `mailserver_dovecot`; Postfix accepts it) are fine. A dotted name whose last label is all
+/// digits is refused as a mistyped IP address (`100.110.222.530`), and nothing here can carry
+/// whitespace, brackets or a `:` into a transport line.
+///
+/// ```
+/// assert!(relay_core::is_host_name("mailserver_dovecot"));
+/// assert!(!relay_core::is_host_name("1.2.3"));
+/// ```
+pub fn is_host_name(value: &str) -> bool {
+    let name = value.strip_suffix('.').unwrap_or(value);
+    let label_ok = |label: &str| {
+        (1..=63).contains(&label.len())
+            && !label.starts_with('-')
+            && !label.ends_with('-')
+            && label
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    };
+    let last = name.rsplit('.').next().unwrap_or(name);
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(label_ok)
+        && !(name.contains('.') && last.chars().all(|c| c.is_ascii_digit()))
 }
 
 impl fmt::Display for NextHop {
@@ -352,7 +388,40 @@ fn entry(line: &str) -> Option<(&str, &str)> {
 
 #[cfg(test)]
 mod tests {
-    use super::entry;
+    use super::{entry, NextHop, Transport};
+
+    /// What `DELL_RELAY_IP` has always accepted, and how it is written between the brackets.
+    #[test]
+    fn next_hop_hosts() {
+        for (host, expect) in [
+            ("100.110.222.53", "smtp:[100.110.222.53]:2525"),
+            ("2001:db8::1", "smtp:[2001:db8::1]:2525"),
+            ("mailbox", "smtp:[mailbox]:2525"),
+            ("mailserver_dovecot", "smtp:[mailserver_dovecot]:2525"),
+            ("Mail-Box.Example.COM.", "smtp:[mail-box.example.com]:2525"),
+        ] {
+            let hop = NextHop::new(Transport::Smtp, host, 2525).map(|hop| hop.to_string());
+            assert_eq!(hop.as_deref(), Ok(expect), "{host}");
+        }
+        let long = format!("{}.com", "a".repeat(64));
+        for host in [
+            "",
+            ".",
+            "[10.0.0.1]",
+            "10.0.0.1:25",
+            "100.110.222.530",
+            "1.2.3",
+            "mail box",
+            "-mail",
+            "mail..example",
+            "fe80::1%eth0",
+            "a\nb",
+            "m\u{e4}il.example",
+            &long,
+        ] {
+            assert!(NextHop::new(Transport::Lmtp, host, 24).is_err(), "{host:?}");
+        }
+    }
 
     /// Lines as postmap(1) reads them: ASCII whitespace separates and trims, any C `isspace`
     /// byte at the start makes a continuation line, and other Unicode spaces are text.

@@ -1,7 +1,9 @@
 //! `relay-sync.conf` and `RELAY_SYNC_*`: the typed [`Config`] of SPEC §5.
 //!
-//! Every key, its default and its conversion are in this module; the rest of the program only
-//! sees [`Config`]. The rules, including those SPEC §5 leaves open:
+//! Every key is a field of one `serde` struct, with its default in one `Default` impl and its
+//! value type next to it; [`SECTIONS`] documents the same keys for people (the sample config file
+//! and the README's table are rendered from it). The rest of the program only sees [`Config`].
+//! The rules, including those SPEC §5 leaves open:
 //!
 //! - The file is `KEY=VALUE` lines, read with `serde_ini`'s line parser: whitespace around keys
 //!   and values is ignored, lines starting with `#` or `;` are comments, blank lines are allowed.
@@ -26,10 +28,9 @@
 //! - Timeouts are seconds, fractions allowed (`0.5`), more than 0 and at most 3600.
 //! - A file holding a non-empty `DB_PASSWORD` must not be readable by group or others
 //!   (`mode & 0o044 == 0`), whatever the environment says.
-//! - Errors never contain a password: a bad `DB_PASSWORD` value is not shown, and
+//! - Errors never contain a password: a bad value of a secret [`Key`] is not shown, and
 //!   `DB_PASSWORD_COMMAND`'s stdout never appears in an error.
 
-use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::convert::Infallible;
 use std::ffi::OsString;
@@ -40,12 +41,19 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use relay_core::{DomainName, NextHop};
 use relay_db::{DbSettings, Secret, TlsMode};
 use relay_postfix::PostfixSettings;
+use serde::de::{self, DeserializeSeed, IntoDeserializer, MapAccess, Visitor};
+use serde::Deserialize;
 use serde_ini::parse::{Error as IniError, SyntaxError};
 use serde_ini::Item;
 
 use relay_process::{excerpt, RunError};
+
+mod keys;
+
+pub use keys::{readme_table, sample_config, Key, Section, Shown, SECTIONS};
 
 /// Where the configuration file is when `--config` is not given.
 pub const DEFAULT_CONFIG_FILE: &str = "/opt/mailserver/config/relay-sync.conf";
@@ -56,90 +64,6 @@ pub const ENV_PREFIX: &str = "RELAY_SYNC_";
 /// `RELAY_SYNC_*` variables that are not configuration keys: relay-sync sets them for
 /// `ALERT_COMMAND` (SPEC §5), so they may be inherited when an alert command runs relay-sync.
 pub const RESERVED_ENV: &[&str] = &["RELAY_SYNC_ALERT_SEVERITY", "RELAY_SYNC_ALERT_SUBJECT"];
-
-/// Every key of SPEC §5, in the order of its table.
-const KEYS: &[&str] = &[
-    "DB_HOST",
-    "DB_PORT",
-    "DB_NAME",
-    "DB_USER",
-    "DB_PASSWORD",
-    "DB_PASSWORD_FILE",
-    "DB_PASSWORD_COMMAND",
-    "DB_QUERY",
-    "DB_TLS",
-    "DB_TLS_CA",
-    "DB_CONNECT_TIMEOUT",
-    "DB_QUERY_TIMEOUT",
-    "DELL_RELAY_IP",
-    "DELL_RELAY_PORT",
-    "RELAY_TRANSPORT",
-    "PRESERVE_DOMAINS",
-    "POSTFIX_CONFIG_DIR",
-    "POSTFIX_COMMAND_DIR",
-    "POSTFIX_COMMAND_PREFIX",
-    "COMMAND_TIMEOUT",
-    "TRANSPORT_FILE",
-    "MAP_TYPE",
-    "RELAY_DOMAINS_MODE",
-    "RELAY_DOMAINS_MAP",
-    "BACKUP_DIR",
-    "BACKUP_KEEP",
-    "LOG_FILE",
-    "STATE_DIR",
-    "LOCK_FILE",
-    "MAX_REMOVE_PERCENT",
-    "ALLOW_EMPTY",
-    "ALERT_COMMAND",
-    "ALERT_EMAIL_TO",
-    "ALERT_SMTP_HOST",
-    "ALERT_SMTP_PORT",
-    "ALERT_EMAIL_FROM",
-    "ALERT_AFTER_FAILURES",
-    "METRICS_FILE",
-];
-
-/// Keys whose values are never shown in an error.
-const SECRET_KEYS: &[&str] = &["DB_PASSWORD"];
-
-/// The password keys; at most one may be set.
-const PASSWORD_KEYS: [&str; 3] = ["DB_PASSWORD", "DB_PASSWORD_FILE", "DB_PASSWORD_COMMAND"];
-
-/// The defaults of SPEC §5's table, in one place.
-mod default {
-    use super::{RelayDomainsMode, RelayTransport};
-    use relay_db::TlsMode;
-    use std::time::Duration;
-
-    pub(super) const DB_PORT: u16 = 3306;
-    pub(super) const DB_NAME: &str = "mailserver_usermgmt";
-    pub(super) const DB_USER: &str = "relay_sync";
-    pub(super) const DB_QUERY: &str = "SELECT name FROM domains WHERE enabled = 1";
-    pub(super) const DB_TLS: TlsMode = TlsMode::Disabled;
-    pub(super) const DB_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
-    pub(super) const DB_QUERY_TIMEOUT: Duration = Duration::from_secs(3);
-    pub(super) const DELL_RELAY_PORT: u16 = 2525;
-    pub(super) const RELAY_TRANSPORT: RelayTransport = RelayTransport::Smtp;
-    pub(super) const POSTFIX_CONFIG_DIR: &str = "/etc/postfix";
-    pub(super) const POSTFIX_COMMAND_DIR: &str = "/usr/sbin";
-    pub(super) const COMMAND_TIMEOUT: Duration = relay_process::DEFAULT_TIMEOUT;
-    /// `TRANSPORT_FILE` is this name in `POSTFIX_CONFIG_DIR`.
-    pub(super) const TRANSPORT_FILE_NAME: &str = "transport";
-    pub(super) const RELAY_DOMAINS_MODE: RelayDomainsMode = RelayDomainsMode::Inline;
-    /// `RELAY_DOMAINS_MAP` is this name in `POSTFIX_CONFIG_DIR`.
-    pub(super) const RELAY_DOMAINS_MAP_NAME: &str = "relay_domains";
-    pub(super) const BACKUP_DIR: &str = "/opt/mailserver/backup";
-    pub(super) const BACKUP_KEEP: usize = 5;
-    pub(super) const LOG_FILE: &str = "/var/log/mailserver/relay-sync.log";
-    pub(super) const STATE_DIR: &str = "/var/lib/relay-sync";
-    /// `LOCK_FILE` is this name in `STATE_DIR`.
-    pub(super) const LOCK_FILE_NAME: &str = "relay-sync.lock";
-    pub(super) const MAX_REMOVE_PERCENT: u8 = 50;
-    pub(super) const ALLOW_EMPTY: bool = false;
-    pub(super) const ALERT_SMTP_HOST: &str = "localhost";
-    pub(super) const ALERT_SMTP_PORT: u16 = 25;
-    pub(super) const ALERT_AFTER_FAILURES: u32 = 5;
-}
 
 /// The whole configuration, typed and checked (SPEC §5).
 #[derive(Debug, Clone, PartialEq)]
@@ -167,25 +91,17 @@ pub struct Config {
     pub db_connect_timeout: Duration,
     /// `DB_QUERY_TIMEOUT`.
     pub db_query_timeout: Duration,
-    /// `DELL_RELAY_IP` (required): the next hop's IP address or host name, without brackets.
-    pub dell_relay_ip: String,
-    /// `DELL_RELAY_PORT`.
-    pub dell_relay_port: u16,
-    /// `RELAY_TRANSPORT`.
-    pub relay_transport: RelayTransport,
-    /// `PRESERVE_DOMAINS`, split on commas and whitespace; not validated here (relay-core
-    /// parses them as domain names).
-    pub preserve_domains: Vec<String>,
+    /// `RELAY_TRANSPORT:[DELL_RELAY_IP]:DELL_RELAY_PORT`, where mail for the synced domains goes
+    /// (`DELL_RELAY_IP` is required: an IP address or a host name, without brackets).
+    pub next_hop: NextHop,
+    /// `PRESERVE_DOMAINS`: always in `relay_domains`.
+    pub preserve_domains: BTreeSet<DomainName>,
     /// `POSTFIX_CONFIG_DIR`.
     pub postfix_config_dir: PathBuf,
     /// `POSTFIX_COMMAND_DIR`.
     pub postfix_command_dir: PathBuf,
     /// `POSTFIX_COMMAND_PREFIX`, split on whitespace (no shell quoting).
     pub postfix_command_prefix: Vec<String>,
-    /// `COMMAND_TIMEOUT`: the limit of every command relay-sync runs (Postfix's, through the
-    /// prefix, `DB_PASSWORD_COMMAND` and `ALERT_COMMAND`), after which its process group is
-    /// killed.
-    pub command_timeout: Duration,
     /// `TRANSPORT_FILE`, by default `POSTFIX_CONFIG_DIR/transport`.
     pub transport_file: PathBuf,
     /// `MAP_TYPE`, lower case; `None` means Postfix's `default_database_type`.
@@ -208,6 +124,9 @@ pub struct Config {
     pub max_remove_percent: u8,
     /// `ALLOW_EMPTY`.
     pub allow_empty: bool,
+    /// `COMMAND_TIMEOUT`: how long any command relay-sync runs may take before its process
+    /// group is killed (SPEC §11).
+    pub command_timeout: Duration,
     /// `ALERT_COMMAND`, run through `/bin/sh -c`.
     pub alert_command: Option<String>,
     /// `ALERT_EMAIL_TO`: one address.
@@ -238,17 +157,9 @@ pub enum PasswordSource {
     Command(String),
 }
 
-/// `RELAY_TRANSPORT`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RelayTransport {
-    /// `smtp`.
-    Smtp,
-    /// `lmtp`.
-    Lmtp,
-}
-
 /// `RELAY_DOMAINS_MODE`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum RelayDomainsMode {
     /// `relay_domains` holds the domains (`postconf -e`).
     Inline,
@@ -281,7 +192,6 @@ impl fmt::Display for Origin {
         }
     }
 }
-
 /// Why the configuration cannot be used. The binary exits 2 on any of them.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -375,7 +285,7 @@ pub enum ConfigError {
         /// The value, or `None` for a secret.
         value: Option<String>,
         /// What the key accepts.
-        expected: &'static str,
+        expected: String,
     },
     /// More than one of `DB_PASSWORD`, `DB_PASSWORD_FILE`, `DB_PASSWORD_COMMAND`.
     #[error(
@@ -520,30 +430,25 @@ impl Config {
         file: Option<&FileContents>,
         env: impl Iterator<Item = (OsString, OsString)>,
     ) -> Result<Config, ConfigError> {
-        let mut values = Values {
-            entries: BTreeMap::new(),
-            path,
-            file_found: file.is_some(),
-            read: RefCell::new(BTreeSet::new()),
-        };
+        let mut values = Values::default();
         if let Some(file) = file {
             let lines = parse_lines(path, &file.text)?;
             check_permissions(path, file.mode, &lines)?;
             values.add_file_lines(path, lines)?;
         }
-        values.add_env(env)?;
-        let config = values.to_config()?;
-        debug_assert_eq!(
-            values.read.borrow().len(),
-            KEYS.len(),
-            "every key of KEYS must be read by Values::to_config"
-        );
-        Ok(config)
+        values.add_env(env);
+        let raw = Raw::deserialize(&values).map_err(|error| match error {
+            DeError::Config(error) => error,
+            // serde's derive raises errors of its own only for keys (unknown or repeated), which
+            // `deserialize_struct` has checked; a value's error gets its key in `next_value_seed`.
+            DeError::Expected(message) => unreachable!("{message}"),
+        })?;
+        raw.into_config(&values, path, file.is_some())
     }
 
     /// The database password: `DB_PASSWORD` itself, the content of `DB_PASSWORD_FILE`, or the
-    /// stdout of `DB_PASSWORD_COMMAND` (run through `/bin/sh -c`, its process group killed
-    /// after `COMMAND_TIMEOUT`). Trailing line breaks are removed from the file and the
+    /// stdout of `DB_PASSWORD_COMMAND` (run through `/bin/sh -c`, its process group killed after
+    /// `COMMAND_TIMEOUT`). Trailing line breaks are removed from the file and the
     /// stdout; an empty result is an error rather than an empty password.
     pub fn resolve_password(&self) -> Result<Option<Secret>, ConfigError> {
         match &self.db_password {
@@ -676,317 +581,451 @@ fn check_permissions(path: &Path, mode: u32, lines: &[Line]) -> Result<(), Confi
 
 /// The known key closest to `key` (case-insensitive, at most two edits away; an `export `
 /// prefix is ignored).
-fn suggest(key: &str) -> Option<&'static str> {
+fn suggest(key: &str, known: &'static [&'static str]) -> Option<&'static str> {
     let key = key.strip_prefix("export ").unwrap_or(key).trim();
     let key = key.to_ascii_uppercase();
-    KEYS.iter()
-        .map(|known| (levenshtein(&key, known), *known))
+    known
+        .iter()
+        .map(|known| (strsim::levenshtein(&key, known), *known))
         .filter(|(distance, _)| *distance <= 2)
         .min_by_key(|(distance, _)| *distance)
         .map(|(_, known)| known)
 }
 
-/// Edit distance between two strings, counted in characters.
-fn levenshtein(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut previous: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut current = Vec::with_capacity(b.len() + 1);
-        current.push(i + 1);
-        for (j, cb) in b.iter().enumerate() {
-            let substitution = previous[j] + usize::from(ca != *cb);
-            let deletion = previous[j + 1] + 1;
-            let insertion = current[j] + 1;
-            current.push(substitution.min(deletion).min(insertion));
-        }
-        previous = current;
-    }
-    previous[b.len()]
-}
-
-fn known_key(key: &str) -> Option<&'static str> {
-    KEYS.iter().find(|known| **known == key).copied()
-}
-
 /// One raw value and where it came from. No `Debug`: the value may be a password.
 struct Entry {
-    value: String,
+    /// The text, or `None` for an environment variable that is not UTF-8.
+    value: Option<String>,
     origin: Origin,
 }
 
-/// The raw values after the environment overlay, and the conversions.
-struct Values<'a> {
-    entries: BTreeMap<&'static str, Entry>,
-    path: &'a Path,
-    file_found: bool,
-    /// The keys looked at, so a debug build can check that no key is forgotten.
-    read: RefCell<BTreeSet<&'static str>>,
+/// The raw values, file lines overlaid by the environment, keyed by the names as written. They
+/// are a `serde` [`Deserializer`](serde::Deserializer) for [`Raw`], which knows the keys.
+#[derive(Default)]
+struct Values {
+    entries: BTreeMap<String, Entry>,
 }
 
-/// Converts a raw value, or says what the key expects.
-type Convert<T> = fn(&str) -> Result<T, &'static str>;
-
-impl Values<'_> {
+impl Values {
     fn add_file_lines(&mut self, path: &Path, lines: Vec<Line>) -> Result<(), ConfigError> {
-        let mut seen: BTreeMap<&'static str, usize> = BTreeMap::new();
         for line in lines {
             let origin = Origin::File {
                 path: path.to_owned(),
                 line: line.number,
             };
-            let Some(key) = known_key(&line.key) else {
-                return Err(ConfigError::UnknownKey {
-                    suggestion: suggest(&line.key),
+            let entry = Entry {
+                value: Some(line.value),
+                origin,
+            };
+            if let Some(Origin::File { line: first, .. }) =
+                self.entries.get(&line.key).map(|entry| &entry.origin)
+            {
+                return Err(ConfigError::DuplicateKey {
                     key: line.key,
                     path: path.to_owned(),
-                    line: line.number,
-                });
-            };
-            if let Some(first) = seen.insert(key, line.number) {
-                return Err(ConfigError::DuplicateKey {
-                    key: key.to_owned(),
-                    path: path.to_owned(),
-                    first,
+                    first: *first,
                     second: line.number,
                 });
             }
-            self.entries.insert(
-                key,
-                Entry {
-                    value: line.value,
-                    origin,
-                },
-            );
+            self.entries.insert(line.key, entry);
         }
         Ok(())
     }
 
-    fn add_env(
-        &mut self,
-        env: impl Iterator<Item = (OsString, OsString)>,
-    ) -> Result<(), ConfigError> {
-        // Sorted, so that the error reported among several is always the same one.
-        let mut vars = BTreeMap::new();
+    fn add_env(&mut self, env: impl Iterator<Item = (OsString, OsString)>) {
         for (name, value) in env {
             let name = name.to_string_lossy().into_owned();
-            if name.starts_with(ENV_PREFIX) && !RESERVED_ENV.contains(&name.as_str()) {
-                vars.insert(name, value);
+            if let Some(key) = name.strip_prefix(ENV_PREFIX) {
+                if !RESERVED_ENV.contains(&name.as_str()) {
+                    let entry = Entry {
+                        value: value.into_string().ok(),
+                        origin: Origin::Env { var: name.clone() },
+                    };
+                    self.entries.insert(key.to_owned(), entry);
+                }
             }
         }
-        for (var, value) in vars {
-            let suffix = &var[ENV_PREFIX.len()..];
-            let Some(key) = known_key(suffix) else {
-                return Err(ConfigError::UnknownEnv {
-                    suggestion: suggest(suffix),
-                    var,
-                });
-            };
-            let origin = Origin::Env { var };
-            let Ok(value) = value.into_string() else {
-                return Err(ConfigError::Invalid {
-                    key,
-                    origin,
-                    value: None,
-                    expected: "valid UTF-8 text",
-                });
-            };
-            self.entries.insert(key, Entry { value, origin });
-        }
-        Ok(())
     }
 
-    /// The entry for `key` if it is set and not empty.
-    fn get(&self, key: &'static str) -> Option<&Entry> {
-        debug_assert!(KEYS.contains(&key), "{key} is missing from KEYS");
-        self.read.borrow_mut().insert(key);
-        self.entries
-            .get(key)
-            .filter(|entry| !entry.value.is_empty())
+    /// The entries in the order an operator reads them: the file's lines, then the variables
+    /// sorted by name, so that the error reported among several is always the first one.
+    fn in_order(&self) -> Vec<(&str, &Entry)> {
+        let mut entries: Vec<(&str, &Entry)> = self
+            .entries
+            .iter()
+            .map(|(key, entry)| (key.as_str(), entry))
+            .collect();
+        entries.sort_by_key(|(_, entry)| match &entry.origin {
+            Origin::File { line, .. } => (0, *line, ""),
+            Origin::Env { var } => (1, 0, var.as_str()),
+        });
+        entries
     }
 
-    fn invalid(&self, key: &'static str, entry: &Entry, expected: &'static str) -> ConfigError {
+    /// Where `key`'s value came from. Called only for keys that are set; the variable's name
+    /// stands in otherwise.
+    fn origin_of(&self, key: &str) -> Origin {
+        self.entries.get(key).map_or_else(
+            || Origin::Env {
+                var: format!("{ENV_PREFIX}{key}"),
+            },
+            |entry| entry.origin.clone(),
+        )
+    }
+
+    /// The error for a value of `key` that cannot be used: the value is shown unless secret.
+    fn invalid(&self, key: &'static str, expected: impl Into<String>) -> ConfigError {
         ConfigError::Invalid {
             key,
-            origin: entry.origin.clone(),
-            value: (!SECRET_KEYS.contains(&key)).then(|| entry.value.clone()),
-            expected,
+            origin: self.origin_of(key),
+            value: self
+                .entries
+                .get(key)
+                .and_then(|entry| entry.value.clone())
+                .filter(|_| !keys::is_secret(key)),
+            expected: expected.into(),
         }
     }
+}
 
-    fn text(&self, key: &'static str, default: &str) -> String {
-        self.get(key)
-            .map_or_else(|| default.to_owned(), |entry| entry.value.clone())
+/// The deserializer's error: what a value's type expects (the key and origin are added where
+/// the value is read), or a finished [`ConfigError`].
+#[derive(Debug)]
+enum DeError {
+    Expected(String),
+    Config(ConfigError),
+}
+
+impl fmt::Display for DeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DeError::Expected(expected) => write!(f, "expected {expected}"),
+            DeError::Config(error) => error.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for DeError {}
+
+impl de::Error for DeError {
+    fn custom<T: fmt::Display>(expected: T) -> Self {
+        DeError::Expected(expected.to_string())
     }
 
-    fn optional_text(&self, key: &'static str) -> Option<String> {
-        self.get(key).map(|entry| entry.value.clone())
+    /// Enumerated values say which words they accept: "smtp or lmtp".
+    fn unknown_variant(_: &str, expected: &'static [&'static str]) -> Self {
+        let list = match expected {
+            [init @ .., last] if !init.is_empty() => format!("{} or {last}", init.join(", ")),
+            _ => expected.join(""),
+        };
+        DeError::Expected(list)
+    }
+}
+
+impl<'de> serde::Deserializer<'de> for &'de Values {
+    type Error = DeError;
+
+    fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, DeError> {
+        Err(de::Error::custom("a struct of keys"))
     }
 
-    fn optional<T>(
-        &self,
-        key: &'static str,
-        convert: Convert<T>,
-    ) -> Result<Option<T>, ConfigError> {
-        self.get(key)
-            .map(|entry| {
-                convert(&entry.value).map_err(|expected| self.invalid(key, entry, expected))
-            })
+    /// Checks every key against the struct's `fields` before any value is converted, so that a
+    /// typo is reported as such, then hands over the values that are set and not empty.
+    fn deserialize_struct<V: Visitor<'de>>(
+        self,
+        _: &'static str,
+        fields: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, DeError> {
+        let mut set = Vec::new();
+        for (key, entry) in self.in_order() {
+            let Some(field) = fields.iter().find(|field| **field == key) else {
+                return Err(DeError::Config(match &entry.origin {
+                    Origin::File { path, line } => ConfigError::UnknownKey {
+                        key: key.to_owned(),
+                        path: path.clone(),
+                        line: *line,
+                        suggestion: suggest(key, fields),
+                    },
+                    Origin::Env { var } => ConfigError::UnknownEnv {
+                        var: var.clone(),
+                        suggestion: suggest(key, fields),
+                    },
+                }));
+            };
+            match &entry.value {
+                None => return Err(DeError::Config(self.invalid(field, "valid UTF-8 text"))),
+                Some(value) if !value.is_empty() => set.push((*field, value.as_str())),
+                Some(_) => {}
+            }
+        }
+        visitor.visit_map(SetValues {
+            values: self,
+            set: set.into_iter(),
+            key: None,
+        })
+    }
+
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf
+        option unit unit_struct newtype_struct seq tuple tuple_struct map enum identifier
+        ignored_any
+    }
+}
+
+/// The non-empty values, one key at a time.
+struct SetValues<'a, I> {
+    values: &'a Values,
+    set: I,
+    key: Option<(&'static str, &'a str)>,
+}
+
+impl<'de, I: Iterator<Item = (&'static str, &'de str)>> MapAccess<'de> for SetValues<'de, I> {
+    type Error = DeError;
+
+    fn next_key_seed<K: DeserializeSeed<'de>>(
+        &mut self,
+        seed: K,
+    ) -> Result<Option<K::Value>, DeError> {
+        self.key = self.set.next();
+        self.key
+            .map(|(key, _)| seed.deserialize(key.into_deserializer()))
             .transpose()
     }
 
-    fn or_default<T>(
-        &self,
-        key: &'static str,
-        default: T,
-        convert: Convert<T>,
-    ) -> Result<T, ConfigError> {
-        Ok(self.optional(key, convert)?.unwrap_or(default))
+    /// Converts one value, and names its key and origin when its type refuses it.
+    fn next_value_seed<S: DeserializeSeed<'de>>(&mut self, seed: S) -> Result<S::Value, DeError> {
+        let (key, value) = self
+            .key
+            .take()
+            .ok_or_else(|| de::Error::custom("a key before its value"))?;
+        seed.deserialize(Text(value)).map_err(|error| match error {
+            DeError::Expected(expected) => DeError::Config(self.values.invalid(key, expected)),
+            error @ DeError::Config(_) => error,
+        })
+    }
+}
+
+/// One value's text. Strings are taken as they are; `bool` and enums are read case-insensitively.
+struct Text<'a>(&'a str);
+
+impl<'de> serde::Deserializer<'de> for Text<'de> {
+    type Error = DeError;
+
+    fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
+        visitor.visit_borrowed_str(self.0)
     }
 
-    fn required<T>(&self, key: &'static str, convert: Convert<T>) -> Result<T, ConfigError> {
-        self.optional(key, convert)?
-            .ok_or_else(|| ConfigError::Missing {
-                key,
-                path: self.path.to_owned(),
-                file_found: self.file_found,
-            })
+    fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
+        // Empty values never get here: they are not set.
+        visitor.visit_some(self)
     }
 
-    fn to_config(&self) -> Result<Config, ConfigError> {
-        let db_tls = self.or_default("DB_TLS", default::DB_TLS, parse_tls)?;
-        let db_tls_ca = self.optional("DB_TLS_CA", parse_absolute_path)?;
-        if db_tls_ca.is_none() {
-            let mode = match db_tls {
-                TlsMode::VerifyCa => Some("verify-ca"),
-                TlsMode::VerifyFull => Some("verify-full"),
-                _ => None,
-            };
-            if let (Some(mode), Some(entry)) = (mode, self.get("DB_TLS")) {
-                return Err(ConfigError::TlsCaMissing {
-                    mode,
-                    origin: entry.origin.clone(),
-                });
-            }
+    fn deserialize_bool<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
+        match self.0.to_ascii_lowercase().as_str() {
+            "yes" | "true" | "1" => visitor.visit_bool(true),
+            "no" | "false" | "0" => visitor.visit_bool(false),
+            _ => Err(de::Error::custom("yes, no, true, false, 1 or 0")),
         }
-        let relay_domains_mode = self.or_default(
-            "RELAY_DOMAINS_MODE",
-            default::RELAY_DOMAINS_MODE,
-            parse_mode,
-        )?;
-        let postfix_config_dir = self.or_default(
-            "POSTFIX_CONFIG_DIR",
-            PathBuf::from(default::POSTFIX_CONFIG_DIR),
-            parse_absolute_path,
-        )?;
-        let state_dir = self.or_default(
-            "STATE_DIR",
-            PathBuf::from(default::STATE_DIR),
-            parse_absolute_path,
-        )?;
+    }
+
+    fn deserialize_enum<V: Visitor<'de>>(
+        self,
+        _: &'static str,
+        _: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, DeError> {
+        visitor.visit_enum(self.0.to_ascii_lowercase().into_deserializer())
+    }
+
+    serde::forward_to_deserialize_any! {
+        i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf
+        unit unit_struct newtype_struct seq tuple tuple_struct map struct identifier
+        ignored_any
+    }
+}
+
+/// Every key of SPEC §5 as written (serde's `SCREAMING_SNAKE_CASE` of the field), with its
+/// value type. Keys whose default depends on another key are `Option`s resolved by
+/// [`Raw::into_config`], as are the required ones and those read together.
+#[derive(Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE", deny_unknown_fields, default)]
+struct Raw {
+    db_host: Option<Host>,
+    db_port: Port,
+    db_name: String,
+    db_user: String,
+    db_password: Option<String>,
+    db_password_file: Option<AbsolutePath>,
+    db_password_command: Option<String>,
+    db_query: String,
+    db_tls: Tls,
+    db_tls_ca: Option<AbsolutePath>,
+    db_connect_timeout: Seconds,
+    db_query_timeout: Seconds,
+    dell_relay_ip: Option<Host>,
+    dell_relay_port: Port,
+    relay_transport: RelayTransport,
+    preserve_domains: DomainList,
+    postfix_config_dir: AbsolutePath,
+    postfix_command_dir: AbsolutePath,
+    postfix_command_prefix: Words,
+    transport_file: Option<AbsolutePath>,
+    map_type: Option<MapType>,
+    relay_domains_mode: RelayDomainsMode,
+    relay_domains_map: Option<AbsolutePath>,
+    backup_dir: AbsolutePath,
+    backup_keep: Keep,
+    log_file: AbsolutePath,
+    state_dir: AbsolutePath,
+    lock_file: Option<AbsolutePath>,
+    metrics_file: Option<AbsolutePath>,
+    max_remove_percent: Percent,
+    allow_empty: bool,
+    command_timeout: Seconds,
+    alert_command: Option<String>,
+    alert_email_to: Option<Email>,
+    alert_smtp_host: Host,
+    alert_smtp_port: Port,
+    alert_email_from: Option<Email>,
+    alert_after_failures: Count,
+}
+
+/// The defaults of SPEC §5's table, in one place.
+impl Default for Raw {
+    fn default() -> Raw {
+        let path = |path: &str| AbsolutePath(PathBuf::from(path));
+        Raw {
+            db_host: None,
+            db_port: Port(3306),
+            db_name: "mailserver_usermgmt".to_owned(),
+            db_user: "relay_sync".to_owned(),
+            db_password: None,
+            db_password_file: None,
+            db_password_command: None,
+            db_query: "SELECT name FROM domains WHERE enabled = 1".to_owned(),
+            db_tls: Tls::Disabled,
+            db_tls_ca: None,
+            db_connect_timeout: Seconds(Duration::from_secs(3)),
+            db_query_timeout: Seconds(Duration::from_secs(3)),
+            dell_relay_ip: None,
+            dell_relay_port: Port(2525),
+            relay_transport: RelayTransport::Smtp,
+            preserve_domains: DomainList::default(),
+            postfix_config_dir: path("/etc/postfix"),
+            postfix_command_dir: path("/usr/sbin"),
+            postfix_command_prefix: Words::default(),
+            // POSTFIX_CONFIG_DIR/transport.
+            transport_file: None,
+            // Postfix's `default_database_type`.
+            map_type: None,
+            relay_domains_mode: RelayDomainsMode::Inline,
+            // POSTFIX_CONFIG_DIR/relay_domains.
+            relay_domains_map: None,
+            backup_dir: path("/opt/mailserver/backup"),
+            backup_keep: Keep(5),
+            log_file: path("/var/log/mailserver/relay-sync.log"),
+            state_dir: path("/var/lib/relay-sync"),
+            // STATE_DIR/relay-sync.lock.
+            lock_file: None,
+            max_remove_percent: Percent(50),
+            allow_empty: false,
+            command_timeout: Seconds(relay_process::DEFAULT_TIMEOUT),
+            alert_command: None,
+            alert_email_to: None,
+            alert_smtp_host: Host("localhost".to_owned()),
+            alert_smtp_port: Port(25),
+            // `relay-sync@<hostname>`, computed by the alert code.
+            alert_email_from: None,
+            alert_after_failures: Count(5),
+            metrics_file: None,
+        }
+    }
+}
+
+impl Raw {
+    /// The rules between keys: required keys, derived defaults, the password source, the next
+    /// hop, and TLS and map mode's preconditions.
+    fn into_config(
+        self,
+        values: &Values,
+        path: &Path,
+        file_found: bool,
+    ) -> Result<Config, ConfigError> {
+        let required = |key: &'static str, host: Option<Host>| {
+            host.map(|host| host.0).ok_or_else(|| ConfigError::Missing {
+                key,
+                path: path.to_owned(),
+                file_found,
+            })
+        };
+        let db_host = required("DB_HOST", self.db_host)?;
+        let dell_relay_ip = required("DELL_RELAY_IP", self.dell_relay_ip)?;
+        let db_tls = TlsMode::from(self.db_tls);
+        let tls_mode = match db_tls {
+            TlsMode::VerifyCa => Some("verify-ca"),
+            TlsMode::VerifyFull => Some("verify-full"),
+            _ => None,
+        };
+        if let (Some(mode), None) = (tls_mode, &self.db_tls_ca) {
+            return Err(ConfigError::TlsCaMissing {
+                mode,
+                origin: values.origin_of("DB_TLS"),
+            });
+        }
+        // `Host` and `NextHop` share relay_core::is_host_name, so this holds any host read.
+        let next_hop = NextHop::new(
+            self.relay_transport.into(),
+            &dell_relay_ip,
+            self.dell_relay_port.0,
+        )
+        .map_err(|error| values.invalid("DELL_RELAY_IP", error.to_string()))?;
+        let postfix_config_dir = self.postfix_config_dir.0;
+        let state_dir = self.state_dir.0;
+        let or_in = |path: Option<AbsolutePath>, dir: &Path, name: &str| {
+            path.map_or_else(|| dir.join(name), |path| path.0)
+        };
         let config = Config {
-            file: self.file_found.then(|| self.path.to_owned()),
-            db_host: self.required("DB_HOST", parse_host)?,
-            db_port: self.or_default("DB_PORT", default::DB_PORT, parse_port)?,
-            db_name: self.text("DB_NAME", default::DB_NAME),
-            db_user: self.text("DB_USER", default::DB_USER),
-            db_password: self.password_source()?,
-            db_query: self.text("DB_QUERY", default::DB_QUERY),
+            file: file_found.then(|| path.to_owned()),
+            db_host,
+            db_port: self.db_port.0,
+            db_name: self.db_name,
+            db_user: self.db_user,
+            db_password: password_source(
+                values,
+                self.db_password,
+                self.db_password_file,
+                self.db_password_command,
+            )?,
+            db_query: self.db_query,
             db_tls,
-            db_tls_ca,
-            db_connect_timeout: self.or_default(
-                "DB_CONNECT_TIMEOUT",
-                default::DB_CONNECT_TIMEOUT,
-                parse_seconds,
-            )?,
-            db_query_timeout: self.or_default(
-                "DB_QUERY_TIMEOUT",
-                default::DB_QUERY_TIMEOUT,
-                parse_seconds,
-            )?,
-            dell_relay_ip: self.required("DELL_RELAY_IP", parse_host)?,
-            dell_relay_port: self.or_default(
-                "DELL_RELAY_PORT",
-                default::DELL_RELAY_PORT,
-                parse_port,
-            )?,
-            relay_transport: self.or_default(
-                "RELAY_TRANSPORT",
-                default::RELAY_TRANSPORT,
-                parse_transport,
-            )?,
-            preserve_domains: self
-                .get("PRESERVE_DOMAINS")
-                .map(|entry| split_list(&entry.value))
-                .unwrap_or_default(),
-            postfix_command_dir: self.or_default(
-                "POSTFIX_COMMAND_DIR",
-                PathBuf::from(default::POSTFIX_COMMAND_DIR),
-                parse_absolute_path,
-            )?,
-            postfix_command_prefix: self
-                .get("POSTFIX_COMMAND_PREFIX")
-                .map(|entry| entry.value.split_whitespace().map(str::to_owned).collect())
-                .unwrap_or_default(),
-            command_timeout: self.or_default(
-                "COMMAND_TIMEOUT",
-                default::COMMAND_TIMEOUT,
-                parse_seconds,
-            )?,
-            transport_file: self.or_default(
-                "TRANSPORT_FILE",
-                postfix_config_dir.join(default::TRANSPORT_FILE_NAME),
-                parse_absolute_path,
-            )?,
-            map_type: self.optional("MAP_TYPE", parse_map_type)?,
-            relay_domains_mode,
-            relay_domains_map: self.or_default(
-                "RELAY_DOMAINS_MAP",
-                postfix_config_dir.join(default::RELAY_DOMAINS_MAP_NAME),
-                parse_absolute_path,
-            )?,
+            db_tls_ca: self.db_tls_ca.map(|path| path.0),
+            db_connect_timeout: self.db_connect_timeout.0,
+            db_query_timeout: self.db_query_timeout.0,
+            next_hop,
+            preserve_domains: self.preserve_domains.0,
+            postfix_command_dir: self.postfix_command_dir.0,
+            postfix_command_prefix: self.postfix_command_prefix.0,
+            transport_file: or_in(self.transport_file, &postfix_config_dir, "transport"),
+            map_type: self.map_type.map(|map_type| map_type.0),
+            relay_domains_mode: self.relay_domains_mode,
+            relay_domains_map: or_in(self.relay_domains_map, &postfix_config_dir, "relay_domains"),
             postfix_config_dir,
-            backup_dir: self.or_default(
-                "BACKUP_DIR",
-                PathBuf::from(default::BACKUP_DIR),
-                parse_absolute_path,
-            )?,
-            backup_keep: self.or_default("BACKUP_KEEP", default::BACKUP_KEEP, parse_keep)?,
-            log_file: self.or_default(
-                "LOG_FILE",
-                PathBuf::from(default::LOG_FILE),
-                parse_absolute_path,
-            )?,
-            lock_file: self.or_default(
-                "LOCK_FILE",
-                state_dir.join(default::LOCK_FILE_NAME),
-                parse_absolute_path,
-            )?,
+            backup_dir: self.backup_dir.0,
+            backup_keep: self.backup_keep.0,
+            log_file: self.log_file.0,
+            lock_file: or_in(self.lock_file, &state_dir, "relay-sync.lock"),
             state_dir,
-            max_remove_percent: self.or_default(
-                "MAX_REMOVE_PERCENT",
-                default::MAX_REMOVE_PERCENT,
-                parse_percent,
-            )?,
-            allow_empty: self.or_default("ALLOW_EMPTY", default::ALLOW_EMPTY, parse_bool)?,
-            alert_command: self.optional_text("ALERT_COMMAND"),
-            alert_email_to: self.optional("ALERT_EMAIL_TO", parse_email)?,
-            alert_smtp_host: self.or_default(
-                "ALERT_SMTP_HOST",
-                default::ALERT_SMTP_HOST.to_owned(),
-                parse_host,
-            )?,
-            alert_smtp_port: self.or_default(
-                "ALERT_SMTP_PORT",
-                default::ALERT_SMTP_PORT,
-                parse_port,
-            )?,
-            alert_email_from: self.optional("ALERT_EMAIL_FROM", parse_email)?,
-            alert_after_failures: self.or_default(
-                "ALERT_AFTER_FAILURES",
-                default::ALERT_AFTER_FAILURES,
-                parse_count,
-            )?,
-            metrics_file: self.optional("METRICS_FILE", parse_absolute_path)?,
+            max_remove_percent: self.max_remove_percent.0,
+            allow_empty: self.allow_empty,
+            command_timeout: self.command_timeout.0,
+            alert_command: self.alert_command,
+            alert_email_to: self.alert_email_to.map(|email| email.0),
+            alert_smtp_host: self.alert_smtp_host.0,
+            alert_smtp_port: self.alert_smtp_port.0,
+            alert_email_from: self.alert_email_from.map(|email| email.0),
+            alert_after_failures: self.alert_after_failures.0,
+            metrics_file: self.metrics_file.map(|path| path.0),
         };
         // Both are written and built by relay-sync; one file cannot hold both texts.
         let (map, transport) = (&config.relay_domains_map, &config.transport_file);
@@ -1006,174 +1045,189 @@ impl Values<'_> {
         }
         Ok(config)
     }
+}
 
-    fn password_source(&self) -> Result<PasswordSource, ConfigError> {
-        // Look at all three, so that two of them set is an error whichever they are.
-        let set: Vec<(&'static str, &Entry)> = PASSWORD_KEYS
-            .iter()
-            .filter_map(|key| self.get(key).map(|entry| (*key, entry)))
-            .collect();
-        if let [(first_key, first), (second_key, second), ..] = set[..] {
-            return Err(ConfigError::PasswordSources {
-                first_key,
-                first: first.origin.clone(),
-                second_key,
-                second: second.origin.clone(),
-            });
+/// At most one of `DB_PASSWORD`, `DB_PASSWORD_FILE` and `DB_PASSWORD_COMMAND`.
+fn password_source(
+    values: &Values,
+    literal: Option<String>,
+    file: Option<AbsolutePath>,
+    command: Option<String>,
+) -> Result<PasswordSource, ConfigError> {
+    let set: Vec<(&'static str, PasswordSource)> = [
+        literal.map(|password| {
+            (
+                "DB_PASSWORD",
+                PasswordSource::Literal(Secret::new(password)),
+            )
+        }),
+        file.map(|path| ("DB_PASSWORD_FILE", PasswordSource::File(path.0))),
+        command.map(|command| ("DB_PASSWORD_COMMAND", PasswordSource::Command(command))),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    match &set[..] {
+        [(first_key, _), (second_key, _), ..] => Err(ConfigError::PasswordSources {
+            first_key,
+            first: values.origin_of(first_key),
+            second_key,
+            second: values.origin_of(second_key),
+        }),
+        _ => Ok(set
+            .into_iter()
+            .next()
+            .map_or(PasswordSource::None, |(_, source)| source)),
+    }
+}
+
+/// Declares a value type: a newtype that `serde` builds from one value's text with `parse`
+/// (`None` refuses it), and what its keys expect, for the error.
+macro_rules! value_type {
+    ($(#[$doc:meta])* $name:ident($inner:ty), $expected:literal, |$text:ident| $parse:expr) => {
+        $(#[$doc])*
+        #[derive(Deserialize)]
+        #[serde(try_from = "String")]
+        struct $name($inner);
+
+        impl TryFrom<String> for $name {
+            type Error = &'static str;
+            fn try_from($text: String) -> Result<$name, &'static str> {
+                let parsed: Option<$inner> = $parse;
+                parsed.map($name).ok_or($expected)
+            }
         }
-        Ok(match set.first() {
-            None => PasswordSource::None,
-            Some(("DB_PASSWORD", entry)) => PasswordSource::Literal(Secret::new(&entry.value)),
-            Some(("DB_PASSWORD_FILE", entry)) => PasswordSource::File(
-                parse_absolute_path(&entry.value)
-                    .map_err(|expected| self.invalid("DB_PASSWORD_FILE", entry, expected))?,
-            ),
-            Some((_, entry)) => PasswordSource::Command(entry.value.clone()),
-        })
-    }
-}
-
-fn parse_port(value: &str) -> Result<u16, &'static str> {
-    const EXPECTED: &str = "a port number from 1 to 65535";
-    match value.parse::<u16>() {
-        Ok(0) | Err(_) => Err(EXPECTED),
-        Ok(port) => Ok(port),
-    }
-}
-
-fn parse_seconds(value: &str) -> Result<Duration, &'static str> {
-    const EXPECTED: &str = "a number of seconds above 0 and at most 3600, such as 3 or 0.5";
-    let seconds: f64 = value.parse().map_err(|_| EXPECTED)?;
-    // `!(x > 0.0)` also refuses NaN.
-    if !(seconds > 0.0 && seconds <= 3600.0) {
-        return Err(EXPECTED);
-    }
-    Ok(Duration::from_secs_f64(seconds))
-}
-
-/// An IP address or a plausible host name (letters, digits, `-`, `_`; `_` because container
-/// service names use it). A dotted name whose last label is all digits is a mistyped address.
-fn parse_host(value: &str) -> Result<String, &'static str> {
-    const EXPECTED: &str = "an IP address or a host name, without brackets or port";
-    if value.parse::<IpAddr>().is_ok() {
-        return Ok(value.to_owned());
-    }
-    let name = value.strip_suffix('.').unwrap_or(value);
-    if name.is_empty() || name.len() > 253 {
-        return Err(EXPECTED);
-    }
-    let label_ok = |label: &str| {
-        (1..=63).contains(&label.len())
-            && !label.starts_with('-')
-            && !label.ends_with('-')
-            && label
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
     };
-    if !name.split('.').all(label_ok) {
-        return Err(EXPECTED);
-    }
-    let last = name.rsplit('.').next().unwrap_or(name);
-    if name.contains('.') && last.chars().all(|c| c.is_ascii_digit()) {
-        return Err(EXPECTED);
-    }
-    Ok(value.to_owned())
 }
 
-fn parse_absolute_path(value: &str) -> Result<PathBuf, &'static str> {
-    let path = PathBuf::from(value);
-    if path.is_absolute() {
-        Ok(path)
-    } else {
-        Err("an absolute path")
-    }
+value_type! {
+    /// An IP address or a host name ([`relay_core::is_host_name`]), kept as written.
+    Host(String), "an IP address or a host name, without brackets or port",
+    |text| (text.parse::<IpAddr>().is_ok() || relay_core::is_host_name(&text)).then_some(text)
+}
+value_type! {
+    /// A TCP port.
+    Port(u16), "a port number from 1 to 65535",
+    |text| text.parse().ok().filter(|port| *port != 0)
+}
+value_type! {
+    /// A timeout: more than 0 and at most an hour (comparisons with NaN are false).
+    Seconds(Duration), "a number of seconds above 0 and at most 3600, such as 3 or 0.5",
+    |text| text.parse().ok().filter(|s| *s > 0.0 && *s <= 3600.0).map(Duration::from_secs_f64)
+}
+value_type! {
+    /// A path that does not depend on the working directory.
+    AbsolutePath(PathBuf), "an absolute path",
+    |text| Some(PathBuf::from(text)).filter(|path| path.is_absolute())
+}
+value_type! {
+    /// `BACKUP_KEEP`.
+    Keep(usize), "a whole number of at least 1",
+    |text| text.parse().ok().filter(|count| *count >= 1)
+}
+value_type! {
+    /// `ALERT_AFTER_FAILURES`.
+    Count(u32), "a whole number of at least 1",
+    |text| text.parse().ok().filter(|count| *count >= 1)
+}
+value_type! {
+    /// `MAX_REMOVE_PERCENT`.
+    Percent(u8), "a whole number from 0 to 100",
+    |text| text.parse().ok().filter(|percent| *percent <= 100)
+}
+value_type! {
+    /// One address, `local@domain`, with nothing that could break a mail header.
+    Email(String), "one email address such as ops@example.com",
+    |text| is_email(&text).then_some(text)
 }
 
-fn parse_tls(value: &str) -> Result<TlsMode, &'static str> {
-    match value.to_ascii_lowercase().as_str() {
-        "disabled" => Ok(TlsMode::Disabled),
-        "preferred" => Ok(TlsMode::Preferred),
-        "required" => Ok(TlsMode::Required),
-        "verify-ca" => Ok(TlsMode::VerifyCa),
-        "verify-full" => Ok(TlsMode::VerifyFull),
-        _ => Err("disabled, preferred, required, verify-ca or verify-full"),
-    }
+value_type! {
+    /// `MAP_TYPE`: the lookup table types relay-sync builds with postmap, lower case.
+    MapType(String), "hash, lmdb, cdb or btree",
+    |text| Some(text.to_ascii_lowercase()).filter(|t| ["hash", "lmdb", "cdb", "btree"].contains(&t.as_str()))
 }
 
-fn parse_transport(value: &str) -> Result<RelayTransport, &'static str> {
-    match value.to_ascii_lowercase().as_str() {
-        "smtp" => Ok(RelayTransport::Smtp),
-        "lmtp" => Ok(RelayTransport::Lmtp),
-        _ => Err("smtp or lmtp"),
-    }
-}
-
-fn parse_map_type(value: &str) -> Result<String, &'static str> {
-    let value = value.to_ascii_lowercase();
-    match value.as_str() {
-        "hash" | "lmdb" | "cdb" | "btree" => Ok(value),
-        _ => Err("hash, lmdb, cdb or btree"),
-    }
-}
-
-fn parse_mode(value: &str) -> Result<RelayDomainsMode, &'static str> {
-    match value.to_ascii_lowercase().as_str() {
-        "inline" => Ok(RelayDomainsMode::Inline),
-        "map" => Ok(RelayDomainsMode::Map),
-        _ => Err("inline or map"),
-    }
-}
-
-fn parse_keep(value: &str) -> Result<usize, &'static str> {
-    match value.parse::<usize>() {
-        Ok(keep) if keep >= 1 => Ok(keep),
-        _ => Err("a whole number of at least 1"),
-    }
-}
-
-fn parse_count(value: &str) -> Result<u32, &'static str> {
-    match value.parse::<u32>() {
-        Ok(count) if count >= 1 => Ok(count),
-        _ => Err("a whole number of at least 1"),
-    }
-}
-
-fn parse_percent(value: &str) -> Result<u8, &'static str> {
-    match value.parse::<u8>() {
-        Ok(percent) if percent <= 100 => Ok(percent),
-        _ => Err("a whole number from 0 to 100"),
-    }
-}
-
-fn parse_bool(value: &str) -> Result<bool, &'static str> {
-    match value.to_ascii_lowercase().as_str() {
-        "yes" | "true" | "1" => Ok(true),
-        "no" | "false" | "0" => Ok(false),
-        _ => Err("yes, no, true, false, 1 or 0"),
-    }
-}
-
-/// One address, `local@domain`, with nothing that could break a mail header.
-fn parse_email(value: &str) -> Result<String, &'static str> {
-    const EXPECTED: &str = "one email address such as ops@example.com";
-    let plain = !value
+fn is_email(text: &str) -> bool {
+    let plain = !text
         .chars()
         .any(|c| c.is_whitespace() || c.is_control() || matches!(c, '<' | '>' | ',' | ';'));
-    match value.rsplit_once('@') {
-        Some((local, domain)) if plain && !local.is_empty() && parse_host(domain).is_ok() => {
-            Ok(value.to_owned())
-        }
-        _ => Err(EXPECTED),
+    matches!(text.rsplit_once('@'), Some((local, domain))
+        if plain && !local.is_empty() && Host::try_from(domain.to_owned()).is_ok())
+}
+
+/// `PRESERVE_DOMAINS`: domain names separated by commas or whitespace.
+#[derive(Default, Deserialize)]
+#[serde(try_from = "String")]
+struct DomainList(BTreeSet<DomainName>);
+
+impl TryFrom<String> for DomainList {
+    type Error = String;
+    fn try_from(value: String) -> Result<DomainList, Self::Error> {
+        value
+            .split(|c: char| c == ',' || c.is_whitespace())
+            .filter(|word| !word.is_empty())
+            .map(|word| {
+                DomainName::parse(word).map_err(|reason| {
+                    format!(
+                        "domain names separated by commas or spaces, and {} is not one ({reason})",
+                        relay_core::escape_for_log(word)
+                    )
+                })
+            })
+            .collect::<Result<_, _>>()
+            .map(DomainList)
     }
 }
 
-/// `PRESERVE_DOMAINS`: comma or whitespace separated.
-fn split_list(value: &str) -> Vec<String> {
-    value
-        .split(|c: char| c == ',' || c.is_whitespace())
-        .filter(|word| !word.is_empty())
-        .map(str::to_owned)
-        .collect()
+/// `POSTFIX_COMMAND_PREFIX`: words separated by whitespace, with no shell quoting.
+#[derive(Default, Deserialize)]
+#[serde(from = "String")]
+struct Words(Vec<String>);
+
+impl From<String> for Words {
+    fn from(value: String) -> Words {
+        Words(value.split_whitespace().map(str::to_owned).collect())
+    }
+}
+
+/// `DB_TLS`, as relay-db's [`TlsMode`] (which has no `serde`).
+#[derive(Deserialize)]
+#[serde(rename_all = "kebab-case")]
+enum Tls {
+    Disabled,
+    Preferred,
+    Required,
+    VerifyCa,
+    VerifyFull,
+}
+
+impl From<Tls> for TlsMode {
+    fn from(tls: Tls) -> TlsMode {
+        match tls {
+            Tls::Disabled => TlsMode::Disabled,
+            Tls::Preferred => TlsMode::Preferred,
+            Tls::Required => TlsMode::Required,
+            Tls::VerifyCa => TlsMode::VerifyCa,
+            Tls::VerifyFull => TlsMode::VerifyFull,
+        }
+    }
+}
+
+/// `RELAY_TRANSPORT`, as relay-core's [`relay_core::Transport`] (which has no `serde`).
+#[derive(Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum RelayTransport {
+    Smtp,
+    Lmtp,
+}
+
+impl From<RelayTransport> for relay_core::Transport {
+    fn from(transport: RelayTransport) -> relay_core::Transport {
+        match transport {
+            RelayTransport::Smtp => relay_core::Transport::Smtp,
+            RelayTransport::Lmtp => relay_core::Transport::Lmtp,
+        }
+    }
 }
 
 /// Removes the line breaks a file or a command's output ends with, and nothing else: spaces
@@ -1334,7 +1388,6 @@ PRESERVE_DOMAINS = kuma8088.com, example.org other.example
 POSTFIX_CONFIG_DIR = /etc/postfix-mx
 POSTFIX_COMMAND_DIR = /opt/postfix/sbin
 POSTFIX_COMMAND_PREFIX = docker exec  mailserver-postfix
-COMMAND_TIMEOUT = 30
 TRANSPORT_FILE = /etc/postfix-mx/transport.relay
 MAP_TYPE = LMDB
 RELAY_DOMAINS_MODE = inline
@@ -1346,6 +1399,7 @@ STATE_DIR = /srv/state
 LOCK_FILE = /run/relay-sync.lock
 MAX_REMOVE_PERCENT = 20
 ALLOW_EMPTY = yes
+COMMAND_TIMEOUT = 30.5
 ALERT_COMMAND = logger -t relay-sync
 ALERT_EMAIL_TO = ops@example.com
 ALERT_SMTP_HOST = 100.110.222.53
@@ -1409,18 +1463,29 @@ METRICS_FILE = /var/lib/node_exporter/textfile/relay_sync.prom
 
     #[test]
     fn values() {
-        for host in [
-            "2001:db8::1",
-            "mailbox",
-            "mail-box.example.com.",
-            "mailserver_dovecot",
+        for (host, written) in [
+            ("2001:db8::1", "2001:db8::1"),
+            ("mailbox", "mailbox"),
+            ("mail-box.example.com.", "mail-box.example.com"),
+            ("mailserver_dovecot", "mailserver_dovecot"),
         ] {
             let config = ok(&format!("DB_HOST=db\nDELL_RELAY_IP={host}"), &[]);
-            assert_eq!(config.dell_relay_ip, host);
+            assert_eq!(
+                config.next_hop.to_string(),
+                format!("smtp:[{written}]:2525")
+            );
         }
-        let transport = |c: &Config| format!("{:?}", c.relay_transport);
-        check("RELAY_TRANSPORT=SMTP", transport, "Smtp");
-        check("RELAY_TRANSPORT=lmtp", transport, "Lmtp");
+        let next_hop = |c: &Config| c.next_hop.to_string();
+        check(
+            "RELAY_TRANSPORT=SMTP",
+            next_hop,
+            "smtp:[100.110.222.53]:2525",
+        );
+        check(
+            "RELAY_TRANSPORT=lmtp\nDELL_RELAY_PORT=24",
+            next_hop,
+            "lmtp:[100.110.222.53]:24",
+        );
         let tls = |c: &Config| format!("{:?}", c.db_tls);
         check("DB_TLS=disabled", tls, "Disabled");
         check("DB_TLS=Preferred", tls, "Preferred");
@@ -1442,8 +1507,16 @@ METRICS_FILE = /var/lib/node_exporter/textfile/relay_sync.prom
         let percent = |c: &Config| c.max_remove_percent.to_string();
         check("MAX_REMOVE_PERCENT=0", percent, "0");
         check("MAX_REMOVE_PERCENT=100", percent, "100");
-        let preserve = |c: &Config| c.preserve_domains.join("|");
-        check("PRESERVE_DOMAINS=a.com,b.com", preserve, "a.com|b.com");
+        let preserve = |c: &Config| {
+            let names: Vec<&str> = c.preserve_domains.iter().map(DomainName::as_str).collect();
+            names.join("|")
+        };
+        check("PRESERVE_DOMAINS=b.com,a.com", preserve, "a.com|b.com");
+        check(
+            "PRESERVE_DOMAINS=A.com a.com. xn--caf-dma.example",
+            preserve,
+            "a.com|xn--caf-dma.example",
+        );
         check(
             "PRESERVE_DOMAINS= a.com ,, b.com\tc.com ",
             preserve,
@@ -1492,7 +1565,7 @@ METRICS_FILE = /var/lib/node_exporter/textfile/relay_sync.prom
         let text = "\u{feff}# comment\n  ; another\n\n   \n\tDB_HOST =  db  \r\n  # indented comment\nDELL_RELAY_IP=10.1.1.1\n";
         let config = ok(text, &[]);
         assert_eq!(config.db_host, "db");
-        assert_eq!(config.dell_relay_ip, "10.1.1.1");
+        assert_eq!(config.next_hop.to_string(), "smtp:[10.1.1.1]:2525");
     }
 
     #[test]
@@ -1602,6 +1675,7 @@ METRICS_FILE = /var/lib/node_exporter/textfile/relay_sync.prom
             "DB_QUERY_TIMEOUT=NaN",
             "DB_QUERY_TIMEOUT=inf",
             "DB_QUERY_TIMEOUT=3601",
+            "COMMAND_TIMEOUT=0",
             "DB_TLS=on",
             "DB_TLS_CA=ca.pem",
             "RELAY_TRANSPORT=relay",
@@ -1621,6 +1695,7 @@ METRICS_FILE = /var/lib/node_exporter/textfile/relay_sync.prom
             "LOG_FILE=relay-sync.log",
             "DB_PASSWORD_FILE=secret.txt",
             "ALERT_SMTP_HOST=smtp host",
+            "PRESERVE_DOMAINS=kuma8088.com, mail_box.example",
         ]
         .iter()
         .map(|line| bad(line))
@@ -1659,6 +1734,10 @@ METRICS_FILE = /var/lib/node_exporter/textfile/relay_sync.prom
         insta::assert_snapshot!(errors(&[
             (MINIMAL, &[("RELAY_SYNC_DB_PORT", " 3306")]),
             (MINIMAL, &[("RELAY_SYNC_DELL_RELAY_PORT", "x\ny")]),
+            (
+                MINIMAL,
+                &[("RELAY_SYNC_PRESERVE_DOMAINS", "a.example,b\u{7}.example")]
+            ),
         ]));
     }
 
@@ -1901,37 +1980,112 @@ METRICS_FILE = /var/lib/node_exporter/textfile/relay_sync.prom
         assert_eq!(postfix.map_type.as_deref(), Some("lmdb"));
         assert_eq!(postfix.backup_dir, Path::new("/opt/mailserver/backup"));
         assert_eq!(postfix.backup_keep, 5);
-        assert_eq!(postfix.command_timeout, Duration::from_secs(120));
-        let postfix = ok(&format!("{MINIMAL}COMMAND_TIMEOUT=2.5"), &[]).postfix_settings();
-        assert_eq!(postfix.command_timeout, Duration::from_millis(2500));
+    }
+
+    /// The keys `Raw` reads, in order, as serde's derive lists them.
+    fn raw_keys() -> &'static [&'static str] {
+        struct Fields;
+        impl<'de> serde::Deserializer<'de> for Fields {
+            type Error = DeError;
+            fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, DeError> {
+                Err(de::Error::custom("a struct"))
+            }
+            fn deserialize_struct<V: Visitor<'de>>(
+                self,
+                _: &'static str,
+                fields: &'static [&'static str],
+                _: V,
+            ) -> Result<V::Value, DeError> {
+                Err(DeError::Expected(fields.join(" ")))
+            }
+            serde::forward_to_deserialize_any! {
+                bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes
+                byte_buf option unit unit_struct newtype_struct seq tuple tuple_struct map enum
+                identifier ignored_any
+            }
+        }
+        // Test code: leaking the one list is fine.
+        match Raw::deserialize(Fields) {
+            Err(DeError::Expected(fields)) => fields.leak().split(' ').collect::<Vec<_>>().leak(),
+            _ => panic!("Raw is not a struct"),
+        }
     }
 
     #[test]
     fn suggestions() {
-        assert_eq!(suggest("DB_HOTS"), Some("DB_HOST"));
-        assert_eq!(suggest("db_host"), Some("DB_HOST"));
-        assert_eq!(suggest("LOGFILE"), Some("LOG_FILE"));
-        assert_eq!(suggest("DATABASE_HOST"), None);
-        assert_eq!(levenshtein("", "abc"), 3);
-        assert_eq!(levenshtein("kitten", "sitting"), 3);
-        assert_eq!(levenshtein("same", "same"), 0);
+        let keys = raw_keys();
+        assert_eq!(suggest("DB_HOTS", keys), Some("DB_HOST"));
+        assert_eq!(suggest("db_host", keys), Some("DB_HOST"));
+        assert_eq!(suggest("LOGFILE", keys), Some("LOG_FILE"));
+        assert_eq!(suggest("DATABASE_HOST", keys), None);
     }
 
-    /// packaging/relay-sync.conf documents every key (set or commented out), and nothing else.
+    /// The documentation table names the keys `Raw` reads, in the same order.
     #[test]
-    fn sample_config_documents_every_key() {
-        let sample = include_str!("../../../packaging/relay-sync.conf");
-        let documented: BTreeSet<&str> = sample
-            .lines()
-            .map(|line| line.strip_prefix('#').unwrap_or(line))
-            .filter_map(|line| line.split_once('=').map(|(key, _)| key))
-            .filter(|key| {
-                !key.is_empty() && key.bytes().all(|b| b.is_ascii_uppercase() || b == b'_')
-            })
-            .collect();
-        let known: BTreeSet<&str> = KEYS.iter().copied().collect();
-        assert_eq!(documented, known);
-        // As shipped, it loads (with its password file not yet created).
-        ok(sample, &[]);
+    fn table_lists_every_key() {
+        let documented: Vec<&str> = keys::keys().map(|key| key.name).collect();
+        assert_eq!(documented, raw_keys());
+        assert!(keys::is_secret("DB_PASSWORD"));
+        assert!(!keys::is_secret("DB_PASSWORD_FILE"));
+    }
+
+    /// A default the table shows is the default `Config` has: setting a key to it changes
+    /// nothing. And a required key has a sample value, so that the sample config loads.
+    #[test]
+    fn table_shows_the_real_defaults() {
+        let defaults = ok(MINIMAL, &[]);
+        for key in keys::keys() {
+            match key.default {
+                Shown::Value(value) => {
+                    let config = ok(&format!("{MINIMAL}{}={value}\n", key.name), &[]);
+                    assert_eq!(config, defaults, "{}={value} is not the default", key.name);
+                }
+                Shown::Required => assert!(key.sample.is_some(), "{}", key.name),
+                Shown::Derived(_) | Shown::Unset => {}
+            }
+        }
+        let config = ok(&sample_config(), &[]);
+        assert_eq!(
+            config.db_password,
+            PasswordSource::File("/opt/mailserver/config/relay-sync.db-password".into())
+        );
+    }
+
+    /// The sample config file and the README's table are rendered from the table. With
+    /// `UPDATE_EXPECT=1` the test rewrites them instead of failing.
+    #[test]
+    fn documentation_is_rendered_from_the_table() {
+        const BEGIN: &str =
+            "<!-- BEGIN config keys: generated from crates/relay-ops/src/config/keys.rs -->\n";
+        const END: &str = "<!-- END config keys -->";
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let update = std::env::var_os("UPDATE_EXPECT").is_some_and(|value| value == "1");
+        let check = |file: &str, expected: String, actual: String| {
+            if expected == actual {
+                return;
+            }
+            let path = root.join(file);
+            if update {
+                std::fs::write(&path, expected).unwrap();
+            } else {
+                panic!(
+                    "{file} is not what crates/relay-ops/src/config/keys.rs renders; \
+                     regenerate it with `UPDATE_EXPECT=1 cargo test -p relay-ops config::`"
+                );
+            }
+        };
+        let read = |file: &str| std::fs::read_to_string(root.join(file)).unwrap();
+        check(
+            "packaging/relay-sync.conf",
+            sample_config(),
+            read("packaging/relay-sync.conf"),
+        );
+        let readme = read("README.md");
+        let (before, rest) = readme
+            .split_once(BEGIN)
+            .expect("README.md has the BEGIN marker");
+        let (_, after) = rest.split_once(END).expect("README.md has the END marker");
+        let rendered = format!("{before}{BEGIN}{}{END}{after}", readme_table());
+        check("README.md", rendered, readme);
     }
 }

@@ -8,18 +8,17 @@
 //! metrics like a database outage does. The only run not recorded is one that stepped aside
 //! because another holds the lock: it did nothing, and the holder records its own result.
 
-use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use relay_core::{DomainName, GuardSettings, NextHop, Refusal};
+use relay_core::{DomainName, GuardSettings, Refusal};
 use relay_db::{DbError, DomainSource, MariaDbSource};
 use relay_engine::{Outcome, Prepared, SyncSettings};
 use relay_postfix::{PostfixCli, PostfixError};
 
 use crate::alert::AlertSink;
-use crate::config::{Config, ConfigError, RelayDomainsMode, RelayTransport};
+use crate::config::{Config, ConfigError, RelayDomainsMode};
 use crate::journal::{self, Journaled};
 use crate::lock::{self, LockError};
 use crate::{check, failures, metrics, outbox};
@@ -53,9 +52,6 @@ pub enum RunOutcome {
 /// Why a host is not ready to sync ([`RunOutcome::NotReady`], exit 2).
 #[derive(Debug, thiserror::Error)]
 pub enum NotReady {
-    /// A setting that the config's syntax allows but the sync cannot use.
-    #[error("{0}")]
-    Settings(String),
     /// A Postfix command is missing.
     #[error(transparent)]
     Postfix(PostfixError),
@@ -295,10 +291,7 @@ impl Preflight {
     /// writes nothing (not even the postconf cache).
     #[allow(clippy::result_large_err)] // As the engine's `prepare`: once per run.
     fn run(config: &Config, real: bool) -> Result<Preflight, RunOutcome> {
-        let settings = sync_settings(config).map_err(|message| {
-            tracing::error!("{message}");
-            RunOutcome::NotReady(NotReady::Settings(message))
-        })?;
+        let settings = sync_settings(config);
         let password = config.resolve_password().map_err(|error| {
             tracing::error!("{error}");
             tracing::error!("Keeping current configuration");
@@ -405,29 +398,11 @@ impl<S: DomainSource + Sync> DomainSource for Prefetched<S> {
     }
 }
 
-/// Turns the config's values into the engine's typed settings.
-fn sync_settings(config: &Config) -> Result<SyncSettings, String> {
-    let transport = match config.relay_transport {
-        RelayTransport::Smtp => relay_core::Transport::Smtp,
-        RelayTransport::Lmtp => relay_core::Transport::Lmtp,
-    };
-    let next_hop = NextHop::new(transport, &config.dell_relay_ip, config.dell_relay_port)
-        .map_err(|e| format!("DELL_RELAY_IP: {e}"))?;
-    let preserve = config
-        .preserve_domains
-        .iter()
-        .map(|raw| {
-            DomainName::parse(raw).map_err(|e| {
-                format!(
-                    "PRESERVE_DOMAINS: {} is not a domain name: {e}",
-                    relay_core::escape_for_log(raw)
-                )
-            })
-        })
-        .collect::<Result<BTreeSet<_>, _>>()?;
-    Ok(SyncSettings {
-        next_hop,
-        preserve,
+/// The engine's settings: the config has parsed every value already.
+fn sync_settings(config: &Config) -> SyncSettings {
+    SyncSettings {
+        next_hop: config.next_hop.clone(),
+        preserve: config.preserve_domains.clone(),
         guard: GuardSettings {
             max_remove_percent: config.max_remove_percent,
             allow_empty: config.allow_empty,
@@ -439,7 +414,7 @@ fn sync_settings(config: &Config) -> Result<SyncSettings, String> {
         },
         reload_pending: false,
         known_rejected: None,
-    })
+    }
 }
 
 /// SPEC §7: records the run in `STATE_DIR`, sends the alerts it calls for and writes the
