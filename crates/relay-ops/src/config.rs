@@ -52,6 +52,7 @@ use serde_ini::Item;
 use relay_process::{excerpt, RunError};
 
 mod keys;
+mod trust;
 
 pub use keys::{readme_table, sample_config, Key, Section, Shown, SECTIONS};
 
@@ -226,6 +227,22 @@ pub enum ConfigError {
         /// Its permission bits.
         mode: u32,
     },
+    /// The config file, or a file or directory it names that root acts on, may be changed
+    /// by someone other than root (or, for a secret, read by them).
+    #[error(
+        "{what} {} is {problem}: relay-sync runs as root and trusts it, so it must be root's alone; run `{fix}`",
+        path.display()
+    )]
+    Untrusted {
+        /// Which setting names it: `config file`, `DB_PASSWORD_FILE`, …
+        what: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// What is wrong, with its mode.
+        problem: String,
+        /// The command that fixes it.
+        fix: String,
+    },
     /// A key in the file that SPEC §5 does not know.
     #[error("unknown key {key} in {} line {line}{}", path.display(), did_you_mean(*suggestion))]
     UnknownKey {
@@ -393,6 +410,7 @@ fn stderr_suffix(stderr: &str) -> String {
 struct FileContents {
     text: String,
     mode: u32,
+    uid: u32,
 }
 
 impl Config {
@@ -421,7 +439,38 @@ impl Config {
         let env = env
             .into_iter()
             .map(|(key, value)| (key.into(), value.into()));
-        Config::from_parts(path, contents.as_ref(), env)
+        let config = Config::from_parts(path, contents.as_ref(), env)?;
+        if contents.is_some() {
+            trust::check_parent("config file", path)?;
+        }
+        config.check_trusted_paths()?;
+        Ok(config)
+    }
+
+    /// What the config names and root acts on must be root's alone (see `trust`): the
+    /// password file (private too), the CA certificate, and the Postfix commands and their
+    /// directory.
+    fn check_trusted_paths(&self) -> Result<(), ConfigError> {
+        use trust::{check_path, Secrecy};
+        if let PasswordSource::File(path) = &self.db_password {
+            check_path("DB_PASSWORD_FILE", path, Secrecy::Secret)?;
+        }
+        if let Some(path) = &self.db_tls_ca {
+            check_path("DB_TLS_CA", path, Secrecy::Public)?;
+        }
+        check_path(
+            "POSTFIX_COMMAND_DIR",
+            &self.postfix_command_dir,
+            Secrecy::Public,
+        )?;
+        for program in ["postconf", "postmap", "postfix"] {
+            check_path(
+                "POSTFIX_COMMAND_DIR",
+                &self.postfix_command_dir.join(program),
+                Secrecy::Public,
+            )?;
+        }
+        Ok(())
     }
 
     /// Builds the configuration from the file's contents (if it exists) and the environment.
@@ -434,6 +483,13 @@ impl Config {
         if let Some(file) = file {
             let lines = parse_lines(path, &file.text)?;
             check_permissions(path, file.mode, &lines)?;
+            trust::check_mode(
+                "config file",
+                path,
+                file.uid,
+                file.mode,
+                trust::Secrecy::Public,
+            )?;
             values.add_file_lines(path, lines)?;
         }
         values.add_env(env);
@@ -495,10 +551,14 @@ impl Config {
 /// Opens the file once, so that the mode checked is that of the text read.
 fn read_config_file(path: &Path) -> io::Result<FileContents> {
     let mut file = std::fs::File::open(path)?;
-    let mode = file.metadata()?.permissions().mode();
+    let meta = file.metadata()?;
     let mut text = String::new();
     file.read_to_string(&mut text)?;
-    Ok(FileContents { text, mode })
+    Ok(FileContents {
+        text,
+        mode: meta.permissions().mode(),
+        uid: std::os::unix::fs::MetadataExt::uid(&meta),
+    })
 }
 
 /// One `KEY=VALUE` line of the file, quotes removed. No `Debug`: the value may be a password.
@@ -1299,6 +1359,7 @@ mod tests {
         let file = FileContents {
             text: text.to_owned(),
             mode,
+            uid: 0,
         };
         let env = env
             .iter()
@@ -1747,6 +1808,7 @@ METRICS_FILE = /var/lib/node_exporter/textfile/relay_sync.prom
         let file = FileContents {
             text: MINIMAL.to_owned(),
             mode: 0o600,
+            uid: 0,
         };
         let env = [(
             OsString::from("RELAY_SYNC_DB_PASSWORD"),
@@ -1835,12 +1897,16 @@ METRICS_FILE = /var/lib/node_exporter/textfile/relay_sync.prom
                 "{mode:o}: {error}"
             );
         }
-        // Owner-only is fine, and so is execute or write for others (not reading).
-        for mode in [0o600, 0o400, 0o700, 0o622] {
+        // Owner-only is fine, and so is execute for others.
+        for mode in [0o600, 0o400, 0o700, 0o611] {
             write(&with_password, mode);
             let config = Config::load(Some(&path), no_env()).unwrap();
             assert_eq!(config.file.as_deref(), Some(path.as_path()));
         }
+        // Writing is not: the file names commands root runs (issue "hardened" finding 3).
+        write(&with_password, 0o622);
+        let error = Config::load(Some(&path), no_env()).unwrap_err();
+        assert!(matches!(error, ConfigError::Untrusted { .. }), "{error}");
         // Without a password, the file may be world-readable.
         for text in [
             MINIMAL,

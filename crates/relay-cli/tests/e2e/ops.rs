@@ -271,6 +271,7 @@ fn password_sources_and_no_secret_anywhere() {
     let gw = Gateway::start("kuma8088.com", "");
     let secret_file = gw.dir.path().join("db-password");
     fs::write(&secret_file, format!("{PASSWORD}\n")).unwrap();
+    fs::set_permissions(&secret_file, fs::Permissions::from_mode(0o600)).unwrap();
     let use_source = |line: &str| {
         gw.edit_config(|text| {
             let kept: String = text
@@ -284,6 +285,7 @@ fn password_sources_and_no_secret_anywhere() {
     let mut outputs = String::new();
     let wrong_file = gw.dir.path().join("wrong-password");
     fs::write(&wrong_file, "wrong-secret-4711\n").unwrap();
+    fs::set_permissions(&wrong_file, fs::Permissions::from_mode(0o600)).unwrap();
 
     use_source(&format!("DB_PASSWORD_FILE={}", secret_file.display()));
     for args in [

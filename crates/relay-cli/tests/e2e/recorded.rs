@@ -102,3 +102,64 @@ fn a_transport_maps_without_the_transport_file_is_a_recorded_failure() {
         alerts(&gw)
     );
 }
+
+/// The config names commands root runs and files root trusts (issue "hardened", finding 3):
+/// a config, a password file or a command directory that someone else may change is a
+/// configuration error naming the file and the fix, and `check` fails on it too.
+#[test]
+fn files_the_config_names_must_be_roots_alone() {
+    use std::os::unix::fs::PermissionsExt;
+    let gw = Gateway::start("kuma8088.com", "");
+    let dir = gw.dir.path();
+    // The reproduction: a config that anyone may write runs its ALERT_COMMAND as root.
+    let victim = dir.join("ran-as-root");
+    gw.edit_config(|text| {
+        format!(
+            "{text}ALERT_AFTER_FAILURES=1\nALERT_COMMAND=id > {}\n",
+            victim.display()
+        )
+    });
+    // Not readable by others (the DB_PASSWORD rule would answer first), only writable.
+    fs::set_permissions(&gw.config, fs::Permissions::from_mode(0o622)).unwrap();
+    let run = gw.sync_expecting(2);
+    assert!(
+        run.stderr.contains("writable by group or others"),
+        "{run:?}"
+    );
+    assert!(
+        run.stderr
+            .contains(&format!("chmod go-w {}", gw.config.display())),
+        "{run:?}"
+    );
+    assert_eq!(gw.run(&["check"]).code, 1);
+    assert!(!victim.exists());
+    fs::set_permissions(&gw.config, fs::Permissions::from_mode(0o600)).unwrap();
+
+    // A password file others may read (README: exit 2).
+    let secret = dir.join("db-password");
+    fs::write(&secret, "relay-sync-test-pw\n").unwrap();
+    fs::set_permissions(&secret, fs::Permissions::from_mode(0o644)).unwrap();
+    gw.edit_config(|text| {
+        text.replace(
+            "DB_PASSWORD=relay-sync-test-pw",
+            &format!("DB_PASSWORD_FILE={}", secret.display()),
+        )
+    });
+    let run = gw.sync_expecting(2);
+    assert!(
+        run.stderr.contains("readable by group or others"),
+        "{run:?}"
+    );
+    fs::set_permissions(&secret, fs::Permissions::from_mode(0o600)).unwrap();
+    gw.sync_expecting(0);
+
+    // A Postfix command someone else may replace.
+    let commands = gw.stand_in_commands("writable-commands", &[]);
+    fs::set_permissions(commands.join("postfix"), fs::Permissions::from_mode(0o777)).unwrap();
+    let run = gw.sync_env_expecting(
+        &[("POSTFIX_COMMAND_DIR", &commands.display().to_string())],
+        2,
+    );
+    assert!(run.stderr.contains("POSTFIX_COMMAND_DIR"), "{run:?}");
+    assert!(run.stderr.contains("postfix is writable"), "{run:?}");
+}
