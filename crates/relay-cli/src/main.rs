@@ -66,10 +66,22 @@ enum Command {
     ///
     /// Restores the transport file and relay_domains of the newest generation (or --to STAMP),
     /// then reloads Postfix. Takes the run lock and backs up the current state first, so a
-    /// rollback can itself be rolled back. The next sync applies the database again.
+    /// rollback can itself be rolled back. The next sync applies the database again, unless
+    /// --hold holds syncs.
     Rollback(RollbackArgs),
     /// List the backup generations in BACKUP_DIR, oldest first.
     Backups,
+    /// Hold syncs: until `release`, a sync changes nothing, logs why and exits 0.
+    ///
+    /// The hold is kept in STATE_DIR (it survives a reboot) and shown by `status`, `check` and
+    /// the metric relay_sync_held.
+    Hold {
+        /// Why: whoever finds the gateway held must know.
+        #[arg(long, value_name = "TEXT")]
+        reason: String,
+    },
+    /// Lift the hold placed by `hold` (or `rollback --hold`).
+    Release,
     /// Print a shell completion script.
     #[command(hide = true)]
     Completions {
@@ -97,6 +109,10 @@ struct RollbackArgs {
     /// newest when not given.
     #[arg(long, value_name = "STAMP")]
     to: Option<String>,
+    /// Then hold syncs with this reason, so the next sync does not apply the database again
+    /// (`release` lifts it).
+    #[arg(long, value_name = "REASON")]
+    hold: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, Default, clap::Args)]
@@ -160,12 +176,16 @@ fn main() -> ExitCode {
             if let Err(code) = start_logging(Some(&log_file), StderrMode::All, level) {
                 return code;
             }
-            match gateway.rollback_blocking(args.to.as_deref()) {
+            match gateway.rollback_blocking(args.to.as_deref(), args.hold.as_deref()) {
                 Ok(done) => {
+                    let next = match &done.hold {
+                        Some(hold) => format!("Syncs are {hold}; `relay-sync release` lifts it."),
+                        None => "The next sync applies the database again: `relay-sync hold \
+                                 --reason TEXT` (or `rollback --hold`) stops that."
+                            .to_owned(),
+                    };
                     println!(
-                        "rolled back to {}; the state before the rollback was saved as {}. The \
-                         next sync applies the database again: pause the timer or cron entry if \
-                         it must not.",
+                        "rolled back to {}; the state before the rollback was saved as {}. {next}",
                         done.restored, done.saved
                     );
                     ExitCode::SUCCESS
@@ -186,6 +206,30 @@ fn main() -> ExitCode {
                     "{}",
                     report::backups(&gateway.config().backup_dir, &generations)
                 );
+                ExitCode::SUCCESS
+            }
+            Err(error) => {
+                logging::early_error(&error.to_string());
+                ExitCode::from(EXIT_INTERNAL)
+            }
+        },
+        Command::Hold { reason } => match gateway.hold_blocking(&reason) {
+            Ok(hold) => {
+                println!("syncs are {hold}; `relay-sync release` lifts it");
+                ExitCode::SUCCESS
+            }
+            Err(error) => {
+                logging::early_error(&error.to_string());
+                ExitCode::from(EXIT_USAGE)
+            }
+        },
+        Command::Release => match gateway.release_blocking() {
+            Ok(Some(hold)) => {
+                println!("released the hold ({hold}); the next sync applies the database");
+                ExitCode::SUCCESS
+            }
+            Ok(None) => {
+                println!("syncs were not held");
                 ExitCode::SUCCESS
             }
             Err(error) => {

@@ -196,6 +196,12 @@ pub(crate) fn status(status: &Status) -> String {
             ),
         },
     );
+    if let Some(hold) = &status.hold {
+        line(
+            "HELD:",
+            format!("syncs are {hold}; `relay-sync release` lifts it"),
+        );
+    }
     if !status.invalid_rows.is_empty() {
         line(
             "invalid rows:",

@@ -86,6 +86,15 @@ pub fn run(config: &Config) -> Report {
         }
     }
     check_writable(config, &mut report);
+    match crate::hold::read(&config.state_dir) {
+        Ok(Some(hold)) => report.push(
+            "hold",
+            Level::Warn,
+            format!("syncs are {hold}; `relay-sync release` lifts it"),
+        ),
+        Ok(None) => {}
+        Err(error) => report.push("hold", Level::Fail, error.to_string()),
+    }
     report
 }
 

@@ -37,6 +37,7 @@ mod alert;
 pub mod check;
 pub mod config;
 mod failures;
+mod hold;
 mod journal;
 mod lock;
 mod metrics;
@@ -51,6 +52,7 @@ pub use alert::{AlertSink, CommandSink, MailSink};
 pub use check::Report as CheckReport;
 pub use config::{Config, ConfigError};
 pub use failures::{Alert, RunState, Severity};
+pub use hold::{Hold, HoldError};
 pub use lock::Held;
 pub use rollback::RollbackError;
 pub use status::Status;
@@ -150,21 +152,35 @@ impl Gateway {
     }
 
     /// Restores the generation `to` (the newest when `None`) under the run lock, after saving
-    /// the current state as a generation of its own.
+    /// the current state as a generation of its own. With `hold`, syncs are then held with
+    /// that reason before the lock is let go, so no sync applies the database in between.
     pub fn rollback_blocking(
         &self,
         to: Option<&str>,
+        hold: Option<&str>,
     ) -> Result<rollback::RolledBack, RollbackError> {
-        rollback::rollback(&self.config, to)
+        rollback::rollback(&self.config, to, hold)
     }
 
     /// [`Gateway::rollback_blocking`] on tokio's blocking pool.
     pub async fn rollback(
         &self,
         to: Option<String>,
+        hold: Option<String>,
     ) -> Result<rollback::RolledBack, RollbackError> {
         let gateway = self.clone();
-        off_the_executor(move || gateway.rollback_blocking(to.as_deref())).await
+        off_the_executor(move || gateway.rollback_blocking(to.as_deref(), hold.as_deref())).await
+    }
+
+    /// Holds syncs (`relay-sync hold`): until [`Gateway::release_blocking`], a sync changes
+    /// nothing and says why.
+    pub fn hold_blocking(&self, reason: &str) -> Result<Hold, HoldError> {
+        hold::place(&self.config.state_dir, reason)
+    }
+
+    /// Lifts the hold; the one lifted, or `None` when there was none.
+    pub fn release_blocking(&self) -> Result<Option<Hold>, HoldError> {
+        hold::release(&self.config.state_dir)
     }
 }
 

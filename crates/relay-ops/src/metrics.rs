@@ -28,6 +28,8 @@ pub(crate) struct RunMetrics {
     pub(crate) consecutive_failures: u32,
     /// Database rows the last run that read the database rejected as invalid names.
     pub(crate) invalid_rows: usize,
+    /// Whether syncs are held (`relay-sync hold`).
+    pub(crate) held: bool,
 }
 
 /// The metric holding the last success, read back from the previous file.
@@ -91,6 +93,11 @@ pub(crate) fn render(m: &RunMetrics) -> String {
         "Database rows rejected as invalid domain names by the last run that read the database.",
         m.invalid_rows.to_string(),
     );
+    metric(
+        "relay_sync_held",
+        "1 while syncs are held by `relay-sync hold`, 0 otherwise.",
+        u8::from(m.held).to_string(),
+    );
     out
 }
 
@@ -122,6 +129,7 @@ mod tests {
         duration: 0.4213,
         consecutive_failures: 0,
         invalid_rows: 2,
+        held: false,
     };
 
     #[test]

@@ -39,6 +39,10 @@ pub enum RollbackError {
     /// The run lock cannot be taken.
     #[error("{0}")]
     Lock(String),
+    /// The hold asked for could not be placed (the rollback itself succeeded when this
+    /// comes after it).
+    #[error("rolled back, but syncs are not held: {0}")]
+    Hold(#[from] crate::HoldError),
     /// No backups at all.
     #[error("no backups in {0}: nothing to roll back to")]
     NoBackups(String),
@@ -105,10 +109,20 @@ pub struct RolledBack {
     pub restored: String,
     /// The generation holding the state before the rollback (`rollback --to` it to undo).
     pub saved: String,
+    /// The hold placed after it (`rollback --hold`).
+    pub hold: Option<crate::Hold>,
 }
 
-/// Restores `to` (or the newest generation) under the run lock.
-pub(crate) fn rollback(config: &Config, to: Option<&str>) -> Result<RolledBack, RollbackError> {
+/// Restores `to` (or the newest generation) under the run lock, then holds syncs with the
+/// reason `hold` when given (before the lock is let go).
+pub(crate) fn rollback(
+    config: &Config,
+    to: Option<&str>,
+    hold: Option<&str>,
+) -> Result<RolledBack, RollbackError> {
+    if hold.is_some_and(|reason| reason.trim().is_empty()) {
+        return Err(RollbackError::Hold(crate::HoldError::NoReason));
+    }
     let _lock = match lock::take(&config.lock_file) {
         Ok(lock) => lock,
         Err(LockError::Held(held)) => return Err(RollbackError::Busy(held)),
@@ -232,9 +246,18 @@ pub(crate) fn rollback(config: &Config, to: Option<&str>) -> Result<RolledBack, 
         });
     }
     tracing::info!("Rollback successful");
+    let hold = match hold {
+        Some(reason) => {
+            let hold = crate::hold::place(&config.state_dir, reason)?;
+            tracing::warn!("Syncs are {hold}; `relay-sync release` lifts the hold");
+            Some(hold)
+        }
+        None => None,
+    };
     Ok(RolledBack {
         restored: stamp,
         saved: saved.stamp,
+        hold,
     })
 }
 

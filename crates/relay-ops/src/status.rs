@@ -40,6 +40,8 @@ pub struct Status {
     /// The database rows the last run that read the database rejected as invalid names, as
     /// the database returned them (escape them for a terminal).
     pub invalid_rows: Vec<String>,
+    /// The hold, while syncs are held (`relay-sync hold`).
+    pub hold: Option<crate::Hold>,
     /// Problems found while reading (an unreadable state or transport file).
     pub problems: Vec<String>,
 }
@@ -96,6 +98,10 @@ pub fn read(config: &Config) -> Status {
         managed_domains,
         backup_dir: config.backup_dir.clone(),
         backups,
+        hold: crate::hold::read(&config.state_dir).unwrap_or_else(|error| {
+            problems.push(error.to_string());
+            None
+        }),
         invalid_rows: failures::load_invalid_rows(&config.state_dir)
             .map(|rows| rows.into_iter().collect())
             .unwrap_or_default(),

@@ -19,6 +19,7 @@ use relay_postfix::{PostfixCli, PostfixError};
 
 use crate::alert::AlertSink;
 use crate::config::{Config, ConfigError, RelayDomainsMode};
+use crate::hold::{self, Hold};
 use crate::journal::{self, Journaled};
 use crate::lock::{self, LockError};
 use crate::{check, failures, metrics, outbox};
@@ -39,6 +40,8 @@ pub enum RunOutcome {
     Sync(Outcome),
     /// Another run holds the lock; this one did nothing.
     Skipped(lock::Held),
+    /// Syncs are held (`relay-sync hold`); this one changed nothing.
+    Held(Hold),
     /// The database password could not be had (`DB_PASSWORD_FILE` unreadable,
     /// `DB_PASSWORD_COMMAND` failing): the database cannot be reached, nothing was touched.
     PasswordFailed(ConfigError),
@@ -64,7 +67,9 @@ impl RunOutcome {
     /// The process exit code (SPEC §8): the single `match` from outcome to code.
     pub fn exit_code(&self) -> u8 {
         match self {
-            RunOutcome::Sync(Outcome::NoChange | Outcome::Applied(_)) | RunOutcome::Skipped(_) => 0,
+            RunOutcome::Sync(Outcome::NoChange | Outcome::Applied(_))
+            | RunOutcome::Skipped(_)
+            | RunOutcome::Held(_) => 0,
             RunOutcome::Internal(_) => 1,
             RunOutcome::NotReady(_) => 2,
             RunOutcome::Sync(Outcome::DatabaseFailed(_)) | RunOutcome::PasswordFailed(_) => 3,
@@ -86,6 +91,7 @@ impl std::fmt::Display for RunOutcome {
         match self {
             RunOutcome::Sync(outcome) => outcome.fmt(f),
             RunOutcome::Skipped(held) => write!(f, "skipped: {held}"),
+            RunOutcome::Held(hold) => write!(f, "held: {hold}"),
             RunOutcome::PasswordFailed(error) => write!(f, "database failed: {error}"),
             RunOutcome::NotReady(error) => write!(f, "not ready to sync: {error}"),
             RunOutcome::Internal(error) => write!(f, "internal error: {error}"),
@@ -204,7 +210,20 @@ pub(crate) fn sync(
             tracing::error!("{error}");
             RunOutcome::Internal(error.to_string())
         }
-        Ok(_lock) => locked_sync(config, options),
+        Ok(_lock) => match hold::read(&config.state_dir) {
+            Ok(Some(hold)) => {
+                tracing::warn!(
+                    "Syncs are {hold}; nothing changed (`relay-sync release` lifts the hold)"
+                );
+                RunOutcome::Held(hold)
+            }
+            Ok(None) => locked_sync(config, options),
+            // The operator's intent is unknown: change nothing, and say so.
+            Err(error) => {
+                tracing::error!("{error}; not syncing until the hold file can be read");
+                RunOutcome::Internal(error.to_string())
+            }
+        },
     };
     record(config, alerts, &outcome, started);
     RunRecord {
@@ -420,6 +439,15 @@ fn sync_settings(config: &Config) -> SyncSettings {
 /// SPEC §7: records the run in `STATE_DIR`, sends the alerts it calls for and writes the
 /// metrics. Nothing here changes the run's outcome.
 fn record(config: &Config, sinks: &[Box<dyn AlertSink>], outcome: &RunOutcome, started: Instant) {
+    if let RunOutcome::Held(_) = outcome {
+        // A held run is not a run: the streak and the last result stay as they were, and only
+        // the metrics say the gateway is held.
+        if let Some(path) = &config.metrics_file {
+            let previous = failures::load(&config.state_dir).unwrap_or_default();
+            write_metrics(config, path, outcome, &previous, started);
+        }
+        return;
+    }
     let host = crate::host_name();
     let now = chrono::Local::now().format("%Y-%m-%d %H:%M:%S").to_string();
     let previous = failures::load(&config.state_dir).unwrap_or_else(|error| {
@@ -475,7 +503,7 @@ fn write_metrics(
     let exit = outcome.exit_code();
     let metrics = metrics::RunMetrics {
         last_run: now,
-        last_success: if exit == 0 {
+        last_success: if exit == 0 && !matches!(outcome, RunOutcome::Held(_)) {
             now
         } else {
             metrics::previous_last_success(path).unwrap_or(0)
@@ -487,6 +515,7 @@ fn write_metrics(
         duration: started.elapsed().as_secs_f64(),
         consecutive_failures: state.consecutive_failures,
         invalid_rows: failures::load_invalid_rows(&config.state_dir).map_or(0, |rows| rows.len()),
+        held: matches!(outcome, RunOutcome::Held(_)),
     };
     if let Err(error) = metrics::write(path, &metrics) {
         tracing::error!("Metrics not written to {}: {error}", path.display());

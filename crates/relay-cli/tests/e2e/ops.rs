@@ -413,3 +413,67 @@ fn container_prefix_runs_every_postfix_command() {
     let tail = tail.trim_start_matches(|c: char| c.is_ascii_digit());
     insta::assert_snapshot!(format!("{head}.relay-sync-check.[PID]{tail}"));
 }
+
+/// `hold` end to end (issue "packages, units and outputs"): held, a database change, a sync
+/// that changes nothing and says why, `status`/`check`/the metric show it, `release`, and the
+/// next sync applies the change. `rollback --hold` rolls back and holds in one step.
+#[test]
+fn hold_stops_syncs_until_release() {
+    let gw = Gateway::start("kuma8088.com", "");
+    let metrics = gw.dir.path().join("relay_sync.prom");
+    gw.edit_config(|text| format!("{text}METRICS_FILE={}\n", metrics.display()));
+    gw.sync_expecting(0);
+    let synced = gw.relay_domains();
+
+    let held = gw.run(&["hold", "--reason", "migrating the panel"]);
+    assert_eq!(held.code, 0, "{held:?}");
+    assert!(gw.run(&["hold", "--reason", " "]).code != 0);
+    gw.sql("INSERT INTO mailserver_usermgmt.domains (name, enabled) VALUES ('held.example', 1)");
+    let files = gw.files();
+    let log_before = gw.log().len();
+    let run = gw.sync_expecting(0);
+    assert_eq!(gw.files(), files, "a held sync wrote");
+    assert_eq!(run.stderr, "", "a held run is not an error: {run:?}");
+    let log = gw.log()[log_before..].to_owned();
+    assert!(log.contains("WARN: Syncs are held by "), "{log}");
+    assert!(log.contains("migrating the panel"), "{log}");
+    let status = gw.run(&["status", "--json"]);
+    let value: serde_json::Value = serde_json::from_str(&status.stdout).unwrap();
+    assert_eq!(value["hold"]["reason"], "migrating the panel", "{value}");
+    assert!(gw.run(&["status"]).stdout.contains("HELD:"));
+    assert!(gw.run(&["check"]).stdout.contains("WARN hold"));
+    let text = fs::read_to_string(&metrics).unwrap();
+    assert!(text.contains("relay_sync_held 1\n"), "{text}");
+
+    let released = gw.run(&["release"]);
+    assert!(
+        released.stdout.contains("released the hold"),
+        "{released:?}"
+    );
+    gw.sync_expecting(0);
+    assert!(gw.relay_domains().contains("held.example"));
+    let text = fs::read_to_string(&metrics).unwrap();
+    assert!(text.contains("relay_sync_held 0\n"), "{text}");
+
+    // Roll back over held.example and hold: the next sync leaves the rollback in place.
+    let stamp = gw
+        .run(&["backups"])
+        .stdout
+        .lines()
+        .filter(|l| l.contains("(newest)"))
+        .map(|l| l.split_whitespace().next().unwrap().to_owned())
+        .next()
+        .unwrap();
+    let rolled = gw.run(&["rollback", "--to", &stamp, "--hold", "bad panel import"]);
+    assert_eq!(rolled.code, 0, "{rolled:?}");
+    assert_eq!(gw.relay_domains(), synced);
+    gw.sync_expecting(0);
+    assert_eq!(
+        gw.relay_domains(),
+        synced,
+        "a sync applied the database while held"
+    );
+    gw.run(&["release"]);
+    gw.sync_expecting(0);
+    assert!(gw.relay_domains().contains("held.example"));
+}
