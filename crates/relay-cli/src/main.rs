@@ -61,7 +61,7 @@ enum Command {
     ///
     /// Reads files only (STATE_DIR, the transport file, BACKUP_DIR): it answers when the
     /// database and Postfix are down, and never shows a secret.
-    Status(OutputArgs),
+    Status(StatusArgs),
     /// Restore a backup generation and reload Postfix.
     ///
     /// Restores the transport file and relay_domains of the newest generation (or --to STAMP),
@@ -98,9 +98,19 @@ enum Command {
 
 #[derive(Debug, Clone, Copy, Default, clap::Args)]
 struct OutputArgs {
-    /// Print JSON, for monitoring.
+    /// Print JSON (schema relay-sync.check/1, docs/json.md), for monitoring.
     #[arg(long)]
     json: bool,
+}
+
+#[derive(Debug, Clone, Copy, Default, clap::Args)]
+struct StatusArgs {
+    /// Print JSON (schema relay-sync.status/1, docs/json.md), for monitoring.
+    #[arg(long)]
+    json: bool,
+    /// With --json, list the managed domains too (by default only their count).
+    #[arg(long, requires = "json")]
+    domains: bool,
 }
 
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -166,7 +176,10 @@ fn main() -> ExitCode {
         Command::Status(args) => {
             let status = gateway.status_blocking();
             if args.json {
-                println!("{}", to_json(&status));
+                println!(
+                    "{}",
+                    to_json(&relay_ops::json::status(&status, args.domains))
+                );
             } else {
                 print!("{}", report::status(&status));
             }
@@ -308,7 +321,7 @@ fn man(command: Option<&str>) -> ExitCode {
 /// Prints the check report (text or JSON) and exits 1 when a check failed.
 fn print_check(report: &relay_ops::CheckReport, args: OutputArgs) -> ExitCode {
     if args.json {
-        println!("{}", to_json(report));
+        println!("{}", to_json(&relay_ops::json::check(report)));
     } else {
         print!("{}", report::check(report));
     }

@@ -24,7 +24,10 @@ async fn main() -> ExitCode {
     let gateway = Gateway::new(config);
     let run = gateway.sync(SyncOptions::default()).await;
     let status = gateway.status().await;
-    let report = serde_json::json!({ "run": run, "status": status });
+    let report = serde_json::json!({
+        "run": run,
+        "status": relay_ops::json::status(&status, true),
+    });
     match serde_json::to_string_pretty(&report) {
         Ok(text) => println!("{text}"),
         Err(error) => eprintln!("admin: cannot render the report: {error}"),

@@ -39,6 +39,7 @@ pub mod config;
 mod failures;
 mod hold;
 mod journal;
+pub mod json;
 mod lock;
 mod metrics;
 mod outbox;

@@ -119,10 +119,10 @@ fn status_shows_result_streak_domains_and_backups() {
 
     gw.db.stop().unwrap();
     gw.sync_expecting(3);
-    let failed = gw.run(&["status", "--json"]);
+    let failed = gw.run(&["status", "--json", "--domains"]);
     assert_eq!(failed.code, 0, "{failed:?}");
     let value: serde_json::Value = serde_json::from_str(&failed.stdout).unwrap();
-    assert_eq!(value["last_exit"], 3);
+    assert_eq!(value["last_run"]["exit_code"], 3);
     assert_eq!(value["consecutive_failures"], 1);
     assert_eq!(value["consecutive_db_failures"], 1);
     let listed: Vec<&str> = value["managed_domains"]
@@ -133,7 +133,19 @@ fn status_shows_result_streak_domains_and_backups() {
         .collect();
     assert_eq!(listed, managed);
     assert_eq!(value["backups"].as_array().unwrap().len(), 1);
-    assert!(!value["last_success"].as_str().unwrap().is_empty());
+    // RFC 3339 with the offset (docs/json.md).
+    let success = value["last_success"].as_str().unwrap();
+    assert!(
+        chrono::DateTime::parse_from_rfc3339(success).is_ok(),
+        "{success}"
+    );
+    assert_eq!(value["schema"], "relay-sync.status/1");
+    assert_eq!(value["managed_domain_count"], listed.len());
+    // Counts only by default: a million-domain gateway must not print a million lines.
+    let counts = gw.run(&["status", "--json"]);
+    let counts: serde_json::Value = serde_json::from_str(&counts.stdout).unwrap();
+    assert!(counts.get("managed_domains").is_none(), "{counts}");
+    assert_eq!(counts["managed_domain_count"], listed.len());
     assert!(!failed.stdout.contains(PASSWORD));
 }
 
@@ -476,4 +488,29 @@ fn hold_stops_syncs_until_release() {
     gw.run(&["release"]);
     gw.sync_expecting(0);
     assert!(gw.relay_domains().contains("held.example"));
+}
+
+/// `status --json` and `check --json` have the shapes docs/json.md documents: snapshots, with
+/// the times, ports and temporary paths of this gateway replaced by placeholders.
+#[test]
+fn json_documents_have_their_documented_shape() {
+    let gw = Gateway::start("kuma8088.com, old.example", "");
+    gw.sync_expecting(0);
+    let check = gw.run(&["check", "--json"]);
+    insta::assert_snapshot!("check_json", gw.redact(&check.stdout));
+    gw.run(&["hold", "--reason", "snapshot"]);
+    let mut status: serde_json::Value =
+        serde_json::from_str(&gw.run(&["status", "--json", "--domains"]).stdout).unwrap();
+    for pointer in ["/last_run/ended_at", "/last_success", "/hold/since"] {
+        let time = status.pointer_mut(pointer).unwrap();
+        let text = time.as_str().unwrap();
+        assert!(chrono::DateTime::parse_from_rfc3339(text).is_ok(), "{text}");
+        *time = "[RFC 3339]".into();
+    }
+    status["hold"]["by"] = "[USER]".into();
+    status["backups"] = serde_json::json!(["[STAMP]"]);
+    insta::assert_snapshot!(
+        "status_json",
+        gw.redact(&serde_json::to_string_pretty(&status).unwrap())
+    );
 }

@@ -50,10 +50,10 @@ fn a_failing_password_command_is_a_recorded_database_failure() {
     let run = gw.sync_expecting(3);
     assert!(run.stderr.contains("DB_PASSWORD_COMMAND"), "{run:?}");
     let value = status(&gw);
-    assert_eq!(value["last_exit"], 3, "{value}");
+    assert_eq!(value["last_run"]["exit_code"], 3, "{value}");
     assert_eq!(value["consecutive_failures"], 1, "{value}");
     assert_eq!(value["consecutive_db_failures"], 1, "{value}");
-    let result = value["last_result"].as_str().unwrap();
+    let result = value["last_run"]["result"].as_str().unwrap();
     assert!(result.contains("DB_PASSWORD_COMMAND"), "{result}");
     let text = metrics(&gw);
     assert!(text.contains("relay_sync_last_run_success 0\n"), "{text}");
@@ -80,11 +80,11 @@ fn a_transport_maps_without_the_transport_file_is_a_recorded_failure() {
     let run = gw.sync_expecting(2);
     assert!(run.stderr.contains("transport_maps"), "{run:?}");
     let value = status(&gw);
-    assert_eq!(value["last_exit"], 2, "{value}");
+    assert_eq!(value["last_run"]["exit_code"], 2, "{value}");
     assert_eq!(value["consecutive_failures"], 1, "{value}");
     assert_eq!(value["consecutive_db_failures"], 0, "{value}");
     assert!(
-        value["last_result"]
+        value["last_run"]["result"]
             .as_str()
             .unwrap()
             .contains("transport_maps"),

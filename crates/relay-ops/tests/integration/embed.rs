@@ -146,7 +146,7 @@ fn the_admin_example_syncs_and_prints_status_and_the_run_as_json() {
     let value: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(value["run"]["exit_code"], 0, "{value}");
     assert_eq!(value["run"]["removed"][0], "old.example", "{value}");
-    assert_eq!(value["status"]["last_exit"], 0, "{value}");
+    assert_eq!(value["status"]["last_run"]["exit_code"], 0, "{value}");
     assert_eq!(value["status"]["consecutive_failures"], 0, "{value}");
     let managed = value["status"]["managed_domains"].as_array().unwrap();
     assert!(managed.iter().any(|d| d == "example.com"), "{value}");
