@@ -55,10 +55,17 @@ fn require(tools: &[(&str, &str)]) {
 struct Installed {
     /// /opt/mailserver did not exist before the test: remove it whole afterwards.
     created_opt: bool,
+    /// Held until after the purge: two runs of this test on one machine (two checkouts)
+    /// take turns instead of purging each other's package.
+    _turn: fs::File,
 }
 
 impl Installed {
     fn new() -> Installed {
+        let turn = fs::File::create("/run/lock/relay-sync-packaging-test.lock")
+            .or_else(|_| fs::File::create("/tmp/relay-sync-packaging-test.lock"))
+            .unwrap();
+        turn.lock().unwrap();
         let listed = Command::new("dpkg-query")
             .args(["-W", "-f=${Status}", "relay-sync"])
             .output()
@@ -71,6 +78,7 @@ impl Installed {
         );
         Installed {
             created_opt: !Path::new("/opt/mailserver").exists(),
+            _turn: turn,
         }
     }
 }
@@ -534,11 +542,28 @@ fn unit_exposure_is_at_most_4() {
 /// quietly when its reader goes away (SIGPIPE, as `cat` does), never with a panic or an error.
 #[test]
 fn printing_into_a_closed_pipe_never_panics() {
+    // `status` and `backups` read files only: a config naming empty directories will do.
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    let config = dir.path().join("relay-sync.conf");
+    fs::write(
+        &config,
+        format!(
+            "DB_HOST=127.0.0.1\nDELL_RELAY_IP=127.0.0.1\nPOSTFIX_CONFIG_DIR={d}\n\
+             BACKUP_DIR={d}/backup\nSTATE_DIR={d}/state\nLOG_FILE={d}/relay-sync.log\n"
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(&config, fs::Permissions::from_mode(0o600)).unwrap();
+    let config = config.to_str().unwrap();
     for args in [
         &["completions", "fish"][..],
         &["completions", "bash"],
         &["man"],
         &["man", "check"],
+        &["--config", config, "status"],
+        &["--config", config, "status", "--json"],
+        &["--config", config, "backups"],
     ] {
         let (reader, writer) = std::io::pipe().unwrap();
         // The reader is gone before the first write: every write fails with EPIPE.
