@@ -36,6 +36,9 @@ fn config_page() -> Option<Vec<u8>> {
     None
 }
 
+/// Every page's footer: the program and its version.
+const SOURCE: &str = concat!("relay-sync ", env!("CARGO_PKG_VERSION"));
+
 /// The DESCRIPTION of relay-sync(1); `--help` keeps its shorter text.
 const DESCRIPTION: &str = "relay-sync keeps a Postfix MX gateway's relay_domains and \
 transport map in step with the enabled domains of the admin panel's MariaDB. It is run as root \
@@ -210,7 +213,8 @@ fn pages() -> std::io::Result<Vec<Page>> {
             other => command_exit_status(other),
         };
         let mut roff = Vec::new();
-        let man = clap_mangen::Man::new(sub);
+        // A subcommand has no version of its own; the footer names the program's.
+        let man = clap_mangen::Man::new(sub).source(SOURCE);
         man.render_title(&mut roff)?;
         man.render_name_section(&mut roff)?;
         man.render_synopsis_section(&mut roff)?;
