@@ -6,6 +6,7 @@
 //! code the result carries (SPEC §8, derived in one place: `relay_ops::RunOutcome::exit_code`).
 
 mod logging;
+mod man;
 mod report;
 
 use std::path::PathBuf;
@@ -93,6 +94,9 @@ enum Command {
     Man {
         /// A command, for its own page.
         command: Option<String>,
+        /// Write every page (relay-sync.1, relay-sync-COMMAND.1, ...) into DIR instead.
+        #[arg(long, value_name = "DIR", conflicts_with = "command")]
+        out_dir: Option<PathBuf>,
     },
 }
 
@@ -144,9 +148,17 @@ fn main() -> ExitCode {
     } else {
         tracing::Level::INFO
     };
+    if !command.changes_the_gateway() {
+        die_quietly_on_closed_pipe();
+    }
     match command {
         Command::Completions { shell } => return completions(shell),
-        Command::Man { command } => return man(command.as_deref()),
+        Command::Man { command, out_dir } => {
+            return match out_dir {
+                Some(dir) => man::write_all(&dir),
+                None => man::print(command.as_deref()),
+            }
+        }
         _ => {}
     }
     let config = match Config::load(cli.config.as_deref(), std::env::vars_os()) {
@@ -254,6 +266,33 @@ fn main() -> ExitCode {
     }
 }
 
+impl Command {
+    /// Whether the command writes to the gateway (a sync that is not a dry run, a rollback).
+    fn changes_the_gateway(&self) -> bool {
+        match self {
+            Command::Sync(args) => !args.dry_run,
+            Command::Rollback(_) | Command::Hold { .. } | Command::Release => true,
+            Command::Check(_)
+            | Command::Status(_)
+            | Command::Backups
+            | Command::Completions { .. }
+            | Command::Man { .. } => false,
+        }
+    }
+}
+
+/// Lets a command that only prints end quietly when its reader goes away
+/// (`relay-sync completions fish | head -1`), as `cat` does: SIGPIPE ends the process instead
+/// of `println!` panicking on `EPIPE`. Rust ignores SIGPIPE by default, and a sync or a
+/// rollback keeps it that way: a closed stdout must never kill a run between two apply steps.
+fn die_quietly_on_closed_pipe() {
+    // SAFETY: setting a signal's disposition to its default is async-signal-safe and happens
+    // before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 /// Sets up logging up to `level`; a log file that cannot be opened is a configuration error.
 fn start_logging(
     log_file: Option<&std::path::Path>,
@@ -292,30 +331,6 @@ fn completions(shell: clap_complete::Shell) -> ExitCode {
         &mut std::io::stdout(),
     );
     ExitCode::SUCCESS
-}
-
-/// Prints the man page (roff): relay-sync(1), or relay-sync-COMMAND(1).
-fn man(command: Option<&str>) -> ExitCode {
-    let mut cli = <Cli as clap::CommandFactory>::command();
-    cli.build();
-    let page = match command {
-        None => cli,
-        Some(name) => match cli.find_subcommand(name) {
-            // After `build`, a subcommand displays as `relay-sync-NAME`.
-            Some(sub) => sub.clone(),
-            None => {
-                logging::early_error(&format!("no command {name:?}"));
-                return ExitCode::from(EXIT_USAGE);
-            }
-        },
-    };
-    match clap_mangen::Man::new(page).render(&mut std::io::stdout()) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            logging::early_error(&format!("cannot write the man page: {error}"));
-            ExitCode::from(EXIT_INTERNAL)
-        }
-    }
 }
 
 /// Prints the check report (text or JSON) and exits 1 when a check failed.

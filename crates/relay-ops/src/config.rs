@@ -54,7 +54,7 @@ use relay_process::{excerpt, RunError};
 mod keys;
 mod trust;
 
-pub use keys::{readme_table, sample_config, Key, Section, Shown, SECTIONS};
+pub use keys::{man_page, readme_table, sample_config, Key, Section, Shown, SECTIONS};
 
 /// Where the configuration file is when `--config` is not given.
 pub const DEFAULT_CONFIG_FILE: &str = "/opt/mailserver/config/relay-sync.conf";
@@ -2087,6 +2087,32 @@ METRICS_FILE = /var/lib/node_exporter/textfile/relay_sync.prom
     }
 
     /// The documentation table names the keys `Raw` reads, in the same order.
+    #[test]
+    fn the_man_page_documents_every_key_from_the_same_table() {
+        let page = keys::man_page("0.0.0");
+        assert!(page.starts_with(".TH RELAY-SYNC.CONF 5 "), "{page}");
+        for key in keys::keys() {
+            assert!(
+                page.contains(&format!(".B {}\n", key.name)),
+                "{} missing",
+                key.name
+            );
+        }
+        // No line of running text starts a roff request by accident.
+        for line in page.lines() {
+            assert!(
+                !line.starts_with('.')
+                    || line.starts_with(".TH")
+                    || line.starts_with(".SH")
+                    || line.starts_with(".SS")
+                    || line.starts_with(".TP")
+                    || line.starts_with(".B ")
+                    || line == ".PP",
+                "{line}"
+            );
+        }
+    }
+
     #[test]
     fn table_lists_every_key() {
         let documented: Vec<&str> = keys::keys().map(|key| key.name).collect();

@@ -2,18 +2,30 @@
 //! from the debug binary (a release build takes minutes on two cores; the layout, modes and
 //! the installed binary's behaviour do not depend on the profile).
 //!
-//! The test installs the .deb on this machine with `dpkg -i` (CI runs as root on a throwaway
-//! machine), runs the installed binary's `check` against a sandbox gateway, and purges the
-//! package again, also when an assertion fails.
+//! The lifecycle test installs the .deb on this machine (CI runs as root on a throwaway
+//! machine), checks the installed binary against a sandbox gateway, enables the timer,
+//! upgrades with a locally modified conffile, removes and purges, checking the file system
+//! after each step. It purges the package and removes what it created also when an assertion
+//! fails, and refuses to start when relay-sync is already installed (it would purge it).
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 
 use crate::gateway::{Gateway, BIN};
 
 const INSTALLED: &str = "/usr/bin/relay-sync";
+const CONF: &str = "/opt/mailserver/config/relay-sync.conf";
+const BACKUP_DIR: &str = "/opt/mailserver/backup";
+const STATE_DIR: &str = "/var/lib/relay-sync";
+const LOG_FILE: &str = "/var/log/mailserver/relay-sync.log";
+const TIMER_LINK: &str = "/etc/systemd/system/timers.target.wants/relay-sync.timer";
+/// What deb-systemd-helper records for the timer (purge must remove it).
+const DSH_STATE: &str = "/var/lib/systemd/deb-systemd-helper-enabled/relay-sync.timer.dsh-also";
+/// A backup generation the test puts in BACKUP_DIR: purge must keep it.
+const GENERATION: &str = "/opt/mailserver/backup/transport.20260101-000000.bak";
 
 /// Runs a command and returns its stdout; panics with its stderr when it fails.
 fn output(program: &str, args: &[&str]) -> String {
@@ -23,33 +35,78 @@ fn output(program: &str, args: &[&str]) -> String {
         .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
     assert!(
         out.status.success(),
-        "{program} {args:?} failed ({}): {}",
+        "{program} {args:?} failed ({}): {}{}",
         out.status,
+        String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// Purges the package when dropped, so a failed assertion does not leave it installed.
-struct Installed;
+/// Fails with the install command when a tool the test needs is missing.
+fn require(tools: &[(&str, &str)]) {
+    for (tool, package) in tools {
+        relay_testbed::require(tool, package).unwrap();
+    }
+}
+
+/// Purges the package and removes what the test created when dropped, so that a failed
+/// assertion leaves the machine as it was.
+struct Installed {
+    /// /opt/mailserver did not exist before the test: remove it whole afterwards.
+    created_opt: bool,
+    /// Held until after the purge: two runs of this test on one machine (two checkouts)
+    /// take turns instead of purging each other's package.
+    _turn: fs::File,
+}
+
+impl Installed {
+    fn new() -> Installed {
+        let turn = fs::File::create("/run/lock/relay-sync-packaging-test.lock")
+            .or_else(|_| fs::File::create("/tmp/relay-sync-packaging-test.lock"))
+            .unwrap();
+        turn.lock().unwrap();
+        let listed = Command::new("dpkg-query")
+            .args(["-W", "-f=${Status}", "relay-sync"])
+            .output()
+            .unwrap();
+        assert!(
+            !String::from_utf8_lossy(&listed.stdout).contains("installed")
+                && !Path::new(INSTALLED).exists(),
+            "relay-sync is already installed on this machine; the packaging test would purge \
+             it: `dpkg --purge relay-sync` first"
+        );
+        Installed {
+            created_opt: !Path::new("/opt/mailserver").exists(),
+            _turn: turn,
+        }
+    }
+}
 
 impl Drop for Installed {
     fn drop(&mut self) {
         let _ = Command::new("dpkg")
             .args(["--purge", "relay-sync"])
             .output();
+        let _ = fs::remove_file(GENERATION);
+        let _ = fs::remove_file(TIMER_LINK);
+        if self.created_opt {
+            let _ = fs::remove_dir_all("/opt/mailserver");
+        }
     }
 }
 
-/// Builds both packages from the debug binary into `out` with the script `cargo xtask dist`
-/// uses.
-fn build_packages(out: &Path) -> (PathBuf, PathBuf) {
+/// Builds both packages of `version` from the debug binary into `out` with the script
+/// `cargo xtask dist` uses.
+fn build_packages(out: &Path, version: &str) -> (PathBuf, PathBuf) {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../packaging/build-packages.sh");
-    for (tool, package) in [("/usr/bin/rpmbuild", "rpm"), ("/usr/bin/strip", "binutils")] {
-        relay_testbed::require(tool, package).unwrap();
-    }
+    require(&[
+        ("/usr/bin/rpmbuild", "rpm"),
+        ("/usr/bin/strip", "binutils"),
+        ("/usr/bin/dpkg-shlibdeps", "dpkg-dev"),
+    ]);
     let built = Command::new(script)
-        .args([BIN, out.to_str().unwrap(), "0.0.0-test"])
+        .args([BIN, out.to_str().unwrap(), version])
         .env("FAST", "1")
         .output()
         .unwrap();
@@ -65,7 +122,7 @@ fn build_packages(out: &Path) -> (PathBuf, PathBuf) {
     (paths[0].clone(), paths[1].clone())
 }
 
-/// `mode owner path` lines of `dpkg-deb -c` (sizes and dates left out).
+/// `(mode, "owner path")` of `dpkg-deb -c` (sizes and dates left out).
 fn deb_listing(deb: &Path) -> Vec<(String, String)> {
     output("dpkg-deb", &["-c", deb.to_str().unwrap()])
         .lines()
@@ -80,63 +137,300 @@ fn deb_listing(deb: &Path) -> Vec<(String, String)> {
         .collect()
 }
 
-#[test]
-fn deb_and_rpm_install_the_documented_files() {
-    let out = tempfile::tempdir().unwrap();
-    let (deb, rpm) = build_packages(out.path());
+fn mode(path: &str) -> u32 {
+    fs::metadata(path)
+        .unwrap_or_else(|e| panic!("{path}: {e}"))
+        .permissions()
+        .mode()
+        & 0o7777
+}
+
+fn exists(path: &str) -> bool {
+    fs::symlink_metadata(path).is_ok()
+}
+
+/// The packages' contents, metadata and scripts, and what lintian and rpmlint say of them.
+fn check_built_packages(deb: &Path, rpm: &Path) {
+    let (deb_s, rpm_s) = (deb.to_str().unwrap(), rpm.to_str().unwrap());
 
     // The .deb's contents: paths, owners and modes, as the document asks.
-    let listing = deb_listing(&deb);
+    let listing = deb_listing(deb);
     let text: String = listing
         .iter()
         .map(|(mode, rest)| format!("{mode} {rest}\n"))
         .collect();
     insta::assert_snapshot!("deb_contents", text);
 
-    // The .rpm holds the same files with the same modes.
-    let rpm_listing = output("rpm", &["-qlpv", rpm.to_str().unwrap()]);
-    let mut rpm_entries = 0;
+    // The .rpm holds the same files with the same modes, but for each distribution's own
+    // places: Debian's changelog, lintian overrides and zsh directory against Fedora's.
+    let deb_only = [
+        "/usr/share/doc/relay-sync/changelog.gz",
+        "/usr/share/lintian",
+        "/usr/share/lintian/overrides",
+        "/usr/share/lintian/overrides/relay-sync",
+        "/usr/share/zsh/vendor-completions",
+        "/usr/share/zsh/vendor-completions/_relay-sync",
+    ];
+    let rpm_listing = output("rpm", &["-qlpv", rpm_s]);
+    let mut rpm_paths = Vec::new();
     for line in rpm_listing.lines() {
         let fields: Vec<&str> = line.split_whitespace().collect();
         let (mode, owner, group, path) = (fields[0], fields[2], fields[3], fields[8]);
         assert_eq!((owner, group), ("root", "root"), "{line}");
+        rpm_paths.push(path.to_owned());
+        if path == "/usr/share/zsh/site-functions/_relay-sync" {
+            assert_eq!(mode, "-rw-r--r--", "{line}");
+            continue;
+        }
         let in_deb = listing
             .iter()
             .find(|(_, rest)| rest == &format!("root/root {path}"))
             .unwrap_or_else(|| panic!("{path} is in the .rpm but not in the .deb"));
         assert_eq!(mode, in_deb.0, "mode of {path}");
-        rpm_entries += 1;
     }
-    assert_eq!(rpm_entries, 21, "{rpm_listing}");
-    let conffiles = output("dpkg-deb", &["-I", deb.to_str().unwrap(), "conffiles"]);
-    assert_eq!(
-        conffiles,
-        "/opt/mailserver/config/relay-sync.conf\n/etc/logrotate.d/relay-sync\n"
-    );
-    let rpm_config = output("rpm", &["-qcp", rpm.to_str().unwrap()]);
-    assert_eq!(
-        rpm_config,
-        "/etc/logrotate.d/relay-sync\n/opt/mailserver/config/relay-sync.conf\n"
+    for (_, rest) in listing.iter().filter(|(mode, _)| !mode.starts_with('d')) {
+        let path = rest.trim_start_matches("root/root ");
+        assert!(
+            rpm_paths.iter().any(|p| p == path) || deb_only.contains(&path),
+            "{path} is in the .deb but not in the .rpm"
+        );
+    }
+    assert!(
+        rpm_paths.contains(&"/usr/share/zsh/site-functions/_relay-sync".to_owned()),
+        "{rpm_listing}"
     );
 
-    // Installed here, the binary checks a real gateway.
+    // Conffiles, kept on upgrade by both.
+    let conffiles = output("dpkg-deb", &["-I", deb_s, "conffiles"]);
+    assert_eq!(conffiles, format!("{CONF}\n/etc/logrotate.d/relay-sync\n"));
+    assert_eq!(
+        output("rpm", &["-qcp", rpm_s]),
+        format!("/etc/logrotate.d/relay-sync\n{CONF}\n")
+    );
+
+    // The libc bound is computed from the binary, not written by hand.
+    let control = output("dpkg-deb", &["-f", deb_s, "Depends"]);
+    assert!(control.starts_with("libc6 (>= 2."), "Depends: {control}");
+    let requires = output("rpm", &["-qp", "--requires", rpm_s]);
+    assert!(
+        requires.contains("libc.so.6(GLIBC_2.") && requires.contains("(64bit)"),
+        "{requires}"
+    );
+
+    // Maintainer scripts: the .deb's, and the RPM's systemd macros.
+    for script in ["postinst", "prerm", "postrm", "md5sums"] {
+        let text = output("dpkg-deb", &["-I", deb_s, script]);
+        assert!(!text.is_empty(), "{script} is empty");
+    }
+    let postrm = output("dpkg-deb", &["-I", deb_s, "postrm"]);
+    let commands: String = postrm
+        .lines()
+        .filter(|line| !line.trim_start().starts_with('#'))
+        .collect();
+    assert!(
+        commands.contains("rm -rf /var/lib/relay-sync") && !commands.contains(BACKUP_DIR),
+        "purge removes STATE_DIR and never names BACKUP_DIR:\n{postrm}"
+    );
+    let scripts = output("rpm", &["-qp", "--scripts", rpm_s]);
+    for wanted in [
+        "systemctl --no-reload preset relay-sync.service relay-sync.timer",
+        "systemctl --no-reload disable --now relay-sync.timer relay-sync.service",
+        "systemctl daemon-reload",
+    ] {
+        assert!(
+            scripts.contains(wanted),
+            "rpm scripts lack {wanted}:\n{scripts}"
+        );
+    }
+    let changelog = output("rpm", &["-qp", "--changelog", rpm_s]);
+    assert!(changelog.contains("relay-sync maintainers"), "{changelog}");
+
+    // lintian and rpmlint: no error and no warning; what is left is an override with its
+    // reason (packaging/deb/lintian-overrides, packaging/rpm/rpmlint.toml).
+    require(&[
+        ("/usr/bin/lintian", "lintian"),
+        ("/usr/bin/rpmlint", "rpmlint"),
+    ]);
+    let lintian = Command::new("lintian")
+        .args(["--pedantic", "--fail-on", "error,warning", deb_s])
+        .output()
+        .unwrap();
+    let lintian_out = String::from_utf8_lossy(&lintian.stdout);
+    assert!(
+        lintian.status.success()
+            && !lintian_out
+                .lines()
+                .any(|l| l.starts_with("E:") || l.starts_with("W:")),
+        "lintian ({}):\n{lintian_out}{}",
+        lintian.status,
+        String::from_utf8_lossy(&lintian.stderr)
+    );
+    let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../packaging/rpm/rpmlint.toml");
+    let rpmlint = Command::new("rpmlint")
+        .args(["-c", config.to_str().unwrap(), rpm_s])
+        .output()
+        .unwrap();
+    let rpmlint_out = String::from_utf8_lossy(&rpmlint.stdout);
+    assert!(
+        rpmlint.status.success() && rpmlint_out.contains("0 errors, 0 warnings"),
+        "rpmlint ({}):\n{rpmlint_out}{}",
+        rpmlint.status,
+        String::from_utf8_lossy(&rpmlint.stderr)
+    );
+}
+
+/// Every man page relay-sync(1) and the others refer to is shipped, and relay-sync(1) has the
+/// sections a reader looks for.
+fn check_installed_man_pages() {
+    if !Path::new("/usr/share/man/man1/relay-sync.1.gz").exists() {
+        // Slim container images tell dpkg to skip man pages.
+        let excluded = Command::new("sh")
+            .args([
+                "-c",
+                "grep -rs 'path-exclude.*/usr/share/man' /etc/dpkg/dpkg.cfg.d",
+            ])
+            .output()
+            .unwrap();
+        panic!(
+            "relay-sync(1) was not installed; dpkg excludes: {}",
+            String::from_utf8_lossy(&excluded.stdout)
+        );
+    }
+    let page = |name: &str, section: &str| {
+        output(
+            "sh",
+            &[
+                "-c",
+                &format!("zcat /usr/share/man/man{section}/{name}.{section}.gz"),
+            ],
+        )
+    };
+    let man = page("relay-sync", "1");
+    assert!(man.contains(".TH relay-sync 1"), "{man}");
+    for section in [
+        "EXIT STATUS",
+        "ENVIRONMENT",
+        "FILES",
+        "SEE ALSO",
+        "SUBCOMMANDS",
+    ] {
+        assert!(
+            man.contains(&format!(".SH \"{section}\"")) || man.contains(&format!(".SH {section}")),
+            "relay-sync(1) lacks {section}:\n{man}"
+        );
+    }
+    assert!(man.contains("\\fB6\\fR"), "EXIT STATUS lacks 6:\n{man}");
+    let mut shipped = Vec::new();
+    for section in ["1", "5"] {
+        if let Ok(dir) = fs::read_dir(format!("/usr/share/man/man{section}")) {
+            for entry in dir.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if let Some(stem) = name.strip_suffix(&format!(".{section}.gz")) {
+                    if stem.starts_with("relay-sync") {
+                        shipped.push((stem.to_owned(), section));
+                    }
+                }
+            }
+        }
+    }
+    assert!(shipped.len() >= 6, "{shipped:?}");
+    for (stem, section) in &shipped {
+        let text = page(stem, section);
+        // References look like `relay\-sync\-check(1)` or `\fBrelay\-sync\fR(1)`.
+        let plain = text
+            .replace("\\fB", "")
+            .replace("\\fR", "")
+            .replace("\\-", "-");
+        for (at, _) in plain.match_indices("relay-sync") {
+            let rest = &plain[at..];
+            let end = rest
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '-' || c == '.'))
+                .unwrap_or(rest.len());
+            if let Some(section) = rest[end..].strip_prefix('(') {
+                let referred = (rest[..end].to_owned(), &section[..1]);
+                assert!(
+                    shipped
+                        .iter()
+                        .any(|(s, n)| *s == referred.0 && *n == referred.1),
+                    "{stem}({section}) refers to {}({}), which is not shipped",
+                    referred.0,
+                    referred.1
+                );
+            }
+        }
+    }
+    assert!(
+        !man.contains("relay\\-sync\\-help"),
+        "relay-sync(1) names relay-sync-help"
+    );
+    let check_page = page("relay-sync-check", "1");
+    assert!(
+        check_page.contains(".TH relay-sync-check 1"),
+        "{check_page}"
+    );
+    assert!(check_page.contains("json"), "{check_page}");
+    // man-db finds the pages.
+    let found = output("man", &["-w", "relay-sync-rollback"]);
+    assert!(found.contains("relay-sync-rollback.1"), "{found}");
+}
+
+#[test]
+fn deb_lifecycle_install_upgrade_remove_purge() {
+    require(&[
+        ("/usr/bin/deb-systemd-helper", "init-system-helpers"),
+        ("/usr/bin/systemctl", "systemd"),
+        ("/usr/bin/man", "man-db"),
+    ]);
+    let out = tempfile::tempdir().unwrap();
+    let (deb, rpm) = build_packages(&out.path().join("1"), "0.1.0~test1");
+    check_built_packages(&deb, &rpm);
+    let (deb2, _) = build_packages(&out.path().join("2"), "0.1.0~test2");
+
+    // Install: the documented files and modes, md5sums that match, the units known to
+    // deb-systemd-helper but not enabled.
     let gw = Gateway::start("kuma8088.com", "");
-    let _installed = Installed;
+    let _installed = Installed::new();
     output("dpkg", &["-i", deb.to_str().unwrap()]);
-    for (path, mode) in [
-        ("/opt/mailserver/config/relay-sync.conf", 0o600),
-        ("/opt/mailserver/backup", 0o700),
+    for (path, wanted) in [
+        (CONF, 0o600),
+        (BACKUP_DIR, 0o700),
         ("/var/log/mailserver", 0o750),
-        ("/var/lib/relay-sync", 0o700),
+        (STATE_DIR, 0o700),
         (INSTALLED, 0o755),
     ] {
-        let actual = fs::metadata(path).unwrap().permissions().mode() & 0o7777;
-        assert_eq!(actual, mode, "{path}: {actual:o}");
+        assert_eq!(mode(path), wanted, "{path}: {:o}", mode(path));
     }
+    assert_eq!(output("dpkg", &["--verify", "relay-sync"]), "");
+    assert!(!exists(TIMER_LINK), "the package must not enable the timer");
+    assert!(
+        exists(DSH_STATE),
+        "postinst did not record the timer's state"
+    );
+    let verify = Command::new("systemd-analyze")
+        .args([
+            "verify",
+            "--man=no",
+            "/usr/lib/systemd/system/relay-sync.service",
+            "/usr/lib/systemd/system/relay-sync.timer",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        verify.status.success() && verify.stderr.is_empty(),
+        "systemd-analyze verify: {}",
+        String::from_utf8_lossy(&verify.stderr)
+    );
+    check_installed_man_pages();
+    let bash = fs::read_to_string("/usr/share/bash-completion/completions/relay-sync").unwrap();
+    assert!(
+        bash.contains("rollback") && bash.contains("--json"),
+        "{bash}"
+    );
+
+    // The installed binary checks a real gateway, and the shipped SQL creates a user that
+    // check finds read-only.
     let run = gw.run_program(INSTALLED, &["check"], &[]);
     assert_eq!(run.code, 0, "{run:?}");
-
-    // The shipped SQL creates a user that check finds read-only.
     let sql = fs::read_to_string("/usr/share/relay-sync/create-user.sql")
         .unwrap()
         .replace("GATEWAY_IP", "127.0.0.1")
@@ -146,32 +440,172 @@ fn deb_and_rpm_install_the_documented_files() {
     let run = gw.run_program(INSTALLED, &["check"], &[]);
     assert_eq!(run.code, 0, "{run:?}");
     assert!(
-        run.stdout
-            .contains("ok   grants           relay_sync has SELECT on mailserver_usermgmt.domains and nothing more"),
+        run.stdout.contains(
+            "ok   grants           relay_sync has SELECT on mailserver_usermgmt.domains and nothing more"
+        ),
         "{run:?}"
     );
 
-    // The man page and completions were generated from the binary's clap definition.
-    let man = output("sh", &["-c", "zcat /usr/share/man/man1/relay-sync.1.gz"]);
-    assert!(man.contains(".TH relay-sync 1"), "{man}");
-    for command in ["check", "status", "rollback", "backups"] {
-        assert!(man.contains(command), "man page lacks {command}");
+    // The operator enables the timer (systemctl works on the files when systemd is not
+    // running, as in a container), edits the config, and relay-sync has run: state, a log and
+    // a backup generation exist.
+    output("systemctl", &["enable", "relay-sync.timer"]);
+    assert!(exists(TIMER_LINK), "systemctl enable made no symlink");
+    let mut conf = fs::read_to_string(CONF).unwrap();
+    conf.push_str("# edited on this gateway\nMAX_REMOVE_PERCENT=30\n");
+    fs::write(CONF, &conf).unwrap();
+    fs::write(format!("{STATE_DIR}/state"), "last=0\n").unwrap();
+    fs::write(LOG_FILE, "[2026-01-01 00:00:00] INFO: a run\n").unwrap();
+    fs::write(GENERATION, "# a generation\n").unwrap();
+
+    // Upgrade: the local edit and the enablement are kept.
+    output(
+        "dpkg",
+        &[
+            "-i",
+            "--force-confdef",
+            "--force-confold",
+            deb2.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(
+        output("dpkg-query", &["-W", "-f=${Version}", "relay-sync"]),
+        "0.1.0~test2"
+    );
+    assert_eq!(
+        fs::read_to_string(CONF).unwrap(),
+        conf,
+        "upgrade lost the edit"
+    );
+    assert_eq!(mode(CONF), 0o600);
+    assert!(exists(TIMER_LINK), "upgrade disabled the timer");
+    // Every file matches its checksum but the edited conffile.
+    assert_eq!(
+        output("dpkg", &["--verify", "relay-sync"]),
+        format!("??5?????? c {CONF}\n")
+    );
+
+    // Remove: the program and the units go, the timer is disabled (no enabled timer left
+    // pointing at a deleted service); the config, state, log and backups stay.
+    output("dpkg", &["--remove", "relay-sync"]);
+    for gone in [
+        INSTALLED,
+        "/usr/lib/systemd/system/relay-sync.service",
+        "/usr/lib/systemd/system/relay-sync.timer",
+        TIMER_LINK,
+    ] {
+        assert!(!exists(gone), "{gone} is left after remove");
     }
-    let check_page = output(
-        "sh",
-        &["-c", "zcat /usr/share/man/man1/relay-sync-check.1.gz"],
-    );
-    assert!(
-        check_page.contains(".TH relay-sync-check 1"),
-        "{check_page}"
-    );
-    assert!(check_page.contains("json"), "{check_page}");
-    let bash = fs::read_to_string("/usr/share/bash-completion/completions/relay-sync").unwrap();
-    assert!(
-        bash.contains("rollback") && bash.contains("--json"),
-        "{bash}"
+    assert_eq!(fs::read_to_string(CONF).unwrap(), conf);
+    for kept in [GENERATION, LOG_FILE, STATE_DIR] {
+        assert!(exists(kept), "{kept} is gone after remove");
+    }
+
+    // Purge: config, state, log and deb-systemd-helper's records go; the backup generation
+    // stays.
+    output("dpkg", &["--purge", "relay-sync"]);
+    for gone in [CONF, STATE_DIR, LOG_FILE, DSH_STATE, "/var/log/mailserver"] {
+        assert!(!exists(gone), "{gone} is left after purge");
+    }
+    assert_eq!(
+        fs::read_to_string(GENERATION).unwrap(),
+        "# a generation\n",
+        "purge touched BACKUP_DIR"
     );
 }
+
+/// The unit's exposure as systemd rates it: 8.2 before issue 13's hardening, at most 4.0
+/// now (packaging/README-unit.md explains each directive).
+#[test]
+fn unit_exposure_is_at_most_4() {
+    require(&[("/usr/bin/systemd-analyze", "systemd")]);
+    let unit = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../packaging/relay-sync.service");
+    let report = output(
+        "systemd-analyze",
+        &[
+            "security",
+            "--offline=true",
+            "--no-pager",
+            unit.to_str().unwrap(),
+        ],
+    );
+    let score: f64 = report
+        .lines()
+        .find_map(|line| line.split("relay-sync.service: ").nth(1))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|score| score.parse().ok())
+        .unwrap_or_else(|| panic!("no overall exposure in:\n{report}"));
+    assert!(score <= 4.0, "exposure {score} > 4.0:\n{report}");
+}
+
+/// `relay-sync completions fish | head -1` and the like: a command that only prints ends
+/// quietly when its reader goes away (SIGPIPE, as `cat` does), never with a panic or an error.
+#[test]
+fn printing_into_a_closed_pipe_never_panics() {
+    // `status` and `backups` read files only: a config naming empty directories will do.
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    let config = dir.path().join("relay-sync.conf");
+    fs::write(
+        &config,
+        format!(
+            "DB_HOST=127.0.0.1\nDELL_RELAY_IP=127.0.0.1\nPOSTFIX_CONFIG_DIR={d}\n\
+             BACKUP_DIR={d}/backup\nSTATE_DIR={d}/state\nLOG_FILE={d}/relay-sync.log\n"
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(&config, fs::Permissions::from_mode(0o600)).unwrap();
+    let config = config.to_str().unwrap();
+    for args in [
+        &["completions", "fish"][..],
+        &["completions", "bash"],
+        &["man"],
+        &["man", "check"],
+        &["--config", config, "status"],
+        &["--config", config, "status", "--json"],
+        &["--config", config, "backups"],
+    ] {
+        let (reader, writer) = std::io::pipe().unwrap();
+        // The reader is gone before the first write: every write fails with EPIPE.
+        drop(reader);
+        let out = Command::new(BIN)
+            .args(args)
+            .stdout(writer)
+            .stderr(Stdio::piped())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success() || out.status.signal() == Some(SIGPIPE),
+            "relay-sync {args:?} into a closed pipe: {}\n{stderr}",
+            out.status
+        );
+        assert!(stderr.is_empty(), "relay-sync {args:?}: {stderr}");
+    }
+    // The issue's own command line.
+    let out = Command::new("bash")
+        .args([
+            "-c",
+            &format!("set -o pipefail; {BIN} completions fish | head -1"),
+        ])
+        .output()
+        .unwrap();
+    let code = out.status.code();
+    assert!(
+        code == Some(0) || code == Some(128 + SIGPIPE),
+        "{:?}: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// SIGPIPE's number on Linux (the e2e tests do not link libc).
+const SIGPIPE: i32 = 13;
 
 /// `--help` works for every command, and names what the issue asks for.
 #[test]

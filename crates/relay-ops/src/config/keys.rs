@@ -376,6 +376,60 @@ fn comment(out: &mut String, text: &str) {
     }
 }
 
+/// relay-sync.conf(5), in roff: every key with its default and meaning, from the same table as
+/// the sample config file and the README's table. `version` goes in the footer.
+pub fn man_page(version: &str) -> String {
+    let mut out = format!(
+        ".TH RELAY-SYNC.CONF 5 \"\" \"relay-sync {version}\" \"File Formats\"\n\
+         .SH NAME\nrelay-sync.conf \\- configuration of relay-sync\n\
+         .SH SYNOPSIS\n{}\n\
+         .SH DESCRIPTION\n{}\n",
+        roff(super::DEFAULT_CONFIG_FILE),
+        roff(
+            "KEY=VALUE lines; lines starting with # or ; are comments. One pair of quotes \
+             around a whole value is removed; nothing else is interpreted. Every key may also \
+             come from the environment as RELAY_SYNC_<KEY>, which wins over the file. Unknown \
+             keys, keys set twice and sections are errors naming the file and line. An empty \
+             value is the same as not setting the key. Paths must be absolute; timeouts are \
+             seconds, fractions allowed. The file, and the files and commands it names, must \
+             be owned by root and writable by root alone; a file holding DB_PASSWORD must be \
+             readable by root alone."
+        )
+    );
+    for section in SECTIONS {
+        let _ = writeln!(out, ".SS {}", roff(section.title));
+        if !section.note.is_empty() {
+            let _ = writeln!(out, "{}\n.PP", roff(section.note));
+        }
+        for key in section.keys {
+            let default = match key.default {
+                Required => "Required.".to_owned(),
+                Value(value) => format!("Default: {value}."),
+                Derived(default) => format!("Default: {}.", default.replace('`', "")),
+                Unset => "Not set by default.".to_owned(),
+            };
+            let _ = writeln!(
+                out,
+                ".TP\n.B {}\n{} {}",
+                key.name,
+                roff(&key.about.replace('`', "")),
+                roff(&default)
+            );
+        }
+    }
+    out.push_str(".SH SEE ALSO\nrelay-sync(1)\n");
+    out
+}
+
+/// `text` as roff running text: backslashes escaped, and a line never starts a request.
+fn roff(text: &str) -> String {
+    let text = text.replace('\\', "\\e");
+    match text.chars().next() {
+        Some('.' | '\'') => format!("\\&{text}"),
+        _ => text,
+    }
+}
+
 /// The README's configuration table: key, default, meaning.
 pub fn readme_table() -> String {
     let mut out = String::from("| key | default | meaning |\n|---|---|---|\n");
