@@ -55,12 +55,25 @@ pub(crate) enum StderrMode {
     All,
     /// `ERROR` lines only: cron mails whatever reaches stderr.
     ErrorsOnly,
+    /// stderr is the systemd journal: every line, with the `<N>` priority prefix journald
+    /// reads and no timestamp of its own (the journal keeps the time).
+    Journal,
 }
 
 impl StderrMode {
-    /// [`StderrMode::All`] when stderr is a terminal, [`StderrMode::ErrorsOnly`] otherwise.
+    /// [`StderrMode::Journal`] when stderr is the stream systemd named in `JOURNAL_STREAM`,
+    /// [`StderrMode::All`] when it is a terminal, [`StderrMode::ErrorsOnly`] otherwise.
     pub(crate) fn detect() -> StderrMode {
-        if io::stderr().is_terminal() {
+        use std::os::unix::fs::MetadataExt;
+        let stderr = io::stderr();
+        let is_journal = std::env::var("JOURNAL_STREAM").ok().is_some_and(|stream| {
+            // fstat(2) of our own stderr: the journal's stream is that device and inode.
+            std::fs::metadata("/proc/self/fd/2")
+                .is_ok_and(|meta| journal_stream_is(&stream, meta.dev(), meta.ino()))
+        });
+        if is_journal {
+            StderrMode::Journal
+        } else if stderr.is_terminal() {
             StderrMode::All
         } else {
             StderrMode::ErrorsOnly
@@ -70,7 +83,7 @@ impl StderrMode {
     /// The most verbose level stderr takes of the lines the subscriber lets through.
     fn max_level(self) -> Level {
         match self {
-            StderrMode::All => Level::TRACE,
+            StderrMode::All | StderrMode::Journal => Level::TRACE,
             StderrMode::ErrorsOnly => Level::ERROR,
         }
     }
@@ -169,6 +182,14 @@ pub(crate) fn open_log_file(path: &Path) -> Result<File, LoggingError> {
     }
 }
 
+/// Whether `JOURNAL_STREAM` (`DEVICE:INODE`, as systemd sets it) names the stream with `dev`
+/// and `ino`: only then is stderr the journal, not a pipe a child inherited.
+fn journal_stream_is(stream: &str, dev: u64, ino: u64) -> bool {
+    stream
+        .split_once(':')
+        .is_some_and(|(d, i)| d.parse() == Ok(dev) && i.parse() == Ok(ino))
+}
+
 /// The clock of every line: `YYYY-MM-DD HH:MM:SS` in local time.
 fn local_time() -> ChronoLocal {
     ChronoLocal::new(TIMESTAMP_FORMAT.to_owned())
@@ -194,7 +215,18 @@ where
     E: for<'w> MakeWriter<'w> + Send + Sync + 'static,
     T: FormatTime + Send + Sync + 'static,
 {
-    let writer = file.and(stderr.with_max_level(mode.max_level()));
+    // Under the journal, stderr gets lines of its own format from a second layer; otherwise the
+    // file's lines are copied to it.
+    let (writer, journal) = if mode == StderrMode::Journal {
+        let journal = tracing_subscriber::fmt::layer()
+            .event_format(JournalFormat)
+            .fmt_fields(LineFields)
+            .with_writer(stderr);
+        (BoxMakeWriter::new(file), Some(journal))
+    } else {
+        let writer = file.and(stderr.with_max_level(mode.max_level()));
+        (BoxMakeWriter::new(writer), None)
+    };
     let layer = tracing_subscriber::fmt::layer()
         .event_format(LineFormat { timer })
         .fmt_fields(LineFields)
@@ -204,6 +236,35 @@ where
     tracing_subscriber::registry()
         .with(LevelFilter::from_level(max_level))
         .with(layer)
+        .with(journal)
+}
+
+/// A line for the journal: `<N>LEVEL: message key=value…`, escaped, with the syslog priority
+/// journald reads (3 error, 4 warning, 6 info, 7 debug) and no timestamp.
+#[derive(Debug)]
+struct JournalFormat;
+
+impl<S, N> FormatEvent<S, N> for JournalFormat
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'w> FormatFields<'w> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> fmt::Result {
+        let (priority, level) = match *event.metadata().level() {
+            Level::ERROR => (3, "ERROR"),
+            Level::WARN => (4, "WARN"),
+            Level::INFO => (6, "INFO"),
+            _ => (7, "DEBUG"),
+        };
+        write!(writer, "<{priority}>{level}: ")?;
+        ctx.format_fields(Writer::new(&mut EscapeLine(&mut writer)), event)?;
+        writeln!(writer)
+    }
 }
 
 /// The open log file. A failed write is reported once on stderr, naming the file: the run goes
@@ -416,6 +477,36 @@ mod tests {
         tracing::info!("===== Relay Domains Sync Started =====");
         tracing::debug!("postconf -h relay_domains");
         tracing::trace!("very detailed");
+    }
+
+    /// Under systemd, `journalctl -u relay-sync -p err` must find the errors: every line goes to
+    /// the journal with its priority and without a second timestamp, while the log file keeps
+    /// the document's format.
+    #[test]
+    fn journal_lines_carry_their_priority_and_no_timestamp() {
+        let (file, err) = capture(StderrMode::Journal, Level::INFO, || {
+            all_levels();
+            tracing::error!("hostile {}", "evil\n<0>forged");
+        });
+        insta::assert_snapshot!(err, @r"
+        <3>ERROR: Rolling back to previous configuration
+        <4>WARN: example.com has a hand-written transport line
+        <6>INFO: ===== Relay Domains Sync Started =====
+        <3>ERROR: hostile evil\n<0>forged
+        ");
+        assert!(
+            file.starts_with("[2025-01-02 03:04:05] ERROR: Rolling back"),
+            "{file}"
+        );
+        assert_eq!(file.lines().count(), 4, "{file}");
+    }
+
+    #[test]
+    fn journal_stream_names_a_device_and_an_inode() {
+        assert!(journal_stream_is("8:1234", 8, 1234));
+        assert!(!journal_stream_is("8:1234", 8, 1235));
+        assert!(!journal_stream_is("", 8, 1234));
+        assert!(!journal_stream_is("8", 8, 1234));
     }
 
     #[test]
