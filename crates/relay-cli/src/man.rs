@@ -47,38 +47,6 @@ BACKUP_DIR, applies the change in an order that never lets Postfix accept a doma
 transport entry, reloads Postfix and verifies the result. A failed step is rolled back. The \
 database is only read.";
 
-/// Exit codes of a sync (SPEC §8), as the README's table gives them.
-const SYNC_EXIT_STATUS: &[(&str, &str)] = &[
-    ("0", "Synced, nothing to do, or another run holds the lock."),
-    ("1", "An unexpected internal error."),
-    (
-        "2",
-        "A usage or configuration error (including a password file readable by others), a \
-         missing Postfix command, or a transport_maps that does not read TRANSPORT_FILE. The \
-         configuration is kept.",
-    ),
-    (
-        "3",
-        "The database is unreachable or the query failed, or the password could not be had \
-         (DB_PASSWORD_FILE unreadable, DB_PASSWORD_COMMAND failing). The configuration is kept.",
-    ),
-    (
-        "4",
-        "Refused by the safety guard, or the transport file's managed block is broken. The \
-         configuration is kept.",
-    ),
-    (
-        "5",
-        "A step (backup, write, postmap, postconf) failed or ran past COMMAND_TIMEOUT and was \
-         rolled back, or Postfix's state could not be read. The configuration is as before.",
-    ),
-    (
-        "6",
-        "Critical: postfix reload failed or ran past COMMAND_TIMEOUT, or the rollback failed. \
-         Manual intervention is required.",
-    ),
-];
-
 const ENVIRONMENT: &[(&str, &str)] = &[
     (
         "RELAY_SYNC_<KEY>",
@@ -135,6 +103,18 @@ const FILES: &[(&str, &str)] = &[
 ];
 
 /// The exit status of the commands that do not sync.
+/// A sync's exit codes, from relay-ops (the README's table comes from the same list), without
+/// the Markdown quotes.
+fn sync_exit_status() -> Vec<(&'static str, String)> {
+    relay_ops::EXIT_CODES
+        .iter()
+        .map(|(code, meaning)| (EXIT_DIGITS[usize::from(*code)], meaning.replace('`', "")))
+        .collect()
+}
+
+/// The exit codes as text, so that the man page's items borrow like the other sections'.
+const EXIT_DIGITS: [&str; 7] = ["0", "1", "2", "3", "4", "5", "6"];
+
 fn command_exit_status(name: &str) -> &'static [(&'static str, &'static str)] {
     match name {
         "check" => &[
@@ -192,7 +172,7 @@ fn pages() -> std::io::Result<Vec<Page>> {
     man.render_description_section(&mut roff)?;
     man.render_options_section(&mut roff)?;
     man.render_subcommands_section(&mut roff)?;
-    section(&mut roff, "EXIT STATUS", SYNC_EXIT_STATUS)?;
+    section(&mut roff, "EXIT STATUS", &sync_exit_status())?;
     section(&mut roff, "ENVIRONMENT", ENVIRONMENT)?;
     section(&mut roff, "FILES", FILES)?;
     see_also_section(&mut roff, &see_also)?;
@@ -206,8 +186,11 @@ fn pages() -> std::io::Result<Vec<Page>> {
     for sub in commands {
         let name = sub.get_display_name().unwrap_or(sub.get_name()).to_owned();
         let exit_status = match sub.get_name() {
-            "sync" => SYNC_EXIT_STATUS,
-            other => command_exit_status(other),
+            "sync" => sync_exit_status(),
+            other => command_exit_status(other)
+                .iter()
+                .map(|(code, text)| (*code, (*text).to_owned()))
+                .collect(),
         };
         let mut roff = Vec::new();
         // A subcommand has no version of its own; the footer names the program's.
@@ -217,7 +200,7 @@ fn pages() -> std::io::Result<Vec<Page>> {
         man.render_synopsis_section(&mut roff)?;
         man.render_description_section(&mut roff)?;
         man.render_options_section(&mut roff)?;
-        section(&mut roff, "EXIT STATUS", exit_status)?;
+        section(&mut roff, "EXIT STATUS", &exit_status)?;
         let mut also = vec!["relay-sync(1)".to_owned()];
         if config.is_some() {
             also.push("relay-sync.conf(5)".to_owned());
@@ -240,10 +223,19 @@ fn pages() -> std::io::Result<Vec<Page>> {
 }
 
 /// A section of tagged paragraphs (`.TP`).
-fn section(out: &mut Vec<u8>, title: &str, items: &[(&str, &str)]) -> std::io::Result<()> {
+fn section<T: AsRef<str>>(
+    out: &mut Vec<u8>,
+    title: &str,
+    items: &[(&str, T)],
+) -> std::io::Result<()> {
     writeln!(out, ".SH \"{title}\"")?;
     for (tag, text) in items {
-        writeln!(out, ".TP\n\\fB{}\\fR\n{}", escape(tag), escape(text))?;
+        writeln!(
+            out,
+            ".TP\n\\fB{}\\fR\n{}",
+            escape(tag),
+            escape(text.as_ref())
+        )?;
     }
     Ok(())
 }

@@ -57,7 +57,7 @@ pub use hold::{Hold, HoldError};
 pub use lock::Held;
 pub use rollback::RollbackError;
 pub use status::Status;
-pub use sync::{DryRun, NotReady, RunOutcome, RunRecord, SyncOptions};
+pub use sync::{exit_code_table, DryRun, NotReady, RunOutcome, RunRecord, SyncOptions, EXIT_CODES};
 
 /// A gateway to operate: its config, and where its alerts go.
 ///

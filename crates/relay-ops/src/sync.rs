@@ -63,6 +63,52 @@ pub enum NotReady {
     TransportMaps(String),
 }
 
+/// What each exit code of a sync means (SPEC §8), for the README's table and the man page's
+/// EXIT STATUS; [`RunOutcome::exit_code`] decides which one a run gets. A test keeps the
+/// README equal to this.
+pub const EXIT_CODES: &[(u8, &str)] = &[
+    (
+        0,
+        "synced, nothing to do, another run holds the lock, or syncs are held (`relay-sync hold`)",
+    ),
+    (1, "unexpected internal error"),
+    (
+        2,
+        "usage or configuration error (including a config or password file others may change or \
+         read), a missing Postfix command, or a `transport_maps` that does not read \
+         `TRANSPORT_FILE`; configuration kept",
+    ),
+    (
+        3,
+        "database unreachable or query failed, or the password could not be had \
+         (`DB_PASSWORD_FILE` unreadable, `DB_PASSWORD_COMMAND` failing); configuration kept",
+    ),
+    (
+        4,
+        "refused by the safety guard, or the transport file's managed block is broken; \
+         configuration kept",
+    ),
+    (
+        5,
+        "a step (backup, write, postmap, postconf) failed or ran past `COMMAND_TIMEOUT` and was \
+         rolled back, or Postfix's state could not be read; configuration as before",
+    ),
+    (
+        6,
+        "critical: `postfix reload` failed or ran past `COMMAND_TIMEOUT`, or the rollback \
+         failed; manual intervention required",
+    ),
+];
+
+/// [`EXIT_CODES`] as the README's Markdown table.
+pub fn exit_code_table() -> String {
+    let mut out = String::from("| exit | meaning |\n|---|---|\n");
+    for (code, meaning) in EXIT_CODES {
+        out.push_str(&format!("| {code} | {meaning} |\n"));
+    }
+    out
+}
+
 impl RunOutcome {
     /// The process exit code (SPEC §8): the single `match` from outcome to code.
     pub fn exit_code(&self) -> u8 {
@@ -525,6 +571,29 @@ fn write_metrics(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The README's exit-code table is rendered from [`EXIT_CODES`]; `UPDATE_EXPECT=1`
+    /// rewrites it instead of failing.
+    #[test]
+    fn the_readme_lists_the_exit_codes() {
+        const BEGIN: &str = "<!-- BEGIN exit codes: generated from relay_ops::EXIT_CODES -->\n";
+        const END: &str = "<!-- END exit codes -->";
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../README.md");
+        let readme = std::fs::read_to_string(&path).unwrap();
+        let (before, rest) = readme
+            .split_once(BEGIN)
+            .expect("README.md has the BEGIN marker");
+        let (_, after) = rest.split_once(END).expect("README.md has the END marker");
+        let rendered = format!("{before}{BEGIN}{}{END}{after}", exit_code_table());
+        if rendered != readme {
+            if std::env::var_os("UPDATE_EXPECT").is_some_and(|value| value == "1") {
+                std::fs::write(&path, rendered).unwrap();
+            } else {
+                panic!("README.md's exit codes differ from EXIT_CODES; regenerate with `UPDATE_EXPECT=1 cargo test -p relay-ops exit`");
+            }
+        }
+        assert_eq!(EXIT_CODES.len(), 7);
+    }
 
     /// SPEC §8's table, row by row, for the outcomes relay-ops adds to the engine's.
     #[test]
