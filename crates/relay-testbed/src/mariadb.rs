@@ -88,6 +88,10 @@ struct TlsFiles {
     untrusted_ca: PathBuf,
     cert: PathBuf,
     key: PathBuf,
+    /// The CAs as a client is given them: root's copies, since relay-sync refuses a
+    /// `DB_TLS_CA` anyone but root may change (the server's copies belong to its account).
+    client_ca: PathBuf,
+    client_untrusted_ca: PathBuf,
 }
 
 /// A system account: name, uid and gid.
@@ -159,13 +163,13 @@ impl MariaDb {
 
     /// The CA certificate (PEM) that signed the server certificate; `None` without TLS.
     pub fn tls_ca(&self) -> Option<&Path> {
-        self.tls.as_ref().map(|tls| tls.ca.as_path())
+        self.tls.as_ref().map(|tls| tls.client_ca.as_path())
     }
 
     /// A CA certificate (PEM) that did not sign the server certificate, for tests that expect
     /// verification to fail; `None` without TLS.
     pub fn tls_untrusted_ca(&self) -> Option<&Path> {
-        self.tls.as_ref().map(|tls| tls.untrusted_ca.as_path())
+        self.tls.as_ref().map(|tls| tls.client_untrusted_ca.as_path())
     }
 
     /// Runs `sql` (one or more statements) as `root` over the socket with the `mariadb` client
@@ -704,11 +708,14 @@ fn install_db(datadir: &Path, run_as: Option<&Account>) -> anyhow::Result<()> {
 /// Makes a CA, a server certificate for `localhost` signed by it, and an unrelated second CA.
 fn make_certificates(dir: &Path, run_as: Option<&Account>) -> anyhow::Result<TlsFiles> {
     fs::create_dir(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let client = dir.with_file_name("client-tls");
     let files = TlsFiles {
         ca: dir.join("ca.pem"),
         untrusted_ca: dir.join("untrusted-ca.pem"),
         cert: dir.join("server.pem"),
         key: dir.join("server-key.pem"),
+        client_ca: client.join("ca.pem"),
+        client_untrusted_ca: client.join("untrusted-ca.pem"),
     };
     let ca_key = dir.join("ca-key.pem");
     let csr = dir.join("server.csr");
@@ -787,6 +794,13 @@ fn make_certificates(dir: &Path, run_as: Option<&Account>) -> anyhow::Result<Tls
     ])?;
 
     // The server reads its key and certificates after it has switched to its own account.
+    fs::create_dir(&client).with_context(|| format!("cannot create {}", client.display()))?;
+    for (from, to) in [
+        (&files.ca, &files.client_ca),
+        (&files.untrusted_ca, &files.client_untrusted_ca),
+    ] {
+        fs::copy(from, to).with_context(|| format!("cannot copy {}", from.display()))?;
+    }
     give_to(run_as, dir)?;
     for path in [&files.ca, &files.cert, &files.key] {
         give_to(run_as, path)?;
