@@ -10,6 +10,8 @@ use std::io::Write;
 use std::path::Path;
 use std::process::ExitCode;
 
+use relay_ops::manual::{exit_status, DESCRIPTION, ENVIRONMENT, FILES};
+
 use crate::{logging, Cli, EXIT_INTERNAL, EXIT_USAGE};
 
 /// One page: its file name's stem (`relay-sync-check`), its section, and its roff text.
@@ -35,109 +37,6 @@ fn config_page() -> Option<Vec<u8>> {
 
 /// Every page's footer: the program and its version.
 const SOURCE: &str = concat!("relay-sync ", env!("CARGO_PKG_VERSION"));
-
-/// The DESCRIPTION of relay-sync(1); `--help` keeps its shorter text.
-const DESCRIPTION: &str = "relay-sync keeps a Postfix MX gateway's relay_domains and \
-transport map in step with the enabled domains of the admin panel's MariaDB. It is run as root \
-every 5 minutes, by relay-sync.timer or by cron. Without a command it runs sync.
-
-One run takes LOCK_FILE, reads the enabled domains, plans the domains to add and remove, \
-refuses a mass removal (the safety guard), backs up relay_domains and the transport file to \
-BACKUP_DIR, applies the change in an order that never lets Postfix accept a domain without its \
-transport entry, reloads Postfix and verifies the result. A failed step is rolled back. The \
-database is only read.";
-
-const ENVIRONMENT: &[(&str, &str)] = &[
-    (
-        "RELAY_SYNC_<KEY>",
-        "Any configuration key, e.g. RELAY_SYNC_DB_HOST; the environment wins over the \
-         configuration file. No command relay-sync runs inherits these variables.",
-    ),
-    (
-        "RELAY_SYNC_ALERT_SEVERITY, RELAY_SYNC_ALERT_SUBJECT",
-        "Not read: set for ALERT_COMMAND, which gets the alert's message on its standard input.",
-    ),
-];
-
-/// The default paths; each is a configuration key and may be elsewhere.
-const FILES: &[(&str, &str)] = &[
-    (
-        "/opt/mailserver/config/relay-sync.conf",
-        "The configuration (KEY=VALUE lines, mode 0600; --config names another).",
-    ),
-    (
-        "/opt/mailserver/config/relay-sync.db-password",
-        "The database password, when DB_PASSWORD_FILE names it (mode 0600).",
-    ),
-    (
-        "/etc/postfix/main.cf, /etc/postfix/transport",
-        "Postfix's relay_domains and the transport map's source (POSTFIX_CONFIG_DIR, \
-         TRANSPORT_FILE); relay-sync owns the transport file's managed block only.",
-    ),
-    (
-        "/opt/mailserver/backup/",
-        "BACKUP_DIR: the backup generations (relay_domains.STAMP.bak, transport.STAMP.bak), \
-         BACKUP_KEEP of each. Removing or purging the package never deletes them.",
-    ),
-    (
-        "/var/log/mailserver/relay-sync.log",
-        "LOG_FILE, rotated by /etc/logrotate.d/relay-sync.",
-    ),
-    (
-        "/var/lib/relay-sync/",
-        "STATE_DIR: state (the last result and the failure streak), relay-sync.lock \
-         (LOCK_FILE), postconf.cache and alerts.pending.",
-    ),
-    (
-        "/usr/lib/systemd/system/relay-sync.service, relay-sync.timer",
-        "The hardened unit and its 5-minute timer (not enabled by the package).",
-    ),
-    (
-        "/usr/share/relay-sync/relay-sync.cron",
-        "The cron alternative to the timer (copy it to /etc/cron.d/relay-sync).",
-    ),
-    (
-        "/usr/share/relay-sync/create-user.sql",
-        "Creates the SELECT-only database user.",
-    ),
-];
-
-/// The exit status of the commands that do not sync.
-/// A sync's exit codes, from relay-ops (the README's table comes from the same list), without
-/// the Markdown quotes.
-fn sync_exit_status() -> Vec<(&'static str, String)> {
-    relay_ops::EXIT_CODES
-        .iter()
-        .map(|(code, meaning)| (EXIT_DIGITS[usize::from(*code)], meaning.replace('`', "")))
-        .collect()
-}
-
-/// The exit codes as text, so that the man page's items borrow like the other sections'.
-const EXIT_DIGITS: [&str; 7] = ["0", "1", "2", "3", "4", "5", "6"];
-
-fn command_exit_status(name: &str) -> &'static [(&'static str, &'static str)] {
-    match name {
-        "check" => &[
-            ("0", "Every check passed."),
-            ("1", "A check failed; the report says which."),
-            ("2", "A usage error."),
-        ],
-        "rollback" => &[
-            ("0", "Rolled back and Postfix reloaded."),
-            (
-                "1",
-                "The rollback failed or another run holds the lock; the log says why.",
-            ),
-            ("2", "A usage or configuration error."),
-        ],
-        "backups" => &[
-            ("0", "The generations were listed."),
-            ("1", "BACKUP_DIR could not be read."),
-            ("2", "A usage or configuration error."),
-        ],
-        _ => &[("0", "Success."), ("2", "A usage or configuration error.")],
-    }
-}
 
 /// Every page the packages ship: relay-sync(1), one relay-sync-COMMAND(1) per visible command,
 /// and relay-sync.conf(5) once [`config_page`] renders it.
@@ -172,7 +71,7 @@ fn pages() -> std::io::Result<Vec<Page>> {
     man.render_description_section(&mut roff)?;
     man.render_options_section(&mut roff)?;
     man.render_subcommands_section(&mut roff)?;
-    section(&mut roff, "EXIT STATUS", &sync_exit_status())?;
+    section(&mut roff, "EXIT STATUS", &exit_status("sync"))?;
     section(&mut roff, "ENVIRONMENT", ENVIRONMENT)?;
     section(&mut roff, "FILES", FILES)?;
     see_also_section(&mut roff, &see_also)?;
@@ -185,13 +84,7 @@ fn pages() -> std::io::Result<Vec<Page>> {
 
     for sub in commands {
         let name = sub.get_display_name().unwrap_or(sub.get_name()).to_owned();
-        let exit_status = match sub.get_name() {
-            "sync" => sync_exit_status(),
-            other => command_exit_status(other)
-                .iter()
-                .map(|(code, text)| (*code, (*text).to_owned()))
-                .collect(),
-        };
+        let exit_status = exit_status(sub.get_name());
         let mut roff = Vec::new();
         // A subcommand has no version of its own; the footer names the program's.
         let man = clap_mangen::Man::new(sub).source(SOURCE);
@@ -223,17 +116,17 @@ fn pages() -> std::io::Result<Vec<Page>> {
 }
 
 /// A section of tagged paragraphs (`.TP`).
-fn section<T: AsRef<str>>(
+fn section<A: AsRef<str>, B: AsRef<str>>(
     out: &mut Vec<u8>,
     title: &str,
-    items: &[(&str, T)],
+    items: &[(A, B)],
 ) -> std::io::Result<()> {
     writeln!(out, ".SH \"{title}\"")?;
     for (tag, text) in items {
         writeln!(
             out,
             ".TP\n\\fB{}\\fR\n{}",
-            escape(tag),
+            escape(tag.as_ref()),
             escape(text.as_ref())
         )?;
     }

@@ -41,6 +41,7 @@ mod hold;
 mod journal;
 pub mod json;
 mod lock;
+pub mod manual;
 mod metrics;
 mod outbox;
 pub mod rollback;

@@ -169,7 +169,9 @@ impl MariaDb {
     /// A CA certificate (PEM) that did not sign the server certificate, for tests that expect
     /// verification to fail; `None` without TLS.
     pub fn tls_untrusted_ca(&self) -> Option<&Path> {
-        self.tls.as_ref().map(|tls| tls.client_untrusted_ca.as_path())
+        self.tls
+            .as_ref()
+            .map(|tls| tls.client_untrusted_ca.as_path())
     }
 
     /// Runs `sql` (one or more statements) as `root` over the socket with the `mariadb` client
