@@ -479,3 +479,113 @@ pub(crate) fn io(action: &'static str, path: &Path, source: std::io::Error) -> P
         source,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A root-owned (this user's) 0600 file that must stay as it is.
+    fn victim(dir: &Path) -> PathBuf {
+        let path = dir.join("victim");
+        fs::write(&path, "secret\n").unwrap_or_else(|e| panic!("{e}"));
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o600))
+            .unwrap_or_else(|e| panic!("{e}"));
+        path
+    }
+
+    fn assert_untouched(path: &Path) {
+        let meta = fs::symlink_metadata(path).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(meta.mode() & 0o7777, 0o600);
+        assert_eq!(meta.uid(), effective_uid());
+        assert_eq!(fs::read_to_string(path).ok().as_deref(), Some("secret\n"));
+    }
+
+    #[test]
+    fn create_new_never_opens_an_existing_name() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let victim = victim(dir.path());
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&victim, &link).unwrap_or_else(|e| panic!("{e}"));
+        let dangling = dir.path().join("dangling");
+        std::os::unix::fs::symlink(dir.path().join("nowhere"), &dangling)
+            .unwrap_or_else(|e| panic!("{e}"));
+        for name in [&link, &dangling, &victim] {
+            let error = create_new(name).err().map(|e| e.kind());
+            assert_eq!(error, Some(std::io::ErrorKind::AlreadyExists), "{name:?}");
+        }
+        assert_untouched(&victim);
+        assert!(!dir.path().join("nowhere").exists());
+    }
+
+    #[test]
+    fn build_dirs_are_private_and_never_reused() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let source = dir.path().join("transport");
+        let first = BuildDir::beside(&source).unwrap_or_else(|e| panic!("{e}"));
+        let second = BuildDir::beside(&source).unwrap_or_else(|e| panic!("{e}"));
+        assert_ne!(first.join(""), second.join(""));
+        for build in [&first, &second] {
+            let path = build.join("");
+            let meta = fs::symlink_metadata(&path).unwrap_or_else(|e| panic!("{e}"));
+            assert!(meta.file_type().is_dir());
+            assert_eq!(meta.mode() & 0o777, 0o700, "{path:?}");
+            let name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            assert_eq!(temp_name_base(&name), Some("transport"), "{name}");
+        }
+        let kept = first.join("");
+        drop(first);
+        assert!(!kept.exists(), "a dropped build directory is removed");
+    }
+
+    #[test]
+    fn produced_files_must_be_regular_files_opened_without_following() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let victim = victim(dir.path());
+        let link = dir.path().join("transport.db");
+        std::os::unix::fs::symlink(&victim, &link).unwrap_or_else(|e| panic!("{e}"));
+        let error = open_produced(&link).err().map(|e| e.to_string());
+        assert!(
+            error.as_deref().is_some_and(
+                |e| e.contains("symbolic link") && e.contains(&link.display().to_string())
+            ),
+            "{error:?}"
+        );
+        let fifo = dir.path().join("fifo.db");
+        let name = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes())
+            .unwrap_or_else(|e| panic!("{e}"));
+        // SAFETY: `name` is a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(name.as_ptr(), 0o600) }, 0);
+        let error = open_produced(&fifo).err().map(|e| e.to_string());
+        assert!(
+            error
+                .as_deref()
+                .is_some_and(|e| e.contains("not a regular file")),
+            "{error:?}"
+        );
+        assert!(open_produced(&victim).is_ok());
+        assert_untouched(&victim);
+    }
+
+    #[test]
+    fn temporary_names_are_unpredictable_and_read_back() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("state");
+        let a = temp_beside(&path).unwrap_or_else(|e| panic!("{e}"));
+        let b = temp_beside(&path).unwrap_or_else(|e| panic!("{e}"));
+        assert_ne!(a.path(), b.path());
+        for temp in [&a, &b] {
+            let name = temp
+                .path()
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            assert_eq!(temp_name_base(&name), Some("state"), "{name}");
+        }
+        assert_eq!(temp_name_base(".state.relay-sync.tmp"), Some("state"));
+        assert_eq!(temp_name_base("state"), None);
+        assert_eq!(temp_name_base(".state.relay-sync.tmp.db"), None);
+    }
+}
