@@ -14,8 +14,8 @@
 //!   than writing through it; the owner and mode kept are those of a *regular file* found there.
 //! - A file another program produced (`postmap`'s database, possibly made in a container) is
 //!   opened with `O_NOFOLLOW` and must be a regular file (`fstat` on the descriptor) before
-//!   anything is done to it ([`open_produced`]).
-//! - A map is built in a private directory ([`BuildDir`], mode 0700), since `postmap` creates its
+//!   anything is done to it (`open_produced`).
+//! - A map is built in a private directory (`BuildDir`, mode 0700), since `postmap` creates its
 //!   output with `O_CREAT` but without `O_EXCL`: in a shared directory a link planted at the
 //!   output's name, once the random source name is seen, would be followed by a root `postmap`.
 //! - A directory is tightened through an `O_DIRECTORY|O_NOFOLLOW` descriptor ([`tighten_dir`]);
@@ -25,7 +25,7 @@
 //!   configuration management or a `LOG_FILE` pointing into a shared log directory.
 //! - What a killed run left is removed only when it is a regular file (or, for a map build, a
 //!   directory) owned by the running user and named by relay-sync's own pattern
-//!   ([`remove_leftover`]).
+//!   (`remove_leftover`).
 
 use std::ffi::OsStr;
 use std::fs::{self, File, OpenOptions};
