@@ -22,9 +22,8 @@
 //!   carries failures and nothing else ([`StderrMode`]).
 
 use std::fmt::{self, Write as _};
-use std::fs::{DirBuilder, File, OpenOptions, Permissions};
+use std::fs::File;
 use std::io::{self, IsTerminal, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -142,44 +141,24 @@ pub(crate) fn early_error(message: &str) {
 
 /// Opens `path` for appending; creates it with mode 0640 (and its missing parent directory
 /// with 0750) when it does not exist. Both modes are set explicitly, whatever the umask. An
-/// existing file keeps its mode.
+/// existing file keeps its mode. Never through a symbolic link someone other than root made:
+/// relay-postfix's `safe_file` opens it (`O_NOFOLLOW`, unless root owns the link) and creates
+/// the directory.
 pub(crate) fn open_log_file(path: &Path) -> Result<File, LoggingError> {
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        if !parent.exists() {
-            let create_dir = |source| LoggingError::CreateDir {
+        relay_postfix::create_dir(parent, LOG_DIR_MODE).map_err(|source| {
+            LoggingError::CreateDir {
                 path: parent.to_owned(),
                 source,
-            };
-            DirBuilder::new()
-                .recursive(true)
-                .mode(LOG_DIR_MODE)
-                .create(parent)
-                .map_err(create_dir)?;
-            std::fs::set_permissions(parent, Permissions::from_mode(LOG_DIR_MODE))
-                .map_err(create_dir)?;
-        }
+            }
+        })?;
     }
-    let open = |source| LoggingError::Open {
-        path: path.to_owned(),
-        source,
-    };
-    match OpenOptions::new()
-        .append(true)
-        .create_new(true)
-        .mode(LOG_FILE_MODE)
-        .open(path)
-    {
-        Ok(file) => {
-            file.set_permissions(Permissions::from_mode(LOG_FILE_MODE))
-                .map_err(open)?;
-            Ok(file)
+    relay_postfix::safe_file::open_append(path, LOG_FILE_MODE).map_err(|source| {
+        LoggingError::Open {
+            path: path.to_owned(),
+            source,
         }
-        // Another run may create it between the two calls; then it simply exists.
-        Err(error) if error.kind() == io::ErrorKind::AlreadyExists => {
-            OpenOptions::new().append(true).open(path).map_err(open)
-        }
-        Err(error) => Err(open(error)),
-    }
+    })
 }
 
 /// Whether `JOURNAL_STREAM` (`DEVICE:INODE`, as systemd sets it) names the stream with `dev`
@@ -422,6 +401,8 @@ impl Visit for Fields {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs::Permissions;
+    use std::os::unix::fs::PermissionsExt;
     use std::sync::Mutex;
 
     /// A writer tests can read back; it records each `write` call separately.

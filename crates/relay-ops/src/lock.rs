@@ -4,9 +4,8 @@
 //! steps aside can say how long the lock has been held, and call it stuck when that is far
 //! longer than any run can take.
 
-use std::fs::{File, OpenOptions, TryLockError};
+use std::fs::{File, TryLockError};
 use std::io::{Read, Seek, Write};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -72,14 +71,8 @@ pub(crate) fn take(path: &Path) -> Result<RunLock, LockError> {
     if let Some(dir) = path.parent() {
         relay_postfix::create_dir(dir, 0o700).map_err(io)?;
     }
-    let mut file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .open(path)
-        .map_err(io)?;
+    // Never through a link: the pid line below would overwrite whatever it points to.
+    let mut file = relay_postfix::safe_file::open_or_create(path, 0o600).map_err(io)?;
     match file.try_lock() {
         Ok(()) => {
             // Only the holder writes, so a reader sees the whole line or, between the truncate

@@ -5,7 +5,9 @@
 //!
 //! Decisions beyond SPEC §6: the directory is created with mode 0700, and an existing one with
 //! looser permissions is tightened to 0700 (backups are the gateway's configuration, readable
-//! by root alone; nothing else is expected to share the directory). Files are 0600 and written
+//! by root alone; nothing else is expected to share the directory), through its own descriptor:
+//! a `BACKUP_DIR` that is a symbolic link root made is used as it is, and one anyone else made
+//! is refused ([`safe_file::tighten_dir`]). Files are 0600 and written
 //! atomically. A transport file that did not exist is backed up as an empty file. Rotation
 //! never deletes a file whose name does not follow the pattern exactly (`-1`, `-02` or a
 //! different suffix make a file foreign), nor the generation it has just written.
@@ -13,10 +15,9 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use crate::atomic::{self, io};
+use crate::safe_file::{self, io};
 use crate::{Backup, PostfixError};
 
 /// The kinds of backup file, by name prefix.
@@ -233,10 +234,10 @@ pub(crate) fn write(
     };
     let relay_path = dir.join(format!("relay_domains.{stamp}.bak"));
     let transport_path = dir.join(format!("transport.{stamp}.bak"));
-    atomic::replace(&relay_path, format!("{relay_domains}\n").as_bytes(), 0o600)?;
+    safe_file::replace(&relay_path, format!("{relay_domains}\n").as_bytes(), 0o600)?;
     // A transport file that did not exist is backed up as an empty file: restoring it gives an
     // empty map, which routes nothing, exactly like a missing one.
-    atomic::replace(&transport_path, transport.unwrap_or("").as_bytes(), 0o600)?;
+    safe_file::replace(&transport_path, transport.unwrap_or("").as_bytes(), 0o600)?;
     rotate(dir, keep.max(1), &stamp)?;
     Ok(Backup {
         stamp,
@@ -253,7 +254,7 @@ pub(crate) fn write_relay_domains_map(
     text: &str,
 ) -> Result<PathBuf, PostfixError> {
     let path = dir.join(format!("{RELAY_DOMAINS_MAP_BACKUP}.{stamp}.bak"));
-    atomic::replace(&path, text.as_bytes(), 0o600)?;
+    safe_file::replace(&path, text.as_bytes(), 0o600)?;
     Ok(path)
 }
 
@@ -261,39 +262,31 @@ pub(crate) fn write_relay_domains_map(
 pub(crate) const RELAY_DOMAINS_MAP_BACKUP: &str = "relay_domains_map";
 
 /// Creates the backup directory with mode 0700, or tightens an existing one to 0700: backups
-/// hold the gateway's configuration and need not be readable by anyone but root.
+/// hold the gateway's configuration and need not be readable by anyone but root. Never through
+/// a symbolic link ([`safe_file::tighten_dir`]).
 fn ensure_private_dir(dir: &Path) -> Result<(), PostfixError> {
     crate::create_dir(dir, 0o700).map_err(|source| io("create", dir, source))?;
-    let mode = fs::metadata(dir)
-        .map_err(|source| io("inspect", dir, source))?
-        .permissions()
-        .mode();
-    if mode & 0o077 != 0 {
-        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
-            .map_err(|source| io("set the mode of", dir, source))?;
-    }
-    Ok(())
+    safe_file::tighten_dir(dir, 0o700)
 }
 
 /// Deletes the oldest generations of each kind beyond `keep` (`current`, the generation just
 /// written, being one of the `keep`), the table backups of deleted generations, and the
-/// temporary files of backup writes that a crash interrupted (`.KIND.STAMP.bak.relay-sync.tmp`; each stamp is used
-/// once, so nothing else would ever overwrite them). Files not named by the pattern are kept.
+/// temporary files of backup writes that a crash interrupted (`.KIND.STAMP.bak.RANDOM.relay-sync.tmp`,
+/// or `.KIND.STAMP.bak.relay-sync.tmp` from versions before random names), when they are this
+/// user's regular files ([`safe_file::remove_leftover`]). Files not named by the pattern are
+/// kept.
 fn rotate(dir: &Path, keep: usize, current: &str) -> Result<(), PostfixError> {
     for entry in fs::read_dir(dir).map_err(|source| io("list", dir, source))? {
         let entry = entry.map_err(|source| io("list", dir, source))?;
         let name = entry.file_name().to_string_lossy().into_owned();
-        let interrupted = name
-            .strip_prefix('.')
-            .and_then(|n| n.strip_suffix(".relay-sync.tmp"))
-            .is_some_and(|n| {
-                KINDS
-                    .iter()
-                    .chain([&RELAY_DOMAINS_MAP_BACKUP])
-                    .any(|kind| stamp_of(n, kind).is_some())
-            });
+        let interrupted = safe_file::temp_name_base(&name).is_some_and(|n| {
+            KINDS
+                .iter()
+                .chain([&RELAY_DOMAINS_MAP_BACKUP])
+                .any(|kind| stamp_of(n, kind).is_some())
+        });
         if interrupted {
-            atomic::remove_stale(&entry.path())?;
+            safe_file::remove_leftover(&entry.path(), false)?;
         }
     }
     let generations = list_backups(dir)?;
@@ -339,6 +332,7 @@ fn rotate(dir: &Path, keep: usize, current: &str) -> Result<(), PostfixError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn stamps_sort_by_second_then_counter() {
@@ -417,10 +411,10 @@ mod tests {
             .path()
             .join(format!("{RELAY_DOMAINS_MAP_BACKUP}.manual.bak"));
         fs::write(&foreign, "mine\n").unwrap();
-        let crashed = atomic::temp_path(
-            &dir.path()
-                .join(format!("{RELAY_DOMAINS_MAP_BACKUP}.{}.bak", inline.stamp)),
-        );
+        let crashed = dir.path().join(format!(
+            ".{RELAY_DOMAINS_MAP_BACKUP}.{}.bak.Ab3dE6gH9jK1.relay-sync.tmp",
+            inline.stamp
+        ));
         fs::write(&crashed, "half").unwrap();
         write(dir.path(), 3, "a.example", None).unwrap();
         assert!(!orphan.exists());

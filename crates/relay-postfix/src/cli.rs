@@ -1,10 +1,11 @@
 //! [`PostfixCli`]: the traits implemented with the real `postconf`, `postmap` and `postfix`.
 
-use std::fs;
+use std::fs::{self, File};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use crate::atomic::{self, io, Ownership};
+use crate::safe_file::{self, io, BuildDir, Ownership};
 use crate::{
     backup, postconf_cache, Backup, PostfixError, PostfixRead, PostfixSettings, PostfixWrite,
 };
@@ -43,7 +44,24 @@ struct Staged {
     /// Length and hash of the text it was built from: only a write of the same text uses it.
     fingerprint: (usize, u64),
     /// The build's result; an error is reported by the write that would have used it.
-    built: Result<(), PostfixError>,
+    built: Result<Built, PostfixError>,
+}
+
+/// A map's new source and database, built and flushed in a private [`BuildDir`] with the owners
+/// and modes of the files they will replace, waiting to be renamed into place. Dropping it
+/// removes whatever was not installed.
+#[derive(Debug)]
+struct Built {
+    /// The new source file, named like the file it replaces.
+    source: PathBuf,
+    /// Its descriptor, on which owner and mode were set.
+    source_file: File,
+    /// The database postmap built from it.
+    database: PathBuf,
+    /// Its descriptor, opened without following a link and checked to be a regular file.
+    database_file: File,
+    /// Declared last, so that it is dropped (and removed) after the files are closed.
+    _dir: BuildDir,
 }
 
 impl Clone for PostfixCli {
@@ -182,15 +200,33 @@ impl PostfixCli {
         database_of(&self.settings.transport_file, self.map_suffix)
     }
 
-    /// Removes the temporary files that a run killed while writing the transport map (kill -9,
-    /// power loss) left beside it, so that they do not wait for the next change to go away.
-    /// Call it only while holding the run lock: a running sync uses these names.
+    /// Removes what a run killed while writing the transport map or the relay-domains table
+    /// (kill -9, power loss) left beside it, so that it does not wait for the next change to
+    /// go away: build directories `.NAME.RANDOM.relay-sync.tmp`, and the fixed names of
+    /// versions before them (`.NAME.relay-sync.tmp`, its databases, Berkeley DB's `__db.` file).
+    /// Only this user's own regular files and build directories are removed
+    /// ([`safe_file`](crate::safe_file)); anything else there is left alone. Call it only while
+    /// holding the run lock: a running sync uses these names.
     pub fn remove_leftovers(&self) -> Result<(), PostfixError> {
         for source in [&self.settings.transport_file, &self.relay_domains_map] {
-            let temp_source = atomic::temp_path(source);
-            let temp_db = database_of(&temp_source, self.map_suffix);
-            for path in temp_leftovers(&temp_source, &temp_db) {
-                atomic::remove_stale(&path)?;
+            let Some(base) = source.file_name().map(|n| n.to_string_lossy()) else {
+                continue;
+            };
+            let dir = match source.parent() {
+                Some(parent) if !parent.as_os_str().is_empty() => parent,
+                _ => Path::new("."),
+            };
+            let entries = match fs::read_dir(dir) {
+                Ok(entries) => entries,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(source) => return Err(io("list", dir, source)),
+            };
+            for entry in entries {
+                let entry = entry.map_err(|source| io("list", dir, source))?;
+                let name = entry.file_name();
+                if is_leftover_of(&name.to_string_lossy(), &base) {
+                    safe_file::remove_leftover(&entry.path(), true)?;
+                }
             }
         }
         Ok(())
@@ -342,108 +378,106 @@ impl PostfixCli {
     /// Builds the map for `text` under a temporary name and renames source and database into
     /// place: lookups never see a half-built table (DATABASE_README).
     ///
-    /// The sequence: clear what a crashed run may have left; write `.NAME.relay-sync.tmp`;
-    /// `postmap TYPE:.NAME.relay-sync.tmp` (building `….tmp.db`, `.lmdb` or `.cdb`); give
-    /// both the owner and mode of the files they replace (0644 for new ones); flush both;
-    /// rename the source over `NAME` and then the database over
-    /// `NAME.db`; flush the directory. The source is written before postmap runs, so the
-    /// database's mtime is never older than the source's. On any failure the temporary files
-    /// are removed and the previous source and database are untouched; the one exception is a
-    /// failure of the very last rename (the database's), after which the new source stands
-    /// beside the old, now stale, database exactly as after a crash at that instant: the next
-    /// run rebuilds it (see the comment there).
+    /// The sequence: [`PostfixCli::build_map`] in a private directory beside `NAME`; rename the
+    /// source over `NAME` and then the database over `NAME.db`, each checked to be the file
+    /// built; flush the directory. The source is written before postmap runs, so the database's
+    /// mtime is never older than the source's. On any failure the build directory is removed
+    /// and the previous source and database are untouched; the one exception is a failure of
+    /// the very last rename (the database's), after which the new source stands beside the old,
+    /// now stale, database exactly as after a crash at that instant: the next run rebuilds it
+    /// (see the comment there).
     ///
     /// The same mechanism installs the transport map and map mode's relay-domains table. When
     /// [`PostfixWrite::prepare_maps`] has already built this text, only the renames are left.
     fn install_map(&self, source: &Path, text: &str) -> Result<(), PostfixError> {
-        let temp_source = atomic::temp_path(source);
-        let temp_db = database_of(&temp_source, self.map_suffix);
-        let leftovers = temp_leftovers(&temp_source, &temp_db);
-        let result = match self.take_staged(source, text) {
-            Some(built) => built,
-            None => self.build_temp(source, text),
-        }
-        .and_then(|()| {
-            // Source first, then database. The database was built after the temporary source
-            // was written, so once both are in place it is not older than its source. A crash
-            // between the two renames leaves the new source beside the old database, which is
-            // then older than its source: the next run sees a stale map and rebuilds it,
-            // whatever the database (MariaDB) says by then. The other order could leave a new
-            // database beside an old source, looking fresh, with routes the source lacks
-            // (a rollback killed there would keep them for good).
-            match link_target(source)? {
-                None => atomic::rename(&temp_source, source)?,
-                // A source that is a symbolic link (configuration management keeps some
-                // there) stays one: the file it points to is replaced, dated like the
-                // temporary source, so that the database is not older than it. The database
-                // is where Postfix looks for it: beside the link.
-                Some(target) => {
-                    let modified = fs::metadata(&temp_source)
-                        .and_then(|meta| meta.modified())
-                        .map_err(|source| atomic::io("inspect", &temp_source, source))?;
-                    atomic::replace_dated(&target, text.as_bytes(), NEW_FILE_MODE, Some(modified))?;
-                    atomic::remove_if_present(&temp_source);
-                }
-            }
-            atomic::rename(&temp_db, &database_of(source, self.map_suffix))?;
-            atomic::sync_dir(source)
-        });
-        if result.is_err() {
-            for path in &leftovers {
-                atomic::remove_if_present(path);
+        let built = match self.take_staged(source, text) {
+            Some(built) => built?,
+            None => self.build_map(source, text)?,
+        };
+        // Source first, then database. The database was built after the temporary source
+        // was written, so once both are in place it is not older than its source. A crash
+        // between the two renames leaves the new source beside the old database, which is
+        // then older than its source: the next run sees a stale map and rebuilds it,
+        // whatever the database (MariaDB) says by then. The other order could leave a new
+        // database beside an old source, looking fresh, with routes the source lacks
+        // (a rollback killed there would keep them for good).
+        match safe_file::trusted_link(source)? {
+            None => safe_file::rename_checked(&built.source, source, &built.source_file)?,
+            // A source that is a symbolic link root keeps (configuration management) stays
+            // one: the file it points to is replaced, dated like the built source, so that the
+            // database is not older than it. The database is where Postfix looks for it:
+            // beside the link.
+            Some(target) => {
+                let modified = built
+                    .source_file
+                    .metadata()
+                    .and_then(|meta| meta.modified())
+                    .map_err(|error| io("inspect", &built.source, error))?;
+                safe_file::replace_dated(&target, text.as_bytes(), NEW_FILE_MODE, Some(modified))?;
             }
         }
-        result
+        safe_file::rename_checked(
+            &built.database,
+            &database_of(source, self.map_suffix),
+            &built.database_file,
+        )?;
+        safe_file::sync_dir(source)
     }
 
-    /// The first half of [`PostfixCli::install_map`]: the temporary source and database, built
-    /// and flushed (both before either is renamed), with the owners and modes of the files
-    /// they will replace.
-    fn build_temp(&self, source: &Path, text: &str) -> Result<(), PostfixError> {
+    /// The first half of [`PostfixCli::install_map`]: the new source and database, built in a
+    /// private directory beside `source` and flushed (both before either is renamed), with the
+    /// owners and modes of the files they will replace (0644 for new ones).
+    ///
+    /// postmap creates its output without `O_EXCL`, so it writes only where nobody else can
+    /// plant a link ([`BuildDir`]); the database it made (in a container, perhaps) is opened
+    /// without following a link and must be a regular file before its owner and mode are set
+    /// on its descriptor.
+    fn build_map(&self, source: &Path, text: &str) -> Result<Built, PostfixError> {
         let database = database_of(source, self.map_suffix);
-        let temp_source = atomic::temp_path(source);
+        // A link someone else planted at the source is refused before anything is built.
+        let target = safe_file::trusted_link(source)?;
+        let source_owner = Ownership::of(target.as_deref().unwrap_or(source))?;
+        let db_owner = Ownership::of(&database)?.or(source_owner);
+        let dir = BuildDir::beside(source)?;
+        let temp_source = dir.join(source.file_name().unwrap_or(source.as_os_str()));
         let temp_db = database_of(&temp_source, self.map_suffix);
-        // A run killed during postmap leaves files that make the next postmap fail for good:
-        // Berkeley DB refuses to create a table while its `__db.NAME.db` creation file exists
-        // ("BDB0002 __fop_file_setup: Retry limit (100) exceeded"), and LMDB refuses to open a
-        // half-written file (MDB_INVALID). Every name here is relay-sync's own.
-        let leftovers = temp_leftovers(&temp_source, &temp_db);
-        let result = (|| {
-            for path in &leftovers {
-                atomic::remove_stale(path)?;
+        let mut source_file = safe_file::create_new(&temp_source)
+            .map_err(|error| io("create", &temp_source, error))?;
+        // Flushed after postmap, not before: postmap reads the page cache, and a run's first
+        // fsync can wait tens of milliseconds for the file system's journal (measured: 15 ms
+        // after a database write), which then overlaps the build.
+        source_file
+            .write_all(text.as_bytes())
+            .map_err(|error| io("write", &temp_source, error))?;
+        // Owners are applied only after postmap: run as root, postmap drops privileges to the
+        // source file's owner, who may not be allowed to create files in the directory.
+        self.run(
+            "postmap",
+            &[format!("{}:{}", self.map_type, temp_source.display())],
+        )?;
+        let database_file = safe_file::open_produced(&temp_db)?;
+        for (file, path, owner) in [
+            (&source_file, &temp_source, source_owner),
+            (&database_file, &temp_db, db_owner),
+        ] {
+            match owner {
+                Some(owner) => owner.apply(file, path)?,
+                None => safe_file::set_mode(file, path, NEW_FILE_MODE)?,
             }
-            let source_owner = Ownership::of(source)?;
-            let db_owner = Ownership::of(&database)?.or(source_owner);
-            // Flushed after postmap, not before: postmap reads the page cache, and a run's
-            // first fsync can wait tens of milliseconds for the file system's journal
-            // (measured: 15 ms after a database write), which then overlaps the build.
-            atomic::write_unsynced(&temp_source, text.as_bytes(), 0o600)?;
-            // Owners are applied only after postmap: run as root, postmap drops privileges to
-            // the source file's owner, who may not be allowed to create files in the directory.
-            self.run(
-                "postmap",
-                &[format!("{}:{}", self.map_type, temp_source.display())],
-            )?;
-            for (path, owner) in [(&temp_source, source_owner), (&temp_db, db_owner)] {
-                match owner {
-                    Some(owner) => owner.apply(path)?,
-                    None => atomic::set_mode(path, NEW_FILE_MODE)?,
-                }
-            }
-            atomic::sync_file(&temp_source)?;
-            atomic::sync_file(&temp_db)
-        })();
-        if result.is_err() {
-            for path in &leftovers {
-                atomic::remove_if_present(path);
-            }
+            file.sync_all().map_err(|error| io("flush", path, error))?;
         }
-        result
+        Ok(Built {
+            source: temp_source,
+            source_file,
+            database: temp_db,
+            database_file,
+            _dir: dir,
+        })
     }
 
     /// The build [`PostfixWrite::prepare_maps`] made of exactly `text` for `source`, if any.
     /// Any other build staged for `source` is stale and removed from the list.
-    fn take_staged(&self, source: &Path, text: &str) -> Option<Result<(), PostfixError>> {
+    fn take_staged(&self, source: &Path, text: &str) -> Option<Result<Built, PostfixError>> {
         let mut staged = self
             .staged
             .lock()
@@ -638,7 +672,7 @@ impl PostfixWrite for PostfixCli {
                 .iter()
                 .filter_map(|&(source, text)| {
                     std::thread::Builder::new()
-                        .spawn_scoped(scope, move || self.build_temp(source, text))
+                        .spawn_scoped(scope, move || self.build_map(source, text))
                         .inspect_err(|error| {
                             tracing::debug!(
                                 "cannot start a thread to build {} ahead ({error}); its write \
@@ -673,19 +707,13 @@ impl PostfixWrite for PostfixCli {
     }
 
     fn discard_prepared(&self) {
-        let staged = std::mem::take(
+        // Dropping a build removes its directory.
+        drop(std::mem::take(
             &mut *self
                 .staged
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner),
-        );
-        for entry in staged {
-            let temp_source = atomic::temp_path(&entry.source);
-            let temp_db = database_of(&temp_source, self.map_suffix);
-            for path in temp_leftovers(&temp_source, &temp_db) {
-                atomic::remove_if_present(&path);
-            }
-        }
+        ));
     }
 
     fn backup_relay_domains_map(&self, stamp: &str, text: &str) -> Result<PathBuf, PostfixError> {
@@ -736,21 +764,18 @@ impl PostfixWrite for PostfixCli {
 /// `postmap` default, whatever the umask).
 const NEW_FILE_MODE: u32 = 0o644;
 
-/// Every file a build of the map under the temporary name may leave behind: the temporary
-/// source, the temporary database, Berkeley DB's `__db.NAME` creation file (hash, btree), and
-/// the `NAME.tmp` that postmap renames into a cdb database. LMDB makes no lock file (Postfix
-/// opens it with `MDB_NOLOCK`), measured with strace on Postfix 3.7.
-fn temp_leftovers(temp_source: &Path, temp_db: &Path) -> Vec<PathBuf> {
-    let name = temp_db
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    vec![
-        temp_source.to_owned(),
-        temp_db.to_owned(),
-        temp_db.with_file_name(format!("__db.{name}")),
-        temp_db.with_file_name(format!("{name}.tmp")),
-    ]
+/// Whether `name`, in the directory of the map source `base`, is what a killed build of that
+/// map left: a build directory (`.BASE.RANDOM.relay-sync.tmp`), or a fixed name of versions
+/// before them: `.BASE.relay-sync.tmp`, its database (`….tmp.db`, `.lmdb`, `.cdb`), Berkeley
+/// DB's creation file (`__db.` and the database's name) or cdb's temporary (`….cdb.tmp`).
+fn is_leftover_of(name: &str, base: &str) -> bool {
+    let fixed = format!(".{base}.relay-sync.tmp");
+    let unprefixed = name.strip_prefix("__db.").unwrap_or(name);
+    let fixed_name = unprefixed == fixed
+        || unprefixed
+            .strip_prefix(fixed.as_str())
+            .is_some_and(|rest| rest.starts_with('.'));
+    fixed_name || safe_file::temp_name_base(name) == Some(base)
 }
 
 /// The three lines `postconf -h NAME NAME NAME` prints, one value each; `None` for any other
@@ -775,30 +800,10 @@ fn is_fatal(stderr: &str) -> bool {
     })
 }
 
-/// The file `path` finally points to when it is a symbolic link; `None` when it is not one (or
-/// does not exist). A link to nothing is an error: writing through it would create a file
-/// wherever it points.
-fn link_target(path: &Path) -> Result<Option<PathBuf>, PostfixError> {
-    match fs::symlink_metadata(path) {
-        Ok(meta) if meta.file_type().is_symlink() => {
-            fs::canonicalize(path).map(Some).map_err(|error| {
-                let to =
-                    fs::read_link(path).map_or_else(|_| "?".into(), |to| to.display().to_string());
-                PostfixError::Invalid {
-                    path: path.to_owned(),
-                    detail: format!(
-                        "a symbolic link to {to}, which cannot be followed ({error}); it was left as \
-                         it is: point the link at the file or replace it with one"
-                    ),
-                }
-            })
-        }
-        _ => Ok(None),
-    }
-}
-
-/// A text file's contents, or `None` when it does not exist.
+/// A map source's contents, or `None` when it does not exist. A symbolic link is read only
+/// when relay-sync would also write through it ([`safe_file::trusted_link`]).
 fn read_text(path: &Path) -> Result<Option<String>, PostfixError> {
+    safe_file::trusted_link(path)?;
     match fs::read(path) {
         Ok(bytes) => String::from_utf8(bytes)
             .map(Some)
@@ -895,18 +900,25 @@ mod tests {
     }
 
     #[test]
-    fn leftovers_are_named_after_the_temporary_database() {
-        let source = Path::new("/etc/postfix/.transport.relay-sync.tmp");
-        let names: Vec<PathBuf> = temp_leftovers(source, &database_of(source, "db"));
-        assert_eq!(
-            names,
-            [
-                "/etc/postfix/.transport.relay-sync.tmp",
-                "/etc/postfix/.transport.relay-sync.tmp.db",
-                "/etc/postfix/__db..transport.relay-sync.tmp.db",
-                "/etc/postfix/.transport.relay-sync.tmp.db.tmp",
-            ]
-            .map(PathBuf::from)
-        );
+    fn leftovers_are_relay_syncs_names_for_this_map_only() {
+        for ours in [
+            ".transport.Ab3dE6gH9jK1.relay-sync.tmp",
+            ".transport.relay-sync.tmp",
+            ".transport.relay-sync.tmp.db",
+            "__db..transport.relay-sync.tmp.db",
+            ".transport.relay-sync.tmp.cdb.tmp",
+        ] {
+            assert!(is_leftover_of(ours, "transport"), "{ours}");
+        }
+        for foreign in [
+            "transport",
+            "transport.db",
+            ".transport.bak",
+            ".transport.relay-sync.tmpx",
+            ".relay_domains.Ab3dE6gH9jK1.relay-sync.tmp",
+            ".transport.Ab3dE6gH9jK1.relay-sync.tmp.db.keep",
+        ] {
+            assert!(!is_leftover_of(foreign, "transport"), "{foreign}");
+        }
     }
 }

@@ -9,6 +9,8 @@
 //! Architecture invariant: every file this crate writes is replaced atomically (temporary file in
 //! the same directory, fsync, rename, directory fsync) and keeps the previous owner and mode; map
 //! databases are built under a temporary name and renamed into place, never rebuilt in place.
+//! No file or directory is created, changed or chmodded through a path someone other than root
+//! controls: [`safe_file`] is the one way it is done.
 #![warn(clippy::print_stdout, clippy::print_stderr)]
 
 use std::path::PathBuf;
@@ -182,10 +184,10 @@ pub enum PostfixError {
     },
 }
 
-mod atomic;
 mod backup;
 mod cli;
 mod postconf_cache;
+pub mod safe_file;
 
 impl From<relay_process::RunError> for PostfixError {
     fn from(error: relay_process::RunError) -> PostfixError {
@@ -206,31 +208,21 @@ impl From<relay_process::RunError> for PostfixError {
     }
 }
 
-/// Creates `dir` and its missing parents with `mode` (the umask aside); an existing directory
-/// is left as it is. The one way relay-sync creates a directory of its own (`STATE_DIR`, the
-/// log directory, `BACKUP_DIR`, the lock's directory).
-pub fn create_dir(dir: &std::path::Path, mode: u32) -> std::io::Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
-    if dir.as_os_str().is_empty() || dir.is_dir() {
-        return Ok(());
-    }
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(mode)
-        .create(dir)
-}
+pub use safe_file::create_dir;
 
 pub use backup::{list_backups, read_backup, read_generation, BackupContents, BackupGeneration};
 
 pub use cli::PostfixCli;
 
-/// Replaces `path` with `bytes` the way relay-sync replaces every file it writes: a temporary
-/// file in the same directory, fsync, the owner and mode of the file it replaces (`new_mode` for
-/// a file that did not exist), rename, directory fsync. A crash leaves the old or the new file.
+/// Replaces `path` with `bytes` the way relay-sync replaces every file it writes
+/// ([`safe_file`]): a new temporary file of an unpredictable name in the same directory
+/// (`O_EXCL|O_NOFOLLOW`), the owner and mode of the regular file it replaces (`new_mode` for a
+/// new one) set on its descriptor, fsync, rename, directory fsync. A crash leaves the old or the
+/// new file; a symbolic link at `path` is replaced, never written through.
 pub fn replace_file(
     path: &std::path::Path,
     bytes: &[u8],
     new_mode: u32,
 ) -> Result<(), PostfixError> {
-    atomic::replace(path, bytes, new_mode)
+    safe_file::replace(path, bytes, new_mode)
 }

@@ -112,7 +112,7 @@ pub(crate) fn save(path: &Path, key: &str, values: &Values) {
         "{HEADER}\nkey {key}\ntransport_maps = {}\ndefault_database_type = {}\nrelay_domains = {}\n",
         values[0], values[1], values[2]
     );
-    if let Err(error) = crate::atomic::replace(path, text.as_bytes(), 0o600) {
+    if let Err(error) = crate::safe_file::replace(path, text.as_bytes(), 0o600) {
         tracing::debug!("postconf cache not saved: {error}");
     }
 }

@@ -14,7 +14,13 @@ use relay_postfix::{
 };
 use relay_testbed::{Postfix, SmtpSink};
 
+mod takeover;
+
 const HOP: &str = "smtp:[127.0.0.1]:2525";
+
+/// `nobody` and `nogroup`: the unprivileged local user of the takeover tests.
+const NOBODY: u32 = 65534;
+const NOGROUP: u32 = 65534;
 
 fn settings(postfix: &Postfix, backups: &Path, map_type: Option<&str>) -> PostfixSettings {
     PostfixSettings {
@@ -265,7 +271,9 @@ fn a_failing_postmap_leaves_source_and_map_untouched() {
             command, stderr, ..
         }) => {
             assert!(command.contains("postmap"), "{command}");
-            assert!(command.contains(".transport.relay-sync.tmp"), "{command}");
+            // Built in a private directory of an unpredictable name beside the transport file.
+            assert!(command.contains(".relay-sync.tmp/transport"), "{command}");
+            assert!(command.contains("/.transport."), "{command}");
             assert_eq!(stderr, "postmap: fatal: stand-in failure");
         }
         other => panic!("expected CommandFailed, got {other:?}"),
@@ -487,13 +495,14 @@ fn backups_are_private_and_hold_the_previous_state() {
     assert_eq!(listed[0].stamp, backup.stamp);
 }
 
+/// What a run killed during postmap leaves (Berkeley DB's creation file, a half-written LMDB
+/// file, cdb's own temporary, a stale temporary source: under the fixed names of versions
+/// before build directories, or in a build directory) never stands in a later build's way,
+/// since every build has a directory of its own, and `remove_leftovers` clears it.
 #[test]
-fn leftovers_of_a_crashed_postmap_are_cleared_before_the_next_build() {
+fn leftovers_of_a_crashed_postmap_never_block_a_build_and_are_cleared() {
     let postfix = Postfix::start("a.example").unwrap();
     let dir = postfix.config_dir();
-    // What a run killed during postmap leaves: Berkeley DB's creation file (hash, btree), a
-    // half-written LMDB file, cdb's own temporary, and a stale temporary source. Each made
-    // the next postmap fail for good before they were cleared.
     let leftovers: [(&str, &str); 3] = [
         ("hash", "__db..transport.relay-sync.tmp.db"),
         ("lmdb", ".transport.relay-sync.tmp.lmdb"),
@@ -506,6 +515,18 @@ fn leftovers_of_a_crashed_postmap_are_cleared_before_the_next_build() {
             "stale.example smtp:[192.0.2.9]\n",
         )
         .unwrap();
+        let killed_build = dir.join(".transport.Zz9Yy8Xx7Ww6.relay-sync.tmp");
+        fs::create_dir(&killed_build).unwrap();
+        fs::write(
+            killed_build.join("transport"),
+            "stale.example smtp:[192.0.2.9]\n",
+        )
+        .unwrap();
+        fs::write(
+            killed_build.join("__db.transport.db"),
+            "half-written garbage",
+        )
+        .unwrap();
         let (cli, _backups) = cli(&postfix, Some(map_type));
         cli.write_transport(&block(&["a.example"]))
             .unwrap_or_else(|e| panic!("{map_type}: {e}"));
@@ -515,6 +536,7 @@ fn leftovers_of_a_crashed_postmap_are_cleared_before_the_next_build() {
             "{map_type}"
         );
         assert_eq!(cli.lookup_transport("stale.example").unwrap(), None);
+        cli.remove_leftovers().unwrap();
         assert!(
             temp_files(&postfix).is_empty(),
             "{map_type}: {:?}",
@@ -950,6 +972,9 @@ fn remove_leftovers_clears_only_relay_syncs_temporary_names() {
     for name in ours {
         fs::write(dir.join(name), "left by a killed run").unwrap();
     }
+    let killed_build = dir.join(".transport.Zz9Yy8Xx7Ww6.relay-sync.tmp");
+    fs::create_dir(&killed_build).unwrap();
+    fs::write(killed_build.join("transport.lmdb"), "half").unwrap();
     fs::write(dir.join("transport.bak"), "the operator's").unwrap();
     cli.remove_leftovers().unwrap();
     assert!(
@@ -958,6 +983,21 @@ fn remove_leftovers_clears_only_relay_syncs_temporary_names() {
         temp_files(&postfix)
     );
     assert!(dir.join("transport.bak").exists());
+
+    // Named like relay-sync's but not this user's own regular file or build directory: a
+    // link (its target is no leftover) and another user's file are left alone.
+    let victim = tempfile::NamedTempFile::new().unwrap();
+    let link = dir.join(".transport.relay-sync.tmp");
+    std::os::unix::fs::symlink(victim.path(), &link).unwrap();
+    let theirs = dir.join(".transport.Aa1Bb2Cc3Dd4.relay-sync.tmp");
+    fs::write(&theirs, "someone else's").unwrap();
+    std::os::unix::fs::chown(&theirs, Some(NOBODY), Some(NOGROUP)).unwrap();
+    cli.remove_leftovers().unwrap();
+    assert!(fs::symlink_metadata(&link).is_ok());
+    assert!(victim.path().exists());
+    assert_eq!(fs::read_to_string(&theirs).unwrap(), "someone else's");
+    fs::remove_file(&link).unwrap();
+    fs::remove_file(&theirs).unwrap();
     assert!(dir.join("transport").exists() && dir.join("transport.db").exists());
     cli.remove_leftovers().unwrap();
 }
@@ -1010,8 +1050,13 @@ fn maps_built_ahead_are_installed_by_the_writes_of_the_same_text() {
     cli.prepare_maps(Some(&transport), Some(table));
     // Built under the temporary names, nothing installed yet.
     assert_eq!(cli.lookup_transport("b.example").unwrap(), None);
-    assert_eq!(temp_files(&postfix).len(), 4, "{:?}", temp_files(&postfix));
-    let built_db = postfix.config_dir().join(".transport.relay-sync.tmp.db");
+    // One private build directory per map.
+    assert_eq!(temp_files(&postfix).len(), 2, "{:?}", temp_files(&postfix));
+    let build_dir = temp_files(&postfix)
+        .into_iter()
+        .find(|name| name.starts_with(".transport."))
+        .unwrap();
+    let built_db = postfix.config_dir().join(build_dir).join("transport.db");
     let built_inode = fs::metadata(&built_db).unwrap().ino();
 
     cli.write_transport(&transport).unwrap();
@@ -1060,7 +1105,7 @@ fn a_write_of_other_text_ignores_the_build_ahead_and_discard_removes_it() {
         Some(HOP)
     );
     // The table's build was never installed: a failed run discards it.
-    assert_eq!(temp_files(&postfix).len(), 2, "{:?}", temp_files(&postfix));
+    assert_eq!(temp_files(&postfix).len(), 1, "{:?}", temp_files(&postfix));
     cli.discard_prepared();
     assert!(
         temp_files(&postfix).is_empty(),
