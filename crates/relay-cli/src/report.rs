@@ -235,8 +235,9 @@ pub(crate) fn backups(dir: &std::path::Path, generations: &[Generation]) -> Stri
             .unwrap_or_default();
         let _ = writeln!(
             out,
-            "{}  {} domain(s) in relay_domains{table}; {}{}",
+            "{}  {:<8} {} domain(s) in relay_domains{table}; {}{}",
             g.stamp,
+            g.origin,
             g.relay_domains,
             g.files.join(" + "),
             if i == newest { "  (newest)" } else { "" }

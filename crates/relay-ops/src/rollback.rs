@@ -95,8 +95,13 @@ pub(crate) fn pick(
                 stamp: stamp.to_owned(),
                 dir: dir.to_owned(),
             })?,
+        // The newest generation of a run that worked: one a failed run wrote holds the state
+        // that is still in place.
         None => generations
-            .last()
+            .iter()
+            .rev()
+            .find(|g| g.origin != relay_postfix::Origin::Failed)
+            .or(generations.last())
             .ok_or_else(|| RollbackError::NoBackups(dir.to_owned()))?,
     };
     Ok(generation.clone())
@@ -177,6 +182,7 @@ pub(crate) fn rollback(
         );
     }
 
+    let since = relay_postfix::newest_backup_sequence(&config.backup_dir)?;
     let mut saved = postfix.backup(&current_relay, current_transport.as_deref())?;
     if let Some(text) = &current_table {
         saved
@@ -186,6 +192,14 @@ pub(crate) fn rollback(
     for file in &saved.files {
         tracing::info!("Backup created: {}", file.display());
     }
+    // The state the rollback replaces was live: a generation to return to, marked as the
+    // rollback's own.
+    relay_postfix::finish_backups(
+        &config.backup_dir,
+        since,
+        relay_postfix::Origin::Rollback,
+        config.backup_keep,
+    )?;
 
     let mut restored: Vec<String> = Vec::new();
     let result = (|| {
@@ -283,6 +297,9 @@ pub struct Generation {
     pub in_table: Option<usize>,
     /// The files it holds: `relay_domains`, `transport`, `relay_domains_map`.
     pub files: Vec<&'static str>,
+    /// What wrote it: `sync`, `rollback`, `failed` (a sync that failed and rolled back: it
+    /// holds the state still in place), or `unknown` (from before origins were recorded).
+    pub origin: &'static str,
 }
 
 /// The backup generations in `BACKUP_DIR`, oldest first.
@@ -333,6 +350,7 @@ pub(crate) fn generations(config: &Config) -> Result<Vec<Generation>, RollbackEr
                 relay_domains,
                 in_table,
                 files,
+                origin: g.origin.as_str(),
             }
         })
         .collect())

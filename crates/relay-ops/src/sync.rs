@@ -310,8 +310,10 @@ fn locked_sync(config: &Config, options: SyncOptions) -> RunOutcome {
         tracing::warn!("{error}");
     }
     let postfix = Journaled::new(postfix, &config.state_dir);
+    let since = relay_postfix::newest_backup_sequence(&config.backup_dir);
     let (outcome, report) =
         runtime.block_on(relay_engine::run_reported(&settings, &source, &postfix));
+    finish_backups(config, since, &outcome);
     if let Some(rejected) = report.rejected {
         let rows = rejected.into_iter().map(|row| row.raw).collect();
         if let Err(error) = failures::save_invalid_rows(&config.state_dir, &rows) {
@@ -319,6 +321,33 @@ fn locked_sync(config: &Config, options: SyncOptions) -> RunOutcome {
         }
     }
     RunOutcome::Sync(outcome)
+}
+
+/// Gives the generation this run wrote (if any) its origin, and rotates: a run that failed and
+/// rolled back wrote one that holds the state still in place, which must not push out the
+/// generations of runs that worked (see `relay_postfix::finish_backups`).
+fn finish_backups(config: &Config, since: Result<u64, PostfixError>, outcome: &Outcome) {
+    let since = match since {
+        Ok(since) => since,
+        Err(error) => {
+            tracing::warn!("Backup generations not rotated: {error}");
+            return;
+        }
+    };
+    let wrote = relay_postfix::newest_backup_sequence(&config.backup_dir)
+        .is_ok_and(|newest| newest > since);
+    if !wrote {
+        return;
+    }
+    let origin = match outcome {
+        Outcome::RolledBack(_) | Outcome::Critical { .. } => relay_postfix::Origin::Failed,
+        _ => relay_postfix::Origin::Sync,
+    };
+    if let Err(error) =
+        relay_postfix::finish_backups(&config.backup_dir, since, origin, config.backup_keep)
+    {
+        tracing::warn!("Backup generations not rotated: {error}");
+    }
 }
 
 /// Plans a sync without changing anything, not even the log file, the lock or the state.

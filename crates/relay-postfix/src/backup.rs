@@ -28,6 +28,11 @@ pub(crate) const KINDS: [&str; 2] = ["relay_domains", "transport"];
 pub struct BackupGeneration {
     /// `YYYYMMDD-HHMMSS` or `YYYYMMDD-HHMMSS-N`.
     pub stamp: String,
+    /// Its place in the order generations were written ([`GENERATIONS_INDEX`]); `None` for a
+    /// generation written before the index existed (it sorts before every indexed one).
+    pub sequence: Option<u64>,
+    /// What wrote it, and how that ended.
+    pub origin: Origin,
     /// `relay_domains.STAMP.bak`, when present.
     pub relay_domains: Option<PathBuf>,
     /// `transport.STAMP.bak`, when present.
@@ -70,7 +75,9 @@ fn stamp_of<'a>(name: &'a str, kind: &str) -> Option<&'a str> {
     stamp_key(stamp).map(|_| stamp)
 }
 
-/// Every backup generation in `dir`, oldest first (by stamp: second, then the `-N` counter).
+/// Every backup generation in `dir`, oldest first: in the order they were written (the
+/// sequence in [`GENERATIONS_INDEX`]), those from before the index first by stamp (second, then
+/// the `-N` counter).
 /// Files not named by the pattern are ignored; a missing directory has no generations.
 pub fn list_backups(dir: &Path) -> Result<Vec<BackupGeneration>, PostfixError> {
     let mut generations: BTreeMap<(String, u32), BackupGeneration> = BTreeMap::new();
@@ -89,6 +96,8 @@ pub fn list_backups(dir: &Path) -> Result<Vec<BackupGeneration>, PostfixError> {
                 };
                 let generation = generations.entry(key).or_insert_with(|| BackupGeneration {
                     stamp: stamp.to_owned(),
+                    sequence: None,
+                    origin: Origin::Unknown,
                     relay_domains: None,
                     transport: None,
                     relay_domains_map: None,
@@ -104,6 +113,17 @@ pub fn list_backups(dir: &Path) -> Result<Vec<BackupGeneration>, PostfixError> {
     }
     // A table backup belongs to the generation of its stamp; alone it is not a generation.
     let mut generations: Vec<BackupGeneration> = generations.into_values().collect();
+    let index = read_index(dir)?;
+    for generation in &mut generations {
+        if let Some((sequence, origin)) = index.get(&generation.stamp) {
+            generation.sequence = Some(*sequence);
+            generation.origin = *origin;
+        }
+    }
+    // Newest is the last written, whatever the clock said: the stamps are local time, which
+    // goes back an hour each autumn and may have run ahead before a correction. Generations
+    // from before the index come first, in stamp order (a stable sort keeps it).
+    generations.sort_by_key(|generation| generation.sequence);
     for generation in &mut generations {
         let path = dir.join(format!(
             "{RELAY_DOMAINS_MAP_BACKUP}.{}.bak",
@@ -238,7 +258,16 @@ pub(crate) fn write(
     // A transport file that did not exist is backed up as an empty file: restoring it gives an
     // empty map, which routes nothing, exactly like a missing one.
     safe_file::replace(&transport_path, transport.unwrap_or("").as_bytes(), 0o600)?;
-    rotate(dir, keep.max(1), &stamp)?;
+    let mut index = read_index(dir)?;
+    let sequence = index
+        .values()
+        .map(|(sequence, _)| *sequence)
+        .max()
+        .unwrap_or(0)
+        + 1;
+    index.insert(stamp.clone(), (sequence, Origin::Sync));
+    write_index(dir, &index)?;
+    rotate(dir, keep.max(1), Some(&stamp))?;
     Ok(Backup {
         stamp,
         files: vec![relay_path, transport_path],
@@ -269,13 +298,16 @@ fn ensure_private_dir(dir: &Path) -> Result<(), PostfixError> {
     safe_file::tighten_dir(dir, 0o700)
 }
 
-/// Deletes the oldest generations of each kind beyond `keep` (`current`, the generation just
-/// written, being one of the `keep`), the table backups of deleted generations, and the
-/// temporary files of backup writes that a crash interrupted (`.KIND.STAMP.bak.RANDOM.relay-sync.tmp`,
-/// or `.KIND.STAMP.bak.relay-sync.tmp` from versions before random names), when they are this
-/// user's regular files ([`safe_file::remove_leftover`]). Files not named by the pattern are
-/// kept.
-fn rotate(dir: &Path, keep: usize, current: &str) -> Result<(), PostfixError> {
+/// Deletes generations beyond `keep`, the table backups of deleted generations, and the
+/// temporary files of backup writes that a crash interrupted (this user's, named by the
+/// pattern). Files not named by the pattern are kept.
+///
+/// Generations that end in [`Origin::Failed`] (a run that wrote them, failed and rolled back)
+/// are counted apart: the newest `keep` of them are kept, and they never push out one from a
+/// run that worked. `current`, the generation just written, is neither counted nor deleted: its
+/// run has not ended, and it is the one a failed run restores from. So until the run is over
+/// (see [`finish_backups`]) there may be `keep` others beside it.
+fn rotate(dir: &Path, keep: usize, current: Option<&str>) -> Result<(), PostfixError> {
     for entry in fs::read_dir(dir).map_err(|source| io("list", dir, source))? {
         let entry = entry.map_err(|source| io("list", dir, source))?;
         let name = entry.file_name().to_string_lossy().into_owned();
@@ -290,23 +322,28 @@ fn rotate(dir: &Path, keep: usize, current: &str) -> Result<(), PostfixError> {
         }
     }
     let generations = list_backups(dir)?;
-    for kind in KINDS {
-        // The generation just written counts as kept whatever its stamp: when a local clock
-        // goes back (the repeated hour at the end of daylight saving time, a corrected clock),
-        // it may sort below older ones, and it is the one a failed run restores from.
-        let files: Vec<&PathBuf> = generations
+    let others: Vec<&BackupGeneration> = generations
+        .iter()
+        .filter(|g| Some(g.stamp.as_str()) != current)
+        .collect();
+    let mut doomed: Vec<&BackupGeneration> = Vec::new();
+    for failed in [true, false] {
+        let kind: Vec<&&BackupGeneration> = others
             .iter()
-            .filter(|g| g.stamp != current)
-            .filter_map(|g| {
-                if kind == "relay_domains" {
-                    g.relay_domains.as_ref()
-                } else {
-                    g.transport.as_ref()
-                }
-            })
+            .filter(|g| (g.origin == Origin::Failed) == failed)
             .collect();
-        let excess = files.len().saturating_sub(keep.saturating_sub(1));
-        for path in &files[..excess] {
+        let excess = kind.len().saturating_sub(keep);
+        doomed.extend(kind[..excess].iter().map(|g| **g));
+    }
+    for generation in &doomed {
+        for path in [
+            &generation.relay_domains,
+            &generation.transport,
+            &generation.relay_domains_map,
+        ]
+        .into_iter()
+        .flatten()
+        {
             fs::remove_file(path).map_err(|source| io("delete old backup", path, source))?;
         }
     }
@@ -320,11 +357,135 @@ fn rotate(dir: &Path, keep: usize, current: &str) -> Result<(), PostfixError> {
         let entry = entry.map_err(|source| io("list", dir, source))?;
         let name = entry.file_name().to_string_lossy().into_owned();
         let orphan = stamp_of(&name, RELAY_DOMAINS_MAP_BACKUP)
-            .is_some_and(|stamp| stamp != current && !kept.contains(stamp));
+            .is_some_and(|stamp| Some(stamp) != current && !kept.contains(stamp));
         if orphan {
             let path = entry.path();
             fs::remove_file(&path).map_err(|source| io("delete old backup", &path, source))?;
         }
+    }
+    // The index keeps only generations that still exist.
+    let mut index = read_index(dir)?;
+    let before = index.len();
+    index.retain(|stamp, _| kept.contains(stamp) || Some(stamp.as_str()) == current);
+    if index.len() == before {
+        return Ok(());
+    }
+    write_index(dir, &index)
+}
+
+/// The file in `BACKUP_DIR` recording the order generations were written in and their origin:
+/// `SEQUENCE STAMP ORIGIN` lines.
+pub const GENERATIONS_INDEX: &str = "relay-sync.generations";
+
+/// What wrote a generation, and how that ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// A sync, before a change that was applied (or still running).
+    Sync,
+    /// `relay-sync rollback`, saving the state it replaced.
+    Rollback,
+    /// A sync whose change failed and was rolled back: it holds the state that is still in
+    /// place, so it does not count toward `BACKUP_KEEP`.
+    Failed,
+    /// Written before generations were recorded.
+    Unknown,
+}
+
+impl Origin {
+    /// The word in the index and in `relay-sync backups`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Origin::Sync => "sync",
+            Origin::Rollback => "rollback",
+            Origin::Failed => "failed",
+            Origin::Unknown => "unknown",
+        }
+    }
+
+    fn parse(word: &str) -> Origin {
+        match word {
+            "sync" => Origin::Sync,
+            "rollback" => Origin::Rollback,
+            "failed" => Origin::Failed,
+            _ => Origin::Unknown,
+        }
+    }
+}
+
+impl std::fmt::Display for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The index: stamp → (sequence, origin). A missing file is an empty index; a line that does
+/// not parse is ignored (its generation sorts as one from before the index).
+fn read_index(dir: &Path) -> Result<BTreeMap<String, (u64, Origin)>, PostfixError> {
+    let path = dir.join(GENERATIONS_INDEX);
+    let text = match fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(BTreeMap::new()),
+        Err(source) => return Err(io("read", &path, source)),
+    };
+    Ok(text
+        .lines()
+        .filter_map(|line| {
+            let mut words = line.split_whitespace();
+            let sequence = words.next()?.parse().ok()?;
+            let stamp = words.next().filter(|stamp| stamp_key(stamp).is_some())?;
+            Some((stamp.to_owned(), (sequence, Origin::parse(words.next()?))))
+        })
+        .collect())
+}
+
+fn write_index(dir: &Path, index: &BTreeMap<String, (u64, Origin)>) -> Result<(), PostfixError> {
+    let mut entries: Vec<(&u64, &String, &Origin)> = index
+        .iter()
+        .map(|(stamp, (sequence, origin))| (sequence, stamp, origin))
+        .collect();
+    entries.sort_by_key(|(sequence, stamp, _)| (**sequence, (*stamp).clone()));
+    let mut text = String::from(
+        "# relay-sync's backup generations, oldest first: SEQUENCE STAMP ORIGIN. Written by\n\
+         # relay-sync; the sequence, not the stamp's clock, says which is newest.\n",
+    );
+    for (sequence, stamp, origin) in entries {
+        text.push_str(&format!("{sequence} {stamp} {origin}\n"));
+    }
+    safe_file::replace(&dir.join(GENERATIONS_INDEX), text.as_bytes(), 0o600)
+}
+
+/// The sequence of the newest generation in `dir` (0 when there is none): what a caller reads
+/// before a run, to know afterwards which generations the run wrote.
+pub fn newest_backup_sequence(dir: &Path) -> Result<u64, PostfixError> {
+    Ok(read_index(dir)?
+        .values()
+        .map(|(sequence, _)| *sequence)
+        .max()
+        .unwrap_or(0))
+}
+
+/// Ends a run's backups: the generations written after `since` (see
+/// [`newest_backup_sequence`]) get `origin`, and generations beyond `keep` are deleted (see
+/// the rotation rule: failed ones never push out the others).
+pub fn finish_backups(
+    dir: &Path,
+    since: u64,
+    origin: Origin,
+    keep: usize,
+) -> Result<(), PostfixError> {
+    let mut index = read_index(dir)?;
+    let mut changed = false;
+    for (sequence, entry_origin) in index.values_mut() {
+        if *sequence > since && *entry_origin != origin {
+            *entry_origin = origin;
+            changed = true;
+        }
+    }
+    if changed {
+        write_index(dir, &index)?;
+    }
+    if dir.is_dir() {
+        rotate(dir, keep.max(1), None)?;
     }
     Ok(())
 }
@@ -378,6 +539,10 @@ mod tests {
             fs::write(dir.path().join(format!("{kind}.29991231-235959.bak")), "x").unwrap();
         }
         let b = write(dir.path(), 1, "a.example", None).unwrap();
+        // Until its run ends, the new generation is kept beside `keep` others.
+        assert_eq!(list_backups(dir.path()).unwrap().len(), 2);
+        finish_backups(dir.path(), 0, Origin::Sync, 1).unwrap();
+        // Newest is the last written: the future-stamped one is the older, and goes.
         let left = list_backups(dir.path()).unwrap();
         assert_eq!(left.len(), 1, "{left:?}");
         assert_eq!(left[0].stamp, b.stamp);
@@ -386,7 +551,7 @@ mod tests {
     #[test]
     fn a_table_backup_belongs_to_its_generation_and_alone_is_none() {
         let dir = tempfile::tempdir().unwrap();
-        let b = write(dir.path(), 3, "hash:/etc/postfix/relay_domains", Some("")).unwrap();
+        let b = backup_run(dir.path(), 3, "hash:/etc/postfix/relay_domains", Some(""));
         write_relay_domains_map(dir.path(), &b.stamp, "a.example OK\n").unwrap();
         let orphan = dir
             .path()
@@ -401,7 +566,7 @@ mod tests {
         );
 
         // An inline generation has no table.
-        let inline = write(dir.path(), 3, "a.example", None).unwrap();
+        let inline = backup_run(dir.path(), 3, "a.example", None);
         let contents = read_backup(dir.path(), Some(&inline.stamp)).unwrap();
         assert_eq!(contents.relay_domains_map, None);
 
@@ -416,17 +581,66 @@ mod tests {
             inline.stamp
         ));
         fs::write(&crashed, "half").unwrap();
-        write(dir.path(), 3, "a.example", None).unwrap();
+        backup_run(dir.path(), 3, "a.example", None);
         assert!(!orphan.exists());
         assert!(!crashed.exists());
         assert!(foreign.exists());
         // Rotation takes a generation's table backup with it.
         let table_of_b = generations[0].relay_domains_map.clone().unwrap();
         assert!(table_of_b.exists());
-        write(dir.path(), 3, "a.example", None).unwrap();
+        backup_run(dir.path(), 3, "a.example", None);
         assert!(!table_of_b.exists());
         assert_eq!(list_backups(dir.path()).unwrap().len(), 3);
         assert!(foreign.exists());
+    }
+
+    /// One run's backup as relay-ops makes it: written, then finished with its origin.
+    fn backup_run(dir: &Path, keep: usize, relay_domains: &str, transport: Option<&str>) -> Backup {
+        backup_ending(dir, keep, relay_domains, transport, Origin::Sync)
+    }
+
+    fn backup_ending(
+        dir: &Path,
+        keep: usize,
+        relay_domains: &str,
+        transport: Option<&str>,
+        origin: Origin,
+    ) -> Backup {
+        let since = newest_backup_sequence(dir).unwrap();
+        let backup = write(dir, keep, relay_domains, transport).unwrap();
+        finish_backups(dir, since, origin, keep).unwrap();
+        backup
+    }
+
+    /// Issue "hardened", finding 6: with BACKUP_KEEP=2 and a run failing every 5 minutes, the
+    /// generations of the runs that worked stay; the failed ones are kept apart, at most 2.
+    #[test]
+    fn failed_runs_never_push_out_a_good_generation() {
+        let dir = tempfile::tempdir().unwrap();
+        let good: Vec<String> = (0..3)
+            .map(|i| backup_run(dir.path(), 2, &format!("good{i}"), None).stamp)
+            .collect();
+        let failed: Vec<String> = (0..6)
+            .map(|i| backup_ending(dir.path(), 2, &format!("bad{i}"), None, Origin::Failed).stamp)
+            .collect();
+        let left = list_backups(dir.path()).unwrap();
+        let by_origin = |origin| -> Vec<&str> {
+            left.iter()
+                .filter(|g| g.origin == origin)
+                .map(|g| g.stamp.as_str())
+                .collect()
+        };
+        assert_eq!(by_origin(Origin::Sync), [&good[1], &good[2]]);
+        assert_eq!(by_origin(Origin::Failed), [&failed[4], &failed[5]]);
+        // The order is the order of writing.
+        let sequences: Vec<u64> = left.iter().map(|g| g.sequence.unwrap()).collect();
+        assert!(sequences.windows(2).all(|w| w[0] < w[1]), "{sequences:?}");
+        let index = fs::read_to_string(dir.path().join(GENERATIONS_INDEX)).unwrap();
+        assert_eq!(
+            index.lines().filter(|l| !l.starts_with('#')).count(),
+            4,
+            "{index}"
+        );
     }
 
     #[test]
@@ -447,7 +661,7 @@ mod tests {
         fs::write(backups.join("transport.keep-me.bak"), "foreign").unwrap();
         let mut stamps = Vec::new();
         for i in 0..7 {
-            let b = write(&backups, 5, &format!("v{i}"), Some("t")).unwrap();
+            let b = backup_run(&backups, 5, &format!("v{i}"), Some("t"));
             stamps.push(b.stamp);
         }
         let unique: std::collections::BTreeSet<_> = stamps.iter().collect();

@@ -210,7 +210,10 @@ impl From<relay_process::RunError> for PostfixError {
 
 pub use safe_file::create_dir;
 
-pub use backup::{list_backups, read_backup, read_generation, BackupContents, BackupGeneration};
+pub use backup::{
+    finish_backups, list_backups, newest_backup_sequence, read_backup, read_generation,
+    BackupContents, BackupGeneration, Origin, GENERATIONS_INDEX,
+};
 
 pub use cli::PostfixCli;
 

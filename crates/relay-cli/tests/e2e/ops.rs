@@ -514,3 +514,45 @@ fn json_documents_have_their_documented_shape() {
         gw.redact(&serde_json::to_string_pretty(&status).unwrap())
     );
 }
+
+/// Issue "hardened", finding 6: runs that fail and roll back write generations too, and with
+/// BACKUP_KEEP=2 and cron every 5 minutes they used to push every known-good generation out in
+/// ten minutes. Now they are kept apart, `backups` shows each generation's origin, and a plain
+/// `rollback` goes to the newest generation of a run that worked.
+#[test]
+fn failed_runs_keep_the_good_generations() {
+    let gw = Gateway::start("kuma8088.com, old.example", "BACKUP_KEEP=2");
+    gw.sync_expecting(0); // good generation 1: the state before the first sync
+    gw.sql("INSERT INTO mailserver_usermgmt.domains (name, enabled) VALUES ('second.example', 1)");
+    gw.sync_expecting(0); // good generation 2
+    let good_state = gw.relay_domains();
+    let broken = gw.broken_postconf();
+    for i in 0..4 {
+        gw.sql(&format!(
+            "INSERT INTO mailserver_usermgmt.domains (name, enabled) VALUES ('fail{i}.example', 1)"
+        ));
+        gw.sync_env_expecting(&[("POSTFIX_COMMAND_DIR", &broken.display().to_string())], 5);
+    }
+    assert_eq!(gw.relay_domains(), good_state);
+    let listed = gw.run(&["backups"]).stdout;
+    let origins: Vec<&str> = listed
+        .lines()
+        .skip(1)
+        .map(|line| line.split_whitespace().nth(1).unwrap())
+        .collect();
+    assert_eq!(origins, ["sync", "sync", "failed", "failed"], "{listed}");
+
+    // The newest good generation holds the state before second.example came.
+    let rolled = gw.run(&["rollback"]);
+    assert_eq!(rolled.code, 0, "{rolled:?}");
+    assert!(
+        !gw.relay_domains().contains("second.example"),
+        "{}",
+        gw.relay_domains()
+    );
+    let listed = gw.run(&["backups"]).stdout;
+    assert!(
+        listed.lines().last().unwrap().contains("rollback"),
+        "{listed}"
+    );
+}

@@ -224,7 +224,14 @@ pub const SECTIONS: &[Section] = &[
                 "Backups of relay_domains, the transport file (and map mode's table) before \
                  every change, as NAME.STAMP.bak; mode 0700.",
             ),
-            key("BACKUP_KEEP", Value("5"), "Generations kept of each kind."),
+            key(
+                "BACKUP_KEEP",
+                Value("5"),
+                "Generations kept from runs that worked (and rollbacks); those of runs that \
+                 failed and rolled back are kept apart, at most as many again, and never push \
+                 out a good one. Newest means last written (BACKUP_DIR/relay-sync.generations), \
+                 whatever the clock said.",
+            ),
             key(
                 "LOG_FILE",
                 Value("/var/log/mailserver/relay-sync.log"),
