@@ -692,19 +692,40 @@ fn backup_rotation_keeps_the_newest_generations_by_counter_and_ignores_foreign_f
     fs::write(backups.join(interrupted), "partial").unwrap();
     let backup = cli.backup("a.example, b.example", None).unwrap();
     let stamp = &backup.stamp;
-    let mut expected: Vec<String> = FOREIGN.iter().map(|f| f.to_string()).collect();
-    for kept in [
-        "20200101-000000-7",
-        "20200101-000000-8",
-        "20200101-000000-9",
-        "20200101-000000-10",
-        stamp,
-    ] {
-        expected.push(format!("relay_domains.{kept}.bak"));
-        expected.push(format!("transport.{kept}.bak"));
-    }
-    expected.sort();
-    assert_eq!(names(&backups), expected);
+    // Until the run is over (its origin known), the new generation is kept beside BACKUP_KEEP
+    // others; finishing the run trims to BACKUP_KEEP.
+    let expected = |kept: &[&str]| {
+        let mut expected: Vec<String> = FOREIGN.iter().map(|f| f.to_string()).collect();
+        expected.push(relay_postfix::GENERATIONS_INDEX.to_owned());
+        for kept in kept {
+            expected.push(format!("relay_domains.{kept}.bak"));
+            expected.push(format!("transport.{kept}.bak"));
+        }
+        expected.sort();
+        expected
+    };
+    assert_eq!(
+        names(&backups),
+        expected(&[
+            "20200101-000000-6",
+            "20200101-000000-7",
+            "20200101-000000-8",
+            "20200101-000000-9",
+            "20200101-000000-10",
+            stamp,
+        ])
+    );
+    relay_postfix::finish_backups(&backups, 0, relay_postfix::Origin::Sync, 5).unwrap();
+    assert_eq!(
+        names(&backups),
+        expected(&[
+            "20200101-000000-7",
+            "20200101-000000-8",
+            "20200101-000000-9",
+            "20200101-000000-10",
+            stamp,
+        ])
+    );
     assert_eq!(
         backup.files,
         vec![
