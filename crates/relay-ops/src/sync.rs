@@ -296,13 +296,14 @@ fn locked_sync(config: &Config, options: SyncOptions) -> RunOutcome {
         Ok(prepared) => prepared,
         Err(outcome) => return outcome,
     };
+    let known_rejected = failures::load_invalid_rows(&config.state_dir);
     let settings = SyncSettings {
         guard: GuardSettings {
             force: options.force,
             ..settings.guard
         },
         reload_pending: journal::is_pending(&config.state_dir),
-        known_rejected: failures::load_invalid_rows(&config.state_dir),
+        known_rejected: known_rejected.clone(),
         ..settings
     };
     // Under the lock: what a run killed mid-write left goes now, not at the next change.
@@ -315,9 +316,13 @@ fn locked_sync(config: &Config, options: SyncOptions) -> RunOutcome {
         runtime.block_on(relay_engine::run_reported(&settings, &source, &postfix));
     finish_backups(config, since, &outcome);
     if let Some(rejected) = report.rejected {
-        let rows = rejected.into_iter().map(|row| row.raw).collect();
-        if let Err(error) = failures::save_invalid_rows(&config.state_dir, &rows) {
-            tracing::error!("Rejected rows not remembered: {error}");
+        let rows: std::collections::BTreeSet<String> =
+            rejected.into_iter().map(|row| row.raw).collect();
+        // Written only when the set changed: a run with nothing to do writes as little as it can.
+        if known_rejected.as_ref() != Some(&rows) {
+            if let Err(error) = failures::save_invalid_rows(&config.state_dir, &rows) {
+                tracing::error!("Rejected rows not remembered: {error}");
+            }
         }
     }
     RunOutcome::Sync(outcome)
