@@ -198,7 +198,10 @@ where
     // file's lines are copied to it.
     let (writer, journal) = if mode == StderrMode::Journal {
         let journal = tracing_subscriber::fmt::layer()
-            .event_format(JournalFormat)
+            .event_format(LineFormat {
+                timer: (),
+                journal: true,
+            })
             .fmt_fields(LineFields)
             .with_writer(stderr);
         (BoxMakeWriter::new(file), Some(journal))
@@ -207,7 +210,10 @@ where
         (BoxMakeWriter::new(writer), None)
     };
     let layer = tracing_subscriber::fmt::layer()
-        .event_format(LineFormat { timer })
+        .event_format(LineFormat {
+            timer,
+            journal: false,
+        })
         .fmt_fields(LineFields)
         .with_writer(writer)
         // The log file reports its own failure, once; the layer would repeat it on every line.
@@ -216,34 +222,6 @@ where
         .with(LevelFilter::from_level(max_level))
         .with(layer)
         .with(journal)
-}
-
-/// A line for the journal: `<N>LEVEL: message key=value…`, escaped, with the syslog priority
-/// journald reads (3 error, 4 warning, 6 info, 7 debug) and no timestamp.
-#[derive(Debug)]
-struct JournalFormat;
-
-impl<S, N> FormatEvent<S, N> for JournalFormat
-where
-    S: Subscriber + for<'a> LookupSpan<'a>,
-    N: for<'w> FormatFields<'w> + 'static,
-{
-    fn format_event(
-        &self,
-        ctx: &FmtContext<'_, S, N>,
-        mut writer: Writer<'_>,
-        event: &Event<'_>,
-    ) -> fmt::Result {
-        let (priority, level) = match *event.metadata().level() {
-            Level::ERROR => (3, "ERROR"),
-            Level::WARN => (4, "WARN"),
-            Level::INFO => (6, "INFO"),
-            _ => (7, "DEBUG"),
-        };
-        write!(writer, "<{priority}>{level}: ")?;
-        ctx.format_fields(Writer::new(&mut EscapeLine(&mut writer)), event)?;
-        writeln!(writer)
-    }
 }
 
 /// The open log file. A failed write is reported once on stderr, naming the file: the run goes
@@ -290,9 +268,12 @@ impl Write for &LogFile {
 }
 
 /// The event format of SPEC §8: `[timestamp] LEVEL: message key=value…`, escaped, one line.
+/// For the journal (`journal`): `<N>LEVEL: message…`, with the syslog priority journald reads
+/// (3 error, 4 warning, 6 info, 7 debug) and no timestamp, since the journal keeps the time.
 #[derive(Debug)]
 struct LineFormat<T> {
     timer: T,
+    journal: bool,
 }
 
 impl<S, N, T> FormatEvent<S, N> for LineFormat<T>
@@ -307,24 +288,39 @@ where
         mut writer: Writer<'_>,
         event: &Event<'_>,
     ) -> fmt::Result {
-        write_prefix(&mut writer, &self.timer, *event.metadata().level())?;
+        let level = *event.metadata().level();
+        if self.journal {
+            let priority = match level {
+                Level::ERROR => 3,
+                Level::WARN => 4,
+                Level::INFO => 6,
+                _ => 7,
+            };
+            write!(writer, "<{priority}>{}: ", level_word(level))?;
+        } else {
+            write_prefix(&mut writer, &self.timer, level)?;
+        }
         // Everything after the prefix may come from outside: it is escaped as it is written.
         ctx.format_fields(Writer::new(&mut EscapeLine(&mut writer)), event)?;
         writeln!(writer)
     }
 }
 
-/// `[timestamp] LEVEL: `.
-fn write_prefix(writer: &mut Writer<'_>, timer: &impl FormatTime, level: Level) -> fmt::Result {
-    let level = match level {
+/// How a level is named in a line.
+fn level_word(level: Level) -> &'static str {
+    match level {
         Level::ERROR => "ERROR",
         Level::WARN => "WARN",
         Level::INFO => "INFO",
         _ => "DEBUG",
-    };
+    }
+}
+
+/// `[timestamp] LEVEL: `.
+fn write_prefix(writer: &mut Writer<'_>, timer: &impl FormatTime, level: Level) -> fmt::Result {
     writer.write_char('[')?;
     timer.format_time(writer)?;
-    write!(writer, "] {level}: ")
+    write!(writer, "] {}: ", level_word(level))
 }
 
 /// `[timestamp] LEVEL: message\n`, the message escaped: a line as [`LineFormat`] writes it, for
