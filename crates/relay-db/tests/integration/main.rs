@@ -468,3 +468,55 @@ impl tracing::Subscriber for Capture {
 
     fn exit(&self, _: &tracing::span::Id) {}
 }
+
+// ---------------------------------------------------------------------------------------------
+// The watcher's change signal
+
+/// The database's fingerprint equals the one computed from the fetched names, for the fixtures
+/// and for hostile rows (a `NULL`, a newline, spaces), so the watcher can compare what it polls
+/// with what it applied.
+#[tokio::test]
+async fn signal_fingerprint_equals_the_fetched_names_fingerprint() {
+    use relay_db::{ChangeSignal, Fingerprint};
+    let db = MariaDb::shared().unwrap();
+    for query in [
+        DEFAULT_QUERY,
+        r"SELECT 'evil.example\nsmtp:[10.0.0.1]:25' AS name
+          UNION ALL SELECT NULL UNION ALL SELECT '  Example.COM.  '",
+        "SELECT name FROM domains WHERE enabled = 42",
+    ] {
+        let mut settings = settings(db);
+        settings.query = query.to_owned();
+        let names = fetch(settings.clone()).await.unwrap();
+        let mut signal = ChangeSignal::new(MariaDbSource::new(settings)).unwrap();
+        let polled = signal.poll().await.unwrap();
+        assert_eq!(
+            polled,
+            Fingerprint::of(names.iter().map(String::as_str)),
+            "{query}"
+        );
+        // The kept connection answers a second poll the same.
+        assert_eq!(signal.poll().await.unwrap(), polled, "{query}");
+        signal.close().await;
+    }
+}
+
+/// A poll on a kept connection is one `COM_QUERY`: no login, no other statement.
+#[tokio::test]
+async fn signal_polls_are_one_query_each_on_one_connection() {
+    use relay_db::ChangeSignal;
+    let db = MariaDb::start().unwrap();
+    db.load_fixtures().unwrap();
+    db.start_general_log().unwrap();
+    let mut signal = ChangeSignal::new(MariaDbSource::new(settings(&db))).unwrap();
+    for _ in 0..3 {
+        signal.poll().await.unwrap();
+    }
+    signal.close().await;
+    let log = db.general_log_of("relay_sync").unwrap();
+    assert_eq!(
+        relay_testbed::command_types(&log),
+        ["Connect", "Query", "Query", "Query", "Quit"],
+        "general log:\n{log}"
+    );
+}
