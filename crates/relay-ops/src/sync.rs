@@ -13,12 +13,13 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use relay_core::{DomainName, GuardSettings, Refusal};
-use relay_db::{DbError, DomainSource, MariaDbSource};
+use relay_db::{DbError, DomainSource, Fingerprint, MariaDbSource};
 use relay_engine::{Outcome, Prepared, SyncSettings};
 use relay_postfix::{PostfixCli, PostfixError};
 
 use crate::alert::AlertSink;
 use crate::config::{Config, ConfigError, RelayDomainsMode};
+use crate::failures::AlertRule;
 use crate::journal::{self, Journaled};
 use crate::lock::{self, LockError};
 use crate::{check, failures, metrics, outbox};
@@ -181,6 +182,20 @@ pub(crate) fn sync(
     alerts: &[Box<dyn AlertSink>],
     options: SyncOptions,
 ) -> RunRecord {
+    let rule = AlertRule::AfterRuns(config.alert_after_failures);
+    sync_with(config, alerts, options, rule, false).0
+}
+
+/// [`sync`] with the watcher's alert rule, and the [`Fingerprint`] of the names the run read
+/// from the database (when `fingerprint` is asked for and the fetch succeeded): the watcher
+/// compares later polls with exactly what this run planned from.
+pub(crate) fn sync_with(
+    config: &Config,
+    alerts: &[Box<dyn AlertSink>],
+    options: SyncOptions,
+    rule: AlertRule,
+    fingerprint: bool,
+) -> (RunRecord, Option<Fingerprint>) {
     let started_at = chrono::Local::now();
     let started = Instant::now();
     let outcome = match lock::take(&config.lock_file) {
@@ -194,24 +209,38 @@ pub(crate) fn sync(
                 tracing::info!("Another sync is running, skipping ({held})");
             }
             // Not recorded: this run did nothing, and the holder records its own result.
-            return RunRecord {
+            let record = RunRecord {
                 outcome: RunOutcome::Skipped(held),
                 started_at,
                 duration: started.elapsed(),
             };
+            return (record, None);
         }
         Err(error) => {
             tracing::error!("{error}");
-            RunOutcome::Internal(error.to_string())
+            (RunOutcome::Internal(error.to_string()), None)
         }
-        Ok(_lock) => locked_sync(config, options),
+        Ok(_lock) => locked_sync(config, options, fingerprint),
     };
-    record(config, alerts, &outcome, started);
-    RunRecord {
+    let (outcome, fingerprint) = outcome;
+    record(config, alerts, &outcome, started, rule);
+    let record = RunRecord {
         outcome,
         started_at,
         duration: started.elapsed(),
-    }
+    };
+    (record, fingerprint)
+}
+
+/// Records a database failure the watcher met while polling (no run was started): state,
+/// streak, alerts and metrics show the outage as they would a failed cron run.
+pub(crate) fn record_poll_failure(
+    config: &Config,
+    alerts: &[Box<dyn AlertSink>],
+    outcome: RunOutcome,
+    rule: AlertRule,
+) {
+    record(config, alerts, &outcome, Instant::now(), rule);
 }
 
 /// How long a lock may be held before the run stepping aside calls it stuck: twice the bound of
@@ -220,8 +249,12 @@ fn stuck_after(config: &Config) -> Duration {
     2 * config.command_timeout + config.db_connect_timeout + config.db_query_timeout
 }
 
-/// The sync proper, under the lock.
-fn locked_sync(config: &Config, options: SyncOptions) -> RunOutcome {
+/// The sync proper, under the lock; with the fingerprint of the rows read when asked for.
+fn locked_sync(
+    config: &Config,
+    options: SyncOptions,
+    want_fingerprint: bool,
+) -> (RunOutcome, Option<Fingerprint>) {
     let Preflight {
         settings,
         postfix,
@@ -229,8 +262,9 @@ fn locked_sync(config: &Config, options: SyncOptions) -> RunOutcome {
         runtime,
     } = match Preflight::run(config, true) {
         Ok(prepared) => prepared,
-        Err(outcome) => return outcome,
+        Err(outcome) => return (outcome, None),
     };
+    let fingerprint = want_fingerprint.then(|| source.fingerprint()).flatten();
     let settings = SyncSettings {
         guard: GuardSettings {
             force: options.force,
@@ -253,7 +287,7 @@ fn locked_sync(config: &Config, options: SyncOptions) -> RunOutcome {
             tracing::error!("Rejected rows not remembered: {error}");
         }
     }
-    RunOutcome::Sync(outcome)
+    (RunOutcome::Sync(outcome), fingerprint)
 }
 
 /// Plans a sync without changing anything, not even the log file, the lock or the state.
@@ -384,6 +418,20 @@ struct Prefetched<S> {
     source: S,
 }
 
+impl<S> Prefetched<S> {
+    /// The fingerprint of the rows fetched ahead, when the fetch succeeded.
+    fn fingerprint(&self) -> Option<Fingerprint> {
+        let rows = self
+            .rows
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match rows.as_ref()? {
+            Ok(names) => Some(Fingerprint::of(names.iter().map(String::as_str))),
+            Err(_) => None,
+        }
+    }
+}
+
 impl<S: DomainSource + Sync> DomainSource for Prefetched<S> {
     async fn fetch_names(&self) -> Result<Vec<String>, DbError> {
         let rows = self
@@ -419,7 +467,13 @@ fn sync_settings(config: &Config) -> SyncSettings {
 
 /// SPEC §7: records the run in `STATE_DIR`, sends the alerts it calls for and writes the
 /// metrics. Nothing here changes the run's outcome.
-fn record(config: &Config, sinks: &[Box<dyn AlertSink>], outcome: &RunOutcome, started: Instant) {
+fn record(
+    config: &Config,
+    sinks: &[Box<dyn AlertSink>],
+    outcome: &RunOutcome,
+    started: Instant,
+    rule: AlertRule,
+) {
     let host = crate::host_name();
     let now = chrono::Local::now().format("%Y-%m-%d %H:%M:%S").to_string();
     let previous = failures::load(&config.state_dir).unwrap_or_else(|error| {
@@ -433,8 +487,10 @@ fn record(config: &Config, sinks: &[Box<dyn AlertSink>], outcome: &RunOutcome, s
         now: &now,
         host: &host,
     };
-    let (state, alerts) = failures::advance(&previous, result, config.alert_after_failures);
-    if state.consecutive_db_failures >= failures::DB_FAILURES_LOGGED_AFTER {
+    let (state, alerts) = failures::advance(&previous, result, rule);
+    // The watcher logs an outage once when it starts and once when it ends instead.
+    let per_run_lines = matches!(rule, AlertRule::AfterRuns(_));
+    if per_run_lines && state.consecutive_db_failures >= failures::DB_FAILURES_LOGGED_AFTER {
         tracing::error!(
             "Database unreachable for {} consecutive runs",
             state.consecutive_db_failures
