@@ -7,6 +7,7 @@
 
 mod logging;
 mod report;
+mod watch;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -18,7 +19,7 @@ use crate::logging::StderrMode;
 
 /// Exit codes that do not come from a run's outcome (SPEC §8).
 const EXIT_USAGE: u8 = 2;
-const EXIT_INTERNAL: u8 = 1;
+pub(crate) const EXIT_INTERNAL: u8 = 1;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -61,7 +62,16 @@ enum Command {
     ///
     /// Reads files only (STATE_DIR, the transport file, BACKUP_DIR): it answers when the
     /// database and Postfix are down, and never shows a secret.
-    Status(OutputArgs),
+    Status(StatusArgs),
+    /// Stay running and sync whenever the enabled domains in the database change.
+    ///
+    /// Polls a cheap change signal every POLL_INTERVAL (default 2 s) and runs the same sync
+    /// as cron (same lock, guard, backups and rollback) when the enabled set changed, plus a
+    /// full sync every RECONCILE_INTERVAL (default 300 s). SIGTERM/SIGINT stop it after the
+    /// step in progress (exit 0), SIGHUP re-reads the config (an invalid one is kept out),
+    /// SIGUSR1 syncs at once. Under systemd (Type=notify) it reports READY after the first
+    /// sync, WATCHDOG every cycle and STATUS. With LOG_FILE=- it logs to standard output.
+    Watch,
     /// Restore a backup generation and reload Postfix.
     ///
     /// Restores the transport file and relay_domains of the newest generation (or --to STAMP),
@@ -89,6 +99,16 @@ struct OutputArgs {
     /// Print JSON, for monitoring.
     #[arg(long)]
     json: bool,
+}
+
+#[derive(Debug, Clone, Copy, Default, clap::Args)]
+struct StatusArgs {
+    #[command(flatten)]
+    output: OutputArgs,
+    /// Exit 1 when the last successful sync ended more than SECONDS ago (or there was none):
+    /// a container HEALTHCHECK. For a watcher, choose more than RECONCILE_INTERVAL.
+    #[arg(long, value_name = "SECONDS")]
+    max_age: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -149,12 +169,31 @@ fn main() -> ExitCode {
         Command::Check(args) => print_check(&gateway.check_blocking(), args),
         Command::Status(args) => {
             let status = gateway.status_blocking();
-            if args.json {
+            if args.output.json {
                 println!("{}", to_json(&status));
             } else {
                 print!("{}", report::status(&status));
             }
-            ExitCode::SUCCESS
+            match args.max_age.map(|max| (max, status.last_success_age())) {
+                None => ExitCode::SUCCESS,
+                Some((max, Some(age))) if age.as_secs() <= max => ExitCode::SUCCESS,
+                Some((max, age)) => {
+                    let age = age.map_or_else(
+                        || "no successful sync is recorded".to_owned(),
+                        |age| format!("the last successful sync ended {} s ago", age.as_secs()),
+                    );
+                    logging::early_error(&format!(
+                        "unhealthy: {age} (--max-age {max}); see `relay-sync status` and the log"
+                    ));
+                    ExitCode::from(EXIT_INTERNAL)
+                }
+            }
+        }
+        Command::Watch => {
+            if let Err(code) = start_logging(Some(&log_file), StderrMode::detect(), level) {
+                return code;
+            }
+            watch::run(gateway, cli.config.clone())
         }
         Command::Rollback(args) => {
             if let Err(code) = start_logging(Some(&log_file), StderrMode::All, level) {
