@@ -27,3 +27,4 @@ mod map_mode;
 mod smtp;
 mod timeouts;
 mod tls;
+mod watch;
