@@ -128,6 +128,19 @@ impl ChangeSignal {
 
     /// The fingerprint of what `DB_QUERY` returns now, under the connect and query timeouts.
     pub async fn poll(&mut self) -> Result<Fingerprint, DbError> {
+        if self.conn.is_some() {
+            match self.poll_once().await {
+                // The kept connection may have been closed by a server restart or a proxy's
+                // idle limit since the last poll: that alone is no outage, so try once more
+                // on a fresh connection before calling the database unreachable.
+                Err(DbError::Query { .. }) | Err(DbError::Unreachable { .. }) => {}
+                done => return done,
+            }
+        }
+        self.poll_once().await
+    }
+
+    async fn poll_once(&mut self) -> Result<Fingerprint, DbError> {
         let settings = self.source.settings();
         let (connect_timeout, query_timeout) = (settings.connect_timeout, settings.query_timeout);
         let mut conn = match self.conn.take() {

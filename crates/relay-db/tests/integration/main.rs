@@ -520,3 +520,24 @@ async fn signal_polls_are_one_query_each_on_one_connection() {
         "general log:\n{log}"
     );
 }
+
+/// A kept connection the server closed since the last poll (a restart, a proxy's idle limit)
+/// is no outage: the poll reconnects once and answers.
+#[tokio::test]
+async fn signal_reconnects_when_the_kept_connection_was_closed() {
+    use relay_db::ChangeSignal;
+    let db = MariaDb::start().unwrap();
+    db.load_fixtures().unwrap();
+    let mut signal = ChangeSignal::new(MariaDbSource::new(settings(&db))).unwrap();
+    let first = signal.poll().await.unwrap();
+    let ids = db
+        .sql("SELECT id FROM information_schema.PROCESSLIST WHERE user = 'relay_sync'")
+        .unwrap();
+    let ids: Vec<&str> = ids
+        .lines()
+        .filter(|l| l.trim().parse::<u64>().is_ok())
+        .collect();
+    assert_eq!(ids.len(), 1, "one kept connection expected: {ids:?}");
+    db.sql(&format!("KILL {}", ids[0])).unwrap();
+    assert_eq!(signal.poll().await.unwrap(), first);
+}
