@@ -27,7 +27,8 @@ pub(crate) const EXIT_INTERNAL: u8 = 1;
     version,
     about = "Keep Postfix relay_domains and transport in step with the domains in MariaDB",
     long_about = "Keep Postfix relay_domains and the transport map in step with the enabled \
-domains of the admin panel's MariaDB. Run from cron every 5 minutes. Exit codes: 0 synced or \
+domains of the admin panel's MariaDB. Run from cron every 5 minutes, or stay running with \
+`relay-sync watch` to sync within seconds of a change. Exit codes: 0 synced or \
 nothing to do, 1 internal error, 2 usage or configuration error, 3 database unreachable \
 (configuration kept), 4 refused by the safety guard (configuration kept), 5 a step failed and \
 was rolled back, 6 critical: reload or rollback failed, manual intervention required."

@@ -36,7 +36,8 @@ use decide::{Decider, Polled, Reason};
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct WatchStatus {
-    /// Whether the first sync has ended (whatever its result).
+    /// Whether the first sync has ended (whatever its result), or the first poll failed (the
+    /// database is down at start-up: the watcher is up, and waits for it).
     pub ready: bool,
     /// Cycles run: one per poll, so a supervisor sees the loop turn.
     pub cycles: u64,
@@ -371,6 +372,9 @@ impl Watcher {
         .await;
         self.recorded(false);
         self.shared.status.send_modify(|status| {
+            // A database down at start-up must not keep a supervisor waiting for READY: Postfix
+            // serves what it has, and STATUS says why nothing is synced.
+            status.ready = true;
             status.cycles += 1;
             status.polls = self.metrics.polls;
             status.last_exit = Some(3);
