@@ -272,7 +272,8 @@ impl Watcher {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .take();
         if let Some(gateway) = next {
-            self.decider = Decider::new(gateway.config().reconcile_interval);
+            self.decider
+                .set_reconcile_interval(gateway.config().reconcile_interval);
             self.gateway = gateway;
             self.check_signal();
             tracing::info!("Configuration reloaded");
@@ -328,8 +329,15 @@ impl Watcher {
         let Signal::Ready(signal) = &mut self.signal else {
             return Ok(Polled::NoSignal);
         };
+        let started = Instant::now();
         match signal.poll().await {
-            Ok(fingerprint) => Ok(Polled::Signal(fingerprint)),
+            Ok(fingerprint) => {
+                tracing::debug!(
+                    "Change signal: {fingerprint} ({} ms)",
+                    started.elapsed().as_millis()
+                );
+                Ok(Polled::Signal(fingerprint))
+            }
             Err(error) => {
                 // A fresh connection (and password) at the next poll.
                 self.signal = Signal::Pending;

@@ -101,6 +101,12 @@ impl Decider {
         self.last_sync = Some(now);
     }
 
+    /// The same decider with another `RECONCILE_INTERVAL` (a reloaded config): what the last
+    /// sync read is still what Postfix has.
+    pub fn set_reconcile_interval(&mut self, reconcile_interval: Duration) {
+        self.reconcile_interval = reconcile_interval;
+    }
+
     /// When the next full sync is due whatever the signal says.
     pub fn reconcile_due(&self) -> Option<Duration> {
         self.last_sync.map(|last| last + self.reconcile_interval)
