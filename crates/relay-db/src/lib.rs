@@ -157,4 +157,4 @@ mod mariadb;
 pub use mariadb::MariaDbSource;
 
 mod signal;
-pub use signal::{signal_query, ChangeSignal, Fingerprint, SignalUnavailable};
+pub use signal::{signal_query, tables_of, ChangeSignal, Fingerprint, Probe, SignalUnavailable};

@@ -13,6 +13,12 @@
 //!
 //! The signal is derived from any `DB_QUERY` that is one `SELECT` (or `WITH … SELECT`) by
 //! wrapping it in a common table expression, so an overridden query keeps the same guarantee.
+//!
+//! Computing it reads every row `DB_QUERY` selects (about 0.1 s at 100k rows). So each poll
+//! first asks for a [`Probe`]: the `UPDATE_TIME` the server keeps for each table `DB_QUERY`
+//! reads (`information_schema.TABLES`, a lookup, well under a millisecond) and the server's
+//! clock, and the watcher computes the fingerprint only when the probe says a table may have
+//! been written since (see relay-ops' `watch::decide` for the rule and what it relies on).
 
 use std::time::Duration;
 
@@ -67,6 +73,139 @@ pub struct SignalUnavailable {
     pub reason: String,
 }
 
+/// What the server says about the tables `DB_QUERY` reads, in one cheap row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Probe {
+    /// The newest `UPDATE_TIME` of the tables (Unix seconds), `None` when no table has one
+    /// (InnoDB keeps it in memory: unknown after a restart until the next write).
+    pub updated: Option<i64>,
+    /// How many of the tables have no `UPDATE_TIME`, or were not found.
+    pub unknown: u32,
+    /// The server's clock at the probe (Unix seconds, whole).
+    pub now: i64,
+}
+
+impl Probe {
+    /// The SQL of the probe for `db_query`, when its tables can be told (for benchmarks and
+    /// `EXPLAIN`).
+    pub fn query_for_bench(db_query: &str) -> Option<String> {
+        tables_of(db_query).map(|tables| probe_query(&tables))
+    }
+}
+
+/// The tables a plain `DB_QUERY` reads, as `(schema, table)` (`None`: the connection's
+/// database), or `None` when they cannot be told for sure (a subquery, a view is fine: it just
+/// has no `UPDATE_TIME`). Only `FROM a`, `FROM a, b`, `FROM s.a` and `JOIN a` are understood.
+pub fn tables_of(db_query: &str) -> Option<Vec<(Option<String>, String)>> {
+    let cleaned = db_query.replace(['\n', '\r', '\t'], " ");
+    let words: Vec<&str> = cleaned.split(' ').filter(|w| !w.is_empty()).collect();
+    let upper: Vec<String> = words.iter().map(|w| w.to_ascii_uppercase()).collect();
+    if upper
+        .iter()
+        .any(|w| w.starts_with("(SELECT") || w == "WITH")
+        || cleaned.contains("( SELECT")
+        || cleaned.to_ascii_uppercase().contains("(SELECT")
+    {
+        return None;
+    }
+    let mut tables = Vec::new();
+    let mut i = 0;
+    while i < words.len() {
+        if upper[i] == "FROM" || upper[i] == "JOIN" {
+            let mut j = i + 1;
+            loop {
+                let word = *words.get(j)?;
+                let (name, more) = match word.strip_suffix(',') {
+                    Some(name) => (name, true),
+                    None => (word, false),
+                };
+                tables.push(table_name(name)?);
+                if more {
+                    j += 1;
+                    continue;
+                }
+                // `FROM a AS x, b` or `FROM a x, b`: skip an alias, then look for a comma.
+                let mut k = j + 1;
+                if upper.get(k).is_some_and(|w| w == "AS") {
+                    k += 1;
+                }
+                let alias = words.get(k).copied().unwrap_or("");
+                let keyword = [
+                    "WHERE",
+                    "JOIN",
+                    "INNER",
+                    "LEFT",
+                    "RIGHT",
+                    "CROSS",
+                    "ON",
+                    "GROUP",
+                    "ORDER",
+                    "LIMIT",
+                    "HAVING",
+                    "UNION",
+                    "STRAIGHT_JOIN",
+                    "NATURAL",
+                    "USING",
+                    "FOR",
+                    "LOCK",
+                    "WINDOW",
+                    "INTO",
+                    "PROCEDURE",
+                    "",
+                ];
+                if !keyword.contains(&alias.trim_end_matches(',').to_ascii_uppercase().as_str())
+                    && alias.ends_with(',')
+                {
+                    j = k + 1;
+                    continue;
+                }
+                i = j;
+                break;
+            }
+        }
+        i += 1;
+    }
+    (!tables.is_empty()).then_some(tables)
+}
+
+/// `t`, `` `t` ``, `s.t` or `` `s`.`t` `` as `(schema, table)`; `None` for anything else.
+fn table_name(word: &str) -> Option<(Option<String>, String)> {
+    let plain = |part: &str| -> Option<String> {
+        let part = part
+            .strip_prefix('`')
+            .and_then(|p| p.strip_suffix('`'))
+            .unwrap_or(part);
+        (!part.is_empty()
+            && part
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '$'))
+        .then(|| part.to_owned())
+    };
+    match word.split_once('.') {
+        Some((schema, table)) => Some((Some(plain(schema)?), plain(table)?)),
+        None => Some((None, plain(word)?)),
+    }
+}
+
+/// The query that reads the [`Probe`] for `tables`.
+fn probe_query(tables: &[(Option<String>, String)]) -> String {
+    let pairs: Vec<String> = tables
+        .iter()
+        .map(|(schema, table)| {
+            let schema = schema
+                .as_ref()
+                .map_or_else(|| "DATABASE()".to_owned(), |s| format!("'{s}'"));
+            format!("({schema}, '{table}')")
+        })
+        .collect();
+    format!(
+        "SELECT UNIX_TIMESTAMP(MAX(UPDATE_TIME)), {n} - COUNT(UPDATE_TIME), UNIX_TIMESTAMP() \
+         FROM information_schema.TABLES WHERE (TABLE_SCHEMA, TABLE_NAME) IN ({list})",
+        n = tables.len(),
+        list = pairs.join(", ")
+    )
+}
+
 /// The query that computes the [`Fingerprint`] of what `db_query` returns, in one row.
 ///
 /// `db_query` must be one `SELECT` or `WITH … SELECT` statement (a trailing `;` is allowed):
@@ -107,6 +246,7 @@ pub fn signal_query(db_query: &str) -> Result<String, SignalUnavailable> {
 pub struct ChangeSignal {
     source: MariaDbSource,
     query: String,
+    probe: Option<String>,
     conn: Option<Conn>,
 }
 
@@ -114,11 +254,29 @@ impl ChangeSignal {
     /// A signal for `source`'s query, or why none can be derived from it.
     pub fn new(source: MariaDbSource) -> Result<ChangeSignal, SignalUnavailable> {
         let query = signal_query(&source.settings().query)?;
+        let probe = tables_of(&source.settings().query).map(|tables| probe_query(&tables));
         Ok(ChangeSignal {
             source,
             query,
+            probe,
             conn: None,
         })
+    }
+
+    /// Whether a cheap [`Probe`] can be had (the tables `DB_QUERY` reads could be told).
+    pub fn can_probe(&self) -> bool {
+        self.probe.is_some()
+    }
+
+    /// The [`Probe`] now, or `None` when [`ChangeSignal::can_probe`] is false.
+    pub async fn probe(&mut self) -> Result<Option<Probe>, DbError> {
+        let Some(query) = self.probe.clone() else {
+            return Ok(None);
+        };
+        let row = self.run_with_retry(&query).await?;
+        Ok(Some(
+            row_to_probe(row).map_err(|detail| self.source.query_error(detail))?,
+        ))
     }
 
     /// The SQL each poll runs.
@@ -128,8 +286,15 @@ impl ChangeSignal {
 
     /// The fingerprint of what `DB_QUERY` returns now, under the connect and query timeouts.
     pub async fn poll(&mut self) -> Result<Fingerprint, DbError> {
+        let query = self.query.clone();
+        let row = self.run_with_retry(&query).await?;
+        row_to_fingerprint(row).map_err(|detail| self.source.query_error(detail))
+    }
+
+    /// Runs `query` on the kept connection; when that fails, once more on a fresh one.
+    async fn run_with_retry(&mut self, query: &str) -> Result<Row, DbError> {
         if self.conn.is_some() {
-            match self.poll_once().await {
+            match self.run_once(query).await {
                 // The kept connection may have been closed by a server restart or a proxy's
                 // idle limit since the last poll: that alone is no outage, so try once more
                 // on a fresh connection before calling the database unreachable.
@@ -137,10 +302,10 @@ impl ChangeSignal {
                 done => return done,
             }
         }
-        self.poll_once().await
+        self.run_once(query).await
     }
 
-    async fn poll_once(&mut self) -> Result<Fingerprint, DbError> {
+    async fn run_once(&mut self, query: &str) -> Result<Row, DbError> {
         let settings = self.source.settings();
         let (connect_timeout, query_timeout) = (settings.connect_timeout, settings.query_timeout);
         let mut conn = match self.conn.take() {
@@ -154,10 +319,10 @@ impl ChangeSignal {
                     ))
                 })??,
         };
-        match tokio::time::timeout(query_timeout, read_fingerprint(&mut conn, &self.query)).await {
-            Ok(Ok(fingerprint)) => {
+        match tokio::time::timeout(query_timeout, first_row(&mut conn, query)).await {
+            Ok(Ok(row)) => {
                 self.conn = Some(conn);
-                Ok(fingerprint)
+                Ok(row)
             }
             Ok(Err(detail)) => {
                 let _ = tokio::time::timeout(DISCONNECT_TIMEOUT, conn.disconnect()).await;
@@ -182,25 +347,44 @@ impl ChangeSignal {
     }
 }
 
-async fn read_fingerprint(conn: &mut Conn, query: &str) -> Result<Fingerprint, String> {
+async fn first_row(conn: &mut Conn, query: &str) -> Result<Row, String> {
     let row: Option<Row> = conn
         .query_first(query)
         .await
         .map_err(|error| format!("change signal: {}", describe(&error)))?;
-    let mut row = row.ok_or("change signal: no row")?;
-    let number = |value: Option<Value>| -> Option<u128> {
-        match value? {
-            Value::Bytes(bytes) => std::str::from_utf8(&bytes).ok()?.parse().ok(),
-            Value::Int(n) => u128::try_from(n).ok(),
-            Value::UInt(n) => Some(u128::from(n)),
-            _ => None,
-        }
-    };
+    row.ok_or_else(|| "change signal: no row".to_owned())
+}
+
+/// A column as a whole number; `None` for `NULL` or anything else.
+fn number(value: Option<Value>) -> Option<i128> {
+    match value? {
+        Value::Bytes(bytes) => std::str::from_utf8(&bytes).ok()?.parse().ok(),
+        Value::Int(n) => Some(i128::from(n)),
+        Value::UInt(n) => Some(i128::from(n)),
+        _ => None,
+    }
+}
+
+fn row_to_fingerprint(mut row: Row) -> Result<Fingerprint, String> {
     let rows = number(row.take(0)).and_then(|n| u64::try_from(n).ok());
-    let digest_sum = number(row.take(1));
+    let digest_sum = number(row.take(1)).and_then(|n| u128::try_from(n).ok());
     match (rows, digest_sum) {
         (Some(rows), Some(digest_sum)) => Ok(Fingerprint { rows, digest_sum }),
         _ => Err("change signal: the database returned something other than two numbers".into()),
+    }
+}
+
+fn row_to_probe(mut row: Row) -> Result<Probe, String> {
+    let updated = number(row.take(0)).and_then(|n| i64::try_from(n).ok());
+    let unknown = number(row.take(1)).and_then(|n| u32::try_from(n).ok());
+    let now = number(row.take(2)).and_then(|n| i64::try_from(n).ok());
+    match (unknown, now) {
+        (Some(unknown), Some(now)) => Ok(Probe {
+            updated,
+            unknown,
+            now,
+        }),
+        _ => Err("change probe: information_schema.TABLES answered something unexpected".into()),
     }
 }
 
@@ -265,6 +449,30 @@ mod tests {
         );
         assert!(signal_query("with d as (select 1) select * from d").is_ok());
         assert!(signal_query("(SELECT name FROM a) UNION (SELECT name FROM b)").is_ok());
+    }
+
+    #[test]
+    fn tables_are_told_for_plain_queries_only() {
+        let t = |s: Option<&str>, t: &str| (s.map(str::to_owned), t.to_owned());
+        assert_eq!(
+            tables_of("SELECT name FROM domains WHERE enabled = 1"),
+            Some(vec![t(None, "domains")])
+        );
+        assert_eq!(
+            tables_of("SELECT d.name FROM `mail`.`domains` AS d JOIN tenants t ON t.id = d.tenant WHERE t.active"),
+            Some(vec![t(Some("mail"), "domains"), t(None, "tenants")])
+        );
+        assert_eq!(
+            tables_of("SELECT name FROM a, b WHERE a.id = b.id"),
+            Some(vec![t(None, "a"), t(None, "b")])
+        );
+        assert_eq!(
+            tables_of("SELECT name FROM a x, b y WHERE x.id = y.id"),
+            Some(vec![t(None, "a"), t(None, "b")])
+        );
+        assert_eq!(tables_of("SELECT name FROM (SELECT name FROM d) q"), None);
+        assert_eq!(tables_of("SELECT 'a.example'"), None);
+        assert!(probe_query(&[t(None, "domains")]).contains("((DATABASE(), 'domains'))"));
     }
 
     #[test]

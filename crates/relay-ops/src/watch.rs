@@ -2,8 +2,9 @@
 //! lock, engine, guard, backups, verification and records) whenever the domains in the database
 //! change, and a full sync at least every `RECONCILE_INTERVAL`.
 //!
-//! Each cycle polls the change signal (relay-db's [`ChangeSignal`]: one small query over a kept
-//! connection), asks the pure [`decide::Decider`] whether to sync, and syncs on tokio's
+//! Each cycle polls the change signal (relay-db's [`ChangeSignal`] over a kept connection: a
+//! probe of the tables' `UPDATE_TIME`, and the fingerprint of the names only when the probe
+//! says a table may have been written), asks the pure [`decide::Decider`] whether to sync, and syncs on tokio's
 //! blocking pool. Cycles never overlap, which is the coalescing rule: changes that arrive while
 //! a sync runs are all seen by the next poll, which comes `POLL_INTERVAL` after the sync ended,
 //! and applied together by one sync. So a burst costs at most one sync per `POLL_INTERVAL`
@@ -330,8 +331,20 @@ impl Watcher {
             return Ok(Polled::NoSignal);
         };
         let started = Instant::now();
+        let probed = match signal.probe().await {
+            Ok(probe) => probe,
+            Err(error) => {
+                // A fresh connection (and password) at the next poll.
+                self.signal = Signal::Pending;
+                return Err(PollFailure::Database(error));
+            }
+        };
+        if !self.decider.needs_fingerprint(probed) {
+            return Ok(Polled::Unchanged);
+        }
         match signal.poll().await {
             Ok(fingerprint) => {
+                self.decider.checked(probed);
                 tracing::debug!(
                     "Change signal: {fingerprint} ({} ms)",
                     started.elapsed().as_millis()
@@ -339,7 +352,6 @@ impl Watcher {
                 Ok(Polled::Signal(fingerprint))
             }
             Err(error) => {
-                // A fresh connection (and password) at the next poll.
                 self.signal = Signal::Pending;
                 Err(PollFailure::Database(error))
             }

@@ -541,3 +541,33 @@ async fn signal_reconnects_when_the_kept_connection_was_closed() {
     db.sql(&format!("KILL {}", ids[0])).unwrap();
     assert_eq!(signal.poll().await.unwrap(), first);
 }
+
+/// The probe reads the server's `UPDATE_TIME` for the domains table: a write moves it to the
+/// second of its commit, and the server's clock comes with it.
+#[tokio::test]
+async fn probe_sees_a_write_in_update_time() {
+    use relay_db::ChangeSignal;
+    let db = MariaDb::start().unwrap();
+    db.load_fixtures().unwrap();
+    let mut signal = ChangeSignal::new(MariaDbSource::new(settings(&db))).unwrap();
+    assert!(signal.can_probe());
+    let before = signal.probe().await.unwrap().unwrap();
+    db.sql("UPDATE mailserver_usermgmt.domains SET enabled = 1 WHERE name = 'old.example'")
+        .unwrap();
+    let after = signal.probe().await.unwrap().unwrap();
+    assert_eq!(after.unknown, 0, "{after:?}");
+    let updated = after.updated.unwrap();
+    assert!(updated <= after.now && after.now - updated < 5, "{after:?}");
+    assert!(
+        before.updated.is_none_or(|b| b <= updated),
+        "{before:?} {after:?}"
+    );
+
+    // A query whose tables cannot be told has no probe; the fingerprint still works.
+    let mut custom = settings(&db);
+    custom.query = "SELECT name FROM (SELECT name FROM domains WHERE enabled = 1) AS d".to_owned();
+    let mut signal = ChangeSignal::new(MariaDbSource::new(custom)).unwrap();
+    assert!(!signal.can_probe());
+    assert_eq!(signal.probe().await.unwrap(), None);
+    assert_eq!(signal.poll().await.unwrap().rows, 5);
+}

@@ -10,6 +10,19 @@
 //! 5. The polled fingerprint differs from the fingerprint of the rows the last sync read:
 //!    sync. Equal (nothing changed, or a change was undone before this poll): wait.
 //!
+//! Before rule 5, the cheap [`Probe`] decides whether the fingerprint must be computed at all
+//! ([`Decider::needs_fingerprint`]): it must unless the probe shows the same `UPDATE_TIME`s as
+//! the probe taken before the last fingerprint, and that earlier probe was *settled* (the
+//! server's clock was already [`SETTLE_SECONDS`] past the newest `UPDATE_TIME`). InnoDB sets a
+//! table's `UPDATE_TIME` to the second of each commit that wrote it, so any commit after a
+//! settled probe carries a later second than the one seen: a probe that matches a settled one
+//! proves nothing was committed since. An unsettled probe (a write in the last seconds, when
+//! another commit in the same second could still land) makes the next poll compute the
+//! fingerprint again. What this relies on: the server keeps `UPDATE_TIME` (InnoDB in memory:
+//! `NULL` after a restart until the next write, read as "nothing written"; a table evicted
+//! from InnoDB's dictionary cache between two polls could hide one write behind a `NULL`,
+//! repaired by the next `RECONCILE_INTERVAL` sync), and its clock does not step back.
+//!
 //! Rule 5 is why the watcher is exact: the fingerprint compared with is the one of the very
 //! rows the last sync planned from, not of an earlier poll, so a change that lands between a
 //! poll and the sync's read, or during the sync, is caught by the next poll; and a poll that
@@ -17,7 +30,12 @@
 
 use std::time::Duration;
 
-use relay_db::Fingerprint;
+use relay_db::{Fingerprint, Probe};
+
+/// How many whole seconds past the newest `UPDATE_TIME` the server's clock must be for a probe
+/// to be settled: one for the second of the write itself, one for a commit whose timestamp
+/// is taken just before its rows become visible.
+pub const SETTLE_SECONDS: i64 = 2;
 
 /// What a poll saw.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,6 +44,8 @@ pub enum Polled {
     Signal(Fingerprint),
     /// No signal can be derived from `DB_QUERY`: every poll is a sync.
     NoSignal,
+    /// The probe proved nothing was written since the last fingerprint.
+    Unchanged,
 }
 
 /// Why the watcher syncs.
@@ -64,6 +84,8 @@ pub struct Decider {
     read: Option<Fingerprint>,
     /// When the last sync ended.
     last_sync: Option<Duration>,
+    /// The probe taken just before the last fingerprint (or the last sync's read).
+    checked: Option<Probe>,
 }
 
 impl Decider {
@@ -73,7 +95,25 @@ impl Decider {
             reconcile_interval,
             read: None,
             last_sync: None,
+            checked: None,
         }
+    }
+
+    /// Whether this poll must compute the fingerprint, given its `probe` (`None`: no probe can
+    /// be had for `DB_QUERY`).
+    pub fn needs_fingerprint(&self, probe: Option<Probe>) -> bool {
+        let (Some(probe), Some(checked)) = (probe, self.checked) else {
+            return true;
+        };
+        self.read.is_none()
+            || probe.updated != checked.updated
+            || probe.unknown != checked.unknown
+            || !is_settled(checked)
+    }
+
+    /// The fingerprint was computed (or a sync read the rows) after `probe`.
+    pub fn checked(&mut self, probe: Option<Probe>) {
+        self.checked = probe;
     }
 
     /// Sync (and why) or wait (`None`), at `now`, after a poll that saw `polled`.
@@ -91,6 +131,8 @@ impl Decider {
             Polled::NoSignal => Some(Reason::NoSignal),
             Polled::Signal(now) if Some(now) != self.read => Some(Reason::Changed),
             Polled::Signal(_) => None,
+            Polled::Unchanged if self.read.is_none() => Some(Reason::Changed),
+            Polled::Unchanged => None,
         }
     }
 
@@ -111,6 +153,13 @@ impl Decider {
     pub fn reconcile_due(&self) -> Option<Duration> {
         self.last_sync.map(|last| last + self.reconcile_interval)
     }
+}
+
+/// Whether no commit can still carry the newest `UPDATE_TIME` `probe` saw.
+fn is_settled(probe: Probe) -> bool {
+    probe
+        .updated
+        .is_none_or(|updated| probe.now >= updated.saturating_add(SETTLE_SECONDS))
 }
 
 /// The wait before the next poll after `failed_polls` failed ones in a row: `POLL_INTERVAL`
@@ -265,6 +314,93 @@ mod tests {
             prop_assert!(wait >= POLL && wait <= RECONCILE);
             prop_assert!(poll_backoff(POLL, RECONCILE, failures + 1) >= wait);
         }
+    }
+
+    /// What can happen in the clocked model: a commit that toggles a domain, a poll, both at
+    /// a time in milliseconds.
+    #[derive(Debug, Clone)]
+    enum Timed {
+        Commit(u8),
+        Poll,
+    }
+
+    fn timed_strategy() -> impl Strategy<Value = Vec<(u64, Timed)>> {
+        let event = prop_oneof![
+            2 => (0u8..8).prop_map(Timed::Commit),
+            3 => Just(Timed::Poll),
+        ];
+        // Gaps of 0 to 1.5 s: many events share a second.
+        proptest::collection::vec((0u64..1500, event), 0..80)
+    }
+
+    proptest! {
+        /// With the probe in front: InnoDB stamps each commit with its second; a poll that
+        /// skips the fingerprint and waits has nothing to apply, however commits and polls
+        /// share seconds.
+        #[test]
+        fn prop_a_probe_never_hides_a_change(events in timed_strategy()) {
+            let mut db = BTreeSet::new();
+            let mut updated: Option<i64> = None;
+            let mut applied: Option<BTreeSet<String>> = None;
+            let mut decider = Decider::new(Duration::from_secs(3600));
+            let mut now_ms = 0u64;
+            for (gap, event) in events {
+                now_ms += gap;
+                let second = i64::try_from(now_ms / 1000).unwrap();
+                match event {
+                    Timed::Commit(i) => {
+                        apply(&mut db, &Event::Toggle(i));
+                        updated = Some(second);
+                    }
+                    Timed::Poll => {
+                        let probe = Probe { updated, unknown: u32::from(updated.is_none()), now: second };
+                        let polled = if decider.needs_fingerprint(Some(probe)) {
+                            let polled = Polled::Signal(fingerprint(&db));
+                            decider.checked(Some(probe));
+                            polled
+                        } else {
+                            Polled::Unchanged
+                        };
+                        let at = Duration::from_millis(now_ms);
+                        match decider.decide(at, polled, false) {
+                            None => prop_assert_eq!(applied.as_ref(), Some(&db)),
+                            Some(_) => {
+                                decider.synced(at, Some(fingerprint(&db)));
+                                applied = Some(db.clone());
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_settled_unchanged_probe_skips_the_fingerprint() {
+        let db = BTreeSet::from([name(1)]);
+        let mut decider = Decider::new(RECONCILE);
+        let probe = Probe {
+            updated: Some(100),
+            unknown: 0,
+            now: 105,
+        };
+        assert!(decider.needs_fingerprint(Some(probe)));
+        decider.checked(Some(probe));
+        decider.synced(POLL, Some(fingerprint(&db)));
+        assert!(!decider.needs_fingerprint(Some(Probe { now: 107, ..probe })));
+        assert!(decider.needs_fingerprint(Some(Probe {
+            updated: Some(107),
+            ..probe
+        })));
+        assert!(decider.needs_fingerprint(None));
+        // Written in the second of the probe: the next poll looks again.
+        let recent = Probe {
+            updated: Some(105),
+            unknown: 0,
+            now: 105,
+        };
+        decider.checked(Some(recent));
+        assert!(decider.needs_fingerprint(Some(Probe { now: 106, ..recent })));
     }
 
     #[test]
