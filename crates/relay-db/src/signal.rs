@@ -81,6 +81,9 @@ pub struct Probe {
     pub updated: Option<i64>,
     /// How many of the tables have no `UPDATE_TIME`, or were not found.
     pub unknown: u32,
+    /// How many of the tables are views or were not found: their writes cannot be seen, so
+    /// the probe proves nothing.
+    pub opaque: u32,
     /// The server's clock at the probe (Unix seconds, whole).
     pub now: i64,
 }
@@ -199,7 +202,8 @@ fn probe_query(tables: &[(Option<String>, String)]) -> String {
         })
         .collect();
     format!(
-        "SELECT UNIX_TIMESTAMP(MAX(UPDATE_TIME)), {n} - COUNT(UPDATE_TIME), UNIX_TIMESTAMP() \
+        "SELECT UNIX_TIMESTAMP(MAX(UPDATE_TIME)), {n} - COUNT(UPDATE_TIME), UNIX_TIMESTAMP(), \
+         {n} - COALESCE(SUM(TABLE_TYPE = 'BASE TABLE'), 0) \
          FROM information_schema.TABLES WHERE (TABLE_SCHEMA, TABLE_NAME) IN ({list})",
         n = tables.len(),
         list = pairs.join(", ")
@@ -378,11 +382,13 @@ fn row_to_probe(mut row: Row) -> Result<Probe, String> {
     let updated = number(row.take(0)).and_then(|n| i64::try_from(n).ok());
     let unknown = number(row.take(1)).and_then(|n| u32::try_from(n).ok());
     let now = number(row.take(2)).and_then(|n| i64::try_from(n).ok());
-    match (unknown, now) {
-        (Some(unknown), Some(now)) => Ok(Probe {
+    let opaque = number(row.take(3)).and_then(|n| u32::try_from(n).ok());
+    match (unknown, now, opaque) {
+        (Some(unknown), Some(now), Some(opaque)) => Ok(Probe {
             updated,
             unknown,
             now,
+            opaque,
         }),
         _ => Err("change probe: information_schema.TABLES answered something unexpected".into()),
     }

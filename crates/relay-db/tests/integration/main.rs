@@ -555,7 +555,7 @@ async fn probe_sees_a_write_in_update_time() {
     db.sql("UPDATE mailserver_usermgmt.domains SET enabled = 1 WHERE name = 'old.example'")
         .unwrap();
     let after = signal.probe().await.unwrap().unwrap();
-    assert_eq!(after.unknown, 0, "{after:?}");
+    assert_eq!((after.unknown, after.opaque), (0, 0), "{after:?}");
     let updated = after.updated.unwrap();
     assert!(updated <= after.now && after.now - updated < 5, "{after:?}");
     assert!(
@@ -570,4 +570,24 @@ async fn probe_sees_a_write_in_update_time() {
     assert!(!signal.can_probe());
     assert_eq!(signal.probe().await.unwrap(), None);
     assert_eq!(signal.poll().await.unwrap().rows, 5);
+}
+
+/// A view hides the writes to its base tables from `UPDATE_TIME`: the probe says it is opaque
+/// (the watcher then computes the fingerprint at every poll).
+#[tokio::test]
+async fn probe_of_a_view_is_opaque() {
+    use relay_db::ChangeSignal;
+    let db = MariaDb::start().unwrap();
+    db.load_fixtures().unwrap();
+    db.sql(
+        "CREATE VIEW mailserver_usermgmt.enabled_domains AS \
+         SELECT name FROM mailserver_usermgmt.domains WHERE enabled = 1; \
+         GRANT SELECT ON mailserver_usermgmt.enabled_domains TO 'relay_sync'@'127.0.0.1';",
+    )
+    .unwrap();
+    let mut view = settings(&db);
+    view.query = "SELECT name FROM enabled_domains".to_owned();
+    let mut signal = ChangeSignal::new(MariaDbSource::new(view)).unwrap();
+    let probe = signal.probe().await.unwrap().unwrap();
+    assert_eq!(probe.opaque, 1, "{probe:?}");
 }

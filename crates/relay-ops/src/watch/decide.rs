@@ -18,7 +18,8 @@
 //! settled probe carries a later second than the one seen: a probe that matches a settled one
 //! proves nothing was committed since. An unsettled probe (a write in the last seconds, when
 //! another commit in the same second could still land) makes the next poll compute the
-//! fingerprint again. What this relies on: the server keeps `UPDATE_TIME` (InnoDB in memory:
+//! fingerprint again. A view (or a table not found) makes the probe opaque, and every poll
+//! computes the fingerprint. What this relies on: the server keeps `UPDATE_TIME` (InnoDB in memory:
 //! `NULL` after a restart until the next write, read as "nothing written"; a table evicted
 //! from InnoDB's dictionary cache between two polls could hide one write behind a `NULL`,
 //! repaired by the next `RECONCILE_INTERVAL` sync), and its clock does not step back.
@@ -106,6 +107,7 @@ impl Decider {
             return true;
         };
         self.read.is_none()
+            || probe.opaque > 0
             || probe.updated != checked.updated
             || probe.unknown != checked.unknown
             || !is_settled(checked)
@@ -353,7 +355,7 @@ mod tests {
                         updated = Some(second);
                     }
                     Timed::Poll => {
-                        let probe = Probe { updated, unknown: u32::from(updated.is_none()), now: second };
+                        let probe = Probe { updated, unknown: u32::from(updated.is_none()), now: second, opaque: 0 };
                         let polled = if decider.needs_fingerprint(Some(probe)) {
                             let polled = Polled::Signal(fingerprint(&db));
                             decider.checked(Some(probe));
@@ -383,6 +385,7 @@ mod tests {
             updated: Some(100),
             unknown: 0,
             now: 105,
+            opaque: 0,
         };
         assert!(decider.needs_fingerprint(Some(probe)));
         decider.checked(Some(probe));
@@ -398,9 +401,14 @@ mod tests {
             updated: Some(105),
             unknown: 0,
             now: 105,
+            opaque: 0,
         };
         decider.checked(Some(recent));
         assert!(decider.needs_fingerprint(Some(Probe { now: 106, ..recent })));
+        // A view (or a table not found) hides its writes: always look.
+        let view = Probe { opaque: 1, ..probe };
+        decider.checked(Some(view));
+        assert!(decider.needs_fingerprint(Some(Probe { now: 110, ..view })));
     }
 
     #[test]
