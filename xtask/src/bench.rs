@@ -24,6 +24,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use relay_testbed::{MariaDb, Postfix};
 
+mod watch;
+
 const TOGGLE: &str = "toggle.example";
 
 /// One measured process: wall time and peak RSS.
@@ -90,6 +92,28 @@ impl Target {
     }
 }
 
+/// Where the watch section of BENCHMARKS.md begins.
+const WATCH_SECTION: &str = "\n## Watch mode\n";
+
+/// `cargo xtask bench watch`: only the watch scenarios; their section of BENCHMARKS.md is
+/// replaced and the rest kept.
+pub(crate) fn run_watch(root: &Path, binary: &Path) -> Result<()> {
+    let db = MariaDb::start()?;
+    db.load_fixtures()?;
+    let section = watch::run(&db, binary)?;
+    println!("{section}");
+    let path = root.join("BENCHMARKS.md");
+    let doc = fs::read_to_string(&path).unwrap_or_default();
+    let kept = doc
+        .split(WATCH_SECTION)
+        .next()
+        .unwrap_or_default()
+        .trim_end();
+    fs::write(&path, format!("{kept}\n{section}")).context("writing BENCHMARKS.md")?;
+    println!("xtask: wrote {}", path.display());
+    Ok(())
+}
+
 pub(crate) fn run(root: &Path, binary: &Path) -> Result<()> {
     let started = Instant::now();
     let db = MariaDb::start()?;
@@ -139,6 +163,8 @@ pub(crate) fn run(root: &Path, binary: &Path) -> Result<()> {
 
     let table = render(&rows);
     println!("{table}");
+    let watch_section = watch::run(&db, binary)?;
+    println!("{watch_section}");
     let doc = format!(
         "# Benchmarks\n\n\
          Whole-process timings of the release `relay-sync` against a private MariaDB and a \
@@ -157,7 +183,8 @@ pub(crate) fn run(root: &Path, binary: &Path) -> Result<()> {
          a second old inside `postfix reload`; map-mode changes do not touch `main.cf`.\n\n\
          {table}\n\
          Machine: {cpus} CPUs, {kernel}; total bench time {total:.0} s.\n\n\
-         relay-core's plan + render alone: `cargo bench -p relay-core` (criterion).\n",
+         relay-core's plan + render alone: `cargo bench -p relay-core` (criterion).\n\
+         {watch_section}",
         cpus = std::thread::available_parallelism().map_or(0, |n| n.get()),
         kernel = fs::read_to_string("/proc/sys/kernel/osrelease")
             .map(|s| format!("Linux {}", s.trim()))

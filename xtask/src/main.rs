@@ -27,6 +27,8 @@ const USAGE: &str = "usage: cargo xtask <test | test-e2e | demo | dist | bench>
   demo       one sync against a throwaway sandbox, explained
   dist       release binary, .deb and .rpm in target/dist/
   bench      whole-process timings against the floor, written to BENCHMARKS.md
+  bench watch
+             only the watch-mode scenarios (propagation, idle cost), their section rewritten
   sandbox [N] [map|inline]
              the bench's sandbox synced to N domains, held open for profiling by hand";
 
@@ -55,6 +57,14 @@ fn run() -> Result<()> {
             demo::run(&project_root().join("target/debug/relay-sync"))
         }
         Some("dist") => dist::run(&project_root()),
+        Some("bench") if args.get(1).map(String::as_str) == Some("watch") => {
+            require_components()?;
+            cargo(&["build", "--release", "-p", "relay-cli"])?;
+            bench::run_watch(
+                &project_root(),
+                &project_root().join("target/release/relay-sync"),
+            )
+        }
         Some("bench") => {
             require_components()?;
             cargo(&["build", "--release", "-p", "relay-cli"])?;

@@ -114,7 +114,8 @@ pub(crate) enum LoggingError {
 }
 
 /// Installs the process-wide subscriber: lines up to `max_level` (`Level::INFO`, or
-/// `Level::DEBUG` when verbose) go to `log_file` when given, and to stderr as `stderr` says.
+/// `Level::DEBUG` when verbose) go to `log_file` when given (standard output when it is `-`),
+/// and to stderr as `stderr` says (nothing when the log is standard output).
 ///
 /// Call it once, after the configuration is loaded; before that, report errors with
 /// [`early_error`].
@@ -123,11 +124,19 @@ pub(crate) fn init(
     stderr: StderrMode,
     max_level: Level,
 ) -> Result<(), LoggingError> {
-    let file = match log_file {
-        Some(path) => BoxMakeWriter::new(Arc::new(LogFile::new(open_log_file(path)?, path))),
-        None => BoxMakeWriter::new(io::sink),
+    let (file, stderr_writer) = match log_file {
+        // `LOG_FILE=-` (a container): every line to stdout, the same format; stderr gets none,
+        // or a container log would show each ERROR twice.
+        Some(path) if path.as_os_str() == "-" => {
+            (BoxMakeWriter::new(io::stdout), BoxMakeWriter::new(io::sink))
+        }
+        Some(path) => (
+            BoxMakeWriter::new(Arc::new(LogFile::new(open_log_file(path)?, path))),
+            BoxMakeWriter::new(io::stderr),
+        ),
+        None => (BoxMakeWriter::new(io::sink), BoxMakeWriter::new(io::stderr)),
     };
-    let subscriber = subscriber(file, io::stderr, stderr, max_level, local_time());
+    let subscriber = subscriber(file, stderr_writer, stderr, max_level, local_time());
     tracing::subscriber::set_global_default(subscriber).map_err(|_| LoggingError::AlreadyInstalled)
 }
 

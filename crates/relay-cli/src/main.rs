@@ -8,6 +8,7 @@
 mod logging;
 mod man;
 mod report;
+mod watch;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -19,7 +20,7 @@ use crate::logging::StderrMode;
 
 /// Exit codes that do not come from a run's outcome (SPEC §8).
 const EXIT_USAGE: u8 = 2;
-const EXIT_INTERNAL: u8 = 1;
+pub(crate) const EXIT_INTERNAL: u8 = 1;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -27,11 +28,12 @@ const EXIT_INTERNAL: u8 = 1;
     version,
     about = "Keep Postfix relay_domains and transport in step with the domains in MariaDB",
     long_about = "Keep Postfix relay_domains and the transport map in step with the enabled \
-domains of the admin panel's MariaDB. Run from cron or the timer every 5 minutes. Exit codes: \
-0 synced, nothing to do, skipped or held; 1 internal error; 2 usage or configuration error; \
-3 database unreachable or no password (configuration kept); 4 refused by the safety guard \
-(configuration kept); 5 a step failed and was rolled back; 6 critical: reload or rollback \
-failed, manual intervention required. relay-sync(1) says more under EXIT STATUS."
+domains of the admin panel's MariaDB. Run from cron or the timer every 5 minutes, or stay \
+running with `relay-sync watch` to sync within seconds of a change. Exit codes: 0 synced, \
+nothing to do, skipped or held; 1 internal error; 2 usage or configuration error; 3 database \
+unreachable or no password (configuration kept); 4 refused by the safety guard (configuration \
+kept); 5 a step failed and was rolled back; 6 critical: reload or rollback failed, manual \
+intervention required. relay-sync(1) says more under EXIT STATUS."
 )]
 struct Cli {
     /// Configuration file (KEY=VALUE lines; default /opt/mailserver/config/relay-sync.conf);
@@ -64,6 +66,15 @@ enum Command {
     /// Reads files only (STATE_DIR, the transport file, BACKUP_DIR): it answers when the
     /// database and Postfix are down, and never shows a secret.
     Status(StatusArgs),
+    /// Stay running and sync whenever the enabled domains in the database change.
+    ///
+    /// Polls a cheap change signal every POLL_INTERVAL (default 2 s) and runs the same sync
+    /// as cron (same lock, guard, backups and rollback) when the enabled set changed, plus a
+    /// full sync every RECONCILE_INTERVAL (default 300 s). SIGTERM/SIGINT stop it after the
+    /// step in progress (exit 0), SIGHUP re-reads the config (an invalid one is kept out),
+    /// SIGUSR1 syncs at once. Under systemd (Type=notify) it reports READY after the first
+    /// sync, WATCHDOG every cycle and STATUS. With LOG_FILE=- it logs to standard output.
+    Watch,
     /// Restore a backup generation and reload Postfix.
     ///
     /// Restores the transport file and relay_domains of the newest generation (or --to STAMP),
@@ -116,6 +127,10 @@ struct StatusArgs {
     /// With --json, list the managed domains too (by default only their count).
     #[arg(long, requires = "json")]
     domains: bool,
+    /// Exit 1 when the last successful sync ended more than SECONDS ago (or there was none):
+    /// a container HEALTHCHECK. For a watcher, choose more than RECONCILE_INTERVAL.
+    #[arg(long, value_name = "SECONDS")]
+    max_age: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -196,7 +211,26 @@ fn main() -> ExitCode {
             } else {
                 print!("{}", report::status(&status));
             }
-            ExitCode::SUCCESS
+            match args.max_age.map(|max| (max, status.last_success_age())) {
+                None => ExitCode::SUCCESS,
+                Some((max, Some(age))) if age.as_secs() <= max => ExitCode::SUCCESS,
+                Some((max, age)) => {
+                    let age = age.map_or_else(
+                        || "no successful sync is recorded".to_owned(),
+                        |age| format!("the last successful sync ended {} s ago", age.as_secs()),
+                    );
+                    logging::early_error(&format!(
+                        "unhealthy: {age} (--max-age {max}); see `relay-sync status` and the log"
+                    ));
+                    ExitCode::from(EXIT_INTERNAL)
+                }
+            }
+        }
+        Command::Watch => {
+            if let Err(code) = start_logging(Some(&log_file), StderrMode::detect(), level) {
+                return code;
+            }
+            watch::run(gateway, cli.config.clone())
         }
         Command::Rollback(args) => {
             if let Err(code) = start_logging(Some(&log_file), StderrMode::All, level) {
@@ -272,7 +306,7 @@ impl Command {
     fn changes_the_gateway(&self) -> bool {
         match self {
             Command::Sync(args) => !args.dry_run,
-            Command::Rollback(_) | Command::Hold { .. } | Command::Release => true,
+            Command::Rollback(_) | Command::Hold { .. } | Command::Release | Command::Watch => true,
             Command::Check(_)
             | Command::Status(_)
             | Command::Backups

@@ -155,3 +155,6 @@ pub enum DbError {
 
 mod mariadb;
 pub use mariadb::MariaDbSource;
+
+mod signal;
+pub use signal::{signal_query, tables_of, ChangeSignal, Fingerprint, Probe, SignalUnavailable};

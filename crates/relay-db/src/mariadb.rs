@@ -25,7 +25,7 @@ const AUTH_ERROR_CODES: &[u16] = &[1044, 1045, 1049, 1130, 1698];
 
 /// How long a clean disconnect may take after a successful query. `COM_QUIT` needs no answer,
 /// so this only matters when the network stalls.
-const DISCONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+pub(crate) const DISCONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The client-side packet limit. Setting it (with `wait_timeout`) keeps the driver from asking
 /// the server for both right after login, which would be a second round trip per fetch.
@@ -111,7 +111,7 @@ impl MariaDbSource {
     }
 
     /// `host:port`, with an IPv6 address in brackets, for error messages.
-    fn addr(&self) -> String {
+    pub(crate) fn addr(&self) -> String {
         let DbSettings { host, port, .. } = &self.settings;
         if host.contains(':') {
             format!("[{host}]:{port}")
@@ -120,14 +120,14 @@ impl MariaDbSource {
         }
     }
 
-    fn unreachable(&self, detail: impl Into<String>) -> DbError {
+    pub(crate) fn unreachable(&self, detail: impl Into<String>) -> DbError {
         DbError::Unreachable {
             addr: self.addr(),
             detail: detail.into(),
         }
     }
 
-    fn query_error(&self, detail: impl Into<String>) -> DbError {
+    pub(crate) fn query_error(&self, detail: impl Into<String>) -> DbError {
         DbError::Query {
             addr: self.addr(),
             detail: detail.into(),
@@ -177,7 +177,7 @@ impl MariaDbSource {
 
     /// Connects per the TLS mode; `preferred` tries TLS first and plain TCP when the server does
     /// not offer TLS.
-    async fn connect(&self) -> Result<Conn, DbError> {
+    pub(crate) async fn connect(&self) -> Result<Conn, DbError> {
         let ssl_opts = self.ssl_opts().await?;
         let prefer_plain_fallback = self.settings.tls == TlsMode::Preferred;
         match Conn::new(self.opts(ssl_opts)).await {
@@ -370,7 +370,7 @@ fn text(value: Value) -> String {
 }
 
 /// The driver's error without its wrapping ("Input/output error: Input/output error: …").
-fn describe(err: &mysql_async::Error) -> String {
+pub(crate) fn describe(err: &mysql_async::Error) -> String {
     match err {
         mysql_async::Error::Server(server) => server.to_string(),
         mysql_async::Error::Io(IoError::Io(io)) => io.to_string(),
@@ -384,7 +384,7 @@ fn describe(err: &mysql_async::Error) -> String {
 }
 
 /// A timeout as operators write it in the config: whole seconds when it is whole.
-fn seconds(duration: Duration) -> String {
+pub(crate) fn seconds(duration: Duration) -> String {
     if duration.subsec_nanos() == 0 {
         format!("{} s", duration.as_secs())
     } else {

@@ -115,7 +115,8 @@ pub struct Config {
     pub backup_dir: PathBuf,
     /// `BACKUP_KEEP`, at least 1.
     pub backup_keep: usize,
-    /// `LOG_FILE`.
+    /// `LOG_FILE`; `-` means standard output (a container's log), see
+    /// [`Config::logs_to_stdout`].
     pub log_file: PathBuf,
     /// `STATE_DIR`.
     pub state_dir: PathBuf,
@@ -143,6 +144,14 @@ pub struct Config {
     /// `METRICS_FILE`: a Prometheus textfile-collector file written after every run; `None`
     /// writes none.
     pub metrics_file: Option<PathBuf>,
+    /// `ALERT_AFTER_SECONDS`: in watch mode, how long failures must last before an alert
+    /// (the time `ALERT_AFTER_FAILURES` cron runs take).
+    pub alert_after: Duration,
+    /// `POLL_INTERVAL`: how often the watcher polls the change signal.
+    pub poll_interval: Duration,
+    /// `RECONCILE_INTERVAL`: the watcher's full sync at least this often, whatever the signal
+    /// says; also the longest back-off of polls during a database outage.
+    pub reconcile_interval: Duration,
 }
 
 /// Where the database password comes from.
@@ -414,6 +423,12 @@ struct FileContents {
 }
 
 impl Config {
+    /// Whether `LOG_FILE` is `-`: log lines go to standard output, in the same format, for a
+    /// container's log.
+    pub fn logs_to_stdout(&self) -> bool {
+        self.log_file.as_os_str() == "-"
+    }
+
     /// Reads the configuration file (`--config PATH`, or [`DEFAULT_CONFIG_FILE`] when `None`)
     /// and overlays the `RELAY_SYNC_*` variables of `env` (pass `std::env::vars_os()`).
     pub fn load<I, K, V>(config: Option<&Path>, env: I) -> Result<Config, ConfigError>
@@ -936,7 +951,7 @@ struct Raw {
     relay_domains_map: Option<AbsolutePath>,
     backup_dir: AbsolutePath,
     backup_keep: Keep,
-    log_file: AbsolutePath,
+    log_file: LogFile,
     state_dir: AbsolutePath,
     lock_file: Option<AbsolutePath>,
     metrics_file: Option<AbsolutePath>,
@@ -949,6 +964,9 @@ struct Raw {
     alert_smtp_port: Port,
     alert_email_from: Option<Email>,
     alert_after_failures: Count,
+    alert_after_seconds: Period,
+    poll_interval: Seconds,
+    reconcile_interval: Seconds,
 }
 
 /// The defaults of SPEC §5's table, in one place.
@@ -984,7 +1002,7 @@ impl Default for Raw {
             relay_domains_map: None,
             backup_dir: path("/opt/mailserver/backup"),
             backup_keep: Keep(5),
-            log_file: path("/var/log/mailserver/relay-sync.log"),
+            log_file: LogFile(PathBuf::from("/var/log/mailserver/relay-sync.log")),
             state_dir: path("/var/lib/relay-sync"),
             // STATE_DIR/relay-sync.lock.
             lock_file: None,
@@ -998,6 +1016,10 @@ impl Default for Raw {
             // `relay-sync@<hostname>`, computed by the alert code.
             alert_email_from: None,
             alert_after_failures: Count(5),
+            // The 25 minutes that 5 cron runs every 5 minutes take.
+            alert_after_seconds: Period(Duration::from_secs(25 * 60)),
+            poll_interval: Seconds(Duration::from_secs(2)),
+            reconcile_interval: Seconds(Duration::from_secs(300)),
             metrics_file: None,
         }
     }
@@ -1086,6 +1108,9 @@ impl Raw {
             alert_email_from: self.alert_email_from.map(|email| email.0),
             alert_after_failures: self.alert_after_failures.0,
             metrics_file: self.metrics_file.map(|path| path.0),
+            alert_after: self.alert_after_seconds.0,
+            poll_interval: self.poll_interval.0,
+            reconcile_interval: self.reconcile_interval.0,
         };
         // Both are written and built by relay-sync; one file cannot hold both texts.
         let (map, transport) = (&config.relay_domains_map, &config.transport_file);
@@ -1174,6 +1199,16 @@ value_type! {
     /// A timeout: more than 0 and at most an hour (comparisons with NaN are false).
     Seconds(Duration), "a number of seconds above 0 and at most 3600, such as 3 or 0.5",
     |text| text.parse().ok().filter(|s| *s > 0.0 && *s <= 3600.0).map(Duration::from_secs_f64)
+}
+value_type! {
+    /// `ALERT_AFTER_SECONDS`: more than 0 and at most a week.
+    Period(Duration), "a number of seconds above 0 and at most 604800 (a week), such as 1500",
+    |text| text.parse().ok().filter(|s| *s > 0.0 && *s <= 604_800.0).map(Duration::from_secs_f64)
+}
+value_type! {
+    /// `LOG_FILE`: an absolute path, or `-` for standard output.
+    LogFile(PathBuf), "an absolute path, or - for standard output",
+    |text| Some(PathBuf::from(text)).filter(|path| path.is_absolute() || path.as_os_str() == "-")
 }
 value_type! {
     /// A path that does not depend on the working directory.

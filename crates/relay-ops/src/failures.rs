@@ -105,12 +105,43 @@ pub(crate) struct RunResult<'a> {
     pub(crate) host: &'a str,
 }
 
-/// The next state and the alerts that `result` calls for, given `ALERT_AFTER_FAILURES`.
+/// When a failure streak calls for the warning alert.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AlertRule {
+    /// Cron and one-off runs: when the streak reaches `ALERT_AFTER_FAILURES` runs.
+    AfterRuns(u32),
+    /// Watch mode, where runs come at any pace: when the streak has lasted `after`
+    /// (`ALERT_AFTER_SECONDS`). `failing_for` is how long it has lasted at this run, and
+    /// `failing_for_before` at the previous one, so the alert is sent once, by the run that
+    /// crosses the threshold.
+    AfterTime {
+        after: std::time::Duration,
+        failing_for: std::time::Duration,
+        failing_for_before: std::time::Duration,
+    },
+}
+
+impl AlertRule {
+    /// Whether a failed run that makes the streak `failures` long calls for the warning.
+    fn warns(self, failures: u32) -> bool {
+        match self {
+            AlertRule::AfterRuns(after) => failures == after,
+            AlertRule::AfterTime {
+                after,
+                failing_for,
+                failing_for_before,
+            } => failing_for >= after && (failures == 1 || failing_for_before < after),
+        }
+    }
+}
+
+/// The next state and the alerts that `result` calls for under `rule`.
 pub(crate) fn advance(
     previous: &RunState,
     result: RunResult<'_>,
-    alert_after: u32,
+    rule: impl Into<AlertRule>,
 ) -> (RunState, Vec<Alert>) {
+    let rule = rule.into();
     let host = result.host;
     let mut alerts = Vec::new();
     let mut next = RunState {
@@ -162,7 +193,7 @@ pub(crate) fn advance(
             ),
         });
     }
-    if next.consecutive_failures == alert_after {
+    if rule.warns(next.consecutive_failures) {
         alerts.push(Alert {
             severity: Severity::Warning,
             subject: format!(
@@ -180,6 +211,12 @@ pub(crate) fn advance(
     }
     next.alerted |= !alerts.is_empty();
     (next, alerts)
+}
+
+impl From<u32> for AlertRule {
+    fn from(runs: u32) -> AlertRule {
+        AlertRule::AfterRuns(runs)
+    }
 }
 
 /// `text` on one line: line breaks and other control characters become spaces.
@@ -324,6 +361,37 @@ mod tests {
                 vec![]
             ]
         );
+    }
+
+    /// Watch mode: a failure every 30 s for 40 minutes warns once, when the streak crosses
+    /// 25 minutes, however many runs that took; a recovery follows the first success.
+    #[test]
+    fn watch_mode_warns_once_when_the_streak_lasts_long_enough() {
+        use std::time::Duration;
+        let after = Duration::from_secs(25 * 60);
+        let mut state = RunState::default();
+        let mut warned_at = Vec::new();
+        for run in 0..80u64 {
+            let rule = AlertRule::AfterTime {
+                after,
+                failing_for: Duration::from_secs(run * 30),
+                failing_for_before: Duration::from_secs(run.saturating_sub(1) * 30),
+            };
+            let (next, alerts) = advance(&state, result(3), rule);
+            state = next;
+            if alerts.iter().any(|a| a.severity == Severity::Warning) {
+                warned_at.push(run * 30);
+            }
+        }
+        assert_eq!(warned_at, [1500]);
+        let rule = AlertRule::AfterTime {
+            after,
+            failing_for: Duration::ZERO,
+            failing_for_before: Duration::ZERO,
+        };
+        let (_, alerts) = advance(&state, result(0), rule);
+        assert_eq!(alerts.len(), 1);
+        assert_eq!(alerts[0].severity, Severity::Recovery);
     }
 
     #[test]

@@ -47,6 +47,7 @@ mod outbox;
 pub mod rollback;
 pub mod status;
 mod sync;
+pub mod watch;
 
 use std::sync::Arc;
 
@@ -59,6 +60,7 @@ pub use lock::Held;
 pub use rollback::RollbackError;
 pub use status::Status;
 pub use sync::{exit_code_table, DryRun, NotReady, RunOutcome, RunRecord, SyncOptions, EXIT_CODES};
+pub use watch::{Watch, WatchEnd, WatchHandle, WatchStatus};
 
 /// A gateway to operate: its config, and where its alerts go.
 ///
@@ -183,6 +185,33 @@ impl Gateway {
     /// Lifts the hold; the one lifted, or `None` when there was none.
     pub fn release_blocking(&self) -> Result<Option<Hold>, HoldError> {
         hold::release(&self.config.state_dir)
+    }
+}
+
+impl Gateway {
+    /// Starts watch mode on the current tokio runtime: a sync now, then one whenever the
+    /// domains in the database change (polled every `POLL_INTERVAL`), and a full sync at least
+    /// every `RECONCILE_INTERVAL`, until `shutdown` completes. A sync in progress then ends
+    /// (each of its commands is bounded by `COMMAND_TIMEOUT`, a failed step is rolled back)
+    /// before [`Watch::finished`] returns. See [`watch`] for the rules.
+    ///
+    /// Must be called from within a tokio runtime (any flavour, with time enabled); the syncs
+    /// run on its blocking pool.
+    ///
+    /// ```no_run
+    /// # async fn admin_tool(gateway: relay_ops::Gateway) {
+    /// let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    /// let watch = gateway.watch(async move { let _ = stopped.await; });
+    /// let handle = watch.handle();
+    /// // After the admin saved a domain:
+    /// handle.sync_now();
+    /// // At exit:
+    /// let _ = stop.send(());
+    /// let end = watch.finished().await;
+    /// # }
+    /// ```
+    pub fn watch(&self, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> Watch {
+        watch::start(self.clone(), shutdown)
     }
 }
 

@@ -115,6 +115,108 @@ pub(crate) fn write(path: &Path, m: &RunMetrics) -> Result<(), relay_postfix::Po
     relay_postfix::replace_file(path, render(m).as_bytes(), 0o644)
 }
 
+/// The watcher's metrics (`relay-sync watch`), in a file of their own beside `METRICS_FILE`
+/// ([`watch_path`]): each run rewrites `METRICS_FILE` whole, and a cron run beside the watcher
+/// must not erase them.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub(crate) struct WatchMetrics {
+    /// Whether the watcher is running (0 in the file it leaves when it stops).
+    pub(crate) up: bool,
+    /// Polls of the change signal, failed ones included.
+    pub(crate) polls: u64,
+    /// Polls that found the enabled set changed.
+    pub(crate) changes: u64,
+    /// How long from the poll that saw a change to the end of the sync that applied it.
+    pub(crate) propagation: Histogram,
+}
+
+/// A Prometheus histogram of seconds with fixed buckets.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub(crate) struct Histogram {
+    /// Observations at most each bound of [`PROPAGATION_BUCKETS`].
+    counts: [u64; PROPAGATION_BUCKETS.len()],
+    count: u64,
+    sum: f64,
+}
+
+/// Bucket bounds in seconds: the issue's targets (1, 2, 3 s) and the inline floor fall on
+/// bounds.
+pub(crate) const PROPAGATION_BUCKETS: [f64; 10] =
+    [0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 30.0, 60.0, 300.0];
+
+impl Histogram {
+    /// Adds one observation.
+    pub(crate) fn observe(&mut self, seconds: f64) {
+        for (bound, count) in PROPAGATION_BUCKETS.iter().zip(&mut self.counts) {
+            if seconds <= *bound {
+                *count += 1;
+            }
+        }
+        self.count += 1;
+        self.sum += seconds;
+    }
+}
+
+/// Where the watcher's metrics go: `relay_sync_watch.prom` beside `METRICS_FILE`, so the
+/// textfile collector that reads one reads both.
+pub(crate) fn watch_path(metrics_file: &Path) -> std::path::PathBuf {
+    let stem = metrics_file
+        .file_stem()
+        .map_or_else(|| "relay_sync".into(), |stem| stem.to_string_lossy());
+    metrics_file.with_file_name(format!("{stem}_watch.prom"))
+}
+
+/// The watcher's file text.
+pub(crate) fn render_watch(m: &WatchMetrics) -> String {
+    let mut out = String::new();
+    let mut metric = |name: &str, kind: &str, help: &str, value: String| {
+        out.push_str(&format!(
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
+        ));
+    };
+    metric(
+        "relay_sync_watch_up",
+        "gauge",
+        "1 while relay-sync watch runs, 0 after it stopped.",
+        u8::from(m.up).to_string(),
+    );
+    metric(
+        "relay_sync_watch_polls_total",
+        "counter",
+        "Polls of the change signal since the watcher started, failed ones included.",
+        m.polls.to_string(),
+    );
+    metric(
+        "relay_sync_watch_changes_detected_total",
+        "counter",
+        "Polls that found the enabled domains changed since the watcher started.",
+        m.changes.to_string(),
+    );
+    let name = "relay_sync_watch_propagation_seconds";
+    out.push_str(&format!(
+        "# HELP {name} From the poll that saw a change to the end of the sync that applied it.\n\
+         # TYPE {name} histogram\n"
+    ));
+    let h = &m.propagation;
+    for (bound, count) in PROPAGATION_BUCKETS.iter().zip(h.counts) {
+        out.push_str(&format!("{name}_bucket{{le=\"{bound}\"}} {count}\n"));
+    }
+    out.push_str(&format!("{name}_bucket{{le=\"+Inf\"}} {}\n", h.count));
+    out.push_str(&format!(
+        "{name}_sum {:.3}\n{name}_count {}\n",
+        h.sum, h.count
+    ));
+    out
+}
+
+/// Writes the watcher's metrics to `path` atomically, mode 0644.
+pub(crate) fn write_watch(
+    path: &Path,
+    m: &WatchMetrics,
+) -> Result<(), relay_postfix::PostfixError> {
+    relay_postfix::replace_file(path, render_watch(m).as_bytes(), 0o644)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -131,6 +233,24 @@ mod tests {
         invalid_rows: 2,
         held: false,
     };
+
+    #[test]
+    fn watch_textfile_format() {
+        let mut m = WatchMetrics {
+            up: true,
+            polls: 120,
+            changes: 3,
+            ..WatchMetrics::default()
+        };
+        for seconds in [0.4, 1.2, 2.5] {
+            m.propagation.observe(seconds);
+        }
+        insta::assert_snapshot!(render_watch(&m));
+        assert_eq!(
+            watch_path(Path::new("/var/lib/node-exporter/relay_sync.prom")),
+            Path::new("/var/lib/node-exporter/relay_sync_watch.prom")
+        );
+    }
 
     #[test]
     fn textfile_format() {

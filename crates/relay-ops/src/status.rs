@@ -46,6 +46,19 @@ pub struct Status {
     pub problems: Vec<String>,
 }
 
+impl Status {
+    /// How long ago the last successful run ended; `None` when none is recorded (or its time
+    /// cannot be read). `relay-sync status --max-age` compares it with the limit.
+    pub fn last_success_age(&self) -> Option<std::time::Duration> {
+        let ended = chrono::NaiveDateTime::parse_from_str(&self.last_success, "%Y-%m-%d %H:%M:%S")
+            .ok()?
+            .and_local_timezone(chrono::Local)
+            .earliest()?;
+        // A clock set back reads as "just now" rather than as no success at all.
+        Some((chrono::Local::now() - ended).to_std().unwrap_or_default())
+    }
+}
+
 /// Reads the status for `config`.
 pub fn read(config: &Config) -> Status {
     let mut problems = Vec::new();

@@ -13,12 +13,13 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use relay_core::{DomainName, GuardSettings, Refusal};
-use relay_db::{DbError, DomainSource, MariaDbSource};
+use relay_db::{DbError, DomainSource, Fingerprint, MariaDbSource};
 use relay_engine::{Outcome, Prepared, SyncSettings};
 use relay_postfix::{PostfixCli, PostfixError};
 
 use crate::alert::AlertSink;
 use crate::config::{Config, ConfigError, RelayDomainsMode};
+use crate::failures::AlertRule;
 use crate::hold::{self, Hold};
 use crate::journal::{self, Journaled};
 use crate::lock::{self, LockError};
@@ -233,6 +234,20 @@ pub(crate) fn sync(
     alerts: &[Box<dyn AlertSink>],
     options: SyncOptions,
 ) -> RunRecord {
+    let rule = AlertRule::AfterRuns(config.alert_after_failures);
+    sync_with(config, alerts, options, rule, false).0
+}
+
+/// [`sync`] with the watcher's alert rule, and the [`Fingerprint`] of the names the run read
+/// from the database (when `fingerprint` is asked for and the fetch succeeded): the watcher
+/// compares later polls with exactly what this run planned from.
+pub(crate) fn sync_with(
+    config: &Config,
+    alerts: &[Box<dyn AlertSink>],
+    options: SyncOptions,
+    rule: AlertRule,
+    fingerprint: bool,
+) -> (RunRecord, Option<Fingerprint>) {
     let started_at = chrono::Local::now();
     let started = Instant::now();
     let outcome = match lock::take(&config.lock_file) {
@@ -246,37 +261,51 @@ pub(crate) fn sync(
                 tracing::info!("Another sync is running, skipping ({held})");
             }
             // Not recorded: this run did nothing, and the holder records its own result.
-            return RunRecord {
+            let record = RunRecord {
                 outcome: RunOutcome::Skipped(held),
                 started_at,
                 duration: started.elapsed(),
             };
+            return (record, None);
         }
         Err(error) => {
             tracing::error!("{error}");
-            RunOutcome::Internal(error.to_string())
+            (RunOutcome::Internal(error.to_string()), None)
         }
         Ok(_lock) => match hold::read(&config.state_dir) {
             Ok(Some(hold)) => {
                 tracing::warn!(
                     "Syncs are {hold}; nothing changed (`relay-sync release` lifts the hold)"
                 );
-                RunOutcome::Held(hold)
+                (RunOutcome::Held(hold), None)
             }
-            Ok(None) => locked_sync(config, options),
+            Ok(None) => locked_sync(config, options, fingerprint),
             // The operator's intent is unknown: change nothing, and say so.
             Err(error) => {
                 tracing::error!("{error}; not syncing until the hold file can be read");
-                RunOutcome::Internal(error.to_string())
+                (RunOutcome::Internal(error.to_string()), None)
             }
         },
     };
-    record(config, alerts, &outcome, started);
-    RunRecord {
+    let (outcome, fingerprint) = outcome;
+    record(config, alerts, &outcome, started, rule);
+    let record = RunRecord {
         outcome,
         started_at,
         duration: started.elapsed(),
-    }
+    };
+    (record, fingerprint)
+}
+
+/// Records a database failure the watcher met while polling (no run was started): state,
+/// streak, alerts and metrics show the outage as they would a failed cron run.
+pub(crate) fn record_poll_failure(
+    config: &Config,
+    alerts: &[Box<dyn AlertSink>],
+    outcome: RunOutcome,
+    rule: AlertRule,
+) {
+    record(config, alerts, &outcome, Instant::now(), rule);
 }
 
 /// How long a lock may be held before the run stepping aside calls it stuck: twice the bound of
@@ -285,8 +314,12 @@ fn stuck_after(config: &Config) -> Duration {
     2 * config.command_timeout + config.db_connect_timeout + config.db_query_timeout
 }
 
-/// The sync proper, under the lock.
-fn locked_sync(config: &Config, options: SyncOptions) -> RunOutcome {
+/// The sync proper, under the lock; with the fingerprint of the rows read when asked for.
+fn locked_sync(
+    config: &Config,
+    options: SyncOptions,
+    want_fingerprint: bool,
+) -> (RunOutcome, Option<Fingerprint>) {
     let Preflight {
         settings,
         postfix,
@@ -294,9 +327,10 @@ fn locked_sync(config: &Config, options: SyncOptions) -> RunOutcome {
         runtime,
     } = match Preflight::run(config, true) {
         Ok(prepared) => prepared,
-        Err(outcome) => return outcome,
+        Err(outcome) => return (outcome, None),
     };
     let known_rejected = failures::load_invalid_rows(&config.state_dir);
+    let fingerprint = want_fingerprint.then(|| source.fingerprint()).flatten();
     let settings = SyncSettings {
         guard: GuardSettings {
             force: options.force,
@@ -325,7 +359,7 @@ fn locked_sync(config: &Config, options: SyncOptions) -> RunOutcome {
             }
         }
     }
-    RunOutcome::Sync(outcome)
+    (RunOutcome::Sync(outcome), fingerprint)
 }
 
 /// Gives the generation this run wrote (if any) its origin, and rotates: a run that failed and
@@ -483,6 +517,20 @@ struct Prefetched<S> {
     source: S,
 }
 
+impl<S> Prefetched<S> {
+    /// The fingerprint of the rows fetched ahead, when the fetch succeeded.
+    fn fingerprint(&self) -> Option<Fingerprint> {
+        let rows = self
+            .rows
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match rows.as_ref()? {
+            Ok(names) => Some(Fingerprint::of(names.iter().map(String::as_str))),
+            Err(_) => None,
+        }
+    }
+}
+
 impl<S: DomainSource + Sync> DomainSource for Prefetched<S> {
     async fn fetch_names(&self) -> Result<Vec<String>, DbError> {
         let rows = self
@@ -518,7 +566,13 @@ fn sync_settings(config: &Config) -> SyncSettings {
 
 /// SPEC §7: records the run in `STATE_DIR`, sends the alerts it calls for and writes the
 /// metrics. Nothing here changes the run's outcome.
-fn record(config: &Config, sinks: &[Box<dyn AlertSink>], outcome: &RunOutcome, started: Instant) {
+fn record(
+    config: &Config,
+    sinks: &[Box<dyn AlertSink>],
+    outcome: &RunOutcome,
+    started: Instant,
+    rule: AlertRule,
+) {
     if let RunOutcome::Held(_) = outcome {
         // A held run is not a run: the streak and the last result stay as they were, and only
         // the metrics say the gateway is held.
@@ -541,8 +595,10 @@ fn record(config: &Config, sinks: &[Box<dyn AlertSink>], outcome: &RunOutcome, s
         now: &now,
         host: &host,
     };
-    let (state, alerts) = failures::advance(&previous, result, config.alert_after_failures);
-    if state.consecutive_db_failures >= failures::DB_FAILURES_LOGGED_AFTER {
+    let (state, alerts) = failures::advance(&previous, result, rule);
+    // The watcher logs an outage once when it starts and once when it ends instead.
+    let per_run_lines = matches!(rule, AlertRule::AfterRuns(_));
+    if per_run_lines && state.consecutive_db_failures >= failures::DB_FAILURES_LOGGED_AFTER {
         tracing::error!(
             "Database unreachable for {} consecutive runs",
             state.consecutive_db_failures

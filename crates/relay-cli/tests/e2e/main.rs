@@ -28,3 +28,4 @@ mod smtp;
 mod takeover;
 mod timeouts;
 mod tls;
+mod watch;

@@ -616,6 +616,8 @@ fn every_command_has_help() {
         ("status", "--json"),
         ("rollback", "--to <STAMP>"),
         ("backups", "BACKUP_DIR"),
+        ("watch", "POLL_INTERVAL"),
+        ("status", "--max-age <SECONDS>"),
     ] {
         let help = output(BIN, &[command, "--help"]);
         assert!(
@@ -624,7 +626,7 @@ fn every_command_has_help() {
         );
     }
     let top = output(BIN, &["--help"]);
-    for command in ["sync", "check", "status", "rollback", "backups"] {
+    for command in ["sync", "check", "status", "rollback", "backups", "watch"] {
         assert!(top.contains(command), "--help lacks {command}:\n{top}");
     }
     // The generators are hidden from --help but work.

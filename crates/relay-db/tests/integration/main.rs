@@ -468,3 +468,126 @@ impl tracing::Subscriber for Capture {
 
     fn exit(&self, _: &tracing::span::Id) {}
 }
+
+// ---------------------------------------------------------------------------------------------
+// The watcher's change signal
+
+/// The database's fingerprint equals the one computed from the fetched names, for the fixtures
+/// and for hostile rows (a `NULL`, a newline, spaces), so the watcher can compare what it polls
+/// with what it applied.
+#[tokio::test]
+async fn signal_fingerprint_equals_the_fetched_names_fingerprint() {
+    use relay_db::{ChangeSignal, Fingerprint};
+    let db = MariaDb::shared().unwrap();
+    for query in [
+        DEFAULT_QUERY,
+        r"SELECT 'evil.example\nsmtp:[10.0.0.1]:25' AS name
+          UNION ALL SELECT NULL UNION ALL SELECT '  Example.COM.  '",
+        "SELECT name FROM domains WHERE enabled = 42",
+    ] {
+        let mut settings = settings(db);
+        settings.query = query.to_owned();
+        let names = fetch(settings.clone()).await.unwrap();
+        let mut signal = ChangeSignal::new(MariaDbSource::new(settings)).unwrap();
+        let polled = signal.poll().await.unwrap();
+        assert_eq!(
+            polled,
+            Fingerprint::of(names.iter().map(String::as_str)),
+            "{query}"
+        );
+        // The kept connection answers a second poll the same.
+        assert_eq!(signal.poll().await.unwrap(), polled, "{query}");
+        signal.close().await;
+    }
+}
+
+/// A poll on a kept connection is one `COM_QUERY`: no login, no other statement.
+#[tokio::test]
+async fn signal_polls_are_one_query_each_on_one_connection() {
+    use relay_db::ChangeSignal;
+    let db = MariaDb::start().unwrap();
+    db.load_fixtures().unwrap();
+    db.start_general_log().unwrap();
+    let mut signal = ChangeSignal::new(MariaDbSource::new(settings(&db))).unwrap();
+    for _ in 0..3 {
+        signal.poll().await.unwrap();
+    }
+    signal.close().await;
+    let log = db.general_log_of("relay_sync").unwrap();
+    assert_eq!(
+        relay_testbed::command_types(&log),
+        ["Connect", "Query", "Query", "Query", "Quit"],
+        "general log:\n{log}"
+    );
+}
+
+/// A kept connection the server closed since the last poll (a restart, a proxy's idle limit)
+/// is no outage: the poll reconnects once and answers.
+#[tokio::test]
+async fn signal_reconnects_when_the_kept_connection_was_closed() {
+    use relay_db::ChangeSignal;
+    let db = MariaDb::start().unwrap();
+    db.load_fixtures().unwrap();
+    let mut signal = ChangeSignal::new(MariaDbSource::new(settings(&db))).unwrap();
+    let first = signal.poll().await.unwrap();
+    let ids = db
+        .sql("SELECT id FROM information_schema.PROCESSLIST WHERE user = 'relay_sync'")
+        .unwrap();
+    let ids: Vec<&str> = ids
+        .lines()
+        .filter(|l| l.trim().parse::<u64>().is_ok())
+        .collect();
+    assert_eq!(ids.len(), 1, "one kept connection expected: {ids:?}");
+    db.sql(&format!("KILL {}", ids[0])).unwrap();
+    assert_eq!(signal.poll().await.unwrap(), first);
+}
+
+/// The probe reads the server's `UPDATE_TIME` for the domains table: a write moves it to the
+/// second of its commit, and the server's clock comes with it.
+#[tokio::test]
+async fn probe_sees_a_write_in_update_time() {
+    use relay_db::ChangeSignal;
+    let db = MariaDb::start().unwrap();
+    db.load_fixtures().unwrap();
+    let mut signal = ChangeSignal::new(MariaDbSource::new(settings(&db))).unwrap();
+    assert!(signal.can_probe());
+    let before = signal.probe().await.unwrap().unwrap();
+    db.sql("UPDATE mailserver_usermgmt.domains SET enabled = 1 WHERE name = 'old.example'")
+        .unwrap();
+    let after = signal.probe().await.unwrap().unwrap();
+    assert_eq!((after.unknown, after.opaque), (0, 0), "{after:?}");
+    let updated = after.updated.unwrap();
+    assert!(updated <= after.now && after.now - updated < 5, "{after:?}");
+    assert!(
+        before.updated.is_none_or(|b| b <= updated),
+        "{before:?} {after:?}"
+    );
+
+    // A query whose tables cannot be told has no probe; the fingerprint still works.
+    let mut custom = settings(&db);
+    custom.query = "SELECT name FROM (SELECT name FROM domains WHERE enabled = 1) AS d".to_owned();
+    let mut signal = ChangeSignal::new(MariaDbSource::new(custom)).unwrap();
+    assert!(!signal.can_probe());
+    assert_eq!(signal.probe().await.unwrap(), None);
+    assert_eq!(signal.poll().await.unwrap().rows, 5);
+}
+
+/// A view hides the writes to its base tables from `UPDATE_TIME`: the probe says it is opaque
+/// (the watcher then computes the fingerprint at every poll).
+#[tokio::test]
+async fn probe_of_a_view_is_opaque() {
+    use relay_db::ChangeSignal;
+    let db = MariaDb::start().unwrap();
+    db.load_fixtures().unwrap();
+    db.sql(
+        "CREATE VIEW mailserver_usermgmt.enabled_domains AS \
+         SELECT name FROM mailserver_usermgmt.domains WHERE enabled = 1; \
+         GRANT SELECT ON mailserver_usermgmt.enabled_domains TO 'relay_sync'@'127.0.0.1';",
+    )
+    .unwrap();
+    let mut view = settings(&db);
+    view.query = "SELECT name FROM enabled_domains".to_owned();
+    let mut signal = ChangeSignal::new(MariaDbSource::new(view)).unwrap();
+    let probe = signal.probe().await.unwrap().unwrap();
+    assert_eq!(probe.opaque, 1, "{probe:?}");
+}

@@ -235,7 +235,8 @@ pub const SECTIONS: &[Section] = &[
             key(
                 "LOG_FILE",
                 Value("/var/log/mailserver/relay-sync.log"),
-                "The log, created 0640 (rotated by /etc/logrotate.d/relay-sync).",
+                "The log, created 0640 (rotated by /etc/logrotate.d/relay-sync); - writes the \
+                 same lines to standard output (a container's log).",
             ),
             key(
                 "STATE_DIR",
@@ -313,6 +314,30 @@ pub const SECTIONS: &[Section] = &[
                 "ALERT_AFTER_FAILURES",
                 Value("5"),
                 "Consecutive failed runs before an alert (a failed reload alerts at once).",
+            ),
+            key(
+                "ALERT_AFTER_SECONDS",
+                Value("1500"),
+                "relay-sync watch: seconds (fractions allowed) a failure must last before an \
+                 alert, instead of ALERT_AFTER_FAILURES; 1500 is the 25 minutes of 5 cron runs.",
+            ),
+        ],
+    },
+    Section {
+        title: "Watch mode (relay-sync watch)",
+        note: "",
+        keys: &[
+            key(
+                "POLL_INTERVAL",
+                Value("2"),
+                "Seconds (fractions allowed) between polls of the change signal: one small \
+                 query that fingerprints what DB_QUERY returns.",
+            ),
+            key(
+                "RECONCILE_INTERVAL",
+                Value("300"),
+                "Seconds between full syncs whatever the signal says (also repairs a main.cf \
+                 edited by hand), and the longest back-off of polls while the database is down.",
             ),
         ],
     },

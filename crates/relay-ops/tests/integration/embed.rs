@@ -160,3 +160,70 @@ fn the_admin_example_syncs_and_prints_status_and_the_run_as_json() {
     let value: serde_json::Value = serde_json::from_slice(&again.stdout).unwrap();
     assert_eq!(value["run"]["result"], "no changes", "{value}");
 }
+
+/// An admin tool runs the watcher in-process: `Gateway::watch` on its own runtime, then
+/// `sync_now()` after it saved a domain. With a poll a minute away, only the poke can have
+/// applied it; the watcher stops when the tool's shutdown future completes, and the tool's
+/// other tasks kept ticking throughout.
+#[test]
+fn an_embedded_watcher_syncs_when_poked_and_stops_on_shutdown() {
+    let bed = Testbed::start();
+    let mut text = fs::read_to_string(&bed.config).unwrap();
+    text.push_str("POLL_INTERVAL=60\n");
+    fs::write(&bed.config, text).unwrap();
+    let gateway = bed.gateway();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let db = &bed.db;
+    let end = runtime.block_on(async move {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let watch = gateway.watch(async move {
+            let _ = stopped.await;
+        });
+        let handle = watch.handle();
+        let mut status = handle.subscribe();
+        // The first sync (the watcher's start) applies the seed data.
+        let ready = tokio::time::timeout(
+            Duration::from_secs(60),
+            status.wait_for(|status| status.ready),
+        )
+        .await
+        .map(|found| found.is_ok());
+        assert!(ready == Ok(true), "no first sync: {:?}", handle.status());
+        assert_eq!(handle.status().last_exit, Some(0), "{:?}", handle.status());
+
+        // The admin panel saves a domain and pokes the watcher.
+        db.sql(
+            "UPDATE mailserver_usermgmt.domains SET enabled = 1 WHERE name = 'legacy.example.net'",
+        )
+        .unwrap();
+        let syncs = handle.status().syncs;
+        handle.sync_now();
+        let synced = tokio::time::timeout(
+            Duration::from_secs(60),
+            status.wait_for(|status| status.syncs > syncs),
+        )
+        .await;
+        assert!(
+            synced.is_ok(),
+            "sync_now did not sync: {:?}",
+            handle.status()
+        );
+        stop.send(()).unwrap();
+        tokio::time::timeout(Duration::from_secs(60), watch.finished())
+            .await
+            .expect("the watcher did not stop after its shutdown future completed")
+    });
+    assert_eq!(end.status.last_exit, Some(0), "{end:?}");
+    assert_eq!(end.status.syncs, 2, "{end:?}");
+    assert!(
+        bed.postfix
+            .postconf("relay_domains")
+            .unwrap()
+            .contains("legacy.example.net"),
+        "the poked sync did not apply"
+    );
+}

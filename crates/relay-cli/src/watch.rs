@@ -1,0 +1,127 @@
+//! `relay-sync watch`: runs relay-ops' watcher until SIGTERM or SIGINT, and maps the other
+//! signals and systemd's notify protocol onto it.
+//!
+//! - `SIGTERM`, `SIGINT`: the sync in progress ends (each command bounded by
+//!   `COMMAND_TIMEOUT`, a failed step rolled back), then exit 0.
+//! - `SIGHUP`: the config file is read again; an invalid one is logged as ERROR and the one in
+//!   use is kept.
+//! - `SIGUSR1`: sync now (`systemctl kill -s USR1 relay-sync-watch` from the panel's hook).
+//! - Under systemd (`Type=notify`): `READY=1` after the first sync, `WATCHDOG=1` every cycle,
+//!   `STATUS=` the last result. Outside systemd the notifications are no-ops.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use relay_ops::{Config, Gateway, WatchStatus};
+use sd_notify::NotifyState;
+use tokio::signal::unix::{signal, SignalKind};
+
+/// Runs the watcher; returns when it has stopped.
+pub(crate) fn run(gateway: Gateway, config_path: Option<PathBuf>) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            tracing::error!("cannot start the async runtime for the watcher: {error}");
+            return ExitCode::from(crate::EXIT_INTERNAL);
+        }
+    };
+    runtime.block_on(watch(gateway, config_path))
+}
+
+async fn watch(gateway: Gateway, config_path: Option<PathBuf>) -> ExitCode {
+    // Installed before the watcher starts, so no signal meets the default action (exit) while
+    // a sync runs.
+    let signals = (|| {
+        Ok::<_, std::io::Error>((
+            signal(SignalKind::terminate())?,
+            signal(SignalKind::interrupt())?,
+            signal(SignalKind::hangup())?,
+            signal(SignalKind::user_defined1())?,
+        ))
+    })();
+    let (mut term, mut int, mut hup, mut usr1) = match signals {
+        Ok(signals) => signals,
+        Err(error) => {
+            tracing::error!("cannot install the signal handlers of the watcher: {error}");
+            return ExitCode::from(crate::EXIT_INTERNAL);
+        }
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let watch = gateway.watch(async move {
+        let _ = stopped.await;
+    });
+    let handle = watch.handle();
+    let mut status = handle.subscribe();
+    let mut ready = false;
+    loop {
+        tokio::select! {
+            _ = term.recv() => {
+                tracing::info!("SIGTERM received: stopping after the step in progress");
+                break;
+            }
+            _ = int.recv() => {
+                tracing::info!("SIGINT received: stopping after the step in progress");
+                break;
+            }
+            _ = hup.recv() => match Config::load(config_path.as_deref(), std::env::vars_os()) {
+                Ok(config) => {
+                    tracing::info!("SIGHUP received: configuration read again");
+                    handle.reconfigure(Gateway::new(config));
+                }
+                Err(error) => tracing::error!(
+                    "SIGHUP received but the configuration is invalid, keeping the one in use: \
+                     {error}"
+                ),
+            },
+            _ = usr1.recv() => {
+                tracing::info!("SIGUSR1 received: syncing now");
+                handle.sync_now();
+            }
+            changed = status.changed() => {
+                if changed.is_err() {
+                    // The watcher ended on its own (it never does without a stop).
+                    break;
+                }
+                let now = status.borrow_and_update().clone();
+                notify_systemd(&now, &mut ready);
+            }
+        }
+    }
+    notify(&[NotifyState::Stopping]);
+    let _ = stop.send(());
+    let end = watch.finished().await;
+    tracing::info!(
+        "Watcher stopped after {} poll(s) and {} sync(s)",
+        end.status.polls,
+        end.status.syncs
+    );
+    ExitCode::SUCCESS
+}
+
+/// `READY=1` once, after the first sync; `WATCHDOG=1` and `STATUS=` on every change.
+fn notify_systemd(status: &WatchStatus, ready: &mut bool) {
+    let line = match status.last_exit {
+        Some(exit) => format!(
+            "exit {exit}: {}; {} poll(s), {} change(s), {} sync(s)",
+            status.last_result, status.polls, status.changes, status.syncs
+        ),
+        None => "starting".to_owned(),
+    };
+    // systemd shows STATUS= on one line and keeps it short.
+    let line: String = line.chars().filter(|c| !c.is_control()).take(400).collect();
+    if status.ready && !*ready {
+        *ready = true;
+        notify(&[NotifyState::Ready, NotifyState::Status(&line)]);
+    } else {
+        notify(&[NotifyState::Watchdog, NotifyState::Status(&line)]);
+    }
+}
+
+fn notify(states: &[NotifyState<'_>]) {
+    if let Err(error) = sd_notify::notify(states) {
+        tracing::warn!("cannot notify systemd (NOTIFY_SOCKET): {error}");
+    }
+}

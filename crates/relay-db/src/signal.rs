@@ -1,0 +1,495 @@
+//! The watcher's change signal: a [`Fingerprint`] of the multiset of names `DB_QUERY` returns,
+//! computed by the database in one row, and the same fingerprint computed here from fetched
+//! names.
+//!
+//! The fingerprint is `(rows, Σ h(name))`, where `h` is the first 64 bits of the name's MD5 as
+//! an unsigned integer and the sum is exact (MariaDB sums `BIGINT UNSIGNED` into a `DECIMAL`;
+//! here into a `u128`). It depends on the names only, not on row ids, order or `updated_at`, so:
+//! - any change of the set (an enable, a disable, an insert, a delete, a rename) changes it,
+//!   unless the sums of the digests removed and added are equal: for names not chosen to
+//!   collide, a chance of about 2⁻⁶⁴ per change;
+//! - two changes in one second are as visible as two changes a minute apart (no clock);
+//! - a change undone before the next poll gives the same fingerprint again: nothing to apply.
+//!
+//! The signal is derived from any `DB_QUERY` that is one `SELECT` (or `WITH … SELECT`) by
+//! wrapping it in a common table expression, so an overridden query keeps the same guarantee.
+//!
+//! Computing it reads every row `DB_QUERY` selects (about 0.1 s at 100k rows). So each poll
+//! first asks for a [`Probe`]: the `UPDATE_TIME` the server keeps for each table `DB_QUERY`
+//! reads (`information_schema.TABLES`, a lookup, well under a millisecond) and the server's
+//! clock, and the watcher computes the fingerprint only when the probe says a table may have
+//! been written since (see relay-ops' `watch::decide` for the rule and what it relies on).
+
+use std::time::Duration;
+
+use md5::{Digest, Md5};
+use mysql_async::prelude::Queryable;
+use mysql_async::{Conn, Row, Value};
+
+use crate::mariadb::{describe, seconds, DISCONNECT_TIMEOUT};
+use crate::{DbError, MariaDbSource};
+
+/// A fingerprint of the multiset of names a query returns (see the module documentation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Fingerprint {
+    /// How many rows.
+    pub rows: u64,
+    /// The exact sum of the first 64 bits of each name's MD5.
+    pub digest_sum: u128,
+}
+
+impl Fingerprint {
+    /// The fingerprint of `names` as the database computes it in [`ChangeSignal::poll`]: a
+    /// `NULL` is fetched as the empty string and hashed as one.
+    pub fn of<'a>(names: impl IntoIterator<Item = &'a str>) -> Fingerprint {
+        names
+            .into_iter()
+            .fold(Fingerprint::default(), |fingerprint, name| Fingerprint {
+                rows: fingerprint.rows + 1,
+                digest_sum: fingerprint.digest_sum + u128::from(name_digest(name)),
+            })
+    }
+}
+
+impl std::fmt::Display for Fingerprint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} rows, digest {:x}", self.rows, self.digest_sum)
+    }
+}
+
+/// The first 64 bits of `name`'s MD5, as `CONV(LEFT(MD5(name), 16), 16, 10)` reads them.
+fn name_digest(name: &str) -> u64 {
+    let digest = Md5::digest(name.as_bytes());
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest[..8]);
+    u64::from_be_bytes(first)
+}
+
+/// Why no change signal can be derived from `DB_QUERY`: the watcher then syncs every poll.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("no change signal can be derived from DB_QUERY: {reason}")]
+pub struct SignalUnavailable {
+    /// What is in the way.
+    pub reason: String,
+}
+
+/// What the server says about the tables `DB_QUERY` reads, in one cheap row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Probe {
+    /// The newest `UPDATE_TIME` of the tables (Unix seconds), `None` when no table has one
+    /// (InnoDB keeps it in memory: unknown after a restart until the next write).
+    pub updated: Option<i64>,
+    /// How many of the tables have no `UPDATE_TIME`, or were not found.
+    pub unknown: u32,
+    /// How many of the tables are views or were not found: their writes cannot be seen, so
+    /// the probe proves nothing.
+    pub opaque: u32,
+    /// The server's clock at the probe (Unix seconds, whole).
+    pub now: i64,
+}
+
+impl Probe {
+    /// The SQL of the probe for `db_query`, when its tables can be told (for benchmarks and
+    /// `EXPLAIN`).
+    pub fn query_for_bench(db_query: &str) -> Option<String> {
+        tables_of(db_query).map(|tables| probe_query(&tables))
+    }
+}
+
+/// The tables a plain `DB_QUERY` reads, as `(schema, table)` (`None`: the connection's
+/// database), or `None` when they cannot be told for sure (a subquery, a view is fine: it just
+/// has no `UPDATE_TIME`). Only `FROM a`, `FROM a, b`, `FROM s.a` and `JOIN a` are understood.
+pub fn tables_of(db_query: &str) -> Option<Vec<(Option<String>, String)>> {
+    let cleaned = db_query.replace(['\n', '\r', '\t'], " ");
+    let words: Vec<&str> = cleaned.split(' ').filter(|w| !w.is_empty()).collect();
+    let upper: Vec<String> = words.iter().map(|w| w.to_ascii_uppercase()).collect();
+    if upper
+        .iter()
+        .any(|w| w.starts_with("(SELECT") || w == "WITH")
+        || cleaned.contains("( SELECT")
+        || cleaned.to_ascii_uppercase().contains("(SELECT")
+    {
+        return None;
+    }
+    let mut tables = Vec::new();
+    let mut i = 0;
+    while i < words.len() {
+        if upper[i] == "FROM" || upper[i] == "JOIN" {
+            let mut j = i + 1;
+            loop {
+                let word = *words.get(j)?;
+                let (name, more) = match word.strip_suffix(',') {
+                    Some(name) => (name, true),
+                    None => (word, false),
+                };
+                tables.push(table_name(name)?);
+                if more {
+                    j += 1;
+                    continue;
+                }
+                // `FROM a AS x, b` or `FROM a x, b`: skip an alias, then look for a comma.
+                let mut k = j + 1;
+                if upper.get(k).is_some_and(|w| w == "AS") {
+                    k += 1;
+                }
+                let alias = words.get(k).copied().unwrap_or("");
+                let keyword = [
+                    "WHERE",
+                    "JOIN",
+                    "INNER",
+                    "LEFT",
+                    "RIGHT",
+                    "CROSS",
+                    "ON",
+                    "GROUP",
+                    "ORDER",
+                    "LIMIT",
+                    "HAVING",
+                    "UNION",
+                    "STRAIGHT_JOIN",
+                    "NATURAL",
+                    "USING",
+                    "FOR",
+                    "LOCK",
+                    "WINDOW",
+                    "INTO",
+                    "PROCEDURE",
+                    "",
+                ];
+                if !keyword.contains(&alias.trim_end_matches(',').to_ascii_uppercase().as_str())
+                    && alias.ends_with(',')
+                {
+                    j = k + 1;
+                    continue;
+                }
+                i = j;
+                break;
+            }
+        }
+        i += 1;
+    }
+    (!tables.is_empty()).then_some(tables)
+}
+
+/// `t`, `` `t` ``, `s.t` or `` `s`.`t` `` as `(schema, table)`; `None` for anything else.
+fn table_name(word: &str) -> Option<(Option<String>, String)> {
+    let plain = |part: &str| -> Option<String> {
+        let part = part
+            .strip_prefix('`')
+            .and_then(|p| p.strip_suffix('`'))
+            .unwrap_or(part);
+        (!part.is_empty()
+            && part
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '$'))
+        .then(|| part.to_owned())
+    };
+    match word.split_once('.') {
+        Some((schema, table)) => Some((Some(plain(schema)?), plain(table)?)),
+        None => Some((None, plain(word)?)),
+    }
+}
+
+/// The query that reads the [`Probe`] for `tables`.
+fn probe_query(tables: &[(Option<String>, String)]) -> String {
+    let pairs: Vec<String> = tables
+        .iter()
+        .map(|(schema, table)| {
+            let schema = schema
+                .as_ref()
+                .map_or_else(|| "DATABASE()".to_owned(), |s| format!("'{s}'"));
+            format!("({schema}, '{table}')")
+        })
+        .collect();
+    format!(
+        "SELECT UNIX_TIMESTAMP(MAX(UPDATE_TIME)), {n} - COUNT(UPDATE_TIME), UNIX_TIMESTAMP(), \
+         {n} - COALESCE(SUM(TABLE_TYPE = 'BASE TABLE'), 0) \
+         FROM information_schema.TABLES WHERE (TABLE_SCHEMA, TABLE_NAME) IN ({list})",
+        n = tables.len(),
+        list = pairs.join(", ")
+    )
+}
+
+/// The query that computes the [`Fingerprint`] of what `db_query` returns, in one row.
+///
+/// `db_query` must be one `SELECT` or `WITH … SELECT` statement (a trailing `;` is allowed):
+/// it becomes a common table expression, so the database never sends the names themselves.
+pub fn signal_query(db_query: &str) -> Result<String, SignalUnavailable> {
+    let query = db_query.trim();
+    let query = query.strip_suffix(';').unwrap_or(query).trim_end();
+    let unavailable = |reason: &str| SignalUnavailable {
+        reason: reason.to_owned(),
+    };
+    let first_word: String = query
+        .chars()
+        .skip_while(|c| *c == '(')
+        .take_while(char::is_ascii_alphabetic)
+        .collect::<String>()
+        .to_ascii_uppercase();
+    if first_word != "SELECT" && first_word != "WITH" {
+        return Err(unavailable("it does not start with SELECT or WITH"));
+    }
+    if query.contains(';') {
+        return Err(unavailable("it holds more than one statement (a ';')"));
+    }
+    if query.contains("--") || query.contains('#') || query.contains("/*") {
+        // A comment could swallow the closing parenthesis of the wrapper.
+        return Err(unavailable("it holds a comment"));
+    }
+    Ok(format!(
+        "WITH relay_sync_names(name) AS ({query}) \
+         SELECT COUNT(*), \
+         COALESCE(SUM(CAST(CONV(LEFT(MD5(COALESCE(name, '')), 16), 16, 10) AS UNSIGNED)), 0) \
+         FROM relay_sync_names"
+    ))
+}
+
+/// Polls the change signal over one connection kept open between polls, so a poll is one
+/// `COM_QUERY` and no login. A failed poll drops the connection; the next one connects anew.
+#[derive(Debug)]
+pub struct ChangeSignal {
+    source: MariaDbSource,
+    query: String,
+    probe: Option<String>,
+    conn: Option<Conn>,
+}
+
+impl ChangeSignal {
+    /// A signal for `source`'s query, or why none can be derived from it.
+    pub fn new(source: MariaDbSource) -> Result<ChangeSignal, SignalUnavailable> {
+        let query = signal_query(&source.settings().query)?;
+        let probe = tables_of(&source.settings().query).map(|tables| probe_query(&tables));
+        Ok(ChangeSignal {
+            source,
+            query,
+            probe,
+            conn: None,
+        })
+    }
+
+    /// Whether a cheap [`Probe`] can be had (the tables `DB_QUERY` reads could be told).
+    pub fn can_probe(&self) -> bool {
+        self.probe.is_some()
+    }
+
+    /// The [`Probe`] now, or `None` when [`ChangeSignal::can_probe`] is false.
+    pub async fn probe(&mut self) -> Result<Option<Probe>, DbError> {
+        let Some(query) = self.probe.clone() else {
+            return Ok(None);
+        };
+        let row = self.run_with_retry(&query).await?;
+        Ok(Some(
+            row_to_probe(row).map_err(|detail| self.source.query_error(detail))?,
+        ))
+    }
+
+    /// The SQL each poll runs.
+    pub fn query(&self) -> &str {
+        &self.query
+    }
+
+    /// The fingerprint of what `DB_QUERY` returns now, under the connect and query timeouts.
+    pub async fn poll(&mut self) -> Result<Fingerprint, DbError> {
+        let query = self.query.clone();
+        let row = self.run_with_retry(&query).await?;
+        row_to_fingerprint(row).map_err(|detail| self.source.query_error(detail))
+    }
+
+    /// Runs `query` on the kept connection; when that fails, once more on a fresh one.
+    async fn run_with_retry(&mut self, query: &str) -> Result<Row, DbError> {
+        if self.conn.is_some() {
+            match self.run_once(query).await {
+                // The kept connection may have been closed by a server restart or a proxy's
+                // idle limit since the last poll: that alone is no outage, so try once more
+                // on a fresh connection before calling the database unreachable.
+                Err(DbError::Query { .. }) | Err(DbError::Unreachable { .. }) => {}
+                done => return done,
+            }
+        }
+        self.run_once(query).await
+    }
+
+    async fn run_once(&mut self, query: &str) -> Result<Row, DbError> {
+        let settings = self.source.settings();
+        let (connect_timeout, query_timeout) = (settings.connect_timeout, settings.query_timeout);
+        let mut conn = match self.conn.take() {
+            Some(conn) => conn,
+            None => tokio::time::timeout(connect_timeout, self.source.connect())
+                .await
+                .map_err(|_| {
+                    self.source.unreachable(format!(
+                        "no connection within the connect timeout ({})",
+                        seconds(connect_timeout)
+                    ))
+                })??,
+        };
+        match tokio::time::timeout(query_timeout, first_row(&mut conn, query)).await {
+            Ok(Ok(row)) => {
+                self.conn = Some(conn);
+                Ok(row)
+            }
+            Ok(Err(detail)) => {
+                let _ = tokio::time::timeout(DISCONNECT_TIMEOUT, conn.disconnect()).await;
+                Err(self.source.query_error(detail))
+            }
+            Err(_) => {
+                // As in a fetch: mark the connection closed so dropping it closes the socket.
+                let _ = tokio::time::timeout(Duration::ZERO, conn.disconnect()).await;
+                Err(self.source.query_error(format!(
+                    "the change signal gave no result within the query timeout ({})",
+                    seconds(query_timeout)
+                )))
+            }
+        }
+    }
+
+    /// Closes the kept connection, if any.
+    pub async fn close(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            let _ = tokio::time::timeout(DISCONNECT_TIMEOUT, conn.disconnect()).await;
+        }
+    }
+}
+
+async fn first_row(conn: &mut Conn, query: &str) -> Result<Row, String> {
+    let row: Option<Row> = conn
+        .query_first(query)
+        .await
+        .map_err(|error| format!("change signal: {}", describe(&error)))?;
+    row.ok_or_else(|| "change signal: no row".to_owned())
+}
+
+/// A column as a whole number; `None` for `NULL` or anything else.
+fn number(value: Option<Value>) -> Option<i128> {
+    match value? {
+        Value::Bytes(bytes) => std::str::from_utf8(&bytes).ok()?.parse().ok(),
+        Value::Int(n) => Some(i128::from(n)),
+        Value::UInt(n) => Some(i128::from(n)),
+        _ => None,
+    }
+}
+
+fn row_to_fingerprint(mut row: Row) -> Result<Fingerprint, String> {
+    let rows = number(row.take(0)).and_then(|n| u64::try_from(n).ok());
+    let digest_sum = number(row.take(1)).and_then(|n| u128::try_from(n).ok());
+    match (rows, digest_sum) {
+        (Some(rows), Some(digest_sum)) => Ok(Fingerprint { rows, digest_sum }),
+        _ => Err("change signal: the database returned something other than two numbers".into()),
+    }
+}
+
+fn row_to_probe(mut row: Row) -> Result<Probe, String> {
+    let updated = number(row.take(0)).and_then(|n| i64::try_from(n).ok());
+    let unknown = number(row.take(1)).and_then(|n| u32::try_from(n).ok());
+    let now = number(row.take(2)).and_then(|n| i64::try_from(n).ok());
+    let opaque = number(row.take(3)).and_then(|n| u32::try_from(n).ok());
+    match (unknown, now, opaque) {
+        (Some(unknown), Some(now), Some(opaque)) => Ok(Probe {
+            updated,
+            unknown,
+            now,
+            opaque,
+        }),
+        _ => Err("change probe: information_schema.TABLES answered something unexpected".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn names_strategy() -> impl Strategy<Value = Vec<String>> {
+        proptest::collection::vec("[a-z0-9.-]{0,12}", 0..40)
+    }
+
+    proptest! {
+        /// The order rows arrive in does not matter.
+        #[test]
+        fn prop_fingerprint_ignores_order(names in names_strategy(), seed in any::<u64>()) {
+            let mut shuffled = names.clone();
+            let len = shuffled.len().max(1);
+            shuffled.rotate_left(usize::try_from(seed).unwrap_or(0) % len);
+            shuffled.reverse();
+            prop_assert_eq!(
+                Fingerprint::of(names.iter().map(String::as_str)),
+                Fingerprint::of(shuffled.iter().map(String::as_str))
+            );
+        }
+
+        /// Adding, removing or renaming one name changes the fingerprint.
+        #[test]
+        fn prop_any_single_change_is_seen(names in names_strategy(), other in "[a-z0-9.-]{1,12}", at in any::<usize>()) {
+            let before = Fingerprint::of(names.iter().map(String::as_str));
+            let mut added = names.clone();
+            added.push(other.clone());
+            prop_assert_ne!(before, Fingerprint::of(added.iter().map(String::as_str)));
+            if !names.is_empty() {
+                let at = at % names.len();
+                let mut removed = names.clone();
+                removed.remove(at);
+                prop_assert_ne!(before, Fingerprint::of(removed.iter().map(String::as_str)));
+                if names[at] != other {
+                    let mut renamed = names.clone();
+                    renamed[at] = other.clone();
+                    prop_assert_ne!(before, Fingerprint::of(renamed.iter().map(String::as_str)));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn digest_is_md5s_first_64_bits() {
+        // MD5("example.com") = 5ababd603b22780302dd8d83498e5172.
+        assert_eq!(name_digest("example.com"), 0x5aba_bd60_3b22_7803);
+    }
+
+    #[test]
+    fn signal_is_derived_from_a_select() {
+        let query = signal_query("SELECT name FROM domains WHERE enabled = 1;").unwrap();
+        assert!(
+            query.starts_with(
+                "WITH relay_sync_names(name) AS (SELECT name FROM domains WHERE enabled = 1) "
+            ),
+            "{query}"
+        );
+        assert!(signal_query("with d as (select 1) select * from d").is_ok());
+        assert!(signal_query("(SELECT name FROM a) UNION (SELECT name FROM b)").is_ok());
+    }
+
+    #[test]
+    fn tables_are_told_for_plain_queries_only() {
+        let t = |s: Option<&str>, t: &str| (s.map(str::to_owned), t.to_owned());
+        assert_eq!(
+            tables_of("SELECT name FROM domains WHERE enabled = 1"),
+            Some(vec![t(None, "domains")])
+        );
+        assert_eq!(
+            tables_of("SELECT d.name FROM `mail`.`domains` AS d JOIN tenants t ON t.id = d.tenant WHERE t.active"),
+            Some(vec![t(Some("mail"), "domains"), t(None, "tenants")])
+        );
+        assert_eq!(
+            tables_of("SELECT name FROM a, b WHERE a.id = b.id"),
+            Some(vec![t(None, "a"), t(None, "b")])
+        );
+        assert_eq!(
+            tables_of("SELECT name FROM a x, b y WHERE x.id = y.id"),
+            Some(vec![t(None, "a"), t(None, "b")])
+        );
+        assert_eq!(tables_of("SELECT name FROM (SELECT name FROM d) q"), None);
+        assert_eq!(tables_of("SELECT 'a.example'"), None);
+        assert!(probe_query(&[t(None, "domains")]).contains("((DATABASE(), 'domains'))"));
+    }
+
+    #[test]
+    fn signal_is_refused_when_it_cannot_be_derived() {
+        for query in [
+            "CALL relay_domains()",
+            "SELECT 1; SELECT 2",
+            "SELECT name FROM domains -- enabled only",
+            "SHOW TABLES",
+        ] {
+            assert!(signal_query(query).is_err(), "{query}");
+        }
+    }
+}

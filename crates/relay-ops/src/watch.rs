@@ -1,0 +1,508 @@
+//! Watch mode (`relay-sync watch`): a long-running loop that runs the same sync as cron (same
+//! lock, engine, guard, backups, verification and records) whenever the domains in the database
+//! change, and a full sync at least every `RECONCILE_INTERVAL`.
+//!
+//! Each cycle polls the change signal (relay-db's [`ChangeSignal`] over a kept connection: a
+//! probe of the tables' `UPDATE_TIME`, and the fingerprint of the names only when the probe
+//! says a table may have been written), asks the pure [`decide::Decider`] whether to sync, and syncs on tokio's
+//! blocking pool. Cycles never overlap, which is the coalescing rule: changes that arrive while
+//! a sync runs are all seen by the next poll, which comes `POLL_INTERVAL` after the sync ended,
+//! and applied together by one sync. So a burst costs at most one sync per `POLL_INTERVAL`
+//! plus the length of a sync, however many rows it touches. `sync_now` requests made during a
+//! sync likewise collapse into one more sync.
+//!
+//! A database outage touches nothing (Postfix keeps serving the domains it has): polls back off
+//! from `POLL_INTERVAL`, doubling up to `RECONCILE_INTERVAL`, the outage is logged once when it
+//! starts and once when it ends, and each failed poll is recorded like a failed cron run (state,
+//! metrics), with the warning alert sent once the failures have lasted `ALERT_AFTER_SECONDS`.
+
+pub mod decide;
+
+use std::future::Future;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use relay_db::{ChangeSignal, DbError, MariaDbSource};
+use tokio::sync::Notify;
+
+use crate::failures::AlertRule;
+use crate::metrics::{self, WatchMetrics};
+use crate::sync::{self, RunOutcome};
+use crate::{off_the_executor, Gateway, SyncOptions};
+use decide::{Decider, Polled, Reason};
+
+/// What the watcher has done so far, for a supervisor (systemd's `READY`, `WATCHDOG`,
+/// `STATUS`), a health check or an embedder waiting for a sync it asked for.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct WatchStatus {
+    /// Whether the first sync has ended (whatever its result), or the first poll failed (the
+    /// database is down at start-up: the watcher is up, and waits for it).
+    pub ready: bool,
+    /// Cycles run: one per poll, so a supervisor sees the loop turn.
+    pub cycles: u64,
+    /// Polls of the change signal, failed ones included.
+    pub polls: u64,
+    /// Polls that found the enabled set changed.
+    pub changes: u64,
+    /// Syncs run (stepped-aside ones included).
+    pub syncs: u64,
+    /// The last sync's exit code (SPEC §8).
+    pub last_exit: Option<u8>,
+    /// One line: the last sync's result, or the database outage in progress.
+    pub last_result: String,
+    /// Whether a change signal is in use (`false`: `DB_QUERY` gives none, every poll syncs).
+    pub signal: bool,
+}
+
+/// How the watcher ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct WatchEnd {
+    /// What it had done.
+    pub status: WatchStatus,
+}
+
+#[derive(Debug)]
+struct Shared {
+    sync_now: Notify,
+    reconfigure: Notify,
+    next_gateway: Mutex<Option<Gateway>>,
+    status: tokio::sync::watch::Sender<WatchStatus>,
+}
+
+/// Pokes a running watcher; cheap to clone and usable from any thread.
+#[derive(Debug, Clone)]
+pub struct WatchHandle {
+    shared: Arc<Shared>,
+}
+
+impl WatchHandle {
+    /// Asks for a sync at once, whatever the signal says (an admin tool calls this after it
+    /// saved a domain; `SIGUSR1` does the same). Asked during a sync, one more sync follows it;
+    /// several asks before it starts are one sync.
+    pub fn sync_now(&self) {
+        self.shared.sync_now.notify_one();
+    }
+
+    /// Replaces the gateway (a reloaded config) from the next cycle on, and syncs with it.
+    pub fn reconfigure(&self, gateway: Gateway) {
+        *self
+            .shared
+            .next_gateway
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(gateway);
+        self.shared.reconfigure.notify_one();
+    }
+
+    /// The status now.
+    pub fn status(&self) -> WatchStatus {
+        self.shared.status.borrow().clone()
+    }
+
+    /// A receiver that sees every status change (each cycle, each sync).
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<WatchStatus> {
+        self.shared.status.subscribe()
+    }
+}
+
+/// A running watcher: its handle, and the task to await for its end.
+#[derive(Debug)]
+pub struct Watch {
+    handle: WatchHandle,
+    task: tokio::task::JoinHandle<WatchEnd>,
+}
+
+impl Watch {
+    /// A handle to poke it with.
+    pub fn handle(&self) -> WatchHandle {
+        self.handle.clone()
+    }
+
+    /// Waits until the watcher has stopped (after its shutdown future completed and the sync in
+    /// progress, if any, ended).
+    pub async fn finished(self) -> WatchEnd {
+        match self.task.await {
+            Ok(end) => end,
+            Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+            Err(error) => panic!("the relay-sync watcher was cancelled: {error}"),
+        }
+    }
+}
+
+/// Starts the watcher on the current tokio runtime (see [`Gateway::watch`]).
+pub(crate) fn start(
+    gateway: Gateway,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Watch {
+    let (status, _) = tokio::sync::watch::channel(WatchStatus::default());
+    let shared = Arc::new(Shared {
+        sync_now: Notify::new(),
+        reconfigure: Notify::new(),
+        next_gateway: Mutex::new(None),
+        status,
+    });
+    let task = tokio::spawn(run(gateway, Arc::clone(&shared), shutdown));
+    Watch {
+        handle: WatchHandle { shared },
+        task,
+    }
+}
+
+/// The change signal as the watcher holds it.
+enum Signal {
+    /// Not connected yet (or the config changed): the password is resolved at the next poll.
+    Pending,
+    /// Polling over a kept connection.
+    Ready(Box<ChangeSignal>),
+    /// `DB_QUERY` gives none: every poll is a sync.
+    Unavailable,
+}
+
+/// Why a poll failed.
+enum PollFailure {
+    Database(DbError),
+    Password(crate::ConfigError),
+}
+
+impl std::fmt::Display for PollFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PollFailure::Database(error) => error.fmt(f),
+            PollFailure::Password(error) => error.fmt(f),
+        }
+    }
+}
+
+/// The loop's state that is not the decision.
+struct Watcher {
+    gateway: Gateway,
+    shared: Arc<Shared>,
+    started: Instant,
+    decider: Decider,
+    signal: Signal,
+    metrics: WatchMetrics,
+    metrics_written: Option<Instant>,
+    /// When the current failure streak began (this watcher's view), for `ALERT_AFTER_SECONDS`.
+    failing_since: Option<Instant>,
+    /// When the last result was recorded.
+    last_recorded: Option<Instant>,
+    /// The outage in progress: when it began and how many polls failed in a row.
+    outage: Option<(Instant, u32)>,
+}
+
+async fn run(
+    gateway: Gateway,
+    shared: Arc<Shared>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> WatchEnd {
+    let config = gateway.config();
+    tracing::info!(
+        "Watching the database for domain changes (POLL_INTERVAL {}, RECONCILE_INTERVAL {})",
+        seconds(config.poll_interval),
+        seconds(config.reconcile_interval)
+    );
+    let mut watcher = Watcher {
+        decider: Decider::new(config.reconcile_interval),
+        signal: Signal::Pending,
+        gateway,
+        shared,
+        started: Instant::now(),
+        metrics: WatchMetrics {
+            up: true,
+            ..WatchMetrics::default()
+        },
+        metrics_written: None,
+        failing_since: None,
+        last_recorded: None,
+        outage: None,
+    };
+    watcher.check_signal();
+    tokio::pin!(shutdown);
+    let mut wait = Duration::ZERO;
+    loop {
+        let mut requested = false;
+        tokio::select! {
+            biased;
+            () = &mut shutdown => break,
+            () = watcher.shared.reconfigure.notified() => {
+                watcher.reconfigure();
+                requested = true;
+            }
+            () = watcher.shared.sync_now.notified() => requested = true,
+            () = tokio::time::sleep(wait) => {}
+        }
+        wait = watcher.cycle(requested).await;
+    }
+    tracing::info!("Watcher stopping");
+    if let Signal::Ready(signal) = &mut watcher.signal {
+        signal.close().await;
+    }
+    watcher.metrics.up = false;
+    watcher.write_metrics(true);
+    let status = watcher.shared.status.borrow().clone();
+    WatchEnd { status }
+}
+
+impl Watcher {
+    /// Says at start-up (and after a reload) when `DB_QUERY` gives no change signal.
+    fn check_signal(&mut self) {
+        let config = self.gateway.config();
+        match relay_db::signal_query(&config.db_query) {
+            Ok(_) => self.signal = Signal::Pending,
+            Err(unavailable) => {
+                tracing::warn!(
+                    "{unavailable}; syncing in full every POLL_INTERVAL ({}) instead",
+                    seconds(config.poll_interval)
+                );
+                self.signal = Signal::Unavailable;
+            }
+        }
+        let signal = !matches!(self.signal, Signal::Unavailable);
+        self.shared
+            .status
+            .send_modify(|status| status.signal = signal);
+    }
+
+    fn reconfigure(&mut self) {
+        let next = self
+            .shared
+            .next_gateway
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(gateway) = next {
+            self.decider
+                .set_reconcile_interval(gateway.config().reconcile_interval);
+            self.gateway = gateway;
+            self.check_signal();
+            tracing::info!("Configuration reloaded");
+        }
+    }
+
+    /// One cycle: poll, decide, maybe sync. Returns the wait before the next one.
+    async fn cycle(&mut self, requested: bool) -> Duration {
+        let config = self.gateway.config().clone();
+        let polled = match self.poll().await {
+            Ok(polled) => polled,
+            Err(failure) => return self.poll_failed(failure).await,
+        };
+        self.outage_over();
+        let now = self.started.elapsed();
+        let decision = self.decider.decide(now, polled, requested);
+        if decision == Some(Reason::Changed) {
+            self.metrics.changes += 1;
+        }
+        self.shared.status.send_modify(|status| {
+            status.cycles += 1;
+            status.polls = self.metrics.polls;
+            status.changes = self.metrics.changes;
+        });
+        match decision {
+            None => self.write_metrics(false),
+            Some(reason) => self.sync(reason).await,
+        }
+        config.poll_interval
+    }
+
+    /// Polls the change signal, connecting (and resolving the password) when needed.
+    async fn poll(&mut self) -> Result<Polled, PollFailure> {
+        if matches!(self.signal, Signal::Unavailable) {
+            return Ok(Polled::NoSignal);
+        }
+        self.metrics.polls += 1;
+        if matches!(self.signal, Signal::Pending) {
+            let gateway = self.gateway.clone();
+            let password = off_the_executor(move || gateway.config().resolve_password())
+                .await
+                .map_err(PollFailure::Password)?;
+            let source = MariaDbSource::new(self.gateway.config().db_settings(password));
+            match ChangeSignal::new(source) {
+                Ok(signal) => self.signal = Signal::Ready(Box::new(signal)),
+                Err(_) => {
+                    // check_signal said so already.
+                    self.signal = Signal::Unavailable;
+                    return Ok(Polled::NoSignal);
+                }
+            }
+        }
+        let Signal::Ready(signal) = &mut self.signal else {
+            return Ok(Polled::NoSignal);
+        };
+        let started = Instant::now();
+        let probed = match signal.probe().await {
+            Ok(probe) => probe,
+            Err(error) => {
+                // A fresh connection (and password) at the next poll.
+                self.signal = Signal::Pending;
+                return Err(PollFailure::Database(error));
+            }
+        };
+        if !self.decider.needs_fingerprint(probed) {
+            return Ok(Polled::Unchanged);
+        }
+        match signal.poll().await {
+            Ok(fingerprint) => {
+                self.decider.checked(probed);
+                tracing::debug!(
+                    "Change signal: {fingerprint} ({} ms)",
+                    started.elapsed().as_millis()
+                );
+                Ok(Polled::Signal(fingerprint))
+            }
+            Err(error) => {
+                self.signal = Signal::Pending;
+                Err(PollFailure::Database(error))
+            }
+        }
+    }
+
+    /// A failed poll: logged once per outage, recorded, and the next poll backed off.
+    async fn poll_failed(&mut self, failure: PollFailure) -> Duration {
+        let config = self.gateway.config().clone();
+        let failed = match &mut self.outage {
+            Some((_, failed)) => {
+                *failed += 1;
+                *failed
+            }
+            None => {
+                tracing::error!(
+                    "Database unreachable: {failure}; Postfix keeps its current configuration \
+                     and mail for the domains it has keeps flowing; polls back off up to \
+                     RECONCILE_INTERVAL ({}) until it answers",
+                    seconds(config.reconcile_interval)
+                );
+                self.outage = Some((Instant::now(), 1));
+                1
+            }
+        };
+        let summary = format!("database unreachable: {failure}");
+        let outcome = match failure {
+            PollFailure::Database(error) => {
+                RunOutcome::Sync(relay_engine::Outcome::DatabaseFailed(error))
+            }
+            PollFailure::Password(error) => RunOutcome::PasswordFailed(error),
+        };
+        let rule = self.alert_rule();
+        let gateway = self.gateway.clone();
+        off_the_executor(move || {
+            sync::record_poll_failure(gateway.config(), &gateway.sinks, outcome, rule)
+        })
+        .await;
+        self.recorded(false);
+        self.shared.status.send_modify(|status| {
+            // A database down at start-up must not keep a supervisor waiting for READY: Postfix
+            // serves what it has, and STATUS says why nothing is synced.
+            status.ready = true;
+            status.cycles += 1;
+            status.polls = self.metrics.polls;
+            status.last_exit = Some(3);
+            status.last_result = summary;
+        });
+        self.write_metrics(false);
+        decide::poll_backoff(config.poll_interval, config.reconcile_interval, failed)
+    }
+
+    /// Logs the end of an outage, once.
+    fn outage_over(&mut self) {
+        if let Some((since, failed)) = self.outage.take() {
+            tracing::info!(
+                "Database reachable again after {} ({failed} failed poll(s))",
+                seconds_whole(since.elapsed())
+            );
+        }
+    }
+
+    /// Runs one sync on the blocking pool and records what it read.
+    async fn sync(&mut self, reason: Reason) {
+        tracing::info!("Syncing: {reason}");
+        let detected = Instant::now();
+        let rule = self.alert_rule();
+        let gateway = self.gateway.clone();
+        let (record, read) = off_the_executor(move || {
+            sync::sync_with(
+                gateway.config(),
+                &gateway.sinks,
+                SyncOptions::default(),
+                rule,
+                true,
+            )
+        })
+        .await;
+        self.decider.synced(self.started.elapsed(), read);
+        let exit = record.exit_code();
+        if !matches!(record.outcome, RunOutcome::Skipped(_)) {
+            self.recorded(exit == 0);
+        }
+        let (added, removed) = record.changes();
+        if reason == Reason::Changed && !(added.is_empty() && removed.is_empty()) {
+            self.metrics
+                .propagation
+                .observe(detected.elapsed().as_secs_f64());
+        }
+        let result = record.outcome.to_string();
+        self.shared.status.send_modify(|status| {
+            status.ready = true;
+            status.syncs += 1;
+            status.last_exit = Some(exit);
+            status.last_result = result;
+        });
+        self.write_metrics(true);
+    }
+
+    /// The alert rule for the result about to be recorded (`ALERT_AFTER_SECONDS`).
+    fn alert_rule(&mut self) -> AlertRule {
+        let now = Instant::now();
+        let since = *self.failing_since.get_or_insert(now);
+        let before = self.last_recorded.unwrap_or(now);
+        AlertRule::AfterTime {
+            after: self.gateway.config().alert_after,
+            failing_for: now.saturating_duration_since(since),
+            failing_for_before: before.saturating_duration_since(since),
+        }
+    }
+
+    /// Notes that a result was recorded: a success ends the failure streak.
+    fn recorded(&mut self, success: bool) {
+        self.last_recorded = Some(Instant::now());
+        if success {
+            self.failing_since = None;
+        }
+    }
+
+    /// Writes the watcher's metrics: at most once per `POLL_INTERVAL`, and always when `now`.
+    fn write_metrics(&mut self, now: bool) {
+        let config = self.gateway.config();
+        let Some(path) = config.metrics_file.as_deref().map(metrics::watch_path) else {
+            return;
+        };
+        let due = self
+            .metrics_written
+            .is_none_or(|written| written.elapsed() >= config.poll_interval);
+        if !(now || due) {
+            return;
+        }
+        self.metrics_written = Some(Instant::now());
+        write_watch_metrics(&path, &self.metrics);
+    }
+}
+
+fn write_watch_metrics(path: &Path, m: &WatchMetrics) {
+    if let Err(error) = metrics::write_watch(path, m) {
+        tracing::error!("Watch metrics not written to {}: {error}", path.display());
+    }
+}
+
+/// A duration as operators write it in the config.
+fn seconds(duration: Duration) -> String {
+    if duration.subsec_nanos() == 0 {
+        format!("{} s", duration.as_secs())
+    } else {
+        format!("{:.3} s", duration.as_secs_f64())
+    }
+}
+
+fn seconds_whole(duration: Duration) -> String {
+    format!("{} s", duration.as_secs())
+}
