@@ -39,6 +39,7 @@ install -d -m 0700 "$root/var/lib/relay-sync"
 install -D -m 0644 "$here/relay-sync.logrotate" "$root/etc/logrotate.d/relay-sync"
 install -D -m 0644 "$here/relay-sync.service" "$root/usr/lib/systemd/system/relay-sync.service"
 install -D -m 0644 "$here/relay-sync.timer" "$root/usr/lib/systemd/system/relay-sync.timer"
+install -D -m 0644 "$here/relay-sync-watch.service" "$root/usr/lib/systemd/system/relay-sync-watch.service"
 install -D -m 0644 "$here/relay-sync.cron" "$root/usr/share/relay-sync/relay-sync.cron"
 install -D -m 0644 "$here/create-user.sql" "$root/usr/share/relay-sync/create-user.sql"
 install -D -m 0644 "$here/copyright" "$root/usr/share/doc/relay-sync/copyright"
@@ -191,11 +192,11 @@ minutes; neither is enabled by the package.
 cp -a "$rpmroot"/. %{buildroot}/
 %post
 # preset: enabled only where the distribution's preset says so (Fedora and Amazon Linux: not).
-%systemd_post relay-sync.service relay-sync.timer
+%systemd_post relay-sync.service relay-sync.timer relay-sync-watch.service
 %preun
-%systemd_preun relay-sync.timer relay-sync.service
+%systemd_preun relay-sync.timer relay-sync.service relay-sync-watch.service
 %postun
-%systemd_postun relay-sync.service relay-sync.timer
+%systemd_postun relay-sync.service relay-sync.timer relay-sync-watch.service
 %files
 %dir %attr(0755,root,root) /opt/mailserver
 %dir %attr(0755,root,root) /opt/mailserver/config

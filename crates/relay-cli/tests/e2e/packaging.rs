@@ -519,23 +519,27 @@ fn deb_lifecycle_install_upgrade_remove_purge() {
 #[test]
 fn unit_exposure_is_at_most_4() {
     require(&[("/usr/bin/systemd-analyze", "systemd")]);
-    let unit = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../packaging/relay-sync.service");
-    let report = output(
-        "systemd-analyze",
-        &[
-            "security",
-            "--offline=true",
-            "--no-pager",
-            unit.to_str().unwrap(),
-        ],
-    );
-    let score: f64 = report
-        .lines()
-        .find_map(|line| line.split("relay-sync.service: ").nth(1))
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|score| score.parse().ok())
-        .unwrap_or_else(|| panic!("no overall exposure in:\n{report}"));
-    assert!(score <= 4.0, "exposure {score} > 4.0:\n{report}");
+    for name in ["relay-sync.service", "relay-sync-watch.service"] {
+        let unit = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../packaging")
+            .join(name);
+        let report = output(
+            "systemd-analyze",
+            &[
+                "security",
+                "--offline=true",
+                "--no-pager",
+                unit.to_str().unwrap(),
+            ],
+        );
+        let score: f64 = report
+            .lines()
+            .find_map(|line| line.split(&format!("{name}: ")).nth(1))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|score| score.parse().ok())
+            .unwrap_or_else(|| panic!("no overall exposure for {name} in:\n{report}"));
+        assert!(score <= 4.0, "{name}: exposure {score} > 4.0:\n{report}");
+    }
 }
 
 /// `relay-sync completions fish | head -1` and the like: a command that only prints ends
