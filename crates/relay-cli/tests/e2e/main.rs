@@ -25,5 +25,6 @@ mod hostile;
 mod mail_flow;
 mod map_mode;
 mod smtp;
+mod sns;
 mod timeouts;
 mod tls;
