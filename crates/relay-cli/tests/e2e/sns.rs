@@ -266,9 +266,9 @@ mod with_feature {
         let mut gw = sns_gateway(&sns, "ALERT_AFTER_FAILURES=1");
         let (code, items) = sns_items(&gw);
         assert_eq!(code, 0, "{items:?}");
-        assert_eq!(items["sns credentials"].0, "ok", "{items:?}");
-        assert_eq!(items["sns topic"].0, "ok", "{items:?}");
-        assert!(items["sns topic"].1.starts_with(ARN), "{items:?}");
+        assert_eq!(items["sns_credentials"].0, "ok", "{items:?}");
+        assert_eq!(items["sns_topic"].0, "ok", "{items:?}");
+        assert!(items["sns_topic"].1.starts_with(ARN), "{items:?}");
         assert_eq!(sns.seen().len(), 1);
         assert_eq!(sns.seen()[0].action, "GetTopicAttributes");
         all_signed(&sns);
@@ -276,8 +276,8 @@ mod with_feature {
         sns.set_behaviour(SnsBehaviour::Deny);
         let (code, items) = sns_items(&gw);
         assert_eq!(code, 1, "{items:?}");
-        assert_eq!(items["sns credentials"].0, "ok", "{items:?}");
-        let (status, detail) = &items["sns topic"];
+        assert_eq!(items["sns_credentials"].0, "ok", "{items:?}");
+        let (status, detail) = &items["sns_topic"];
         assert_eq!(status, "fail");
         assert!(
             detail.starts_with(&format!(
@@ -301,10 +301,10 @@ mod with_feature {
         let requests = sns.seen().len();
         let (code, items) = sns_items(&gw);
         assert_eq!(code, 1, "{items:?}");
-        let (status, detail) = &items["sns credentials"];
+        let (status, detail) = &items["sns_credentials"];
         assert_eq!(status, "fail");
         assert!(detail.starts_with("no AWS credentials"), "{detail}");
-        assert!(!items.contains_key("sns topic"), "{items:?}");
+        assert!(!items.contains_key("sns_topic"), "{items:?}");
         assert_eq!(
             sns.seen().len(),
             requests,

@@ -101,8 +101,8 @@ impl AlertSink for SnsSink {
     }
 }
 
-/// What `check` reports about SNS: whether credentials resolve (`sns credentials`) and whether
-/// the topic answers `GetTopicAttributes` (`sns topic`), each bounded by `timeout`.
+/// What `check` reports about SNS: whether credentials resolve (`sns_credentials`) and whether
+/// the topic answers `GetTopicAttributes` (`sns_topic`), each bounded by `timeout`.
 pub(crate) fn probe(
     settings: &SnsSettings,
     timeout: Duration,
@@ -120,12 +120,12 @@ pub(crate) fn probe(
         let (client, credentials) = match connected {
             Ok(connected) => connected,
             Err(error) => {
-                items.push(("sns credentials", Level::Fail, error));
+                items.push(("sns_credentials", Level::Fail, error));
                 return items;
             }
         };
         items.push((
-            "sns credentials",
+            "sns_credentials",
             Level::Ok,
             "resolved from AWS's standard chain".to_owned(),
         ));
@@ -151,10 +151,10 @@ pub(crate) fn probe(
             ),
             Err(_) => (Level::Fail, no_answer(settings, timeout)),
         };
-        items.push(("sns topic", item.0, item.1));
+        items.push(("sns_topic", item.0, item.1));
         items
     });
-    outcome.unwrap_or_else(|error| vec![("sns credentials", Level::Fail, error)])
+    outcome.unwrap_or_else(|error| vec![("sns_credentials", Level::Fail, error)])
 }
 
 /// The subject SNS accepts: ASCII without control characters, at most 100 characters, not
@@ -355,6 +355,22 @@ mod tests {
         assert!(short.starts_with("relay-sync on xxx"), "{short}");
         let exactly = "y".repeat(100);
         assert_eq!(sns_subject(&exactly), exactly);
+    }
+
+    /// The policy shipped for the gateway's role allows exactly the two actions this module
+    /// calls (`Publish` in `send`, `GetTopicAttributes` in `probe`), and nothing more.
+    #[test]
+    fn the_shipped_iam_policy_allows_what_is_called() {
+        let policy: serde_json::Value =
+            serde_json::from_str(include_str!("../../../../packaging/sns-policy.json"))
+                .expect("packaging/sns-policy.json is JSON");
+        let statements = policy["Statement"].as_array().expect("a Statement list");
+        assert_eq!(statements.len(), 1);
+        assert_eq!(statements[0]["Effect"], "Allow");
+        assert_eq!(
+            statements[0]["Action"],
+            serde_json::json!(["sns:Publish", "sns:GetTopicAttributes"])
+        );
     }
 
     #[test]
