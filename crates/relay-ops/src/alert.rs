@@ -158,11 +158,11 @@ pub(crate) fn sinks_from_config(config: &Config, host: &str) -> Vec<Box<dyn Aler
     // Without the feature, loading the config has refused ALERT_SNS_TOPIC_ARN.
     #[cfg(feature = "sns")]
     if let Some(settings) = &config.alert_sns {
-        sinks.push(Box::new(sns::SnsSink {
-            settings: settings.clone(),
-            host: host.to_owned(),
-            timeout: config.command_timeout,
-        }));
+        sinks.push(Box::new(sns::SnsSink::new(
+            settings.clone(),
+            host,
+            config.command_timeout,
+        )));
     }
     sinks
 }

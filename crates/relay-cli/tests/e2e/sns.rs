@@ -205,8 +205,8 @@ mod with_feature {
         no_credentials_shown(&gw, &format!("{failed:?}{retried:?}"));
     }
 
-    /// An endpoint that never answers holds the run no longer than COMMAND_TIMEOUT; the alert
-    /// is kept for the next run.
+    /// An endpoint that never answers holds the run no longer than COMMAND_TIMEOUT, however
+    /// many alerts are due; they are kept for a later run.
     #[test]
     fn a_hung_endpoint_is_abandoned_within_its_timeout() {
         let sns = stand_in();
@@ -234,6 +234,30 @@ mod with_feature {
             "{log}"
         );
         assert!(gw.dir.path().join("state/alerts.pending").exists());
+
+        // The next run has two alerts for SNS, the one kept and the 2nd failure's warning: the
+        // first waits for the timeout again, the second is not tried (HOLD_OFF), so the run
+        // waits once, not once per alert.
+        gw.edit_config(|text| text.replace("ALERT_AFTER_FAILURES=1", "ALERT_AFTER_FAILURES=2"));
+        let started = Instant::now();
+        gw.sync_expecting(3);
+        let took = started.elapsed();
+        assert_eq!(sns.seen().len(), 2, "one more request, not two");
+        assert!(took < Duration::from_secs(6), "{took:?}\n{}", gw.log());
+        let log = gw.log();
+        assert!(
+            log.contains(&format!(
+                "ERROR: Alert to SNS topic {ARN} failed: not tried: {} did not answer",
+                sns.endpoint()
+            )),
+            "{log}"
+        );
+        let pending = std::fs::read_to_string(gw.dir.path().join("state/alerts.pending")).unwrap();
+        assert!(
+            pending.contains(": 1 consecutive failed runs")
+                && pending.contains(": 2 consecutive failed runs"),
+            "{pending}"
+        );
     }
 
     /// `check`'s two SNS items from `check --json`: (status, detail) by name.

@@ -11,11 +11,14 @@
 //! Every call is bounded as a whole by `COMMAND_TIMEOUT`, credential lookup included, and the
 //! connection by [`CONNECT_TIMEOUT`] (or less). The SDK does not retry: the outbox offers an
 //! undelivered alert again on every later run, and a retry inside the call would only stretch
-//! the one bound the run has. Nothing here logs, and every error text goes through
+//! the one bound the run has. For the same reason, once the endpoint has not answered (or
+//! could not be reached), the sink does not try again for [`HOLD_OFF`]: a run with twenty
+//! alerts queued waits for one timeout, not twenty, and they wait in the outbox instead. Nothing here logs, and every error text goes through
 //! [`redact`]: no credential reaches a log line, an error or `status`.
 
 use std::future::Future;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
@@ -33,6 +36,9 @@ use crate::failures::Alert;
 /// The longest a connection to SNS may take to open, when `COMMAND_TIMEOUT` is longer.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long after the endpoint failed to answer the sink does not try it again.
+pub const HOLD_OFF: Duration = Duration::from_secs(60);
+
 /// SNS's limit on a subject: 100 ASCII characters.
 const SUBJECT_MAX: usize = 100;
 
@@ -48,12 +54,48 @@ pub const HOST_ATTRIBUTE: &str = "host";
 /// the message attributes [`SEVERITY_ATTRIBUTE`] and [`HOST_ATTRIBUTE`].
 #[derive(Debug, Clone)]
 pub struct SnsSink {
-    /// The topic, its region and the endpoint override.
-    pub settings: SnsSettings,
-    /// This machine's name, for the host attribute.
-    pub host: String,
-    /// The bound on one publish, credential lookup included (`COMMAND_TIMEOUT`).
-    pub timeout: Duration,
+    settings: SnsSettings,
+    host: String,
+    timeout: Duration,
+    /// When the endpoint last failed to answer, for [`HOLD_OFF`].
+    unreachable_at: Arc<Mutex<Option<Instant>>>,
+}
+
+impl SnsSink {
+    /// A sink publishing to `settings`' topic as `host`, each publish bounded by `timeout`
+    /// (`COMMAND_TIMEOUT`), credential lookup included.
+    pub fn new(settings: SnsSettings, host: impl Into<String>, timeout: Duration) -> SnsSink {
+        SnsSink {
+            settings,
+            host: host.into(),
+            timeout,
+            unreachable_at: Arc::new(Mutex::new(None)),
+        }
+    }
+
+    /// `Some(error)` while the endpoint's last failure to answer is less than [`HOLD_OFF`] ago.
+    fn held_off(&self) -> Option<String> {
+        let at = (*self
+            .unreachable_at
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner))?;
+        let ago = at.elapsed();
+        (ago < HOLD_OFF).then(|| {
+            format!(
+                "not tried: {} did not answer {}s ago; the alert waits for a later run",
+                endpoint_name(&self.settings),
+                ago.as_secs()
+            )
+        })
+    }
+
+    /// Remembers whether the endpoint answered, for [`HOLD_OFF`].
+    fn answered(&self, answered: bool) {
+        *self
+            .unreachable_at
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = (!answered).then(Instant::now);
+    }
 }
 
 impl AlertSink for SnsSink {
@@ -66,16 +108,24 @@ impl AlertSink for SnsSink {
     }
 
     fn send(&self, alert: &Alert) -> Result<(), String> {
+        if let Some(error) = self.held_off() {
+            return Err(error);
+        }
         let settings = &self.settings;
-        block_on(async {
+        // The error, and whether the endpoint answered (for HOLD_OFF).
+        let outcome: Result<(), (String, bool)> = block_on(async {
             let work = async {
-                let (client, credentials) = connect(settings, self.timeout).await?;
+                let (client, credentials) = connect(settings, self.timeout)
+                    .await
+                    .map_err(|error| (error, true))?;
                 let attribute = |value: &str| {
                     MessageAttributeValue::builder()
                         .data_type("String")
                         .string_value(value)
                         .build()
-                        .map_err(|error| format!("cannot build a message attribute: {error}"))
+                        .map_err(|error| {
+                            (format!("cannot build a message attribute: {error}"), true)
+                        })
                 };
                 client
                     .publish()
@@ -88,16 +138,24 @@ impl AlertSink for SnsSink {
                     .await
                     .map(|_| ())
                     .map_err(|error| {
-                        redact(
-                            describe(&error, "sns:Publish", settings, self.timeout),
-                            &credentials,
-                        )
+                        let answered = !matches!(
+                            error,
+                            SdkError::TimeoutError(_) | SdkError::DispatchFailure(_)
+                        );
+                        let text = describe(&error, "sns:Publish", settings, self.timeout);
+                        (redact(text, &credentials), answered)
                     })
             };
             tokio::time::timeout(self.timeout, work)
                 .await
-                .unwrap_or_else(|_| Err(no_answer(settings, self.timeout)))
-        })?
+                .unwrap_or_else(|_| Err((no_answer(settings, self.timeout), false)))
+        })?;
+        self.answered(
+            outcome
+                .as_ref()
+                .map_or_else(|(_, answered)| *answered, |()| true),
+        );
+        outcome.map_err(|(error, _)| error)
     }
 }
 
