@@ -13,8 +13,10 @@
 //! undelivered alert again on every later run, and a retry inside the call would only stretch
 //! the one bound the run has. For the same reason, once the endpoint has not answered (or
 //! could not be reached), the sink does not try again for [`HOLD_OFF`]: a run with twenty
-//! alerts queued waits for one timeout, not twenty, and they wait in the outbox instead. Nothing here logs, and every error text goes through
-//! [`redact`]: no credential reaches a log line, an error or `status`.
+//! alerts queued waits for one timeout, not twenty, and they wait in the outbox instead.
+//!
+//! Nothing here logs, and every error text has every part of the credentials removed: no
+//! credential reaches a log line, an error or `status`.
 
 use std::future::Future;
 use std::sync::{Arc, Mutex};
