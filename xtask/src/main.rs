@@ -50,23 +50,36 @@ fn run() -> Result<()> {
             // Everything with the features the packages are built with (SNS alerts among
             // them), then what a build without `sns` must still do: read every other key and
             // refuse ALERT_SNS_TOPIC_ARN. Only relay-ops and relay-cli are built twice.
-            cargo(&[
-                "test",
-                "--workspace",
-                "--all-targets",
-                "--no-fail-fast",
-                "--features",
-                PACKAGE_FEATURES,
-            ])?;
-            cargo(&[
-                "test",
-                "--workspace",
-                "--doc",
-                "--features",
-                PACKAGE_FEATURES,
-            ])?;
-            cargo(&["test", "-p", "relay-ops", "--lib", "--", "config::"])?;
-            cargo(&["test", "-p", "relay-cli", "--test", "e2e", "--", "sns::"])
+            // Every step runs even when one fails, like --no-fail-fast within a step: a
+            // failure in one must not hide the result of the others.
+            let steps: [&[&str]; 4] = [
+                &[
+                    "test",
+                    "--workspace",
+                    "--all-targets",
+                    "--no-fail-fast",
+                    "--features",
+                    PACKAGE_FEATURES,
+                ],
+                &[
+                    "test",
+                    "--workspace",
+                    "--doc",
+                    "--features",
+                    PACKAGE_FEATURES,
+                ],
+                &["test", "-p", "relay-ops", "--lib", "--", "config::"],
+                &["test", "-p", "relay-cli", "--test", "e2e", "--", "sns::"],
+            ];
+            let failed: Vec<String> = steps
+                .into_iter()
+                .filter_map(|args| cargo(args).err().map(|error| format!("{error:#}")))
+                .collect();
+            if failed.is_empty() {
+                Ok(())
+            } else {
+                bail!("{}", failed.join("\n"))
+            }
         }
         Some("test-e2e") => {
             require_components()?;
