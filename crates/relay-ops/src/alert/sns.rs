@@ -289,11 +289,11 @@ async fn connect(
         "no AWS credential provider is configured (this is a bug in relay-sync)".to_owned()
     })?;
     let credentials = provider.provide_credentials().await.map_err(|error| {
-        format!(
+        one_line(&format!(
             "no AWS credentials from the standard chain (environment, ECS container \
              credentials, instance profile, profiles): {}",
             DisplayErrorContext(&error)
-        )
+        ))
     })?;
     let mut config =
         aws_sdk_sns::config::Builder::from(&sdk).credentials_provider(credentials.clone());
@@ -343,8 +343,8 @@ where
             let message = error.message().unwrap_or("no message");
             match error.code() {
                 Some("AuthorizationError" | "AccessDenied" | "AccessDeniedException") => format!(
-                    "access denied: the gateway's role needs {action} on {} (packaging's \
-                     sns-policy.json): {message}",
+                    "access denied: the gateway's role needs {action} on {} (see \
+                     /usr/share/relay-sync/sns-policy.json): {message}",
                     settings.topic_arn
                 ),
                 Some(
@@ -371,9 +371,23 @@ where
     }
 }
 
-/// `text` with every part of `credentials` replaced by `[redacted]`. The SDK's errors do not
-/// carry credentials; this keeps it so whatever a server echoes back.
+/// `text` on one line: the SDK's chain errors list each provider on a line of its own, and a
+/// log line or a `check` detail is one line.
+fn one_line(text: &str) -> String {
+    let mut out = String::new();
+    for line in text.lines().map(str::trim).filter(|line| !line.is_empty()) {
+        if !out.is_empty() {
+            out.push_str(if out.ends_with(':') { " " } else { "; " });
+        }
+        out.push_str(line);
+    }
+    out
+}
+
+/// `text` on one line, with every part of `credentials` replaced by `[redacted]`. The SDK's
+/// errors do not carry credentials; this keeps it so whatever a server echoes back.
 fn redact(text: String, credentials: &Credentials) -> String {
+    let text = one_line(&text);
     let secrets = [
         Some(credentials.secret_access_key()),
         credentials.session_token(),
@@ -430,6 +444,14 @@ mod tests {
         assert_eq!(
             statements[0]["Action"],
             serde_json::json!(["sns:Publish", "sns:GetTopicAttributes"])
+        );
+    }
+
+    #[test]
+    fn errors_are_one_line() {
+        assert_eq!(
+            one_line("no credentials. Attempted:\n  Environment: not set\n\n  Profile: none\n"),
+            "no credentials. Attempted: Environment: not set; Profile: none"
         );
     }
 
