@@ -24,7 +24,15 @@ pub(crate) fn run(root: &Path) -> Result<()> {
     ] {
         relay_testbed::require(path, package)?;
     }
-    crate::cargo(&["build", "--release", "--locked", "-p", "relay-cli"])?;
+    crate::cargo(&[
+        "build",
+        "--release",
+        "--locked",
+        "-p",
+        "relay-cli",
+        "--features",
+        crate::PACKAGE_FEATURES,
+    ])?;
     let out = root.join("target/dist");
     let built = Command::new(root.join("packaging/build-packages.sh"))
         .arg(root.join("target/release/relay-sync"))

@@ -1,7 +1,9 @@
 //! Project tooling, per the cargo-xtask pattern: `cargo xtask <command>`.
 //!
 //! - `test`: every test of the workspace: unit, property, snapshot, the real-component
-//!   integration tests of relay-db and relay-postfix, and the end-to-end suite.
+//!   integration tests of relay-db and relay-postfix, and the end-to-end suite, with the
+//!   features the packages are built with (`sns`); then the config tests and the e2e refusal
+//!   of `ALERT_SNS_TOPIC_ARN` again without them.
 //! - `test-e2e`: only the end-to-end suite (the built binary against a private MariaDB and
 //!   Postfix).
 //! - `demo`: one sync against a throwaway sandbox, to see what relay-sync does.
@@ -32,6 +34,9 @@ const USAGE: &str = "usage: cargo xtask <test | test-e2e | demo | dist | bench>
   sandbox [N] [map|inline]
              the bench's sandbox synced to N domains, held open for profiling by hand";
 
+/// The cargo features the packages are built with (`dist`), and so the ones `test` tests.
+pub(crate) const PACKAGE_FEATURES: &str = "relay-cli/sns";
+
 fn main() {
     if let Err(error) = run() {
         eprintln!("xtask: {error:#}");
@@ -44,12 +49,52 @@ fn run() -> Result<()> {
     match args.first().map(String::as_str) {
         Some("test") => {
             require_components()?;
-            cargo(&["test", "--workspace", "--all-targets", "--no-fail-fast"])?;
-            cargo(&["test", "--workspace", "--doc"])
+            // Everything with the features the packages are built with (SNS alerts among
+            // them), then what a build without `sns` must still do: read every other key and
+            // refuse ALERT_SNS_TOPIC_ARN. Only relay-ops and relay-cli are built twice.
+            // Every step runs even when one fails, like --no-fail-fast within a step: a
+            // failure in one must not hide the result of the others.
+            let steps: [&[&str]; 4] = [
+                &[
+                    "test",
+                    "--workspace",
+                    "--all-targets",
+                    "--no-fail-fast",
+                    "--features",
+                    PACKAGE_FEATURES,
+                ],
+                &[
+                    "test",
+                    "--workspace",
+                    "--doc",
+                    "--features",
+                    PACKAGE_FEATURES,
+                ],
+                &["test", "-p", "relay-ops", "--lib", "--", "config::"],
+                &["test", "-p", "relay-cli", "--test", "e2e", "--", "sns::"],
+            ];
+            let failed: Vec<String> = steps
+                .into_iter()
+                .filter_map(|args| cargo(args).err().map(|error| format!("{error:#}")))
+                .collect();
+            if failed.is_empty() {
+                Ok(())
+            } else {
+                bail!("{}", failed.join("\n"))
+            }
         }
         Some("test-e2e") => {
             require_components()?;
-            cargo(&["test", "-p", "relay-cli", "--test", "e2e", "--no-fail-fast"])
+            cargo(&[
+                "test",
+                "-p",
+                "relay-cli",
+                "--test",
+                "e2e",
+                "--no-fail-fast",
+                "--features",
+                PACKAGE_FEATURES,
+            ])
         }
         Some("demo") => {
             require_components()?;

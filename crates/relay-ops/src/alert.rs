@@ -1,6 +1,7 @@
-//! Sending alerts (SPEC §7), behind [`AlertSink`]: `ALERT_COMMAND` ([`CommandSink`]) and mail
-//! ([`MailSink`]) are built from the config; an embedder may add its own. A failing alert is
-//! logged and never changes the run's outcome.
+//! Sending alerts (SPEC §7), behind [`AlertSink`]: `ALERT_COMMAND` ([`CommandSink`]), mail
+//! ([`MailSink`]) and, in a build with the `sns` feature, an Amazon SNS topic (`SnsSink`) are
+//! built from the config; an embedder may add its own. A failing alert is logged and never
+//! changes the run's outcome.
 
 use std::time::Duration;
 
@@ -9,6 +10,9 @@ use lettre::{Message, SmtpTransport, Transport};
 
 use crate::config::Config;
 use crate::failures::Alert;
+
+#[cfg(feature = "sns")]
+pub mod sns;
 
 /// SMTP connect and command timeout.
 const SMTP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -131,7 +135,7 @@ impl AlertSink for MailSink {
     }
 }
 
-/// The sinks the config asks for: `ALERT_COMMAND` first, then mail.
+/// The sinks the config asks for: `ALERT_COMMAND` first, then mail, then SNS.
 pub(crate) fn sinks_from_config(config: &Config, host: &str) -> Vec<Box<dyn AlertSink>> {
     let mut sinks: Vec<Box<dyn AlertSink>> = Vec::new();
     if let Some(command) = &config.alert_command {
@@ -150,6 +154,15 @@ pub(crate) fn sinks_from_config(config: &Config, host: &str) -> Vec<Box<dyn Aler
             host: config.alert_smtp_host.clone(),
             port: config.alert_smtp_port,
         }));
+    }
+    // Without the feature, loading the config has refused ALERT_SNS_TOPIC_ARN.
+    #[cfg(feature = "sns")]
+    if let Some(settings) = &config.alert_sns {
+        sinks.push(Box::new(sns::SnsSink::new(
+            settings.clone(),
+            host,
+            config.command_timeout,
+        )));
     }
     sinks
 }

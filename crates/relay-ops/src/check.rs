@@ -1,7 +1,8 @@
 //! `relay-sync check` (SPEC §9): is this host ready to sync? Config and its permissions, the
 //! password source, the database and the DB user's grants, the Postfix commands, that
 //! `transport_maps` names `TRANSPORT_FILE`, and that every file and directory relay-sync writes
-//! is writable. It changes nothing (a probe file it creates to test a directory is removed at
+//! is writable, and, with SNS alerts, that AWS credentials resolve and the topic answers. It
+//! changes nothing (a probe file it creates to test a directory is removed at
 //! once) and never shows a secret.
 //!
 //! Each check ends `ok`, `warn` or `fail`; the command exits 1 when any check failed, 0
@@ -86,6 +87,13 @@ pub fn run(config: &Config) -> Report {
         }
     }
     check_writable(config, &mut report);
+    // Without the feature, loading the config has refused ALERT_SNS_TOPIC_ARN.
+    #[cfg(feature = "sns")]
+    if let Some(settings) = &config.alert_sns {
+        for (name, status, detail) in crate::alert::sns::probe(settings, config.command_timeout) {
+            report.push(name, status, detail);
+        }
+    }
     match crate::hold::read(&config.state_dir) {
         Ok(Some(hold)) => report.push(
             "hold",

@@ -139,6 +139,9 @@ pub struct Config {
     pub alert_smtp_port: u16,
     /// `ALERT_EMAIL_FROM`; `None` means `relay-sync@<hostname>`, computed by the alert code.
     pub alert_email_from: Option<String>,
+    /// `ALERT_SNS_TOPIC_ARN` with `ALERT_SNS_REGION` and `ALERT_SNS_ENDPOINT`: alerts published to
+    /// an Amazon SNS topic. Only a build with the `sns` feature accepts it.
+    pub alert_sns: Option<SnsSettings>,
     /// `ALERT_AFTER_FAILURES`, at least 1.
     pub alert_after_failures: u32,
     /// `METRICS_FILE`: a Prometheus textfile-collector file written after every run; `None`
@@ -152,6 +155,19 @@ pub struct Config {
     /// `RECONCILE_INTERVAL`: the watcher's full sync at least this often, whatever the signal
     /// says; also the longest back-off of polls during a database outage.
     pub reconcile_interval: Duration,
+}
+
+/// Where SNS alerts go. It holds no credential: those come from AWS's standard chain when an
+/// alert is sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnsSettings {
+    /// `ALERT_SNS_TOPIC_ARN`: `arn:aws:sns:REGION:ACCOUNT:NAME`, a standard topic.
+    pub topic_arn: String,
+    /// `ALERT_SNS_REGION`, by default the region in the topic's ARN.
+    pub region: String,
+    /// `ALERT_SNS_ENDPOINT`: the SNS endpoint to use instead of the region's (a VPC endpoint,
+    /// or a stand-in for tests).
+    pub endpoint: Option<String>,
 }
 
 /// Where the database password comes from.
@@ -346,6 +362,24 @@ pub enum ConfigError {
         map: PathBuf,
         /// `TRANSPORT_FILE`.
         transport: PathBuf,
+    },
+    /// `ALERT_SNS_TOPIC_ARN` is set, but this binary was built without the `sns` feature.
+    #[error(
+        "ALERT_SNS_TOPIC_ARN is set ({origin}) but this relay-sync was built without SNS support (cargo feature `sns`): install a package built with it, or alert through ALERT_COMMAND or ALERT_EMAIL_TO instead"
+    )]
+    SnsNotBuilt {
+        /// Where `ALERT_SNS_TOPIC_ARN` was set.
+        origin: Origin,
+    },
+    /// `ALERT_SNS_REGION` or `ALERT_SNS_ENDPOINT` without `ALERT_SNS_TOPIC_ARN`.
+    #[error(
+        "{key} is set ({origin}) but ALERT_SNS_TOPIC_ARN is not: SNS alerts need the topic's ARN"
+    )]
+    SnsWithoutTopic {
+        /// The key that is set.
+        key: &'static str,
+        /// Where it was set.
+        origin: Origin,
     },
     /// `DB_PASSWORD_FILE` cannot be read.
     #[error("cannot read DB_PASSWORD_FILE {}: {source}", path.display())]
@@ -963,6 +997,9 @@ struct Raw {
     alert_smtp_host: Host,
     alert_smtp_port: Port,
     alert_email_from: Option<Email>,
+    alert_sns_topic_arn: Option<TopicArn>,
+    alert_sns_region: Option<AwsRegion>,
+    alert_sns_endpoint: Option<Endpoint>,
     alert_after_failures: Count,
     alert_after_seconds: Period,
     poll_interval: Seconds,
@@ -1015,6 +1052,11 @@ impl Default for Raw {
             alert_smtp_port: Port(25),
             // `relay-sync@<hostname>`, computed by the alert code.
             alert_email_from: None,
+            alert_sns_topic_arn: None,
+            // The region in ALERT_SNS_TOPIC_ARN.
+            alert_sns_region: None,
+            // The region's public SNS endpoint, as the SDK knows it.
+            alert_sns_endpoint: None,
             alert_after_failures: Count(5),
             // The 25 minutes that 5 cron runs every 5 minutes take.
             alert_after_seconds: Period(Duration::from_secs(25 * 60)),
@@ -1062,6 +1104,12 @@ impl Raw {
             self.dell_relay_port.0,
         )
         .map_err(|error| values.invalid("DELL_RELAY_IP", error.to_string()))?;
+        let alert_sns = sns_settings(
+            values,
+            self.alert_sns_topic_arn,
+            self.alert_sns_region,
+            self.alert_sns_endpoint,
+        )?;
         let postfix_config_dir = self.postfix_config_dir.0;
         let state_dir = self.state_dir.0;
         let or_in = |path: Option<AbsolutePath>, dir: &Path, name: &str| {
@@ -1106,6 +1154,7 @@ impl Raw {
             alert_smtp_host: self.alert_smtp_host.0,
             alert_smtp_port: self.alert_smtp_port.0,
             alert_email_from: self.alert_email_from.map(|email| email.0),
+            alert_sns,
             alert_after_failures: self.alert_after_failures.0,
             metrics_file: self.metrics_file.map(|path| path.0),
             alert_after: self.alert_after_seconds.0,
@@ -1130,6 +1179,44 @@ impl Raw {
         }
         Ok(config)
     }
+}
+
+/// `ALERT_SNS_*`: the region defaults to the ARN's, and the other two keys need the ARN. A build
+/// without the `sns` feature refuses the ARN rather than ignore it: alerts the operator counts
+/// on would silently go nowhere.
+fn sns_settings(
+    values: &Values,
+    topic_arn: Option<TopicArn>,
+    region: Option<AwsRegion>,
+    endpoint: Option<Endpoint>,
+) -> Result<Option<SnsSettings>, ConfigError> {
+    let Some(TopicArn {
+        arn,
+        region: arn_region,
+    }) = topic_arn
+    else {
+        let stray = [
+            ("ALERT_SNS_REGION", region.is_some()),
+            ("ALERT_SNS_ENDPOINT", endpoint.is_some()),
+        ];
+        return match stray.into_iter().find(|(_, set)| *set) {
+            Some((key, _)) => Err(ConfigError::SnsWithoutTopic {
+                key,
+                origin: values.origin_of(key),
+            }),
+            None => Ok(None),
+        };
+    };
+    if !cfg!(feature = "sns") {
+        return Err(ConfigError::SnsNotBuilt {
+            origin: values.origin_of("ALERT_SNS_TOPIC_ARN"),
+        });
+    }
+    Ok(Some(SnsSettings {
+        topic_arn: arn,
+        region: region.map_or(arn_region, |region| region.0),
+        endpoint: endpoint.map(|endpoint| endpoint.0),
+    }))
 }
 
 /// At most one of `DB_PASSWORD`, `DB_PASSWORD_FILE` and `DB_PASSWORD_COMMAND`.
@@ -1240,6 +1327,70 @@ value_type! {
     /// `MAP_TYPE`: the lookup table types relay-sync builds with postmap, lower case.
     MapType(String), "hash, lmdb, cdb or btree",
     |text| Some(text.to_ascii_lowercase()).filter(|t| ["hash", "lmdb", "cdb", "btree"].contains(&t.as_str()))
+}
+
+value_type! {
+    /// `ALERT_SNS_REGION`: a region name such as `eu-central-1`.
+    AwsRegion(String), "an AWS region such as eu-central-1",
+    |text| is_region(&text).then_some(text)
+}
+value_type! {
+    /// `ALERT_SNS_ENDPOINT`: an http or https URL, kept as written.
+    Endpoint(String), "an http:// or https:// URL such as https://sns.eu-central-1.amazonaws.com",
+    |text| is_endpoint(&text).then_some(text)
+}
+
+/// `ALERT_SNS_TOPIC_ARN`, with the region it names.
+#[derive(Deserialize)]
+#[serde(try_from = "String")]
+struct TopicArn {
+    arn: String,
+    region: String,
+}
+
+impl TryFrom<String> for TopicArn {
+    type Error = &'static str;
+
+    /// `arn:PARTITION:sns:REGION:ACCOUNT:NAME` with a 12-digit account and a standard topic's
+    /// name: a FIFO topic (`.fifo`) would need a message group that alerts do not have.
+    fn try_from(arn: String) -> Result<TopicArn, &'static str> {
+        const EXPECTED: &str =
+            "an SNS standard topic's ARN such as arn:aws:sns:eu-central-1:123456789012:relay-sync-alerts";
+        let parts: Vec<&str> = arn.split(':').collect();
+        let ["arn", partition, "sns", region, account, name] = parts[..] else {
+            return Err(EXPECTED);
+        };
+        let valid = partition.starts_with("aws")
+            && is_region(region)
+            && account.len() == 12
+            && account.bytes().all(|b| b.is_ascii_digit())
+            && (1..=256).contains(&name.len())
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if !valid {
+            return Err(EXPECTED);
+        }
+        let region = region.to_owned();
+        Ok(TopicArn { arn, region })
+    }
+}
+
+fn is_region(text: &str) -> bool {
+    !text.is_empty()
+        && !text.starts_with('-')
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+fn is_endpoint(text: &str) -> bool {
+    let rest = text
+        .strip_prefix("https://")
+        .or_else(|| text.strip_prefix("http://"));
+    matches!(rest, Some(rest) if !rest.is_empty()
+        && !rest.starts_with('/')
+        && !rest.chars().any(|c| c.is_whitespace() || c.is_control() || c == '@'))
 }
 
 fn is_email(text: &str) -> bool {
@@ -1505,6 +1656,67 @@ ALERT_AFTER_FAILURES = 3
 METRICS_FILE = /var/lib/node_exporter/textfile/relay_sync.prom
 "#;
         insta::assert_debug_snapshot!(ok(text, &[]));
+    }
+
+    /// `ALERT_SNS_*`: the ARN's shape, the region from the ARN, keys that need the ARN, and a
+    /// build without the `sns` feature refusing the ARN.
+    #[test]
+    fn sns_keys() {
+        const ARN: &str = "arn:aws:sns:eu-central-1:123456789012:relay-sync-alerts";
+        let with = |extra: &str| format!("{MINIMAL}{extra}\n");
+        for bad in [
+            "arn:aws:sqs:eu-central-1:123456789012:queue",
+            "arn:aws:sns:eu-central-1:1234:short-account",
+            "arn:aws:sns::123456789012:no-region",
+            "arn:aws:sns:eu-central-1:123456789012:alerts.fifo",
+            "arn:aws:sns:eu-central-1:123456789012:a:b",
+            "relay-sync-alerts",
+        ] {
+            let error = err(&with(&format!("ALERT_SNS_TOPIC_ARN={bad}")), &[]);
+            assert!(
+                error.starts_with("invalid ALERT_SNS_TOPIC_ARN")
+                    && error.contains("standard topic"),
+                "{bad}: {error}"
+            );
+        }
+        let error = err(&with("ALERT_SNS_ENDPOINT=sns.local:4566"), &[]);
+        assert!(error.starts_with("invalid ALERT_SNS_ENDPOINT"), "{error}");
+        let error = err(&with("ALERT_SNS_REGION=eu-west-1"), &[]);
+        assert_eq!(
+            error,
+            "ALERT_SNS_REGION is set (/etc/relay-sync.conf line 3) but ALERT_SNS_TOPIC_ARN is not: SNS alerts need the topic's ARN"
+        );
+        let text = with(&format!("ALERT_SNS_TOPIC_ARN={ARN}"));
+        #[cfg(feature = "sns")]
+        {
+            let settings = ok(&text, &[]).alert_sns;
+            assert_eq!(
+                settings,
+                Some(SnsSettings {
+                    topic_arn: ARN.to_owned(),
+                    region: "eu-central-1".to_owned(),
+                    endpoint: None,
+                })
+            );
+            let env = [
+                ("RELAY_SYNC_ALERT_SNS_REGION", "eu-west-1"),
+                ("RELAY_SYNC_ALERT_SNS_ENDPOINT", "http://127.0.0.1:4566"),
+            ];
+            let settings = ok(&text, &env).alert_sns;
+            assert_eq!(
+                settings,
+                Some(SnsSettings {
+                    topic_arn: ARN.to_owned(),
+                    region: "eu-west-1".to_owned(),
+                    endpoint: Some("http://127.0.0.1:4566".to_owned()),
+                })
+            );
+        }
+        #[cfg(not(feature = "sns"))]
+        assert_eq!(
+            err(&text, &[]),
+            "ALERT_SNS_TOPIC_ARN is set (/etc/relay-sync.conf line 3) but this relay-sync was built without SNS support (cargo feature `sns`): install a package built with it, or alert through ALERT_COMMAND or ALERT_EMAIL_TO instead"
+        );
     }
 
     #[test]

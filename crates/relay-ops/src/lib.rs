@@ -51,6 +51,9 @@ pub mod watch;
 
 use std::sync::Arc;
 
+/// Alerts to Amazon SNS: the sink, and how it shapes what it publishes.
+#[cfg(feature = "sns")]
+pub use alert::sns;
 pub use alert::{AlertSink, CommandSink, MailSink};
 pub use check::Report as CheckReport;
 pub use config::{Config, ConfigError};

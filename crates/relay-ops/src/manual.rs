@@ -25,6 +25,14 @@ pub const ENVIRONMENT: &[(&str, &str)] = &[
         "RELAY_SYNC_ALERT_SEVERITY, RELAY_SYNC_ALERT_SUBJECT",
         "Not read: set for ALERT_COMMAND, which gets the alert's message on its standard input.",
     ),
+    (
+        "AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, AWS_PROFILE, \
+         AWS_CONFIG_FILE, AWS_SHARED_CREDENTIALS_FILE, AWS_CONTAINER_CREDENTIALS_RELATIVE_URI, \
+         AWS_EC2_METADATA_DISABLED, AWS_ENDPOINT_URL_SNS",
+        "With ALERT_SNS_TOPIC_ARN (a build with the sns feature): read by AWS's standard \
+         credential chain and endpoint settings, as the AWS CLI reads them. No credential is \
+         ever logged or shown.",
+    ),
 ];
 
 /// The default paths; each is a configuration key and may be elsewhere.

@@ -36,7 +36,7 @@ pub(crate) fn deliver(state_dir: &Path, sinks: &[Box<dyn AlertSink>], new: Vec<A
     if sinks.is_empty() {
         for alert in &new {
             tracing::warn!(
-                "Alert not sent (set ALERT_COMMAND or ALERT_EMAIL_TO): {}",
+                "Alert not sent (set ALERT_COMMAND, ALERT_EMAIL_TO or ALERT_SNS_TOPIC_ARN): {}",
                 alert.subject
             );
         }

@@ -1,6 +1,8 @@
 //! Throwaway real components for relay-sync's end-to-end tests, `cargo xtask demo` and
 //! `cargo xtask bench`: a private MariaDB ([`MariaDb`]), a private Postfix instance
-//! ([`Postfix`]) and Postfix's `smtp-sink` standing in for the mailbox host ([`SmtpSink`]).
+//! ([`Postfix`]), Postfix's `smtp-sink` standing in for the mailbox host ([`SmtpSink`]), and a
+//! stand-in Amazon SNS endpoint that checks SigV4 signatures and records what is published
+//! ([`SnsStandIn`]).
 //!
 //! Everything lives under its own temporary directory, listens on 127.0.0.1 only, and is stopped
 //! and removed on drop. A missing package is an error that names the `apt-get install` command.
@@ -13,9 +15,11 @@ use std::path::{Path, PathBuf};
 
 mod mariadb;
 mod postfix;
+mod sns;
 
 pub use mariadb::{command_types, MariaDb};
 pub use postfix::{Postfix, SmtpSink};
+pub use sns::{Behaviour as SnsBehaviour, Published as SnsPublished, Seen as SnsSeen, SnsStandIn};
 
 /// The repository's `fixtures/` directory.
 pub fn fixtures_dir() -> PathBuf {

@@ -16,6 +16,8 @@ pub(crate) struct Gateway {
     pub(crate) postfix: Postfix,
     pub(crate) dir: tempfile::TempDir,
     pub(crate) config: PathBuf,
+    /// Variables set for every run of the binary (e.g. test credentials for AWS).
+    pub(crate) env: Vec<(String, String)>,
 }
 
 /// What one run of the binary did.
@@ -74,6 +76,7 @@ impl Gateway {
             postfix,
             dir,
             config,
+            env: Vec::new(),
         }
     }
 
@@ -89,6 +92,13 @@ impl Gateway {
             .arg(&self.config)
             .args(args)
             .env_remove("RUST_LOG");
+        // A developer's own AWS settings must never reach a test run: only `env`'s do.
+        for (name, _) in std::env::vars_os() {
+            if name.to_string_lossy().starts_with("AWS_") {
+                command.env_remove(name);
+            }
+        }
+        command.envs(self.env.iter().map(|(k, v)| (k, v)));
         command
     }
 

@@ -25,6 +25,7 @@ mod hostile;
 mod mail_flow;
 mod map_mode;
 mod smtp;
+mod sns;
 mod takeover;
 mod timeouts;
 mod tls;

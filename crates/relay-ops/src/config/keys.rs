@@ -311,6 +311,27 @@ pub const SECTIONS: &[Section] = &[
                 "Sender of alert mail.",
             ),
             key(
+                "ALERT_SNS_TOPIC_ARN",
+                Unset,
+                "Alerts published to this Amazon SNS standard topic \
+                 (arn:aws:sns:REGION:ACCOUNT:NAME), with the severity and host name as message \
+                 attributes; credentials from AWS's standard chain (environment, ECS task role, \
+                 instance profile, profiles); the role needs sns:Publish and \
+                 sns:GetTopicAttributes (/usr/share/relay-sync/sns-policy.json). Bounded by \
+                 COMMAND_TIMEOUT. Needs a build with the `sns` feature.",
+            ),
+            key(
+                "ALERT_SNS_REGION",
+                Derived("the region in ALERT_SNS_TOPIC_ARN"),
+                "The region whose SNS endpoint is used.",
+            ),
+            key(
+                "ALERT_SNS_ENDPOINT",
+                Derived("the region's public endpoint"),
+                "An SNS endpoint URL to use instead, e.g. a VPC interface endpoint's \
+                 https://vpce-....sns.REGION.vpce.amazonaws.com.",
+            ),
+            key(
                 "ALERT_AFTER_FAILURES",
                 Value("5"),
                 "Consecutive failed runs before an alert (a failed reload alerts at once).",
