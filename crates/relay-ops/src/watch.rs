@@ -288,7 +288,9 @@ impl Watcher {
             Ok(polled) => polled,
             Err(failure) => return self.poll_failed(failure).await,
         };
-        self.outage_over();
+        // After an outage, a full sync at once: it records the recovery (state, metrics, the
+        // recovery notice) instead of leaving `status` failing until the next reconcile.
+        let requested = self.outage_over() || requested;
         let now = self.started.elapsed();
         let decision = self.decider.decide(now, polled, requested);
         if decision == Some(Reason::Changed) {
@@ -404,14 +406,16 @@ impl Watcher {
         decide::poll_backoff(config.poll_interval, config.reconcile_interval, failed)
     }
 
-    /// Logs the end of an outage, once.
-    fn outage_over(&mut self) {
-        if let Some((since, failed)) = self.outage.take() {
-            tracing::info!(
-                "Database reachable again after {} ({failed} failed poll(s))",
-                seconds_whole(since.elapsed())
-            );
-        }
+    /// Logs the end of an outage, once; whether one ended.
+    fn outage_over(&mut self) -> bool {
+        let Some((since, failed)) = self.outage.take() else {
+            return false;
+        };
+        tracing::info!(
+            "Database reachable again after {} ({failed} failed poll(s))",
+            seconds_whole(since.elapsed())
+        );
+        true
     }
 
     /// Runs one sync on the blocking pool and records what it read.
