@@ -483,3 +483,31 @@ fn watch_alerts_after_a_time_not_a_count() {
     assert_eq!(text.matches("warning|").count(), 1, "{text}");
     assert_eq!(watcher.stop(Duration::from_secs(30)), 0);
 }
+
+/// A `DB_QUERY` the signal cannot be derived from (here: it ends in a comment) is said at
+/// start-up, and the watcher syncs in full every POLL_INTERVAL instead: changes still arrive.
+#[test]
+fn watch_without_a_signal_syncs_every_poll() {
+    let gw = Gateway::start(
+        "",
+        "DB_QUERY=SELECT name FROM domains WHERE enabled = 1 -- the panel's enabled domains",
+    );
+    let watcher = Watcher::start(&gw, &[("POLL_INTERVAL", "0.5")]);
+    wait_ready(&gw);
+    wait_for_log(
+        &gw,
+        "WARN: no change signal can be derived from DB_QUERY: it holds a comment; syncing in \
+         full every POLL_INTERVAL (0.500 s) instead",
+        1,
+        Duration::from_secs(5),
+    );
+    wait_for_log(
+        &gw,
+        "Syncing: no change signal for DB_QUERY",
+        2,
+        Duration::from_secs(20),
+    );
+    gw.sql("UPDATE mailserver_usermgmt.domains SET enabled = 1 WHERE name = 'old.example'");
+    wait_for_log(&gw, "Added domain: old.example", 1, PROPAGATES_WITHIN);
+    assert_eq!(watcher.stop(Duration::from_secs(30)), 0);
+}
