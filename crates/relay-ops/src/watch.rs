@@ -458,7 +458,9 @@ impl Watcher {
     /// The alert rule for the result about to be recorded (`ALERT_AFTER_SECONDS`).
     fn alert_rule(&mut self) -> AlertRule {
         let now = Instant::now();
-        let since = *self.failing_since.get_or_insert(now);
+        // A streak starts with its first recorded failure ([`Watcher::recorded`]); until then
+        // this result would be its first, failing for no time yet.
+        let since = self.failing_since.unwrap_or(now);
         let before = self.last_recorded.unwrap_or(now);
         AlertRule::AfterTime {
             after: self.gateway.config().alert_after,
@@ -469,9 +471,12 @@ impl Watcher {
 
     /// Notes that a result was recorded: a success ends the failure streak.
     fn recorded(&mut self, success: bool) {
-        self.last_recorded = Some(Instant::now());
+        let now = Instant::now();
+        self.last_recorded = Some(now);
         if success {
             self.failing_since = None;
+        } else {
+            self.failing_since.get_or_insert(now);
         }
     }
 
