@@ -91,7 +91,7 @@ pub struct Probe {
 impl Probe {
     /// The SQL of the probe for `db_query`, when its tables can be told (for benchmarks and
     /// `EXPLAIN`).
-    pub fn query_for_bench(db_query: &str) -> Option<String> {
+    pub fn query_for(db_query: &str) -> Option<String> {
         tables_of(db_query).map(|tables| probe_query(&tables))
     }
 }

@@ -460,12 +460,13 @@ fn check_writable(config: &Config, report: &mut Report) {
             Kind::Dir,
         ),
         ("backup dir", config.backup_dir.clone(), Kind::Dir),
+        ("log file", config.log_file.clone(), Kind::File),
         ("state dir", config.state_dir.clone(), Kind::Dir),
         ("lock file", config.lock_file.clone(), Kind::File),
     ];
     // `LOG_FILE=-` is standard output: nothing to create.
-    if !config.logs_to_stdout() {
-        targets.push(("log file", config.log_file.clone(), Kind::File));
+    if config.logs_to_stdout() {
+        targets.retain(|(what, _, _)| *what != "log file");
     }
     if config.postfix_command_prefix.is_empty() {
         targets.push((

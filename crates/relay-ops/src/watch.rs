@@ -288,7 +288,9 @@ impl Watcher {
             Ok(polled) => polled,
             Err(failure) => return self.poll_failed(failure).await,
         };
-        self.outage_over();
+        // After an outage, a full sync at once: it records the recovery (state, metrics, the
+        // recovery notice) instead of leaving `status` failing until the next reconcile.
+        let requested = self.outage_over() || requested;
         let now = self.started.elapsed();
         let decision = self.decider.decide(now, polled, requested);
         if decision == Some(Reason::Changed) {
@@ -404,14 +406,16 @@ impl Watcher {
         decide::poll_backoff(config.poll_interval, config.reconcile_interval, failed)
     }
 
-    /// Logs the end of an outage, once.
-    fn outage_over(&mut self) {
-        if let Some((since, failed)) = self.outage.take() {
-            tracing::info!(
-                "Database reachable again after {} ({failed} failed poll(s))",
-                seconds_whole(since.elapsed())
-            );
-        }
+    /// Logs the end of an outage, once; whether one ended.
+    fn outage_over(&mut self) -> bool {
+        let Some((since, failed)) = self.outage.take() else {
+            return false;
+        };
+        tracing::info!(
+            "Database reachable again after {} ({failed} failed poll(s))",
+            seconds_whole(since.elapsed())
+        );
+        true
     }
 
     /// Runs one sync on the blocking pool and records what it read.
@@ -454,7 +458,9 @@ impl Watcher {
     /// The alert rule for the result about to be recorded (`ALERT_AFTER_SECONDS`).
     fn alert_rule(&mut self) -> AlertRule {
         let now = Instant::now();
-        let since = *self.failing_since.get_or_insert(now);
+        // A streak starts with its first recorded failure ([`Watcher::recorded`]); until then
+        // this result would be its first, failing for no time yet.
+        let since = self.failing_since.unwrap_or(now);
         let before = self.last_recorded.unwrap_or(now);
         AlertRule::AfterTime {
             after: self.gateway.config().alert_after,
@@ -465,9 +471,12 @@ impl Watcher {
 
     /// Notes that a result was recorded: a success ends the failure streak.
     fn recorded(&mut self, success: bool) {
-        self.last_recorded = Some(Instant::now());
+        let now = Instant::now();
+        self.last_recorded = Some(now);
         if success {
             self.failing_since = None;
+        } else {
+            self.failing_since.get_or_insert(now);
         }
     }
 

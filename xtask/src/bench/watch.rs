@@ -182,7 +182,7 @@ fn idle_cost(sandbox: &Sandbox<'_>) -> Result<Idle> {
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
     let cpu_percent = ticks as f64 / hz / elapsed * 100.0;
-    let probe = relay_db::Probe::query_for_bench("SELECT name FROM domains WHERE enabled = 1")
+    let probe = relay_db::Probe::query_for("SELECT name FROM domains WHERE enabled = 1")
         .context("no probe for the default query")?;
     let fingerprint = relay_db::signal_query("SELECT name FROM domains WHERE enabled = 1")?;
     Ok(Idle {

@@ -426,3 +426,88 @@ fn two_gateways_on_one_database() {
     assert!(fingerprints < polls, "{log}");
     assert_eq!(other, 0, "{log}");
 }
+
+/// SPEC §7 in watch mode: the warning comes once the outage has lasted ALERT_AFTER_SECONDS,
+/// however many polls failed (not after ALERT_AFTER_FAILURES of them), and a recovery notice
+/// follows when the database answers again.
+#[test]
+fn watch_alerts_after_a_time_not_a_count() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let alerts = dir.path().join("alerts.log");
+    let script = dir.path().join("alert.sh");
+    fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\necho \"$RELAY_SYNC_ALERT_SEVERITY|$RELAY_SYNC_ALERT_SUBJECT\" >> '{}'\n",
+            alerts.display()
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).unwrap();
+    let mut gw = Gateway::start(
+        "",
+        &format!(
+            "ALERT_COMMAND={}\nALERT_AFTER_FAILURES=1\nALERT_AFTER_SECONDS=4",
+            script.display()
+        ),
+    );
+    // RECONCILE_INTERVAL (the longest back-off) far away: the recovery must not wait for it.
+    let watcher = Watcher::start(&gw, &[("POLL_INTERVAL", "0.2")]);
+    wait_ready(&gw);
+    gw.db.stop().unwrap();
+    wait_for_log(&gw, "Database unreachable:", 1, Duration::from_secs(20));
+    let outage = Instant::now();
+    // ALERT_AFTER_FAILURES=1 would have alerted at the first failed poll: it does not apply.
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(fs::read_to_string(&alerts).unwrap_or_default().is_empty());
+    assert!(wait_until(Duration::from_secs(20), || {
+        fs::read_to_string(&alerts)
+            .unwrap_or_default()
+            .contains("warning|")
+    }));
+    assert!(
+        outage.elapsed() >= Duration::from_secs(2),
+        "{:?}",
+        outage.elapsed()
+    );
+    // More failed polls go by: still one warning.
+    std::thread::sleep(Duration::from_secs(2));
+    gw.db.start_again().unwrap();
+    assert!(wait_until(Duration::from_secs(30), || {
+        fs::read_to_string(&alerts)
+            .unwrap_or_default()
+            .contains("recovery|")
+    }));
+    let text = fs::read_to_string(&alerts).unwrap();
+    assert_eq!(text.matches("warning|").count(), 1, "{text}");
+    assert_eq!(watcher.stop(Duration::from_secs(30)), 0);
+}
+
+/// A `DB_QUERY` the signal cannot be derived from (here: it ends in a comment) is said at
+/// start-up, and the watcher syncs in full every POLL_INTERVAL instead: changes still arrive.
+#[test]
+fn watch_without_a_signal_syncs_every_poll() {
+    let gw = Gateway::start(
+        "",
+        "DB_QUERY=SELECT name FROM domains WHERE enabled = 1 -- the panel's enabled domains",
+    );
+    let watcher = Watcher::start(&gw, &[("POLL_INTERVAL", "0.5")]);
+    wait_ready(&gw);
+    wait_for_log(
+        &gw,
+        "WARN: no change signal can be derived from DB_QUERY: it holds a comment; syncing in \
+         full every POLL_INTERVAL (0.500 s) instead",
+        1,
+        Duration::from_secs(5),
+    );
+    wait_for_log(
+        &gw,
+        "Syncing: no change signal for DB_QUERY",
+        2,
+        Duration::from_secs(20),
+    );
+    gw.sql("UPDATE mailserver_usermgmt.domains SET enabled = 1 WHERE name = 'old.example'");
+    wait_for_log(&gw, "Added domain: old.example", 1, PROPAGATES_WITHIN);
+    assert_eq!(watcher.stop(Duration::from_secs(30)), 0);
+}
