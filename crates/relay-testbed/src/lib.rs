@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 mod mariadb;
 mod postfix;
 mod sns;
+pub mod takeover;
 
 pub use mariadb::{command_types, MariaDb};
 pub use postfix::{Postfix, SmtpSink};

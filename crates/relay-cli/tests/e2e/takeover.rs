@@ -11,55 +11,9 @@ use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use relay_testbed::takeover::{nobody_dir, plant, Victim};
+
 use crate::gateway::Gateway;
-
-/// `nobody` and `nogroup`.
-const NOBODY: u32 = 65534;
-
-const SECRET: &str = "root:$6$secret:19000:0:99999:7:::\n";
-
-/// A root-owned 0600 file in a directory only root can write.
-struct Victim {
-    _dir: tempfile::TempDir,
-    path: PathBuf,
-}
-
-impl Victim {
-    fn new() -> Victim {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("shadow");
-        fs::write(&path, SECRET).unwrap();
-        fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
-        Victim { _dir: dir, path }
-    }
-
-    #[track_caller]
-    fn assert_untouched(&self) {
-        let meta = fs::symlink_metadata(&self.path).unwrap();
-        assert!(meta.file_type().is_file());
-        assert_eq!((meta.uid(), meta.gid()), (0, 0), "victim's owner changed");
-        assert_eq!(meta.mode() & 0o7777, 0o600, "victim's mode changed");
-        assert_eq!(
-            fs::read_to_string(&self.path).unwrap(),
-            SECRET,
-            "victim's contents changed"
-        );
-    }
-}
-
-/// `dir`, created and given to `nobody` (mode 0755).
-fn nobody_dir(dir: &Path) -> PathBuf {
-    fs::create_dir_all(dir).unwrap();
-    fs::set_permissions(dir, fs::Permissions::from_mode(0o755)).unwrap();
-    std::os::unix::fs::chown(dir, Some(NOBODY), Some(NOBODY)).unwrap();
-    dir.to_owned()
-}
-
-/// A link at `link` to `target`, owned by `nobody` as if `nobody` had made it.
-fn plant(link: &Path, target: &Path) {
-    std::os::unix::fs::symlink(target, link).unwrap();
-    std::os::unix::fs::lchown(link, Some(NOBODY), Some(NOBODY)).unwrap();
-}
 
 /// The fixed temporary name earlier versions used for `name` in `dir`.
 fn fixed_temp(dir: &Path, name: &str) -> PathBuf {

@@ -11,57 +11,10 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use relay_postfix::{PostfixCli, PostfixError, PostfixWrite};
+use relay_testbed::takeover::{nobody_dir, plant, Victim};
 use relay_testbed::Postfix;
 
 use crate::{block, settings, HOP, NOBODY, NOGROUP};
-
-/// A root-owned 0600 file with known contents, in a directory of its own that only root can
-/// write: what an attacker would like relay-sync to overwrite or give away.
-pub(crate) struct Victim {
-    _dir: tempfile::TempDir,
-    pub(crate) path: PathBuf,
-}
-
-const SECRET: &str = "root:$6$secret:19000:0:99999:7:::\n";
-
-impl Victim {
-    pub(crate) fn new() -> Victim {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("shadow");
-        fs::write(&path, SECRET).unwrap();
-        fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
-        Victim { _dir: dir, path }
-    }
-
-    /// Owner, mode and contents as they were.
-    #[track_caller]
-    pub(crate) fn assert_untouched(&self) {
-        let meta = fs::symlink_metadata(&self.path).unwrap();
-        assert!(meta.file_type().is_file(), "{}", self.path.display());
-        assert_eq!((meta.uid(), meta.gid()), (0, 0), "victim's owner changed");
-        assert_eq!(meta.mode() & 0o7777, 0o600, "victim's mode changed");
-        assert_eq!(
-            fs::read_to_string(&self.path).unwrap(),
-            SECRET,
-            "victim's contents changed"
-        );
-    }
-}
-
-/// A directory owned by `nobody` (mode 0755): a local user can plant anything in it.
-pub(crate) fn nobody_dir(parent: &Path, name: &str) -> PathBuf {
-    let dir = parent.join(name);
-    fs::create_dir_all(&dir).unwrap();
-    fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
-    std::os::unix::fs::chown(&dir, Some(NOBODY), Some(NOGROUP)).unwrap();
-    dir
-}
-
-/// A symbolic link at `link` to `target`, owned by `nobody` as if `nobody` had made it.
-pub(crate) fn plant(link: &Path, target: &Path) {
-    std::os::unix::fs::symlink(target, link).unwrap();
-    std::os::unix::fs::lchown(link, Some(NOBODY), Some(NOGROUP)).unwrap();
-}
 
 /// The names a write of `name` in `dir` used before temporary names were random.
 fn fixed_temp_names(dir: &Path, name: &str) -> Vec<PathBuf> {
@@ -81,7 +34,7 @@ fn fixed_temp_names(dir: &Path, name: &str) -> Vec<PathBuf> {
 #[test]
 fn replace_file_never_writes_through_a_link_planted_in_a_nobody_directory() {
     let root = tempfile::tempdir().unwrap();
-    let dir = nobody_dir(root.path(), "textfile");
+    let dir = nobody_dir(&root.path().join("textfile"));
     let victim = Victim::new();
     let metrics = dir.join("relay-sync.prom");
     for link in fixed_temp_names(&dir, "relay-sync.prom") {
@@ -107,7 +60,7 @@ fn replace_file_never_writes_through_a_link_planted_in_a_nobody_directory() {
 fn a_backup_never_writes_through_a_link_planted_in_a_nobody_backup_dir() {
     let postfix = Postfix::start("a.example").unwrap();
     let root = tempfile::tempdir().unwrap();
-    let backups = nobody_dir(root.path(), "backup");
+    let backups = nobody_dir(&root.path().join("backup"));
     let victim = Victim::new();
     let now = chrono::Local::now();
     for second in 0..10 {
@@ -175,7 +128,7 @@ fn a_symlinked_backup_dir_keeps_its_targets_mode() {
 fn a_transport_link_nobody_planted_is_refused_and_the_victim_untouched() {
     let postfix = Postfix::start("a.example").unwrap();
     let root = tempfile::tempdir().unwrap();
-    let dir = nobody_dir(root.path(), "postfix-maps");
+    let dir = nobody_dir(&root.path().join("postfix-maps"));
     let victim = Victim::new();
     let transport = dir.join("transport");
     for link in fixed_temp_names(&dir, "transport") {
