@@ -300,25 +300,9 @@ pub fn trusted_link(path: &Path) -> Result<Option<PathBuf>, PostfixError> {
 /// with `O_NOFOLLOW`, unless it is a symbolic link that [`trusted_link`] accepts (root's own
 /// link, e.g. into a shared log directory). A link owned by anyone else is refused, naming it.
 pub fn open_append(path: &Path, new_mode: u32) -> std::io::Result<File> {
-    let options = |create: bool| {
-        let mut options = OpenOptions::new();
-        options
-            .append(true)
-            .create_new(create)
-            .mode(new_mode)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC);
-        options
-    };
-    match options(true).open(path) {
-        Ok(file) => {
-            file.set_permissions(fs::Permissions::from_mode(new_mode))?;
-            return Ok(file);
-        }
-        // Another run may create it at the same time; then it simply exists.
-        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {}
-        Err(error) => return Err(error),
-    }
-    match options(false).open(path) {
+    match create_or_open(path, new_mode, |options| {
+        options.append(true);
+    }) {
         Err(error) if error.raw_os_error() == Some(libc::ELOOP) => {
             match trusted_link(path).map_err(std::io::Error::other)? {
                 Some(target) => OpenOptions::new().append(true).open(target),
@@ -333,11 +317,23 @@ pub fn open_append(path: &Path, new_mode: u32) -> std::io::Result<File> {
 /// symbolic link (`O_NOFOLLOW`); a missing file is created with `O_EXCL` and given exactly
 /// `new_mode` on its descriptor.
 pub fn open_or_create(path: &Path, new_mode: u32) -> std::io::Result<File> {
+    create_or_open(path, new_mode, |options| {
+        options.read(true).write(true);
+    })
+}
+
+/// Creates `path` with `O_EXCL|O_NOFOLLOW` and exactly `new_mode` set on its descriptor, or,
+/// when it exists (another run may create it at the same time), opens it with `O_NOFOLLOW`;
+/// `access` says how (append, read and write).
+fn create_or_open(
+    path: &Path,
+    new_mode: u32,
+    access: impl Fn(&mut OpenOptions),
+) -> std::io::Result<File> {
     let options = |create: bool| {
         let mut options = OpenOptions::new();
+        access(&mut options);
         options
-            .read(true)
-            .write(true)
             .create_new(create)
             .mode(new_mode)
             .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC);
