@@ -3,6 +3,7 @@
 //! built from the config; an embedder may add its own. A failing alert is logged and never
 //! changes the run's outcome.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use lettre::message::{header::ContentType, Mailbox};
@@ -136,16 +137,16 @@ impl AlertSink for MailSink {
 }
 
 /// The sinks the config asks for: `ALERT_COMMAND` first, then mail, then SNS.
-pub(crate) fn sinks_from_config(config: &Config, host: &str) -> Vec<Box<dyn AlertSink>> {
-    let mut sinks: Vec<Box<dyn AlertSink>> = Vec::new();
+pub(crate) fn sinks_from_config(config: &Config, host: &str) -> Vec<Arc<dyn AlertSink>> {
+    let mut sinks: Vec<Arc<dyn AlertSink>> = Vec::new();
     if let Some(command) = &config.alert_command {
-        sinks.push(Box::new(CommandSink {
+        sinks.push(Arc::new(CommandSink {
             command: command.clone(),
             timeout: config.command_timeout,
         }));
     }
     if let Some(to) = &config.alert_email_to {
-        sinks.push(Box::new(MailSink {
+        sinks.push(Arc::new(MailSink {
             to: to.clone(),
             from: config
                 .alert_email_from
@@ -158,7 +159,7 @@ pub(crate) fn sinks_from_config(config: &Config, host: &str) -> Vec<Box<dyn Aler
     // Without the feature, loading the config has refused ALERT_SNS_TOPIC_ARN.
     #[cfg(feature = "sns")]
     if let Some(settings) = &config.alert_sns {
-        sinks.push(Box::new(sns::SnsSink::new(
+        sinks.push(Arc::new(sns::SnsSink::new(
             settings.clone(),
             host,
             config.command_timeout,

@@ -72,7 +72,7 @@ pub use watch::{Watch, WatchEnd, WatchHandle, WatchStatus};
 #[derive(Debug, Clone)]
 pub struct Gateway {
     config: Arc<Config>,
-    sinks: Arc<Vec<Box<dyn AlertSink>>>,
+    sinks: Vec<Arc<dyn AlertSink>>,
 }
 
 impl Gateway {
@@ -81,19 +81,15 @@ impl Gateway {
         let sinks = alert::sinks_from_config(&config, &host_name());
         Gateway {
             config: Arc::new(config),
-            sinks: Arc::new(sinks),
+            sinks,
         }
     }
 
     /// The same gateway with alerts also delivered to `sink` (an admin tool's own channel).
-    pub fn with_alert_sink(self, sink: impl AlertSink + 'static) -> Gateway {
-        let mut sinks: Vec<Box<dyn AlertSink>> = Vec::new();
-        sinks.extend(alert::sinks_from_config(&self.config, &host_name()));
-        sinks.push(Box::new(sink));
-        Gateway {
-            config: self.config,
-            sinks: Arc::new(sinks),
-        }
+    /// Sinks added before are kept.
+    pub fn with_alert_sink(mut self, sink: impl AlertSink + 'static) -> Gateway {
+        self.sinks.push(Arc::new(sink));
+        self
     }
 
     /// The configuration.
@@ -237,4 +233,50 @@ pub(crate) fn host_name() -> String {
         .ok()
         .filter(|name| !name.is_empty())
         .unwrap_or_else(|| "localhost".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug)]
+    struct Nowhere;
+
+    impl AlertSink for Nowhere {
+        fn sent(&self) -> String {
+            "sent nowhere".to_owned()
+        }
+
+        fn failed(&self) -> String {
+            "failed nowhere".to_owned()
+        }
+
+        fn send(&self, _: &Alert) -> Result<(), String> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn every_added_alert_sink_is_kept_beside_the_configured_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("relay-sync.conf");
+        std::fs::write(
+            &path,
+            "DB_HOST=127.0.0.1\nDELL_RELAY_IP=127.0.0.1\nALERT_COMMAND=true\n",
+        )
+        .unwrap();
+        let env: [(&str, &str); 0] = [];
+        let gateway = Gateway::new(Config::load(Some(&path), env).unwrap())
+            .with_alert_sink(Nowhere)
+            .with_alert_sink(Nowhere);
+        let names: Vec<String> = gateway.sinks.iter().map(|sink| sink.sent()).collect();
+        assert_eq!(
+            names,
+            [
+                "Alert sent via ALERT_COMMAND",
+                "sent nowhere",
+                "sent nowhere"
+            ]
+        );
+    }
 }

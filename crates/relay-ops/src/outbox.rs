@@ -10,6 +10,7 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -31,7 +32,7 @@ struct Pending {
 
 /// Offers the waiting alerts, then `new`, to every sink that has not taken them, and keeps what
 /// is still undelivered for the next run. Never fails: a problem with the outbox is logged.
-pub(crate) fn deliver(state_dir: &Path, sinks: &[Box<dyn AlertSink>], new: Vec<Alert>) {
+pub(crate) fn deliver(state_dir: &Path, sinks: &[Arc<dyn AlertSink>], new: Vec<Alert>) {
     let path = state_dir.join(OUTBOX_FILE);
     if sinks.is_empty() {
         for alert in &new {
@@ -183,8 +184,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mail = Recording::new("mail");
         let command = Recording::new("command");
-        let sinks: Vec<Box<dyn AlertSink>> =
-            vec![Box::new(command.clone()), Box::new(mail.clone())];
+        let sinks: Vec<Arc<dyn AlertSink>> =
+            vec![Arc::new(command.clone()), Arc::new(mail.clone())];
         mail.down.store(true, Ordering::Relaxed);
 
         deliver(
@@ -214,7 +215,7 @@ mod tests {
     fn the_outbox_is_bounded_and_drops_the_oldest() {
         let dir = tempfile::tempdir().unwrap();
         let mail = Recording::new("mail");
-        let sinks: Vec<Box<dyn AlertSink>> = vec![Box::new(mail.clone())];
+        let sinks: Vec<Arc<dyn AlertSink>> = vec![Arc::new(mail.clone())];
         mail.down.store(true, Ordering::Relaxed);
         for i in 0..KEEP_AT_MOST + 5 {
             deliver(
@@ -235,11 +236,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let old = Recording::new("old");
         old.down.store(true, Ordering::Relaxed);
-        let sinks: Vec<Box<dyn AlertSink>> = vec![Box::new(old)];
+        let sinks: Vec<Arc<dyn AlertSink>> = vec![Arc::new(old)];
         deliver(dir.path(), &sinks, vec![alert(Severity::Warning, "w")]);
         assert!(dir.path().join(OUTBOX_FILE).exists());
         let new = Recording::new("new");
-        let sinks: Vec<Box<dyn AlertSink>> = vec![Box::new(new.clone())];
+        let sinks: Vec<Arc<dyn AlertSink>> = vec![Arc::new(new.clone())];
         deliver(dir.path(), &sinks, Vec::new());
         assert!(new.taken().is_empty());
         assert!(!dir.path().join(OUTBOX_FILE).exists());

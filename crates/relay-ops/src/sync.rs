@@ -9,7 +9,7 @@
 //! because another holds the lock: it did nothing, and the holder records its own result.
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use relay_core::{DomainName, GuardSettings, Refusal};
@@ -231,7 +231,7 @@ const POSTCONF_CACHE: &str = "postconf.cache";
 /// Runs one sync under the lock and records it. Blocking; see [`crate::Gateway::sync`].
 pub(crate) fn sync(
     config: &Config,
-    alerts: &[Box<dyn AlertSink>],
+    alerts: &[Arc<dyn AlertSink>],
     options: SyncOptions,
 ) -> RunRecord {
     let rule = AlertRule::AfterRuns(config.alert_after_failures);
@@ -243,7 +243,7 @@ pub(crate) fn sync(
 /// compares later polls with exactly what this run planned from.
 pub(crate) fn sync_with(
     config: &Config,
-    alerts: &[Box<dyn AlertSink>],
+    alerts: &[Arc<dyn AlertSink>],
     options: SyncOptions,
     rule: AlertRule,
     fingerprint: bool,
@@ -301,7 +301,7 @@ pub(crate) fn sync_with(
 /// streak, alerts and metrics show the outage as they would a failed cron run.
 pub(crate) fn record_poll_failure(
     config: &Config,
-    alerts: &[Box<dyn AlertSink>],
+    alerts: &[Arc<dyn AlertSink>],
     outcome: RunOutcome,
     rule: AlertRule,
 ) {
@@ -568,7 +568,7 @@ fn sync_settings(config: &Config) -> SyncSettings {
 /// metrics. Nothing here changes the run's outcome.
 fn record(
     config: &Config,
-    sinks: &[Box<dyn AlertSink>],
+    sinks: &[Arc<dyn AlertSink>],
     outcome: &RunOutcome,
     started: Instant,
     rule: AlertRule,
