@@ -54,7 +54,16 @@ fn run() -> Result<()> {
             // refuse ALERT_SNS_TOPIC_ARN. Only relay-ops and relay-cli are built twice.
             // Every step runs even when one fails, like --no-fail-fast within a step: a
             // failure in one must not hide the result of the others.
-            let steps: [&[&str]; 4] = [
+            // The embedding tests run the `admin` example as a program; `--all-targets` builds
+            // examples only as test harnesses, so the program is built first.
+            let steps: [&[&str]; 5] = [
+                &[
+                    "build",
+                    "--workspace",
+                    "--examples",
+                    "--features",
+                    PACKAGE_FEATURES,
+                ],
                 &[
                     "test",
                     "--workspace",

@@ -114,7 +114,7 @@ fn sync_and_status_from_an_embedders_runtime_leave_its_workers_free() {
     drop(bed.dir);
 }
 
-/// The `admin` example, built by `cargo test --all-targets` (and `cargo build --examples`).
+/// The `admin` example, built by `cargo build --examples` (the first step of `cargo xtask test`).
 fn admin_example() -> PathBuf {
     // The test binary is target/<profile>/deps/integration-HASH; examples are beside deps/.
     let exe = std::env::current_exe().unwrap();
