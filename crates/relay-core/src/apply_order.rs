@@ -18,6 +18,11 @@ pub enum Step<'p> {
     /// Map mode: replace the relay-domains table's source file with this text and rebuild the
     /// table.
     WriteRelayDomainsMap(&'p str),
+    /// Recipient validation: replace the recipients table's source with this text and rebuild
+    /// the table.
+    WriteRecipientsMap(&'p str),
+    /// Recipient validation: set `relay_recipient_maps` to this value.
+    SetRelayRecipientMaps(&'p str),
     /// Set `relay_domains` to this value.
     SetRelayDomains(&'p str),
     /// `postfix reload`.
@@ -34,6 +39,7 @@ pub fn apply_steps(plan: &Plan, map_fresh: bool) -> Vec<Step<'_>> {
         Freshness {
             transport: map_fresh,
             relay_domains_map: map_fresh,
+            recipients_map: map_fresh,
         },
     )
 }
@@ -45,6 +51,8 @@ pub struct Freshness {
     pub transport: bool,
     /// Map mode's relay-domains table (ignored in inline mode).
     pub relay_domains_map: bool,
+    /// The recipients table (ignored when recipient validation is off).
+    pub recipients_map: bool,
 }
 
 /// [`apply_steps`] with the freshness of each map given separately.
@@ -54,7 +62,7 @@ pub struct Freshness {
 /// domain, and a switch back to inline mode lists every domain before the table is let go (the
 /// table file itself is left in place, unused).
 pub fn apply_steps_with(plan: &Plan, fresh: Freshness) -> Vec<Step<'_>> {
-    let mut steps = Vec::with_capacity(5);
+    let mut steps = Vec::with_capacity(8);
     if let Some(text) = plan.transport_first_write() {
         steps.push(Step::WriteTransport(text));
     } else if !fresh.transport {
@@ -65,14 +73,42 @@ pub fn apply_steps_with(plan: &Plan, fresh: Freshness) -> Vec<Step<'_>> {
             steps.push(Step::WriteRelayDomainsMap(text));
         }
     }
+    // Recipients arrive before the domains that need them and before the parameter names the
+    // table; they leave only after the reload, once their domains have gone.
+    let recipients = plan.recipients.as_ref();
+    let mut recipients_last = None;
+    if let Some(recipients) = recipients {
+        let final_text = recipients.table_final.as_deref();
+        match (&recipients.first_write, final_text) {
+            (Some(text), _) => steps.push(Step::WriteRecipientsMap(text)),
+            // A stale database is rebuilt from the final text, which is the file's own text
+            // unless entries leave (the last write rebuilds it then).
+            (None, Some(text)) if !fresh.recipients_map && !recipients.last_write => {
+                steps.push(Step::WriteRecipientsMap(text));
+            }
+            _ => {}
+        }
+        if recipients.last_write {
+            recipients_last = final_text;
+        }
+    }
     if plan.relay_domains_changed() {
         steps.push(Step::SetRelayDomains(&plan.relay_domains_value));
+    }
+    // The parameter changes after relay_domains: validation that turns on while a domain
+    // leaves must not refuse that domain's addresses before it has gone (its users are not
+    // in the new table), and a domain that arrives meanwhile is only accepted more widely.
+    if let Some(recipients) = recipients.filter(|r| r.maps_changed()) {
+        steps.push(Step::SetRelayRecipientMaps(&recipients.maps_value));
     }
     if !steps.is_empty() {
         steps.push(Step::Reload);
     }
     if let Some(text) = plan.transport_last_write() {
         steps.push(Step::WriteTransport(text));
+    }
+    if let Some(text) = recipients_last {
+        steps.push(Step::WriteRecipientsMap(text));
     }
     steps
 }

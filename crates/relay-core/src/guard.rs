@@ -50,6 +50,28 @@ pub enum Refusal {
         /// `MAX_REMOVE_PERCENT`.
         max: u8,
     },
+    /// Recipient validation: the query returned no recipient at a relayed domain, yet the
+    /// table in force has entries (or validation is turning on, which would refuse every
+    /// address at every relayed domain).
+    #[error("RECIPIENTS_QUERY returned no recipient at a relayed domain, but {entries} address(es) are accepted through {path} now; that would refuse mail for every user. If it is intended, run once with RELAY_SYNC_ALLOW_EMPTY=yes")]
+    EmptyRecipients {
+        /// Entries of the table in force (0 when validation is turning on).
+        entries: usize,
+        /// The table's source file.
+        path: String,
+    },
+    /// Recipient validation: too many addresses leave at once at domains that stay relayed.
+    #[error("this run would remove {removed} of {entries} recipients ({percent}%) at domains that stay relayed, more than MAX_REMOVE_PERCENT={max}%; check RECIPIENTS_QUERY and the users table, then run `relay-sync --force` once if it is intended")]
+    RecipientMassRemoval {
+        /// Entries that leave at domains that stay relayed.
+        removed: usize,
+        /// Entries in the table in force.
+        entries: usize,
+        /// `removed` as a percentage of `entries`, rounded down.
+        percent: usize,
+        /// `MAX_REMOVE_PERCENT`.
+        max: u8,
+    },
     /// The `relay_domains` value would not fit in one `postconf -e` argument.
     #[error("relay_domains would be {bytes} bytes for {domains} domains, more than inline mode's safe limit of {limit} bytes; switch to RELAY_DOMAINS_MODE=map")]
     InlineTooLarge {
@@ -97,6 +119,26 @@ pub fn guard(plan: &Plan, settings: GuardSettings) -> Result<(), Refusal> {
             percent: removed * 100 / managed.max(1),
             max: settings.max_remove_percent,
         });
+    }
+    if let Some(recipients) = plan.recipients.as_ref().filter(|r| r.enabled) {
+        let empty = recipients.entries == 0 && plan.relayed_count > 0;
+        if empty && (recipients.entries_now > 0 || !recipients.active_now) && !settings.allow_empty
+        {
+            return Err(Refusal::EmptyRecipients {
+                entries: recipients.entries_now,
+                path: recipients.path.clone(),
+            });
+        }
+        let (removed, entries) = (recipients.removed_kept_domains, recipients.entries_now);
+        let over_limit = removed * 100 > usize::from(settings.max_remove_percent) * entries;
+        if removed > 1 && over_limit && !settings.force {
+            return Err(Refusal::RecipientMassRemoval {
+                removed,
+                entries,
+                percent: removed * 100 / entries.max(1),
+                max: settings.max_remove_percent,
+            });
+        }
     }
     // Only a value that is about to be written must fit in one argument.
     if plan.relay_domains_changed() && plan.relay_domains_value.len() > INLINE_LIMIT_BYTES {

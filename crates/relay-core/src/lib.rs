@@ -36,6 +36,7 @@ mod domain;
 mod guard;
 mod log_escape;
 mod plan;
+mod recipient;
 mod relay_domains;
 mod relay_domains_map;
 mod rollback;
@@ -48,6 +49,11 @@ pub use domain::{
 pub use guard::{guard, GuardSettings, Refusal, INLINE_LIMIT_BYTES};
 pub use log_escape::{escape_for_log, escape_log_line};
 pub use plan::{Plan, PlanError, PlanInput};
+pub use recipient::{
+    normalize_recipients, render_recipients_map, InvalidRecipient, NormalizedRecipients, Recipient,
+    RecipientPlan, RecipientsError, RecipientsInput, RecipientsTable, RejectedRecipient,
+    LOCAL_PART_MAX, RECIPIENTS_HEADER, RECIPIENT_SAMPLE,
+};
 pub use relay_domains::{RelayDomains, RelayDomainsError};
 pub use relay_domains_map::{
     render_relay_domains_map, RelayDomainsMode, RelayDomainsTable, MAP_HEADER,

@@ -4,8 +4,9 @@ use std::borrow::Cow;
 use std::collections::BTreeSet;
 
 use crate::{
-    render_relay_domains_map, DomainName, NextHop, RelayDomains, RelayDomainsError,
-    RelayDomainsMode, RelayDomainsTable, TransportError, TransportFile,
+    render_relay_domains_map, DomainName, NextHop, RecipientPlan, RecipientsError, RecipientsInput,
+    RelayDomains, RelayDomainsError, RelayDomainsMode, RelayDomainsTable, TransportError,
+    TransportFile,
 };
 
 /// Everything the plan is computed from. No I/O: the caller has read it all.
@@ -36,6 +37,9 @@ pub enum PlanError {
     /// Map mode was asked for without naming the table.
     #[error("RELAY_DOMAINS_MODE=map needs the relay-domains table (RELAY_DOMAINS_MAP)")]
     MapModeWithoutTable,
+    /// `relay_recipient_maps` cannot be rewritten safely.
+    #[error(transparent)]
+    Recipients(#[from] RecipientsError),
 }
 
 /// The difference between the database and Postfix, and the texts that settle it.
@@ -78,6 +82,9 @@ pub struct Plan {
     /// Map mode: the table's path, for logs.
     pub relay_domains_map_path: Option<String>,
     relay_domains_map_needs_write: bool,
+    /// Recipient validation: how the recipients table and `relay_recipient_maps` change
+    /// (`None`: the feature is off and nothing of it is left to take out).
+    pub recipients: Option<RecipientPlan>,
     /// Whether writing `transport_final` changes the file (or creates it).
     final_needs_write: bool,
     /// Whether writing `transport_union` (when `Some`) changes the file.
@@ -239,7 +246,26 @@ impl Plan {
             relay_domains_map,
             relay_domains_map_path: table.map(|t| t.path.to_owned()),
             relay_domains_map_needs_write,
+            recipients: None,
         })
+    }
+
+    /// Adds recipient validation to the plan ([`RecipientPlan::new`]). `relayed` is what the
+    /// plan relays once applied: the database's domains and the preserved ones.
+    pub fn with_recipients(
+        mut self,
+        database: Option<&BTreeSet<crate::Recipient>>,
+        relayed: &BTreeSet<DomainName>,
+        table: crate::RecipientsTable<'_>,
+        relay_recipient_maps: &str,
+    ) -> Result<Plan, PlanError> {
+        self.recipients = RecipientPlan::new(RecipientsInput {
+            database,
+            relayed,
+            table,
+            relay_recipient_maps,
+        })?;
+        Ok(self)
     }
 
     /// The transport file to hold while `relay_domains` changes: every old and new route.
@@ -293,6 +319,7 @@ impl Plan {
         !self.relay_domains_changed()
             && !self.transport_changed()
             && !self.relay_domains_map_changed()
+            && self.recipients.as_ref().is_none_or(RecipientPlan::is_empty)
     }
 }
 

@@ -11,6 +11,7 @@ mod domains;
 mod log_escape;
 mod map_mode;
 mod props;
+mod recipients;
 mod render;
 mod rollback;
 mod strategies;

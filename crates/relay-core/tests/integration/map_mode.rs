@@ -67,7 +67,10 @@ impl State {
             Step::WriteTransport(text) => self.transport = Some(text.to_owned()),
             Step::WriteRelayDomainsMap(text) => self.table = Some(text.to_owned()),
             Step::SetRelayDomains(value) => self.relay_domains = value.to_owned(),
-            Step::RebuildTransportMap | Step::Reload => {}
+            Step::RebuildTransportMap
+            | Step::Reload
+            | Step::WriteRecipientsMap(_)
+            | Step::SetRelayRecipientMaps(_) => {}
         }
     }
 }
@@ -76,6 +79,7 @@ fn fresh() -> Freshness {
     Freshness {
         transport: true,
         relay_domains_map: true,
+        recipients_map: true,
     }
 }
 
@@ -246,6 +250,8 @@ fn map_mode_steps_order_and_a_stale_table() {
             Step::SetRelayDomains(_) => "postconf",
             Step::Reload => "reload",
             Step::RebuildTransportMap => "rebuild",
+            Step::WriteRecipientsMap(_) => "recipients",
+            Step::SetRelayRecipientMaps(_) => "postconf recipients",
         })
         .collect();
     assert_eq!(kinds, ["transport", "table", "postconf", "reload"]);
@@ -256,6 +262,7 @@ fn map_mode_steps_order_and_a_stale_table() {
     let stale = Freshness {
         transport: true,
         relay_domains_map: false,
+        recipients_map: true,
     };
     assert!(matches!(
         apply_steps_with(&again, stale).as_slice(),

@@ -264,7 +264,11 @@ proptest! {
             match step {
                 Step::WriteTransport(text) => transport = text.to_owned(),
                 Step::SetRelayDomains(value) => relay = value.to_owned(),
-                Step::RebuildTransportMap | Step::Reload | Step::WriteRelayDomainsMap(_) => {}
+                Step::RebuildTransportMap
+                | Step::Reload
+                | Step::WriteRelayDomainsMap(_)
+                | Step::WriteRecipientsMap(_)
+                | Step::SetRelayRecipientMaps(_) => {}
             }
             check(&relay, &transport, &format!("after {step:?}"))?;
         }

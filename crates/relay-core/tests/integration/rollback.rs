@@ -59,7 +59,10 @@ impl State {
             Step::WriteTransport(text) => self.transport = Some(text.to_owned()),
             Step::WriteRelayDomainsMap(text) => self.table = Some(text.to_owned()),
             Step::SetRelayDomains(value) => self.relay_domains = value.to_owned(),
-            Step::RebuildTransportMap | Step::Reload => {}
+            Step::RebuildTransportMap
+            | Step::Reload
+            | Step::WriteRecipientsMap(_)
+            | Step::SetRelayRecipientMaps(_) => {}
         }
     }
 }
@@ -319,6 +322,10 @@ fn describe(plan: &RollbackPlan) -> String {
             }
             Step::Reload => out.push_str("postfix reload\n"),
             Step::RebuildTransportMap => out.push_str("postmap transport\n"),
+            Step::WriteRecipientsMap(text) => out.push_str(&format!("write recipients:\n{text}")),
+            Step::SetRelayRecipientMaps(value) => {
+                out.push_str(&format!("postconf -e relay_recipient_maps = {value}\n"))
+            }
         }
     }
     out.push_str(&format!(
