@@ -338,7 +338,7 @@ impl RecipientPlan {
         let active_now = current.iter().any(|token| table.is_named_by(token));
         let enabled = input.database.is_some();
         // Off, and the parameter names the table: it is taken out only when the file is ours.
-        if !enabled && !(active_now && table.is_ours()) {
+        if !(enabled || active_now && table.is_ours()) {
             return Ok(None);
         }
         if input.relay_recipient_maps.contains(['{', '}']) {
