@@ -39,6 +39,10 @@ pub struct BackupGeneration {
     pub transport: Option<PathBuf>,
     /// `relay_domains_map.STAMP.bak` (map mode's table), when present.
     pub relay_domains_map: Option<PathBuf>,
+    /// `relay_recipient_maps.STAMP.bak` (the parameter, recipient validation), when present.
+    pub relay_recipient_maps: Option<PathBuf>,
+    /// `relay_recipients.STAMP.bak` (the recipients table's source), when present.
+    pub recipients_map: Option<PathBuf>,
 }
 
 /// A stamp's sort key: the second, then the same-second counter (so `-10` sorts after `-9`).
@@ -101,6 +105,8 @@ pub fn list_backups(dir: &Path) -> Result<Vec<BackupGeneration>, PostfixError> {
                     relay_domains: None,
                     transport: None,
                     relay_domains_map: None,
+                    relay_recipient_maps: None,
+                    recipients_map: None,
                 });
                 let path = Some(entry.path());
                 if kind == "relay_domains" {
@@ -125,13 +131,13 @@ pub fn list_backups(dir: &Path) -> Result<Vec<BackupGeneration>, PostfixError> {
     // from before the index come first, in stamp order (a stable sort keeps it).
     generations.sort_by_key(|generation| generation.sequence);
     for generation in &mut generations {
-        let path = dir.join(format!(
-            "{RELAY_DOMAINS_MAP_BACKUP}.{}.bak",
-            generation.stamp
-        ));
-        if fs::symlink_metadata(&path).is_ok() {
-            generation.relay_domains_map = Some(path);
-        }
+        let beside = |prefix: &str| {
+            let path = dir.join(format!("{prefix}.{}.bak", generation.stamp));
+            fs::symlink_metadata(&path).is_ok().then_some(path)
+        };
+        generation.relay_domains_map = beside(RELAY_DOMAINS_MAP_BACKUP);
+        generation.relay_recipient_maps = beside(RELAY_RECIPIENT_MAPS_BACKUP);
+        generation.recipients_map = beside(RECIPIENTS_MAP_BACKUP);
     }
     Ok(generations)
 }
@@ -150,6 +156,11 @@ pub struct BackupContents {
     /// Map mode's table (`relay_domains_map.STAMP.bak`) as it was, when the generation has one:
     /// a run backs it up when `RELAY_DOMAINS_MODE=map` or when `relay_domains` names it.
     pub relay_domains_map: Option<String>,
+    /// `relay_recipient_maps` as it was, when the generation has it: a run backs it up when
+    /// recipient validation is on or is being turned off.
+    pub relay_recipient_maps: Option<String>,
+    /// The recipients table's source as it was, when the generation has it.
+    pub recipients_map: Option<String>,
 }
 
 /// Reads the generation `stamp` from `dir`, or the newest one when `stamp` is `None`.
@@ -214,11 +225,42 @@ pub fn read_generation(
         .as_ref()
         .map(|_| read(&generation.relay_domains_map, RELAY_DOMAINS_MAP_BACKUP))
         .transpose()?;
+    let relay_recipient_maps = generation
+        .relay_recipient_maps
+        .as_ref()
+        .map(|_| {
+            read(
+                &generation.relay_recipient_maps,
+                RELAY_RECIPIENT_MAPS_BACKUP,
+            )
+        })
+        .transpose()?
+        .map(|value| value.strip_suffix('\n').unwrap_or(&value).to_owned());
+    if let Some(value) = relay_recipient_maps
+        .as_ref()
+        .filter(|v| v.contains(['\n', '\r']))
+    {
+        let path = dir.join(format!(
+            "{RELAY_RECIPIENT_MAPS_BACKUP}.{}.bak",
+            generation.stamp
+        ));
+        return Err(invalid(
+            &path,
+            format!("holds more than one line ({} bytes); a relay_recipient_maps backup is a single value", value.len()),
+        ));
+    }
+    let recipients_map = generation
+        .recipients_map
+        .as_ref()
+        .map(|_| read(&generation.recipients_map, RECIPIENTS_MAP_BACKUP))
+        .transpose()?;
     Ok(BackupContents {
         stamp: generation.stamp.clone(),
         relay_domains,
         transport,
         relay_domains_map,
+        relay_recipient_maps,
+        recipients_map,
     })
 }
 
@@ -290,6 +332,33 @@ pub(crate) fn write_relay_domains_map(
 /// Name prefix of map mode's table backups.
 pub(crate) const RELAY_DOMAINS_MAP_BACKUP: &str = "relay_domains_map";
 
+/// Name prefix of `relay_recipient_maps` backups (recipient validation).
+pub(crate) const RELAY_RECIPIENT_MAPS_BACKUP: &str = "relay_recipient_maps";
+
+/// Name prefix of the recipients table's backups.
+pub(crate) const RECIPIENTS_MAP_BACKUP: &str = "relay_recipients";
+
+/// Writes the recipient side of the generation `stamp`: `relay_recipient_maps` as it was and,
+/// when there is one, the recipients table's source. Rotation deletes them with their
+/// generation.
+pub(crate) fn write_recipients(
+    dir: &Path,
+    stamp: &str,
+    relay_recipient_maps: &str,
+    table: Option<&str>,
+) -> Result<Vec<PathBuf>, PostfixError> {
+    let mut files = Vec::with_capacity(2);
+    let path = dir.join(format!("{RELAY_RECIPIENT_MAPS_BACKUP}.{stamp}.bak"));
+    safe_file::replace(&path, format!("{relay_recipient_maps}\n").as_bytes(), 0o600)?;
+    files.push(path);
+    if let Some(text) = table {
+        let path = dir.join(format!("{RECIPIENTS_MAP_BACKUP}.{stamp}.bak"));
+        safe_file::replace(&path, text.as_bytes(), 0o600)?;
+        files.push(path);
+    }
+    Ok(files)
+}
+
 /// Creates the backup directory with mode 0700, or tightens an existing one to 0700: backups
 /// hold the gateway's configuration and need not be readable by anyone but root. Never through
 /// a symbolic link ([`safe_file::tighten_dir`]).
@@ -340,6 +409,8 @@ fn rotate(dir: &Path, keep: usize, current: Option<&str>) -> Result<(), PostfixE
             &generation.relay_domains,
             &generation.transport,
             &generation.relay_domains_map,
+            &generation.relay_recipient_maps,
+            &generation.recipients_map,
         ]
         .into_iter()
         .flatten()
@@ -356,8 +427,14 @@ fn rotate(dir: &Path, keep: usize, current: Option<&str>) -> Result<(), PostfixE
     for entry in fs::read_dir(dir).map_err(|source| io("list", dir, source))? {
         let entry = entry.map_err(|source| io("list", dir, source))?;
         let name = entry.file_name().to_string_lossy().into_owned();
-        let orphan = stamp_of(&name, RELAY_DOMAINS_MAP_BACKUP)
-            .is_some_and(|stamp| Some(stamp) != current && !kept.contains(stamp));
+        let orphan = [
+            RELAY_DOMAINS_MAP_BACKUP,
+            RELAY_RECIPIENT_MAPS_BACKUP,
+            RECIPIENTS_MAP_BACKUP,
+        ]
+        .into_iter()
+        .filter_map(|prefix| stamp_of(&name, prefix))
+        .any(|stamp| Some(stamp) != current && !kept.contains(stamp));
         if orphan {
             let path = entry.path();
             fs::remove_file(&path).map_err(|source| io("delete old backup", &path, source))?;

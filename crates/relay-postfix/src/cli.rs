@@ -26,12 +26,15 @@ const MAP_TYPES: [(&str, &str); 4] = [
 pub struct PostfixCli {
     settings: PostfixSettings,
     relay_domains_map: PathBuf,
+    recipients_map: PathBuf,
     map_type: String,
     map_suffix: &'static str,
     transport_maps: String,
     /// `relay_domains` as [`PostfixCli::new`]'s postconf printed it, handed out by the first
     /// [`PostfixRead::relay_domains`] call.
     relay_domains_at_start: Mutex<Option<String>>,
+    /// `relay_recipient_maps` as the same postconf printed it, handed out once likewise.
+    relay_recipient_maps_at_start: Mutex<Option<String>>,
     /// Databases built ahead by [`PostfixWrite::prepare_maps`], waiting to be installed.
     staged: Mutex<Vec<Staged>>,
 }
@@ -70,10 +73,12 @@ impl Clone for PostfixCli {
         PostfixCli {
             settings: self.settings.clone(),
             relay_domains_map: self.relay_domains_map.clone(),
+            recipients_map: self.recipients_map.clone(),
             map_type: self.map_type.clone(),
             map_suffix: self.map_suffix,
             transport_maps: self.transport_maps.clone(),
             relay_domains_at_start: Mutex::new(None),
+            relay_recipient_maps_at_start: Mutex::new(None),
             staged: Mutex::new(Vec::new()),
         }
     }
@@ -113,11 +118,13 @@ impl PostfixCli {
         }
         let mut cli = PostfixCli {
             relay_domains_map: settings.config_dir.join("relay_domains"),
+            recipients_map: settings.config_dir.join("relay_recipients"),
             settings,
             map_type: String::new(),
             map_suffix: "",
             transport_maps: String::new(),
             relay_domains_at_start: Mutex::new(None),
+            relay_recipient_maps_at_start: Mutex::new(None),
             staged: Mutex::new(Vec::new()),
         };
         let cache = cache.filter(|_| cli.settings.command_prefix.is_empty());
@@ -131,10 +138,10 @@ impl PostfixCli {
             );
             Some(values)
         });
-        let [transport_maps, default_type, relay_domains] = match cached {
+        let [transport_maps, default_type, relay_domains, relay_recipient_maps] = match cached {
             Some(values) => values,
             None => {
-                // One postconf for all three: every command costs a few milliseconds of a
+                // One postconf for all four: every command costs a few milliseconds of a
                 // no-change run. `-h` prints one line per name, in order; values never span
                 // lines.
                 let out = cli.run(
@@ -144,13 +151,15 @@ impl PostfixCli {
                         "transport_maps".into(),
                         "default_database_type".into(),
                         "relay_domains".into(),
+                        "relay_recipient_maps".into(),
                     ],
                 )?;
-                let values = three_values(&out).ok_or_else(|| PostfixError::Invalid {
+                let values = four_values(&out).ok_or_else(|| PostfixError::Invalid {
                     path: cli.settings.command_dir.join("postconf"),
                     detail: format!(
-                        "`postconf -h transport_maps default_database_type relay_domains` printed \
-                         {} line(s) where 3 were expected: {:?}; check that POSTFIX_COMMAND_DIR \
+                        "`postconf -h transport_maps default_database_type relay_domains \
+                         relay_recipient_maps` printed {} line(s) where 4 were expected: {:?}; \
+                         check that POSTFIX_COMMAND_DIR \
                          (and POSTFIX_COMMAND_PREFIX) run Postfix's own postconf",
                         out.lines().count(),
                         relay_process::excerpt(&out)
@@ -164,6 +173,7 @@ impl PostfixCli {
         };
         cli.transport_maps = transport_maps;
         cli.relay_domains_at_start = Mutex::new(Some(relay_domains));
+        cli.relay_recipient_maps_at_start = Mutex::new(Some(relay_recipient_maps));
         let from_postfix = cli.settings.map_type.is_none();
         let map_type = cli.settings.map_type.clone().unwrap_or(default_type);
         let Some(&(_, suffix)) = MAP_TYPES.iter().find(|(name, _)| *name == map_type) else {
@@ -208,7 +218,11 @@ impl PostfixCli {
     /// ([`safe_file`](crate::safe_file)); anything else there is left alone. Call it only while
     /// holding the run lock: a running sync uses these names.
     pub fn remove_leftovers(&self) -> Result<(), PostfixError> {
-        for source in [&self.settings.transport_file, &self.relay_domains_map] {
+        for source in [
+            &self.settings.transport_file,
+            &self.relay_domains_map,
+            &self.recipients_map,
+        ] {
             let Some(base) = source.file_name().map(|n| n.to_string_lossy()) else {
                 continue;
             };
@@ -238,6 +252,19 @@ impl PostfixCli {
     pub fn with_relay_domains_map(mut self, path: PathBuf) -> PostfixCli {
         self.relay_domains_map = path;
         self
+    }
+
+    /// Sets `RECIPIENTS_MAP`, recipient validation's table source (default:
+    /// `POSTFIX_CONFIG_DIR/relay_recipients`).
+    #[must_use]
+    pub fn with_recipients_map(mut self, path: PathBuf) -> PostfixCli {
+        self.recipients_map = path;
+        self
+    }
+
+    /// The recipients table's database file (`relay_recipients.db`, `.lmdb`, …).
+    pub fn recipients_database(&self) -> PathBuf {
+        database_of(&self.recipients_map, self.map_suffix)
     }
 
     /// The relay-domains table's database file (`relay_domains.db`, `.lmdb`, …).
@@ -559,8 +586,68 @@ impl PostfixRead for PostfixCli {
         map_is_fresh(&self.relay_domains_map, &self.relay_domains_database())
     }
 
+    fn relay_recipient_maps(&self) -> Result<String, PostfixError> {
+        let at_start = self
+            .relay_recipient_maps_at_start
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        match at_start {
+            Some(value) => Ok(value),
+            None => self.postconf_value("relay_recipient_maps"),
+        }
+    }
+
+    fn recipients_table(&self) -> (String, PathBuf) {
+        (self.map_type.clone(), self.recipients_map.clone())
+    }
+
+    fn read_recipients_map(&self) -> Result<Option<String>, PostfixError> {
+        read_text(&self.recipients_map)
+    }
+
+    fn recipients_map_is_fresh(&self) -> Result<bool, PostfixError> {
+        map_is_fresh(&self.recipients_map, &self.recipients_database())
+    }
+
+    fn lookup_recipients(&self, keys: &[&str]) -> Result<Vec<Option<String>>, PostfixError> {
+        let name = format!("{}:{}", self.map_type, self.recipients_map.display());
+        self.lookup_in(&name, keys)
+    }
+
     fn lookup_transport(&self, key: &str) -> Result<Option<String>, PostfixError> {
-        let args = ["-q".to_owned(), key.to_owned(), self.transport_map_name()];
+        self.lookup_one(&self.transport_map_name(), key)
+    }
+
+    fn lookup_transports(&self, keys: &[&str]) -> Result<Vec<Option<String>>, PostfixError> {
+        self.lookup_in(&self.transport_map_name(), keys)
+    }
+
+    fn transport_map_name(&self) -> String {
+        format!(
+            "{}:{}",
+            self.map_type,
+            self.settings.transport_file.display()
+        )
+    }
+}
+
+impl PostfixCli {
+    /// `postconf -e "NAME = VALUE"`; a value with a line break is refused.
+    fn set_parameter(&self, name: &str, value: &str) -> Result<(), PostfixError> {
+        if value.contains(['\n', '\r']) {
+            return Err(PostfixError::Invalid {
+                path: self.settings.config_dir.join("main.cf"),
+                detail: format!("refusing a {name} value with a line break"),
+            });
+        }
+        self.run("postconf", &["-e".into(), format!("{name} = {value}")])
+            .map(|_| ())
+    }
+
+    /// `postmap -q KEY MAP`: the value, or `None` when the key is not found.
+    fn lookup_one(&self, map: &str, key: &str) -> Result<Option<String>, PostfixError> {
+        let args = ["-q".to_owned(), key.to_owned(), map.to_owned()];
         let (status, stdout, stderr) = self.run_status("postmap", &args)?;
         match status.code() {
             Some(0) => Ok(Some(stdout.trim_end_matches('\n').to_owned())),
@@ -583,18 +670,18 @@ impl PostfixRead for PostfixCli {
         }
     }
 
-    /// One `postmap -q - TYPE:FILE` for all the keys, written to its standard input; it prints
+    /// One `postmap -q - MAP` for all the keys, written to its standard input; it prints
     /// `key<TAB>value` for each key found. Keys that are not single words are looked up one by
     /// one.
-    fn lookup_transports(&self, keys: &[&str]) -> Result<Vec<Option<String>>, PostfixError> {
+    fn lookup_in(&self, map: &str, keys: &[&str]) -> Result<Vec<Option<String>>, PostfixError> {
         if keys.len() < 2
             || keys
                 .iter()
                 .any(|k| k.is_empty() || k.contains(char::is_whitespace))
         {
-            return keys.iter().map(|key| self.lookup_transport(key)).collect();
+            return keys.iter().map(|key| self.lookup_one(map, key)).collect();
         }
-        let args = ["-q".to_owned(), "-".to_owned(), self.transport_map_name()];
+        let args = ["-q".to_owned(), "-".to_owned(), map.to_owned()];
         let mut input = keys.join("\n");
         input.push('\n');
         let (status, stdout, stderr) = self.run_with_input("postmap", &args, input.as_bytes())?;
@@ -619,14 +706,6 @@ impl PostfixRead for PostfixCli {
             .iter()
             .map(|key| found.get(key).map(|value| (*value).to_owned()))
             .collect())
-    }
-
-    fn transport_map_name(&self) -> String {
-        format!(
-            "{}:{}",
-            self.map_type,
-            self.settings.transport_file.display()
-        )
     }
 }
 
@@ -721,17 +800,29 @@ impl PostfixWrite for PostfixCli {
     }
 
     fn set_relay_domains(&self, value: &str) -> Result<(), PostfixError> {
-        if value.contains(['\n', '\r']) {
-            return Err(PostfixError::Invalid {
-                path: self.settings.config_dir.join("main.cf"),
-                detail: "refusing a relay_domains value with a line break".into(),
-            });
-        }
-        self.run(
-            "postconf",
-            &["-e".into(), format!("relay_domains = {value}")],
+        self.set_parameter("relay_domains", value)
+    }
+
+    fn write_recipients_map(&self, text: &str) -> Result<(), PostfixError> {
+        self.install_map(&self.recipients_map, text)
+    }
+
+    fn set_relay_recipient_maps(&self, value: &str) -> Result<(), PostfixError> {
+        self.set_parameter("relay_recipient_maps", value)
+    }
+
+    fn backup_recipients(
+        &self,
+        stamp: &str,
+        relay_recipient_maps: &str,
+        table: Option<&str>,
+    ) -> Result<Vec<PathBuf>, PostfixError> {
+        backup::write_recipients(
+            &self.settings.backup_dir,
+            stamp,
+            relay_recipient_maps,
+            table,
         )
-        .map(|_| ())
     }
 
     fn reload(&self) -> Result<(), PostfixError> {
@@ -778,12 +869,12 @@ fn is_leftover_of(name: &str, base: &str) -> bool {
     fixed_name || safe_file::temp_name_base(name) == Some(base)
 }
 
-/// The three lines `postconf -h NAME NAME NAME` prints, one value each; `None` for any other
-/// number of lines (a wrapper that prints a banner, a truncated answer).
-fn three_values(out: &str) -> Option<[String; 3]> {
+/// The four lines `postconf -h NAME NAME NAME NAME` prints, one value each; `None` for any
+/// other number of lines (a wrapper that prints a banner, a truncated answer).
+fn four_values(out: &str) -> Option<[String; 4]> {
     let lines: Vec<&str> = out.lines().collect();
     match lines.as_slice() {
-        [a, b, c] => Some([(*a).to_owned(), (*b).to_owned(), (*c).to_owned()]),
+        [a, b, c, d] => Some([a, b, c, d].map(|line| (*line).to_owned())),
         _ => None,
     }
 }
@@ -867,22 +958,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn postconf_answers_are_three_lines_or_nothing() {
+    fn postconf_answers_are_four_lines_or_nothing() {
         assert_eq!(
-            three_values("hash:/etc/postfix/transport\nhash\n\n"),
+            four_values("hash:/etc/postfix/transport\nhash\n\n\n"),
             Some([
                 "hash:/etc/postfix/transport".to_owned(),
                 "hash".to_owned(),
+                String::new(),
                 String::new()
             ])
         );
         // A wrapper's banner before the answer would make `hash` the transport_maps and the
         // transport_maps value the map type.
         assert_eq!(
-            three_values("postconf wrapper v1\nx\nhash\na.example\n"),
+            four_values("postconf wrapper v1\nx\nhash\na.example\n\n"),
             None
         );
-        assert_eq!(three_values("x\nhash\n"), None);
+        assert_eq!(four_values("x\nhash\na.example\n"), None);
     }
 
     #[test]

@@ -50,6 +50,23 @@ pub trait PostfixRead {
     /// Whether the relay-domains table's database exists and is not older than its source.
     /// A missing source file counts as fresh.
     fn relay_domains_map_is_fresh(&self) -> Result<bool, PostfixError>;
+
+    /// The raw value of `relay_recipient_maps` (`postconf -h`), without the trailing newline.
+    fn relay_recipient_maps(&self) -> Result<String, PostfixError>;
+
+    /// Recipient validation's table: its map type and source file (`RECIPIENTS_MAP`).
+    fn recipients_table(&self) -> (String, PathBuf);
+
+    /// The recipients table's source file, or `None` when it does not exist.
+    fn read_recipients_map(&self) -> Result<Option<String>, PostfixError>;
+
+    /// Whether the recipients table's database exists and is not older than its source. A
+    /// missing source file counts as fresh.
+    fn recipients_map_is_fresh(&self) -> Result<bool, PostfixError>;
+
+    /// Looks up several keys in the recipients table (`postmap -q`): the value of each, in
+    /// order, or `None`.
+    fn lookup_recipients(&self, keys: &[&str]) -> Result<Vec<Option<String>>, PostfixError>;
 }
 
 /// Changing the Postfix configuration. Every method either completes or leaves the previous
@@ -90,6 +107,22 @@ pub trait PostfixWrite: PostfixRead {
 
     /// `postconf -e "relay_domains = VALUE"`.
     fn set_relay_domains(&self, value: &str) -> Result<(), PostfixError>;
+
+    /// Atomically replaces the recipients table's source with `text` and rebuilds its database
+    /// under a temporary name, as [`PostfixWrite::write_transport`] does.
+    fn write_recipients_map(&self, text: &str) -> Result<(), PostfixError>;
+
+    /// `postconf -e "relay_recipient_maps = VALUE"`.
+    fn set_relay_recipient_maps(&self, value: &str) -> Result<(), PostfixError>;
+
+    /// Saves `relay_recipient_maps` and the recipients table's source (when there is one) as
+    /// part of the backup generation `stamp`, and returns the files written.
+    fn backup_recipients(
+        &self,
+        stamp: &str,
+        relay_recipient_maps: &str,
+        table: Option<&str>,
+    ) -> Result<Vec<PathBuf>, PostfixError>;
 
     /// `postfix reload`.
     fn reload(&self) -> Result<(), PostfixError>;

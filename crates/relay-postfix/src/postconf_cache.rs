@@ -2,7 +2,7 @@
 //!
 //! `postconf` reads all of `main.cf` and `master.cf` and every parameter's default: about
 //! 9 ms, most of a no-change run. What it prints for `transport_maps`,
-//! `default_database_type` and `relay_domains` (raw, `-h`) depends only on `main.cf` and on
+//! `default_database_type`, `relay_domains` and `relay_recipient_maps` (raw, `-h`) depends only on `main.cf` and on
 //! the installed Postfix. The cache is keyed by both: `main.cf`'s device, inode, size, mtime
 //! and ctime (a rename by `postconf -e` gives a new inode; an edit in place a new ctime, which
 //! no tool can set back), and the same of the `postconf` binary (an upgrade may change a
@@ -19,7 +19,7 @@ const HEADER: &str =
     "# relay-sync: postconf values cached while main.cf is unchanged; safe to delete";
 
 /// The values cached, in `postconf -h` order.
-pub(crate) type Values = [String; 3];
+pub(crate) type Values = [String; 4];
 
 /// The cache key for `main.cf` in `config_dir` and the `postconf` in `command_dir`, or `None`
 /// when either cannot be inspected or `main.cf` changed too recently to be trusted.
@@ -92,6 +92,7 @@ pub(crate) fn load(path: &Path, key: &str) -> Option<Values> {
         value("transport_maps")?,
         value("default_database_type")?,
         value("relay_domains")?,
+        value("relay_recipient_maps")?,
     ])
 }
 
@@ -109,8 +110,8 @@ pub(crate) fn save(path: &Path, key: &str, values: &Values) {
         return;
     }
     let text = format!(
-        "{HEADER}\nkey {key}\ntransport_maps = {}\ndefault_database_type = {}\nrelay_domains = {}\n",
-        values[0], values[1], values[2]
+        "{HEADER}\nkey {key}\ntransport_maps = {}\ndefault_database_type = {}\nrelay_domains = {}\nrelay_recipient_maps = {}\n",
+        values[0], values[1], values[2], values[3]
     );
     if let Err(error) = crate::safe_file::replace(path, text.as_bytes(), 0o600) {
         tracing::debug!("postconf cache not saved: {error}");
@@ -129,21 +130,38 @@ mod tests {
             "hash:/etc/postfix/transport".to_owned(),
             "hash".to_owned(),
             "$mydestination, a.example".to_owned(),
+            "hash:/etc/postfix/relay_recipients".to_owned(),
         ];
         save(&path, "k1", &values);
         assert_eq!(load(&path, "k1"), Some(values.clone()));
         assert_eq!(load(&path, "k2"), None);
         // Empty values survive too.
-        let empty = [String::new(), "lmdb".to_owned(), String::new()];
+        let empty = [
+            String::new(),
+            "lmdb".to_owned(),
+            String::new(),
+            String::new(),
+        ];
         save(&path, "k1", &empty);
         assert_eq!(load(&path, "k1"), Some(empty));
         // A value with a line break is never stored.
         save(
             &path,
             "k3",
-            &["a\nb".to_owned(), String::new(), String::new()],
+            &[
+                "a\nb".to_owned(),
+                String::new(),
+                String::new(),
+                String::new(),
+            ],
         );
         assert_eq!(load(&path, "k3"), None);
+        // A cache from before relay_recipient_maps was read is not used.
+        let old = format!(
+            "{HEADER}\nkey k4\ntransport_maps = \ndefault_database_type = hash\nrelay_domains = a.example\n"
+        );
+        fs::write(&path, old).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(load(&path, "k4"), None);
     }
 
     #[test]
@@ -151,7 +169,12 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let path = dir.path().join("postconf.cache");
-        let values = [String::new(), "hash".to_owned(), "a.example".to_owned()];
+        let values = [
+            String::new(),
+            "hash".to_owned(),
+            "a.example".to_owned(),
+            String::new(),
+        ];
         save(&path, "k", &values);
         assert_eq!(load(&path, "k"), Some(values.clone()));
         let mode = |p: &Path, m: u32| {
