@@ -58,7 +58,10 @@ pub use relay_domains::{RelayDomains, RelayDomainsError};
 pub use relay_domains_map::{
     render_relay_domains_map, RelayDomainsMode, RelayDomainsTable, MAP_HEADER,
 };
-pub use rollback::{GenerationTexts, RollbackInput, RollbackPlan, RollbackPlanError, TableRestore};
+pub use rollback::{
+    GenerationTexts, RecipientsRestore, RecipientsRollback, RollbackInput, RollbackPlan,
+    RollbackPlanError, TableRestore,
+};
 pub use transport::{
     is_host_name, InvalidNextHop, NextHop, Transport, TransportError, TransportFile, BEGIN_MARKER,
     END_MARKER,

@@ -143,6 +143,33 @@ pub struct RollbackPlan {
     /// transport file does not route, whose current route is added to the final file's managed
     /// block (lowercased, sorted). The caller logs them at WARN; the next sync settles them.
     pub kept_routes: Vec<String>,
+    /// Recipient validation's side, when the generation holds it
+    /// ([`RollbackPlan::with_recipients`]); `None` leaves it as it is.
+    pub recipients: Option<RecipientsRestore>,
+}
+
+/// What a generation holds of recipient validation, and the recipients table now.
+#[derive(Debug, Clone, Copy)]
+pub struct RecipientsRollback<'a> {
+    /// The generation's `relay_recipient_maps`.
+    pub relay_recipient_maps: &'a str,
+    /// The generation's copy of the recipients table, when it has one.
+    pub table: Option<&'a str>,
+    /// The recipients table's source now, `None` when it does not exist.
+    pub current_table: Option<&'a str>,
+}
+
+/// How a rollback restores recipient validation: the table (old and current entries while
+/// the parameters change, then the generation's), then `relay_recipient_maps`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecipientsRestore {
+    /// The generation's `relay_recipient_maps`.
+    pub relay_recipient_maps: String,
+    /// The table to hold while the parameters change: the generation's entries and the
+    /// current ones. `None` when there is no table to restore.
+    pub union: Option<String>,
+    /// The generation's table, written after the reload.
+    pub table: Option<String>,
 }
 
 impl RollbackPlan {
@@ -224,7 +251,34 @@ impl RollbackPlan {
             table,
             relay_domains_map,
             kept_routes,
+            recipients: None,
         })
+    }
+
+    /// Adds recipient validation's side: the generation's table and `relay_recipient_maps`
+    /// come back like the rest, in the order a sync would use (no address the current table
+    /// accepts is dropped before the parameters have changed).
+    #[must_use]
+    pub fn with_recipients(mut self, input: RecipientsRollback<'_>) -> RollbackPlan {
+        let keys = |text: Option<&'_ str>| -> Vec<String> {
+            text.unwrap_or_default()
+                .lines()
+                .filter(|line| !line.starts_with([' ', '\t', '#']))
+                .filter_map(|line| line.split_ascii_whitespace().next())
+                .map(str::to_owned)
+                .collect()
+        };
+        let union = input.table.map(|_| {
+            let mut all: BTreeSet<String> = keys(input.table).into_iter().collect();
+            all.extend(keys(input.current_table));
+            crate::render_recipients_map(all.iter().map(String::as_str))
+        });
+        self.recipients = Some(RecipientsRestore {
+            relay_recipient_maps: input.relay_recipient_maps.to_owned(),
+            union,
+            table: input.table.map(str::to_owned),
+        });
+        self
     }
 
     /// The steps, in order: the union transport file, the table (when restored), the
@@ -242,10 +296,20 @@ impl RollbackPlan {
         if let Some(table) = &self.relay_domains_map {
             steps.push(Step::WriteRelayDomainsMap(table));
         }
+        let recipients = self.recipients.as_ref();
+        if let Some(union) = recipients.and_then(|r| r.union.as_deref()) {
+            steps.push(Step::WriteRecipientsMap(union));
+        }
         steps.push(Step::SetRelayDomains(&self.relay_domains_value));
+        if let Some(r) = recipients {
+            steps.push(Step::SetRelayRecipientMaps(&r.relay_recipient_maps));
+        }
         steps.push(Step::Reload);
         if first.is_some() {
             steps.push(Step::WriteTransport(&self.transport_final));
+        }
+        if let Some(table) = recipients.and_then(|r| r.table.as_deref()) {
+            steps.push(Step::WriteRecipientsMap(table));
         }
         steps
     }

@@ -20,6 +20,35 @@ use std::time::Duration;
 pub trait DomainSource {
     /// Runs the query once and returns the raw names, in the order the database sent them.
     fn fetch_names(&self) -> impl Future<Output = Result<Vec<String>, DbError>> + Send;
+
+    /// Both queries: DB_QUERY's rows and, when RECIPIENTS_QUERY is set, its rows.
+    fn fetch(&self) -> impl Future<Output = Result<Fetched, DbError>> + Send
+    where
+        Self: Sync,
+    {
+        async {
+            Ok(Fetched {
+                names: self.fetch_names().await?,
+                recipients: None,
+            })
+        }
+    }
+}
+
+/// What one fetch returned: the raw rows of both queries.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Fetched {
+    /// DB_QUERY's rows.
+    pub names: Vec<String>,
+    /// RECIPIENTS_QUERY's rows; `None` when it is not set.
+    pub recipients: Option<Vec<String>>,
+}
+
+impl Fetched {
+    /// The [`Fingerprint`] of the rows.
+    pub fn fingerprint(&self) -> Fingerprint {
+        Fingerprint::of(self.names.iter().map(String::as_str))
+    }
 }
 
 /// How to reach MariaDB and what to ask it.

@@ -15,11 +15,17 @@ struct Touched {
     transport: bool,
     relay_domains: bool,
     relay_domains_map: bool,
+    recipients_map: bool,
+    relay_recipient_maps: bool,
 }
 
 impl Touched {
     fn any(self) -> bool {
-        self.transport || self.relay_domains || self.relay_domains_map
+        self.transport
+            || self.relay_domains
+            || self.relay_domains_map
+            || self.recipients_map
+            || self.relay_recipient_maps
     }
 }
 
@@ -47,6 +53,15 @@ pub fn apply<P: PostfixWrite + Sync>(
                 if let Some(text) = &prepared.relay_domains_map_before {
                     let file = postfix.backup_relay_domains_map(&backup.stamp, text)?;
                     backup.files.push(file);
+                }
+                // So is recipient validation's side, when the run plans it.
+                if plan.recipients.is_some() {
+                    let files = postfix.backup_recipients(
+                        &backup.stamp,
+                        &prepared.relay_recipient_maps_before,
+                        prepared.recipients_map_before.as_deref(),
+                    )?;
+                    backup.files.extend(files);
                 }
                 Ok(backup)
             })
@@ -105,6 +120,18 @@ pub fn apply<P: PostfixWrite + Sync>(
         prepared.rejected.len(),
         prepared.duplicates
     );
+    if let Some(r) = plan.recipients.as_ref().filter(|r| r.enabled) {
+        tracing::info!(
+            "Recipient summary: {} recipients accepted, +{} -{}, {} invalid rows skipped, {} duplicate rows, {} at domains not relayed, {} relayed domains without recipients",
+            r.entries,
+            r.added,
+            r.removed,
+            prepared.rejected_recipients.len(),
+            prepared.duplicate_recipients,
+            r.outside,
+            r.domains_without_recipients.len()
+        );
+    }
     Outcome::Applied(Applied {
         added: plan.added.clone(),
         removed: plan.removed.clone(),
@@ -135,6 +162,7 @@ fn run_steps<P: PostfixWrite + Sync>(
     // A transport written after the verification (the final text after a union) is checked
     // again: it is the map that stays.
     let mut routes_rewritten = false;
+    let mut recipients_rewritten = false;
     for step in prepared.steps() {
         match step {
             Step::WriteTransport(text) => {
@@ -177,6 +205,23 @@ fn run_steps<P: PostfixWrite + Sync>(
                     plan.removed.len()
                 );
             }
+            Step::WriteRecipientsMap(text) => {
+                // As for the transport file: a failed write leaves the previous table.
+                postfix
+                    .write_recipients_map(text)
+                    .map_err(failed(FailedStep::WriteRecipientsMap))?;
+                touched.recipients_map = true;
+                recipients_rewritten = verified;
+                let (map_type, path) = postfix.recipients_table();
+                tracing::info!("Postmap successful: {map_type}:{}", path.display());
+            }
+            Step::SetRelayRecipientMaps(value) => {
+                postfix
+                    .set_relay_recipient_maps(value)
+                    .map_err(failed(FailedStep::SetRelayRecipientMaps))?;
+                touched.relay_recipient_maps = true;
+                tracing::info!("Updated relay_recipient_maps: {value}");
+            }
             Step::SetRelayDomains(value) => {
                 // As above: `postconf -e` replaces main.cf atomically or not at all.
                 postfix
@@ -203,7 +248,7 @@ fn run_steps<P: PostfixWrite + Sync>(
             }
         }
     }
-    if !verified || routes_rewritten {
+    if !verified || routes_rewritten || recipients_rewritten {
         verify(settings, prepared, postfix, !verified)?;
     }
     Ok(())
@@ -276,6 +321,7 @@ fn verify<P: PostfixWrite>(
             ))));
         }
     }
+    verify_recipients(prepared, postfix, relay_domains).map_err(failed)?;
     let next_hop = settings.next_hop.to_string();
     let sample: Vec<&str> = plan
         .added
@@ -296,6 +342,57 @@ fn verify<P: PostfixWrite>(
                 "postmap -q {name} {} returns {found:?}, expected {next_hop:?}",
                 postfix.transport_map_name()
             ))));
+        }
+    }
+    Ok(())
+}
+
+/// Recipient validation's read-back: `relay_recipient_maps` as written (when the run changed
+/// it), and a sample of the added addresses found in the table.
+fn verify_recipients<P: PostfixWrite>(
+    prepared: &Prepared,
+    postfix: &P,
+    parameters: bool,
+) -> Result<(), FailureCause> {
+    let Some(recipients) = &prepared.plan.recipients else {
+        return Ok(());
+    };
+    if parameters && recipients.maps_changed() {
+        let seen = postfix
+            .relay_recipient_maps()
+            .map_err(FailureCause::Postfix)?;
+        let tokens = |value: &str| -> Vec<String> {
+            value
+                .split(|c: char| c == ',' || c.is_ascii_whitespace())
+                .filter(|t| !t.is_empty())
+                .map(str::to_owned)
+                .collect()
+        };
+        if tokens(&seen) != tokens(&recipients.maps_value) {
+            return Err(FailureCause::Verify(format!(
+                "postconf -h relay_recipient_maps shows {seen:?}, not the value just written"
+            )));
+        }
+    }
+    if !recipients.enabled || recipients.added_sample.is_empty() {
+        return Ok(());
+    }
+    let sample: Vec<&str> = recipients
+        .added_sample
+        .iter()
+        .take(VERIFY_SAMPLE)
+        .map(String::as_str)
+        .collect();
+    let found = postfix
+        .lookup_recipients(&sample)
+        .map_err(FailureCause::Postfix)?;
+    let (map_type, path) = postfix.recipients_table();
+    for (key, found) in sample.iter().zip(found) {
+        if found.as_deref() != Some("OK") {
+            return Err(FailureCause::Verify(format!(
+                "postmap -q {key} {map_type}:{} returns {found:?}, expected \"OK\"",
+                path.display()
+            )));
         }
     }
     Ok(())
@@ -349,7 +446,10 @@ fn rollback<P: PostfixWrite>(
     // A failed reload does not stop the restore: the files still go back (Postfix reads them
     // when it starts again), and the reload failure is what the rollback reports.
     let mut reload_failure = None;
-    let relayed_changed = touched.relay_domains || touched.relay_domains_map;
+    let relayed_changed = touched.relay_domains
+        || touched.relay_domains_map
+        || touched.relay_recipient_maps
+        || touched.recipients_map;
     if relayed_changed {
         if touched.transport {
             // The file may already be the final one, without the routes of removed domains
@@ -365,12 +465,41 @@ fn rollback<P: PostfixWrite>(
                 .write_relay_domains_map(old_map)
                 .map_err(failed(FailedStep::WriteRelayDomainsMap))?;
         }
+        // The old recipients table comes back with every address the run may have taken out
+        // still in it: the union the run wrote first holds old and new entries, and goes in
+        // before the parameters; the old text follows the reload. Without a union, the run
+        // only took entries out, and the old table (a superset) goes in at once.
+        let empty_table = format!("{}\n", relay_core::RECIPIENTS_HEADER);
+        let old_recipients = prepared
+            .recipients_map_before
+            .as_deref()
+            .unwrap_or(&empty_table);
+        let union = prepared
+            .plan
+            .recipients
+            .as_ref()
+            .and_then(|r| r.first_write.as_deref());
+        if touched.recipients_map {
+            postfix
+                .write_recipients_map(union.unwrap_or(old_recipients))
+                .map_err(failed(FailedStep::WriteRecipientsMap))?;
+        }
         if touched.relay_domains {
             postfix
                 .set_relay_domains(&prepared.relay_domains_before)
                 .map_err(failed(FailedStep::SetRelayDomains))?;
         }
+        if touched.relay_recipient_maps {
+            postfix
+                .set_relay_recipient_maps(&prepared.relay_recipient_maps_before)
+                .map_err(failed(FailedStep::SetRelayRecipientMaps))?;
+        }
         reload_failure = postfix.reload().err();
+        if touched.recipients_map && union.is_some() {
+            postfix
+                .write_recipients_map(old_recipients)
+                .map_err(failed(FailedStep::WriteRecipientsMap))?;
+        }
     }
     if touched.transport {
         postfix

@@ -42,7 +42,9 @@ use relay_postfix::{PostfixRead, PostfixWrite};
 
 pub use apply::{apply, VERIFY_SAMPLE};
 pub use outcome::{Applied, FailedStep, FailureCause, Outcome, StepFailure};
-pub use prepare::{prepare, rejected_changed, Prepared};
+pub use prepare::{
+    prepare, prepare_fetched, rejected_changed, rejected_keys, Prepared, RECIPIENT_ROW_PREFIX,
+};
 
 /// What a run needs besides the two boundaries.
 #[derive(Debug, Clone)]
@@ -70,6 +72,9 @@ pub struct RunReport {
     /// The rows the database returned that are not valid names, in its order; `None` when the
     /// run got no rows (the database failed).
     pub rejected: Option<Vec<relay_core::Rejected>>,
+    /// The `RECIPIENTS_QUERY` rows that are not valid recipients, in its order; empty when
+    /// recipient validation is off or the database failed.
+    pub rejected_recipients: Vec<relay_core::RejectedRecipient>,
 }
 
 /// Lists in log lines are cut after this many entries (SPEC §8).
@@ -78,7 +83,7 @@ pub const LOG_LIST_MAX: usize = 100;
 /// Runs one sync: the whole of SPEC §2 from step 2 on (the caller holds the lock).
 pub async fn run<S, P>(settings: &SyncSettings, source: &S, postfix: &P) -> Outcome
 where
-    S: DomainSource,
+    S: DomainSource + Sync,
     P: PostfixWrite + Sync,
 {
     run_reported(settings, source, postfix).await.0
@@ -91,22 +96,27 @@ pub async fn run_reported<S, P>(
     postfix: &P,
 ) -> (Outcome, RunReport)
 where
-    S: DomainSource,
+    S: DomainSource + Sync,
     P: PostfixWrite + Sync,
 {
     let started = Instant::now();
     tracing::info!("===== Relay Domains Sync Started =====");
     let mut report = RunReport::default();
-    let outcome = match source.fetch_names().await {
+    let outcome = match source.fetch().await {
         Err(error) => {
             tracing::error!("{error}");
             tracing::error!("Keeping current configuration");
             Outcome::DatabaseFailed(error)
         }
-        Ok(rows) => {
-            let normalized = relay_core::normalize_owned(rows);
+        Ok(fetched) => {
+            let normalized = relay_core::normalize_owned(fetched.names);
+            let recipients = fetched.recipients.map(relay_core::normalize_recipients);
             report.rejected = Some(normalized.rejected.clone());
-            match prepare::prepare_normalized(settings, normalized, postfix) {
+            report.rejected_recipients = recipients
+                .as_ref()
+                .map(|r| r.rejected.clone())
+                .unwrap_or_default();
+            match prepare::prepare_normalized(settings, normalized, recipients, postfix) {
                 Err(outcome) => outcome,
                 Ok(prepared) => apply(settings, prepared, postfix),
             }
@@ -127,14 +137,14 @@ pub async fn dry_run<S, P>(
     postfix: &P,
 ) -> Result<(Prepared, Result<(), relay_core::Refusal>), Outcome>
 where
-    S: DomainSource,
+    S: DomainSource + Sync,
     P: PostfixRead,
 {
-    let rows = source.fetch_names().await.map_err(|error| {
+    let fetched = source.fetch().await.map_err(|error| {
         tracing::error!("{error}");
         Outcome::DatabaseFailed(error)
     })?;
-    let prepared = prepare(settings, rows, postfix)?;
+    let prepared = prepare_fetched(settings, fetched, postfix)?;
     let verdict = relay_core::guard(&prepared.plan, settings.guard);
     Ok((prepared, verdict))
 }

@@ -86,6 +86,10 @@ pub enum FailedStep {
     WriteRelayDomainsMap,
     /// `postconf -e relay_domains = …`.
     SetRelayDomains,
+    /// Writing the recipients table and rebuilding it.
+    WriteRecipientsMap,
+    /// `postconf -e relay_recipient_maps = …`.
+    SetRelayRecipientMaps,
     /// `postfix reload`.
     Reload,
     /// Reading back what Postfix sees.
@@ -100,6 +104,8 @@ impl std::fmt::Display for FailedStep {
             FailedStep::RebuildTransportMap => "transport map rebuild",
             FailedStep::WriteRelayDomainsMap => "relay domains map update",
             FailedStep::SetRelayDomains => "relay_domains update",
+            FailedStep::WriteRecipientsMap => "recipients map update",
+            FailedStep::SetRelayRecipientMaps => "relay_recipient_maps update",
             FailedStep::Reload => "postfix reload",
             FailedStep::Verify => "verification",
         })

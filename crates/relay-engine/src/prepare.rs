@@ -3,8 +3,9 @@
 use std::collections::BTreeSet;
 
 use relay_core::{
-    apply_steps_with, cut_list, escape_for_log, normalize_owned, Freshness, Normalized, Plan,
-    PlanInput, Rejected, RelayDomains, RelayDomainsMode, RelayDomainsTable, Step,
+    apply_steps_with, cut_list, escape_for_log, normalize_owned, normalize_recipients, Freshness,
+    Normalized, NormalizedRecipients, Plan, PlanInput, RecipientPlan, RecipientsTable, Rejected,
+    RejectedRecipient, RelayDomains, RelayDomainsMode, RelayDomainsTable, Step,
 };
 use relay_postfix::PostfixRead;
 
@@ -33,6 +34,18 @@ pub struct Prepared {
     pub relay_domains_map_fresh: bool,
     /// Whether an interrupted run left a reload to do ([`crate::SyncSettings::reload_pending`]).
     pub reload_pending: bool,
+    /// Recipient validation: `RECIPIENTS_QUERY` rows that are not valid recipients.
+    pub rejected_recipients: Vec<RejectedRecipient>,
+    /// Recipient validation: valid rows that repeated an earlier recipient.
+    pub duplicate_recipients: usize,
+    /// `relay_recipient_maps` before the run, restored on rollback (read when the plan has a
+    /// recipient side, else empty).
+    pub relay_recipient_maps_before: String,
+    /// The recipients table's source before the run, when it was read; backed up and
+    /// restored on rollback.
+    pub recipients_map_before: Option<String>,
+    /// Whether the recipients table's database was at least as new as its source.
+    pub recipients_map_fresh: bool,
 }
 
 impl Prepared {
@@ -47,6 +60,7 @@ impl Prepared {
             Freshness {
                 transport: self.map_fresh,
                 relay_domains_map: self.relay_domains_map_fresh,
+                recipients_map: self.recipients_map_fresh,
             },
         );
         if self.reload_pending && !steps.contains(&Step::Reload) {
@@ -70,7 +84,24 @@ pub fn prepare<P: PostfixRead>(
 ) -> Result<Prepared, Outcome> {
     // Consumed: valid names keep the rows' allocations, and the rows are gone before the
     // Postfix files are read.
-    prepare_normalized(settings, normalize_owned(rows), postfix)
+    prepare_normalized(settings, normalize_owned(rows), None, postfix)
+}
+
+/// [`prepare`] with both queries' rows ([`relay_db::Fetched`]): recipient validation when
+/// `RECIPIENTS_QUERY` returned rows.
+#[allow(clippy::result_large_err)] // As `prepare`.
+pub fn prepare_fetched<P: PostfixRead>(
+    settings: &SyncSettings,
+    fetched: relay_db::Fetched,
+    postfix: &P,
+) -> Result<Prepared, Outcome> {
+    let recipients = fetched.recipients.map(normalize_recipients);
+    prepare_normalized(
+        settings,
+        normalize_owned(fetched.names),
+        recipients,
+        postfix,
+    )
 }
 
 /// [`prepare`] from rows already normalized.
@@ -78,6 +109,7 @@ pub fn prepare<P: PostfixRead>(
 pub(crate) fn prepare_normalized<P: PostfixRead>(
     settings: &SyncSettings,
     normalized: Normalized,
+    recipients: Option<NormalizedRecipients>,
     postfix: &P,
 ) -> Result<Prepared, Outcome> {
     tracing::info!(
@@ -85,7 +117,19 @@ pub(crate) fn prepare_normalized<P: PostfixRead>(
         normalized.valid.len(),
         cut_list(&normalized.valid, LOG_LIST_MAX)
     );
-    log_rejected(&normalized.rejected, settings.known_rejected.as_ref());
+    if let Some(recipients) = &recipients {
+        tracing::info!(
+            "Retrieved {} recipients from DB (RECIPIENTS_QUERY)",
+            recipients.valid.len()
+        );
+    }
+    let rejected_recipients: &[RejectedRecipient] =
+        recipients.as_ref().map_or(&[], |r| r.rejected.as_slice());
+    log_rejected(
+        &normalized.rejected,
+        rejected_recipients,
+        settings.known_rejected.as_ref(),
+    );
 
     let read = || -> Result<_, relay_postfix::PostfixError> {
         Ok((
@@ -153,6 +197,63 @@ pub(crate) fn prepare_normalized<P: PostfixRead>(
         tracing::error!("Keeping current configuration");
         Outcome::Unplannable(error)
     })?;
+    // Recipient validation: planned when it is on, or when relay_recipient_maps still names
+    // the table relay-sync wrote (turning it off). Otherwise nothing here runs a command.
+    let maps_read = || -> Result<_, relay_postfix::PostfixError> {
+        let value = postfix.relay_recipient_maps()?;
+        let (map_type, path) = postfix.recipients_table();
+        let path = path.to_string_lossy().into_owned();
+        let probe = RecipientsTable {
+            map_type: &map_type,
+            path: &path,
+            text: None,
+        };
+        let named = value
+            .split(|c: char| c == ',' || c.is_ascii_whitespace())
+            .any(|token| probe.is_named_by(token));
+        let text = if recipients.is_some() || named {
+            postfix.read_recipients_map()?
+        } else {
+            None
+        };
+        let fresh = recipients.is_none() || postfix.recipients_map_is_fresh()?;
+        Ok((value, map_type, path, text, fresh))
+    };
+    let (relay_recipient_maps, recipients_type, recipients_path, recipients_text, recipients_fresh) =
+        maps_read().map_err(|error| {
+            tracing::error!("Cannot read the current Postfix configuration: {error}");
+            tracing::error!("Keeping current configuration");
+            Outcome::ReadFailed(error)
+        })?;
+    let relayed = if recipients.is_some() {
+        normalized
+            .valid
+            .union(&settings.preserve)
+            .cloned()
+            .collect()
+    } else {
+        std::collections::BTreeSet::new()
+    };
+    let plan = plan
+        .with_recipients(
+            recipients.as_ref().map(|r| &r.valid),
+            &relayed,
+            RecipientsTable {
+                map_type: &recipients_type,
+                path: &recipients_path,
+                text: recipients_text.as_deref(),
+            },
+            &relay_recipient_maps,
+        )
+        .map_err(|error| {
+            tracing::error!("Cannot plan against the current configuration: {error}");
+            tracing::error!("Keeping current configuration");
+            Outcome::Unplannable(error)
+        })?;
+    drop(relayed);
+    if let Some(r) = &plan.recipients {
+        log_recipient_notes(r);
+    }
     for name in &plan.hand_written {
         tracing::warn!(
             "Domain {name} has a hand-written line in {} outside the managed block; leaving it as it is",
@@ -172,6 +273,11 @@ pub(crate) fn prepare_normalized<P: PostfixRead>(
         relay_domains_map_before: table_text,
         relay_domains_map_fresh,
         reload_pending: settings.reload_pending,
+        duplicate_recipients: recipients.as_ref().map_or(0, |r| r.duplicates),
+        rejected_recipients: recipients.map(|r| r.rejected).unwrap_or_default(),
+        relay_recipient_maps_before: relay_recipient_maps,
+        recipients_map_before: recipients_text,
+        recipients_map_fresh: recipients_fresh,
     };
     let steps = prepared.steps();
     if steps.is_empty() {
@@ -192,14 +298,32 @@ pub(crate) fn prepare_normalized<P: PostfixRead>(
 /// Logs each rejected row. One bad row in the admin panel must not mail the operator every five
 /// minutes: a row is a WARN, and an ERROR (which cron mails) only in the run where the set of
 /// rejected rows differs from `known`, the set the previous run saw (`None`: not known).
-fn log_rejected(rejected: &[Rejected], known: Option<&BTreeSet<String>>) {
-    let changed = rejected_changed(rejected, known);
-    for row in rejected {
-        let line = format!(
-            "Invalid domain skipped: {} ({})",
-            escape_for_log(&row.raw),
-            row.reason
-        );
+///
+/// Rejected recipient rows are told apart in the known set by the prefix
+/// [`RECIPIENT_ROW_PREFIX`].
+fn log_rejected(
+    rejected: &[Rejected],
+    recipients: &[RejectedRecipient],
+    known: Option<&BTreeSet<String>>,
+) {
+    let changed = rejected_set_changed(rejected_keys(rejected, recipients), known);
+    let lines = rejected
+        .iter()
+        .map(|row| {
+            format!(
+                "Invalid domain skipped: {} ({})",
+                escape_for_log(&row.raw),
+                row.reason
+            )
+        })
+        .chain(recipients.iter().map(|row| {
+            format!(
+                "Invalid recipient skipped: {} ({})",
+                escape_for_log(&row.raw),
+                row.reason
+            )
+        }));
+    for line in lines {
         if changed {
             tracing::error!("{line}");
         } else {
@@ -208,19 +332,85 @@ fn log_rejected(rejected: &[Rejected], known: Option<&BTreeSet<String>>) {
     }
 }
 
+/// In the set of rejected rows a run remembers, a `RECIPIENTS_QUERY` row's raw value follows
+/// this prefix, so that the same text rejected as a domain and as a recipient are two rows.
+pub const RECIPIENT_ROW_PREFIX: &str = "recipient:";
+
+/// The remembered form of every rejected row: domain rows as they are, recipient rows after
+/// [`RECIPIENT_ROW_PREFIX`].
+pub fn rejected_keys<'a>(
+    rejected: &'a [Rejected],
+    recipients: &'a [RejectedRecipient],
+) -> impl Iterator<Item = std::borrow::Cow<'a, str>> {
+    rejected
+        .iter()
+        .map(|row| std::borrow::Cow::Borrowed(row.raw.as_str()))
+        .chain(
+            recipients
+                .iter()
+                .map(|row| std::borrow::Cow::Owned(format!("{RECIPIENT_ROW_PREFIX}{}", row.raw))),
+        )
+}
+
 /// Whether the rejected rows differ from the set `known` from the previous run (an unknown
 /// set differs from any non-empty one).
 pub fn rejected_changed(rejected: &[Rejected], known: Option<&BTreeSet<String>>) -> bool {
+    rejected_set_changed(rejected_keys(rejected, &[]), known)
+}
+
+fn rejected_set_changed<'a>(
+    rows: impl Iterator<Item = std::borrow::Cow<'a, str>>,
+    known: Option<&BTreeSet<String>>,
+) -> bool {
+    let now: BTreeSet<std::borrow::Cow<'a, str>> = rows.collect();
     match known {
-        None => !rejected.is_empty(),
-        Some(known) => {
-            let now: BTreeSet<&str> = rejected.iter().map(|row| row.raw.as_str()).collect();
-            now.len() != known.len() || now.iter().any(|raw| !known.contains(*raw))
-        }
+        None => !now.is_empty(),
+        Some(known) => now.len() != known.len() || now.iter().any(|raw| !known.contains(&**raw)),
+    }
+}
+
+/// The recipient side's WARNs: relayed domains whose every address is refused, and
+/// recipients at domains that are not relayed.
+fn log_recipient_notes(plan: &RecipientPlan) {
+    if !plan.enabled {
+        return;
+    }
+    if !plan.domains_without_recipients.is_empty() {
+        tracing::warn!(
+            "Relayed domains with no recipient and no catch-all in RECIPIENTS_QUERY (all their mail is refused): {}",
+            cut_list(&plan.domains_without_recipients, LOG_LIST_MAX)
+        );
+    }
+    if plan.outside > 0 {
+        tracing::info!(
+            "{} recipients are at domains that are not relayed; left out of {}",
+            plan.outside,
+            plan.path
+        );
     }
 }
 
 fn log_changes(plan: &Plan) {
+    let domains_changed = !plan.added.is_empty() || !plan.removed.is_empty();
+    let recipients_only = !domains_changed
+        && plan
+            .recipients
+            .as_ref()
+            .is_some_and(|r| !r.is_empty() && !plan.relay_domains_changed());
+    if !recipients_only {
+        log_domain_changes(plan);
+    }
+    log_recipient_changes(plan);
+    if !plan.transport_changed()
+        && !plan.relay_domains_changed()
+        && !plan.relay_domains_map_changed()
+        && plan.recipients.as_ref().is_none_or(RecipientPlan::is_empty)
+    {
+        tracing::info!("Transport map is older than its source; rebuilding it");
+    }
+}
+
+fn log_domain_changes(plan: &Plan) {
     tracing::info!(
         "Domain changes detected: +{}, -{}",
         plan.added.len(),
@@ -234,10 +424,39 @@ fn log_changes(plan: &Plan) {
             tracing::info!("{verb} domain: … (+{} more)", names.len() - LOG_LIST_MAX);
         }
     }
-    if !plan.transport_changed()
-        && !plan.relay_domains_changed()
-        && !plan.relay_domains_map_changed()
-    {
-        tracing::info!("Transport map is older than its source; rebuilding it");
+}
+
+fn log_recipient_changes(plan: &Plan) {
+    let recipients = plan.recipients.as_ref();
+    if let Some(r) = recipients {
+        if r.enabled && !r.active_now {
+            tracing::info!(
+                "Recipient validation turns on: {} recipients in {}",
+                r.entries,
+                r.path
+            );
+        } else if !r.enabled {
+            tracing::info!(
+                "Recipient validation turns off: {} leaves relay_recipient_maps",
+                r.path
+            );
+        } else if r.added + r.removed > 0 {
+            tracing::info!("Recipient changes detected: +{}, -{}", r.added, r.removed);
+            for (verb, keys, total) in [
+                ("Added", &r.added_sample, r.added),
+                ("Removed", &r.removed_sample, r.removed),
+            ] {
+                // Keys are validated recipients: nothing in them needs escaping.
+                for key in keys.iter().take(LOG_LIST_MAX) {
+                    tracing::info!("{verb} recipient: {key}");
+                }
+                if total > keys.len().min(LOG_LIST_MAX) {
+                    tracing::info!(
+                        "{verb} recipient: … (+{} more)",
+                        total - keys.len().min(LOG_LIST_MAX)
+                    );
+                }
+            }
+        }
     }
 }

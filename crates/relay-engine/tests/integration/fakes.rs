@@ -10,6 +10,8 @@ use relay_postfix::{Backup, PostfixError, PostfixRead, PostfixWrite};
 /// A database that returns fixed rows or a fixed error.
 pub(crate) enum FakeSource {
     Rows(Vec<String>),
+    /// Domain rows and RECIPIENTS_QUERY rows.
+    WithRecipients(Vec<String>, Vec<String>),
     Unreachable,
     MissingTable,
 }
@@ -21,9 +23,22 @@ impl FakeSource {
 }
 
 impl DomainSource for FakeSource {
+    async fn fetch(&self) -> Result<relay_db::Fetched, DbError> {
+        match self {
+            FakeSource::WithRecipients(names, recipients) => Ok(relay_db::Fetched {
+                names: names.clone(),
+                recipients: Some(recipients.clone()),
+            }),
+            _ => Ok(relay_db::Fetched {
+                names: self.fetch_names().await?,
+                recipients: None,
+            }),
+        }
+    }
+
     async fn fetch_names(&self) -> Result<Vec<String>, DbError> {
         match self {
-            FakeSource::Rows(rows) => Ok(rows.clone()),
+            FakeSource::Rows(rows) | FakeSource::WithRecipients(rows, _) => Ok(rows.clone()),
             FakeSource::Unreachable => Err(DbError::Unreachable {
                 addr: "192.0.2.1:3306".into(),
                 detail: "connect timed out after 3s".into(),
@@ -45,6 +60,8 @@ pub(crate) enum Op {
     Reload,
     Lookup,
     WriteRelayDomainsMap,
+    WriteRecipientsMap,
+    SetRelayRecipientMaps,
 }
 
 /// What Postfix holds: the `relay_domains` value, the transport source, and the built map (what
@@ -77,7 +94,57 @@ pub(crate) struct State {
     pub(crate) prepared: Vec<(String, String)>,
     /// How many times `discard_prepared` was called.
     pub(crate) discarded: usize,
+    /// `relay_recipient_maps`.
+    pub(crate) relay_recipient_maps: String,
+    /// The recipients table's source (`None`: no file).
+    pub(crate) recipients: Option<String>,
+    /// Recipient backups: (stamp, relay_recipient_maps, table).
+    pub(crate) recipient_backups: Vec<(String, String, Option<String>)>,
+    /// Called after every change with the state it left: a recorder of every intermediate
+    /// state, for order checks.
+    pub(crate) snapshots: Vec<Snapshot>,
     readback: Option<String>,
+}
+
+/// What Postfix accepts in one state: `relay_domains`, `relay_recipient_maps` and the
+/// recipients table, after one change.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Snapshot {
+    pub(crate) relay_domains: String,
+    pub(crate) relay_recipient_maps: String,
+    pub(crate) recipients: Option<String>,
+}
+
+impl Snapshot {
+    /// Whether Postfix in this state accepts `address` (lowercase), the recipients table being
+    /// `/fake/relay_recipients`.
+    pub(crate) fn accepts(&self, address: &str) -> bool {
+        let (_, domain) = address.split_once('@').unwrap();
+        let relayed = self
+            .relay_domains
+            .split([',', ' '])
+            .any(|token| token == domain);
+        if !relayed {
+            return false;
+        }
+        let tables: Vec<&str> = self
+            .relay_recipient_maps
+            .split([',', ' '])
+            .filter(|t| !t.is_empty())
+            .collect();
+        if tables.is_empty() {
+            return true;
+        }
+        tables
+            .iter()
+            .any(|t| t.ends_with(":/fake/relay_recipients"))
+            && self.recipients.as_deref().is_some_and(|text| {
+                text.lines().any(|line| {
+                    let key = line.split(' ').next().unwrap_or_default();
+                    key == address || key == format!("@{domain}")
+                })
+            })
+    }
 }
 
 #[derive(Debug, Clone, Default)]
@@ -100,6 +167,16 @@ impl FakePostfix {
 
     pub(crate) fn state(&self) -> State {
         self.0.lock().unwrap().clone()
+    }
+
+    /// Records the state after a change.
+    fn snapshot(state: &mut State) {
+        let snapshot = Snapshot {
+            relay_domains: state.relay_domains.clone(),
+            relay_recipient_maps: state.relay_recipient_maps.clone(),
+            recipients: state.recipients.clone(),
+        };
+        state.snapshots.push(snapshot);
     }
 
     /// Records the call and fails it if a failure is pending for `op`.
@@ -162,6 +239,39 @@ impl PostfixRead for FakePostfix {
 
     fn relay_domains_map_is_fresh(&self) -> Result<bool, PostfixError> {
         Ok(!self.0.lock().unwrap().table_stale)
+    }
+
+    fn relay_recipient_maps(&self) -> Result<String, PostfixError> {
+        Ok(self.0.lock().unwrap().relay_recipient_maps.clone())
+    }
+
+    fn recipients_table(&self) -> (String, PathBuf) {
+        ("hash".into(), PathBuf::from("/fake/relay_recipients"))
+    }
+
+    fn read_recipients_map(&self) -> Result<Option<String>, PostfixError> {
+        Ok(self.0.lock().unwrap().recipients.clone())
+    }
+
+    fn recipients_map_is_fresh(&self) -> Result<bool, PostfixError> {
+        Ok(true)
+    }
+
+    fn lookup_recipients(&self, keys: &[&str]) -> Result<Vec<Option<String>>, PostfixError> {
+        self.call(
+            Op::Lookup,
+            format!("postmap -q recipients ({} keys)", keys.len()),
+        )?;
+        let state = self.0.lock().unwrap();
+        let text = state.recipients.clone().unwrap_or_default();
+        Ok(keys
+            .iter()
+            .map(|key| {
+                text.lines()
+                    .any(|line| line.split(' ').next() == Some(*key))
+                    .then(|| "OK".to_owned())
+            })
+            .collect())
     }
 }
 
@@ -252,7 +362,48 @@ impl PostfixWrite for FakePostfix {
         let mut state = self.0.lock().unwrap();
         state.relay_domains = value.to_owned();
         state.readback = state.lie_after_write.take();
+        FakePostfix::snapshot(&mut state);
         Ok(())
+    }
+
+    fn write_recipients_map(&self, text: &str) -> Result<(), PostfixError> {
+        let lines = text.matches('\n').count();
+        self.call(
+            Op::WriteRecipientsMap,
+            format!("write recipients map ({lines} lines)"),
+        )?;
+        let mut state = self.0.lock().unwrap();
+        state.recipients = Some(text.to_owned());
+        FakePostfix::snapshot(&mut state);
+        Ok(())
+    }
+
+    fn set_relay_recipient_maps(&self, value: &str) -> Result<(), PostfixError> {
+        self.call(
+            Op::SetRelayRecipientMaps,
+            format!("postconf -e relay_recipient_maps = {value}"),
+        )?;
+        let mut state = self.0.lock().unwrap();
+        state.relay_recipient_maps = value.to_owned();
+        FakePostfix::snapshot(&mut state);
+        Ok(())
+    }
+
+    fn backup_recipients(
+        &self,
+        stamp: &str,
+        relay_recipient_maps: &str,
+        table: Option<&str>,
+    ) -> Result<Vec<PathBuf>, PostfixError> {
+        self.call(Op::Backup, "backup recipients".into())?;
+        self.0.lock().unwrap().recipient_backups.push((
+            stamp.to_owned(),
+            relay_recipient_maps.to_owned(),
+            table.map(str::to_owned),
+        ));
+        Ok(vec![PathBuf::from(format!(
+            "/fake/backup/relay_recipient_maps.{stamp}.bak"
+        ))])
     }
 
     fn reload(&self) -> Result<(), PostfixError> {

@@ -21,6 +21,7 @@
 
 mod fakes;
 mod map_mode;
+mod recipients;
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
