@@ -10,6 +10,57 @@ use relay_ops::rollback::Generation;
 use relay_ops::{CheckReport, Status};
 
 /// Renders the dry-run report for `prepared` and the guard's `verdict`.
+/// The recipient side of a dry run: counts, rejected rows, and the diff of the table.
+fn recipients(out: &mut String, prepared: &Prepared, r: &relay_core::RecipientPlan) {
+    if !r.enabled {
+        let _ = writeln!(
+            out,
+            "recipients: validation off; {} leaves relay_recipient_maps",
+            r.path
+        );
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "recipients: {} in {} ({} invalid rows skipped, {} duplicates, {} at domains not relayed)",
+        r.entries,
+        r.path,
+        prepared.rejected_recipients.len(),
+        prepared.duplicate_recipients,
+        r.outside
+    );
+    for rejected in &prepared.rejected_recipients {
+        let _ = writeln!(
+            out,
+            "  skipped {} ({})",
+            escape_for_log(&rejected.raw),
+            rejected.reason
+        );
+    }
+    if !r.active_now {
+        let _ = writeln!(out, "recipient validation turns on");
+    }
+    let _ = writeln!(
+        out,
+        "recipients added ({}): {}",
+        r.added,
+        cut_list(&r.added_sample, 100)
+    );
+    let _ = writeln!(
+        out,
+        "recipients removed ({}): {}",
+        r.removed,
+        cut_list(&r.removed_sample, 100)
+    );
+    if !r.domains_without_recipients.is_empty() {
+        let _ = writeln!(
+            out,
+            "relayed domains without recipients (all their mail refused): {}",
+            cut_list(&r.domains_without_recipients, 100)
+        );
+    }
+}
+
 pub(crate) fn dry_run(
     prepared: &Prepared,
     verdict: &Result<(), Refusal>,
@@ -49,6 +100,9 @@ pub(crate) fn dry_run(
     for name in &plan.hand_written {
         let _ = writeln!(out, "kept hand-written transport line for {name}");
     }
+    if let Some(r) = &plan.recipients {
+        recipients(&mut out, prepared, r);
+    }
     match verdict {
         Ok(()) => {
             let _ = writeln!(out, "guard: would apply");
@@ -73,6 +127,22 @@ pub(crate) fn dry_run(
                 "write the relay domains map (RELAY_DOMAINS_MAP) and postmap it".to_owned()
             }
             Step::SetRelayDomains(_) => "postconf -e relay_domains = (below)".to_owned(),
+            Step::WriteRecipientsMap(text)
+                if plan
+                    .recipients
+                    .as_ref()
+                    .and_then(|r| r.table_final.as_deref())
+                    == Some(*text) =>
+            {
+                "write the recipients table (RECIPIENTS_MAP, final) and postmap it".to_owned()
+            }
+            Step::WriteRecipientsMap(_) => {
+                "write the recipients table (RECIPIENTS_MAP) with old and new entries and postmap it"
+                    .to_owned()
+            }
+            Step::SetRelayRecipientMaps(value) => {
+                format!("postconf -e relay_recipient_maps = {value}")
+            }
             Step::Reload => "postfix reload".to_owned(),
         };
         let _ = writeln!(out, "  {}. {what}", i + 1);
@@ -185,6 +255,12 @@ pub(crate) fn status(status: &Status) -> String {
             }
         ),
     );
+    if let Some(count) = status.recipients {
+        line(
+            "recipients:",
+            format!("{count} accepted (recipient validation on)"),
+        );
+    }
     line(
         "backups:",
         match status.backups.last() {

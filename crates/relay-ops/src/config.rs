@@ -111,6 +111,10 @@ pub struct Config {
     pub relay_domains_mode: RelayDomainsMode,
     /// `RELAY_DOMAINS_MAP`, by default `POSTFIX_CONFIG_DIR/relay_domains`.
     pub relay_domains_map: PathBuf,
+    /// `RECIPIENTS_QUERY`; `None` (empty) turns recipient validation off.
+    pub recipients_query: Option<String>,
+    /// `RECIPIENTS_MAP`, by default `POSTFIX_CONFIG_DIR/relay_recipients`.
+    pub recipients_map: PathBuf,
     /// `BACKUP_DIR`.
     pub backup_dir: PathBuf,
     /// `BACKUP_KEEP`, at least 1.
@@ -1140,6 +1144,8 @@ impl Raw {
             map_type: self.map_type.map(|map_type| map_type.0),
             relay_domains_mode: self.relay_domains_mode,
             relay_domains_map: or_in(self.relay_domains_map, &postfix_config_dir, "relay_domains"),
+            recipients_query: None,
+            recipients_map: or_in(None, &postfix_config_dir, "relay_recipients"),
             postfix_config_dir,
             backup_dir: self.backup_dir.0,
             backup_keep: self.backup_keep.0,

@@ -120,6 +120,26 @@ impl<P: PostfixRead> PostfixRead for Journaled<P> {
     fn relay_domains_map_is_fresh(&self) -> Result<bool, PostfixError> {
         self.inner.relay_domains_map_is_fresh()
     }
+
+    fn relay_recipient_maps(&self) -> Result<String, PostfixError> {
+        self.inner.relay_recipient_maps()
+    }
+
+    fn recipients_table(&self) -> (String, PathBuf) {
+        self.inner.recipients_table()
+    }
+
+    fn read_recipients_map(&self) -> Result<Option<String>, PostfixError> {
+        self.inner.read_recipients_map()
+    }
+
+    fn recipients_map_is_fresh(&self) -> Result<bool, PostfixError> {
+        self.inner.recipients_map_is_fresh()
+    }
+
+    fn lookup_recipients(&self, keys: &[&str]) -> Result<Vec<Option<String>>, PostfixError> {
+        self.inner.lookup_recipients(keys)
+    }
 }
 
 impl<P: PostfixWrite> PostfixWrite for Journaled<P> {
@@ -155,6 +175,26 @@ impl<P: PostfixWrite> PostfixWrite for Journaled<P> {
     fn set_relay_domains(&self, value: &str) -> Result<(), PostfixError> {
         self.mark()?;
         self.inner.set_relay_domains(value)
+    }
+
+    fn write_recipients_map(&self, text: &str) -> Result<(), PostfixError> {
+        self.mark()?;
+        self.inner.write_recipients_map(text)
+    }
+
+    fn set_relay_recipient_maps(&self, value: &str) -> Result<(), PostfixError> {
+        self.mark()?;
+        self.inner.set_relay_recipient_maps(value)
+    }
+
+    fn backup_recipients(
+        &self,
+        stamp: &str,
+        relay_recipient_maps: &str,
+        table: Option<&str>,
+    ) -> Result<Vec<PathBuf>, PostfixError> {
+        self.inner
+            .backup_recipients(stamp, relay_recipient_maps, table)
     }
 
     fn reload(&self) -> Result<(), PostfixError> {

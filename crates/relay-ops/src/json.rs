@@ -42,6 +42,9 @@ pub struct StatusDocument<'a> {
     /// The managed domains, sorted; present only when asked for.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub managed_domains: Option<&'a [String]>,
+    /// Recipient validation: entries in the recipients table; absent when it is off.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recipient_count: Option<usize>,
     /// The backup directory.
     pub backup_dir: String,
     /// Backup generations, oldest first (their stamps, for `rollback --to`).
@@ -83,6 +86,7 @@ pub fn status(status: &Status, domains: bool) -> StatusDocument<'_> {
         transport_file: status.transport_file.display().to_string(),
         managed_domain_count: status.managed_domains.len(),
         managed_domains: domains.then_some(status.managed_domains.as_slice()),
+        recipient_count: status.recipients,
         backup_dir: status.backup_dir.display().to_string(),
         backups: &status.backups,
         invalid_rows: &status.invalid_rows,

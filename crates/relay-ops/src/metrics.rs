@@ -30,6 +30,9 @@ pub(crate) struct RunMetrics {
     pub(crate) invalid_rows: usize,
     /// Whether syncs are held (`relay-sync hold`).
     pub(crate) held: bool,
+    /// Recipient validation: entries in the recipients table; `None` when it is off (and the
+    /// metric is not written).
+    pub(crate) recipients: Option<usize>,
 }
 
 /// The metric holding the last success, read back from the previous file.
@@ -98,6 +101,13 @@ pub(crate) fn render(m: &RunMetrics) -> String {
         "1 while syncs are held by `relay-sync hold`, 0 otherwise.",
         u8::from(m.held).to_string(),
     );
+    if let Some(recipients) = m.recipients {
+        metric(
+            "relay_sync_recipients",
+            "Addresses and catch-alls in the recipients table (RECIPIENTS_MAP) after the last run.",
+            recipients.to_string(),
+        );
+    }
     out
 }
 
@@ -232,6 +242,7 @@ mod tests {
         consecutive_failures: 0,
         invalid_rows: 2,
         held: false,
+        recipients: None,
     };
 
     #[test]

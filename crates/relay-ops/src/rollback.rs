@@ -143,7 +143,8 @@ pub(crate) fn rollback(
     tracing::info!("Rolling back to backup {stamp} by request");
 
     let postfix = PostfixCli::new(config.postfix_settings())?
-        .with_relay_domains_map(config.relay_domains_map.clone());
+        .with_relay_domains_map(config.relay_domains_map.clone())
+        .with_recipients_map(config.recipients_map.clone());
     // A rollback killed before its reload is repaired by the next sync, as a sync's would be.
     let postfix = Journaled::new(postfix, &config.state_dir);
     let table_path = config.relay_domains_map.display().to_string();
@@ -152,6 +153,9 @@ pub(crate) fn rollback(
     let current_relay = postfix.relay_domains()?;
     let current_transport = postfix.read_transport()?;
     let current_table = postfix.read_relay_domains_map()?;
+    let current_maps = postfix.relay_recipient_maps()?;
+    let current_recipients = postfix.read_recipients_map()?;
+    let recipients_path = config.recipients_map.display().to_string();
     // Planned before anything is written: a generation that cannot be restored safely changes
     // nothing, not even the backup directory.
     let plan = RollbackPlan::new(RollbackInput {
@@ -168,6 +172,16 @@ pub(crate) fn rollback(
         stamp: stamp.clone(),
         error,
     })?;
+    // Recipient validation comes back when the generation holds it; a generation from before
+    // it leaves relay_recipient_maps and the table as they are (the next sync settles them).
+    let plan = match &contents.relay_recipient_maps {
+        Some(maps) => plan.with_recipients(relay_core::RecipientsRollback {
+            relay_recipient_maps: maps,
+            table: contents.recipients_map.as_deref(),
+            current_table: current_recipients.as_deref(),
+        }),
+        None => plan,
+    };
     if plan.table == TableRestore::KeptWithoutCopy {
         tracing::warn!(
             "Backup {stamp} has no copy of the table {table_path} that its relay_domains \
@@ -188,6 +202,13 @@ pub(crate) fn rollback(
         saved
             .files
             .push(postfix.backup_relay_domains_map(&saved.stamp, text)?);
+    }
+    if config.recipients_query.is_some() || contents.relay_recipient_maps.is_some() {
+        saved.files.extend(postfix.backup_recipients(
+            &saved.stamp,
+            &current_maps,
+            current_recipients.as_deref(),
+        )?);
     }
     for file in &saved.files {
         tracing::info!("Backup created: {}", file.display());
@@ -241,6 +262,18 @@ pub(crate) fn rollback(
                 Step::Reload => {
                     postfix.reload()?;
                     tracing::info!("Postfix reloaded successfully");
+                }
+                Step::WriteRecipientsMap(text) => {
+                    postfix.write_recipients_map(text)?;
+                    let file = format!("recipients table {recipients_path}");
+                    restored.retain(|done| *done != file);
+                    tracing::info!("Restored {file} from {stamp}");
+                    restored.push(file);
+                }
+                Step::SetRelayRecipientMaps(value) => {
+                    postfix.set_relay_recipient_maps(value)?;
+                    tracing::info!("Restored relay_recipient_maps: {value}");
+                    restored.push("relay_recipient_maps".into());
                 }
                 // A rollback plan rewrites the transport file rather than rebuilding it.
                 Step::RebuildTransportMap => postfix.rebuild_transport_map()?,

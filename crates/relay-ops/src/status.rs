@@ -33,6 +33,9 @@ pub struct Status {
     pub transport_file: PathBuf,
     /// Domains in the managed block, sorted.
     pub managed_domains: Vec<String>,
+    /// Recipient validation: addresses and catch-alls in the recipients table
+    /// (`RECIPIENTS_MAP`); `None` when `RECIPIENTS_QUERY` is not set.
+    pub recipients: Option<usize>,
     /// The backup directory.
     pub backup_dir: PathBuf,
     /// Backup stamps, oldest first.
@@ -90,6 +93,12 @@ pub fn read(config: &Config) -> Status {
             Vec::new()
         }
     };
+    let recipients = config.recipients_query.as_ref().map(|_| {
+        recipients_in_table(&config.recipients_map).unwrap_or_else(|error| {
+            problems.push(error);
+            0
+        })
+    });
     let backups = match list_backups(&config.backup_dir) {
         Ok(generations) => generations.into_iter().map(|g| g.stamp).collect(),
         Err(error) => {
@@ -109,6 +118,7 @@ pub fn read(config: &Config) -> Status {
         consecutive_db_failures: state.consecutive_db_failures,
         transport_file: config.transport_file.clone(),
         managed_domains,
+        recipients,
         backup_dir: config.backup_dir.clone(),
         backups,
         hold: crate::hold::read(&config.state_dir).unwrap_or_else(|error| {
@@ -119,5 +129,21 @@ pub fn read(config: &Config) -> Status {
             .map(|rows| rows.into_iter().collect())
             .unwrap_or_default(),
         problems,
+    }
+}
+
+/// The entries of the recipients table's source at `path` (0 when it does not exist yet), or
+/// what made it unreadable.
+pub(crate) fn recipients_in_table(path: &std::path::Path) -> Result<usize, String> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => Ok(relay_core::RecipientsTable {
+            map_type: "",
+            path: "",
+            text: Some(&text),
+        }
+        .keys()
+        .count()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
+        Err(error) => Err(format!("cannot read {}: {error}", path.display())),
     }
 }

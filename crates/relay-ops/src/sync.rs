@@ -350,8 +350,11 @@ fn locked_sync(
         runtime.block_on(relay_engine::run_reported(&settings, &source, &postfix));
     finish_backups(config, since, &outcome);
     if let Some(rejected) = report.rejected {
+        // Recipient rows are remembered beside the domain rows, told apart by a prefix.
         let rows: std::collections::BTreeSet<String> =
-            rejected.into_iter().map(|row| row.raw).collect();
+            relay_engine::rejected_keys(&rejected, &report.rejected_recipients)
+                .map(std::borrow::Cow::into_owned)
+                .collect();
         // Written only when the set changed: a run with nothing to do writes as little as it can.
         if known_rejected.as_ref() != Some(&rows) {
             if let Err(error) = failures::save_invalid_rows(&config.state_dir, &rows) {
@@ -445,7 +448,9 @@ impl Preflight {
         let (postfix, fetched) =
             runtime.block_on(prefetch(&source, config.postfix_settings(), cache));
         let postfix = match postfix {
-            Ok(postfix) => postfix.with_relay_domains_map(config.relay_domains_map.clone()),
+            Ok(postfix) => postfix
+                .with_relay_domains_map(config.relay_domains_map.clone())
+                .with_recipients_map(config.recipients_map.clone()),
             Err(error @ PostfixError::CommandMissing { .. }) => {
                 tracing::error!("{error}");
                 return Err(RunOutcome::NotReady(NotReady::Postfix(error)));
@@ -476,19 +481,19 @@ impl Preflight {
 /// Builds the [`PostfixCli`] (its one postconf) on a blocking thread while the database query
 /// runs: each takes a few milliseconds, and a no-change run is little else. The query's result
 /// is `None` when the postconf failed first: the run ends there, and the query is dropped.
-async fn prefetch<S: DomainSource>(
+async fn prefetch<S: DomainSource + Sync>(
     source: &S,
     settings: relay_postfix::PostfixSettings,
     cache: Option<PathBuf>,
 ) -> (
     Result<PostfixCli, PostfixError>,
-    Option<Result<Vec<String>, DbError>>,
+    Option<Result<relay_db::Fetched, DbError>>,
 ) {
     let mut postfix = tokio::task::spawn_blocking(move || match cache {
         Some(cache) => PostfixCli::with_postconf_cache(settings, &cache),
         None => PostfixCli::new(settings),
     });
-    let fetch = source.fetch_names();
+    let fetch = source.fetch();
     tokio::pin!(fetch);
     let mut fetched = None;
     let postfix = loop {
@@ -513,7 +518,7 @@ async fn prefetch<S: DomainSource>(
 
 /// A [`DomainSource`] whose first fetch returns the rows [`prefetch`] already has.
 struct Prefetched<S> {
-    rows: Mutex<Option<Result<Vec<String>, DbError>>>,
+    rows: Mutex<Option<Result<relay_db::Fetched, DbError>>>,
     source: S,
 }
 
@@ -525,7 +530,7 @@ impl<S> Prefetched<S> {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         match rows.as_ref()? {
-            Ok(names) => Some(Fingerprint::of(names.iter().map(String::as_str))),
+            Ok(fetched) => Some(fetched.fingerprint()),
             Err(_) => None,
         }
     }
@@ -533,6 +538,10 @@ impl<S> Prefetched<S> {
 
 impl<S: DomainSource + Sync> DomainSource for Prefetched<S> {
     async fn fetch_names(&self) -> Result<Vec<String>, DbError> {
+        Ok(self.fetch().await?.names)
+    }
+
+    async fn fetch(&self) -> Result<relay_db::Fetched, DbError> {
         let rows = self
             .rows
             .lock()
@@ -540,7 +549,7 @@ impl<S: DomainSource + Sync> DomainSource for Prefetched<S> {
             .take();
         match rows {
             Some(rows) => rows,
-            None => self.source.fetch_names().await,
+            None => self.source.fetch().await,
         }
     }
 }
@@ -652,6 +661,10 @@ fn write_metrics(
         consecutive_failures: state.consecutive_failures,
         invalid_rows: failures::load_invalid_rows(&config.state_dir).map_or(0, |rows| rows.len()),
         held: matches!(outcome, RunOutcome::Held(_)),
+        recipients: config
+            .recipients_query
+            .as_ref()
+            .and_then(|_| crate::status::recipients_in_table(&config.recipients_map).ok()),
     };
     if let Err(error) = metrics::write(path, &metrics) {
         tracing::error!("Metrics not written to {}: {error}", path.display());
