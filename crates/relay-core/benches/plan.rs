@@ -14,11 +14,13 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use relay_core::{
-    apply_steps, normalize_rows, DomainName, NextHop, Plan, PlanInput, RelayDomainsMode,
+    apply_steps, normalize_recipients, normalize_rows, render_recipients_map, DomainName, NextHop,
+    Plan, PlanInput, Recipient, RecipientPlan, RecipientsInput, RecipientsTable, RelayDomainsMode,
     RelayDomainsTable, Transport,
 };
 
 const TABLE: &str = "/etc/postfix/relay_domains";
+const RECIPIENTS: &str = "/etc/postfix/relay_recipients";
 
 fn names(n: usize) -> BTreeSet<DomainName> {
     (0..n)
@@ -108,6 +110,60 @@ fn plan_and_render(c: &mut Criterion) {
     group.finish();
 }
 
+/// Recipient validation at 1M recipients over 10k domains (issue 14: within the budget of a
+/// million domains): plan the table against the one in force and render it. As for domains,
+/// the rows arrive normalized (normalizing them is `normalize_recipients`).
+fn recipients(c: &mut Criterion) {
+    let mut group = c.benchmark_group("plan_render_one_recipient_change");
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(20));
+    let domains = names(10_000);
+    for n in [10_000usize, 100_000, 1_000_000] {
+        let rows: Vec<String> = (0..n)
+            .map(|i| format!("user{i}@d{}.example", i % 10_000))
+            .collect();
+        let before = normalize_recipients(rows[1..].to_vec()).valid;
+        let table_text = render_recipients_map(before.iter().map(Recipient::as_str));
+        let maps = format!("hash:{RECIPIENTS}");
+        group.throughput(Throughput::Elements(n as u64));
+        let valid = normalize_recipients(rows).valid;
+        group.bench_with_input(BenchmarkId::new("map", n), &valid, |b, valid| {
+            b.iter(|| {
+                let plan = RecipientPlan::new(RecipientsInput {
+                    database: Some(valid),
+                    relayed: &domains,
+                    table: RecipientsTable {
+                        map_type: "hash",
+                        path: RECIPIENTS,
+                        text: Some(&table_text),
+                    },
+                    relay_recipient_maps: &maps,
+                })
+                .unwrap()
+                .unwrap();
+                assert_eq!((plan.added, plan.removed), (1, 0));
+                black_box(plan.first_write.map(|text| text.len()))
+            });
+        });
+    }
+    group.finish();
+    let mut group = c.benchmark_group("normalize_recipients");
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(10));
+    for n in [10_000usize, 1_000_000] {
+        let rows: Vec<String> = (0..n)
+            .map(|i| format!("user{i}@d{}.example", i % 10_000))
+            .collect();
+        group.throughput(Throughput::Elements(n as u64));
+        group.bench_with_input(BenchmarkId::from_parameter(n), &rows, |b, rows| {
+            b.iter(|| normalize_recipients(rows.clone()).valid.len());
+        });
+    }
+    group.finish();
+}
+
 fn normalize(c: &mut Criterion) {
     let mut group = c.benchmark_group("normalize");
     group
@@ -123,5 +179,5 @@ fn normalize(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, plan_and_render, normalize);
+criterion_group!(benches, plan_and_render, recipients, normalize);
 criterion_main!(benches);
