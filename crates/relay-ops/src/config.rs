@@ -575,6 +575,7 @@ impl Config {
             user: self.db_user.clone(),
             password,
             query: self.db_query.clone(),
+            recipients_query: None,
             tls: self.db_tls,
             tls_ca: self.db_tls_ca.clone(),
             connect_timeout: self.db_connect_timeout,
