@@ -10,3 +10,12 @@
 CREATE USER IF NOT EXISTS 'relay_sync'@'GATEWAY_IP' IDENTIFIED BY 'CHANGE_ME_PASSWORD';
 GRANT SELECT ON mailserver_usermgmt.domains TO 'relay_sync'@'GATEWAY_IP';
 -- Nothing else: no other table, no other privilege, no GRANT OPTION.
+
+-- Opt-in, for recipient validation only (RECIPIENTS_QUERY, off by default): relay-sync then
+-- also reads which addresses exist. Uncomment the GRANT below only if you set RECIPIENTS_QUERY,
+-- and adapt the table and columns to your query. It names the columns on purpose: the users
+-- table also holds password hashes, which the gateway must never be able to read.
+-- `relay-sync check` accepts exactly this (SELECT on some of email and enabled) and warns on
+-- anything more.
+--
+-- GRANT SELECT (email, enabled) ON mailserver_usermgmt.users TO 'relay_sync'@'GATEWAY_IP';

@@ -4,8 +4,9 @@
 //! with `mysql_async`, under connect and query timeouts, with optional TLS. Tests of the engine
 //! use an in-memory implementation instead.
 //!
-//! Architecture invariant: this crate only ever reads. It runs exactly one query per fetch and
-//! never retries (the next cron run is the retry, SPEC §2 step 2).
+//! Architecture invariant: this crate only ever reads. It runs exactly one query per fetch (two,
+//! on one connection, when `RECIPIENTS_QUERY` is set) and never retries (the next cron run is
+//! the retry, SPEC §2 step 2).
 #![warn(clippy::print_stdout, clippy::print_stderr)]
 
 use std::future::Future;
@@ -21,7 +22,10 @@ pub trait DomainSource {
     /// Runs the query once and returns the raw names, in the order the database sent them.
     fn fetch_names(&self) -> impl Future<Output = Result<Vec<String>, DbError>> + Send;
 
-    /// Both queries: DB_QUERY's rows and, when RECIPIENTS_QUERY is set, its rows.
+    /// Both queries: `DB_QUERY`'s rows and, when `RECIPIENTS_QUERY` is set, its rows.
+    ///
+    /// The provided method knows no recipients query: it returns [`DomainSource::fetch_names`]
+    /// with `recipients: None`, so a source that reads only domains needs nothing more.
     fn fetch(&self) -> impl Future<Output = Result<Fetched, DbError>> + Send
     where
         Self: Sync,
@@ -36,18 +40,27 @@ pub trait DomainSource {
 }
 
 /// What one fetch returned: the raw rows of both queries.
+///
+/// Like the names, the recipients are the raw first column of every row, unvalidated: an
+/// address `user@domain` or a catch-all `@domain`, a `NULL` as the empty string.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Fetched {
-    /// DB_QUERY's rows.
+    /// `DB_QUERY`'s rows: the domain names.
     pub names: Vec<String>,
-    /// RECIPIENTS_QUERY's rows; `None` when it is not set.
+    /// `RECIPIENTS_QUERY`'s rows; `None` when it is not set.
     pub recipients: Option<Vec<String>>,
 }
 
 impl Fetched {
-    /// The [`Fingerprint`] of the rows.
+    /// The [`Fingerprint`] the watcher's [`ChangeSignal`] polls for the same rows: the names'
+    /// alone when there is no recipients query, so it equals `Fingerprint::of(names)` then.
     pub fn fingerprint(&self) -> Fingerprint {
-        Fingerprint::of(self.names.iter().map(String::as_str))
+        Fingerprint::of_both(
+            self.names.iter().map(String::as_str),
+            self.recipients
+                .as_deref()
+                .map(|recipients| recipients.iter().map(String::as_str)),
+        )
     }
 }
 
@@ -67,6 +80,9 @@ pub struct DbSettings {
     pub password: Option<Secret>,
     /// The query; it must return one text column.
     pub query: String,
+    /// `RECIPIENTS_QUERY`: the valid recipient addresses, one text column; `None` when
+    /// recipient validation is off (the default).
+    pub recipients_query: Option<String>,
     /// Transport security.
     pub tls: TlsMode,
     /// CA certificate (PEM) for `verify-ca` and `verify-full`.
@@ -185,5 +201,36 @@ pub enum DbError {
 mod mariadb;
 pub use mariadb::MariaDbSource;
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A source that knows only `fetch_names`, as the engine's fakes do.
+    struct Names(Vec<String>);
+
+    impl DomainSource for Names {
+        async fn fetch_names(&self) -> Result<Vec<String>, DbError> {
+            Ok(self.0.clone())
+        }
+    }
+
+    #[tokio::test]
+    async fn the_provided_fetch_is_the_names_without_recipients() {
+        let source = Names(vec!["example.com".to_owned()]);
+        let fetched = source.fetch().await.unwrap();
+        assert_eq!(
+            fetched,
+            Fetched {
+                names: vec!["example.com".to_owned()],
+                recipients: None
+            }
+        );
+        assert_eq!(fetched.fingerprint(), Fingerprint::of(["example.com"]));
+    }
+}
+
 mod signal;
-pub use signal::{signal_query, tables_of, ChangeSignal, Fingerprint, Probe, SignalUnavailable};
+pub use signal::{
+    signal_query, signal_query_with_recipients, tables_of, ChangeSignal, Fingerprint, Probe,
+    SignalUnavailable,
+};

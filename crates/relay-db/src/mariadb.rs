@@ -1,8 +1,10 @@
 //! [`MariaDbSource`]: the admin panel's MariaDB through `mysql_async`, one connection per fetch.
 //!
 //! A fetch is: connect (TCP, TLS per [`TlsMode`], authentication) under `connect_timeout`, run
-//! the query once under `query_timeout`, read the first column of every row, disconnect. There
-//! is no pool (a run makes one query) and no extra round trip: the driver's post-connect
+//! the query once under `query_timeout`, read the first column of every row, disconnect. With
+//! `RECIPIENTS_QUERY` set, [`DomainSource::fetch`] runs it next on the same connection, under
+//! its own `query_timeout`, by the same rules. There is no pool (a run makes one connection) and
+//! no extra round trip: the driver's post-connect
 //! `SELECT @@max_allowed_packet, @@wait_timeout, @@socket` is avoided by setting those options.
 //!
 //! Failures are classified by phase: anything before the login succeeded is
@@ -15,7 +17,7 @@ use std::time::Duration;
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, DriverError, IoError, Opts, OptsBuilder, Row, SslOpts, Value};
 
-use crate::{DbError, DbSettings, DomainSource, Protection, TlsMode};
+use crate::{DbError, DbSettings, DomainSource, Fetched, Protection, TlsMode};
 
 /// Server errors at login that mean "wrong account, password or database" rather than "cannot
 /// reach": access denied (1045), access denied to the database (1044), unknown database (1049),
@@ -58,6 +60,7 @@ const VERIFY_CA_SERVER_NAME: &str = "NotValidForName.relay-sync.invalid";
 ///     user: "relay_sync".into(),
 ///     password: Some(Secret::new("…")),
 ///     query: "SELECT name FROM domains WHERE enabled = 1".into(),
+///     recipients_query: None,
 ///     tls: TlsMode::Disabled,
 ///     tls_ca: None,
 ///     connect_timeout: Duration::from_secs(3),
@@ -134,9 +137,11 @@ impl MariaDbSource {
         }
     }
 
-    async fn fetch(&self) -> Result<Vec<String>, DbError> {
+    /// One fetch: connect, `DB_QUERY`, then `RECIPIENTS_QUERY` when `with_recipients` and it
+    /// is set, each under `query_timeout`, on the one connection; then disconnect.
+    async fn read(&self, with_recipients: bool) -> Result<Fetched, DbError> {
         let settings = &self.settings;
-        let mut conn = tokio::time::timeout(settings.connect_timeout, self.connect())
+        let conn = tokio::time::timeout(settings.connect_timeout, self.connect())
             .await
             .map_err(|_| {
                 self.unreachable(format!(
@@ -146,17 +151,36 @@ impl MariaDbSource {
             })??;
         tracing::info!("Connected to MariaDB ({})", settings.host);
 
-        let fetched = tokio::time::timeout(
-            settings.query_timeout,
-            read_first_column(&mut conn, &settings.query),
-        )
-        .await;
-        match fetched {
-            Ok(Ok(names)) => {
-                // The names are in; a failing goodbye changes nothing.
-                let _ = tokio::time::timeout(DISCONNECT_TIMEOUT, conn.disconnect()).await;
-                Ok(names)
-            }
+        let (mut conn, names) = self
+            .read_column(conn, &settings.query, Key::DbQuery)
+            .await?;
+        let mut recipients = None;
+        if let Some(query) = settings
+            .recipients_query
+            .as_deref()
+            .filter(|_| with_recipients)
+        {
+            let (kept, rows) = self.read_column(conn, query, Key::RecipientsQuery).await?;
+            (conn, recipients) = (kept, Some(rows));
+        }
+        // The rows are in; a failing goodbye changes nothing.
+        let _ = tokio::time::timeout(DISCONNECT_TIMEOUT, conn.disconnect()).await;
+        Ok(Fetched { names, recipients })
+    }
+
+    /// Runs `query` on `conn` under `query_timeout` and hands the connection back with the
+    /// rows. On failure the connection is closed and the error names `key` where the query is
+    /// at fault.
+    async fn read_column(
+        &self,
+        mut conn: Conn,
+        query: &str,
+        key: Key,
+    ) -> Result<(Conn, Vec<String>), DbError> {
+        let query_timeout = self.settings.query_timeout;
+        let read = read_first_column(&mut conn, query, key);
+        match tokio::time::timeout(query_timeout, read).await {
+            Ok(Ok(rows)) => Ok((conn, rows)),
             Ok(Err(failure)) => {
                 let _ = tokio::time::timeout(DISCONNECT_TIMEOUT, conn.disconnect()).await;
                 Err(self.query_error(failure.to_string()))
@@ -168,8 +192,9 @@ impl MariaDbSource {
                 // drains the result.
                 let _ = tokio::time::timeout(Duration::ZERO, conn.disconnect()).await;
                 Err(self.query_error(format!(
-                    "no result within the query timeout ({})",
-                    seconds(settings.query_timeout)
+                    "no result within the query timeout ({}){}",
+                    seconds(query_timeout),
+                    key.suffix()
                 )))
             }
         }
@@ -298,56 +323,91 @@ impl MariaDbSource {
 }
 
 impl DomainSource for MariaDbSource {
-    fn fetch_names(&self) -> impl Future<Output = Result<Vec<String>, DbError>> + Send {
-        self.fetch()
+    /// `DB_QUERY` alone, even when `RECIPIENTS_QUERY` is set.
+    async fn fetch_names(&self) -> Result<Vec<String>, DbError> {
+        Ok(self.read(false).await?.names)
+    }
+
+    /// `DB_QUERY`, then `RECIPIENTS_QUERY` when it is set, on one connection.
+    fn fetch(&self) -> impl Future<Output = Result<Fetched, DbError>> + Send {
+        self.read(true)
+    }
+}
+
+/// Which configured query a failure belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Key {
+    DbQuery,
+    RecipientsQuery,
+}
+
+impl Key {
+    fn name(self) -> &'static str {
+        match self {
+            Key::DbQuery => "DB_QUERY",
+            Key::RecipientsQuery => "RECIPIENTS_QUERY",
+        }
+    }
+
+    /// What follows a driver's or timeout's message: nothing for `DB_QUERY` (as before
+    /// `RECIPIENTS_QUERY` existed), ` (RECIPIENTS_QUERY)` for the other.
+    fn suffix(self) -> &'static str {
+        match self {
+            Key::DbQuery => "",
+            Key::RecipientsQuery => " (RECIPIENTS_QUERY)",
+        }
     }
 }
 
 /// What was wrong with the query or its result.
 #[derive(Debug)]
 enum QueryFailure {
-    Driver(mysql_async::Error),
-    Columns(usize),
-    MoreResultSets,
+    Driver(mysql_async::Error, Key),
+    Columns(usize, Key),
+    MoreResultSets(Key),
 }
 
 impl std::fmt::Display for QueryFailure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            QueryFailure::Driver(err) => f.write_str(&describe(err)),
-            QueryFailure::Columns(0) => f.write_str(
-                "the query returned no result set; it must return exactly one column (DB_QUERY)",
-            ),
-            QueryFailure::Columns(n) => write!(
+            QueryFailure::Driver(err, key) => write!(f, "{}{}", describe(err), key.suffix()),
+            QueryFailure::Columns(0, key) => write!(
                 f,
-                "the query returned {n} columns; it must return exactly one (DB_QUERY)"
+                "the query returned no result set; it must return exactly one column ({})",
+                key.name()
             ),
-            QueryFailure::MoreResultSets => f.write_str(
-                "the query returned more than one result set; it must be a single SELECT (DB_QUERY)",
+            QueryFailure::Columns(n, key) => write!(
+                f,
+                "the query returned {n} columns; it must return exactly one ({})",
+                key.name()
+            ),
+            QueryFailure::MoreResultSets(key) => write!(
+                f,
+                "the query returned more than one result set; it must be a single SELECT ({})",
+                key.name()
             ),
         }
     }
 }
 
-impl From<mysql_async::Error> for QueryFailure {
-    fn from(err: mysql_async::Error) -> Self {
-        QueryFailure::Driver(err)
-    }
-}
-
 /// Runs `query` once (one `COM_QUERY`) and returns the first column of every row as text.
-async fn read_first_column(conn: &mut Conn, query: &str) -> Result<Vec<String>, QueryFailure> {
-    let mut result = conn.query_iter(query).await?;
+async fn read_first_column(
+    conn: &mut Conn,
+    query: &str,
+    key: Key,
+) -> Result<Vec<String>, QueryFailure> {
+    let driver = |err| QueryFailure::Driver(err, key);
+    let mut result = conn.query_iter(query).await.map_err(driver)?;
     let columns = result.columns_ref().len();
     if columns != 1 {
-        result.drop_result().await?;
-        return Err(QueryFailure::Columns(columns));
+        result.drop_result().await.map_err(driver)?;
+        return Err(QueryFailure::Columns(columns, key));
     }
-    let rows: Vec<Row> = result.collect().await?;
+    let rows: Vec<Row> = result.collect().await.map_err(driver)?;
     let more_result_sets = !result.is_empty();
-    result.drop_result().await?;
+    result.drop_result().await.map_err(driver)?;
     if more_result_sets {
-        return Err(QueryFailure::MoreResultSets);
+        return Err(QueryFailure::MoreResultSets(key));
     }
     let names = rows
         .into_iter()

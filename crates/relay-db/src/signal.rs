@@ -14,6 +14,12 @@
 //! The signal is derived from any `DB_QUERY` that is one `SELECT` (or `WITH … SELECT`) by
 //! wrapping it in a common table expression, so an overridden query keeps the same guarantee.
 //!
+//! With `RECIPIENTS_QUERY` set, the fingerprint covers its rows too, in the same query: they
+//! count as rows and their digests are summed in, each hashed with the prefix `recipient:` (so
+//! a row that moves from one query's result to the other's is a change as well). A user added,
+//! disabled or deleted thus triggers a sync like a domain does. The probe then reads the tables
+//! of both queries. Without `RECIPIENTS_QUERY`, nothing differs from the domains-only signal.
+//!
 //! Computing it reads every row `DB_QUERY` selects (about 0.1 s at 100k rows). So each poll
 //! first asks for a [`Probe`]: the `UPDATE_TIME` the server keeps for each table `DB_QUERY`
 //! reads (`information_schema.TABLES`, a lookup, well under a millisecond) and the server's
@@ -49,7 +55,30 @@ impl Fingerprint {
                 digest_sum: fingerprint.digest_sum + u128::from(name_digest(name)),
             })
     }
+
+    /// The fingerprint of `DB_QUERY`'s `names` and, when `RECIPIENTS_QUERY` is set, its
+    /// `recipients`, as [`ChangeSignal::poll`] computes it; with `recipients` `None` it is
+    /// [`Fingerprint::of`] the names. [`crate::Fetched::fingerprint`] calls it.
+    pub fn of_both<'a, 'b>(
+        names: impl IntoIterator<Item = &'a str>,
+        recipients: Option<impl IntoIterator<Item = &'b str>>,
+    ) -> Fingerprint {
+        let of_names = Fingerprint::of(names);
+        recipients
+            .into_iter()
+            .flatten()
+            .fold(of_names, |fingerprint, address| {
+                let prefixed = format!("{RECIPIENT_PREFIX}{address}");
+                Fingerprint {
+                    rows: fingerprint.rows + 1,
+                    digest_sum: fingerprint.digest_sum + u128::from(name_digest(&prefixed)),
+                }
+            })
+    }
 }
+
+/// What a recipient row is hashed with, in front, so that it never counts as a domain name.
+const RECIPIENT_PREFIX: &str = "recipient:";
 
 impl std::fmt::Display for Fingerprint {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -65,10 +94,13 @@ fn name_digest(name: &str) -> u64 {
     u64::from_be_bytes(first)
 }
 
-/// Why no change signal can be derived from `DB_QUERY`: the watcher then syncs every poll.
+/// Why no change signal can be derived from `DB_QUERY` (or `RECIPIENTS_QUERY`): the watcher
+/// then syncs every poll.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("no change signal can be derived from DB_QUERY: {reason}")]
+#[error("no change signal can be derived from {key}: {reason}")]
 pub struct SignalUnavailable {
+    /// The configuration key of the query in the way: `DB_QUERY` or `RECIPIENTS_QUERY`.
+    pub key: &'static str,
     /// What is in the way.
     pub reason: String,
 }
@@ -215,9 +247,49 @@ fn probe_query(tables: &[(Option<String>, String)]) -> String {
 /// `db_query` must be one `SELECT` or `WITH … SELECT` statement (a trailing `;` is allowed):
 /// it becomes a common table expression, so the database never sends the names themselves.
 pub fn signal_query(db_query: &str) -> Result<String, SignalUnavailable> {
-    let query = db_query.trim();
+    let query = statement(db_query, "DB_QUERY")?;
+    Ok(format!(
+        "WITH relay_sync_names(name) AS ({query}) \
+         SELECT COUNT(*), {names_sum} \
+         FROM relay_sync_names",
+        names_sum = NAMES_SUM,
+    ))
+}
+
+/// The sum of the names' digests, over `relay_sync_names`.
+const NAMES_SUM: &str =
+    "COALESCE(SUM(CAST(CONV(LEFT(MD5(COALESCE(name, '')), 16), 16, 10) AS UNSIGNED)), 0)";
+
+/// Like [`signal_query`], with `RECIPIENTS_QUERY`'s rows in the same fingerprint when it is set
+/// (see the module documentation); `None` gives [`signal_query`]'s SQL exactly.
+pub fn signal_query_with_recipients(
+    db_query: &str,
+    recipients_query: Option<&str>,
+) -> Result<String, SignalUnavailable> {
+    let Some(recipients_query) = recipients_query else {
+        return signal_query(db_query);
+    };
+    let names = statement(db_query, "DB_QUERY")?;
+    let recipients = statement(recipients_query, "RECIPIENTS_QUERY")?;
+    Ok(format!(
+        "WITH relay_sync_names(name) AS ({names}), \
+         relay_sync_recipients(address) AS ({recipients}) \
+         SELECT (SELECT COUNT(*) FROM relay_sync_names) \
+         + (SELECT COUNT(*) FROM relay_sync_recipients), \
+         (SELECT {NAMES_SUM} FROM relay_sync_names) \
+         + (SELECT COALESCE(SUM(CAST(CONV(LEFT(MD5(\
+         CONCAT('{RECIPIENT_PREFIX}', COALESCE(address, ''))), 16), 16, 10) AS UNSIGNED)), 0) \
+         FROM relay_sync_recipients)"
+    ))
+}
+
+/// `query` without surrounding blanks and a trailing `;`, when it can be wrapped in a common
+/// table expression; why not otherwise, naming `key`.
+fn statement<'q>(query: &'q str, key: &'static str) -> Result<&'q str, SignalUnavailable> {
+    let query = query.trim();
     let query = query.strip_suffix(';').unwrap_or(query).trim_end();
     let unavailable = |reason: &str| SignalUnavailable {
+        key,
         reason: reason.to_owned(),
     };
     let first_word: String = query
@@ -236,12 +308,7 @@ pub fn signal_query(db_query: &str) -> Result<String, SignalUnavailable> {
         // A comment could swallow the closing parenthesis of the wrapper.
         return Err(unavailable("it holds a comment"));
     }
-    Ok(format!(
-        "WITH relay_sync_names(name) AS ({query}) \
-         SELECT COUNT(*), \
-         COALESCE(SUM(CAST(CONV(LEFT(MD5(COALESCE(name, '')), 16), 16, 10) AS UNSIGNED)), 0) \
-         FROM relay_sync_names"
-    ))
+    Ok(query)
 }
 
 /// Polls the change signal over one connection kept open between polls, so a poll is one
@@ -255,10 +322,25 @@ pub struct ChangeSignal {
 }
 
 impl ChangeSignal {
-    /// A signal for `source`'s query, or why none can be derived from it.
+    /// A signal for `source`'s query (and its recipients query, when set), or why none can be
+    /// derived from them.
     pub fn new(source: MariaDbSource) -> Result<ChangeSignal, SignalUnavailable> {
-        let query = signal_query(&source.settings().query)?;
-        let probe = tables_of(&source.settings().query).map(|tables| probe_query(&tables));
+        let settings = source.settings();
+        let recipients_query = settings.recipients_query.as_deref();
+        let query = signal_query_with_recipients(&settings.query, recipients_query)?;
+        let probe = match recipients_query {
+            None => tables_of(&settings.query),
+            // Both queries' tables, or no probe when either's cannot be told.
+            Some(recipients_query) => tables_of(&settings.query).and_then(|mut tables| {
+                for table in tables_of(recipients_query)? {
+                    if !tables.contains(&table) {
+                        tables.push(table);
+                    }
+                }
+                Some(tables)
+            }),
+        }
+        .map(|tables| probe_query(&tables));
         Ok(ChangeSignal {
             source,
             query,
@@ -267,7 +349,8 @@ impl ChangeSignal {
         })
     }
 
-    /// Whether a cheap [`Probe`] can be had (the tables `DB_QUERY` reads could be told).
+    /// Whether a cheap [`Probe`] can be had (the tables `DB_QUERY`, and `RECIPIENTS_QUERY` when
+    /// set, read could be told).
     pub fn can_probe(&self) -> bool {
         self.probe.is_some()
     }
@@ -288,7 +371,8 @@ impl ChangeSignal {
         &self.query
     }
 
-    /// The fingerprint of what `DB_QUERY` returns now, under the connect and query timeouts.
+    /// The fingerprint of what `DB_QUERY` (and `RECIPIENTS_QUERY`, when set) returns now, under
+    /// the connect and query timeouts.
     pub async fn poll(&mut self) -> Result<Fingerprint, DbError> {
         let query = self.query.clone();
         let row = self.run_with_retry(&query).await?;
@@ -479,6 +563,62 @@ mod tests {
         assert_eq!(tables_of("SELECT name FROM (SELECT name FROM d) q"), None);
         assert_eq!(tables_of("SELECT 'a.example'"), None);
         assert!(probe_query(&[t(None, "domains")]).contains("((DATABASE(), 'domains'))"));
+    }
+
+    #[test]
+    fn without_recipients_the_signal_is_the_names_alone() {
+        let names = ["example.com", "example.net"];
+        assert_eq!(
+            Fingerprint::of_both(names, None::<[&str; 0]>),
+            Fingerprint::of(names)
+        );
+        let fetched = crate::Fetched {
+            names: names.map(str::to_owned).to_vec(),
+            recipients: None,
+        };
+        assert_eq!(fetched.fingerprint(), Fingerprint::of(names));
+        let query = "SELECT name FROM domains WHERE enabled = 1";
+        assert_eq!(
+            signal_query_with_recipients(query, None),
+            signal_query(query)
+        );
+    }
+
+    #[test]
+    fn recipients_count_in_the_fingerprint() {
+        let names = ["example.com"];
+        let none = Fingerprint::of_both(names, Some(Vec::<&str>::new()));
+        assert_eq!(none, Fingerprint::of(names));
+        let alice = Fingerprint::of_both(names, Some(["alice@example.com"]));
+        assert_eq!(alice.rows, 2);
+        assert_ne!(alice, none);
+        assert_ne!(
+            alice,
+            Fingerprint::of_both(names, Some(["bob@example.com"]))
+        );
+        // A row that moves from one query's result to the other's is a change.
+        assert_ne!(
+            Fingerprint::of_both(["a.example", "b.example"], Some(Vec::<&str>::new())),
+            Fingerprint::of_both(["a.example"], Some(["b.example"]))
+        );
+        let query = signal_query_with_recipients(
+            "SELECT name FROM domains WHERE enabled = 1",
+            Some("SELECT email FROM users WHERE enabled = 1;"),
+        )
+        .unwrap();
+        assert!(
+            query.contains(
+                "relay_sync_recipients(address) AS (SELECT email FROM users WHERE enabled = 1)"
+            ),
+            "{query}"
+        );
+        let refused =
+            signal_query_with_recipients("SELECT name FROM domains", Some("CALL users()"))
+                .unwrap_err();
+        assert_eq!(refused.key, "RECIPIENTS_QUERY");
+        assert!(refused
+            .to_string()
+            .starts_with("no change signal can be derived from RECIPIENTS_QUERY: "));
     }
 
     #[test]

@@ -6,8 +6,10 @@
 //! once) and never shows a secret.
 //!
 //! Each check ends `ok`, `warn` or `fail`; the command exits 1 when any check failed, 0
-//! otherwise. Grants beyond `SELECT` on the domains table are a loud warning, not a failure:
-//! syncing still works, but the document asks for a read-only user.
+//! otherwise. Grants beyond `SELECT` on the domains table (and, for recipient validation,
+//! `SELECT` on the `email` and `enabled` columns of the users table) are a loud warning, not a
+//! failure: syncing still works, but the document asks for a read-only user. With
+//! `RECIPIENTS_QUERY` set, check also runs it once and says how many rows it returned.
 
 use std::fs::OpenOptions;
 use std::os::unix::fs::PermissionsExt;
@@ -194,6 +196,10 @@ fn check_database(config: &Config, report: &mut Report) {
             return;
         }
     }
+    if config.recipients_query.is_some() {
+        let (level, detail) = recipients_verdict(runtime.block_on(source.fetch()));
+        report.push("recipients", level, detail);
+    }
     if let Some(protection) = source.protection() {
         let (level, detail) = transport_verdict(protection, &config.db_host, &addr);
         report.push("db_transport", level, detail);
@@ -206,12 +212,20 @@ fn check_database(config: &Config, report: &mut Report) {
     match runtime.block_on(grants.fetch_names()) {
         Ok(lines) => {
             let excess = excess_grants(&lines, &config.db_name);
+            let recipients = lines
+                .iter()
+                .any(|line| users_columns(line, &config.db_name).is_some());
             if excess.is_empty() {
+                let users = if recipients {
+                    format!(" and SELECT on email, enabled of {}.users", config.db_name)
+                } else {
+                    String::new()
+                };
                 report.push(
                     "grants",
                     Level::Ok,
                     format!(
-                        "{} has SELECT on {}.domains and nothing more",
+                        "{} has SELECT on {}.domains{users} and nothing more",
                         config.db_user, config.db_name
                     ),
                 );
@@ -234,6 +248,31 @@ fn check_database(config: &Config, report: &mut Report) {
             Level::Warn,
             format!("cannot read the user's grants: {error}"),
         ),
+    }
+}
+
+/// How `check` rates what [`DomainSource::fetch`] returned with `RECIPIENTS_QUERY` set: the row
+/// count, a warning when there is none (every address would be unknown), or the error, always
+/// naming the key.
+fn recipients_verdict(fetched: Result<relay_db::Fetched, relay_db::DbError>) -> (Level, String) {
+    match fetched.map(|fetched| fetched.recipients.map(|rows| rows.len())) {
+        Ok(Some(0)) => (
+            Level::Warn,
+            "RECIPIENTS_QUERY returned no rows: no recipient address would be known".to_owned(),
+        ),
+        Ok(Some(rows)) => (Level::Ok, format!("RECIPIENTS_QUERY returned {rows} rows")),
+        Ok(None) => (
+            Level::Fail,
+            "RECIPIENTS_QUERY is set but the database source did not run it".to_owned(),
+        ),
+        Err(error) => {
+            let error = error.to_string();
+            if error.contains("RECIPIENTS_QUERY") {
+                (Level::Fail, error)
+            } else {
+                (Level::Fail, format!("RECIPIENTS_QUERY: {error}"))
+            }
+        }
     }
 }
 
@@ -263,8 +302,9 @@ fn is_loopback(host: &str) -> bool {
             .is_ok_and(|ip| ip.is_loopback())
 }
 
-/// The grants in `SHOW GRANTS` output beyond `USAGE` and `SELECT` on `DB_NAME.domains`, with any
-/// password hash removed.
+/// The grants in `SHOW GRANTS` output beyond `USAGE`, `SELECT` on `DB_NAME.domains` and
+/// `SELECT` on some of the columns `email` and `enabled` of `DB_NAME.users` (recipient
+/// validation's opt-in grant), with any password hash removed.
 pub fn excess_grants(lines: &[String], db_name: &str) -> Vec<String> {
     lines
         .iter()
@@ -304,7 +344,78 @@ fn grant_is_read_only(line: &str, db_name: &str) -> bool {
         return all("USAGE");
     }
     let wanted = format!("{}.DOMAINS", db_name.to_ascii_uppercase());
-    target == wanted && all("SELECT")
+    (target == wanted && all("SELECT")) || users_columns(line, db_name).is_some()
+}
+
+/// The columns of the opt-in grant for recipient validation, upper case, when `line` is one:
+/// `SELECT (c, …) ON DB_NAME.users` with every column `email` or `enabled` (any order, case or
+/// quoting) and nothing else in the line's privileges. The users table holds password hashes,
+/// so a grant on the whole table, or on any other column, is not it.
+fn users_columns(line: &str, db_name: &str) -> Option<Vec<String>> {
+    let upper = line.to_ascii_uppercase();
+    if upper.contains("WITH GRANT OPTION") || upper.contains("WITH ADMIN OPTION") {
+        return None;
+    }
+    let (privileges, after) = upper.strip_prefix("GRANT ")?.split_once(" ON ")?;
+    let target: String = after
+        .split_whitespace()
+        .next()?
+        .chars()
+        .filter(|c| *c != '`' && *c != '\'' && *c != '"')
+        .collect();
+    if target != format!("{}.USERS", db_name.to_ascii_uppercase()) {
+        return None;
+    }
+    let mut columns = Vec::new();
+    for (privilege, listed) in privilege_items(privileges) {
+        if privilege != "SELECT" {
+            return None;
+        }
+        for column in listed? {
+            if column != "EMAIL" && column != "ENABLED" {
+                return None;
+            }
+            columns.push(column);
+        }
+    }
+    (!columns.is_empty()).then_some(columns)
+}
+
+/// `SELECT (a, b), INSERT` → `[("SELECT", Some([A, B])), ("INSERT", None)]`: each privilege with
+/// its column list (unquoted, trimmed), split at the commas outside the lists.
+fn privilege_items(privileges: &str) -> Vec<(String, Option<Vec<String>>)> {
+    let mut items = Vec::new();
+    let (mut name, mut list, mut columns, mut depth) =
+        (String::new(), String::new(), None::<Vec<String>>, 0u32);
+    let mut finish = |name: &mut String, columns: &mut Option<Vec<String>>| {
+        if !name.trim().is_empty() || columns.is_some() {
+            items.push((name.trim().to_owned(), columns.take()));
+        }
+        name.clear();
+    };
+    for c in privileges.chars() {
+        match (c, depth) {
+            ('(', 0) => {
+                depth = 1;
+                list.clear();
+            }
+            ('(', _) => depth += 1,
+            (')', 1) => {
+                depth = 0;
+                columns = Some(
+                    list.split(',')
+                        .map(|column| column.trim().trim_matches('`').trim().to_owned())
+                        .collect(),
+                );
+            }
+            (')', _) => depth = depth.saturating_sub(1),
+            (',', 0) => finish(&mut name, &mut columns),
+            (_, 0) => name.push(c),
+            _ => list.push(c),
+        }
+    }
+    finish(&mut name, &mut columns);
+    items
 }
 
 /// `SELECT (name, enabled)` → `SELECT`: column lists hold commas that are not separators.
@@ -482,6 +593,9 @@ fn check_writable(config: &Config, report: &mut Report) {
             Kind::File,
         ));
     }
+    if config.recipients_query.is_some() {
+        targets.push(("recipients map", config.recipients_map.clone(), Kind::File));
+    }
     if let Some(metrics) = &config.metrics_file {
         targets.push(("metrics file", metrics.clone(), Kind::File));
     }
@@ -598,6 +712,94 @@ mod tests {
         assert_eq!(excess.len(), bad.len(), "{excess:#?}");
         assert!(!excess.join("\n").contains("SECRETHASH"));
         insta::assert_snapshot!(excess.join("\n"));
+    }
+
+    #[test]
+    fn the_opt_in_users_grant_passes() {
+        let ok = lines(&[
+            "GRANT USAGE ON *.* TO `relay_sync`@`127.0.0.1` IDENTIFIED BY PASSWORD '*0123ABCD'",
+            "GRANT SELECT ON `mailserver_usermgmt`.`domains` TO `relay_sync`@`127.0.0.1`",
+            "GRANT SELECT (email, enabled) ON `mailserver_usermgmt`.`users` TO `relay_sync`@`127.0.0.1`",
+            "GRANT SELECT (`enabled`, `email`) ON `mailserver_usermgmt`.`users` TO `relay_sync`@`%`",
+            "grant select (Email) on mailserver_usermgmt.Users to 'relay_sync'@'%'",
+            "GRANT SELECT (enabled) ON `Mailserver_UserMgmt`.`users` TO `relay_sync`@`%`",
+        ]);
+        assert_eq!(
+            excess_grants(&ok, "mailserver_usermgmt"),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            users_columns(&ok[3], "mailserver_usermgmt"),
+            Some(vec!["ENABLED".to_owned(), "EMAIL".to_owned()])
+        );
+        assert_eq!(users_columns(&ok[1], "mailserver_usermgmt"), None);
+    }
+
+    #[test]
+    fn more_than_the_opt_in_users_grant_is_reported() {
+        let bad = lines(&[
+            // The whole table: the password hashes too.
+            "GRANT SELECT ON `mailserver_usermgmt`.`users` TO `relay_sync`@`%`",
+            // Another column.
+            "GRANT SELECT (email, password) ON `mailserver_usermgmt`.`users` TO `relay_sync`@`%`",
+            "GRANT SELECT (`password`) ON `mailserver_usermgmt`.`users` TO `relay_sync`@`%`",
+            // The columns, and the table besides.
+            "GRANT SELECT, SELECT (email) ON `mailserver_usermgmt`.`users` TO `relay_sync`@`%`",
+            // Another privilege, on the allowed columns or beside them.
+            "GRANT SELECT (email), UPDATE (enabled) ON `mailserver_usermgmt`.`users` TO `relay_sync`@`%`",
+            "GRANT INSERT (email) ON `mailserver_usermgmt`.`users` TO `relay_sync`@`%`",
+            "GRANT SELECT (email), INSERT ON `mailserver_usermgmt`.`users` TO `relay_sync`@`%`",
+            // Another table or database.
+            "GRANT SELECT (email, enabled) ON `mailserver_usermgmt`.`admins` TO `relay_sync`@`%`",
+            "GRANT SELECT (email, enabled) ON `other`.`users` TO `relay_sync`@`%`",
+            "GRANT SELECT (email, enabled) ON `mailserver_usermgmt`.* TO `relay_sync`@`%`",
+            // Handing it on.
+            "GRANT SELECT (email) ON `mailserver_usermgmt`.`users` TO `relay_sync`@`%` WITH GRANT OPTION",
+            // An empty column list is no column-limited grant.
+            "GRANT SELECT () ON `mailserver_usermgmt`.`users` TO `relay_sync`@`%`",
+        ]);
+        let excess = excess_grants(&bad, "mailserver_usermgmt");
+        assert_eq!(excess, bad);
+    }
+
+    #[test]
+    fn recipients_query_is_reported_by_name() {
+        let fetched = |recipients: Option<Vec<String>>| {
+            Ok(relay_db::Fetched {
+                names: vec!["example.com".to_owned()],
+                recipients,
+            })
+        };
+        assert_eq!(
+            recipients_verdict(fetched(Some(lines(&["a@example.com", "@example.org"])))),
+            (Level::Ok, "RECIPIENTS_QUERY returned 2 rows".to_owned())
+        );
+        let (level, detail) = recipients_verdict(fetched(Some(Vec::new())));
+        assert_eq!(level, Level::Warn);
+        assert!(
+            detail.starts_with("RECIPIENTS_QUERY returned no rows"),
+            "{detail}"
+        );
+        let (level, detail) = recipients_verdict(Err(relay_db::DbError::Query {
+            addr: "db:3306".to_owned(),
+            detail: "the query returned 2 columns; it must return exactly one (RECIPIENTS_QUERY)"
+                .to_owned(),
+        }));
+        assert_eq!(level, Level::Fail);
+        assert_eq!(
+            detail,
+            "query failed on MariaDB at db:3306: the query returned 2 columns; it must return \
+             exactly one (RECIPIENTS_QUERY)"
+        );
+        let (level, detail) = recipients_verdict(Err(relay_db::DbError::Unreachable {
+            addr: "db:3306".to_owned(),
+            detail: "connection refused".to_owned(),
+        }));
+        assert_eq!(level, Level::Fail);
+        assert_eq!(
+            detail,
+            "RECIPIENTS_QUERY: cannot reach MariaDB at db:3306: connection refused"
+        );
     }
 
     #[test]

@@ -111,9 +111,11 @@ pub struct Config {
     pub relay_domains_mode: RelayDomainsMode,
     /// `RELAY_DOMAINS_MAP`, by default `POSTFIX_CONFIG_DIR/relay_domains`.
     pub relay_domains_map: PathBuf,
-    /// `RECIPIENTS_QUERY`; `None` (empty) turns recipient validation off.
+    /// `RECIPIENTS_QUERY`: the valid recipients, one text column; `None` (the default, or an
+    /// empty value) leaves recipient validation off.
     pub recipients_query: Option<String>,
-    /// `RECIPIENTS_MAP`, by default `POSTFIX_CONFIG_DIR/relay_recipients`.
+    /// `RECIPIENTS_MAP`, by default `POSTFIX_CONFIG_DIR/relay_recipients`: the source of the
+    /// table `relay_recipient_maps` names, kept by relay-sync when `recipients_query` is set.
     pub recipients_map: PathBuf,
     /// `BACKUP_DIR`.
     pub backup_dir: PathBuf,
@@ -367,6 +369,21 @@ pub enum ConfigError {
         /// `TRANSPORT_FILE`.
         transport: PathBuf,
     },
+    /// The recipient table would be the transport file or map mode's domain table.
+    #[error(
+        "RECIPIENTS_MAP {} is the {other} {}: recipient validation keeps the addresses in a table of their own; set RECIPIENTS_MAP to another path (by default POSTFIX_CONFIG_DIR/relay_recipients)",
+        map.display(),
+        path.display()
+    )]
+    RecipientsTableClash {
+        /// `RECIPIENTS_MAP`.
+        map: PathBuf,
+        /// What it would be: `transport file` (`TRANSPORT_FILE`) or `domain table`
+        /// (`RELAY_DOMAINS_MAP`).
+        other: &'static str,
+        /// That file's path.
+        path: PathBuf,
+    },
     /// `ALERT_SNS_TOPIC_ARN` is set, but this binary was built without the `sns` feature.
     #[error(
         "ALERT_SNS_TOPIC_ARN is set ({origin}) but this relay-sync was built without SNS support (cargo feature `sns`): install a package built with it, or alert through ALERT_COMMAND or ALERT_EMAIL_TO instead"
@@ -579,6 +596,7 @@ impl Config {
             user: self.db_user.clone(),
             password,
             query: self.db_query.clone(),
+            recipients_query: self.recipients_query.clone(),
             tls: self.db_tls,
             tls_ca: self.db_tls_ca.clone(),
             connect_timeout: self.db_connect_timeout,
@@ -987,6 +1005,8 @@ struct Raw {
     map_type: Option<MapType>,
     relay_domains_mode: RelayDomainsMode,
     relay_domains_map: Option<AbsolutePath>,
+    recipients_query: Option<String>,
+    recipients_map: Option<AbsolutePath>,
     backup_dir: AbsolutePath,
     backup_keep: Keep,
     log_file: LogFile,
@@ -1041,6 +1061,10 @@ impl Default for Raw {
             relay_domains_mode: RelayDomainsMode::Inline,
             // POSTFIX_CONFIG_DIR/relay_domains.
             relay_domains_map: None,
+            // Recipient validation off.
+            recipients_query: None,
+            // POSTFIX_CONFIG_DIR/relay_recipients.
+            recipients_map: None,
             backup_dir: path("/opt/mailserver/backup"),
             backup_keep: Keep(5),
             log_file: LogFile(PathBuf::from("/var/log/mailserver/relay-sync.log")),
@@ -1144,8 +1168,8 @@ impl Raw {
             map_type: self.map_type.map(|map_type| map_type.0),
             relay_domains_mode: self.relay_domains_mode,
             relay_domains_map: or_in(self.relay_domains_map, &postfix_config_dir, "relay_domains"),
-            recipients_query: None,
-            recipients_map: or_in(None, &postfix_config_dir, "relay_recipients"),
+            recipients_query: self.recipients_query,
+            recipients_map: or_in(self.recipients_map, &postfix_config_dir, "relay_recipients"),
             postfix_config_dir,
             backup_dir: self.backup_dir.0,
             backup_keep: self.backup_keep.0,
@@ -1169,22 +1193,45 @@ impl Raw {
         };
         // Both are written and built by relay-sync; one file cannot hold both texts.
         let (map, transport) = (&config.relay_domains_map, &config.transport_file);
-        // The same path, or (both existing) the same file by a link of either kind.
-        let same_file = || {
-            use std::os::unix::fs::MetadataExt;
-            matches!(
-                (std::fs::metadata(map), std::fs::metadata(transport)),
-                (Ok(a), Ok(b)) if (a.dev(), a.ino()) == (b.dev(), b.ino())
-            )
-        };
-        if config.relay_domains_mode == RelayDomainsMode::Map && (map == transport || same_file()) {
+        let map_mode = config.relay_domains_mode == RelayDomainsMode::Map;
+        if map_mode && same_file(map, transport) {
             return Err(ConfigError::TableIsTransport {
                 map: map.clone(),
                 transport: transport.clone(),
             });
         }
+        // The same for the recipient table, which exists only when the feature is on: with it
+        // off, RECIPIENTS_MAP is never read, so no configuration that loads today is refused.
+        if config.recipients_query.is_some() {
+            let recipients = &config.recipients_map;
+            let clash = if same_file(recipients, transport) {
+                Some(("transport file", transport))
+            } else if map_mode && same_file(recipients, map) {
+                Some(("domain table", map))
+            } else {
+                None
+            };
+            if let Some((other, path)) = clash {
+                return Err(ConfigError::RecipientsTableClash {
+                    map: recipients.clone(),
+                    other,
+                    path: path.clone(),
+                });
+            }
+        }
         Ok(config)
     }
+}
+
+/// Whether `a` and `b` are the same path, or (both existing) the same file by a link of either
+/// kind.
+fn same_file(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    a == b
+        || matches!(
+            (std::fs::metadata(a), std::fs::metadata(b)),
+            (Ok(a), Ok(b)) if (a.dev(), a.ino()) == (b.dev(), b.ino())
+        )
 }
 
 /// `ALERT_SNS_*`: the region defaults to the ARN's, and the other two keys need the ARN. A build
@@ -1645,6 +1692,8 @@ TRANSPORT_FILE = /etc/postfix-mx/transport.relay
 MAP_TYPE = LMDB
 RELAY_DOMAINS_MODE = inline
 RELAY_DOMAINS_MAP = /etc/postfix-mx/relay_domains.map
+RECIPIENTS_QUERY = SELECT address FROM mailboxes WHERE active
+RECIPIENTS_MAP = /etc/postfix-mx/relay_recipients.map
 BACKUP_DIR = /srv/backup
 BACKUP_KEEP = 10
 LOG_FILE = /srv/log/relay-sync.log
@@ -1773,6 +1822,80 @@ METRICS_FILE = /var/lib/node_exporter/textfile/relay_sync.prom
         assert!(err(&hard_linked, &[]).contains("is the transport file"));
         // Inline mode never writes the table.
         ok(&same.replace("=map", "=inline"), &[]);
+    }
+
+    /// `RECIPIENTS_QUERY` is off when unset or empty and taken as written otherwise;
+    /// `RECIPIENTS_MAP` follows POSTFIX_CONFIG_DIR and must be absolute.
+    #[test]
+    fn recipient_keys() {
+        assert_eq!(ok(MINIMAL, &[]).recipients_query, None);
+        assert_eq!(
+            ok(&format!("{MINIMAL}RECIPIENTS_QUERY=\n"), &[]).recipients_query,
+            None
+        );
+        let query = |c: &Config| format!("{:?}", c.recipients_query);
+        check(
+            "RECIPIENTS_QUERY=SELECT email FROM users WHERE enabled = 1",
+            query,
+            "Some(\"SELECT email FROM users WHERE enabled = 1\")",
+        );
+        let map = |c: &Config| c.recipients_map.display().to_string();
+        check(
+            "POSTFIX_CONFIG_DIR=/srv/pf",
+            map,
+            "/srv/pf/relay_recipients",
+        );
+        check("RECIPIENTS_MAP=/srv/r.map", map, "/srv/r.map");
+        let error = err(&format!("{MINIMAL}RECIPIENTS_MAP=relay_recipients\n"), &[]);
+        assert!(error.starts_with("invalid RECIPIENTS_MAP"), "{error}");
+        let settings = ok(
+            &format!("{MINIMAL}RECIPIENTS_QUERY=SELECT email FROM users\n"),
+            &[],
+        )
+        .db_settings(None);
+        assert_eq!(
+            settings.recipients_query.as_deref(),
+            Some("SELECT email FROM users")
+        );
+        assert_eq!(ok(MINIMAL, &[]).db_settings(None).recipients_query, None);
+    }
+
+    #[test]
+    fn recipients_map_must_be_a_table_of_its_own() {
+        const ON: &str = "RECIPIENTS_QUERY=SELECT email FROM users\n";
+        let transport =
+            format!("{MINIMAL}{ON}TRANSPORT_FILE=/srv/pf/t\nRECIPIENTS_MAP=/srv/pf/t\n");
+        assert_eq!(
+            err(&transport, &[]),
+            "RECIPIENTS_MAP /srv/pf/t is the transport file /srv/pf/t: recipient validation \
+             keeps the addresses in a table of their own; set RECIPIENTS_MAP to another path (by \
+             default POSTFIX_CONFIG_DIR/relay_recipients)"
+        );
+        let domains = format!(
+            "{MINIMAL}{ON}RELAY_DOMAINS_MODE=map\nRELAY_DOMAINS_MAP=/srv/pf/d\nRECIPIENTS_MAP=/srv/pf/d\n"
+        );
+        assert!(
+            err(&domains, &[])
+                .starts_with("RECIPIENTS_MAP /srv/pf/d is the domain table /srv/pf/d:"),
+            "{}",
+            err(&domains, &[])
+        );
+        // Inline mode never writes the domain table.
+        ok(&domains.replace("=map", "=inline"), &[]);
+        // The same file through a symbolic link.
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let file = dir.path().join("transport");
+        std::fs::write(&file, "").unwrap_or_else(|e| panic!("{e}"));
+        let link = dir.path().join("relay_recipients");
+        std::os::unix::fs::symlink(&file, &link).unwrap_or_else(|e| panic!("{e}"));
+        let linked = format!(
+            "{MINIMAL}{ON}TRANSPORT_FILE={}\nRECIPIENTS_MAP={}\n",
+            file.display(),
+            link.display()
+        );
+        assert!(err(&linked, &[]).contains("is the transport file"));
+        // With the feature off RECIPIENTS_MAP is never used, so it refuses nothing.
+        ok(&transport.replace(ON, ""), &[]);
     }
 
     #[test]

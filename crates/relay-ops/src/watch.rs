@@ -249,7 +249,10 @@ impl Watcher {
     /// Says at start-up (and after a reload) when `DB_QUERY` gives no change signal.
     fn check_signal(&mut self) {
         let config = self.gateway.config();
-        match relay_db::signal_query(&config.db_query) {
+        match relay_db::signal_query_with_recipients(
+            &config.db_query,
+            config.recipients_query.as_deref(),
+        ) {
             Ok(_) => self.signal = Signal::Pending,
             Err(unavailable) => {
                 tracing::warn!(

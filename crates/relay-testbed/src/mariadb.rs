@@ -222,15 +222,34 @@ impl MariaDb {
             .with_context(|| format!("cannot run {}", path.display()))
     }
 
-    /// Loads `fixtures/sql/schema.sql` (database `mailserver_usermgmt`, table `domains`, user
-    /// `relay_sync`@`127.0.0.1` with password `relay-sync-test-pw` and `SELECT` on that table
-    /// only) and then `fixtures/sql/seed.sql` (replaces all rows of `domains` with the seed).
+    /// Loads `fixtures/sql/schema.sql` (database `mailserver_usermgmt`, tables `domains` and
+    /// `users`, user `relay_sync`@`127.0.0.1` with password `relay-sync-test-pw` and `SELECT` on
+    /// `domains` only) and then `fixtures/sql/seed.sql` (replaces all rows of both tables with
+    /// the seed).
     ///
     /// Running it again resets the rows to the seed.
     pub fn load_fixtures(&self) -> anyhow::Result<()> {
         let dir = crate::fixtures_dir().join("sql");
         self.sql_file(&dir.join("schema.sql"))?;
         self.sql_file(&dir.join("seed.sql"))?;
+        Ok(())
+    }
+
+    /// Applies the opt-in grant for recipient validation to the fixtures' user: `SELECT (email,
+    /// enabled)` on `mailserver_usermgmt.users`. The statements are the commented-out opt-in
+    /// block of `packaging/create-user.sql`, uncommented and given the user's host
+    /// (`127.0.0.1`), so the tests exercise the SQL that ships. Call after
+    /// [`MariaDb::load_fixtures`].
+    pub fn grant_recipients(&self) -> anyhow::Result<()> {
+        let path = crate::packaging_dir().join("create-user.sql");
+        let sql =
+            fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        let grants = opt_in_grants(&sql);
+        if grants.is_empty() {
+            bail!("{} has no commented-out opt-in GRANT", path.display());
+        }
+        self.sql(&grants.replace("GATEWAY_IP", "127.0.0.1"))
+            .with_context(|| format!("cannot run the opt-in block of {}", path.display()))?;
         Ok(())
     }
 
@@ -854,4 +873,29 @@ pub fn command_types(general_log: &str) -> Vec<&str> {
         .lines()
         .map(|line| line.split('\t').next().unwrap_or_default())
         .collect()
+}
+
+/// The commented-out `GRANT` statements after the line that starts the opt-in block of
+/// `create-user.sql`, uncommented, one a line.
+fn opt_in_grants(sql: &str) -> String {
+    sql.lines()
+        .skip_while(|line| !line.starts_with("-- Opt-in"))
+        .filter_map(|line| line.strip_prefix("-- GRANT "))
+        .map(|grant| format!("GRANT {grant}\n"))
+        .collect()
+}
+
+#[cfg(test)]
+mod opt_in_tests {
+    use super::opt_in_grants;
+
+    #[test]
+    fn the_opt_in_block_of_create_user_sql_is_one_column_limited_grant() {
+        let path = crate::packaging_dir().join("create-user.sql");
+        let sql = std::fs::read_to_string(path).unwrap_or_default();
+        assert_eq!(
+            opt_in_grants(&sql),
+            "GRANT SELECT (email, enabled) ON mailserver_usermgmt.users TO 'relay_sync'@'GATEWAY_IP';\n"
+        );
+    }
 }

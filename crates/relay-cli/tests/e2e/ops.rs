@@ -67,6 +67,54 @@ fn check_reports_grants_and_transport_maps() {
     insta::assert_snapshot!("check_config_broken", format!("{head}.conf line [N]{tail}"));
 }
 
+/// With `RECIPIENTS_QUERY` set, `check` runs it once: without the opt-in grant it fails naming
+/// the key; with the grant from create-user.sql it reports the rows, and the grants check calls
+/// the column-limited grant read-only; a grant on the whole users table (the password hashes)
+/// is a loud warning.
+#[test]
+fn check_runs_the_recipients_query_and_judges_its_grant() {
+    let gw = Gateway::start(
+        "kuma8088.com",
+        "RECIPIENTS_QUERY=SELECT email FROM users WHERE enabled = 1",
+    );
+    let line = |run: &crate::gateway::Run, name: &str| {
+        run.stdout
+            .lines()
+            .find(|line| line[5..].starts_with(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("no {name} line: {run:?}"))
+            .to_owned()
+    };
+    let run = gw.run(&["check"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    let recipients = line(&run, "recipients");
+    assert!(
+        recipients.starts_with("FAIL") && recipients.contains("(RECIPIENTS_QUERY)"),
+        "{run:?}"
+    );
+
+    gw.db.grant_recipients().unwrap();
+    let run = gw.run(&["check"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(
+        line(&run, "recipients"),
+        "ok   recipients       RECIPIENTS_QUERY returned 5 rows"
+    );
+    assert_eq!(
+        line(&run, "grants"),
+        "ok   grants           relay_sync has SELECT on mailserver_usermgmt.domains and SELECT \
+         on email, enabled of mailserver_usermgmt.users and nothing more"
+    );
+    assert!(run.stdout.contains("recipients map"), "{run:?}");
+
+    gw.sql("GRANT SELECT ON mailserver_usermgmt.users TO 'relay_sync'@'127.0.0.1'");
+    let run = gw.run(&["check"]);
+    let grants = line(&run, "grants");
+    assert!(
+        grants.starts_with("WARN") && grants.contains("`users`"),
+        "{run:?}"
+    );
+}
+
 /// `status` before any run, after a sync, and after a database failure; `--json` too.
 #[test]
 fn status_shows_result_streak_domains_and_backups() {

@@ -34,6 +34,7 @@ fn settings_for(host: &str, port: u16) -> DbSettings {
         user: "relay_sync".to_owned(),
         password: Some(Secret::new(PASSWORD)),
         query: DEFAULT_QUERY.to_owned(),
+        recipients_query: None,
         tls: TlsMode::Disabled,
         tls_ca: None,
         connect_timeout: Duration::from_secs(3),
@@ -296,6 +297,152 @@ async fn slow_query_is_a_query_error_after_the_query_timeout() {
         elapsed >= Duration::from_millis(950) && elapsed < Duration::from_millis(1900),
         "{elapsed:?}"
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Recipients (RECIPIENTS_QUERY, opt-in)
+
+const RECIPIENTS_QUERY: &str = "SELECT email FROM users WHERE enabled = 1";
+
+fn assert_query_error_of<T: std::fmt::Debug>(result: Result<T, DbError>, detail_contains: &str) {
+    let detail = query_detail(result);
+    assert!(
+        detail.contains(detail_contains),
+        "detail {detail:?} lacks {detail_contains:?}"
+    );
+}
+
+/// With the opt-in grant, one fetch reads both lists over one connection: a login, the two
+/// queries, a goodbye. `fetch_names` still runs `DB_QUERY` alone. A user enabled or disabled
+/// changes the change signal, which equals the fingerprint of what a fetch read, and the probe
+/// sees the write to `users`.
+#[tokio::test]
+async fn recipients_are_fetched_on_the_same_connection_and_signalled() {
+    use relay_db::ChangeSignal;
+    let db = MariaDb::start().unwrap();
+    db.load_fixtures().unwrap();
+    db.grant_recipients().unwrap();
+    let mut settings = settings(&db);
+    settings.recipients_query = Some(RECIPIENTS_QUERY.to_owned());
+    let source = MariaDbSource::new(settings);
+
+    db.start_general_log().unwrap();
+    let fetched = source.fetch().await.unwrap();
+    let log = db.general_log_of("relay_sync").unwrap();
+    assert_eq!(
+        relay_testbed::command_types(&log),
+        ["Connect", "Query", "Query", "Quit"],
+        "general log:\n{log}"
+    );
+    assert_eq!(
+        sorted(fetched.names.clone()),
+        [
+            "example.com",
+            "example.net",
+            "example.org",
+            "shop.example.jp"
+        ]
+    );
+    assert_eq!(
+        sorted(fetched.recipients.clone().unwrap()),
+        [
+            "@example.org",
+            "alice@example.com",
+            "bob@example.com",
+            "carol@example.net",
+            "erin@old.example"
+        ]
+    );
+    assert_eq!(source.fetch_names().await.unwrap(), fetched.names);
+
+    let mut signal = ChangeSignal::new(source.clone()).unwrap();
+    assert!(signal.can_probe());
+    let before = signal.poll().await.unwrap();
+    assert_eq!(before, fetched.fingerprint());
+    assert_eq!(before.rows, 9);
+
+    db.sql("UPDATE mailserver_usermgmt.users SET enabled = 0 WHERE email = 'bob@example.com'")
+        .unwrap();
+    let probe = signal.probe().await.unwrap().unwrap();
+    assert_eq!((probe.unknown, probe.opaque), (0, 0), "{probe:?}");
+    assert!(probe.now - probe.updated.unwrap() < 5, "{probe:?}");
+    let disabled = signal.poll().await.unwrap();
+    assert_ne!(disabled, before);
+    assert_eq!(disabled, source.fetch().await.unwrap().fingerprint());
+
+    db.sql("INSERT INTO mailserver_usermgmt.users (email) VALUES ('frank@example.net')")
+        .unwrap();
+    let added = signal.poll().await.unwrap();
+    assert_ne!(added, disabled);
+    assert_eq!(added, source.fetch().await.unwrap().fingerprint());
+    signal.close().await;
+}
+
+/// Without the opt-in grant the server refuses the users table, and the error says the
+/// recipients query was at fault.
+#[tokio::test]
+async fn a_refused_recipients_query_is_a_query_error_naming_it() {
+    let db = MariaDb::shared().unwrap();
+    let mut settings = settings(db);
+    settings.recipients_query = Some(RECIPIENTS_QUERY.to_owned());
+    let source = MariaDbSource::new(settings);
+    assert_query_error_of(source.fetch().await, "(RECIPIENTS_QUERY)");
+    // DB_QUERY alone still works.
+    assert_eq!(source.fetch_names().await.unwrap().len(), 4);
+}
+
+#[tokio::test]
+async fn a_bad_recipients_query_is_a_query_error_naming_it() {
+    let db = MariaDb::shared().unwrap();
+    for (query, says) in [
+        ("SELECT email FROM no_such_table", "no_such_table"),
+        ("SELEKT email FROM users", "syntax"),
+        (
+            "SELECT 'alice@example.com', 'enabled'",
+            "the query returned 2 columns; it must return exactly one (RECIPIENTS_QUERY)",
+        ),
+        (
+            "SELECT 'a@example.com'; SELECT 'b@example.com'",
+            "(RECIPIENTS_QUERY)",
+        ),
+    ] {
+        let mut settings = settings(db);
+        settings.recipients_query = Some(query.to_owned());
+        let detail = query_detail(MariaDbSource::new(settings).fetch().await);
+        assert!(
+            detail.contains(says) && detail.contains("RECIPIENTS_QUERY"),
+            "{query}: {detail}"
+        );
+    }
+    // A failing DB_QUERY still names no key besides its own (as before), and stops the fetch.
+    let mut settings = settings(db);
+    settings.query = "SELECT name, enabled FROM domains".to_owned();
+    settings.recipients_query = Some("SELECT 'a@example.com'".to_owned());
+    assert_query_error_of(
+        MariaDbSource::new(settings).fetch().await,
+        "it must return exactly one (DB_QUERY)",
+    );
+}
+
+/// Rows of the recipients query come back raw, like the names: a `NULL` as the empty string.
+#[tokio::test]
+async fn hostile_recipient_rows_come_back_raw() {
+    let db = MariaDb::shared().unwrap();
+    let mut settings = settings(db);
+    settings.recipients_query =
+        Some(r"SELECT 'a@example.com\nb@example.com' UNION ALL SELECT NULL".to_owned());
+    let fetched = MariaDbSource::new(settings).fetch().await.unwrap();
+    assert_eq!(
+        sorted(fetched.recipients.unwrap()),
+        ["", "a@example.com\nb@example.com"]
+    );
+}
+
+fn query_detail<T: std::fmt::Debug>(result: Result<T, DbError>) -> String {
+    match result {
+        Err(DbError::Query { detail, .. }) => detail,
+        other => panic!("expected Query, got {other:?}"),
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -215,6 +215,28 @@ pub const SECTIONS: &[Section] = &[
         ],
     },
     Section {
+        title: "Recipient validation (opt-in)",
+        note: "Off unless RECIPIENTS_QUERY is set. Then the gateway also learns which addresses \
+               exist and rejects mail for others at RCPT TO; DB_USER needs SELECT on the \
+               columns the query reads (see the opt-in block of \
+               /usr/share/relay-sync/create-user.sql).",
+        keys: &[
+            key(
+                "RECIPIENTS_QUERY",
+                Unset,
+                "The query for valid recipients, e.g. `SELECT email FROM users WHERE enabled = \
+                 1`; it must return one text column of addresses (user@domain) or catch-alls \
+                 (@domain).",
+            ),
+            key(
+                "RECIPIENTS_MAP",
+                Derived("$POSTFIX_CONFIG_DIR/relay_recipients"),
+                "The recipient table's source, a table relay-sync keeps; relay_recipient_maps \
+                 names MAP_TYPE:RECIPIENTS_MAP.",
+            ),
+        ],
+    },
+    Section {
         title: "Files relay-sync keeps",
         note: "",
         keys: &[
