@@ -197,8 +197,16 @@ fn check_database(config: &Config, report: &mut Report) {
         }
     }
     if config.recipients_query.is_some() {
-        let (level, detail) = recipients_verdict(runtime.block_on(source.fetch()));
+        let fetched = runtime.block_on(source.fetch());
+        let uncovered = fetched
+            .as_ref()
+            .ok()
+            .and_then(|fetched| uncovered_verdict(fetched, &config.preserve_domains));
+        let (level, detail) = recipients_verdict(fetched);
         report.push("recipients", level, detail);
+        if let Some((level, detail)) = uncovered {
+            report.push("recipient_domains", level, detail);
+        }
     }
     if let Some(protection) = source.protection() {
         let (level, detail) = transport_verdict(protection, &config.db_host, &addr);
@@ -274,6 +282,44 @@ fn recipients_verdict(fetched: Result<relay_db::Fetched, relay_db::DbError>) -> 
             }
         }
     }
+}
+
+/// Relayed domains (the database's and `PRESERVE_DOMAINS`) for which `RECIPIENTS_QUERY` names
+/// no address and no catch-all: all their mail would be refused. A warning, not a failure: a
+/// new domain may not have users yet. `None` when the query did not run.
+fn uncovered_verdict(
+    fetched: &relay_db::Fetched,
+    preserve: &std::collections::BTreeSet<relay_core::DomainName>,
+) -> Option<(Level, String)> {
+    let recipients = relay_core::normalize_recipients(fetched.recipients.clone()?).valid;
+    let covered: std::collections::HashSet<&str> = recipients
+        .iter()
+        .map(relay_core::Recipient::domain)
+        .collect();
+    let relayed = relay_core::normalize_rows(&fetched.names).valid;
+    let uncovered: Vec<&relay_core::DomainName> = relayed
+        .iter()
+        .chain(preserve.difference(&relayed))
+        .filter(|domain| !covered.contains(domain.as_str()))
+        .collect();
+    Some(if uncovered.is_empty() {
+        (
+            Level::Ok,
+            format!(
+                "every relayed domain ({}) has a recipient or a catch-all",
+                relayed.union(preserve).count()
+            ),
+        )
+    } else {
+        (
+            Level::Warn,
+            format!(
+                "{} relayed domain(s) have no recipient and no catch-all in RECIPIENTS_QUERY, so all their mail is refused: {}",
+                uncovered.len(),
+                relay_core::cut_list(uncovered.iter().map(|d| d.as_str()), 20)
+            ),
+        )
+    })
 }
 
 /// How `check` rates the database connection: weak protection (plain, or TLS without a
@@ -760,6 +806,34 @@ mod tests {
         ]);
         let excess = excess_grants(&bad, "mailserver_usermgmt");
         assert_eq!(excess, bad);
+    }
+
+    #[test]
+    fn relayed_domains_without_recipients_are_a_warning() {
+        let preserve = [relay_core::DomainName::parse("kept.example").unwrap()]
+            .into_iter()
+            .collect();
+        let fetched = relay_db::Fetched {
+            names: lines(&["a.example", "B.example", "c.example"]),
+            recipients: Some(lines(&["x@a.example", "@b.example", "y@elsewhere.example"])),
+        };
+        let (level, detail) = uncovered_verdict(&fetched, &preserve).unwrap();
+        assert_eq!(level, Level::Warn);
+        assert!(
+            detail.ends_with("all their mail is refused: c.example, kept.example"),
+            "{detail}"
+        );
+        let fetched = relay_db::Fetched {
+            names: lines(&["a.example"]),
+            recipients: Some(lines(&["@a.example"])),
+        };
+        let (level, _) = uncovered_verdict(&fetched, &Default::default()).unwrap();
+        assert_eq!(level, Level::Ok);
+        let off = relay_db::Fetched {
+            names: lines(&["a.example"]),
+            recipients: None,
+        };
+        assert_eq!(uncovered_verdict(&off, &Default::default()), None);
     }
 
     #[test]

@@ -1228,3 +1228,63 @@ fn postconf_answers_are_reused_only_while_main_cf_is_the_same_file() {
     assert_eq!(count(), 5);
     assert_eq!(cli.relay_domains().unwrap(), "a.example, b.example");
 }
+
+/// Recipient validation's side of the boundary, against the real Postfix: the table is
+/// installed and answers `postmap -q` (keys folded as Postfix folds them), `relay_recipient_maps`
+/// is set and read back (also by a new instance's one startup postconf), and the backup
+/// generation holds both.
+#[test]
+fn the_recipients_table_and_relay_recipient_maps_round_trip() {
+    let postfix = Postfix::start("a.example").unwrap();
+    let (cli, dir) = cli_of(&postfix);
+    let table = postfix.config_dir().join("relay_recipients");
+    let cli = cli.with_recipients_map(table.clone());
+    assert_eq!(cli.relay_recipient_maps().unwrap(), "");
+    assert_eq!(cli.read_recipients_map().unwrap(), None);
+    assert!(cli.recipients_map_is_fresh().unwrap(), "no source yet");
+
+    let text = "# relay-sync: recipients table\n@b.example OK\nalice@a.example OK\n".to_owned();
+    cli.write_recipients_map(&text).unwrap();
+    assert_eq!(cli.read_recipients_map().unwrap().as_deref(), Some(&*text));
+    assert!(cli.recipients_map_is_fresh().unwrap());
+    assert_eq!(
+        cli.lookup_recipients(&["alice@a.example", "bob@a.example", "@b.example"])
+            .unwrap(),
+        [Some("OK".to_owned()), None, Some("OK".to_owned())]
+    );
+    // Postfix folds the address it looks up, as relay-core folds the keys it writes.
+    let found = postfix
+        .command(
+            "/usr/sbin/postmap",
+            &[
+                "-q",
+                "Alice@A.example",
+                &format!("hash:{}", table.display()),
+            ],
+        )
+        .unwrap();
+    assert_eq!(found.trim(), "OK");
+
+    let value = format!("hash:/etc/postfix/other, hash:{}", table.display());
+    cli.set_relay_recipient_maps(&value).unwrap();
+    assert_eq!(postfix.postconf("relay_recipient_maps").unwrap(), value);
+    assert!(cli
+        .set_relay_recipient_maps("hash:/x\nrelay_domains = *")
+        .is_err());
+    let (again, _dir2) = cli_of(&postfix);
+    assert_eq!(again.relay_recipient_maps().unwrap(), value);
+
+    let backup = cli.backup("a.example", None).unwrap();
+    let files = cli
+        .backup_recipients(&backup.stamp, &value, Some(&text))
+        .unwrap();
+    assert_eq!(files.len(), 2);
+    let contents = relay_postfix::read_backup(&dir.path().join("backup"), None).unwrap();
+    assert_eq!(contents.relay_recipient_maps.as_deref(), Some(&*value));
+    assert_eq!(contents.recipients_map.as_deref(), Some(&*text));
+}
+
+/// [`cli`], for tests whose own binding is named `cli`.
+fn cli_of(postfix: &Postfix) -> (PostfixCli, tempfile::TempDir) {
+    cli(postfix, None)
+}
