@@ -79,7 +79,7 @@ pub fn apply_steps_with(plan: &Plan, fresh: Freshness) -> Vec<Step<'_>> {
     let mut recipients_last = None;
     if let Some(recipients) = recipients {
         let final_text = recipients.table_final.as_deref();
-        match (&recipients.first_write, final_text) {
+        match (recipients.first_write(), final_text) {
             (Some(text), _) => steps.push(Step::WriteRecipientsMap(text)),
             // A stale database is rebuilt from the final text, which is the file's own text
             // unless entries leave (the last write rebuilds it then).

@@ -286,9 +286,12 @@ pub struct RecipientPlan {
     pub maps_value: String,
     /// The table's source as it should end up (`None` when validation is off).
     pub table_final: Option<String>,
-    /// The text to install before `relay_domains` changes: the union of the old and new
-    /// entries, or the final table when no entry leaves. `None`: no write before.
-    pub first_write: Option<String>,
+    /// The union of the old and new entries, installed before `relay_domains` changes, when
+    /// entries both arrive and leave ([`RecipientPlan::first_write`]).
+    pub union: Option<String>,
+    /// Whether the final table is installed before `relay_domains` changes (entries only
+    /// arrive, or the table is not in force yet).
+    pub final_first: bool,
     /// Whether the final table is written after the reload (entries leave).
     pub last_write: bool,
     /// Entries in the final table.
@@ -361,7 +364,8 @@ impl RecipientPlan {
             maps_current: input.relay_recipient_maps.to_owned(),
             maps_value,
             table_final: None,
-            first_write: None,
+            union: None,
+            final_first: false,
             last_write: false,
             entries: 0,
             entries_now: 0,
@@ -464,14 +468,14 @@ impl RecipientPlan {
         let same_as_file = table.text == Some(table_final.as_str());
         if removed > 0 && added > 0 {
             // Both arrive and leave: the union first, the final table after the reload.
-            plan.first_write = Some(render_recipients_map(union.iter().copied()));
+            plan.union = Some(render_recipients_map(union.iter().copied()));
             plan.last_write = true;
         } else if removed > 0 {
             // Only leaving: the table in force holds until the domains have gone.
             plan.last_write = true;
         } else if !same_as_file {
             // Only arriving (or a table not in force, or a file that differs only in form).
-            plan.first_write = Some(table_final.clone());
+            plan.final_first = true;
         }
         plan.table_final = Some(table_final);
         Ok(Some(plan))
@@ -486,7 +490,17 @@ impl RecipientPlan {
 
     /// Whether the plan changes nothing.
     pub fn is_empty(&self) -> bool {
-        self.first_write.is_none() && !self.last_write && !self.maps_changed()
+        self.first_write().is_none() && !self.last_write && !self.maps_changed()
+    }
+
+    /// The text to install before `relay_domains` changes: the union, or the final table
+    /// when no entry leaves; `None` when nothing is written before.
+    pub fn first_write(&self) -> Option<&str> {
+        match &self.union {
+            Some(union) => Some(union),
+            None if self.final_first => self.table_final.as_deref(),
+            None => None,
+        }
     }
 
     /// Whether validation is in force once the plan is applied.
@@ -624,7 +638,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(p.maps_value, "hash:/etc/postfix/other");
-        assert!(p.maps_changed() && p.first_write.is_none() && !p.last_write);
+        assert!(p.maps_changed() && p.first_write().is_none() && !p.last_write);
     }
 
     #[test]
@@ -637,7 +651,7 @@ mod tests {
             "hash:/etc/postfix/other, hash:/etc/postfix/relay_recipients"
         );
         assert_eq!((p.entries, p.added, p.removed, p.outside), (2, 2, 0, 1));
-        assert_eq!(p.first_write.as_deref(), p.table_final.as_deref());
+        assert_eq!(p.first_write(), p.table_final.as_deref());
         assert!(!p.last_write);
         assert_eq!(
             p.domains_without_recipients,
@@ -659,7 +673,7 @@ mod tests {
         .unwrap();
         assert!(!p.maps_changed());
         assert_eq!((p.added, p.removed, p.removed_kept_domains), (1, 1, 1));
-        let union = p.first_write.as_deref().unwrap();
+        let union = p.first_write().unwrap();
         for key in ["old@a.example", "new@a.example", "x@a.example"] {
             assert!(union.contains(&format!("\n{key} OK\n")), "{union}");
         }

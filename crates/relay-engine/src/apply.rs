@@ -478,7 +478,7 @@ fn rollback<P: PostfixWrite>(
             .plan
             .recipients
             .as_ref()
-            .and_then(|r| r.first_write.as_deref());
+            .and_then(|r| r.first_write());
         if touched.recipients_map {
             postfix
                 .write_recipients_map(union.unwrap_or(old_recipients))
