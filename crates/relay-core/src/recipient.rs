@@ -220,9 +220,7 @@ impl<'a> RecipientsTable<'a> {
 
     /// Whether a token names this table, with any map type.
     pub fn is_named_by(&self, token: &str) -> bool {
-        token
-            .split_once(':')
-            .is_some_and(|(_, path)| path == self.path)
+        crate::relay_domains_map::names_path(token, self.path)
     }
 
     /// Whether the source file is relay-sync's (it starts with [`RECIPIENTS_HEADER`]).
@@ -233,11 +231,7 @@ impl<'a> RecipientsTable<'a> {
 
     /// The keys of the source file's entry lines, as written.
     pub fn keys(&self) -> impl Iterator<Item = &'a str> + 'a {
-        self.text
-            .unwrap_or_default()
-            .lines()
-            .filter(|line| !line.starts_with([' ', '\t', '#']))
-            .filter_map(|line| line.split_ascii_whitespace().next())
+        crate::relay_domains_map::entry_keys(self.text.unwrap_or_default())
     }
 }
 

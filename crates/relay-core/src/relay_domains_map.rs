@@ -51,9 +51,7 @@ impl<'a> RelayDomainsTable<'a> {
     /// Whether a `relay_domains` token names this table, with any map type: a table that was
     /// built with another `MAP_TYPE` is still relay-sync's own and is replaced, not kept.
     pub fn is_named_by(&self, token: &str) -> bool {
-        token
-            .split_once(':')
-            .is_some_and(|(_, path)| path == self.path)
+        names_path(token, self.path)
     }
 
     /// Whether one of `relay_domains`' preserved tokens names this table ([`Self::is_named_by`]).
@@ -66,11 +64,7 @@ impl<'a> RelayDomainsTable<'a> {
 
     /// The keys of the table's entry lines, as written (not normalized or validated).
     pub fn keys(&self) -> impl Iterator<Item = &'a str> + 'a {
-        self.text
-            .unwrap_or_default()
-            .lines()
-            .filter(|line| !line.starts_with([' ', '\t', '#']))
-            .filter_map(|line| line.split_ascii_whitespace().next())
+        entry_keys(self.text.unwrap_or_default())
     }
 
     /// About how many keys the source file has, for sizing a list of them: its lines are
@@ -118,4 +112,19 @@ where
         out.push_str(" OK\n");
     }
     out
+}
+
+/// Whether a `TYPE:PATH` token names the table whose source is `path`, with any map type.
+pub(crate) fn names_path(token: &str, path: &str) -> bool {
+    token
+        .split_once(':')
+        .is_some_and(|(_, named)| named == path)
+}
+
+/// The keys of a table source's entry lines, as written: comments, blank lines and
+/// continuation lines are skipped.
+pub(crate) fn entry_keys(text: &str) -> impl Iterator<Item = &str> {
+    text.lines()
+        .filter(|line| !line.starts_with([' ', '\t', '#']))
+        .filter_map(|line| line.split_ascii_whitespace().next())
 }

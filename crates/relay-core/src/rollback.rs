@@ -260,18 +260,12 @@ impl RollbackPlan {
     /// accepts is dropped before the parameters have changed).
     #[must_use]
     pub fn with_recipients(mut self, input: RecipientsRollback<'_>) -> RollbackPlan {
-        let keys = |text: Option<&'_ str>| -> Vec<String> {
-            text.unwrap_or_default()
-                .lines()
-                .filter(|line| !line.starts_with([' ', '\t', '#']))
-                .filter_map(|line| line.split_ascii_whitespace().next())
-                .map(str::to_owned)
-                .collect()
-        };
         let union = input.table.map(|_| {
-            let mut all: BTreeSet<String> = keys(input.table).into_iter().collect();
-            all.extend(keys(input.current_table));
-            crate::render_recipients_map(all.iter().map(String::as_str))
+            let keys = crate::relay_domains_map::entry_keys;
+            let all: BTreeSet<&str> = keys(input.table.unwrap_or_default())
+                .chain(keys(input.current_table.unwrap_or_default()))
+                .collect();
+            crate::render_recipients_map(all.iter().copied())
         });
         self.recipients = Some(RecipientsRestore {
             relay_recipient_maps: input.relay_recipient_maps.to_owned(),

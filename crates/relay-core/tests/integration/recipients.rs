@@ -401,3 +401,55 @@ fn a_stale_recipients_table_is_rebuilt() {
         [Step::WriteRecipientsMap(_), Step::Reload]
     ));
 }
+
+#[test]
+fn a_rollback_restores_the_table_around_the_parameters_without_dropping_an_address_early() {
+    use relay_core::{GenerationTexts, RecipientsRollback, RollbackInput, RollbackPlan};
+    let old_table = relay_core::render_recipients_map(["alice@a.example"]);
+    let current = relay_core::render_recipients_map(["bob@a.example"]);
+    let transport = State::default()
+        .plan(&names(&["a.example"]), None)
+        .transport_final;
+    let plan = RollbackPlan::new(RollbackInput {
+        current_transport: Some(&transport),
+        current_table: None,
+        table_path: "/etc/postfix/relay_domains",
+        generation: GenerationTexts {
+            relay_domains: "a.example",
+            transport: &transport,
+            table: None,
+        },
+    })
+    .unwrap()
+    .with_recipients(RecipientsRollback {
+        relay_recipient_maps: "hash:/etc/postfix/relay_recipients",
+        table: Some(&old_table),
+        current_table: Some(&current),
+    });
+    let steps = plan.steps();
+    let kinds: Vec<String> = steps
+        .iter()
+        .map(|s| match s {
+            Step::WriteRecipientsMap(text) if *text == old_table => "old table".to_owned(),
+            Step::WriteRecipientsMap(text) => {
+                assert!(
+                    text.contains("\nalice@a.example OK\n")
+                        && text.contains("\nbob@a.example OK\n")
+                );
+                "union".to_owned()
+            }
+            other => format!("{other:?}").split('(').next().unwrap().to_owned(),
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "WriteTransport",
+            "union",
+            "SetRelayDomains",
+            "SetRelayRecipientMaps",
+            "Reload",
+            "old table"
+        ]
+    );
+}
