@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use std::fs;
 use std::path::PathBuf;
 
-use crate::gateway::Gateway;
+use crate::gateway::{files_starting_with, Gateway};
 use crate::smtp::{rcpt, rcpt_settled};
 
 /// The config line that turns recipient validation on.
@@ -211,4 +211,186 @@ fn database_down_keeps_the_last_table() {
     gw.sync_expecting(0);
     let reply = rcpt_settled(smtp, "frank@example.net", "250 ");
     assert_accepted(&reply, "frank@example.net", &gw);
+}
+
+/// Recipient-side files relay-sync may leave in `dir`.
+fn recipient_files(dir: &std::path::Path) -> Vec<String> {
+    let mut names = files_starting_with(dir, "relay_recipient");
+    names.extend(files_starting_with(dir, ".relay_recipient"));
+    names
+}
+
+/// main.cf without its `relay_domains` line, which a sync is expected to change.
+fn main_cf_but_relay_domains(gw: &Gateway) -> String {
+    gw.main_cf()
+        .lines()
+        .filter(|l| !l.starts_with("relay_domains "))
+        .map(|l| format!("{l}\n"))
+        .collect()
+}
+
+/// Test 5: with RECIPIENTS_QUERY unset (the default), a sync leaves `relay_recipient_maps`
+/// alone, whether it is unset or an operator's own, and writes no recipient file or backup.
+#[test]
+fn feature_off_leaves_relay_recipient_maps_and_writes_no_table() {
+    let gw = Gateway::start("kuma8088.com", "");
+    let conf = gw.postfix.config_dir();
+    let before = main_cf_but_relay_domains(&gw);
+    assert!(!before.contains("relay_recipient_maps"), "{before}");
+
+    let dry = gw.run(&["--dry-run"]);
+    assert_eq!(dry.code, 0, "{dry:?}");
+    assert!(!dry.stdout.contains("recipient"), "{dry:?}");
+    gw.sync_expecting(0);
+    assert!(gw.relay_domains().contains("example.com"), "{}", gw.log());
+    assert_eq!(main_cf_but_relay_domains(&gw), before);
+    assert_eq!(gw.postfix.postconf("relay_recipient_maps").unwrap(), "");
+    assert_eq!(recipient_files(&conf), Vec::<String>::new());
+    assert_eq!(recipient_files(&gw.backup_dir()), Vec::<String>::new());
+    assert!(!gw.log().contains("Recipient summary"), "{}", gw.log());
+    // With no validation, any local part at a relayed domain is accepted.
+    let reply = rcpt_settled(gw.postfix.smtp_port(), "nobody@example.com", "250 ");
+    assert_accepted(&reply, "nobody@example.com", &gw);
+
+    // An operator's own table (no relay-sync header) stays as it is through a changing sync.
+    let operator = conf.join("operator_recipients");
+    fs::write(&operator, "ops@example.com OK\n").unwrap();
+    gw.postfix
+        .command(
+            "/usr/sbin/postmap",
+            &[&format!("hash:{}", operator.display())],
+        )
+        .unwrap();
+    let value = format!("hash:{}", operator.display());
+    gw.postfix
+        .command(
+            "/usr/sbin/postconf",
+            &["-e", &format!("relay_recipient_maps = {value}")],
+        )
+        .unwrap();
+    let before = main_cf_but_relay_domains(&gw);
+    gw.sql("INSERT INTO mailserver_usermgmt.domains (name, enabled) VALUES ('fresh.example', 1)");
+    gw.sync_expecting(0);
+    assert!(gw.relay_domains().contains("fresh.example"), "{}", gw.log());
+    assert_eq!(main_cf_but_relay_domains(&gw), before);
+    assert_eq!(gw.postfix.postconf("relay_recipient_maps").unwrap(), value);
+    assert_eq!(
+        fs::read_to_string(&operator).unwrap(),
+        "ops@example.com OK\n"
+    );
+    assert_eq!(recipient_files(&conf), Vec::<String>::new());
+    assert_eq!(recipient_files(&gw.backup_dir()), Vec::<String>::new());
+}
+
+/// Test 6: rows that are not one address (a second field, a second `@`, a line break, a tab,
+/// a leading `#`) are reported in the log and never reach the table; the rest still does.
+#[test]
+fn hostile_user_rows_are_logged_and_never_reach_the_table() {
+    let gw = gateway_validating();
+    gw.sql(
+        "INSERT INTO mailserver_usermgmt.users (email, enabled) VALUES \
+         ('evil@example.com OK', 1), \
+         ('a@b@example.com', 1), \
+         (CONCAT('line@example.com', CHAR(10), 'injected@example.com OK'), 1), \
+         (CONCAT('tab@example.com', CHAR(9), 'REJECT'), 1), \
+         ('#comment@example.com', 1), \
+         ('Frank@Example.NET', 1)",
+    );
+    gw.sync_expecting(0);
+    let log = gw.log();
+    let skipped: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("Invalid recipient skipped: "))
+        .collect();
+    assert_eq!(skipped.len(), 5, "{log}");
+    for raw in [
+        "evil@example.com OK",
+        "a@b@example.com",
+        "line@example.com",
+        "tab@example.com",
+        "#comment@example.com",
+    ] {
+        assert!(
+            skipped.iter().any(|l| l.contains(raw)),
+            "{raw} not reported:\n{log}"
+        );
+    }
+    assert!(log.contains("5 invalid rows skipped"), "{log}");
+    // The log stays one line per entry: the row's line break did not start a line of its own.
+    assert!(!log.lines().any(|l| l.starts_with("injected@")), "{log}");
+
+    let text = fs::read_to_string(table_path(&gw)).unwrap();
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let fields: Vec<&str> = line.split_ascii_whitespace().collect();
+        assert!(
+            fields.len() == 2 && fields[1] == "OK" && fields[0].matches('@').count() == 1,
+            "line {line:?} in\n{text}"
+        );
+    }
+    for bad in ["evil", "injected", "a@b@", "tab@", "REJECT", "comment@"] {
+        assert!(!text.contains(bad), "{bad} in\n{text}");
+    }
+    let mut want = set(&SEED_TABLE);
+    want.insert("frank@example.net".into());
+    assert_eq!(table_keys(&gw), want, "{text}");
+
+    let smtp = gw.postfix.smtp_port();
+    let reply = rcpt_settled(smtp, "frank@example.net", "250 ");
+    assert_accepted(&reply, "frank@example.net", &gw);
+    for to in [
+        "evil@example.com",
+        "injected@example.com",
+        "line@example.com",
+        "tab@example.com",
+    ] {
+        assert_unknown(&rcpt(smtp, to), to, &gw);
+    }
+}
+
+/// `recipient_count` from `status --json`.
+fn status_recipient_count(gw: &Gateway) -> serde_json::Value {
+    let status = gw.run(&["status", "--json"]);
+    assert_eq!(status.code, 0, "{status:?}");
+    let value: serde_json::Value = serde_json::from_str(&status.stdout).unwrap();
+    value["recipient_count"].clone()
+}
+
+/// Test 7: `relay-sync rollback` after a sync that added a user restores the table before it
+/// (the user is refused again), with its backups; `status --json` counts the table.
+#[test]
+fn rollback_restores_the_previous_recipients_table() {
+    let gw = gateway_validating();
+    gw.sync_expecting(0);
+    assert_eq!(status_recipient_count(&gw), 4);
+    let table_before = fs::read_to_string(table_path(&gw)).unwrap();
+
+    gw.sql(
+        "INSERT INTO mailserver_usermgmt.users (email, enabled) VALUES ('frank@example.net', 1)",
+    );
+    gw.sync_expecting(0);
+    let smtp = gw.postfix.smtp_port();
+    let reply = rcpt_settled(smtp, "frank@example.net", "250 ");
+    assert_accepted(&reply, "frank@example.net", &gw);
+    assert_eq!(status_recipient_count(&gw), 5);
+    let backups = files_starting_with(&gw.backup_dir(), "relay_recipient");
+    assert!(
+        backups.iter().any(|n| n.starts_with("relay_recipients."))
+            && backups
+                .iter()
+                .any(|n| n.starts_with("relay_recipient_maps.")),
+        "{backups:?}"
+    );
+
+    let run = gw.run(&["rollback"]);
+    assert_eq!(run.code, 0, "{run:?}\n{}", gw.log());
+    assert_eq!(fs::read_to_string(table_path(&gw)).unwrap(), table_before);
+    assert_eq!(table_keys(&gw), set(&SEED_TABLE));
+    assert_eq!(
+        gw.postfix.postconf("relay_recipient_maps").unwrap(),
+        table_token(&gw)
+    );
+    let reply = rcpt_settled(smtp, "frank@example.net", "550 ");
+    assert_unknown(&reply, "frank@example.net", &gw);
+    assert_accepted(&rcpt(smtp, "alice@example.com"), "alice@example.com", &gw);
+    assert_eq!(status_recipient_count(&gw), 4);
 }
