@@ -7,6 +7,8 @@ use std::collections::BTreeSet;
 use std::fs;
 use std::path::PathBuf;
 
+use relay_core::RelayDomains;
+
 use crate::gateway::{files_starting_with, Gateway};
 use crate::smtp::{rcpt, rcpt_settled};
 
@@ -393,4 +395,360 @@ fn rollback_restores_the_previous_recipients_table() {
     assert_unknown(&reply, "frank@example.net", &gw);
     assert_accepted(&rcpt(smtp, "alice@example.com"), "alice@example.com", &gw);
     assert_eq!(status_recipient_count(&gw), 4);
+}
+
+/// What Postfix could see at one instant of a sync: before a Postfix command, or at the end.
+#[derive(Debug, Clone)]
+struct Seen {
+    /// The call about to run, or `end`.
+    call: String,
+    /// `relay_domains` in main.cf.
+    relay_domains: String,
+    /// `relay_recipient_maps` in main.cf.
+    maps: String,
+    /// Keys of the built recipients table; `None` when it has no database.
+    table: Option<BTreeSet<String>>,
+}
+
+/// A `POSTFIX_COMMAND_DIR` whose commands append a [`Seen`] to `record` before running the
+/// real command (as `rollback_order`'s, with `relay_recipient_maps` and our table).
+fn recording_commands(gw: &Gateway, record: &std::path::Path) -> PathBuf {
+    let conf = gw.postfix.config_dir().display().to_string();
+    let table = table_path(gw).display().to_string();
+    let record = record.display().to_string();
+    let body = |program: &str| {
+        format!(
+            r#"snap=$(mktemp)
+{{
+  echo "@@ {program} $*"
+  echo "rd $(/usr/sbin/postconf -c '{conf}' -h relay_domains)"
+  echo "rrm $(/usr/sbin/postconf -c '{conf}' -h relay_recipient_maps)"
+  if [ -e '{table}.db' ]; then
+    echo "db"
+    /usr/sbin/postmap -c '{conf}' -s 'hash:{table}' 2>/dev/null | awk '{{print "key " $1}}'
+  fi
+}} > "$snap"
+cat "$snap" >> '{record}'
+rm -f "$snap"
+exec /usr/sbin/{program} "$@""#
+        )
+    };
+    gw.stand_in_commands(
+        "recording",
+        &[
+            ("postconf", &body("postconf")),
+            ("postmap", &body("postmap")),
+            ("postfix", &body("postfix")),
+        ],
+    )
+}
+
+fn recorded(record: &std::path::Path) -> Vec<Seen> {
+    let text = fs::read_to_string(record).unwrap();
+    let mut out: Vec<Seen> = Vec::new();
+    for line in text.lines() {
+        if let Some(call) = line.strip_prefix("@@ ") {
+            out.push(Seen {
+                call: call.to_owned(),
+                relay_domains: String::new(),
+                maps: String::new(),
+                table: None,
+            });
+            continue;
+        }
+        let last = out.last_mut().unwrap();
+        if let Some(value) = line.strip_prefix("rd ") {
+            value.clone_into(&mut last.relay_domains);
+        } else if let Some(value) = line.strip_prefix("rrm ") {
+            value.clone_into(&mut last.maps);
+        } else if line == "db" {
+            last.table = Some(BTreeSet::new());
+        } else if let Some(key) = line.strip_prefix("key ") {
+            last.table.as_mut().unwrap().insert(key.to_owned());
+        } else {
+            panic!("unexpected line {line:?} in the record");
+        }
+    }
+    out
+}
+
+/// The state now, read the same way through the real commands.
+fn seen_now(gw: &Gateway, call: &str) -> Seen {
+    Seen {
+        call: call.to_owned(),
+        relay_domains: gw.relay_domains(),
+        maps: gw.postfix.postconf("relay_recipient_maps").unwrap(),
+        table: table_path(gw)
+            .with_extension("db")
+            .exists()
+            .then(|| table_keys(gw)),
+    }
+}
+
+/// Whether Postfix accepts `address` with `relay_domains` and `relay_recipient_maps` as given
+/// and our table (whose token is `ours`) as `table` has it: the domain is relayed, and either
+/// no recipient table is named or ours lists the address or its `@domain`. A named table
+/// without a database fails the lookup (451): not accepted.
+fn accepts(
+    ours: &str,
+    relay_domains: &str,
+    maps: &str,
+    table: Option<&BTreeSet<String>>,
+    address: &str,
+) -> bool {
+    let domain = address.rsplit_once('@').unwrap().1;
+    let relayed = RelayDomains::parse(relay_domains)
+        .unwrap()
+        .domains
+        .iter()
+        .any(|d| d.to_string() == domain);
+    if !relayed {
+        return false;
+    }
+    let tokens: Vec<&str> = maps
+        .split(|c: char| c == ',' || c.is_ascii_whitespace())
+        .filter(|t| !t.is_empty())
+        .collect();
+    if tokens.is_empty() {
+        return true;
+    }
+    assert!(
+        tokens.iter().all(|t| *t == ours),
+        "relay_recipient_maps {maps:?} names a table the model does not know"
+    );
+    table.is_some_and(|keys| keys.contains(address) || keys.contains(&format!("@{domain}")))
+}
+
+/// Whether `address` is accepted at instant `i` whichever configuration answers: main.cf as
+/// it is, or as it was at the last reload (an smtpd started before it), with the table as it
+/// is.
+fn accepted_at(ours: &str, seen: &[Seen], i: usize, address: &str) -> bool {
+    let now = &seen[i];
+    let reloaded = seen[..i]
+        .iter()
+        .rev()
+        .find(|s| s.call.starts_with("postfix ") && s.call.contains("reload"))
+        .unwrap_or(&seen[0]);
+    let table = now.table.as_ref();
+    [&now.relay_domains, &reloaded.relay_domains]
+        .iter()
+        .all(|rd| {
+            [&now.maps, &reloaded.maps]
+                .iter()
+                .all(|maps| accepts(ours, rd, maps, table, address))
+        })
+}
+
+/// Addresses worth asking about: the seed's users and the tests' own, unknown ones at every
+/// domain in play, and one under each catch-all.
+fn addresses() -> Vec<String> {
+    let mut out: Vec<String> = [
+        "alice@example.com",
+        "bob@example.com",
+        "carol@example.net",
+        "dave@example.com",
+        "erin@old.example",
+        "anyone@example.org",
+        "nina@new.example",
+        "olga@example.com",
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect();
+    for domain in [
+        "kuma8088.com",
+        "example.com",
+        "example.net",
+        "example.org",
+        "shop.example.jp",
+        "old.example",
+        "new.example",
+    ] {
+        out.push(format!("unknown@{domain}"));
+    }
+    out
+}
+
+/// Checks the instants `seen` of one run (the first before it, the last after it): an address
+/// Postfix accepts before and after is accepted at every instant between, and an address
+/// accepted at the end, once accepted, stays so.
+fn assert_no_accepted_address_refused(name: &str, ours: &str, seen: &[Seen], log: &str) {
+    let last = seen.len() - 1;
+    for address in addresses() {
+        let before = accepted_at(ours, seen, 0, &address);
+        let after = accepted_at(ours, seen, last, &address);
+        let mut was = false;
+        for i in 0..seen.len() {
+            let now = accepted_at(ours, seen, i, &address);
+            assert!(
+                !(before && after) || now,
+                "{name}: {address} accepted before and after, refused before call {i} ({})\n\
+                 {:#?}\n--- log\n{log}",
+                seen[i].call,
+                &seen[..=i]
+            );
+            assert!(
+                !(after && was) || now,
+                "{name}: {address} accepted at the end and earlier, refused again before call \
+                 {i} ({})\n{:#?}\n--- log\n{log}",
+                seen[i].call,
+                &seen[..=i]
+            );
+            was |= now;
+        }
+    }
+}
+
+/// Runs a sync through the recording commands, checks every instant with
+/// [`assert_no_accepted_address_refused`], and returns them.
+fn sync_recorded(gw: &Gateway, name: &str) -> Vec<Seen> {
+    let record = gw.dir.path().join(name);
+    let commands = recording_commands(gw, &record);
+    let start = seen_now(gw, "start");
+    let run = gw.run_env(&[], &[("POSTFIX_COMMAND_DIR", commands.to_str().unwrap())]);
+    let log = gw.log();
+    assert_eq!(run.code, 0, "{run:?}\n{log}");
+    let mut seen = vec![start];
+    seen.extend(recorded(&record));
+    seen.push(seen_now(gw, "end"));
+    assert!(seen.len() > 3, "{seen:#?}");
+    assert_no_accepted_address_refused(name, &table_token(gw), &seen, &log);
+    seen
+}
+
+/// The model behind test 4 can fail: naming the table before its database exists, or taking
+/// a user out of the table before its domain leaves `relay_domains`, is caught.
+#[test]
+fn the_acceptance_model_catches_a_wrong_order() {
+    let ours = "hash:/etc/postfix/relay_recipients";
+    let at = |call: &str, rd: &str, maps: &str, keys: Option<&[&str]>| Seen {
+        call: call.to_owned(),
+        relay_domains: rd.to_owned(),
+        maps: maps.to_owned(),
+        table: keys.map(set),
+    };
+    let keys: &[&str] = &["alice@example.com"];
+    // Turning on with the parameter set before the table is built: alice is refused (451).
+    let wrong = [
+        at("start", "example.com", "", None),
+        at("postconf -e relay_recipient_maps", "example.com", "", None),
+        at("postmap", "example.com", ours, None),
+        at("end", "example.com", ours, Some(keys)),
+    ];
+    let caught = std::panic::catch_unwind(|| {
+        assert_no_accepted_address_refused("wrong", ours, &wrong, "");
+    });
+    assert!(
+        caught.is_err(),
+        "a table named before it is built went unnoticed"
+    );
+    // The right order passes.
+    let right = [
+        at("start", "example.com", "", None),
+        at("postmap", "example.com", "", None),
+        at(
+            "postconf -e relay_recipient_maps",
+            "example.com",
+            "",
+            Some(keys),
+        ),
+        at("postfix reload", "example.com", ours, Some(keys)),
+        at("end", "example.com", ours, Some(keys)),
+    ];
+    assert_no_accepted_address_refused("right", ours, &right, "");
+    // A table that loses alice for a moment while she stays: caught.
+    let both: &[&str] = &["alice@example.com", "carol@example.net"];
+    let early = [
+        at("start", "example.com, example.net", ours, Some(both)),
+        at("postmap", "example.com, example.net", ours, Some(both)),
+        at(
+            "postconf -e relay_domains",
+            "example.com, example.net",
+            ours,
+            Some(&[]),
+        ),
+        at("postfix reload", "example.com", ours, Some(&[])),
+        at("end", "example.com", ours, Some(keys)),
+    ];
+    let caught = std::panic::catch_unwind(|| {
+        assert_no_accepted_address_refused("early", ours, &early, "");
+    });
+    assert!(
+        caught.is_err(),
+        "a staying user refused meanwhile went unnoticed"
+    );
+}
+
+/// Test 4: turning validation on (in the same run as a domain is added) and off again refuses,
+/// at no instant Postfix could see, an address accepted before and after; SMTP at the end of
+/// each phase shows the phase's answer.
+#[test]
+fn turning_validation_on_and_off_refuses_no_accepted_address_meanwhile() {
+    let gw = Gateway::start("kuma8088.com", "");
+    gw.db.grant_recipients().unwrap();
+    gw.sync_expecting(0);
+    let smtp = gw.postfix.smtp_port();
+    let reply = rcpt_settled(smtp, "unknown@example.com", "250 ");
+    assert_accepted(&reply, "unknown@example.com", &gw);
+
+    // On, with new.example and its user arriving in the same run.
+    gw.sql("INSERT INTO mailserver_usermgmt.domains (name, enabled) VALUES ('new.example', 1)");
+    gw.sql("INSERT INTO mailserver_usermgmt.users (email, enabled) VALUES ('nina@new.example', 1)");
+    gw.edit_config(|text| format!("{text}{QUERY}\n"));
+    let on = sync_recorded(&gw, "record-on");
+    assert!(on.iter().any(|s| s.call.contains("reload")), "{on:#?}");
+    let end = on.last().unwrap();
+    assert_eq!(end.maps, table_token(&gw));
+    assert!(end.relay_domains.contains("new.example"), "{end:#?}");
+    let mut want = set(&SEED_TABLE);
+    want.insert("nina@new.example".into());
+    assert_eq!(end.table.as_ref(), Some(&want));
+    let reply = rcpt_settled(smtp, "unknown@example.com", "550 ");
+    assert_unknown(&reply, "unknown@example.com", &gw);
+    let reply = rcpt_settled(smtp, "nina@new.example", "250 ");
+    assert_accepted(&reply, "nina@new.example", &gw);
+    assert_unknown(
+        &rcpt(smtp, "unknown@new.example"),
+        "unknown@new.example",
+        &gw,
+    );
+    assert_accepted(&rcpt(smtp, "alice@example.com"), "alice@example.com", &gw);
+
+    // While on, a user leaves, another arrives and a domain (with carol) leaves in one run:
+    // the entries leaving go after the reload.
+    gw.sql("DELETE FROM mailserver_usermgmt.users WHERE email = 'bob@example.com'");
+    gw.sql("INSERT INTO mailserver_usermgmt.users (email, enabled) VALUES ('olga@example.com', 1)");
+    gw.sql("UPDATE mailserver_usermgmt.domains SET enabled = 0 WHERE name = 'example.net'");
+    let change = sync_recorded(&gw, "record-change");
+    let end = change.last().unwrap();
+    assert!(!end.relay_domains.contains("example.net"), "{end:#?}");
+    assert_eq!(
+        end.table.as_ref(),
+        Some(&set(&[
+            "@example.org",
+            "alice@example.com",
+            "nina@new.example",
+            "olga@example.com"
+        ]))
+    );
+    let reply = rcpt_settled(smtp, "bob@example.com", "550 ");
+    assert_unknown(&reply, "bob@example.com", &gw);
+    let reply = rcpt_settled(smtp, "olga@example.com", "250 ");
+    assert_accepted(&reply, "olga@example.com", &gw);
+
+    // Off again: only our token leaves relay_recipient_maps.
+    gw.edit_config(|text| text.replace(&format!("{QUERY}\n"), "RECIPIENTS_QUERY=\n"));
+    let off = sync_recorded(&gw, "record-off");
+    let end = off.last().unwrap();
+    assert_eq!(end.maps, "", "{off:#?}");
+    assert!(
+        !gw.main_cf().contains("relay_recipients"),
+        "{}",
+        gw.main_cf()
+    );
+    for to in ["unknown@example.com", "unknown@new.example"] {
+        let reply = rcpt_settled(smtp, to, "250 ");
+        assert_accepted(&reply, to, &gw);
+    }
+    assert_accepted(&rcpt(smtp, "alice@example.com"), "alice@example.com", &gw);
 }
