@@ -305,12 +305,13 @@ fn hostile_user_rows_are_logged_and_never_reach_the_table() {
         .filter(|l| l.contains("Invalid recipient skipped: "))
         .collect();
     assert_eq!(skipped.len(), 5, "{log}");
+    // Each row quoted and escaped as it came from the database.
     for raw in [
-        "evil@example.com OK",
-        "a@b@example.com",
-        "line@example.com",
-        "tab@example.com",
-        "#comment@example.com",
+        r#""evil@example.com OK""#,
+        r#""a@b@example.com""#,
+        r#""line@example.com\ninjected@example.com OK""#,
+        r#""tab@example.com\tREJECT""#,
+        r##""#comment@example.com""##,
     ] {
         assert!(
             skipped.iter().any(|l| l.contains(raw)),
@@ -751,4 +752,69 @@ fn turning_validation_on_and_off_refuses_no_accepted_address_meanwhile() {
         assert_accepted(&reply, to, &gw);
     }
     assert_accepted(&rcpt(smtp, "alice@example.com"), "alice@example.com", &gw);
+}
+
+/// The recipient guard on a real gateway: an empty result while the table has entries, and
+/// most recipients leaving at domains that stay, are refused with exit 4 and change nothing
+/// (known users still accepted); `--force` applies the removal once. Along the way, the dry
+/// run lists the table's diff and METRICS_FILE counts the table.
+#[test]
+fn guard_refuses_an_empty_or_mass_removing_result_and_keeps_the_table() {
+    let gw = gateway_validating();
+    let metrics = gw.dir.path().join("relay-sync.prom");
+    gw.edit_config(|text| format!("{text}METRICS_FILE={}\n", metrics.display()));
+    gw.sync_expecting(0);
+    let text = fs::read_to_string(&metrics).unwrap();
+    assert!(text.contains("relay_sync_recipients 4\n"), "{text}");
+    let smtp = gw.postfix.smtp_port();
+    let reply = rcpt_settled(smtp, "alice@example.com", "250 ");
+    assert_accepted(&reply, "alice@example.com", &gw);
+
+    gw.sql(
+        "INSERT INTO mailserver_usermgmt.users (email, enabled) VALUES ('frank@example.net', 1)",
+    );
+    let dry = gw.run(&["--dry-run"]);
+    assert_eq!(dry.code, 0, "{dry:?}");
+    assert!(
+        dry.stdout
+            .contains("recipients added (1): frank@example.net"),
+        "{dry:?}"
+    );
+    gw.sql("DELETE FROM mailserver_usermgmt.users WHERE email = 'frank@example.net'");
+    let files = || (fs::read(table_path(&gw)).unwrap(), gw.main_cf());
+    let before = files();
+
+    // Every user disabled: an empty result.
+    gw.sql("UPDATE mailserver_usermgmt.users SET enabled = 0");
+    let run = gw.sync_expecting(4);
+    assert!(
+        gw.log().contains("RECIPIENTS_QUERY returned no recipient"),
+        "{run:?}\n{}",
+        gw.log()
+    );
+    assert!(files() == before, "{}", gw.log());
+    assert_accepted(&rcpt(smtp, "alice@example.com"), "alice@example.com", &gw);
+
+    // Three of the four leave at domains that stay: over MAX_REMOVE_PERCENT=50.
+    gw.sql("UPDATE mailserver_usermgmt.users SET enabled = 1 WHERE email <> 'dave@example.com'");
+    gw.sql(
+        "DELETE FROM mailserver_usermgmt.users WHERE email IN \
+         ('alice@example.com', 'bob@example.com', 'carol@example.net')",
+    );
+    let run = gw.sync_expecting(4);
+    assert!(
+        gw.log().contains("would remove 3 of 4 recipients"),
+        "{run:?}\n{}",
+        gw.log()
+    );
+    assert!(files() == before, "{}", gw.log());
+    assert_accepted(&rcpt(smtp, "alice@example.com"), "alice@example.com", &gw);
+
+    let forced = gw.run(&["--force"]);
+    assert_eq!(forced.code, 0, "{forced:?}\n{}", gw.log());
+    assert_eq!(table_keys(&gw), set(&["@example.org"]));
+    let reply = rcpt_settled(smtp, "alice@example.com", "550 ");
+    assert_unknown(&reply, "alice@example.com", &gw);
+    let text = fs::read_to_string(&metrics).unwrap();
+    assert!(text.contains("relay_sync_recipients 1\n"), "{text}");
 }
