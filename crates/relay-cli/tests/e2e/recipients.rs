@@ -818,3 +818,59 @@ fn guard_refuses_an_empty_or_mass_removing_result_and_keeps_the_table() {
     let text = fs::read_to_string(&metrics).unwrap();
     assert!(text.contains("relay_sync_recipients 1\n"), "{text}");
 }
+
+/// `relay_recipient_maps` tokens, in order.
+fn tokens(value: &str) -> Vec<String> {
+    value
+        .split(|c: char| c == ',' || c.is_ascii_whitespace())
+        .filter(|t| !t.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// An operator's own recipient table stays named while validation is on (both tables
+/// answer), and turning validation off takes out only relay-sync's token.
+#[test]
+fn an_operator_recipient_table_is_kept_through_on_and_off() {
+    let gw = Gateway::start("kuma8088.com", "");
+    gw.db.grant_recipients().unwrap();
+    let conf = gw.postfix.config_dir();
+    let operator = conf.join("operator_recipients");
+    fs::write(&operator, "ops@example.com OK\n").unwrap();
+    gw.postfix
+        .command(
+            "/usr/sbin/postmap",
+            &[&format!("hash:{}", operator.display())],
+        )
+        .unwrap();
+    let theirs = format!("hash:{}", operator.display());
+    gw.postfix
+        .command(
+            "/usr/sbin/postconf",
+            &["-e", &format!("relay_recipient_maps = {theirs}")],
+        )
+        .unwrap();
+
+    gw.edit_config(|text| format!("{text}{QUERY}\n"));
+    gw.sync_expecting(0);
+    let value = gw.postfix.postconf("relay_recipient_maps").unwrap();
+    let mut got = tokens(&value);
+    got.sort();
+    let mut want = vec![theirs.clone(), table_token(&gw)];
+    want.sort();
+    assert_eq!(got, want, "{value}");
+    let smtp = gw.postfix.smtp_port();
+    for to in ["ops@example.com", "alice@example.com"] {
+        let reply = rcpt_settled(smtp, to, "250 ");
+        assert_accepted(&reply, to, &gw);
+    }
+    assert_unknown(&rcpt(smtp, "nobody@example.com"), "nobody@example.com", &gw);
+
+    gw.edit_config(|text| text.replace(&format!("{QUERY}\n"), ""));
+    gw.sync_expecting(0);
+    assert_eq!(gw.postfix.postconf("relay_recipient_maps").unwrap(), theirs);
+    // The operator's table alone answers again: alice is no longer listed anywhere.
+    let reply = rcpt_settled(smtp, "alice@example.com", "550 ");
+    assert_unknown(&reply, "alice@example.com", &gw);
+    assert_accepted(&rcpt(smtp, "ops@example.com"), "ops@example.com", &gw);
+}
