@@ -24,6 +24,7 @@ mod faults;
 mod hostile;
 mod mail_flow;
 mod map_mode;
+mod recipients;
 mod smtp;
 mod sns;
 mod takeover;
