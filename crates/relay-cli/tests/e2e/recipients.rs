@@ -874,3 +874,41 @@ fn an_operator_recipient_table_is_kept_through_on_and_off() {
     assert_unknown(&reply, "alice@example.com", &gw);
     assert_accepted(&rcpt(smtp, "ops@example.com"), "ops@example.com", &gw);
 }
+
+/// Map mode and validation together: the domains live in RELAY_DOMAINS_MAP, the addresses in
+/// RECIPIENTS_MAP, and Postfix answers from both; a domain added in the panel with a user is
+/// accepted for that user and refuses the others after one sync.
+#[test]
+fn map_mode_and_validation_work_together() {
+    let gw = Gateway::start("kuma8088.com", &format!("{QUERY}\nRELAY_DOMAINS_MODE=map"));
+    gw.db.grant_recipients().unwrap();
+    gw.sync_expecting(0);
+    let smtp = gw.postfix.smtp_port();
+    let reply = rcpt_settled(smtp, "alice@example.com", "250 ");
+    assert_accepted(&reply, "alice@example.com", &gw);
+    assert_unknown(&rcpt(smtp, "nobody@example.com"), "nobody@example.com", &gw);
+    assert!(gw.relay_domains().contains(":"), "{}", gw.relay_domains());
+
+    gw.sql(
+        "INSERT INTO mailserver_usermgmt.domains (name, enabled) VALUES ('fresh.example', 1); \
+         INSERT INTO mailserver_usermgmt.users (email, enabled) VALUES ('Zoe@Fresh.example', 1);",
+    );
+    gw.sync_expecting(0);
+    let reply = rcpt_settled(smtp, "zoe@fresh.example", "250 ");
+    assert_accepted(&reply, "zoe@fresh.example", &gw);
+    assert_unknown(
+        &rcpt(smtp, "nobody@fresh.example"),
+        "nobody@fresh.example",
+        &gw,
+    );
+    assert_eq!(
+        table_keys(&gw),
+        set(&[
+            "@example.org",
+            "alice@example.com",
+            "bob@example.com",
+            "carol@example.net",
+            "zoe@fresh.example"
+        ])
+    );
+}
