@@ -5,14 +5,19 @@
 //! Scenarios (issue "Scale and speed"):
 //! - no-change run at 100 domains (inline and map);
 //! - a one-domain change at 100 domains (inline and map) and 10k, 100k, 1M domains (map);
+//! - a one-address change with recipient validation (`RECIPIENTS_QUERY`, issue 14) at 1M
+//!   recipients over 10k relayed domains (map);
 //! - the floor for each change: write the same files relay-sync wrote, then `postmap` them
-//!   and `postconf -e` (inline) and `postfix reload`;
+//!   and `postconf -e` (inline) and `postfix reload`; for an address, the recipients table
+//!   in relay-sync's order (apply_order.rs): an addition is written and postmapped before the
+//!   reload, a removal after it;
 //! - peak RSS of each relay-sync run, from wait4(2) (the process and the commands it waited
 //!   for: postconf, postmap, postfix).
 //!
-//! Each change alternately enables and disables one extra domain, so every run is a change of
-//! exactly one domain. relay-sync's runs and the floor's alternate, each right after the same
-//! database write. Medians of several runs; the database edits are not timed.
+//! Each change alternately enables and disables one extra domain (or user), so every run is a
+//! change of exactly one domain (or address). relay-sync's runs and the floor's alternate, each
+//! right after the same database write. Medians of several runs; the database edits are not
+//! timed.
 
 use std::fmt::Write as _;
 use std::fs;
@@ -27,6 +32,12 @@ use relay_testbed::{MariaDb, Postfix};
 mod watch;
 
 const TOGGLE: &str = "toggle.example";
+/// The user a one-address change enables and disables, at a relayed domain.
+const TOGGLE_USER: &str = "toggle@d1.example";
+/// `RECIPIENTS_QUERY` of the recipient scenario, as the issue gives it.
+const RECIPIENTS_QUERY: &str = "SELECT email FROM users WHERE enabled = 1";
+/// The recipient scenario: this many enabled users over this many relayed domains.
+const RECIPIENTS: (usize, usize) = (1_000_000, 10_000);
 
 /// One measured process: wall time and peak RSS.
 #[derive(Debug, Clone, Copy)]
@@ -160,6 +171,8 @@ pub(crate) fn run(root: &Path, binary: &Path) -> Result<()> {
         };
         rows.push(sandbox.one_change(runs, target)?);
     }
+    // Recipient validation at scale.
+    rows.push(recipients_row(&db, binary)?);
 
     let table = render(&rows);
     println!("{table}");
@@ -179,7 +192,11 @@ pub(crate) fn run(root: &Path, binary: &Path) -> Result<()> {
          admin's toggle). Ratio = relay-sync ÷ floor. Peak RSS is wait4(2)'s \
          `ru_maxrss` for the relay-sync process and the commands it waited for (postmap of a \
          million entries peaks at about 27 MB, so large values are relay-sync's own). A one-domain change alternately \
-         enables and disables `{TOGGLE}`. Inline changes pay Postfix's wait for `main.cf` to be \
+         enables and disables `{TOGGLE}`; a one-address change, with `RECIPIENTS_QUERY = \
+         {RECIPIENTS_QUERY}` and users `userN@dM.example` spread evenly over the relayed \
+         domains, alternately enables and disables `{TOGGLE_USER}` (its floor: the recipients \
+         table written and postmapped, and `postfix reload`, in relay-sync's order: before the \
+         reload for an addition, after it for a removal). Inline changes pay Postfix's wait for `main.cf` to be \
          a second old inside `postfix reload`; map-mode changes do not touch `main.cf`.\n\n\
          {table}\n\
          Machine: {cpus} CPUs, {kernel}; total bench time {total:.0} s.\n\n\
@@ -194,6 +211,61 @@ pub(crate) fn run(root: &Path, binary: &Path) -> Result<()> {
     fs::write(root.join("BENCHMARKS.md"), doc).context("writing BENCHMARKS.md")?;
     println!("xtask: wrote {}", root.join("BENCHMARKS.md").display());
     Ok(())
+}
+
+/// The recipient scenario's row: a one-address change at [`RECIPIENTS`], map mode, against
+/// the targets of the 1M-domain row (issue 14: the same budget as a million domains).
+fn recipients_row(db: &MariaDb, binary: &Path) -> Result<Row> {
+    let (users, domains) = RECIPIENTS;
+    let mut sandbox = Sandbox::with_recipients(db, binary, domains, users)?;
+    let row = sandbox.one_change(
+        5,
+        Target {
+            max_ratio: Some(1.5),
+            max_rss_mb: Some(200.0),
+            ..Target::default()
+        },
+    );
+    // The users stay out of the other scenarios' way: back to the seed's.
+    db.load_fixtures()?;
+    row
+}
+
+/// `cargo xtask bench recipients`: only the recipient scenario. Its row of BENCHMARKS.md's
+/// table is replaced (or added after the last row) and the rest kept.
+pub(crate) fn run_recipients(root: &Path, binary: &Path) -> Result<()> {
+    let db = MariaDb::start()?;
+    db.load_fixtures()?;
+    let row = recipients_row(&db, binary)?;
+    let table = render(std::slice::from_ref(&row));
+    println!("{table}");
+    let line = table.lines().last().unwrap_or_default();
+    let path = root.join("BENCHMARKS.md");
+    let doc = fs::read_to_string(&path).context("reading BENCHMARKS.md")?;
+    fs::write(&path, splice_row(&doc, &row.scenario, line)).context("writing BENCHMARKS.md")?;
+    println!("xtask: wrote {}", path.display());
+    Ok(())
+}
+
+/// `doc` with the first table's row for `scenario` replaced by `line`, or `line` added after
+/// that table's last row.
+fn splice_row(doc: &str, scenario: &str, line: &str) -> String {
+    let prefix = format!("| {scenario} |");
+    let mut lines: Vec<&str> = doc.lines().collect();
+    if let Some(at) = lines.iter().position(|l| l.starts_with(&prefix)) {
+        lines[at] = line;
+    } else if let Some(start) = lines.iter().position(|l| l.starts_with("| scenario |")) {
+        let end = lines[start..]
+            .iter()
+            .position(|l| !l.starts_with('|'))
+            .map_or(lines.len(), |n| start + n);
+        lines.insert(end, line);
+    } else {
+        lines.push(line);
+    }
+    let mut out = lines.join("\n");
+    out.push('\n');
+    out
 }
 
 /// `cargo xtask sandbox`: the bench's sandbox for `n` domains in `mode`, synced and held open
@@ -266,6 +338,8 @@ struct Sandbox<'a> {
     postfix: Postfix,
     mode: &'static str,
     n: usize,
+    /// Recipient validation: the number of enabled users (the toggled one aside); `None`: off.
+    recipients: Option<usize>,
     dir: tempfile::TempDir,
     config: PathBuf,
     toggled: bool,
@@ -273,7 +347,39 @@ struct Sandbox<'a> {
 
 impl<'a> Sandbox<'a> {
     fn new(db: &'a MariaDb, binary: &'a Path, mode: &'static str, n: usize) -> Result<Self> {
+        Self::build(db, binary, mode, n, None)
+    }
+
+    /// A map-mode sandbox with recipient validation: `users` enabled users, `userN@dM.example`
+    /// spread evenly over the `n` domains, and a disabled [`TOGGLE_USER`].
+    fn with_recipients(db: &'a MariaDb, binary: &'a Path, n: usize, users: usize) -> Result<Self> {
+        Self::build(db, binary, "map", n, Some(users))
+    }
+
+    fn build(
+        db: &'a MariaDb,
+        binary: &'a Path,
+        mode: &'static str,
+        n: usize,
+        recipients: Option<usize>,
+    ) -> Result<Self> {
         eprintln!("xtask bench: {n} domains, {mode} mode: loading the database and syncing");
+        let mut extra = String::new();
+        if let Some(users) = recipients {
+            eprintln!("xtask bench: and {users} users, RECIPIENTS_QUERY set");
+            // Ids given, so that the toggled user is found by its primary key.
+            db.sql(&format!(
+                "TRUNCATE TABLE mailserver_usermgmt.users; \
+                 INSERT INTO mailserver_usermgmt.users (id, email, enabled) \
+                 SELECT seq, CONCAT('user', seq, '@d', seq MOD {n} + 1, '.example'), 1 \
+                 FROM mailserver_usermgmt.seq_1_to_{users}; \
+                 INSERT INTO mailserver_usermgmt.users (id, email, enabled) \
+                 VALUES ({id}, '{TOGGLE_USER}', 0);",
+                id = users + 1
+            ))?;
+            db.grant_recipients()?;
+            extra = format!("RECIPIENTS_QUERY={RECIPIENTS_QUERY}\n");
+        }
         db.sql(&format!(
             "TRUNCATE TABLE mailserver_usermgmt.domains; \
              INSERT INTO mailserver_usermgmt.domains (name, enabled) \
@@ -292,7 +398,8 @@ impl<'a> Sandbox<'a> {
                  DB_PASSWORD=relay-sync-test-pw\nDB_QUERY_TIMEOUT=60\n\
                  DELL_RELAY_IP=127.0.0.1\nDELL_RELAY_PORT=2525\n\
                  POSTFIX_CONFIG_DIR={}\nRELAY_DOMAINS_MODE={mode}\n\
-                 BACKUP_DIR={d}/backup\nLOG_FILE={d}/relay-sync.log\nSTATE_DIR={d}/state\n",
+                 BACKUP_DIR={d}/backup\nLOG_FILE={d}/relay-sync.log\nSTATE_DIR={d}/state\n\
+                 {extra}",
                 db.port(),
                 postfix.config_dir().display(),
                 d = dir.path().display()
@@ -305,6 +412,7 @@ impl<'a> Sandbox<'a> {
             postfix,
             mode,
             n,
+            recipients,
             dir,
             config,
             toggled: false,
@@ -340,22 +448,34 @@ impl<'a> Sandbox<'a> {
         (0..runs).map(|_| self.sync()).collect()
     }
 
+    /// The admin's toggle: the extra domain, or with recipient validation the extra user.
     fn toggle(&mut self) -> Result<()> {
         self.toggled = !self.toggled;
-        self.db.sql(&format!(
-            "UPDATE mailserver_usermgmt.domains SET enabled = {} WHERE name = '{TOGGLE}'",
-            u8::from(self.toggled)
-        ))?;
+        let enabled = u8::from(self.toggled);
+        self.db.sql(&match self.recipients {
+            None => format!(
+                "UPDATE mailserver_usermgmt.domains SET enabled = {enabled} WHERE name = '{TOGGLE}'"
+            ),
+            Some(users) => format!(
+                "UPDATE mailserver_usermgmt.users SET enabled = {enabled} WHERE id = {}",
+                users + 1
+            ),
+        })?;
         Ok(())
     }
 
-    /// The files a one-domain change writes, as relay-sync left them.
+    /// The files a one-domain (or one-address) change writes, as relay-sync left them.
     fn snapshot(&self) -> Result<Files> {
         let dir = self.postfix.config_dir();
+        let recipients = match self.recipients {
+            Some(_) => Some(fs::read(dir.join("relay_recipients"))?),
+            None => None,
+        };
         Ok(Files {
             transport: fs::read(dir.join("transport"))?,
             table: fs::read(dir.join("relay_domains")).ok(),
             relay_domains: self.postfix.postconf("relay_domains")?,
+            recipients,
         })
     }
 
@@ -363,8 +483,15 @@ impl<'a> Sandbox<'a> {
     /// right after the same database write (the admin's toggle), so that both meet the same
     /// machine: page cache, file system journal, CPU.
     fn one_change(&mut self, runs: usize, target: Target) -> Result<Row> {
+        let (change, scenario) = match self.recipients {
+            None => ("one-domain", "one-domain change".to_owned()),
+            Some(users) => (
+                "one-address",
+                format!("one-address change, {users} recipients"),
+            ),
+        };
         eprintln!(
-            "xtask bench: {runs} one-domain changes by relay-sync and by the floor, interleaved"
+            "xtask bench: {runs} {change} changes by relay-sync and by the floor, interleaved"
         );
         // Two untimed changes leave the files of both states to replay for the floor.
         let mut states = [None, None];
@@ -386,7 +513,7 @@ impl<'a> Sandbox<'a> {
             floors.push(self.floor(if self.toggled { &on } else { &off })?);
         }
         Ok(Row {
-            scenario: "one-domain change".into(),
+            scenario,
             domains: self.n,
             mode: self.mode,
             runs,
@@ -400,6 +527,9 @@ impl<'a> Sandbox<'a> {
     /// The bare Postfix work for a change to `files`: write them, postmap, postconf -e
     /// (inline), postfix reload.
     fn floor(&self, files: &Files) -> Result<Duration> {
+        if let Some(table) = &files.recipients {
+            return self.recipients_floor(table);
+        }
         let dir = self.postfix.config_dir();
         let started = Instant::now();
         fs::write(dir.join("transport"), &files.transport)?;
@@ -423,6 +553,28 @@ impl<'a> Sandbox<'a> {
             }
         }
         self.bare("/usr/sbin/postfix", &["reload"])?;
+        Ok(started.elapsed())
+    }
+
+    /// The bare Postfix work for a one-address change to `table`, in relay-sync's order
+    /// (apply_order.rs): an address arrives before the reload, and leaves after it. Nothing
+    /// else changes: the transport map, relay_domains and relay_recipient_maps stay as they are.
+    fn recipients_floor(&self, table: &[u8]) -> Result<Duration> {
+        let path = self.postfix.config_dir().join("relay_recipients");
+        let map = format!("hash:{}", path.display());
+        let started = Instant::now();
+        let write = || -> Result<()> {
+            fs::write(&path, table)?;
+            self.bare("/usr/sbin/postmap", &[&map])
+        };
+        // `toggled`: the database has just enabled the user, so the change is an addition.
+        if self.toggled {
+            write()?;
+            self.bare("/usr/sbin/postfix", &["reload"])?;
+        } else {
+            self.bare("/usr/sbin/postfix", &["reload"])?;
+            write()?;
+        }
         Ok(started.elapsed())
     }
 
@@ -451,6 +603,8 @@ struct Files {
     transport: Vec<u8>,
     table: Option<Vec<u8>>,
     relay_domains: String,
+    /// Recipient validation's table source, when the sandbox has it on.
+    recipients: Option<Vec<u8>>,
 }
 
 /// Runs `command` with its output discarded and returns its exit code, wall time and peak
@@ -485,4 +639,32 @@ fn measure(command: &mut Command) -> Result<(i32, Sample)> {
             max_rss_kib: usage.ru_maxrss,
         },
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::splice_row;
+
+    const DOC: &str =
+        "# B\n\n| scenario | domains |\n|---|---:|\n| one-domain change | 100 |\n\nMachine: x\n";
+
+    #[test]
+    fn a_new_row_goes_after_the_first_tables_last_row_and_then_is_replaced() {
+        let added = splice_row(
+            DOC,
+            "one-address change, 5 recipients",
+            "| one-address change, 5 recipients | 1 |",
+        );
+        assert_eq!(
+            added,
+            "# B\n\n| scenario | domains |\n|---|---:|\n| one-domain change | 100 |\n\
+             | one-address change, 5 recipients | 1 |\n\nMachine: x\n"
+        );
+        let replaced = splice_row(
+            &added,
+            "one-address change, 5 recipients",
+            "| one-address change, 5 recipients | 2 |",
+        );
+        assert_eq!(replaced, added.replace("| 1 |", "| 2 |"));
+    }
 }
