@@ -9,8 +9,8 @@
 //!   recipients over 10k relayed domains (map);
 //! - the floor for each change: write the same files relay-sync wrote, then `postmap` them
 //!   and `postconf -e` (inline) and `postfix reload`; for an address, the recipients table
-//!   in relay-sync's order (apply_order.rs): an addition is written and postmapped before the
-//!   reload, a removal after it;
+//!   written and postmapped, then `postfix reload` for an addition only (a removal alone has
+//!   none in relay-sync's steps, relay-core's `apply_steps_with`), each direction a row;
 //! - peak RSS of each relay-sync run, from wait4(2) (the process and the commands it waited
 //!   for: postconf, postmap, postfix).
 //!
@@ -172,7 +172,7 @@ pub(crate) fn run(root: &Path, binary: &Path) -> Result<()> {
         rows.push(sandbox.one_change(runs, target)?);
     }
     // Recipient validation at scale.
-    rows.push(recipients_row(&db, binary)?);
+    rows.extend(recipients_rows(&db, binary)?);
 
     let table = render(&rows);
     println!("{table}");
@@ -194,9 +194,9 @@ pub(crate) fn run(root: &Path, binary: &Path) -> Result<()> {
          million entries peaks at about 27 MB, so large values are relay-sync's own). A one-domain change alternately \
          enables and disables `{TOGGLE}`; a one-address change, with `RECIPIENTS_QUERY = \
          {RECIPIENTS_QUERY}` and users `userN@dM.example` spread evenly over the relayed \
-         domains, alternately enables and disables `{TOGGLE_USER}` (its floor: the recipients \
-         table written and postmapped, and `postfix reload`, in relay-sync's order: before the \
-         reload for an addition, after it for a removal). Inline changes pay Postfix's wait for `main.cf` to be \
+         domains, enables (addition) or disables (removal) `{TOGGLE_USER}`, and each direction \
+         is timed for relay-sync and the floor: the recipients table written and postmapped, \
+         then `postfix reload` for an addition only (relay-sync reloads for no removal alone). Inline changes pay Postfix's wait for `main.cf` to be \
          a second old inside `postfix reload`; map-mode changes do not touch `main.cf`.\n\n\
          {table}\n\
          Machine: {cpus} CPUs, {kernel}; total bench time {total:.0} s.\n\n\
@@ -213,12 +213,13 @@ pub(crate) fn run(root: &Path, binary: &Path) -> Result<()> {
     Ok(())
 }
 
-/// The recipient scenario's row: a one-address change at [`RECIPIENTS`], map mode, against
-/// the targets of the 1M-domain row (issue 14: the same budget as a million domains).
-fn recipients_row(db: &MariaDb, binary: &Path) -> Result<Row> {
+/// The recipient scenario's rows: a one-address addition and a one-address removal at
+/// [`RECIPIENTS`], map mode, against the targets of the 1M-domain row (issue 14: the same
+/// budget as a million domains).
+fn recipients_rows(db: &MariaDb, binary: &Path) -> Result<[Row; 2]> {
     let (users, domains) = RECIPIENTS;
     let mut sandbox = Sandbox::with_recipients(db, binary, domains, users)?;
-    let row = sandbox.one_change(
+    let rows = sandbox.one_address_changes(
         5,
         Target {
             max_ratio: Some(1.5),
@@ -228,21 +229,23 @@ fn recipients_row(db: &MariaDb, binary: &Path) -> Result<Row> {
     );
     // The users stay out of the other scenarios' way: back to the seed's.
     db.load_fixtures()?;
-    row
+    rows
 }
 
-/// `cargo xtask bench recipients`: only the recipient scenario. Its row of BENCHMARKS.md's
-/// table is replaced (or added after the last row) and the rest kept.
+/// `cargo xtask bench recipients`: only the recipient scenario. Its rows of BENCHMARKS.md's
+/// table are replaced (or added after the last row) and the rest kept.
 pub(crate) fn run_recipients(root: &Path, binary: &Path) -> Result<()> {
     let db = MariaDb::start()?;
     db.load_fixtures()?;
-    let row = recipients_row(&db, binary)?;
-    let table = render(std::slice::from_ref(&row));
+    let rows = recipients_rows(&db, binary)?;
+    let table = render(&rows);
     println!("{table}");
-    let line = table.lines().last().unwrap_or_default();
     let path = root.join("BENCHMARKS.md");
-    let doc = fs::read_to_string(&path).context("reading BENCHMARKS.md")?;
-    fs::write(&path, splice_row(&doc, &row.scenario, line)).context("writing BENCHMARKS.md")?;
+    let mut doc = fs::read_to_string(&path).context("reading BENCHMARKS.md")?;
+    for (row, line) in rows.iter().zip(table.lines().skip(2)) {
+        doc = splice_row(&doc, &row.scenario, line);
+    }
+    fs::write(&path, doc).context("writing BENCHMARKS.md")?;
     println!("xtask: wrote {}", path.display());
     Ok(())
 }
@@ -268,14 +271,33 @@ fn splice_row(doc: &str, scenario: &str, line: &str) -> String {
     out
 }
 
-/// `cargo xtask sandbox`: the bench's sandbox for `n` domains in `mode`, synced and held open
-/// until standard input closes, so that a run can be profiled by hand (strace, perf).
-pub(crate) fn hold(binary: &Path, n: usize, mode: &'static str) -> Result<()> {
+/// `cargo xtask sandbox`: the bench's sandbox for `n` domains in `mode` (with `users`
+/// recipients and `RECIPIENTS_QUERY` set, when given), synced and held open until standard
+/// input closes, so that a run can be profiled by hand (strace, perf, heaptrack).
+pub(crate) fn hold(
+    binary: &Path,
+    n: usize,
+    mode: &'static str,
+    users: Option<usize>,
+) -> Result<()> {
     let db = MariaDb::start()?;
     db.load_fixtures()?;
-    let sandbox = Sandbox::new(&db, binary, mode, n)?;
+    let sandbox = match users {
+        Some(users) => Sandbox::with_recipients(&db, binary, n, users)?,
+        None => Sandbox::new(&db, binary, mode, n)?,
+    };
+    let toggle = match users {
+        Some(users) => format!(
+            "UPDATE mailserver_usermgmt.users SET enabled = 1 - enabled WHERE id = {}",
+            users + 1
+        ),
+        None => format!(
+            "UPDATE mailserver_usermgmt.domains SET enabled = 1 - enabled WHERE name = '{TOGGLE}'"
+        ),
+    };
     println!(
-        "sandbox ready: {n} domains, {mode} mode\n  run:    {} --config {}\n  toggle: mariadb --socket={} -u root -e \"UPDATE mailserver_usermgmt.domains SET enabled = 1 - enabled WHERE name = '{TOGGLE}'\"\n  Postfix config: {}\npress Enter (or close stdin) to stop and remove it",
+        "sandbox ready: {n} domains, {mode} mode{}\n  run:    {} --config {}\n  toggle: mariadb --socket={} -u root -e \"{toggle}\"\n  Postfix config: {}\npress Enter (or close stdin) to stop and remove it",
+        users.map_or(String::new(), |u| format!(", {u} recipients")),
         binary.display(),
         sandbox.config.display(),
         db.socket().display(),
@@ -483,15 +505,8 @@ impl<'a> Sandbox<'a> {
     /// right after the same database write (the admin's toggle), so that both meet the same
     /// machine: page cache, file system journal, CPU.
     fn one_change(&mut self, runs: usize, target: Target) -> Result<Row> {
-        let (change, scenario) = match self.recipients {
-            None => ("one-domain", "one-domain change".to_owned()),
-            Some(users) => (
-                "one-address",
-                format!("one-address change, {users} recipients"),
-            ),
-        };
         eprintln!(
-            "xtask bench: {runs} {change} changes by relay-sync and by the floor, interleaved"
+            "xtask bench: {runs} one-domain changes by relay-sync and by the floor, interleaved"
         );
         // Two untimed changes leave the files of both states to replay for the floor.
         let mut states = [None, None];
@@ -513,7 +528,7 @@ impl<'a> Sandbox<'a> {
             floors.push(self.floor(if self.toggled { &on } else { &off })?);
         }
         Ok(Row {
-            scenario,
+            scenario: "one-domain change".into(),
             domains: self.n,
             mode: self.mode,
             runs,
@@ -524,12 +539,65 @@ impl<'a> Sandbox<'a> {
         })
     }
 
+    /// With recipient validation: `runs` one-address additions and as many removals by
+    /// relay-sync, and as many of each by the floor. Unlike a domain, an address costs
+    /// differently each way (an addition reloads, a removal does not), so each direction is a
+    /// row of its own, compared with the floor's same change. Per round: relay-sync adds, the
+    /// floor removes, the floor adds, relay-sync removes; each right after the database write.
+    fn one_address_changes(&mut self, runs: usize, target: Target) -> Result<[Row; 2]> {
+        let Some(users) = self.recipients else {
+            bail!("one-address changes need a sandbox with recipients");
+        };
+        eprintln!(
+            "xtask bench: {runs} one-address additions and removals by relay-sync and by the floor, interleaved"
+        );
+        let mut states = [None, None];
+        for _ in 0..2 {
+            self.toggle()?;
+            self.sync()?;
+            states[usize::from(self.toggled)] = Some(self.snapshot()?);
+        }
+        let [Some(Files {
+            recipients: Some(off),
+            ..
+        }), Some(Files {
+            recipients: Some(on),
+            ..
+        })] = states
+        else {
+            bail!("the two untimed changes did not leave both recipients tables");
+        };
+        let (mut added, mut removed) = (Vec::new(), Vec::new());
+        let (mut floor_added, mut floor_removed) = (Vec::new(), Vec::new());
+        for _ in 0..runs {
+            self.toggle()?;
+            added.push(self.sync()?);
+            self.toggle()?;
+            floor_removed.push(self.recipients_floor(&off, false)?);
+            self.toggle()?;
+            floor_added.push(self.recipients_floor(&on, true)?);
+            self.toggle()?;
+            removed.push(self.sync()?);
+        }
+        let row = |change: &str, samples: &[Sample], floors| Row {
+            scenario: format!("one-address {change}, {users} recipients"),
+            domains: self.n,
+            mode: self.mode,
+            runs,
+            relay_sync: median(samples),
+            floor: Some(median_of(floors)),
+            peak_rss_kib: peak(samples),
+            target,
+        };
+        Ok([
+            row("addition", &added, floor_added),
+            row("removal", &removed, floor_removed),
+        ])
+    }
+
     /// The bare Postfix work for a change to `files`: write them, postmap, postconf -e
     /// (inline), postfix reload.
     fn floor(&self, files: &Files) -> Result<Duration> {
-        if let Some(table) = &files.recipients {
-            return self.recipients_floor(table);
-        }
         let dir = self.postfix.config_dir();
         let started = Instant::now();
         fs::write(dir.join("transport"), &files.transport)?;
@@ -556,24 +624,19 @@ impl<'a> Sandbox<'a> {
         Ok(started.elapsed())
     }
 
-    /// The bare Postfix work for a one-address change to `table`, in relay-sync's order
-    /// (apply_order.rs): an address arrives before the reload, and leaves after it. Nothing
-    /// else changes: the transport map, relay_domains and relay_recipient_maps stay as they are.
-    fn recipients_floor(&self, table: &[u8]) -> Result<Duration> {
+    /// The bare Postfix work for a one-address change to `table`, as relay-sync does it
+    /// (relay-core's `apply_steps_with`): an addition writes and postmaps the table, then
+    /// reloads; a removal alone writes and postmaps it with no reload (it leaves only after a
+    /// reload, and with nothing else changing there is none to wait for). Nothing else
+    /// changes: the transport map, relay_domains and relay_recipient_maps stay as they are.
+    fn recipients_floor(&self, table: &[u8], addition: bool) -> Result<Duration> {
         let path = self.postfix.config_dir().join("relay_recipients");
         let map = format!("hash:{}", path.display());
         let started = Instant::now();
-        let write = || -> Result<()> {
-            fs::write(&path, table)?;
-            self.bare("/usr/sbin/postmap", &[&map])
-        };
-        // `toggled`: the database has just enabled the user, so the change is an addition.
-        if self.toggled {
-            write()?;
+        fs::write(&path, table)?;
+        self.bare("/usr/sbin/postmap", &[&map])?;
+        if addition {
             self.bare("/usr/sbin/postfix", &["reload"])?;
-        } else {
-            self.bare("/usr/sbin/postfix", &["reload"])?;
-            write()?;
         }
         Ok(started.elapsed())
     }
@@ -598,7 +661,7 @@ impl<'a> Sandbox<'a> {
     }
 }
 
-/// The files of one state of a one-domain change.
+/// The files of one state of a one-domain (or one-address) change.
 struct Files {
     transport: Vec<u8>,
     table: Option<Vec<u8>>,

@@ -34,8 +34,9 @@ const USAGE: &str = "usage: cargo xtask <test | test-e2e | demo | dist | bench>
              only the watch-mode scenarios (propagation, idle cost), their section rewritten
   bench recipients
              only the one-address change at 1M recipients, its row of the table rewritten
-  sandbox [N] [map|inline]
-             the bench's sandbox synced to N domains, held open for profiling by hand";
+  sandbox [N] [map|inline] [USERS]
+             the bench's sandbox synced to N domains (with USERS recipients and
+             RECIPIENTS_QUERY set, map mode), held open for profiling by hand";
 
 /// The cargo features the packages are built with (`dist`), and so the ones `test` tests.
 pub(crate) const PACKAGE_FEATURES: &str = "relay-cli/sns";
@@ -152,7 +153,21 @@ fn run() -> Result<()> {
                 Some("inline") => "inline",
                 Some(other) => bail!("sandbox: mode is map or inline, not {other:?}"),
             };
-            bench::hold(&project_root().join("target/release/relay-sync"), n, mode)
+            let users = match args.get(3) {
+                Some(users) if mode == "map" => Some(
+                    users
+                        .parse()
+                        .context("sandbox: the user count must be a number")?,
+                ),
+                Some(_) => bail!("sandbox: recipients are benchmarked in map mode only"),
+                None => None,
+            };
+            bench::hold(
+                &project_root().join("target/release/relay-sync"),
+                n,
+                mode,
+                users,
+            )
         }
         _ => bail!("{USAGE}"),
     }
