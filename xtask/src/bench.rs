@@ -5,14 +5,19 @@
 //! Scenarios (issue "Scale and speed"):
 //! - no-change run at 100 domains (inline and map);
 //! - a one-domain change at 100 domains (inline and map) and 10k, 100k, 1M domains (map);
+//! - a one-address change with recipient validation (`RECIPIENTS_QUERY`, issue 14) at 1M
+//!   recipients over 10k relayed domains (map);
 //! - the floor for each change: write the same files relay-sync wrote, then `postmap` them
-//!   and `postconf -e` (inline) and `postfix reload`;
+//!   and `postconf -e` (inline) and `postfix reload`; for an address, the recipients table
+//!   written and postmapped, then `postfix reload` for an addition only (a removal alone has
+//!   none in relay-sync's steps, relay-core's `apply_steps_with`), each direction a row;
 //! - peak RSS of each relay-sync run, from wait4(2) (the process and the commands it waited
 //!   for: postconf, postmap, postfix).
 //!
-//! Each change alternately enables and disables one extra domain, so every run is a change of
-//! exactly one domain. relay-sync's runs and the floor's alternate, each right after the same
-//! database write. Medians of several runs; the database edits are not timed.
+//! Each change alternately enables and disables one extra domain (or user), so every run is a
+//! change of exactly one domain (or address). relay-sync's runs and the floor's alternate, each
+//! right after the same database write. Medians of several runs; the database edits are not
+//! timed.
 
 use std::fmt::Write as _;
 use std::fs;
@@ -27,6 +32,12 @@ use relay_testbed::{MariaDb, Postfix};
 mod watch;
 
 const TOGGLE: &str = "toggle.example";
+/// The user a one-address change enables and disables, at a relayed domain.
+const TOGGLE_USER: &str = "toggle@d1.example";
+/// `RECIPIENTS_QUERY` of the recipient scenario, as the issue gives it.
+const RECIPIENTS_QUERY: &str = "SELECT email FROM users WHERE enabled = 1";
+/// The recipient scenario: this many enabled users over this many relayed domains.
+const RECIPIENTS: (usize, usize) = (1_000_000, 10_000);
 
 /// One measured process: wall time and peak RSS.
 #[derive(Debug, Clone, Copy)]
@@ -160,6 +171,8 @@ pub(crate) fn run(root: &Path, binary: &Path) -> Result<()> {
         };
         rows.push(sandbox.one_change(runs, target)?);
     }
+    // Recipient validation at scale.
+    rows.extend(recipients_rows(&db, binary)?);
 
     let table = render(&rows);
     println!("{table}");
@@ -179,7 +192,11 @@ pub(crate) fn run(root: &Path, binary: &Path) -> Result<()> {
          admin's toggle). Ratio = relay-sync ÷ floor. Peak RSS is wait4(2)'s \
          `ru_maxrss` for the relay-sync process and the commands it waited for (postmap of a \
          million entries peaks at about 27 MB, so large values are relay-sync's own). A one-domain change alternately \
-         enables and disables `{TOGGLE}`. Inline changes pay Postfix's wait for `main.cf` to be \
+         enables and disables `{TOGGLE}`; a one-address change, with `RECIPIENTS_QUERY = \
+         {RECIPIENTS_QUERY}` and users `userN@dM.example` spread evenly over the relayed \
+         domains, enables (addition) or disables (removal) `{TOGGLE_USER}`, and each direction \
+         is timed for relay-sync and the floor: the recipients table written and postmapped, \
+         then `postfix reload` for an addition only (relay-sync reloads for no removal alone). Inline changes pay Postfix's wait for `main.cf` to be \
          a second old inside `postfix reload`; map-mode changes do not touch `main.cf`.\n\n\
          {table}\n\
          Machine: {cpus} CPUs, {kernel}; total bench time {total:.0} s.\n\n\
@@ -196,14 +213,91 @@ pub(crate) fn run(root: &Path, binary: &Path) -> Result<()> {
     Ok(())
 }
 
-/// `cargo xtask sandbox`: the bench's sandbox for `n` domains in `mode`, synced and held open
-/// until standard input closes, so that a run can be profiled by hand (strace, perf).
-pub(crate) fn hold(binary: &Path, n: usize, mode: &'static str) -> Result<()> {
+/// The recipient scenario's rows: a one-address addition and a one-address removal at
+/// [`RECIPIENTS`], map mode, against the targets of the 1M-domain row (issue 14: the same
+/// budget as a million domains).
+fn recipients_rows(db: &MariaDb, binary: &Path) -> Result<[Row; 2]> {
+    let (users, domains) = RECIPIENTS;
+    let mut sandbox = Sandbox::with_recipients(db, binary, domains, users)?;
+    let rows = sandbox.one_address_changes(
+        5,
+        Target {
+            max_ratio: Some(1.5),
+            max_rss_mb: Some(200.0),
+            ..Target::default()
+        },
+    );
+    // The users stay out of the other scenarios' way: back to the seed's.
+    db.load_fixtures()?;
+    rows
+}
+
+/// `cargo xtask bench recipients`: only the recipient scenario. Its rows of BENCHMARKS.md's
+/// table are replaced (or added after the last row) and the rest kept.
+pub(crate) fn run_recipients(root: &Path, binary: &Path) -> Result<()> {
     let db = MariaDb::start()?;
     db.load_fixtures()?;
-    let sandbox = Sandbox::new(&db, binary, mode, n)?;
+    let rows = recipients_rows(&db, binary)?;
+    let table = render(&rows);
+    println!("{table}");
+    let path = root.join("BENCHMARKS.md");
+    let mut doc = fs::read_to_string(&path).context("reading BENCHMARKS.md")?;
+    for (row, line) in rows.iter().zip(table.lines().skip(2)) {
+        doc = splice_row(&doc, &row.scenario, line);
+    }
+    fs::write(&path, doc).context("writing BENCHMARKS.md")?;
+    println!("xtask: wrote {}", path.display());
+    Ok(())
+}
+
+/// `doc` with the first table's row for `scenario` replaced by `line`, or `line` added after
+/// that table's last row.
+fn splice_row(doc: &str, scenario: &str, line: &str) -> String {
+    let prefix = format!("| {scenario} |");
+    let mut lines: Vec<&str> = doc.lines().collect();
+    if let Some(at) = lines.iter().position(|l| l.starts_with(&prefix)) {
+        lines[at] = line;
+    } else if let Some(start) = lines.iter().position(|l| l.starts_with("| scenario |")) {
+        let end = lines[start..]
+            .iter()
+            .position(|l| !l.starts_with('|'))
+            .map_or(lines.len(), |n| start + n);
+        lines.insert(end, line);
+    } else {
+        lines.push(line);
+    }
+    let mut out = lines.join("\n");
+    out.push('\n');
+    out
+}
+
+/// `cargo xtask sandbox`: the bench's sandbox for `n` domains in `mode` (with `users`
+/// recipients and `RECIPIENTS_QUERY` set, when given), synced and held open until standard
+/// input closes, so that a run can be profiled by hand (strace, perf, heaptrack).
+pub(crate) fn hold(
+    binary: &Path,
+    n: usize,
+    mode: &'static str,
+    users: Option<usize>,
+) -> Result<()> {
+    let db = MariaDb::start()?;
+    db.load_fixtures()?;
+    let sandbox = match users {
+        Some(users) => Sandbox::with_recipients(&db, binary, n, users)?,
+        None => Sandbox::new(&db, binary, mode, n)?,
+    };
+    let toggle = match users {
+        Some(users) => format!(
+            "UPDATE mailserver_usermgmt.users SET enabled = 1 - enabled WHERE id = {}",
+            users + 1
+        ),
+        None => format!(
+            "UPDATE mailserver_usermgmt.domains SET enabled = 1 - enabled WHERE name = '{TOGGLE}'"
+        ),
+    };
     println!(
-        "sandbox ready: {n} domains, {mode} mode\n  run:    {} --config {}\n  toggle: mariadb --socket={} -u root -e \"UPDATE mailserver_usermgmt.domains SET enabled = 1 - enabled WHERE name = '{TOGGLE}'\"\n  Postfix config: {}\npress Enter (or close stdin) to stop and remove it",
+        "sandbox ready: {n} domains, {mode} mode{}\n  run:    {} --config {}\n  toggle: mariadb --socket={} -u root -e \"{toggle}\"\n  Postfix config: {}\npress Enter (or close stdin) to stop and remove it",
+        users.map_or(String::new(), |u| format!(", {u} recipients")),
         binary.display(),
         sandbox.config.display(),
         db.socket().display(),
@@ -266,6 +360,8 @@ struct Sandbox<'a> {
     postfix: Postfix,
     mode: &'static str,
     n: usize,
+    /// Recipient validation: the number of enabled users (the toggled one aside); `None`: off.
+    recipients: Option<usize>,
     dir: tempfile::TempDir,
     config: PathBuf,
     toggled: bool,
@@ -273,7 +369,39 @@ struct Sandbox<'a> {
 
 impl<'a> Sandbox<'a> {
     fn new(db: &'a MariaDb, binary: &'a Path, mode: &'static str, n: usize) -> Result<Self> {
+        Self::build(db, binary, mode, n, None)
+    }
+
+    /// A map-mode sandbox with recipient validation: `users` enabled users, `userN@dM.example`
+    /// spread evenly over the `n` domains, and a disabled [`TOGGLE_USER`].
+    fn with_recipients(db: &'a MariaDb, binary: &'a Path, n: usize, users: usize) -> Result<Self> {
+        Self::build(db, binary, "map", n, Some(users))
+    }
+
+    fn build(
+        db: &'a MariaDb,
+        binary: &'a Path,
+        mode: &'static str,
+        n: usize,
+        recipients: Option<usize>,
+    ) -> Result<Self> {
         eprintln!("xtask bench: {n} domains, {mode} mode: loading the database and syncing");
+        let mut extra = String::new();
+        if let Some(users) = recipients {
+            eprintln!("xtask bench: and {users} users, RECIPIENTS_QUERY set");
+            // Ids given, so that the toggled user is found by its primary key.
+            db.sql(&format!(
+                "TRUNCATE TABLE mailserver_usermgmt.users; \
+                 INSERT INTO mailserver_usermgmt.users (id, email, enabled) \
+                 SELECT seq, CONCAT('user', seq, '@d', seq MOD {n} + 1, '.example'), 1 \
+                 FROM mailserver_usermgmt.seq_1_to_{users}; \
+                 INSERT INTO mailserver_usermgmt.users (id, email, enabled) \
+                 VALUES ({id}, '{TOGGLE_USER}', 0);",
+                id = users + 1
+            ))?;
+            db.grant_recipients()?;
+            extra = format!("RECIPIENTS_QUERY={RECIPIENTS_QUERY}\n");
+        }
         db.sql(&format!(
             "TRUNCATE TABLE mailserver_usermgmt.domains; \
              INSERT INTO mailserver_usermgmt.domains (name, enabled) \
@@ -292,7 +420,8 @@ impl<'a> Sandbox<'a> {
                  DB_PASSWORD=relay-sync-test-pw\nDB_QUERY_TIMEOUT=60\n\
                  DELL_RELAY_IP=127.0.0.1\nDELL_RELAY_PORT=2525\n\
                  POSTFIX_CONFIG_DIR={}\nRELAY_DOMAINS_MODE={mode}\n\
-                 BACKUP_DIR={d}/backup\nLOG_FILE={d}/relay-sync.log\nSTATE_DIR={d}/state\n",
+                 BACKUP_DIR={d}/backup\nLOG_FILE={d}/relay-sync.log\nSTATE_DIR={d}/state\n\
+                 {extra}",
                 db.port(),
                 postfix.config_dir().display(),
                 d = dir.path().display()
@@ -305,6 +434,7 @@ impl<'a> Sandbox<'a> {
             postfix,
             mode,
             n,
+            recipients,
             dir,
             config,
             toggled: false,
@@ -340,22 +470,34 @@ impl<'a> Sandbox<'a> {
         (0..runs).map(|_| self.sync()).collect()
     }
 
+    /// The admin's toggle: the extra domain, or with recipient validation the extra user.
     fn toggle(&mut self) -> Result<()> {
         self.toggled = !self.toggled;
-        self.db.sql(&format!(
-            "UPDATE mailserver_usermgmt.domains SET enabled = {} WHERE name = '{TOGGLE}'",
-            u8::from(self.toggled)
-        ))?;
+        let enabled = u8::from(self.toggled);
+        self.db.sql(&match self.recipients {
+            None => format!(
+                "UPDATE mailserver_usermgmt.domains SET enabled = {enabled} WHERE name = '{TOGGLE}'"
+            ),
+            Some(users) => format!(
+                "UPDATE mailserver_usermgmt.users SET enabled = {enabled} WHERE id = {}",
+                users + 1
+            ),
+        })?;
         Ok(())
     }
 
-    /// The files a one-domain change writes, as relay-sync left them.
+    /// The files a one-domain (or one-address) change writes, as relay-sync left them.
     fn snapshot(&self) -> Result<Files> {
         let dir = self.postfix.config_dir();
+        let recipients = match self.recipients {
+            Some(_) => Some(fs::read(dir.join("relay_recipients"))?),
+            None => None,
+        };
         Ok(Files {
             transport: fs::read(dir.join("transport"))?,
             table: fs::read(dir.join("relay_domains")).ok(),
             relay_domains: self.postfix.postconf("relay_domains")?,
+            recipients,
         })
     }
 
@@ -397,6 +539,62 @@ impl<'a> Sandbox<'a> {
         })
     }
 
+    /// With recipient validation: `runs` one-address additions and as many removals by
+    /// relay-sync, and as many of each by the floor. Unlike a domain, an address costs
+    /// differently each way (an addition reloads, a removal does not), so each direction is a
+    /// row of its own, compared with the floor's same change. Per round: relay-sync adds, the
+    /// floor removes, the floor adds, relay-sync removes; each right after the database write.
+    fn one_address_changes(&mut self, runs: usize, target: Target) -> Result<[Row; 2]> {
+        let Some(users) = self.recipients else {
+            bail!("one-address changes need a sandbox with recipients");
+        };
+        eprintln!(
+            "xtask bench: {runs} one-address additions and removals by relay-sync and by the floor, interleaved"
+        );
+        let mut states = [None, None];
+        for _ in 0..2 {
+            self.toggle()?;
+            self.sync()?;
+            states[usize::from(self.toggled)] = Some(self.snapshot()?);
+        }
+        let [Some(Files {
+            recipients: Some(off),
+            ..
+        }), Some(Files {
+            recipients: Some(on),
+            ..
+        })] = states
+        else {
+            bail!("the two untimed changes did not leave both recipients tables");
+        };
+        let (mut added, mut removed) = (Vec::new(), Vec::new());
+        let (mut floor_added, mut floor_removed) = (Vec::new(), Vec::new());
+        for _ in 0..runs {
+            self.toggle()?;
+            added.push(self.sync()?);
+            self.toggle()?;
+            floor_removed.push(self.recipients_floor(&off, false)?);
+            self.toggle()?;
+            floor_added.push(self.recipients_floor(&on, true)?);
+            self.toggle()?;
+            removed.push(self.sync()?);
+        }
+        let row = |change: &str, samples: &[Sample], floors| Row {
+            scenario: format!("one-address {change}, {users} recipients"),
+            domains: self.n,
+            mode: self.mode,
+            runs,
+            relay_sync: median(samples),
+            floor: Some(median_of(floors)),
+            peak_rss_kib: peak(samples),
+            target,
+        };
+        Ok([
+            row("addition", &added, floor_added),
+            row("removal", &removed, floor_removed),
+        ])
+    }
+
     /// The bare Postfix work for a change to `files`: write them, postmap, postconf -e
     /// (inline), postfix reload.
     fn floor(&self, files: &Files) -> Result<Duration> {
@@ -426,6 +624,23 @@ impl<'a> Sandbox<'a> {
         Ok(started.elapsed())
     }
 
+    /// The bare Postfix work for a one-address change to `table`, as relay-sync does it
+    /// (relay-core's `apply_steps_with`): an addition writes and postmaps the table, then
+    /// reloads; a removal alone writes and postmaps it with no reload (it leaves only after a
+    /// reload, and with nothing else changing there is none to wait for). Nothing else
+    /// changes: the transport map, relay_domains and relay_recipient_maps stay as they are.
+    fn recipients_floor(&self, table: &[u8], addition: bool) -> Result<Duration> {
+        let path = self.postfix.config_dir().join("relay_recipients");
+        let map = format!("hash:{}", path.display());
+        let started = Instant::now();
+        fs::write(&path, table)?;
+        self.bare("/usr/sbin/postmap", &[&map])?;
+        if addition {
+            self.bare("/usr/sbin/postfix", &["reload"])?;
+        }
+        Ok(started.elapsed())
+    }
+
     /// One command of the floor, as a shell script would run it: output discarded, done when
     /// the command exits. (`postfix reload` leaves `postsuper` running in the background; a
     /// caller reading the output through pipes would wait for it as well.)
@@ -446,11 +661,13 @@ impl<'a> Sandbox<'a> {
     }
 }
 
-/// The files of one state of a one-domain change.
+/// The files of one state of a one-domain (or one-address) change.
 struct Files {
     transport: Vec<u8>,
     table: Option<Vec<u8>>,
     relay_domains: String,
+    /// Recipient validation's table source, when the sandbox has it on.
+    recipients: Option<Vec<u8>>,
 }
 
 /// Runs `command` with its output discarded and returns its exit code, wall time and peak
@@ -485,4 +702,32 @@ fn measure(command: &mut Command) -> Result<(i32, Sample)> {
             max_rss_kib: usage.ru_maxrss,
         },
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::splice_row;
+
+    const DOC: &str =
+        "# B\n\n| scenario | domains |\n|---|---:|\n| one-domain change | 100 |\n\nMachine: x\n";
+
+    #[test]
+    fn a_new_row_goes_after_the_first_tables_last_row_and_then_is_replaced() {
+        let added = splice_row(
+            DOC,
+            "one-address change, 5 recipients",
+            "| one-address change, 5 recipients | 1 |",
+        );
+        assert_eq!(
+            added,
+            "# B\n\n| scenario | domains |\n|---|---:|\n| one-domain change | 100 |\n\
+             | one-address change, 5 recipients | 1 |\n\nMachine: x\n"
+        );
+        let replaced = splice_row(
+            &added,
+            "one-address change, 5 recipients",
+            "| one-address change, 5 recipients | 2 |",
+        );
+        assert_eq!(replaced, added.replace("| 1 |", "| 2 |"));
+    }
 }

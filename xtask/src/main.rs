@@ -9,7 +9,8 @@
 //! - `demo`: one sync against a throwaway sandbox, to see what relay-sync does.
 //! - `dist`: the release binary, packaged as a .deb and an .rpm in `target/dist/`.
 //! - `bench`: whole-process timings of the release binary against the floor (the bare Postfix
-//!   work), written to `BENCHMARKS.md`; not part of `test`.
+//!   work), written to `BENCHMARKS.md`; not part of `test`. `bench watch` and
+//!   `bench recipients` run one part alone and rewrite only that part.
 //!
 //! Real components are required, not optional: a missing one fails with the `apt-get install`
 //! command that provides it.
@@ -31,8 +32,11 @@ const USAGE: &str = "usage: cargo xtask <test | test-e2e | demo | dist | bench>
   bench      whole-process timings against the floor, written to BENCHMARKS.md
   bench watch
              only the watch-mode scenarios (propagation, idle cost), their section rewritten
-  sandbox [N] [map|inline]
-             the bench's sandbox synced to N domains, held open for profiling by hand";
+  bench recipients
+             only the one-address change at 1M recipients, its row of the table rewritten
+  sandbox [N] [map|inline] [USERS]
+             the bench's sandbox synced to N domains (with USERS recipients and
+             RECIPIENTS_QUERY set, map mode), held open for profiling by hand";
 
 /// The cargo features the packages are built with (`dist`), and so the ones `test` tests.
 pub(crate) const PACKAGE_FEATURES: &str = "relay-cli/sns";
@@ -119,6 +123,14 @@ fn run() -> Result<()> {
                 &project_root().join("target/release/relay-sync"),
             )
         }
+        Some("bench") if args.get(1).map(String::as_str) == Some("recipients") => {
+            require_components()?;
+            cargo(&["build", "--release", "-p", "relay-cli"])?;
+            bench::run_recipients(
+                &project_root(),
+                &project_root().join("target/release/relay-sync"),
+            )
+        }
         Some("bench") => {
             require_components()?;
             cargo(&["build", "--release", "-p", "relay-cli"])?;
@@ -141,7 +153,21 @@ fn run() -> Result<()> {
                 Some("inline") => "inline",
                 Some(other) => bail!("sandbox: mode is map or inline, not {other:?}"),
             };
-            bench::hold(&project_root().join("target/release/relay-sync"), n, mode)
+            let users = match args.get(3) {
+                Some(users) if mode == "map" => Some(
+                    users
+                        .parse()
+                        .context("sandbox: the user count must be a number")?,
+                ),
+                Some(_) => bail!("sandbox: recipients are benchmarked in map mode only"),
+                None => None,
+            };
+            bench::hold(
+                &project_root().join("target/release/relay-sync"),
+                n,
+                mode,
+                users,
+            )
         }
         _ => bail!("{USAGE}"),
     }
