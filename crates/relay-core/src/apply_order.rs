@@ -101,7 +101,12 @@ pub fn apply_steps_with(plan: &Plan, fresh: Freshness) -> Vec<Step<'_>> {
     if let Some(recipients) = recipients.filter(|r| r.maps_changed()) {
         steps.push(Step::SetRelayRecipientMaps(&recipients.maps_value));
     }
-    if !steps.is_empty() {
+    // Postfix notices a rebuilt table by itself (a daemon exits before its next connection
+    // once a table it opened has changed), so the recipients table alone needs no reload.
+    if steps
+        .iter()
+        .any(|step| !matches!(step, Step::WriteRecipientsMap(_)))
+    {
         steps.push(Step::Reload);
     }
     if let Some(text) = plan.transport_last_write() {

@@ -177,8 +177,8 @@ impl<P: PostfixWrite> PostfixWrite for Journaled<P> {
         self.inner.set_relay_domains(value)
     }
 
+    /// Not marked: like the transport map, a rebuilt table is picked up without a reload.
     fn write_recipients_map(&self, text: &str) -> Result<(), PostfixError> {
-        self.mark()?;
         self.inner.write_recipients_map(text)
     }
 

@@ -175,6 +175,16 @@ fn users_added_and_removed_in_the_panel_follow_the_next_sync() {
         table_keys(&gw),
         set(&["@example.org", "alice@example.com", "frank@example.net"])
     );
+    // A change of the table alone is picked up without a reload, and leaves no reload owed:
+    // the next run has nothing to do.
+    let log = gw.log();
+    let last_run = &log[log.rfind("Relay Domains Sync Started").unwrap()..];
+    assert!(!last_run.contains("Postfix reloaded"), "{last_run}");
+    gw.sync_expecting(0);
+    let log = gw.log();
+    let next_run = &log[log.rfind("Relay Domains Sync Started").unwrap()..];
+    assert!(next_run.contains("No changes detected"), "{next_run}");
+    assert!(!next_run.contains("earlier run was stopped"), "{next_run}");
 }
 
 /// Test 3: with the database down the sync exits 3 and the gateway keeps the last table:

@@ -396,9 +396,10 @@ fn a_stale_recipients_table_is_rebuilt() {
         recipients_map: false,
         ..fresh()
     };
+    // Postfix picks a rebuilt table up by itself: no reload for the table alone.
     assert!(matches!(
         apply_steps_with(&again, stale).as_slice(),
-        [Step::WriteRecipientsMap(_), Step::Reload]
+        [Step::WriteRecipientsMap(_)]
     ));
 }
 

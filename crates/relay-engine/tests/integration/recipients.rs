@@ -146,16 +146,19 @@ fn a_user_added_and_one_deleted_arrive_first_and_leave_last() {
     let after = snapshot(&postfix);
     assert!(after.accepts("nobody@a.example") && !after.accepts("bob@a.example"));
     assert!(after.accepts("carol@b.example"), "catch-all");
-    // bob leaves after the reload; nobody@ arrives in the union before it.
-    let order = writes(&postfix);
-    let union = order
-        .iter()
-        .position(|c| c == "write recipients map (5 lines)");
-    let reload = order.iter().position(|c| c == "postfix reload");
-    let last = order
-        .iter()
-        .rposition(|c| c == "write recipients map (4 lines)");
-    assert!(union < reload && reload < last, "{order:?}");
+    // nobody@ arrives in the union first, bob leaves with the final table; a table change
+    // alone needs no reload (Postfix notices a rebuilt table).
+    let order: Vec<String> = writes(&postfix)
+        .into_iter()
+        .filter(|c| !c.starts_with("backup"))
+        .collect();
+    assert_eq!(
+        order,
+        [
+            "write recipients map (5 lines)",
+            "write recipients map (4 lines)"
+        ]
+    );
     assert!(log.contains("Added recipient: nobody@a.example"), "{log}");
     assert!(log.contains("Removed recipient: bob@a.example"), "{log}");
 }
