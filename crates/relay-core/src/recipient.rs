@@ -381,6 +381,7 @@ impl RecipientPlan {
         let relayed = input.relayed;
         let relayed_set: HashSet<&str> = relayed.iter().map(DomainName::as_str).collect();
         let mut covered: HashSet<&str> = HashSet::with_capacity(relayed.len());
+        // 16 MB at a million addresses, and one hashed lookup each instead of three.
         let wanted: Vec<&str> = database
             .iter()
             .filter(|r| {
@@ -402,67 +403,62 @@ impl RecipientPlan {
             .cloned()
             .collect();
         drop(covered);
-        let table_final = render_recipients_map(wanted.iter().copied());
+        let wanted = || wanted.iter().copied();
+        let table_final = render_recipients_map(wanted());
 
         // Entries now, when the table is in force; otherwise nothing is accepted through it
-        // and every final entry arrives.
-        let mut now: Vec<&str> = if active_now {
-            table.keys().collect()
+        // and every final entry arrives. The table relay-sync writes is sorted: its keys are
+        // walked in place, and only a file edited out of order is sorted in a list.
+        let sorted = table.keys().is_sorted_by(|a, b| a < b);
+        let unsorted: Vec<&str> = if active_now && !sorted {
+            let mut keys: Vec<&str> = table.keys().collect();
+            keys.sort_unstable();
+            keys.dedup();
+            keys
         } else {
             Vec::new()
         };
-        if !now.is_sorted_by(|a, b| a < b) {
-            now.sort_unstable();
-            now.dedup();
-        }
-        plan.entries_now = now.len();
-        let mut union: Vec<&str> = Vec::new();
+        let now = || -> Box<dyn Iterator<Item = &str> + '_> {
+            match (active_now, sorted) {
+                (false, _) => Box::new(std::iter::empty()),
+                (true, true) => Box::new(table.keys()),
+                (true, false) => Box::new(unsorted.iter().copied()),
+            }
+        };
         let mut added = 0usize;
         let mut removed = 0usize;
-        {
-            let mut old = now.iter().copied().peekable();
-            let mut new = wanted.iter().copied().peekable();
-            loop {
-                let (o, n) = (old.peek().copied(), new.peek().copied());
-                let take_old = match (o, n) {
-                    (None, None) => break,
-                    (Some(_), None) => true,
-                    (None, Some(_)) => false,
-                    (Some(o), Some(n)) if o == n => {
-                        union.push(n);
-                        old.next();
-                        new.next();
-                        continue;
-                    }
-                    (Some(o), Some(n)) => o < n,
-                };
-                if take_old {
-                    let key = old.next().unwrap_or_default();
-                    removed += 1;
-                    let domain = key.rsplit_once('@').map_or(key, |(_, d)| d);
-                    if relayed_set.contains(domain) {
-                        plan.removed_kept_domains += 1;
-                    }
-                    if plan.removed_sample.len() < RECIPIENT_SAMPLE {
-                        plan.removed_sample.push(key.to_owned());
-                    }
-                    union.push(key);
-                } else {
-                    let key = new.next().unwrap_or_default();
-                    added += 1;
-                    if plan.added_sample.len() < RECIPIENT_SAMPLE {
-                        plan.added_sample.push(key.to_owned());
-                    }
-                    union.push(key);
+        merge_keys(now(), wanted(), |key, side| match side {
+            Side::Both => plan.entries_now += 1,
+            Side::Old => {
+                plan.entries_now += 1;
+                removed += 1;
+                let domain = key.rsplit_once('@').map_or(key, |(_, d)| d);
+                if relayed_set.contains(domain) {
+                    plan.removed_kept_domains += 1;
+                }
+                if plan.removed_sample.len() < RECIPIENT_SAMPLE {
+                    plan.removed_sample.push(key.to_owned());
                 }
             }
-        }
+            Side::New => {
+                added += 1;
+                if plan.added_sample.len() < RECIPIENT_SAMPLE {
+                    plan.added_sample.push(key.to_owned());
+                }
+            }
+        });
+        // The union's text only when it is needed: entries both arrive and leave.
+        let union = (added > 0 && removed > 0).then(|| {
+            let mut keys: Vec<&str> = Vec::with_capacity(plan.entries_now + added);
+            merge_keys(now(), wanted(), |key, _| keys.push(key));
+            render_recipients_map(keys.iter().copied())
+        });
         plan.added = added;
         plan.removed = removed;
         let same_as_file = table.text == Some(table_final.as_str());
-        if removed > 0 && added > 0 {
+        if let Some(union) = union {
             // Both arrive and leave: the union first, the final table after the reload.
-            plan.union = Some(render_recipients_map(union.iter().copied()));
+            plan.union = Some(union);
             plan.last_write = true;
         } else if removed > 0 {
             // Only leaving: the table in force holds until the domains have gone.
@@ -500,6 +496,45 @@ impl RecipientPlan {
     /// Whether validation is in force once the plan is applied.
     pub fn active_after(&self) -> bool {
         self.enabled
+    }
+}
+
+/// Where a key of a merge comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Side {
+    /// Only the table now: it leaves.
+    Old,
+    /// Only the final table: it arrives.
+    New,
+    /// Both.
+    Both,
+}
+
+/// Merges two sorted key lists in one pass, handing each key of their union to `emit` once,
+/// in order, with where it comes from.
+fn merge_keys<'k>(
+    old: impl Iterator<Item = &'k str>,
+    new: impl Iterator<Item = &'k str>,
+    mut emit: impl FnMut(&'k str, Side),
+) {
+    let mut old = old.peekable();
+    let mut new = new.peekable();
+    loop {
+        let take_old = match (old.peek().copied(), new.peek().copied()) {
+            (None, None) => break,
+            (Some(o), Some(n)) if o == n => {
+                emit(n, Side::Both);
+                old.next();
+                new.next();
+                continue;
+            }
+            (Some(o), Some(n)) => o < n,
+            (Some(_), None) => true,
+            (None, Some(_)) => false,
+        };
+        if let Some(key) = if take_old { old.next() } else { new.next() } {
+            emit(key, if take_old { Side::Old } else { Side::New });
+        }
     }
 }
 
