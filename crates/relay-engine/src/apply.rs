@@ -79,9 +79,13 @@ pub fn apply<P: PostfixWrite + Sync>(
         Step::WriteRelayDomainsMap(text) => Some(*text),
         _ => None,
     });
+    let recipients = steps.iter().find_map(|step| match step {
+        Step::WriteRecipientsMap(text) => Some(*text),
+        _ => None,
+    });
     let ((), backup) = alongside(write_backup, || {
-        if first_transport.is_some() || table.is_some() {
-            postfix.prepare_maps(first_transport, table);
+        if first_transport.is_some() || table.is_some() || recipients.is_some() {
+            postfix.prepare_maps(first_transport, table, recipients);
         }
     });
     let backup = match backup {

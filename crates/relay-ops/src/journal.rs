@@ -160,8 +160,14 @@ impl<P: PostfixWrite> PostfixWrite for Journaled<P> {
         self.inner.write_relay_domains_map(text)
     }
 
-    fn prepare_maps(&self, transport: Option<&str>, relay_domains_map: Option<&str>) {
-        self.inner.prepare_maps(transport, relay_domains_map);
+    fn prepare_maps(
+        &self,
+        transport: Option<&str>,
+        relay_domains_map: Option<&str>,
+        recipients_map: Option<&str>,
+    ) {
+        self.inner
+            .prepare_maps(transport, relay_domains_map, recipients_map);
     }
 
     fn discard_prepared(&self) {

@@ -736,10 +736,16 @@ impl PostfixWrite for PostfixCli {
 
     /// Runs the builds at once, one thread each: every postmap is a process of its own, and a
     /// million-entry table takes seconds.
-    fn prepare_maps(&self, transport: Option<&str>, relay_domains_map: Option<&str>) {
+    fn prepare_maps(
+        &self,
+        transport: Option<&str>,
+        relay_domains_map: Option<&str>,
+        recipients_map: Option<&str>,
+    ) {
         let jobs: Vec<(&PathBuf, &str)> = [
             (&self.settings.transport_file, transport),
             (&self.relay_domains_map, relay_domains_map),
+            (&self.recipients_map, recipients_map),
         ]
         .into_iter()
         .filter_map(|(source, text)| Some((source, text?)))

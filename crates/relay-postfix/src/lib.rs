@@ -89,12 +89,18 @@ pub trait PostfixWrite: PostfixRead {
     fn write_relay_domains_map(&self, text: &str) -> Result<(), PostfixError>;
 
     /// Builds, ahead and at once where the implementation can, the databases that the coming
-    /// [`PostfixWrite::write_transport`] and [`PostfixWrite::write_relay_domains_map`] calls
+    /// [`PostfixWrite::write_transport`], [`PostfixWrite::write_relay_domains_map`] and
+    /// [`PostfixWrite::write_recipients_map`] calls
     /// with exactly these texts will install. Nothing is installed here, and the writes keep
     /// their order and their contract; a write of another text builds its own. A failed build
     /// is reported by the write that would have used it. The default builds nothing ahead.
-    fn prepare_maps(&self, transport: Option<&str>, relay_domains_map: Option<&str>) {
-        let _ = (transport, relay_domains_map);
+    fn prepare_maps(
+        &self,
+        transport: Option<&str>,
+        relay_domains_map: Option<&str>,
+        recipients_map: Option<&str>,
+    ) {
+        let _ = (transport, relay_domains_map, recipients_map);
     }
 
     /// Removes what [`PostfixWrite::prepare_maps`] built and no write installed (a run that

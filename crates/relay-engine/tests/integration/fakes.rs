@@ -291,7 +291,12 @@ impl PostfixWrite for FakePostfix {
         })
     }
 
-    fn prepare_maps(&self, transport: Option<&str>, relay_domains_map: Option<&str>) {
+    fn prepare_maps(
+        &self,
+        transport: Option<&str>,
+        relay_domains_map: Option<&str>,
+        _recipients_map: Option<&str>,
+    ) {
         self.0.lock().unwrap().prepared.push((
             transport.unwrap_or("-").to_owned(),
             relay_domains_map.unwrap_or("-").to_owned(),

@@ -1068,7 +1068,7 @@ fn maps_built_ahead_are_installed_by_the_writes_of_the_same_text() {
     let transport = block(&["a.example", "b.example"]);
     let table = "a.example OK\nb.example OK\n";
 
-    cli.prepare_maps(Some(&transport), Some(table));
+    cli.prepare_maps(Some(&transport), Some(table), None);
     // Built under the temporary names, nothing installed yet.
     assert_eq!(cli.lookup_transport("b.example").unwrap(), None);
     // One private build directory per map.
@@ -1118,7 +1118,11 @@ fn a_write_of_other_text_ignores_the_build_ahead_and_discard_removes_it() {
     let postfix = Postfix::start("a.example").unwrap();
     let (cli, _dir) = cli(&postfix, None);
     let cli = cli.with_relay_domains_map(postfix.config_dir().join("relay_domains"));
-    cli.prepare_maps(Some(&block(&["stale.example"])), Some("stale.example OK\n"));
+    cli.prepare_maps(
+        Some(&block(&["stale.example"])),
+        Some("stale.example OK\n"),
+        None,
+    );
     cli.write_transport(&block(&["fresh.example"])).unwrap();
     assert_eq!(cli.lookup_transport("stale.example").unwrap(), None);
     assert_eq!(
@@ -1149,7 +1153,7 @@ fn a_failed_build_ahead_is_reported_by_its_write_and_leaves_the_map() {
         .unwrap()
         .with_relay_domains_map(postfix.config_dir().join("relay_domains"));
     let transport = block(&["a.example", "b.example"]);
-    bad.prepare_maps(Some(&transport), Some("a.example OK\n"));
+    bad.prepare_maps(Some(&transport), Some("a.example OK\n"), None);
     assert!(
         temp_files(&postfix).is_empty(),
         "{:?}",
