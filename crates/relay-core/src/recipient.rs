@@ -262,6 +262,12 @@ pub enum RecipientsError {
     /// `{ … }` grouping can hold separators inside one token.
     #[error("relay_recipient_maps uses {{ }} grouping, which relay-sync cannot rewrite safely; set it to a plain list of tables by hand (postconf -e \"relay_recipient_maps = hash:/etc/postfix/other\"), or leave RECIPIENTS_QUERY empty")]
     Braces,
+    /// RECIPIENTS_MAP names a file relay-sync did not write (no header): someone's own table.
+    #[error("{path} exists and was not written by relay-sync (its first line is not relay-sync's header); it is left as it is. Set RECIPIENTS_MAP to a file of relay-sync's own (e.g. /etc/postfix/relay_recipients_sync) and keep your table in relay_recipient_maps, or move it away")]
+    NotOurs {
+        /// The file.
+        path: String,
+    },
 }
 
 /// How many added and removed recipients a plan keeps by name, for logs and the verification.
@@ -340,6 +346,13 @@ impl RecipientPlan {
         }
         if input.relay_recipient_maps.contains(['{', '}']) {
             return Err(RecipientsError::Braces);
+        }
+        // An operator's table at RECIPIENTS_MAP (Postfix's documentation uses the same name)
+        // is never taken over: rewriting it would drop its addresses.
+        if enabled && table.text.is_some_and(|text| !text.is_empty()) && !table.is_ours() {
+            return Err(RecipientsError::NotOurs {
+                path: table.path.to_owned(),
+            });
         }
         let token = table.token();
         let mut maps: Vec<&str> = current
@@ -718,6 +731,35 @@ mod tests {
         )
         .unwrap();
         assert!(p.is_empty());
+    }
+
+    #[test]
+    fn a_table_relay_sync_did_not_write_is_never_taken_over() {
+        let relayed = domains(&["a.example"]);
+        let db = set(&["x@a.example"]);
+        let input = |text| RecipientsInput {
+            database: Some(&db),
+            relayed: &relayed,
+            table: RecipientsTable {
+                map_type: "hash",
+                path: PATH,
+                text,
+            },
+            relay_recipient_maps: "hash:/etc/postfix/relay_recipients",
+        };
+        assert_eq!(
+            RecipientPlan::new(input(Some("postmaster@a.example OK\n"))),
+            Err(RecipientsError::NotOurs {
+                path: PATH.to_owned()
+            })
+        );
+        // An empty file holds nothing to lose; relay-sync's own is planned as usual.
+        assert!(RecipientPlan::new(input(Some(""))).is_ok());
+        let ours = render_recipients_map(["x@a.example"]);
+        assert!(RecipientPlan::new(input(Some(&ours)))
+            .unwrap()
+            .unwrap()
+            .is_empty());
     }
 
     #[test]

@@ -499,7 +499,9 @@ fn rollback<P: PostfixWrite>(
                 .map_err(failed(FailedStep::SetRelayRecipientMaps))?;
         }
         reload_failure = postfix.reload().err();
-        if touched.recipients_map && union.is_some() {
+        // A table that had no source before the run keeps the union (a superset): an empty
+        // one would refuse everyone if relay_recipient_maps still names it.
+        if touched.recipients_map && union.is_some() && prepared.recipients_map_before.is_some() {
             postfix
                 .write_recipients_map(old_recipients)
                 .map_err(failed(FailedStep::WriteRecipientsMap))?;

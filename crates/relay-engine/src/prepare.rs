@@ -63,6 +63,22 @@ impl Prepared {
                 recipients_map: self.recipients_map_fresh,
             },
         );
+        // A stale recipients database while entries only leave: Postfix answers from a
+        // database older than the source the plan merged against, which may lack addresses
+        // the source has. The current source is rebuilt first, before any domain changes.
+        let stale_removal = !self.recipients_map_fresh
+            && self
+                .plan
+                .recipients
+                .as_ref()
+                .is_some_and(|r| r.enabled && r.first_write().is_none() && r.last_write);
+        if let Some(text) = self
+            .recipients_map_before
+            .as_deref()
+            .filter(|_| stale_removal)
+        {
+            steps.insert(0, Step::WriteRecipientsMap(text));
+        }
         if self.reload_pending && !steps.contains(&Step::Reload) {
             steps.insert(0, Step::Reload);
         }
@@ -197,29 +213,30 @@ pub(crate) fn prepare_normalized<P: PostfixRead>(
         tracing::error!("Keeping current configuration");
         Outcome::Unplannable(error)
     })?;
-    // Recipient validation: planned when it is on, or when relay_recipient_maps still names
-    // the table relay-sync wrote (turning it off). Otherwise nothing here runs a command.
+    // Recipient validation: planned when it is on, or when it is off and the table relay-sync
+    // wrote is still there (its header says so), so that the parameter can let go of it.
+    // Otherwise nothing here runs a command or reads a file: a run without the feature is
+    // the run it always was.
+    let (recipients_type, recipients_path) = postfix.recipients_table();
+    let recipients_path = recipients_path.to_string_lossy().into_owned();
+    let header_only = format!("{}\n", relay_core::RECIPIENTS_HEADER);
+    let ours_left = recipients.is_none()
+        && postfix.recipients_map_header().as_deref() == Some(relay_core::RECIPIENTS_HEADER);
     let maps_read = || -> Result<_, relay_postfix::PostfixError> {
+        if recipients.is_none() && !ours_left {
+            return Ok((String::new(), None, true));
+        }
         let value = postfix.relay_recipient_maps()?;
-        let (map_type, path) = postfix.recipients_table();
-        let path = path.to_string_lossy().into_owned();
-        let probe = RecipientsTable {
-            map_type: &map_type,
-            path: &path,
-            text: None,
-        };
-        let named = value
-            .split(|c: char| c == ',' || c.is_ascii_whitespace())
-            .any(|token| probe.is_named_by(token));
-        let text = if recipients.is_some() || named {
+        // Off: the header is all the plan needs, and the file is left as it is.
+        let text = if recipients.is_some() {
             postfix.read_recipients_map()?
         } else {
             None
         };
         let fresh = recipients.is_none() || postfix.recipients_map_is_fresh()?;
-        Ok((value, map_type, path, text, fresh))
+        Ok((value, text, fresh))
     };
-    let (relay_recipient_maps, recipients_type, recipients_path, recipients_text, recipients_fresh) =
+    let (relay_recipient_maps, recipients_text, recipients_fresh) =
         maps_read().map_err(|error| {
             tracing::error!("Cannot read the current Postfix configuration: {error}");
             tracing::error!("Keeping current configuration");
@@ -241,7 +258,11 @@ pub(crate) fn prepare_normalized<P: PostfixRead>(
             RecipientsTable {
                 map_type: &recipients_type,
                 path: &recipients_path,
-                text: recipients_text.as_deref(),
+                text: if ours_left {
+                    Some(header_only.as_str())
+                } else {
+                    recipients_text.as_deref()
+                },
             },
             &relay_recipient_maps,
         )

@@ -615,6 +615,7 @@ impl Config {
             backup_dir: self.backup_dir.clone(),
             backup_keep: self.backup_keep,
             command_timeout: self.command_timeout,
+            recipient_validation: self.recipients_query.is_some(),
         }
     }
 }

@@ -133,6 +133,10 @@ impl<P: PostfixRead> PostfixRead for Journaled<P> {
         self.inner.read_recipients_map()
     }
 
+    fn recipients_map_header(&self) -> Option<String> {
+        self.inner.recipients_map_header()
+    }
+
     fn recipients_map_is_fresh(&self) -> Result<bool, PostfixError> {
         self.inner.recipients_map_is_fresh()
     }

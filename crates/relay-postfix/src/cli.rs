@@ -130,50 +130,55 @@ impl PostfixCli {
         let cache = cache.filter(|_| cli.settings.command_prefix.is_empty());
         let key = cache
             .and_then(|_| postconf_cache::key(&cli.settings.config_dir, &cli.settings.command_dir));
+        // relay_recipient_maps only for recipient validation: without it, the one postconf is
+        // the same command as before the feature existed.
+        let mut names = vec!["transport_maps", "default_database_type", "relay_domains"];
+        if cli.settings.recipient_validation {
+            names.push("relay_recipient_maps");
+        }
         let cached = cache.zip(key.as_deref()).and_then(|(path, key)| {
-            let values = postconf_cache::load(path, key)?;
+            let values = postconf_cache::load(path, key, &names)?;
             tracing::debug!(
                 "main.cf unchanged since the last run: postconf values from {}",
                 path.display()
             );
             Some(values)
         });
-        let [transport_maps, default_type, relay_domains, relay_recipient_maps] = match cached {
+        let values = match cached {
             Some(values) => values,
             None => {
-                // One postconf for all four: every command costs a few milliseconds of a
+                // One postconf for all of them: every command costs a few milliseconds of a
                 // no-change run. `-h` prints one line per name, in order; values never span
                 // lines.
-                let out = cli.run(
-                    "postconf",
-                    &[
-                        "-h".into(),
-                        "transport_maps".into(),
-                        "default_database_type".into(),
-                        "relay_domains".into(),
-                        "relay_recipient_maps".into(),
-                    ],
-                )?;
-                let values = four_values(&out).ok_or_else(|| PostfixError::Invalid {
+                let mut args = vec!["-h".to_owned()];
+                args.extend(names.iter().map(|name| (*name).to_owned()));
+                let out = cli.run("postconf", &args)?;
+                let values = lines_for(&out, names.len()).ok_or_else(|| PostfixError::Invalid {
                     path: cli.settings.command_dir.join("postconf"),
                     detail: format!(
-                        "`postconf -h transport_maps default_database_type relay_domains \
-                         relay_recipient_maps` printed {} line(s) where 4 were expected: {:?}; \
-                         check that POSTFIX_COMMAND_DIR \
-                         (and POSTFIX_COMMAND_PREFIX) run Postfix's own postconf",
+                        "`postconf {}` printed {} line(s) where {} were expected: {:?}; check \
+                         that POSTFIX_COMMAND_DIR (and POSTFIX_COMMAND_PREFIX) run Postfix's \
+                         own postconf",
+                        args.join(" "),
                         out.lines().count(),
+                        names.len(),
                         relay_process::excerpt(&out)
                     ),
                 })?;
                 if let (Some(path), Some(key)) = (cache, &key) {
-                    postconf_cache::save(path, key, &values);
+                    postconf_cache::save(path, key, &names, &values);
                 }
                 values
             }
         };
+        let mut values = values.into_iter();
+        let mut next = || values.next().unwrap_or_default();
+        let (transport_maps, default_type, relay_domains) = (next(), next(), next());
         cli.transport_maps = transport_maps;
         cli.relay_domains_at_start = Mutex::new(Some(relay_domains));
-        cli.relay_recipient_maps_at_start = Mutex::new(Some(relay_recipient_maps));
+        if cli.settings.recipient_validation {
+            cli.relay_recipient_maps_at_start = Mutex::new(Some(next()));
+        }
         let from_postfix = cli.settings.map_type.is_none();
         let map_type = cli.settings.map_type.clone().unwrap_or(default_type);
         let Some(&(_, suffix)) = MAP_TYPES.iter().find(|(name, _)| *name == map_type) else {
@@ -606,6 +611,17 @@ impl PostfixRead for PostfixCli {
         read_text(&self.recipients_map)
     }
 
+    fn recipients_map_header(&self) -> Option<String> {
+        use std::io::Read;
+        // As read_text: a link someone other than root planted is not followed.
+        safe_file::trusted_link(&self.recipients_map).ok()?;
+        let file = fs::File::open(&self.recipients_map).ok()?;
+        let mut head = Vec::with_capacity(4096);
+        file.take(4096).read_to_end(&mut head).ok()?;
+        let line = head.split(|&b| b == b'\n').next()?;
+        String::from_utf8(line.to_vec()).ok()
+    }
+
     fn recipients_map_is_fresh(&self) -> Result<bool, PostfixError> {
         map_is_fresh(&self.recipients_map, &self.recipients_database())
     }
@@ -875,14 +891,11 @@ fn is_leftover_of(name: &str, base: &str) -> bool {
     fixed_name || safe_file::temp_name_base(name) == Some(base)
 }
 
-/// The four lines `postconf -h NAME NAME NAME NAME` prints, one value each; `None` for any
+/// The `n` lines `postconf -h NAME…` prints for `n` names, one value each; `None` for any
 /// other number of lines (a wrapper that prints a banner, a truncated answer).
-fn four_values(out: &str) -> Option<[String; 4]> {
-    let lines: Vec<&str> = out.lines().collect();
-    match lines.as_slice() {
-        [a, b, c, d] => Some([a, b, c, d].map(|line| (*line).to_owned())),
-        _ => None,
-    }
+fn lines_for(out: &str, n: usize) -> Option<Vec<String>> {
+    let lines: Vec<String> = out.lines().map(str::to_owned).collect();
+    (lines.len() == n).then_some(lines)
 }
 
 /// Whether a Postfix command's stderr reports an error rather than only warnings: Postfix
@@ -964,23 +977,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn postconf_answers_are_four_lines_or_nothing() {
+    fn postconf_answers_are_one_line_per_name_or_nothing() {
         assert_eq!(
-            four_values("hash:/etc/postfix/transport\nhash\n\n\n"),
-            Some([
+            lines_for("hash:/etc/postfix/transport\nhash\n\n", 3),
+            Some(vec![
                 "hash:/etc/postfix/transport".to_owned(),
                 "hash".to_owned(),
                 String::new(),
-                String::new()
             ])
         );
         // A wrapper's banner before the answer would make `hash` the transport_maps and the
         // transport_maps value the map type.
         assert_eq!(
-            four_values("postconf wrapper v1\nx\nhash\na.example\n\n"),
+            lines_for("postconf wrapper v1\nx\nhash\na.example\n", 3),
             None
         );
-        assert_eq!(four_values("x\nhash\na.example\n"), None);
+        assert_eq!(lines_for("x\nhash\n", 3), None);
+        assert_eq!(lines_for("x\nhash\na.example\n", 4), None);
     }
 
     #[test]

@@ -64,6 +64,14 @@ pub trait PostfixRead {
     /// missing source file counts as fresh.
     fn recipients_map_is_fresh(&self) -> Result<bool, PostfixError>;
 
+    /// The first line of the recipients table's source (at most 4 KiB of it), or `None` when it
+    /// does not exist or cannot be read: enough to tell relay-sync's table by its header
+    /// without reading a million lines. The default reads the whole source.
+    fn recipients_map_header(&self) -> Option<String> {
+        let text = self.read_recipients_map().ok()??;
+        text.lines().next().map(str::to_owned)
+    }
+
     /// Looks up several keys in the recipients table (`postmap -q`): the value of each, in
     /// order, or `None`.
     fn lookup_recipients(&self, keys: &[&str]) -> Result<Vec<Option<String>>, PostfixError>;
@@ -161,6 +169,9 @@ pub struct PostfixSettings {
     pub backup_dir: PathBuf,
     /// `BACKUP_KEEP`: generations kept of each kind.
     pub backup_keep: usize,
+    /// `RECIPIENTS_QUERY` is set: the startup postconf also reads `relay_recipient_maps`.
+    /// Without it, that postconf is the same command as before recipient validation existed.
+    pub recipient_validation: bool,
     /// `COMMAND_TIMEOUT`: how long one Postfix command (with its prefix) may run before its
     /// process group is killed and it fails with [`PostfixError::Timeout`].
     pub command_timeout: Duration,

@@ -18,8 +18,8 @@ use std::time::{Duration, SystemTime};
 const HEADER: &str =
     "# relay-sync: postconf values cached while main.cf is unchanged; safe to delete";
 
-/// The values cached, in `postconf -h` order.
-pub(crate) type Values = [String; 4];
+/// The values cached, in `postconf -h` order, one per name asked for.
+pub(crate) type Values = Vec<String>;
 
 /// The cache key for `main.cf` in `config_dir` and the `postconf` in `command_dir`, or `None`
 /// when either cannot be inspected or `main.cf` changed too recently to be trusted.
@@ -66,7 +66,7 @@ fn key_settled(config_dir: &Path, command_dir: &Path, settle: Duration) -> Optio
 /// The values stored under `key`, if the file holds exactly that key and only this user can
 /// have written it: its `relay_domains` goes back into `postconf -e`, so a cache another local
 /// user could write is ignored.
-pub(crate) fn load(path: &Path, key: &str) -> Option<Values> {
+pub(crate) fn load(path: &Path, key: &str, names: &[&str]) -> Option<Values> {
     for file in [path, path.parent()?] {
         if !private(&fs::symlink_metadata(file).ok()?) {
             tracing::debug!(
@@ -88,12 +88,9 @@ pub(crate) fn load(path: &Path, key: &str) -> Option<Values> {
             .strip_prefix(" = ")
             .map(str::to_owned)
     };
-    Some([
-        value("transport_maps")?,
-        value("default_database_type")?,
-        value("relay_domains")?,
-        value("relay_recipient_maps")?,
-    ])
+    let values: Option<Values> = names.iter().map(|name| value(name)).collect();
+    // Exactly these names: a cache of other names is another cache.
+    values.filter(|_| lines.next().is_none())
 }
 
 /// Whether `meta` is owned by this process's user and not writable by group or others.
@@ -105,14 +102,14 @@ fn private(meta: &fs::Metadata) -> bool {
 
 /// Stores `values` under `key`, replacing the file atomically; a failure only costs the next
 /// run a postconf, so it is logged and otherwise ignored.
-pub(crate) fn save(path: &Path, key: &str, values: &Values) {
-    if values.iter().any(|v| v.contains(['\n', '\r'])) {
+pub(crate) fn save(path: &Path, key: &str, names: &[&str], values: &[String]) {
+    if values.iter().any(|v| v.contains(['\n', '\r'])) || names.len() != values.len() {
         return;
     }
-    let text = format!(
-        "{HEADER}\nkey {key}\ntransport_maps = {}\ndefault_database_type = {}\nrelay_domains = {}\nrelay_recipient_maps = {}\n",
-        values[0], values[1], values[2], values[3]
-    );
+    let mut text = format!("{HEADER}\nkey {key}\n");
+    for (name, value) in names.iter().zip(values) {
+        text.push_str(&format!("{name} = {value}\n"));
+    }
     if let Err(error) = crate::safe_file::replace(path, text.as_bytes(), 0o600) {
         tracing::debug!("postconf cache not saved: {error}");
     }
@@ -122,46 +119,45 @@ pub(crate) fn save(path: &Path, key: &str, values: &Values) {
 mod tests {
     use super::*;
 
+    const THREE: [&str; 3] = ["transport_maps", "default_database_type", "relay_domains"];
+    const FOUR: [&str; 4] = [
+        "transport_maps",
+        "default_database_type",
+        "relay_domains",
+        "relay_recipient_maps",
+    ];
+
+    fn strings(items: &[&str]) -> Vec<String> {
+        items.iter().map(|s| (*s).to_owned()).collect()
+    }
+
     #[test]
-    fn a_value_round_trips_only_under_its_own_key() {
+    fn a_value_round_trips_only_under_its_own_key_and_names() {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let path = dir.path().join("postconf.cache");
-        let values = [
-            "hash:/etc/postfix/transport".to_owned(),
-            "hash".to_owned(),
-            "$mydestination, a.example".to_owned(),
-            "hash:/etc/postfix/relay_recipients".to_owned(),
-        ];
-        save(&path, "k1", &values);
-        assert_eq!(load(&path, "k1"), Some(values.clone()));
-        assert_eq!(load(&path, "k2"), None);
-        // Empty values survive too.
-        let empty = [
-            String::new(),
-            "lmdb".to_owned(),
-            String::new(),
-            String::new(),
-        ];
-        save(&path, "k1", &empty);
-        assert_eq!(load(&path, "k1"), Some(empty));
+        let values = strings(&[
+            "hash:/etc/postfix/transport",
+            "hash",
+            "$mydestination, a.example",
+            "hash:/etc/postfix/relay_recipients",
+        ]);
+        save(&path, "k1", &FOUR, &values);
+        assert_eq!(load(&path, "k1", &FOUR), Some(values.clone()));
+        assert_eq!(load(&path, "k2", &FOUR), None);
+        // The names asked for must be exactly the names stored.
+        assert_eq!(load(&path, "k1", &THREE), None);
+        // Three names, as without recipient validation: the file is what it always was.
+        let three = strings(&["", "lmdb", ""]);
+        save(&path, "k1", &THREE, &three);
+        assert_eq!(
+            fs::read_to_string(&path).unwrap_or_else(|e| panic!("{e}")),
+            format!("{HEADER}\nkey k1\ntransport_maps = \ndefault_database_type = lmdb\nrelay_domains = \n")
+        );
+        assert_eq!(load(&path, "k1", &THREE), Some(three));
+        assert_eq!(load(&path, "k1", &FOUR), None);
         // A value with a line break is never stored.
-        save(
-            &path,
-            "k3",
-            &[
-                "a\nb".to_owned(),
-                String::new(),
-                String::new(),
-                String::new(),
-            ],
-        );
-        assert_eq!(load(&path, "k3"), None);
-        // A cache from before relay_recipient_maps was read is not used.
-        let old = format!(
-            "{HEADER}\nkey k4\ntransport_maps = \ndefault_database_type = hash\nrelay_domains = a.example\n"
-        );
-        fs::write(&path, old).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(load(&path, "k4"), None);
+        save(&path, "k3", &THREE, &strings(&["a\nb", "", ""]));
+        assert_eq!(load(&path, "k3", &THREE), None);
     }
 
     #[test]
@@ -169,33 +165,29 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let path = dir.path().join("postconf.cache");
-        let values = [
-            String::new(),
-            "hash".to_owned(),
-            "a.example".to_owned(),
-            String::new(),
-        ];
-        save(&path, "k", &values);
-        assert_eq!(load(&path, "k"), Some(values.clone()));
+        let values = strings(&["", "hash", "a.example"]);
+        save(&path, "k", &THREE, &values);
+        let load = |path: &Path| load(path, "k", &THREE);
+        assert_eq!(load(&path), Some(values.clone()));
         let mode = |p: &Path, m: u32| {
             fs::set_permissions(p, fs::Permissions::from_mode(m)).unwrap_or_else(|e| panic!("{e}"))
         };
         mode(&path, 0o620);
-        assert_eq!(load(&path, "k"), None, "group-writable file");
+        assert_eq!(load(&path), None, "group-writable file");
         mode(&path, 0o600);
         mode(dir.path(), 0o777);
-        assert_eq!(load(&path, "k"), None, "world-writable directory");
+        assert_eq!(load(&path), None, "world-writable directory");
         mode(dir.path(), 0o700);
-        assert_eq!(load(&path, "k"), Some(values.clone()));
+        assert_eq!(load(&path), Some(values.clone()));
         // A symbolic link (mode 0777) to the cache is not the cache.
         let link = dir.path().join("link.cache");
         std::os::unix::fs::symlink(&path, &link).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(load(&link, "k"), None, "symbolic link");
+        assert_eq!(load(&link), None, "symbolic link");
         // Another owner (only root can give a file away).
         // SAFETY: `geteuid` has no preconditions and cannot fail.
         if unsafe { libc::geteuid() } == 0 {
             std::os::unix::fs::chown(&path, Some(65534), None).unwrap_or_else(|e| panic!("{e}"));
-            assert_eq!(load(&path, "k"), None, "file owned by nobody");
+            assert_eq!(load(&path), None, "file owned by nobody");
         }
     }
 

@@ -98,6 +98,8 @@ pub(crate) struct State {
     pub(crate) relay_recipient_maps: String,
     /// The recipients table's source (`None`: no file).
     pub(crate) recipients: Option<String>,
+    /// Whether the recipients table's database is older than its source.
+    pub(crate) recipients_stale: bool,
     /// Recipient backups: (stamp, relay_recipient_maps, table).
     pub(crate) recipient_backups: Vec<(String, String, Option<String>)>,
     /// Called after every change with the state it left: a recorder of every intermediate
@@ -242,6 +244,7 @@ impl PostfixRead for FakePostfix {
     }
 
     fn relay_recipient_maps(&self) -> Result<String, PostfixError> {
+        self.call(Op::Lookup, "postconf -h relay_recipient_maps".into())?;
         Ok(self.0.lock().unwrap().relay_recipient_maps.clone())
     }
 
@@ -254,7 +257,7 @@ impl PostfixRead for FakePostfix {
     }
 
     fn recipients_map_is_fresh(&self) -> Result<bool, PostfixError> {
-        Ok(true)
+        Ok(!self.0.lock().unwrap().recipients_stale)
     }
 
     fn lookup_recipients(&self, keys: &[&str]) -> Result<Vec<Option<String>>, PostfixError> {
@@ -379,6 +382,7 @@ impl PostfixWrite for FakePostfix {
         )?;
         let mut state = self.0.lock().unwrap();
         state.recipients = Some(text.to_owned());
+        state.recipients_stale = false;
         FakePostfix::snapshot(&mut state);
         Ok(())
     }

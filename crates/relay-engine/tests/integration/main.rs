@@ -106,9 +106,11 @@ pub(crate) fn sync(
     (outcome, log)
 }
 
-/// The calls that change something: all but the lookups.
+/// The calls that change something: all but the lookups and reads.
 pub(crate) fn writes(postfix: &FakePostfix) -> Vec<String> {
-    calls_where(postfix, |c| !c.starts_with("postmap -q"))
+    calls_where(postfix, |c| {
+        !c.starts_with("postmap -q") && !c.starts_with("postconf -h")
+    })
 }
 
 /// The verification's lookups (`postmap -q KEY`).

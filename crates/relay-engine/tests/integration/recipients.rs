@@ -258,3 +258,99 @@ fn a_failed_reload_restores_the_table_and_the_parameter() {
     assert_eq!(state.relay_recipient_maps, "", "turned off again");
     assert!(snapshot(&postfix).accepts("nobody@a.example"));
 }
+
+#[test]
+fn without_the_feature_or_a_table_of_ours_postfix_is_asked_nothing_new() {
+    let postfix = synced_gateway();
+    postfix.0.lock().unwrap().relay_recipient_maps = "hash:/etc/postfix/operator".into();
+    let (outcome, log) = sync(
+        FakeSource::rows(&["a.example", "b.example", "c.example"]),
+        &postfix,
+        &settings(),
+    );
+    assert!(matches!(outcome, Outcome::Applied(_)), "{outcome}\n{log}");
+    let calls = postfix.state().calls;
+    assert!(!calls.iter().any(|c| c.contains("recipient")), "{calls:?}");
+    assert!(!log.contains("ecipient"), "{log}");
+    assert_eq!(
+        postfix.state().relay_recipient_maps,
+        "hash:/etc/postfix/operator"
+    );
+}
+
+#[test]
+fn a_table_someone_else_wrote_at_recipients_map_is_refused_and_kept() {
+    let postfix = synced_gateway();
+    {
+        let mut state = postfix.0.lock().unwrap();
+        state.relay_recipient_maps = TABLE.into();
+        state.recipients = Some("postmaster@a.example OK\n".into());
+    }
+    let (outcome, log) = sync(
+        source(&["a.example", "b.example"], &["alice@a.example"]),
+        &postfix,
+        &settings(),
+    );
+    assert!(
+        matches!(outcome, Outcome::Unplannable(_)),
+        "{outcome}\n{log}"
+    );
+    assert!(log.contains("was not written by relay-sync"), "{log}");
+    assert!(writes(&postfix).is_empty());
+    assert_eq!(
+        postfix.state().recipients.as_deref(),
+        Some("postmaster@a.example OK\n")
+    );
+}
+
+#[test]
+fn a_stale_table_is_rebuilt_from_its_source_before_entries_leave() {
+    let postfix = validating_gateway(&["alice@a.example", "bob@a.example", "@b.example"]);
+    postfix.0.lock().unwrap().recipients_stale = true;
+    let (outcome, log) = sync_checked(
+        &postfix,
+        source(
+            &["a.example", "b.example"],
+            &["alice@a.example", "@b.example"],
+        ),
+    );
+    assert!(matches!(outcome, Outcome::Applied(_)), "{outcome}\n{log}");
+    let order: Vec<String> = writes(&postfix)
+        .into_iter()
+        .filter(|c| !c.starts_with("backup"))
+        .collect();
+    assert_eq!(
+        order,
+        [
+            "write recipients map (4 lines)",
+            "write recipients map (3 lines)"
+        ]
+    );
+}
+
+#[test]
+fn a_failed_run_leaves_a_superset_where_the_table_had_no_source() {
+    // The parameter names the table but its source is gone (the database still serves).
+    let postfix = synced_gateway();
+    {
+        let mut state = postfix.0.lock().unwrap();
+        state.relay_recipient_maps = TABLE.into();
+        state.recipients = None;
+    }
+    postfix.fail(Op::Reload, 1);
+    let (outcome, log) = sync(
+        source(
+            &["a.example", "b.example", "c.example"],
+            &["alice@a.example", "@b.example"],
+        ),
+        &postfix,
+        &settings(),
+    );
+    assert!(
+        matches!(outcome, Outcome::Critical { .. }),
+        "{outcome}\n{log}"
+    );
+    let table = postfix.state().recipients.unwrap();
+    assert!(table.contains("\nalice@a.example OK\n"), "{table}");
+    assert_eq!(postfix.state().relay_recipient_maps, TABLE);
+}

@@ -32,6 +32,7 @@ fn settings(postfix: &Postfix, backups: &Path, map_type: Option<&str>) -> Postfi
         backup_dir: backups.to_owned(),
         backup_keep: 5,
         command_timeout: Duration::from_secs(120),
+        recipient_validation: false,
     }
 }
 
@@ -1275,8 +1276,18 @@ fn the_recipients_table_and_relay_recipient_maps_round_trip() {
     assert!(cli
         .set_relay_recipient_maps("hash:/x\nrelay_domains = *")
         .is_err());
-    let (again, _dir2) = cli_of(&postfix);
+    // Read by a postconf of its own without recipient validation, by the startup one with it.
+    let (again, dir2) = cli_of(&postfix);
     assert_eq!(again.relay_recipient_maps().unwrap(), value);
+    let mut with = settings(&postfix, &dir2.path().join("backup"), None);
+    with.recipient_validation = true;
+    let with = PostfixCli::new(with).unwrap();
+    assert_eq!(with.relay_recipient_maps().unwrap(), value);
+    // The header alone tells relay-sync's table from anyone else's, without reading it all.
+    assert_eq!(
+        cli.recipients_map_header().as_deref(),
+        Some("# relay-sync: recipients table")
+    );
 
     let backup = cli.backup("a.example", None).unwrap();
     let files = cli
