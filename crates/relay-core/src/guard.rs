@@ -53,7 +53,7 @@ pub enum Refusal {
     /// Recipient validation: the query returned no recipient at a relayed domain, yet the
     /// table in force has entries (or validation is turning on, which would refuse every
     /// address at every relayed domain).
-    #[error("RECIPIENTS_QUERY returned no recipient at a relayed domain, but {entries} address(es) are accepted through {path} now; that would refuse mail for every user. If it is intended, run once with RELAY_SYNC_ALLOW_EMPTY=yes")]
+    #[error("RECIPIENTS_QUERY returned no recipient at a relayed domain; {}, so every address at every relayed domain would be refused. Check RECIPIENTS_QUERY and the grant on its table; if it is intended, run once with RELAY_SYNC_ALLOW_EMPTY=yes and --force", if *entries == 0 { format!("recipient validation would turn on with {path} empty") } else { format!("{path} accepts {entries} address(es) now") })]
     EmptyRecipients {
         /// Entries of the table in force (0 when validation is turning on).
         entries: usize,

@@ -82,7 +82,7 @@ impl Recipient {
         }
         if let Some(c) = trimmed
             .chars()
-            .find(|&c| c.is_whitespace() || c.is_control())
+            .find(|&c| c.is_whitespace() || c.is_control() || is_format_char(c))
         {
             return Err(InvalidRecipient::ForbiddenChar(c));
         }
@@ -154,6 +154,17 @@ impl AsRef<str> for Recipient {
     fn as_ref(&self) -> &str {
         &self.0
     }
+}
+
+/// Invisible format characters (Unicode category Cf: bidirectional overrides, zero-width
+/// characters, the soft hyphen, …): an address with one would look like another in a log line
+/// or the table, and no mailbox needs one.
+fn is_format_char(c: char) -> bool {
+    matches!(c,
+        '\u{00AD}' | '\u{0600}'..='\u{0605}' | '\u{061C}' | '\u{06DD}' | '\u{070F}'
+        | '\u{180E}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}'
+        | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{206F}' | '\u{FEFF}'
+        | '\u{FFF9}'..='\u{FFFB}' | '\u{E0001}' | '\u{E0020}'..='\u{E007F}')
 }
 
 /// A `RECIPIENTS_QUERY` row that failed validation.
@@ -593,6 +604,14 @@ mod tests {
             ("\"a b\"@example.com", InvalidRecipient::ForbiddenChar(' ')),
             ("\"ab\"@example.com", InvalidRecipient::Quoted),
             ("#root@example.com", InvalidRecipient::Hash),
+            (
+                "adm\u{202E}nimda@example.com",
+                InvalidRecipient::ForbiddenChar('\u{202E}'),
+            ),
+            (
+                "a\u{200B}b@example.com",
+                InvalidRecipient::ForbiddenChar('\u{200B}'),
+            ),
         ] {
             assert_eq!(Recipient::parse(raw), Err(reason), "{raw:?}");
         }

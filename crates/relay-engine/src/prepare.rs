@@ -273,7 +273,7 @@ pub(crate) fn prepare_normalized<P: PostfixRead>(
         })?;
     drop(relayed);
     if let Some(r) = &plan.recipients {
-        log_recipient_notes(r);
+        log_recipient_notes(r, &plan.target, &table);
     }
     for name in &plan.hand_written {
         tracing::warn!(
@@ -337,11 +337,19 @@ fn log_rejected(
                 row.reason
             )
         })
-        .chain(recipients.iter().map(|row| {
+        // A wrong RECIPIENTS_QUERY (a column of user names, say) rejects every row: the log
+        // names the first ones and counts the rest.
+        .chain(recipients.iter().take(LOG_LIST_MAX).map(|row| {
             format!(
                 "Invalid recipient skipped: {} ({})",
                 escape_for_log(&row.raw),
                 row.reason
+            )
+        }))
+        .chain((recipients.len() > LOG_LIST_MAX).then(|| {
+            format!(
+                "Invalid recipient skipped: … (+{} more)",
+                recipients.len() - LOG_LIST_MAX
             )
         }));
     for line in lines {
@@ -358,7 +366,8 @@ fn log_rejected(
 pub const RECIPIENT_ROW_PREFIX: &str = "recipient:";
 
 /// The remembered form of every rejected row: domain rows as they are, recipient rows after
-/// [`RECIPIENT_ROW_PREFIX`].
+/// [`RECIPIENT_ROW_PREFIX`] (the first [`LOG_LIST_MAX`] of them, each cut to 256 bytes: a wrong
+/// query must not turn the state file into a copy of a table).
 pub fn rejected_keys<'a>(
     rejected: &'a [Rejected],
     recipients: &'a [RejectedRecipient],
@@ -366,11 +375,13 @@ pub fn rejected_keys<'a>(
     rejected
         .iter()
         .map(|row| std::borrow::Cow::Borrowed(row.raw.as_str()))
-        .chain(
-            recipients
-                .iter()
-                .map(|row| std::borrow::Cow::Owned(format!("{RECIPIENT_ROW_PREFIX}{}", row.raw))),
-        )
+        .chain(recipients.iter().take(LOG_LIST_MAX).map(|row| {
+            let mut end = row.raw.len().min(256);
+            while !row.raw.is_char_boundary(end) {
+                end -= 1;
+            }
+            std::borrow::Cow::Owned(format!("{RECIPIENT_ROW_PREFIX}{}", &row.raw[..end]))
+        }))
 }
 
 /// Whether the rejected rows differ from the set `known` from the previous run (an unknown
@@ -392,9 +403,28 @@ fn rejected_set_changed<'a>(
 
 /// The recipient side's WARNs: relayed domains whose every address is refused, and
 /// recipients at domains that are not relayed.
-fn log_recipient_notes(plan: &RecipientPlan) {
+fn log_recipient_notes(
+    plan: &RecipientPlan,
+    relay_domains: &RelayDomains,
+    domains_table: &RelayDomainsTable<'_>,
+) {
     if !plan.enabled {
         return;
+    }
+    // relay_recipient_maps covers every domain relay_domains matches; the table holds only
+    // the domains relay-sync knows. `$mydestination` is local delivery, which
+    // relay_recipient_maps does not govern.
+    let others: Vec<&str> = relay_domains
+        .preserved_tokens
+        .iter()
+        .map(String::as_str)
+        .filter(|token| *token != "$mydestination" && !domains_table.is_named_by(token))
+        .collect();
+    if !others.is_empty() {
+        tracing::warn!(
+            "relay_domains also relays through {}; RECIPIENTS_MAP lists no address at the domains they relay, so Postfix refuses all mail for those domains: add their addresses to a table of your own in relay_recipient_maps",
+            cut_list(&others, LOG_LIST_MAX)
+        );
     }
     if !plan.domains_without_recipients.is_empty() {
         tracing::warn!(
@@ -467,9 +497,14 @@ fn log_recipient_changes(plan: &Plan) {
                 ("Added", &r.added_sample, r.added),
                 ("Removed", &r.removed_sample, r.removed),
             ] {
-                // Keys are validated recipients: nothing in them needs escaping.
+                // Added keys are validated recipients; removed ones come from the file and are
+                // escaped unless they are valid recipients too.
                 for key in keys.iter().take(LOG_LIST_MAX) {
-                    tracing::info!("{verb} recipient: {key}");
+                    if relay_core::Recipient::parse(key).is_ok_and(|r| r.as_str() == key) {
+                        tracing::info!("{verb} recipient: {key}");
+                    } else {
+                        tracing::info!("{verb} recipient: {}", escape_for_log(key));
+                    }
                 }
                 if total > keys.len().min(LOG_LIST_MAX) {
                     tracing::info!(

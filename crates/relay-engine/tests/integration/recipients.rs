@@ -354,3 +354,46 @@ fn a_failed_run_leaves_a_superset_where_the_table_had_no_source() {
     assert!(table.contains("\nalice@a.example OK\n"), "{table}");
     assert_eq!(postfix.state().relay_recipient_maps, TABLE);
 }
+
+#[test]
+fn domains_relayed_through_other_tokens_are_named_in_a_warning() {
+    let postfix = FakePostfix::new(
+        "$mydestination, hash:/etc/postfix/relay_extra, a.example, kuma8088.com",
+        Some(&crate::block(&["a.example", "kuma8088.com"])),
+    );
+    let (outcome, log) = sync(
+        source(&["a.example"], &["alice@a.example", "@kuma8088.com"]),
+        &postfix,
+        &settings(),
+    );
+    assert!(matches!(outcome, Outcome::Applied(_)), "{outcome}\n{log}");
+    assert!(
+        log.contains("WARN relay_domains also relays through hash:/etc/postfix/relay_extra; RECIPIENTS_MAP lists no address"),
+        "{log}"
+    );
+    assert!(!log.contains("through $mydestination"), "{log}");
+}
+
+#[test]
+fn a_query_that_rejects_every_row_logs_the_first_hundred_and_counts_the_rest() {
+    let postfix = validating_gateway(&["alice@a.example"]);
+    let mut users: Vec<String> = (0..250).map(|i| format!("user name {i}")).collect();
+    users.push("alice@a.example".into());
+    let users: Vec<&str> = users.iter().map(String::as_str).collect();
+    let (outcome, log) = sync(
+        source(&["a.example", "b.example"], &users),
+        &postfix,
+        &settings(),
+    );
+    assert!(matches!(outcome, Outcome::NoChange), "{outcome}\n{log}");
+    assert_eq!(
+        log.matches("Invalid recipient skipped: \"user name")
+            .count(),
+        100,
+        "{log}"
+    );
+    assert!(
+        log.contains("Invalid recipient skipped: … (+150 more)"),
+        "{log}"
+    );
+}
