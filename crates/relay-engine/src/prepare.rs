@@ -491,6 +491,12 @@ fn log_recipient_changes(plan: &Plan) {
                 "Recipient validation turns off: {} leaves relay_recipient_maps",
                 r.path
             );
+            if !r.maps_value.trim().is_empty() {
+                tracing::warn!(
+                    "relay_recipient_maps still lists {}: from now on it alone decides which addresses are accepted",
+                    r.maps_value
+                );
+            }
         } else if r.added + r.removed > 0 {
             tracing::info!("Recipient changes detected: +{}, -{}", r.added, r.removed);
             for (verb, keys, total) in [

@@ -211,6 +211,10 @@ fn turning_off_takes_our_table_out_and_accepts_everyone_again() {
         "hash:/etc/postfix/other"
     );
     assert!(log.contains("Recipient validation turns off"), "{log}");
+    assert!(
+        log.contains("WARN relay_recipient_maps still lists hash:/etc/postfix/other: from now on it alone decides"),
+        "{log}"
+    );
     // Off again and nothing of ours named: the next run is a no-change run.
     let before = writes(&postfix).len();
     let (outcome, _) = sync(
