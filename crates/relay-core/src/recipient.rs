@@ -76,6 +76,15 @@ pub enum InvalidRecipient {
 impl Recipient {
     /// Normalizes and validates `raw` (an address or `@domain`).
     pub fn parse(raw: &str) -> Result<Recipient, InvalidRecipient> {
+        Recipient::parse_with(raw, &mut |domain| DomainName::parse(domain))
+    }
+
+    /// [`Recipient::parse`], with the domain part normalized by `domain` (a cache of
+    /// [`DomainName::parse`]: a million addresses share a few thousand domains).
+    fn parse_with(
+        raw: &str,
+        normalize_domain: &mut impl FnMut(&str) -> Result<DomainName, InvalidDomain>,
+    ) -> Result<Recipient, InvalidRecipient> {
         let trimmed = raw.trim();
         if trimmed.is_empty() {
             return Err(InvalidRecipient::Empty);
@@ -101,7 +110,7 @@ impl Recipient {
         if local.len() > LOCAL_PART_MAX {
             return Err(InvalidRecipient::LocalTooLong(local.len()));
         }
-        let domain = DomainName::parse(domain).map_err(InvalidRecipient::Domain)?;
+        let domain = normalize_domain(domain).map_err(InvalidRecipient::Domain)?;
         let mut key = CompactString::with_capacity(local.len() + 1 + domain.as_str().len());
         if local.is_ascii() {
             for c in local.chars() {
@@ -200,8 +209,23 @@ pub struct NormalizedRecipients {
 pub fn normalize_recipients(rows: Vec<String>) -> NormalizedRecipients {
     let mut out = NormalizedRecipients::default();
     let mut valid = Vec::with_capacity(rows.len());
+    // Domain parts as written → their normal form. Bounded: a table of a million distinct
+    // domains is not copied into a map.
+    const CACHED_DOMAINS: usize = 65_536;
+    let mut cache: std::collections::HashMap<String, Result<DomainName, InvalidDomain>> =
+        std::collections::HashMap::new();
+    let mut domain = |raw: &str| match cache.get(raw) {
+        Some(known) => known.clone(),
+        None => {
+            let parsed = DomainName::parse(raw);
+            if cache.len() < CACHED_DOMAINS {
+                cache.insert(raw.to_owned(), parsed.clone());
+            }
+            parsed
+        }
+    };
     for raw in rows {
-        match Recipient::parse(&raw) {
+        match Recipient::parse_with(&raw, &mut domain) {
             Ok(recipient) => valid.push(recipient),
             Err(reason) => out.rejected.push(RejectedRecipient { raw, reason }),
         }
