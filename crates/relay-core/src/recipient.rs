@@ -236,6 +236,28 @@ pub fn normalize_recipients(rows: Vec<String>) -> NormalizedRecipients {
     out
 }
 
+impl NormalizedRecipients {
+    /// Joins what [`normalize_recipients`] made of two runs of rows, `later` being the rows
+    /// after this one's: the same as normalizing them all at once. Sets are merged in one pass.
+    ///
+    /// ```
+    /// use relay_core::normalize_recipients;
+    /// let rows = |r: &[&str]| r.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    /// let all = normalize_recipients(rows(&["a@x.example", "bad", "A@x.example", "b@x.example"]));
+    /// let joined = normalize_recipients(rows(&["a@x.example", "bad"]))
+    ///     .merge(normalize_recipients(rows(&["A@x.example", "b@x.example"])));
+    /// assert_eq!(joined, all);
+    /// ```
+    #[must_use]
+    pub fn merge(mut self, mut later: NormalizedRecipients) -> NormalizedRecipients {
+        let before = self.valid.len() + later.valid.len();
+        self.valid.append(&mut later.valid);
+        self.rejected.append(&mut later.rejected);
+        self.duplicates += later.duplicates + (before - self.valid.len());
+        self
+    }
+}
+
 /// The recipients table as the plan sees it: its name and its current source text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RecipientsTable<'a> {

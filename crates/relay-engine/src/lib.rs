@@ -110,7 +110,9 @@ where
         }
         Ok(fetched) => {
             let normalized = relay_core::normalize_owned(fetched.names);
-            let recipients = fetched.recipients.map(relay_core::normalize_recipients);
+            let recipients = fetched
+                .recipients
+                .map(prepare::normalize_recipients_in_halves);
             report.rejected = Some(normalized.rejected.clone());
             report.rejected_recipients = recipients
                 .as_ref()
