@@ -265,21 +265,7 @@ fn feature_off_leaves_relay_recipient_maps_and_writes_no_table() {
     assert_accepted(&reply, "nobody@example.com", &gw);
 
     // An operator's own table (no relay-sync header) stays as it is through a changing sync.
-    let operator = conf.join("operator_recipients");
-    fs::write(&operator, "ops@example.com OK\n").unwrap();
-    gw.postfix
-        .command(
-            "/usr/sbin/postmap",
-            &[&format!("hash:{}", operator.display())],
-        )
-        .unwrap();
-    let value = format!("hash:{}", operator.display());
-    gw.postfix
-        .command(
-            "/usr/sbin/postconf",
-            &["-e", &format!("relay_recipient_maps = {value}")],
-        )
-        .unwrap();
+    let value = operator_table(&gw);
     let before = main_cf_but_relay_domains(&gw);
     gw.sql("INSERT INTO mailserver_usermgmt.domains (name, enabled) VALUES ('fresh.example', 1)");
     gw.sync_expecting(0);
@@ -287,7 +273,7 @@ fn feature_off_leaves_relay_recipient_maps_and_writes_no_table() {
     assert_eq!(main_cf_but_relay_domains(&gw), before);
     assert_eq!(gw.postfix.postconf("relay_recipient_maps").unwrap(), value);
     assert_eq!(
-        fs::read_to_string(&operator).unwrap(),
+        fs::read_to_string(conf.join("operator_recipients")).unwrap(),
         "ops@example.com OK\n"
     );
     assert_eq!(recipient_files(&conf), Vec::<String>::new());
@@ -844,22 +830,7 @@ fn tokens(value: &str) -> Vec<String> {
 fn an_operator_recipient_table_is_kept_through_on_and_off() {
     let gw = Gateway::start("kuma8088.com", "");
     gw.db.grant_recipients().unwrap();
-    let conf = gw.postfix.config_dir();
-    let operator = conf.join("operator_recipients");
-    fs::write(&operator, "ops@example.com OK\n").unwrap();
-    gw.postfix
-        .command(
-            "/usr/sbin/postmap",
-            &[&format!("hash:{}", operator.display())],
-        )
-        .unwrap();
-    let theirs = format!("hash:{}", operator.display());
-    gw.postfix
-        .command(
-            "/usr/sbin/postconf",
-            &["-e", &format!("relay_recipient_maps = {theirs}")],
-        )
-        .unwrap();
+    let theirs = operator_table(&gw);
 
     gw.edit_config(|text| format!("{text}{QUERY}\n"));
     gw.sync_expecting(0);
@@ -921,4 +892,20 @@ fn map_mode_and_validation_work_together() {
             "zoe@fresh.example"
         ])
     );
+}
+
+/// An operator's own recipient table (`ops@example.com` only, no relay-sync header), built
+/// and named alone in `relay_recipient_maps`; returns its token.
+fn operator_table(gw: &Gateway) -> String {
+    let operator = gw.postfix.config_dir().join("operator_recipients");
+    fs::write(&operator, "ops@example.com OK\n").unwrap();
+    let token = format!("hash:{}", operator.display());
+    gw.postfix.command("/usr/sbin/postmap", &[&token]).unwrap();
+    gw.postfix
+        .command(
+            "/usr/sbin/postconf",
+            &["-e", &format!("relay_recipient_maps = {token}")],
+        )
+        .unwrap();
+    token
 }
