@@ -262,7 +262,7 @@ fn run_steps<P: PostfixWrite + Sync>(
 /// returned (`None`: `side` panicked). When no thread can be started (a process or memory
 /// limit of the cron job), `side` runs here after `main`: slower, but never a panic halfway
 /// through a change.
-fn alongside<A: Send, B>(
+pub(crate) fn alongside<A: Send, B>(
     side: impl FnOnce() -> A + Send,
     main: impl FnOnce() -> B,
 ) -> (B, Option<A>) {

@@ -9,6 +9,7 @@ use relay_core::{
 };
 use relay_postfix::PostfixRead;
 
+use crate::apply::alongside;
 use crate::{Outcome, SyncSettings, LOG_LIST_MAX};
 
 /// A plan together with what it was computed from, ready to be guarded and applied.
@@ -121,33 +122,21 @@ pub fn prepare_fetched<P: PostfixRead>(
 }
 
 /// [`normalize_recipients`] on two threads for a large result (the machine's cores are
-/// otherwise idle while a run plans): the first half here, the second beside it, joined in one
-/// pass. When no thread can be started, both halves are normalized here.
+/// otherwise idle while a run plans): the second half beside the first ([`alongside`], which
+/// runs it here when no thread can be started), joined in one pass.
 pub(crate) fn normalize_recipients_in_halves(mut rows: Vec<String>) -> NormalizedRecipients {
     const SPLIT_ABOVE: usize = 50_000;
     if rows.len() <= SPLIT_ABOVE {
         return normalize_recipients(rows);
     }
-    let second = std::sync::Mutex::new(Some(rows.split_off(rows.len() / 2)));
-    let take = || {
-        second
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take()
-            .unwrap_or_default()
-    };
-    std::thread::scope(|scope| {
-        let side = std::thread::Builder::new().spawn_scoped(scope, || normalize_recipients(take()));
-        let first = normalize_recipients(rows);
-        let later = match side.map(|thread| thread.join()) {
-            Ok(Ok(later)) => later,
-            // The half it took is gone with it: never plan without it.
-            Ok(Err(panic)) => std::panic::resume_unwind(panic),
-            // No thread: its rows are still here.
-            Err(_) => normalize_recipients(take()),
-        };
-        first.merge(later)
-    })
+    let second = rows.split_off(rows.len() / 2);
+    let (first, later) = alongside(
+        move || normalize_recipients(second),
+        || normalize_recipients(rows),
+    );
+    // A half whose normalization panicked is gone: never plan without it.
+    let later = later.unwrap_or_else(|| panic!("normalizing the recipient rows stopped"));
+    first.merge(later)
 }
 
 /// [`prepare`] from rows already normalized.
