@@ -173,11 +173,7 @@ pub(crate) fn prepare_normalized<P: PostfixRead>(
             postfix.transport_map_is_fresh()?,
         ))
     };
-    let (relay_domains, transport, map_fresh) = read().map_err(|error| {
-        tracing::error!("Cannot read the current Postfix configuration: {error}");
-        tracing::error!("Keeping current configuration");
-        Outcome::ReadFailed(error)
-    })?;
+    let (relay_domains, transport, map_fresh) = read().map_err(read_failed)?;
     tracing::info!(
         "Current relay_domains: {}",
         cut_list(
@@ -209,11 +205,7 @@ pub(crate) fn prepare_normalized<P: PostfixRead>(
             settings.mode != RelayDomainsMode::Map || postfix.relay_domains_map_is_fresh()?;
         Ok((text, fresh))
     };
-    let (table_text, relay_domains_map_fresh) = read_table().map_err(|error| {
-        tracing::error!("Cannot read the current Postfix configuration: {error}");
-        tracing::error!("Keeping current configuration");
-        Outcome::ReadFailed(error)
-    })?;
+    let (table_text, relay_domains_map_fresh) = read_table().map_err(read_failed)?;
     table.text = table_text.as_deref();
 
     let plan = Plan::with_mode(
@@ -227,11 +219,7 @@ pub(crate) fn prepare_normalized<P: PostfixRead>(
         settings.mode,
         Some(table),
     )
-    .map_err(|error| {
-        tracing::error!("Cannot plan against the current configuration: {error}");
-        tracing::error!("Keeping current configuration");
-        Outcome::Unplannable(error)
-    })?;
+    .map_err(unplannable)?;
     // Recipient validation: planned when it is on, or when it is off and the table relay-sync
     // wrote is still there (its header says so), so that the parameter can let go of it.
     // Otherwise nothing here runs a command or reads a file: a run without the feature is
@@ -256,11 +244,7 @@ pub(crate) fn prepare_normalized<P: PostfixRead>(
         Ok((value, text, fresh))
     };
     let (relay_recipient_maps, recipients_text, recipients_fresh) =
-        maps_read().map_err(|error| {
-            tracing::error!("Cannot read the current Postfix configuration: {error}");
-            tracing::error!("Keeping current configuration");
-            Outcome::ReadFailed(error)
-        })?;
+        maps_read().map_err(read_failed)?;
     let relayed = if recipients.is_some() {
         normalized
             .valid
@@ -285,11 +269,7 @@ pub(crate) fn prepare_normalized<P: PostfixRead>(
             },
             &relay_recipient_maps,
         )
-        .map_err(|error| {
-            tracing::error!("Cannot plan against the current configuration: {error}");
-            tracing::error!("Keeping current configuration");
-            Outcome::Unplannable(error)
-        })?;
+        .map_err(unplannable)?;
     drop(relayed);
     if let Some(r) = &plan.recipients {
         log_recipient_notes(r, &plan.target, &table);
@@ -333,6 +313,20 @@ pub(crate) fn prepare_normalized<P: PostfixRead>(
         log_changes(&prepared.plan);
     }
     Ok(prepared)
+}
+
+/// Ends a run whose Postfix state could not be read, saying so.
+fn read_failed(error: relay_postfix::PostfixError) -> Outcome {
+    tracing::error!("Cannot read the current Postfix configuration: {error}");
+    tracing::error!("Keeping current configuration");
+    Outcome::ReadFailed(error)
+}
+
+/// Ends a run that cannot be planned against the current state, saying so.
+fn unplannable(error: relay_core::PlanError) -> Outcome {
+    tracing::error!("Cannot plan against the current configuration: {error}");
+    tracing::error!("Keeping current configuration");
+    Outcome::Unplannable(error)
 }
 
 /// Logs each rejected row. One bad row in the admin panel must not mail the operator every five
