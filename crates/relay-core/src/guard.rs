@@ -110,13 +110,11 @@ pub fn guard(plan: &Plan, settings: GuardSettings) -> Result<(), Refusal> {
     if plan.database_domains == 0 && managed > 0 && !settings.allow_empty {
         return Err(Refusal::EmptyDatabase { managed });
     }
-    // Integer arithmetic: refuse when removed / managed > max / 100.
-    let over_limit = removed * 100 > usize::from(settings.max_remove_percent) * managed;
-    if removed > 1 && over_limit && !settings.force {
+    if let Some(percent) = removes_too_many(removed, managed, settings) {
         return Err(Refusal::MassRemoval {
             removed,
             managed,
-            percent: removed * 100 / managed.max(1),
+            percent,
             max: settings.max_remove_percent,
         });
     }
@@ -130,12 +128,11 @@ pub fn guard(plan: &Plan, settings: GuardSettings) -> Result<(), Refusal> {
             });
         }
         let (removed, entries) = (recipients.removed_kept_domains, recipients.entries_now);
-        let over_limit = removed * 100 > usize::from(settings.max_remove_percent) * entries;
-        if removed > 1 && over_limit && !settings.force {
+        if let Some(percent) = removes_too_many(removed, entries, settings) {
             return Err(Refusal::RecipientMassRemoval {
                 removed,
                 entries,
-                percent: removed * 100 / entries.max(1),
+                percent,
                 max: settings.max_remove_percent,
             });
         }
@@ -149,4 +146,12 @@ pub fn guard(plan: &Plan, settings: GuardSettings) -> Result<(), Refusal> {
         });
     }
     Ok(())
+}
+
+/// `MAX_REMOVE_PERCENT`: the share of `removed` in `of`, rounded down, when one run removing
+/// them must be refused (more than one, over the limit, and not `--force`d); else `None`.
+fn removes_too_many(removed: usize, of: usize, settings: GuardSettings) -> Option<usize> {
+    // Integer arithmetic: refuse when removed / of > max / 100.
+    let over_limit = removed * 100 > usize::from(settings.max_remove_percent) * of;
+    (removed > 1 && over_limit && !settings.force).then(|| removed * 100 / of.max(1))
 }
