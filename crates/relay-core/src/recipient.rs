@@ -543,9 +543,13 @@ impl RecipientPlan {
 
     /// Whether `relay_recipient_maps` must be rewritten.
     pub fn maps_changed(&self) -> bool {
-        let current: Vec<&str> = tokens(&self.maps_current).collect();
-        let target: Vec<&str> = tokens(&self.maps_value).collect();
-        current != target
+        !self.is_maps_value(&self.maps_current)
+    }
+
+    /// Whether a `relay_recipient_maps` value (as `postconf -h` prints it) holds exactly the
+    /// tokens the plan sets, in order; separators and spacing do not count.
+    pub fn is_maps_value(&self, value: &str) -> bool {
+        tokens(value).eq(tokens(&self.maps_value))
     }
 
     /// Whether the plan changes nothing.
@@ -561,11 +565,6 @@ impl RecipientPlan {
             None if self.final_first => self.table_final.as_deref(),
             None => None,
         }
-    }
-
-    /// Whether validation is in force once the plan is applied.
-    pub fn active_after(&self) -> bool {
-        self.enabled
     }
 }
 

@@ -365,14 +365,7 @@ fn verify_recipients<P: PostfixWrite>(
         let seen = postfix
             .relay_recipient_maps()
             .map_err(FailureCause::Postfix)?;
-        let tokens = |value: &str| -> Vec<String> {
-            value
-                .split(|c: char| c == ',' || c.is_ascii_whitespace())
-                .filter(|t| !t.is_empty())
-                .map(str::to_owned)
-                .collect()
-        };
-        if tokens(&seen) != tokens(&recipients.maps_value) {
+        if !recipients.is_maps_value(&seen) {
             return Err(FailureCause::Verify(format!(
                 "postconf -h relay_recipient_maps shows {seen:?}, not the value just written"
             )));
