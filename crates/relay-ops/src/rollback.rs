@@ -153,8 +153,20 @@ pub(crate) fn rollback(
     let current_relay = postfix.relay_domains()?;
     let current_transport = postfix.read_transport()?;
     let current_table = postfix.read_relay_domains_map()?;
-    let current_maps = postfix.relay_recipient_maps()?;
-    let current_recipients = postfix.read_recipients_map()?;
+    // Recipient validation's state is read (and saved) only when it is on or the generation
+    // holds it: otherwise a rollback reads and runs nothing it did not before.
+    let recipients_now =
+        if config.recipients_query.is_some() || contents.relay_recipient_maps.is_some() {
+            Some((
+                postfix.relay_recipient_maps()?,
+                postfix.read_recipients_map()?,
+            ))
+        } else {
+            None
+        };
+    let current_recipients = recipients_now
+        .as_ref()
+        .and_then(|(_, table)| table.as_deref());
     let recipients_path = config.recipients_map.display().to_string();
     // Planned before anything is written: a generation that cannot be restored safely changes
     // nothing, not even the backup directory.
@@ -178,7 +190,7 @@ pub(crate) fn rollback(
         Some(maps) => plan.with_recipients(relay_core::RecipientsRollback {
             relay_recipient_maps: maps,
             table: contents.recipients_map.as_deref(),
-            current_table: current_recipients.as_deref(),
+            current_table: current_recipients,
         }),
         None => plan,
     };
@@ -203,12 +215,10 @@ pub(crate) fn rollback(
             .files
             .push(postfix.backup_relay_domains_map(&saved.stamp, text)?);
     }
-    if config.recipients_query.is_some() || contents.relay_recipient_maps.is_some() {
-        saved.files.extend(postfix.backup_recipients(
-            &saved.stamp,
-            &current_maps,
-            current_recipients.as_deref(),
-        )?);
+    if let Some((maps, table)) = &recipients_now {
+        saved
+            .files
+            .extend(postfix.backup_recipients(&saved.stamp, maps, table.as_deref())?);
     }
     for file in &saved.files {
         tracing::info!("Backup created: {}", file.display());
