@@ -56,7 +56,7 @@ pub use recipient::{
 };
 pub use relay_domains::{RelayDomains, RelayDomainsError};
 pub use relay_domains_map::{
-    render_relay_domains_map, RelayDomainsMode, RelayDomainsTable, MAP_HEADER,
+    entry_key, render_relay_domains_map, RelayDomainsMode, RelayDomainsTable, MAP_HEADER,
 };
 pub use rollback::{
     GenerationTexts, RecipientsRestore, RecipientsRollback, RollbackInput, RollbackPlan,

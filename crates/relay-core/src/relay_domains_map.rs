@@ -124,7 +124,20 @@ pub(crate) fn names_path(token: &str, path: &str) -> bool {
 /// The keys of a table source's entry lines, as written: comments, blank lines and
 /// continuation lines are skipped.
 pub(crate) fn entry_keys(text: &str) -> impl Iterator<Item = &str> {
-    text.lines()
-        .filter(|line| !line.starts_with([' ', '\t', '#']))
-        .filter_map(|line| line.split_ascii_whitespace().next())
+    text.lines().filter_map(entry_key)
+}
+
+/// The key of one line of a table source relay-sync owns, as written; `None` for a comment,
+/// a blank line or a continuation line.
+///
+/// ```
+/// assert_eq!(relay_core::entry_key("a@x.example OK"), Some("a@x.example"));
+/// assert_eq!(relay_core::entry_key("# a comment"), None);
+/// assert_eq!(relay_core::entry_key("  continued"), None);
+/// ```
+pub fn entry_key(line: &str) -> Option<&str> {
+    if line.starts_with([' ', '\t', '#']) {
+        return None;
+    }
+    line.split_ascii_whitespace().next()
 }

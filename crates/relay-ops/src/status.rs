@@ -144,10 +144,8 @@ pub(crate) fn recipients_in_table(path: &std::path::Path) -> Result<usize, Strin
         Err(error) => return Err(unreadable(error)),
     };
     let mut count = 0;
-    for line in std::io::BufReader::new(file).split(b'\n') {
-        let line = line.map_err(unreadable)?;
-        let entry = !line.starts_with(b" ") && !line.starts_with(b"\t") && !line.starts_with(b"#");
-        if entry && line.iter().any(|b| !b.is_ascii_whitespace()) {
+    for line in std::io::BufReader::new(file).lines() {
+        if relay_core::entry_key(&line.map_err(unreadable)?).is_some() {
             count += 1;
         }
     }
