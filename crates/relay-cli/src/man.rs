@@ -75,7 +75,7 @@ pub(crate) fn pages() -> std::io::Result<Vec<Page>> {
     let mut ours = Roff::new();
     exit_status_section(&mut ours, "sync");
     ours.control("PP", []).text([roman(
-        "These are a sync's. Each command's own are on its page, relay-sync-COMMAND(1).",
+        "These are a sync's; the page of each command lists that command's own.",
     )]);
     section(&mut ours, "ENVIRONMENT", ENVIRONMENT);
     section(&mut ours, "FILES", FILES);
