@@ -8,17 +8,18 @@
 
 use std::io::Write;
 use std::path::Path;
-use std::process::ExitCode;
 
-use relay_ops::manual::{exit_status, DESCRIPTION, ENVIRONMENT, FILES};
+use relay_ops::manual::{exits, DESCRIPTION, ENVIRONMENT, FILES};
+use relay_ops::ExitStatus;
+use roff::{bold, roman, Roff};
 
-use crate::{logging, Cli, EXIT_INTERNAL, EXIT_USAGE};
+use crate::logging;
 
 /// One page: its file name's stem (`relay-sync-check`), its section, and its roff text.
-struct Page {
-    name: String,
+pub(crate) struct Page {
+    pub(crate) name: String,
     section: u8,
-    roff: Vec<u8>,
+    pub(crate) roff: Vec<u8>,
 }
 
 impl Page {
@@ -40,8 +41,8 @@ const SOURCE: &str = concat!("relay-sync ", env!("CARGO_PKG_VERSION"));
 
 /// Every page the packages ship: relay-sync(1), one relay-sync-COMMAND(1) per visible command,
 /// and relay-sync.conf(5) once [`config_page`] renders it.
-fn pages() -> std::io::Result<Vec<Page>> {
-    let mut cli = <Cli as clap::CommandFactory>::command()
+pub(crate) fn pages() -> std::io::Result<Vec<Page>> {
+    let mut cli = crate::command()
         // `help` is clap's, not a page of ours: without this, SUBCOMMANDS would name a
         // relay-sync-help(1) that no package ships.
         .disable_help_subcommand(true)
@@ -71,10 +72,15 @@ fn pages() -> std::io::Result<Vec<Page>> {
     man.render_description_section(&mut roff)?;
     man.render_options_section(&mut roff)?;
     man.render_subcommands_section(&mut roff)?;
-    section(&mut roff, "EXIT STATUS", &exit_status("sync"))?;
-    section(&mut roff, "ENVIRONMENT", ENVIRONMENT)?;
-    section(&mut roff, "FILES", FILES)?;
-    see_also_section(&mut roff, &see_also)?;
+    let mut ours = Roff::new();
+    exit_status_section(&mut ours, "sync");
+    ours.control("PP", []).text([roman(
+        "These are a sync's; the page of each command lists that command's own.",
+    )]);
+    section(&mut ours, "ENVIRONMENT", ENVIRONMENT);
+    section(&mut ours, "FILES", FILES);
+    see_also_section(&mut ours, &see_also);
+    ours.to_writer(&mut roff)?;
     man.render_version_section(&mut roff)?;
     pages.push(Page {
         name: "relay-sync".to_owned(),
@@ -84,7 +90,7 @@ fn pages() -> std::io::Result<Vec<Page>> {
 
     for sub in commands {
         let name = sub.get_display_name().unwrap_or(sub.get_name()).to_owned();
-        let exit_status = exit_status(sub.get_name());
+        let command = sub.get_name().to_owned();
         let mut roff = Vec::new();
         // A subcommand has no version of its own; the footer names the program's.
         let man = clap_mangen::Man::new(sub).source(SOURCE);
@@ -93,12 +99,14 @@ fn pages() -> std::io::Result<Vec<Page>> {
         man.render_synopsis_section(&mut roff)?;
         man.render_description_section(&mut roff)?;
         man.render_options_section(&mut roff)?;
-        section(&mut roff, "EXIT STATUS", &exit_status)?;
         let mut also = vec!["relay-sync(1)".to_owned()];
         if config.is_some() {
             also.push("relay-sync.conf(5)".to_owned());
         }
-        see_also_section(&mut roff, &also)?;
+        let mut ours = Roff::new();
+        exit_status_section(&mut ours, &command);
+        see_also_section(&mut ours, &also);
+        ours.to_writer(&mut roff)?;
         pages.push(Page {
             name,
             section: 1,
@@ -116,48 +124,41 @@ fn pages() -> std::io::Result<Vec<Page>> {
 }
 
 /// A section of tagged paragraphs (`.TP`).
-fn section<A: AsRef<str>, B: AsRef<str>>(
-    out: &mut Vec<u8>,
-    title: &str,
-    items: &[(A, B)],
-) -> std::io::Result<()> {
-    writeln!(out, ".SH \"{title}\"")?;
+fn section(roff: &mut Roff, title: &str, items: &[(&str, &str)]) {
+    roff.control("SH", [title]);
     for (tag, text) in items {
-        writeln!(
-            out,
-            ".TP\n\\fB{}\\fR\n{}",
-            escape(tag.as_ref()),
-            escape(text.as_ref())
-        )?;
+        roff.control("TP", [])
+            .text([bold(*tag)])
+            .text([roman(*text)]);
     }
-    Ok(())
 }
 
-fn see_also_section(out: &mut Vec<u8>, pages: &[String]) -> std::io::Result<()> {
-    let refs: Vec<String> = pages
-        .iter()
-        .map(|page| {
-            let (name, section) = page.split_once('(').unwrap_or((page, ""));
-            format!("\\fB{}\\fR({section}", escape(name))
-        })
-        .collect();
-    writeln!(out, ".SH \"SEE ALSO\"\n{}", refs.join(", "))
+/// EXIT STATUS: each code `command` can end with, and what it means for it.
+fn exit_status_section(roff: &mut Roff, command: &str) {
+    roff.control("SH", ["EXIT STATUS"]);
+    for exit in exits(command) {
+        roff.control("TP", [])
+            .text([bold(exit.status.code().to_string())])
+            .text([roman(exit.detail.replace('`', ""))]);
+    }
 }
 
-/// Escapes text for roff: backslashes, hyphens (so `man` does not turn them into dashes), and
-/// a leading dot or quote that would start a request.
-fn escape(text: &str) -> String {
-    let escaped = text.replace('\\', "\\\\").replace('-', "\\-");
-    if escaped.starts_with(['.', '\'']) {
-        format!("\\&{escaped}")
-    } else {
-        escaped
+fn see_also_section(roff: &mut Roff, pages: &[String]) {
+    let mut refs = Vec::new();
+    for page in pages {
+        if !refs.is_empty() {
+            refs.push(roman(", "));
+        }
+        let (name, section) = page.split_once('(').unwrap_or((page, ""));
+        refs.push(bold(name));
+        refs.push(roman(format!("({section}")));
     }
+    roff.control("SH", ["SEE ALSO"]).text(refs);
 }
 
 /// `relay-sync man [COMMAND]`: prints relay-sync(1), or relay-sync-COMMAND(1), or (with
 /// `relay-sync.conf`) relay-sync.conf(5) when it exists.
-pub(crate) fn print(command: Option<&str>) -> ExitCode {
+pub(crate) fn print(command: Option<&str>) -> ExitStatus {
     let wanted = match command {
         None => "relay-sync".to_owned(),
         Some("relay-sync.conf") => "relay-sync.conf".to_owned(),
@@ -169,17 +170,17 @@ pub(crate) fn print(command: Option<&str>) -> ExitCode {
     };
     let Some(page) = pages.into_iter().find(|page| page.name == wanted) else {
         logging::early_error(&format!("no man page for {:?}", command.unwrap_or("")));
-        return ExitCode::from(EXIT_USAGE);
+        return ExitStatus::Usage;
     };
     match std::io::stdout().write_all(&page.roff) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) => ExitStatus::Success,
         Err(error) => write_failed(&error),
     }
 }
 
 /// `relay-sync man --out-dir DIR`: writes every page as DIR/NAME.SECTION and prints the file
 /// names, one a line.
-pub(crate) fn write_all(dir: &Path) -> ExitCode {
+pub(crate) fn write_all(dir: &Path) -> ExitStatus {
     let written = pages().and_then(|pages| {
         std::fs::create_dir_all(dir)?;
         let mut names = String::new();
@@ -191,12 +192,12 @@ pub(crate) fn write_all(dir: &Path) -> ExitCode {
         std::io::stdout().write_all(names.as_bytes())
     });
     match written {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) => ExitStatus::Success,
         Err(error) => write_failed(&error),
     }
 }
 
-fn write_failed(error: &std::io::Error) -> ExitCode {
+fn write_failed(error: &std::io::Error) -> ExitStatus {
     logging::early_error(&format!("cannot write the man page: {error}"));
-    ExitCode::from(EXIT_INTERNAL)
+    ExitStatus::Internal
 }

@@ -10,28 +10,32 @@
 //!   `STATUS=` the last result. Outside systemd the notifications are no-ops.
 
 use std::path::PathBuf;
-use std::process::ExitCode;
 
-use relay_ops::{Config, Gateway, WatchStatus};
+use relay_ops::{Config, Gateway, WatchEnd, WatchStatus};
 use sd_notify::NotifyState;
 use tokio::signal::unix::{signal, SignalKind};
 
-/// Runs the watcher; returns when it has stopped.
-pub(crate) fn run(gateway: Gateway, config_path: Option<PathBuf>) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            tracing::error!("cannot start the async runtime for the watcher: {error}");
-            return ExitCode::from(crate::EXIT_INTERNAL);
-        }
-    };
-    runtime.block_on(watch(gateway, config_path))
+/// Why the watcher could not start.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum WatchError {
+    /// No tokio runtime.
+    #[error("cannot start the async runtime for the watcher: {0}")]
+    Runtime(std::io::Error),
+    /// The signals it stops and reloads on cannot be caught.
+    #[error("cannot install the signal handlers of the watcher: {0}")]
+    Signals(std::io::Error),
 }
 
-async fn watch(gateway: Gateway, config_path: Option<PathBuf>) -> ExitCode {
+/// Runs the watcher; returns how it ended once it has stopped.
+pub(crate) fn run(gateway: Gateway, config_path: Option<PathBuf>) -> Result<WatchEnd, WatchError> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(WatchError::Runtime)?
+        .block_on(watch(gateway, config_path))
+}
+
+async fn watch(gateway: Gateway, config_path: Option<PathBuf>) -> Result<WatchEnd, WatchError> {
     // Installed before the watcher starts, so no signal meets the default action (exit) while
     // a sync runs.
     let signals = (|| {
@@ -42,13 +46,7 @@ async fn watch(gateway: Gateway, config_path: Option<PathBuf>) -> ExitCode {
             signal(SignalKind::user_defined1())?,
         ))
     })();
-    let (mut term, mut int, mut hup, mut usr1) = match signals {
-        Ok(signals) => signals,
-        Err(error) => {
-            tracing::error!("cannot install the signal handlers of the watcher: {error}");
-            return ExitCode::from(crate::EXIT_INTERNAL);
-        }
-    };
+    let (mut term, mut int, mut hup, mut usr1) = signals.map_err(WatchError::Signals)?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let watch = gateway.watch(async move {
         let _ = stopped.await;
@@ -98,7 +96,7 @@ async fn watch(gateway: Gateway, config_path: Option<PathBuf>) -> ExitCode {
         end.status.polls,
         end.status.syncs
     );
-    ExitCode::SUCCESS
+    Ok(end)
 }
 
 /// `READY=1` once, after the first sync; `WATCHDOG=1` and `STATUS=` on every change.

@@ -36,6 +36,7 @@
 mod alert;
 pub mod check;
 pub mod config;
+mod exit;
 mod failures;
 mod hold;
 mod journal;
@@ -57,12 +58,13 @@ pub use alert::sns;
 pub use alert::{AlertSink, CommandSink, MailSink};
 pub use check::Report as CheckReport;
 pub use config::{Config, ConfigError};
+pub use exit::{exit_code_table, ExitStatus};
 pub use failures::{Alert, RunState, Severity};
 pub use hold::{Hold, HoldError};
 pub use lock::Held;
 pub use rollback::RollbackError;
-pub use status::Status;
-pub use sync::{exit_code_table, DryRun, NotReady, RunOutcome, RunRecord, SyncOptions, EXIT_CODES};
+pub use status::{Health, Status};
+pub use sync::{DryRun, NotReady, RunOutcome, RunRecord, SyncOptions};
 pub use watch::{Watch, WatchEnd, WatchHandle, WatchStatus};
 
 /// A gateway to operate: its config, and where its alerts go.

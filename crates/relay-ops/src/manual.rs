@@ -3,6 +3,8 @@
 //! relay-ops knows) and each command's exit status. relay-cli renders them as roff; an admin
 //! tool may show them too.
 
+use crate::ExitStatus;
+
 /// The DESCRIPTION of relay-sync(1); `--help` keeps its shorter text.
 pub const DESCRIPTION: &str = "relay-sync keeps a Postfix MX gateway's relay_domains and \
 transport map in step with the enabled domains of the admin panel's MariaDB. It is run as root \
@@ -78,42 +80,160 @@ pub const FILES: &[(&str, &str)] = &[
     ),
 ];
 
-/// A command's EXIT STATUS items: a sync's come from [`crate::EXIT_CODES`] (the README's
-/// table comes from the same list), the others' are fixed.
-pub fn exit_status(command: &str) -> Vec<(String, String)> {
-    if command == "sync" {
-        return crate::EXIT_CODES
-            .iter()
-            .map(|(code, meaning)| (code.to_string(), meaning.replace('`', "")))
-            .collect();
-    }
-    other_exit_status(command)
-        .iter()
-        .map(|(code, text)| ((*code).to_owned(), (*text).to_owned()))
-        .collect()
+/// Every command of `relay-sync`, in the order `--help` lists them, and the two generators.
+pub const COMMANDS: &[&str] = &[
+    "sync",
+    "check",
+    "status",
+    "watch",
+    "rollback",
+    "backups",
+    "hold",
+    "release",
+    "completions",
+    "man",
+];
+
+/// One exit code a command can end with, and what it means for that command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExitDoc {
+    /// The status; [`ExitStatus::code`] is the number.
+    pub status: ExitStatus,
+    /// One line, for `--help`.
+    pub summary: &'static str,
+    /// In full, for the man page and the README.
+    pub detail: &'static str,
 }
 
-/// The exit status of the commands that do not sync.
-fn other_exit_status(name: &str) -> &'static [(&'static str, &'static str)] {
-    match name {
-        "check" => &[
-            ("0", "Every check passed."),
-            ("1", "A check failed; the report says which."),
-            ("2", "A usage error."),
-        ],
-        "rollback" => &[
-            ("0", "Rolled back and Postfix reloaded."),
-            (
-                "1",
-                "The rollback failed or another run holds the lock; the log says why.",
+/// What `command` can exit with, one entry per code, in code order: the EXIT STATUS of its
+/// man page, the end of its `--help` and its rows in the README. Empty for an unknown command.
+/// A sync's are SPEC §8's; a test in `exit.rs` keeps each list equal to the statuses the
+/// command's outcomes can have.
+pub fn exits(command: &str) -> Vec<ExitDoc> {
+    use ExitStatus::{
+        CheckFailed, Critical, Internal, Refused, StepFailed, Success, Unhealthy, Usage,
+    };
+    /// Any command: a wrong option, or a config that cannot be loaded.
+    const USAGE: &str = "a usage or configuration error";
+    let doc = |status, summary, detail| ExitDoc {
+        status,
+        summary,
+        detail,
+    };
+    let same = |status, text| doc(status, text, text);
+    match command {
+        "sync" => ExitStatus::SPEC
+            .iter()
+            .map(|&status| ExitDoc {
+                status,
+                summary: status.summary(),
+                detail: status.meaning(),
+            })
+            .collect(),
+        "check" => vec![
+            same(Success, "every check passed (warnings allowed)"),
+            doc(
+                CheckFailed,
+                "a check failed",
+                "a check failed, a broken configuration included; the report says which",
             ),
-            ("2", "A usage or configuration error."),
+            same(Usage, "a usage error"),
         ],
-        "backups" => &[
-            ("0", "The generations were listed."),
-            ("1", "BACKUP_DIR could not be read."),
-            ("2", "A usage or configuration error."),
+        "status" => vec![
+            same(Success, "the status was shown (with --max-age: healthy)"),
+            doc(
+                Unhealthy,
+                "--max-age: no successful sync recent enough",
+                "--max-age SECONDS: no successful sync ended in the last SECONDS (a container \
+                 HEALTHCHECK's unhealthy)",
+            ),
+            doc(
+                Usage,
+                "a usage or configuration error",
+                "a usage or configuration error, e.g. --max-age without a number",
+            ),
         ],
-        _ => &[("0", "Success."), ("2", "A usage or configuration error.")],
+        "watch" => vec![
+            same(
+                Success,
+                "stopped by SIGTERM or SIGINT, after the step in progress",
+            ),
+            doc(
+                Internal,
+                "the watcher could not start",
+                "the watcher could not start its runtime or signal handlers",
+            ),
+            doc(
+                Usage,
+                "a usage or configuration error",
+                "a usage or configuration error, or a LOG_FILE that cannot be opened",
+            ),
+        ],
+        "rollback" => {
+            vec![
+            same(Success, "rolled back and Postfix reloaded (and held, with --hold)"),
+            doc(
+                Internal,
+                "a file could not be read or written",
+                "the run lock, a backup, a file to restore or the hold file could not be read \
+                 or written",
+            ),
+            doc(
+                Usage,
+                "no such generation, or a usage or configuration error",
+                "no such generation (the error names those there are), no backups, an empty \
+                 --hold reason, a missing Postfix command, or a usage or configuration error",
+            ),
+            doc(
+                Refused,
+                "refused (a sync is running, or it is not safe); nothing changed",
+                "refused, nothing changed: a sync holds the run lock, or the generation cannot \
+                 be restored without leaving a relayed domain unrouted",
+            ),
+            same(
+                StepFailed,
+                "a Postfix command failed before anything was changed",
+            ),
+            doc(
+                Critical,
+                "a step failed after the current state was saved; manual intervention required",
+                "a step failed after the current state was saved: the error says what was \
+                 restored and the `relay-sync rollback --to STAMP` that puts the saved state \
+                 back; manual intervention required",
+            ),
+        ]
+        }
+        "backups" => vec![
+            same(Success, "the generations were listed"),
+            same(Internal, "BACKUP_DIR could not be read"),
+            same(Usage, USAGE),
+        ],
+        "hold" => vec![
+            same(Success, "syncs are held"),
+            same(Internal, "the hold file in STATE_DIR could not be written"),
+            same(
+                Usage,
+                "an empty --reason, or a usage or configuration error",
+            ),
+        ],
+        "release" => vec![
+            same(Success, "the hold was lifted, or syncs were not held"),
+            same(
+                Internal,
+                "the hold file in STATE_DIR could not be read or removed",
+            ),
+            same(Usage, USAGE),
+        ],
+        "completions" => vec![
+            same(Success, "the script was printed"),
+            same(Internal, "standard output could not be written"),
+            same(Usage, "an unknown shell, or another usage error"),
+        ],
+        "man" => vec![
+            same(Success, "the page was printed, or every page written"),
+            same(Internal, "a page could not be written"),
+            same(Usage, "no such page, or another usage error"),
+        ],
+        _ => Vec::new(),
     }
 }

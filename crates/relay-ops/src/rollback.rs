@@ -47,12 +47,17 @@ pub enum RollbackError {
     #[error("no backups in {0}: nothing to roll back to")]
     NoBackups(String),
     /// `--to STAMP` names no generation.
-    #[error("no backup generation {stamp} in {dir}; `relay-sync backups` lists them")]
+    #[error(
+        "no backup generation {stamp} in {dir}; it has {known} (newest first; `relay-sync \
+         backups` lists them with what each holds)"
+    )]
     UnknownStamp {
         /// The stamp asked for.
         stamp: String,
         /// The backup directory.
         dir: String,
+        /// The stamps it has, newest first, cut after [`KNOWN_STAMPS_SHOWN`].
+        known: String,
     },
     /// A Postfix step failed before anything was changed.
     #[error(transparent)]
@@ -81,6 +86,9 @@ pub enum RollbackError {
     },
 }
 
+/// How many stamps an unknown `--to STAMP` names: enough to spot a typo in the recent ones.
+pub const KNOWN_STAMPS_SHOWN: usize = 10;
+
 /// Picks the generation: `--to STAMP`, or the newest.
 pub(crate) fn pick(
     generations: &[BackupGeneration],
@@ -88,12 +96,17 @@ pub(crate) fn pick(
     dir: &str,
 ) -> Result<BackupGeneration, RollbackError> {
     let generation = match to {
+        Some(_) if generations.is_empty() => return Err(RollbackError::NoBackups(dir.to_owned())),
         Some(stamp) => generations
             .iter()
             .find(|g| g.stamp == stamp)
             .ok_or_else(|| RollbackError::UnknownStamp {
                 stamp: stamp.to_owned(),
                 dir: dir.to_owned(),
+                known: cut_list(
+                    generations.iter().rev().map(|g| &g.stamp),
+                    KNOWN_STAMPS_SHOWN,
+                ),
             })?,
         // The newest generation of a run that worked: one a failed run wrote holds the state
         // that is still in place.
@@ -418,7 +431,11 @@ mod tests {
         );
         insta::assert_snapshot!(
             pick(&all, Some("20261123-090000"), "/b").unwrap_err().to_string(),
-            @"no backup generation 20261123-090000 in /b; `relay-sync backups` lists them"
+            @"no backup generation 20261123-090000 in /b; it has 20261123-110000, 20261123-100000 (newest first; `relay-sync backups` lists them with what each holds)"
+        );
+        insta::assert_snapshot!(
+            pick(&[], Some("2020"), "/b").unwrap_err().to_string(),
+            @"no backups in /b: nothing to roll back to"
         );
         insta::assert_snapshot!(
             pick(&[], None, "/b").unwrap_err().to_string(),

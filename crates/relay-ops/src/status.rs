@@ -4,6 +4,7 @@
 //! down, and it never shows a secret (it does not read one).
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use relay_core::TransportFile;
 use relay_postfix::list_backups;
@@ -59,6 +60,57 @@ impl Status {
             .earliest()?;
         // A clock set back reads as "just now" rather than as no success at all.
         Some((chrono::Local::now() - ended).to_std().unwrap_or_default())
+    }
+
+    /// Whether the last successful sync ended within `max_age` (`status --max-age`, a
+    /// container HEALTHCHECK); [`Health::Healthy`] when no limit is given.
+    pub fn health(&self, max_age: Option<Duration>) -> Health {
+        let Some(max_age) = max_age else {
+            return Health::Healthy;
+        };
+        match self.last_success_age() {
+            Some(age) if age <= max_age => Health::Healthy,
+            Some(age) => Health::Stale { age, max_age },
+            None => Health::NeverSynced { max_age },
+        }
+    }
+}
+
+/// `status --max-age`'s verdict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Health {
+    /// The last successful sync is recent enough, or no limit was asked for.
+    Healthy,
+    /// The last successful sync ended `age` ago, more than `max_age`.
+    Stale {
+        /// How long ago it ended.
+        age: Duration,
+        /// The limit.
+        max_age: Duration,
+    },
+    /// No successful sync is recorded.
+    NeverSynced {
+        /// The limit.
+        max_age: Duration,
+    },
+}
+
+impl std::fmt::Display for Health {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Health::Healthy => f.write_str("healthy"),
+            Health::Stale { age, max_age } => write!(
+                f,
+                "unhealthy: the last successful sync ended {} s ago, more than {} s",
+                age.as_secs(),
+                max_age.as_secs()
+            ),
+            Health::NeverSynced { max_age } => write!(
+                f,
+                "unhealthy: no successful sync is recorded (limit {} s)",
+                max_age.as_secs()
+            ),
+        }
     }
 }
 

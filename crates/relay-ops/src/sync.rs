@@ -34,7 +34,8 @@ pub struct SyncOptions {
 
 /// How a run ended, as far as the gateway is concerned.
 ///
-/// [`RunOutcome::exit_code`] is the one place an outcome becomes an exit code (SPEC §8).
+/// [`RunOutcome::exit_status`] (in `exit.rs`, beside every other command's) classifies it for
+/// SPEC §8.
 #[derive(Debug)]
 pub enum RunOutcome {
     /// The engine ran: fetch, plan, guard, apply, verify (and roll back on failure).
@@ -64,74 +65,6 @@ pub enum NotReady {
     TransportMaps(String),
 }
 
-/// What each exit code of a sync means (SPEC §8), for the README's table and the man page's
-/// EXIT STATUS; [`RunOutcome::exit_code`] decides which one a run gets. A test keeps the
-/// README equal to this.
-pub const EXIT_CODES: &[(u8, &str)] = &[
-    (
-        0,
-        "synced, nothing to do, another run holds the lock, or syncs are held (`relay-sync hold`)",
-    ),
-    (1, "unexpected internal error"),
-    (
-        2,
-        "usage or configuration error (including a config or password file others may change or \
-         read), a missing Postfix command, or a `transport_maps` that does not read \
-         `TRANSPORT_FILE`; configuration kept",
-    ),
-    (
-        3,
-        "database unreachable or query failed, or the password could not be had \
-         (`DB_PASSWORD_FILE` unreadable, `DB_PASSWORD_COMMAND` failing); configuration kept",
-    ),
-    (
-        4,
-        "refused by the safety guard, or the transport file's managed block is broken; \
-         configuration kept",
-    ),
-    (
-        5,
-        "a step (backup, write, postmap, postconf) failed or ran past `COMMAND_TIMEOUT` and was \
-         rolled back, or Postfix's state could not be read; configuration as before",
-    ),
-    (
-        6,
-        "critical: `postfix reload` failed or ran past `COMMAND_TIMEOUT`, or the rollback \
-         failed; manual intervention required",
-    ),
-];
-
-/// [`EXIT_CODES`] as the README's Markdown table.
-pub fn exit_code_table() -> String {
-    let mut out = String::from("| exit | meaning |\n|---|---|\n");
-    for (code, meaning) in EXIT_CODES {
-        out.push_str(&format!("| {code} | {meaning} |\n"));
-    }
-    out
-}
-
-impl RunOutcome {
-    /// The process exit code (SPEC §8): the single `match` from outcome to code.
-    pub fn exit_code(&self) -> u8 {
-        match self {
-            RunOutcome::Sync(Outcome::NoChange | Outcome::Applied(_))
-            | RunOutcome::Skipped(_)
-            | RunOutcome::Held(_) => 0,
-            RunOutcome::Internal(_) => 1,
-            RunOutcome::NotReady(_) => 2,
-            RunOutcome::Sync(Outcome::DatabaseFailed(_)) | RunOutcome::PasswordFailed(_) => 3,
-            RunOutcome::Sync(Outcome::Refused(_) | Outcome::Unplannable(_)) => 4,
-            RunOutcome::Sync(Outcome::ReadFailed(_) | Outcome::RolledBack(_)) => 5,
-            RunOutcome::Sync(Outcome::Critical { .. }) => 6,
-        }
-    }
-
-    /// Whether the run did what it should (synced, found nothing to do, or stepped aside).
-    pub fn is_success(&self) -> bool {
-        self.exit_code() == 0
-    }
-}
-
 impl std::fmt::Display for RunOutcome {
     /// One line for the state file, `status` and alerts.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -158,11 +91,6 @@ pub struct RunRecord {
 }
 
 impl RunRecord {
-    /// The process exit code (SPEC §8), from [`RunOutcome::exit_code`].
-    pub fn exit_code(&self) -> u8 {
-        self.outcome.exit_code()
-    }
-
     /// Domains the run added and removed (empty unless it applied a change).
     pub fn changes(&self) -> (Vec<&str>, Vec<&str>) {
         match &self.outcome {
@@ -206,22 +134,6 @@ pub enum DryRun {
     NoChange,
     /// The dry run could not plan (database, Postfix or config failure).
     Failed(RunOutcome),
-}
-
-impl DryRun {
-    /// The exit code a real run would have: 4 when the guard would refuse.
-    pub fn exit_code(&self) -> u8 {
-        match self {
-            DryRun::Planned {
-                verdict: Err(refusal),
-                ..
-            } => RunOutcome::Sync(Outcome::Refused(refusal.clone())).exit_code(),
-            DryRun::Planned { .. } | DryRun::NoChange => {
-                RunOutcome::Sync(Outcome::NoChange).exit_code()
-            }
-            DryRun::Failed(outcome) => outcome.exit_code(),
-        }
-    }
 }
 
 /// The file in `STATE_DIR` where a run keeps what postconf printed (see
@@ -648,7 +560,7 @@ fn write_metrics(
     let exit = outcome.exit_code();
     let metrics = metrics::RunMetrics {
         last_run: now,
-        last_success: if exit == 0 && !matches!(outcome, RunOutcome::Held(_)) {
+        last_success: if outcome.is_success() && !matches!(outcome, RunOutcome::Held(_)) {
             now
         } else {
             metrics::previous_last_success(path).unwrap_or(0)
@@ -668,63 +580,5 @@ fn write_metrics(
     };
     if let Err(error) = metrics::write(path, &metrics) {
         tracing::error!("Metrics not written to {}: {error}", path.display());
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The README's exit-code table is rendered from [`EXIT_CODES`]; `UPDATE_EXPECT=1`
-    /// rewrites it instead of failing.
-    #[test]
-    fn the_readme_lists_the_exit_codes() {
-        const BEGIN: &str = "<!-- BEGIN exit codes: generated from relay_ops::EXIT_CODES -->\n";
-        const END: &str = "<!-- END exit codes -->";
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../README.md");
-        let readme = std::fs::read_to_string(&path).unwrap();
-        let (before, rest) = readme
-            .split_once(BEGIN)
-            .expect("README.md has the BEGIN marker");
-        let (_, after) = rest.split_once(END).expect("README.md has the END marker");
-        let rendered = format!("{before}{BEGIN}{}{END}{after}", exit_code_table());
-        if rendered != readme {
-            if std::env::var_os("UPDATE_EXPECT").is_some_and(|value| value == "1") {
-                std::fs::write(&path, rendered).unwrap();
-            } else {
-                panic!("README.md's exit codes differ from EXIT_CODES; regenerate with `UPDATE_EXPECT=1 cargo test -p relay-ops exit`");
-            }
-        }
-        assert_eq!(EXIT_CODES.len(), 7);
-    }
-
-    /// SPEC §8's table, row by row, for the outcomes relay-ops adds to the engine's.
-    #[test]
-    fn exit_codes_follow_spec_8() {
-        let held = lock::Held {
-            path: PathBuf::from("/var/lib/relay-sync/relay-sync.lock"),
-            pid: None,
-            held_for: None,
-        };
-        let password = ConfigError::PasswordEmpty {
-            what: "DB_PASSWORD_FILE /etc/relay-sync/db.pw".to_owned(),
-        };
-        let cases = [
-            (RunOutcome::Sync(Outcome::NoChange), 0),
-            (RunOutcome::Skipped(held), 0),
-            (RunOutcome::Internal("no lock".to_owned()), 1),
-            (
-                RunOutcome::NotReady(NotReady::TransportMaps("x".to_owned())),
-                2,
-            ),
-            (RunOutcome::PasswordFailed(password), 3),
-            (
-                RunOutcome::Sync(Outcome::Refused(Refusal::EmptyDatabase { managed: 3 })),
-                4,
-            ),
-        ];
-        for (outcome, code) in cases {
-            assert_eq!(outcome.exit_code(), code, "{outcome}");
-        }
     }
 }

@@ -218,7 +218,7 @@ fn rollback_restores_a_generation() {
     let lock = fs::File::create(gw.dir.path().join("state/relay-sync.lock")).unwrap();
     lock.try_lock().unwrap();
     let refused = gw.run(&["rollback"]);
-    assert_ne!(refused.code, 0, "{refused:?}");
+    assert_eq!(refused.code, 4, "{refused:?}");
     assert!(refused.stderr.contains("A sync is running"), "{refused:?}");
     assert_eq!(gw.relay_domains(), synced_relay);
     drop(lock);
@@ -253,18 +253,38 @@ fn rollback_restores_a_generation() {
     let to = gw.run(&["rollback", "--to", &first_stamp]);
     assert_eq!(to.code, 0, "{to:?}");
     assert_eq!(gw.relay_domains(), "kuma8088.com, old.example");
-    let unknown = gw.run(&["rollback", "--to", "20000101-000000"]);
-    assert_ne!(unknown.code, 0);
-    insta::assert_snapshot!(
-        "rollback_unknown_stamp",
-        gw.redact(
-            unknown
-                .stderr
-                .split("ERROR: ")
-                .nth(1)
-                .unwrap_or(&unknown.stderr)
-        )
+    // A stamp that is not there, or not a stamp at all, is a usage error that names the
+    // generations there are, newest first.
+    let mut stamps: Vec<String> = gw
+        .run(&["backups"])
+        .stdout
+        .lines()
+        .filter_map(|line| line.split_whitespace().next())
+        .filter(|word| word.len() == 15 && word.as_bytes()[8] == b'-')
+        .map(str::to_owned)
+        .collect();
+    stamps.reverse();
+    assert_eq!(stamps.len(), 4, "{stamps:?}");
+    for stamp in ["20000101-000000", "2020"] {
+        let unknown = gw.run(&["rollback", "--to", stamp]);
+        assert_eq!(unknown.code, 2, "{unknown:?}");
+        assert!(
+            unknown.stderr.contains(&stamps.join(", ")),
+            "{stamps:?} {unknown:?}"
+        );
+    }
+    let unknown = gw.run(&["rollback", "--to", "2020"]);
+    let mut message = gw.redact(
+        unknown
+            .stderr
+            .split("ERROR: ")
+            .nth(1)
+            .unwrap_or(&unknown.stderr),
     );
+    for (i, stamp) in stamps.iter().enumerate() {
+        message = message.replace(stamp, &format!("[STAMP{}]", stamps.len() - i));
+    }
+    insta::assert_snapshot!("rollback_unknown_stamp", message);
     // The next sync applies the database again.
     gw.sync_expecting(0);
     assert_eq!(gw.relay_domains(), synced_relay);
@@ -603,4 +623,75 @@ fn failed_runs_keep_the_good_generations() {
         listed.lines().last().unwrap().contains("rollback"),
         "{listed}"
     );
+}
+
+/// A usage error is exit 2 in every command, with clap's message or relay-sync's own: a wrong
+/// or missing option, a value that is not a number, an unknown command, shell or page, a
+/// generation that is not there, an empty hold reason, a config file that is not there.
+#[test]
+fn usage_errors_exit_2_in_every_command() {
+    // These end before anything reaches the database or Postfix: a config naming empty
+    // directories will do.
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    let config = dir.path().join("relay-sync.conf");
+    fs::write(
+        &config,
+        format!(
+            "DB_HOST=127.0.0.1\nDELL_RELAY_IP=127.0.0.1\nPOSTFIX_CONFIG_DIR={d}\n\
+             BACKUP_DIR={d}/backup\nSTATE_DIR={d}/state\nLOG_FILE={d}/relay-sync.log\n"
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(&config, fs::Permissions::from_mode(0o600)).unwrap();
+    let config = config.to_str().unwrap();
+    let mut transcript = String::new();
+    for args in [
+        &["--bogus"][..],
+        &["sync", "--dry-run", "--bogus"],
+        &["check", "--jsn"],
+        &["status", "--max-age", "a-day"],
+        &["status", "--domains"],
+        &["watch", "now"],
+        &["rollback", "--to"],
+        &["rollback", "--to", "2020"],
+        &["backups", "--json"],
+        &["hold"],
+        &["hold", "--reason", " "],
+        &["release", "--force"],
+        &["completions", "tcsh"],
+        &["man", "frobnicate"],
+        &["frobnicate"],
+        &["--config", "/nonexistent/relay-sync.conf", "status"],
+    ] {
+        let mut command = std::process::Command::new(crate::gateway::BIN);
+        if args[0] != "--config" {
+            command.args(["--config", config]);
+        }
+        let out = command.args(args).env_remove("RUST_LOG").output().unwrap();
+        let code = out.status.code().unwrap_or(-1);
+        assert_eq!(code, 2, "relay-sync {args:?}: {out:?}");
+        assert!(out.stdout.is_empty(), "relay-sync {args:?}: {out:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr).replace(&d.to_string(), "[DIR]");
+        // A message logged before the config is read carries the time.
+        let stderr: String = stderr
+            .lines()
+            .map(|line| match line.split_once("] ") {
+                Some((stamp, rest)) if stamp.starts_with("[20") => format!("[TIME] {rest}\n"),
+                _ => format!("{line}\n"),
+            })
+            .collect();
+        let words: Vec<String> = args
+            .iter()
+            .map(|arg| match arg.trim().is_empty() || arg.contains(' ') {
+                true => format!("'{arg}'"),
+                false => (*arg).to_owned(),
+            })
+            .collect();
+        transcript.push_str(&format!(
+            "$ relay-sync {}\nexit {code}\n{stderr}\n",
+            words.join(" ")
+        ));
+    }
+    insta::assert_snapshot!(transcript);
 }

@@ -637,3 +637,127 @@ fn every_command_has_help() {
     assert!(!top.contains("completions"), "{top}");
     assert!(output(BIN, &["completions", "zsh"]).contains("#compdef relay-sync"));
 }
+
+/// What bash's completion for relay-sync offers for the command line `words` (the last word is
+/// the one being completed), through the function the shipped script registers, as bash calls
+/// it on TAB: with `COMP_WORDS`, `COMP_CWORD` and the command, word and previous word as
+/// arguments, reading `COMPREPLY`.
+fn bash_completes(script: &Path, words: &[&str]) -> Vec<String> {
+    let program = r#"
+        source "$1"; shift
+        function=$(complete -p relay-sync | sed -n 's/.* -F \([^ ]*\) .*/\1/p')
+        [ -n "$function" ] || { echo "no completion registered for relay-sync" >&2; exit 1; }
+        COMP_WORDS=("$@")
+        COMP_CWORD=$(($# - 1))
+        COMP_LINE="$*"
+        COMP_POINT=${#COMP_LINE}
+        "$function" relay-sync "${COMP_WORDS[COMP_CWORD]}" "${COMP_WORDS[COMP_CWORD - 1]}"
+        printf '%s\n' "${COMPREPLY[@]}"
+    "#;
+    output(
+        "bash",
+        &[&["-c", program, "bash", script.to_str().unwrap()], words].concat(),
+    )
+    .lines()
+    .filter(|line| !line.is_empty())
+    .map(str::to_owned)
+    .collect()
+}
+
+/// What fish's completion offers for `line`: `complete -C` prints each candidate and its
+/// description, separated by a tab.
+fn fish_completes(script: &Path, line: &str) -> Vec<String> {
+    let program = format!("source {}; complete -C '{line}'", script.display());
+    output("fish", &["--no-config", "-c", &program])
+        .lines()
+        .map(|line| line.split('\t').next().unwrap_or_default().to_owned())
+        .collect()
+}
+
+/// What zsh's completion system offers for `line`: an interactive zsh on a pseudo-terminal
+/// (zsh/zpty) with `compinit` and the shipped `_relay-sync` on its `fpath` is sent the line and
+/// a TAB; `compadd` is wrapped to write each candidate to a file, and each is kept once.
+fn zsh_completes(dir: &Path, line: &str) -> Vec<String> {
+    let matches = dir.join("zsh-matches");
+    let _ = fs::remove_file(&matches);
+    let program = r#"
+        zmodload zsh/zpty
+        zpty z zsh -f -i
+        zpty -w z "PROMPT=''; fpath=($1 \$fpath); autoload -Uz compinit; compinit -u -D"
+        zpty -w z "compadd() { builtin compadd -O __m \"\$@\"; print -l -- \${__m} >> $2; builtin compadd \"\$@\" }"
+        zpty -w -n z "$3"$'\t'
+        # Read what the terminal shows until the completion has had time to run.
+        local out
+        for i in {1..30}; do
+            sleep 0.1
+            while zpty -r -t z out; do :; done
+            [[ -s $2 ]] && break
+        done
+        zpty -d z
+    "#;
+    output(
+        "timeout",
+        &[
+            "20",
+            "zsh",
+            "-f",
+            "-c",
+            program,
+            "zsh",
+            dir.to_str().unwrap(),
+            matches.to_str().unwrap(),
+            line,
+        ],
+    );
+    // zsh may offer a candidate more than once (once per group it tries).
+    let mut offered: Vec<String> = Vec::new();
+    for line in fs::read_to_string(&matches).unwrap_or_default().lines() {
+        if !line.is_empty() && !offered.iter().any(|o| o == line) {
+            offered.push(line.to_owned());
+        }
+    }
+    offered
+}
+
+/// Completion works in bash, zsh and fish for the commands and for a command's options
+/// (`relay-sync status --j<TAB>`): clap_complete's bash script alone completes no option of a
+/// command when the binary's name has a hyphen.
+#[test]
+fn completion_of_a_subcommand_option() {
+    require(&[
+        ("/bin/bash", "bash"),
+        ("/usr/bin/zsh", "zsh"),
+        ("/usr/bin/fish", "fish"),
+    ]);
+    let dir = tempfile::tempdir().unwrap();
+    let bash = dir.path().join("relay-sync.bash");
+    fs::write(&bash, output(BIN, &["completions", "bash"])).unwrap();
+    assert_eq!(
+        bash_completes(&bash, &["relay-sync", "status", "--j"]),
+        ["--json"]
+    );
+    assert_eq!(bash_completes(&bash, &["relay-sync", "sta"]), ["status"]);
+    let rollback = bash_completes(&bash, &["relay-sync", "rollback", "--"]);
+    for option in ["--to", "--hold", "--config"] {
+        assert!(rollback.iter().any(|o| o == option), "{rollback:?}");
+    }
+    assert_eq!(
+        bash_completes(&bash, &["relay-sync", "completions", "fi"]),
+        ["fish"]
+    );
+
+    let fish = dir.path().join("relay-sync.fish");
+    fs::write(&fish, output(BIN, &["completions", "fish"])).unwrap();
+    assert_eq!(fish_completes(&fish, "relay-sync status --j"), ["--json"]);
+    assert_eq!(fish_completes(&fish, "relay-sync sta"), ["status"]);
+
+    let zsh_dir = dir.path().join("zsh");
+    fs::create_dir(&zsh_dir).unwrap();
+    fs::write(
+        zsh_dir.join("_relay-sync"),
+        output(BIN, &["completions", "zsh"]),
+    )
+    .unwrap();
+    assert_eq!(zsh_completes(&zsh_dir, "relay-sync status --j"), ["--json"]);
+    assert_eq!(zsh_completes(&zsh_dir, "relay-sync sta"), ["status"]);
+}
