@@ -5,8 +5,10 @@ use std::fs::{File, OpenOptions};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
+use std::os::unix::fs::MetadataExt;
+
 use crate::trust::trusted_link;
-use crate::write::{temp_in, TEMP_SUFFIX};
+use crate::write::{not_regular, temp_in, TEMP_SUFFIX};
 use crate::{io, FsError};
 
 /// An empty file of an unpredictable name (`.relay-sync-check.RANDOM.relay-sync.tmp`), created
@@ -44,14 +46,7 @@ pub fn check_writable(path: &Path) -> Result<(), FsError> {
     let target = target.as_deref().unwrap_or(path);
     if let Ok(meta) = std::fs::symlink_metadata(target) {
         if !meta.file_type().is_file() {
-            return Err(FsError::Refused {
-                path: path.to_owned(),
-                problem: format!(
-                    "not a regular file ({}), where relay-sync writes one",
-                    describe(&meta.file_type())
-                ),
-                fix: format!("run `rm {}`", crate::shell_word(path)),
-            });
+            return Err(not_regular("it", path, meta.mode()));
         }
     }
     let file: File = OpenOptions::new()
@@ -72,29 +67,7 @@ pub fn check_writable(path: &Path) -> Result<(), FsError> {
     if meta.file_type().is_file() {
         Ok(())
     } else {
-        Err(FsError::Refused {
-            path: path.to_owned(),
-            problem: "not a regular file, where relay-sync writes one".to_owned(),
-            fix: format!("run `rm {}`", crate::shell_word(path)),
-        })
-    }
-}
-
-/// A file type in words.
-fn describe(file_type: &std::fs::FileType) -> &'static str {
-    use std::os::unix::fs::FileTypeExt;
-    if file_type.is_fifo() {
-        "a FIFO (named pipe)"
-    } else if file_type.is_char_device() {
-        "a character device"
-    } else if file_type.is_block_device() {
-        "a block device"
-    } else if file_type.is_socket() {
-        "a socket"
-    } else if file_type.is_dir() {
-        "a directory"
-    } else {
-        "a symbolic link"
+        Err(not_regular("it", path, meta.mode()))
     }
 }
 
@@ -142,7 +115,10 @@ mod tests {
         let pipe = dir.path().join("fifo.prom");
         fifo(&pipe);
         let text = refusal(check_writable(&pipe));
-        assert!(text.contains("a FIFO (named pipe)"), "{text}");
+        assert!(
+            text.contains("it is a FIFO (named pipe), not a regular file"),
+            "{text}"
+        );
         assert!(text.contains(&pipe.display().to_string()), "{text}");
     }
 }

@@ -226,6 +226,14 @@ fn type_name(file_type: FileType) -> &'static str {
     }
 }
 
+/// The command that moves a directory found where a file belongs out of the way (never
+/// `rm -r`: what is in it may matter).
+pub(crate) fn move_aside(path: &Path) -> String {
+    let word = shell_word(path);
+    let aside = shell_word(Path::new(&format!("{}.moved-aside", path.display())));
+    format!("mv {word} {aside}")
+}
+
 /// `n` bytes, in words.
 fn size(n: u64) -> String {
     match n {
@@ -260,6 +268,13 @@ fn file_problems(
 ) -> Problems {
     let rm = format!("rm {}", shell_word(path));
     let mut problems = Problems::new();
+    if file_type == FileType::Directory {
+        problems.push((
+            format!("{} is a directory, not a regular file", kind.what),
+            move_aside(path),
+        ));
+        return problems;
+    }
     if file_type != FileType::RegularFile {
         let link = if file_type == FileType::Symlink {
             let to = std::fs::read_link(path)

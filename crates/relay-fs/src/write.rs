@@ -280,7 +280,7 @@ pub fn open_lock(path: &Path, new_mode: u32) -> Result<File, FsError> {
     // reader of the pid line).
     let mut problems = Vec::new();
     if !meta.file_type().is_file() {
-        return Err(not_regular(Kind::LOCK, path, meta.mode()));
+        return Err(not_regular(Kind::LOCK.what(), path, meta.mode()));
     }
     if !trusted_owner(meta.uid()) {
         problems.push((
@@ -336,7 +336,7 @@ fn open_error(path: &Path, error: std::io::Error) -> FsError {
 fn refuse_unless_regular(kind: Kind, target: &Path, path: &Path) -> Result<(), FsError> {
     match fs::symlink_metadata(target) {
         Ok(meta) if !meta.file_type().is_file() && !meta.file_type().is_symlink() => {
-            Err(not_regular(kind, path, meta.mode()))
+            Err(not_regular(kind.what(), path, meta.mode()))
         }
         _ => Ok(()),
     }
@@ -350,12 +350,12 @@ fn check_regular(file: &File, path: &Path) -> Result<(), FsError> {
     if meta.file_type().is_file() {
         Ok(())
     } else {
-        Err(not_regular(Kind::LOG, path, meta.mode()))
+        Err(not_regular(Kind::LOG.what(), path, meta.mode()))
     }
 }
 
 /// The refusal of something that is not a regular file.
-fn not_regular(kind: Kind, path: &Path, mode: u32) -> FsError {
+pub(crate) fn not_regular(what: &str, path: &Path, mode: u32) -> FsError {
     let found = match FileType::from_raw_mode(mode) {
         FileType::Fifo => "a FIFO (named pipe)",
         FileType::CharacterDevice => "a character device",
@@ -365,10 +365,15 @@ fn not_regular(kind: Kind, path: &Path, mode: u32) -> FsError {
         FileType::Symlink => "a symbolic link",
         _ => "not a file",
     };
+    let fix = if FileType::from_raw_mode(mode) == FileType::Directory {
+        crate::read::move_aside(path)
+    } else {
+        format!("rm {}", shell_word(path))
+    };
     FsError::Refused {
         path: path.to_owned(),
-        problem: format!("{} is {found}, not a regular file", kind.what()),
-        fix: format!("run `rm {}`", shell_word(path)),
+        problem: format!("{what} is {found}, not a regular file"),
+        fix: format!("run `{fix}`"),
     }
 }
 
@@ -431,7 +436,8 @@ fn open_dir(dir: &Path, nofollow: bool) -> std::io::Result<File> {
 
 /// Takes group and other permissions beyond `mode` away from the existing directory `dir`,
 /// through its own descriptor. A directory that is a symbolic link is never chmodded: a
-/// [`trusted_link`] is left as root set it up, and any other link is refused, naming it.
+/// [`trusted_link`] is left as root set it up, and any other link is refused, naming it. So is
+/// a directory owned by anyone but root or this user: it is not chmodded, and refused.
 pub fn tighten_dir(dir: &Path, mode: u32) -> Result<(), FsError> {
     let handle = match open_dir(dir, true) {
         Ok(handle) => handle,
@@ -441,11 +447,23 @@ pub fn tighten_dir(dir: &Path, mode: u32) -> Result<(), FsError> {
         }
         Err(source) => return Err(io("open directory", dir, source)),
     };
-    let current = handle
+    let meta = handle
         .metadata()
-        .map_err(|source| io("inspect", dir, source))?
-        .mode()
-        & 0o7777;
+        .map_err(|source| io("inspect", dir, source))?;
+    // Someone else's directory is theirs to chmod, and no place for root's files.
+    if !trusted_owner(meta.uid()) {
+        return Err(FsError::Refused {
+            path: dir.to_owned(),
+            problem: format!(
+                "the directory is owned by uid {} (mode {:04o}), not by root: others could put \
+                 anything there",
+                meta.uid(),
+                meta.mode() & 0o7777
+            ),
+            fix: format!("run `chown root {}`", shell_word(dir)),
+        });
+    }
+    let current = meta.mode() & 0o7777;
     if current & !mode != 0 {
         handle
             .set_permissions(fs::Permissions::from_mode(current & mode))
@@ -667,6 +685,25 @@ mod tests {
         let mut file = open_append(&log, 0o640).unwrap();
         file.write_all(b"line\n").unwrap();
         assert_eq!(fs::metadata(&log).unwrap().mode() & 0o7777, 0o640);
+    }
+
+    #[test]
+    fn only_roots_own_directory_is_tightened() {
+        let dir = tempfile::tempdir().unwrap();
+        let backups = dir.path().join("backup");
+        create_dir(&backups, 0o755).unwrap();
+        tighten_dir(&backups, 0o700).unwrap();
+        assert_eq!(fs::metadata(&backups).unwrap().mode() & 0o7777, 0o700);
+        require_root();
+        fs::set_permissions(&backups, fs::Permissions::from_mode(0o755)).unwrap();
+        std::os::unix::fs::chown(&backups, Some(NOBODY), Some(NOBODY)).unwrap();
+        let text = refusal(tighten_dir(&backups, 0o700));
+        assert!(text.contains("owned by uid 65534"), "{text}");
+        assert!(
+            text.contains(&format!("chown root {}", backups.display())),
+            "{text}"
+        );
+        assert_eq!(fs::metadata(&backups).unwrap().mode() & 0o7777, 0o755);
     }
 
     #[test]
