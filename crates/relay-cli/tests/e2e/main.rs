@@ -14,6 +14,7 @@ mod gateway;
 mod scenarios;
 
 mod ops;
+mod planted;
 mod packaging;
 mod recorded;
 mod rollback_order;
