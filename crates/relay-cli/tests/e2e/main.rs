@@ -14,8 +14,8 @@ mod gateway;
 mod scenarios;
 
 mod ops;
-mod planted;
 mod packaging;
+mod planted;
 mod recorded;
 mod rollback_order;
 
