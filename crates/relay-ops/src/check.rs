@@ -652,7 +652,15 @@ fn check_writable(config: &Config, report: &mut Report) {
         targets.push(("metrics file", metrics.clone(), Kind::File));
     }
     for (name, path, kind) in targets {
-        match writable(&path, kind) {
+        // The lock is a file relay-sync keeps: a sync refuses it where it refuses a kept file
+        // (someone else's, in a directory others can write), and so does check.
+        let kept = match name {
+            "lock file" => relay_fs::inspect(relay_fs::Kind::LOCK, &path)
+                .map(drop)
+                .map_err(|error| error.to_string()),
+            _ => Ok(()),
+        };
+        match kept.and_then(|()| writable(&path, kind)) {
             Ok(detail) => report.push(name, Level::Ok, detail),
             Err(detail) => report.push(name, Level::Fail, detail),
         }
