@@ -15,8 +15,11 @@
 //!   database can never start a forged line or rewrite a terminal.
 //! - Each line is written with a single `write` call, and the log file is opened with
 //!   `O_APPEND`, so concurrent runs appending to the same file never interleave mid-line.
-//! - The log file is created with mode 0640 and its missing parent directory with 0750. A file
-//!   that cannot be opened is an error for the caller to handle; a later write failure is
+//! - The log file is created with mode 0640 and its missing parent directory with 0750. It is
+//!   opened through relay-fs, never blocking: a FIFO, a device or someone else's link at
+//!   `LOG_FILE` is refused, named on stderr, and the lines go to stderr only (relay-ops then
+//!   refuses the sync itself, so the refusal is recorded and alerted). A file that cannot be
+//!   opened for another reason is an error for the caller to handle; a later write failure is
 //!   reported once on stderr.
 //! - stderr gets every line on a terminal and only `ERROR` lines otherwise, so cron's mail
 //!   carries failures and nothing else ([`StderrMode`]).
@@ -108,6 +111,10 @@ pub(crate) enum LoggingError {
         /// The OS error.
         source: io::Error,
     },
+    /// What is at `LOG_FILE` is not a file relay-sync may append to (a FIFO, a device, a link
+    /// someone else made): relay-fs names it and the fix.
+    #[error(transparent)]
+    Refused(relay_fs::FsError),
     /// [`init`] was called twice, or something else installed a subscriber.
     #[error("a log subscriber is already installed")]
     AlreadyInstalled,
@@ -130,10 +137,19 @@ pub(crate) fn init(
         Some(path) if path.as_os_str() == "-" => {
             (BoxMakeWriter::new(io::stdout), BoxMakeWriter::new(io::sink))
         }
-        Some(path) => (
-            BoxMakeWriter::new(Arc::new(LogFile::new(open_log_file(path)?, path))),
-            BoxMakeWriter::new(io::stderr),
-        ),
+        Some(path) => match open_log_file(path) {
+            Ok(file) => (
+                BoxMakeWriter::new(Arc::new(LogFile::new(file, path))),
+                BoxMakeWriter::new(io::stderr),
+            ),
+            // Never a FIFO that would hang every run before it records anything: the operator
+            // hears of it on stderr, and relay-ops refuses (and records) the sync itself.
+            Err(LoggingError::Refused(error)) => {
+                early_error(&format!("{error}; logging to stderr only"));
+                (BoxMakeWriter::new(io::sink), BoxMakeWriter::new(io::stderr))
+            }
+            Err(error) => return Err(error),
+        },
         None => (BoxMakeWriter::new(io::sink), BoxMakeWriter::new(io::stderr)),
     };
     let subscriber = subscriber(file, stderr_writer, stderr, max_level, local_time());
@@ -150,23 +166,22 @@ pub(crate) fn early_error(message: &str) {
 
 /// Opens `path` for appending; creates it with mode 0640 (and its missing parent directory
 /// with 0750) when it does not exist. Both modes are set explicitly, whatever the umask. An
-/// existing file keeps its mode. Never through a symbolic link someone other than root made:
-/// relay-postfix's `safe_file` opens it (`O_NOFOLLOW`, unless root owns the link) and creates
-/// the directory.
+/// existing file keeps its mode. relay-fs opens it and creates the directory: never through a
+/// symbolic link someone other than root made (`O_NOFOLLOW`, unless root owns the link), never
+/// blocking (`O_NONBLOCK`), and only a regular file ([`LoggingError::Refused`] otherwise).
 pub(crate) fn open_log_file(path: &Path) -> Result<File, LoggingError> {
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        relay_postfix::create_dir(parent, LOG_DIR_MODE).map_err(|source| {
-            LoggingError::CreateDir {
-                path: parent.to_owned(),
-                source,
-            }
+        relay_fs::create_dir(parent, LOG_DIR_MODE).map_err(|error| match error {
+            relay_fs::FsError::Io { path, source, .. } => LoggingError::CreateDir { path, source },
+            other => LoggingError::Refused(other),
         })?;
     }
-    relay_postfix::safe_file::open_append(path, LOG_FILE_MODE).map_err(|source| {
-        LoggingError::Open {
+    relay_fs::open_append(path, LOG_FILE_MODE).map_err(|error| match error {
+        relay_fs::FsError::Io { source, .. } => LoggingError::Open {
             path: path.to_owned(),
             source,
-        }
+        },
+        other => LoggingError::Refused(other),
     })
 }
 
@@ -649,8 +664,10 @@ mod tests {
     #[test]
     fn unusable_log_file_names_the_path() {
         let dir = tempfile::tempdir().unwrap();
+        // A directory where the log file should be: refused, never removed.
         let error = open_log_file(dir.path()).unwrap_err();
-        assert!(matches!(error, LoggingError::Open { .. }), "{error}");
+        assert!(matches!(error, LoggingError::Refused(_)), "{error}");
+        assert!(error.to_string().contains("run `mv "), "{error}");
         let blocker = dir.path().join("file");
         std::fs::write(&blocker, "").unwrap();
         let error = open_log_file(&blocker.join("sub/relay-sync.log")).unwrap_err();
@@ -658,6 +675,21 @@ mod tests {
             .to_string()
             .replace(&*dir.path().to_string_lossy(), "DIR");
         insta::assert_snapshot!(message, @"cannot create log directory DIR/file/sub: Not a directory (os error 20)");
+    }
+
+    #[test]
+    fn a_fifo_or_a_device_at_the_log_file_is_refused_without_blocking() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("relay-sync.log");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+        assert!(made.is_ok_and(|status| status.success()), "mkfifo");
+        for path in [fifo.as_path(), Path::new("/dev/null")] {
+            let error = open_log_file(path).unwrap_err();
+            assert!(matches!(error, LoggingError::Refused(_)), "{error}");
+            let text = error.to_string();
+            assert!(text.contains(&path.display().to_string()), "{text}");
+            assert!(text.contains("not a regular file"), "{text}");
+        }
     }
 
     #[test]
@@ -705,11 +737,13 @@ mod tests {
 
     #[test]
     fn write_failure_is_reported_once_and_stderr_still_gets_the_lines() {
-        // /dev/full opens like any file, and every write to it fails with ENOSPC.
+        // Every write to /dev/full fails with ENOSPC. (It is a device, which open_log_file
+        // refuses: it is opened here directly.)
         let path = Path::new("/dev/full");
+        let device = std::fs::OpenOptions::new().append(true).open(path).unwrap();
         let file = LogFile {
             report: |message| REPORTS.lock().unwrap().push(message.to_owned()),
-            ..LogFile::new(open_log_file(path).unwrap(), path)
+            ..LogFile::new(device, path)
         };
         let err = Buffer::default();
         let subscriber = subscriber(

@@ -185,7 +185,10 @@ pub(crate) fn write_all(dir: &Path) -> ExitStatus {
         std::fs::create_dir_all(dir)?;
         let mut names = String::new();
         for page in pages {
-            std::fs::write(dir.join(page.file_name()), &page.roff)?;
+            // Replaced by rename like every file relay-sync writes: a packager may run this as
+            // root in a directory others can write.
+            relay_fs::replace(&dir.join(page.file_name()), &page.roff, 0o644)
+                .map_err(std::io::Error::other)?;
             names.push_str(&page.file_name());
             names.push('\n');
         }

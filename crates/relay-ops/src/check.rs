@@ -1,9 +1,11 @@
 //! `relay-sync check` (SPEC §9): is this host ready to sync? Config and its permissions, the
 //! password source, the database and the DB user's grants, the Postfix commands, that
 //! `transport_maps` names `TRANSPORT_FILE`, and that every file and directory relay-sync writes
-//! is writable, and, with SNS alerts, that AWS credentials resolve and the topic answers. It
-//! changes nothing (a probe file it creates to test a directory is removed at
-//! once) and never shows a secret.
+//! is writable, that the files relay-sync keeps in `STATE_DIR` are its own, and, with SNS
+//! alerts, that AWS credentials resolve and the topic answers. It changes nothing (a probe file
+//! it creates to test a directory, of a random name and `O_EXCL|O_NOFOLLOW` through relay-fs,
+//! is removed at once; an existing file is opened for appending without writing, never
+//! through someone else's link and never waiting on a FIFO) and never shows a secret.
 //!
 //! Each check ends `ok`, `warn` or `fail`; the command exits 1 when any check failed, 0
 //! otherwise. Grants beyond `SELECT` on the domains table (and, for recipient validation,
@@ -11,7 +13,6 @@
 //! failure: syncing still works, but the document asks for a read-only user. With
 //! `RECIPIENTS_QUERY` set, check also runs it once and says how many rows it returned.
 
-use std::fs::OpenOptions;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
@@ -96,14 +97,19 @@ pub fn run(config: &Config) -> Report {
             report.push(name, status, detail);
         }
     }
-    match crate::hold::read(&config.state_dir) {
-        Ok(Some(hold)) => report.push(
-            "hold",
-            Level::Warn,
-            format!("syncs are {hold}; `relay-sync release` lifts it"),
-        ),
-        Ok(None) => {}
-        Err(error) => report.push("hold", Level::Fail, error.to_string()),
+    // What a sync reads from STATE_DIR before it syncs, read the same way: a refusal there
+    // fails the sync (exit 2), so it fails the check.
+    match crate::state_dir::read(&config.state_dir) {
+        Ok(kept) => {
+            if let Some(hold) = kept.hold {
+                report.push(
+                    "hold",
+                    Level::Warn,
+                    format!("syncs are {hold}; `relay-sync release` lifts it"),
+                );
+            }
+        }
+        Err(error) => report.push("state files", Level::Fail, error.to_string()),
     }
     report
 }
@@ -570,17 +576,17 @@ fn check_shared_transport_dir(config: &Config, postfix: &PostfixCli, report: &mu
     let Some(dir) = config.transport_file.parent() else {
         return;
     };
-    let probe = dir.join(format!(".relay-sync-check.{}", std::process::id()));
-    if let Err(error) = std::fs::write(&probe, b"") {
-        report.push(
-            "container",
-            Level::Fail,
-            format!("cannot create {}: {error}", probe.display()),
-        );
-        return;
-    }
-    let result = postfix.container_sees(&probe);
-    let _ = std::fs::remove_file(&probe);
+    // A random name, created O_EXCL|O_NOFOLLOW: a link planted at a predictable name in this
+    // shared directory is never written through. Removed when dropped, after the look.
+    let probe = match relay_fs::Probe::create_in(dir) {
+        Ok(probe) => probe,
+        Err(error) => {
+            report.push("container", Level::Fail, error.to_string());
+            return;
+        }
+    };
+    let result = postfix.container_sees(probe.path());
+    drop(probe);
     match result {
         Ok(()) => report.push(
             "container",
@@ -646,7 +652,15 @@ fn check_writable(config: &Config, report: &mut Report) {
         targets.push(("metrics file", metrics.clone(), Kind::File));
     }
     for (name, path, kind) in targets {
-        match writable(&path, kind) {
+        // The lock is a file relay-sync keeps: a sync refuses it where it refuses a kept file
+        // (someone else's, in a directory others can write), and so does check.
+        let kept = match name {
+            "lock file" => relay_fs::inspect(relay_fs::Kind::LOCK, &path)
+                .map(drop)
+                .map_err(|error| error.to_string()),
+            _ => Ok(()),
+        };
+        match kept.and_then(|()| writable(&path, kind)) {
             Ok(detail) => report.push(name, Level::Ok, detail),
             Err(detail) => report.push(name, Level::Fail, detail),
         }
@@ -660,15 +674,15 @@ enum Kind {
 }
 
 /// Whether relay-sync can write `path`: an existing file is opened for appending (nothing is
-/// written), a directory gets a probe file that is removed at once, and a missing one is judged
-/// by the nearest existing directory above it, where relay-sync would create it.
+/// written; never through someone else's link, never waiting on a FIFO, and it must be a
+/// regular file), a directory gets a probe file that is removed at once, and a missing one is
+/// judged by the nearest existing directory above it, where relay-sync would create it.
 fn writable(path: &Path, kind: Kind) -> Result<String, String> {
-    match (kind, path.exists()) {
-        (Kind::File, true) => OpenOptions::new()
-            .append(true)
-            .open(path)
-            .map(|_| format!("{} is writable", path.display()))
-            .map_err(|e| format!("cannot write {}: {e}", path.display())),
+    let exists = path.exists() || std::fs::symlink_metadata(path).is_ok();
+    match (kind, exists) {
+        (Kind::File, true) => relay_fs::check_writable(path)
+            .map(|()| format!("{} is writable", path.display()))
+            .map_err(|e| e.to_string()),
         (Kind::Dir, true) => probe_dir(path).map(|()| format!("{} is writable", path.display())),
         (_, false) => {
             let mut ancestor = path.parent();
@@ -692,14 +706,12 @@ fn writable(path: &Path, kind: Kind) -> Result<String, String> {
     }
 }
 
+/// Whether relay-sync can create files in `dir`: a probe of a random name, created
+/// `O_EXCL|O_NOFOLLOW` and removed at once.
 fn probe_dir(dir: &Path) -> Result<(), String> {
-    let probe = dir.join(format!(".relay-sync-check.{}", std::process::id()));
-    OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&probe)
-        .map_err(|e| format!("cannot create files in {}: {e}", dir.display()))?;
-    std::fs::remove_file(&probe).map_err(|e| format!("cannot remove {}: {e}", probe.display()))
+    relay_fs::Probe::create_in(dir)
+        .map(drop)
+        .map_err(|error| format!("cannot create files in {}: {error}", dir.display()))
 }
 
 #[cfg(test)]

@@ -112,8 +112,9 @@ impl ExitStatus {
             }
             ExitStatus::Usage => {
                 "usage or configuration error (including a config or password file others may \
-                 change or read), a missing Postfix command, or a `transport_maps` that does not \
-                 read `TRANSPORT_FILE`; configuration kept"
+                 change or read, or a link, FIFO or another user's file where relay-sync keeps \
+                 its state, lock or log), a missing Postfix command, or a `transport_maps` that \
+                 does not read `TRANSPORT_FILE`; configuration kept"
             }
             ExitStatus::Database => {
                 "database unreachable or query failed, or the password could not be had \
@@ -238,6 +239,9 @@ impl RollbackError {
             RollbackError::Postfix(PostfixError::Io { .. } | PostfixError::Invalid { .. }) => {
                 ExitStatus::Internal
             }
+            // A backup relay-fs refuses (a link, a FIFO, another user's file): the operator
+            // fixes the file it names.
+            RollbackError::Postfix(PostfixError::File(error)) => fs_status(error),
             // A Postfix command failed before anything was changed.
             RollbackError::Postfix(_) => ExitStatus::StepFailed,
             // Part of the generation is in place and the rest is not: the operator decides.
@@ -252,7 +256,19 @@ impl HoldError {
         match self {
             HoldError::NoReason => ExitStatus::Usage,
             HoldError::Io { .. } => ExitStatus::Internal,
+            // A link, a FIFO or another user's file at STATE_DIR/hold: the refusal names the
+            // `rm`/`chown` that fixes it, as for any file in STATE_DIR a sync refuses.
+            HoldError::File(error) => fs_status(error),
         }
+    }
+}
+
+/// A file relay-fs refused is the operator's to fix (2); one it could not read or write is
+/// unexpected (1).
+fn fs_status(error: &relay_fs::FsError) -> ExitStatus {
+    match error {
+        relay_fs::FsError::Refused { .. } => ExitStatus::Usage,
+        _ => ExitStatus::Internal,
     }
 }
 
@@ -403,6 +419,11 @@ mod tests {
                 path: PathBuf::from("/var/lib/relay-sync/hold"),
                 source: std::io::Error::other("full"),
             }),
+            RollbackError::Hold(HoldError::File(relay_fs::FsError::Refused {
+                path: PathBuf::from("/var/lib/relay-sync/hold"),
+                problem: "is a symbolic link".to_owned(),
+                fix: "rm /var/lib/relay-sync/hold".to_owned(),
+            })),
             RollbackError::NoBackups("/b".to_owned()),
             RollbackError::UnknownStamp {
                 stamp: "2020".to_owned(),
@@ -447,7 +468,7 @@ mod tests {
             | RollbackError::Partial { .. } => {}
         }
         match hold {
-            HoldError::NoReason | HoldError::Io { .. } => {}
+            HoldError::NoReason | HoldError::Io { .. } | HoldError::File(_) => {}
         }
     }
 

@@ -5,9 +5,9 @@
 //! state and the alerts to send. [`load`] and [`save`] are the I/O around it.
 
 use std::collections::BTreeSet;
-use std::fs;
 use std::path::{Path, PathBuf};
 
+use relay_fs::Kind;
 use serde::{Deserialize, Serialize};
 
 /// The state file's name inside `STATE_DIR`.
@@ -231,18 +231,14 @@ fn one_line(text: &str) -> String {
 /// Why the state could not be read or written.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum StateError {
-    #[error("cannot {action} {path}: {source}")]
-    Io {
-        action: &'static str,
-        path: PathBuf,
-        source: std::io::Error,
-    },
     #[error(
         "{path} is not a relay-sync state file ({detail}); delete it to start counting afresh"
     )]
     Parse { path: PathBuf, detail: String },
+    /// relay-fs refused the state file or could not read or write it; it names the file and
+    /// the fix.
     #[error(transparent)]
-    Write(#[from] relay_postfix::PostfixError),
+    File(#[from] relay_fs::FsError),
 }
 
 /// The file in `STATE_DIR` holding the raw values of the rows the last run that read the
@@ -250,72 +246,79 @@ pub(crate) enum StateError {
 pub(crate) const INVALID_ROWS_FILE: &str = "invalid-rows.json";
 
 /// The rows the last run that read the database rejected; `None` before any such run, or when
-/// the file cannot be read (logged).
-pub(crate) fn load_invalid_rows(state_dir: &Path) -> Option<BTreeSet<String>> {
+/// the file does not parse (logged). A file relay-sync keeps ([`Kind::INVALID_ROWS`]): a
+/// link, a FIFO or another user's file there is refused.
+pub(crate) fn load_invalid_rows(
+    state_dir: &Path,
+) -> Result<Option<BTreeSet<String>>, relay_fs::FsError> {
     let path = state_dir.join(INVALID_ROWS_FILE);
-    match fs::read(&path) {
-        Ok(bytes) => serde_json::from_slice(&bytes)
-            .map_err(|error| {
-                tracing::warn!("Ignoring {}: {error}", path.display());
-            })
-            .ok(),
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => None,
-        Err(error) => {
-            tracing::warn!("Cannot read {}: {error}", path.display());
-            None
-        }
-    }
+    let Some(bytes) = relay_fs::read(Kind::INVALID_ROWS, &path)? else {
+        return Ok(None);
+    };
+    Ok(serde_json::from_slice(&bytes)
+        .map_err(|error| {
+            tracing::warn!("Ignoring {}: {error}", path.display());
+        })
+        .ok())
 }
 
-/// Remembers the rows this run rejected, for the next run and `status`.
+/// Remembers the rows this run rejected, for the next run and `status`. A set too large to be
+/// read back ([`Kind::INVALID_ROWS`]'s limit: a hostile database) is not remembered: the file
+/// is removed, and every run then logs the rejected rows as new.
 pub(crate) fn save_invalid_rows(
     state_dir: &Path,
     rows: &BTreeSet<String>,
 ) -> Result<(), StateError> {
     let path = state_dir.join(INVALID_ROWS_FILE);
-    relay_postfix::create_dir(state_dir, 0o700).map_err(|source| StateError::Io {
-        action: "create",
-        path: state_dir.to_owned(),
-        source,
-    })?;
+    relay_fs::create_dir(state_dir, 0o700)?;
     let bytes = serde_json::to_vec(rows).map_err(|e| StateError::Parse {
         path: path.clone(),
         detail: e.to_string(),
     })?;
-    relay_postfix::replace_file(&path, &bytes, 0o600)?;
+    if bytes.len() as u64 > Kind::INVALID_ROWS.limit() {
+        tracing::warn!(
+            "{} rejected rows are too many to remember ({} bytes); each run logs them as new",
+            rows.len(),
+            bytes.len()
+        );
+        return match std::fs::remove_file(&path) {
+            Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
+                Err(relay_fs::FsError::Io {
+                    action: "remove",
+                    path,
+                    source: error,
+                }
+                .into())
+            }
+            _ => Ok(()),
+        };
+    }
+    relay_fs::replace(&path, &bytes, 0o600)?;
     Ok(())
 }
 
-/// Reads the state; a missing file is a fresh state.
+/// Reads the state; a missing file is a fresh state. A file relay-sync keeps
+/// ([`Kind::STATE`]): a link, a FIFO, a device or another user's file there is refused.
 pub(crate) fn load(state_dir: &Path) -> Result<RunState, StateError> {
     let path = state_dir.join(STATE_FILE);
-    match fs::read_to_string(&path) {
-        Ok(text) => serde_ini::from_str(&text).map_err(|e| StateError::Parse {
+    match relay_fs::read_to_string(Kind::STATE, &path)? {
+        Some(text) => serde_ini::from_str(&text).map_err(|e| StateError::Parse {
             path,
             detail: e.to_string(),
         }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(RunState::default()),
-        Err(source) => Err(StateError::Io {
-            action: "read",
-            path,
-            source,
-        }),
+        None => Ok(RunState::default()),
     }
 }
 
-/// Writes the state atomically (`relay_postfix::replace_file`), creating `state_dir` (0700).
+/// Writes the state atomically ([`relay_fs::replace`]), creating `state_dir` (0700).
 pub(crate) fn save(state_dir: &Path, state: &RunState) -> Result<(), StateError> {
     let path = state_dir.join(STATE_FILE);
-    relay_postfix::create_dir(state_dir, 0o700).map_err(|source| StateError::Io {
-        action: "create",
-        path: state_dir.to_owned(),
-        source,
-    })?;
+    relay_fs::create_dir(state_dir, 0o700)?;
     let text = serde_ini::to_string(state).map_err(|e| StateError::Parse {
         path: path.clone(),
         detail: e.to_string(),
     })?;
-    relay_postfix::replace_file(&path, text.as_bytes(), 0o600)?;
+    relay_fs::replace(&path, text.as_bytes(), 0o600)?;
     Ok(())
 }
 
@@ -450,7 +453,7 @@ mod tests {
         save(&state_dir, &state).unwrap();
         assert_eq!(load(&state_dir).unwrap(), state);
         let mode = std::os::unix::fs::PermissionsExt::mode(
-            &fs::metadata(&state_dir).unwrap().permissions(),
+            &std::fs::metadata(&state_dir).unwrap().permissions(),
         );
         assert_eq!(mode & 0o777, 0o700);
     }

@@ -53,25 +53,26 @@ pub enum HoldError {
     /// An empty reason: the next operator must know why.
     #[error("a hold needs a reason (--reason TEXT): whoever finds the gateway held must know why")]
     NoReason,
+    /// relay-fs refused the hold file, or could not write it (a link or a FIFO at
+    /// `STATE_DIR/hold`, a `STATE_DIR` others can write): it names the file and the fix.
+    #[error(transparent)]
+    File(#[from] relay_fs::FsError),
 }
 
 /// The hold in `state_dir`, if any. A file that cannot be parsed still holds: its text is the
-/// reason, since an operator may have written it by hand.
-pub(crate) fn read(state_dir: &Path) -> Result<Option<Hold>, HoldError> {
+/// reason, since an operator may have written it by hand. It is read as a file relay-sync keeps
+/// ([`relay_fs::Kind::HOLD`]): a link, a FIFO or another user's file there is refused, so that
+/// no one can stop syncs with it or have its target's contents shown as the reason.
+pub(crate) fn read(state_dir: &Path) -> Result<Option<Hold>, relay_fs::FsError> {
     let path = state_dir.join(HOLD_FILE);
-    match std::fs::read_to_string(&path) {
-        Ok(text) => Ok(Some(serde_json::from_str(&text).unwrap_or_else(|_| Hold {
-            reason: text.trim().to_owned(),
-            by: "unknown (a hand-written hold file)".to_owned(),
-            since: "unknown".to_owned(),
-        }))),
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(source) => Err(HoldError::Io {
-            action: "read",
-            path,
-            source,
-        }),
-    }
+    let Some(text) = relay_fs::read_to_string(relay_fs::Kind::HOLD, &path)? else {
+        return Ok(None);
+    };
+    Ok(Some(serde_json::from_str(&text).unwrap_or_else(|_| Hold {
+        reason: text.trim().to_owned(),
+        by: "unknown (a hand-written hold file)".to_owned(),
+        since: "unknown".to_owned(),
+    })))
 }
 
 /// Places a hold with `reason`, replacing any other.
@@ -93,17 +94,13 @@ pub(crate) fn place(state_dir: &Path, reason: &str) -> Result<Hold, HoldError> {
         since: chrono::Local::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, false),
     };
     let path = state_dir.join(HOLD_FILE);
-    let io = |action, source| HoldError::Io {
-        action,
+    relay_fs::create_dir(state_dir, 0o700)?;
+    let text = serde_json::to_string_pretty(&hold).map_err(|error| HoldError::Io {
+        action: "write",
         path: path.clone(),
-        source,
-    };
-    relay_postfix::create_dir(state_dir, 0o700)
-        .map_err(|source| io("create the directory of", source))?;
-    let text = serde_json::to_string_pretty(&hold)
-        .map_err(|error| io("write", std::io::Error::other(error)))?;
-    relay_postfix::replace_file(&path, format!("{text}\n").as_bytes(), 0o600)
-        .map_err(|error| io("write", std::io::Error::other(error.to_string())))?;
+        source: std::io::Error::other(error),
+    })?;
+    relay_fs::replace(&path, format!("{text}\n").as_bytes(), 0o600)?;
     Ok(hold)
 }
 

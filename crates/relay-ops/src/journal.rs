@@ -24,9 +24,10 @@ use relay_postfix::{Backup, PostfixError, PostfixRead, PostfixWrite};
 /// The marker's name inside `STATE_DIR`.
 pub(crate) const RELOAD_PENDING: &str = "reload.pending";
 
-/// Whether an earlier run left a reload to do.
-pub(crate) fn is_pending(state_dir: &Path) -> bool {
-    std::fs::symlink_metadata(state_dir.join(RELOAD_PENDING)).is_ok()
+/// Whether an earlier run left a reload to do. The marker is a file relay-sync keeps
+/// ([`relay_fs::Kind::JOURNAL`]): anything else at its name is refused.
+pub(crate) fn is_pending(state_dir: &Path) -> Result<bool, relay_fs::FsError> {
+    Ok(relay_fs::inspect(relay_fs::Kind::JOURNAL, &state_dir.join(RELOAD_PENDING))?.is_some())
 }
 
 /// A Postfix adapter that keeps the reload-pending marker (see the module documentation).
@@ -54,17 +55,13 @@ impl<P> Journaled<P> {
         if self.marked.load(Ordering::Acquire) {
             return Ok(());
         }
-        relay_postfix::create_dir(&self.state_dir, 0o700).map_err(|source| PostfixError::Io {
-            action: "create",
-            path: self.state_dir.clone(),
-            source,
-        })?;
+        relay_fs::create_dir(&self.state_dir, 0o700)?;
         let text = format!(
             "a run (pid {}) changed Postfix's files at {} and has not reloaded it yet\n",
             std::process::id(),
             chrono::Local::now().format("%Y-%m-%d %H:%M:%S")
         );
-        relay_postfix::replace_file(&self.marker, text.as_bytes(), 0o600)?;
+        relay_fs::replace(&self.marker, text.as_bytes(), 0o600)?;
         self.marked.store(true, Ordering::Release);
         Ok(())
     }

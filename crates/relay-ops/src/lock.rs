@@ -59,6 +59,10 @@ pub(crate) enum LockError {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// What is at `LOCK_FILE` is not a lock relay-sync may take (a link, a FIFO, another
+    /// user's file, in a directory others can write): relay-fs names it and the fix.
+    #[error(transparent)]
+    Refused(relay_fs::FsError),
 }
 
 /// Takes the exclusive, non-blocking lock on `path`, creating the file (0600) and its directory
@@ -69,10 +73,11 @@ pub(crate) fn take(path: &Path) -> Result<RunLock, LockError> {
         source,
     };
     if let Some(dir) = path.parent() {
-        relay_postfix::create_dir(dir, 0o700).map_err(io)?;
+        relay_fs::create_dir(dir, 0o700).map_err(refused_or_io)?;
     }
-    // Never through a link: the pid line below would overwrite whatever it points to.
-    let mut file = relay_postfix::safe_file::open_or_create(path, 0o600).map_err(io)?;
+    // Never through a link, never a FIFO, never another user's file: the pid line below would
+    // overwrite whatever it is.
+    let mut file = relay_fs::open_lock(path, 0o600).map_err(refused_or_io)?;
     match file.try_lock() {
         Ok(()) => {
             // Only the holder writes, so a reader sees the whole line or, between the truncate
@@ -93,11 +98,22 @@ pub(crate) fn take(path: &Path) -> Result<RunLock, LockError> {
     }
 }
 
+/// A refusal as itself, any other failure as the lock file's I/O error.
+fn refused_or_io(error: relay_fs::FsError) -> LockError {
+    match error {
+        relay_fs::FsError::Io { path, source, .. } => LockError::Io { path, source },
+        other => LockError::Refused(other),
+    }
+}
+
 /// What the holder wrote into the lock file.
 fn holder(path: &Path, file: &mut File) -> Held {
     let mut text = String::new();
-    // An unreadable or foreign file only loses the detail, not the verdict.
-    let _ = file.read_to_string(&mut text);
+    // An unreadable or foreign file only loses the detail, not the verdict; a pid line is
+    // short, and more than the lock's limit is not read.
+    let _ = file
+        .take(relay_fs::Kind::LOCK.limit())
+        .read_to_string(&mut text);
     let field = |name: &str| {
         text.split_whitespace()
             .find_map(|word| word.strip_prefix(name)?.strip_prefix('='))

@@ -4,7 +4,6 @@
 //! The file is replaced atomically (temporary file in the same directory, fsync, rename), so the
 //! collector never reads half a file. [`render`] is pure; [`write()`] is the I/O around it.
 
-use std::fs;
 use std::path::Path;
 
 /// One run, as the metrics show it.
@@ -111,18 +110,28 @@ pub(crate) fn render(m: &RunMetrics) -> String {
     out
 }
 
-/// The last success recorded in an existing metrics file, if any.
+/// The last success recorded in an existing metrics file, if any. Read through relay-fs
+/// ([`relay_fs::Kind::METRICS`]): never through a link someone else made, never a FIFO or a
+/// device (which would hang the run or feed it without end); such a file is refused and
+/// logged, naming it, and the last success is then unknown (0).
 pub(crate) fn previous_last_success(path: &Path) -> Option<i64> {
-    let text = fs::read_to_string(path).ok()?;
+    let text = match relay_fs::read_to_string(relay_fs::Kind::METRICS, path) {
+        Ok(text) => text?,
+        Err(error) => {
+            tracing::error!("{error}; the last success it recorded is not carried over");
+            return None;
+        }
+    };
     text.lines()
         .find_map(|line| line.strip_prefix(LAST_SUCCESS)?.trim().parse().ok())
 }
 
-/// Writes `m` to `path` atomically, mode 0644 (the collector runs as another user).
-pub(crate) fn write(path: &Path, m: &RunMetrics) -> Result<(), relay_postfix::PostfixError> {
-    // The temporary name (`.NAME.relay-sync.tmp`) does not end in `.prom`, which is all
-    // node_exporter reads, so a half-written file is never collected.
-    relay_postfix::replace_file(path, render(m).as_bytes(), 0o644)
+/// Writes `m` to `path` atomically, mode 0644 (the collector runs as another user). Whatever
+/// was at `path` (a link, a FIFO) is replaced, never written through.
+pub(crate) fn write(path: &Path, m: &RunMetrics) -> Result<(), relay_fs::FsError> {
+    // The temporary name (`.NAME.RANDOM.relay-sync.tmp`) does not end in `.prom`, which is
+    // all node_exporter reads, so a half-written file is never collected.
+    relay_fs::replace(path, render(m).as_bytes(), 0o644)
 }
 
 /// The watcher's metrics (`relay-sync watch`), in a file of their own beside `METRICS_FILE`
@@ -220,15 +229,14 @@ pub(crate) fn render_watch(m: &WatchMetrics) -> String {
 }
 
 /// Writes the watcher's metrics to `path` atomically, mode 0644.
-pub(crate) fn write_watch(
-    path: &Path,
-    m: &WatchMetrics,
-) -> Result<(), relay_postfix::PostfixError> {
-    relay_postfix::replace_file(path, render_watch(m).as_bytes(), 0o644)
+pub(crate) fn write_watch(path: &Path, m: &WatchMetrics) -> Result<(), relay_fs::FsError> {
+    relay_fs::replace(path, render_watch(m).as_bytes(), 0o644)
 }
 
 #[cfg(test)]
 mod tests {
+    use std::fs;
+
     use super::*;
 
     const SAMPLE: RunMetrics = RunMetrics {

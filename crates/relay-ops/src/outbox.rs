@@ -82,10 +82,12 @@ pub(crate) fn deliver(state_dir: &Path, sinks: &[Arc<dyn AlertSink>], new: Vec<A
     save(&path, &queue);
 }
 
-/// The waiting alerts; an unreadable outbox is logged and counts as empty.
+/// The waiting alerts; an unreadable outbox is logged and counts as empty. It is read as a
+/// file relay-sync keeps ([`relay_fs::Kind::OUTBOX`]): a link, a FIFO or another user's file
+/// there is refused (and replaced when the queue is saved).
 fn load(path: &Path) -> Vec<Pending> {
-    match fs::read_to_string(path) {
-        Ok(text) => match serde_json::from_str(&text) {
+    match relay_fs::read(relay_fs::Kind::OUTBOX, path) {
+        Ok(Some(bytes)) => match serde_json::from_slice(&bytes) {
             Ok(queue) => queue,
             Err(error) => {
                 tracing::error!(
@@ -95,9 +97,9 @@ fn load(path: &Path) -> Vec<Pending> {
                 Vec::new()
             }
         },
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Ok(None) => Vec::new(),
         Err(error) => {
-            tracing::error!("Cannot read {}: {error}", path.display());
+            tracing::error!("{error}; the alerts waiting in it are not retried");
             Vec::new()
         }
     }
@@ -116,7 +118,7 @@ fn save(path: &PathBuf, queue: &[Pending]) {
     let result = serde_json::to_vec_pretty(queue)
         .map_err(|error| error.to_string())
         .and_then(|bytes| {
-            relay_postfix::replace_file(path, &bytes, 0o600).map_err(|error| error.to_string())
+            relay_fs::replace(path, &bytes, 0o600).map_err(|error| error.to_string())
         });
     if let Err(error) = result {
         tracing::error!("Undelivered alerts not kept for the next run: {error}; they are lost");

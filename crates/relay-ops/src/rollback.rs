@@ -12,8 +12,6 @@
 //! sync applies the database again: a rollback is for getting mail flowing while the cause is
 //! found, with the timer or cron entry paused if needed.
 
-use std::fs;
-
 use relay_core::{
     cut_list, GenerationTexts, RelayDomains, RelayDomainsTable, RollbackInput, RollbackPlan,
     RollbackPlanError, Step, TableRestore,
@@ -368,7 +366,7 @@ pub(crate) fn generations(config: &Config) -> Result<Vec<Generation>, RollbackEr
             let relay = g
                 .relay_domains
                 .as_ref()
-                .and_then(|p| fs::read_to_string(p).ok())
+                .and_then(|p| relay_fs::read_to_string(relay_fs::Kind::BACKUP, p).ok()?)
                 .map(|v| v.trim_end().to_owned());
             // Counted as a sync would see them: plain domain names, not tables or parameters.
             let relay_domains = relay
@@ -384,7 +382,7 @@ pub(crate) fn generations(config: &Config) -> Result<Vec<Generation>, RollbackEr
                         .as_deref()
                         .is_some_and(|v| names_table(v, &table_path))
                 })
-                .and_then(|p| fs::read_to_string(p).ok())
+                .and_then(|p| relay_fs::read_to_string(relay_fs::Kind::BACKUP, p).ok()?)
                 .map(|text| {
                     let table = RelayDomainsTable {
                         map_type: "",
@@ -414,6 +412,8 @@ pub(crate) fn generations(config: &Config) -> Result<Vec<Generation>, RollbackEr
 
 #[cfg(test)]
 mod tests {
+    use std::fs;
+
     use super::*;
 
     #[test]

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use relay_core::TransportFile;
+use relay_fs::Kind;
 use relay_postfix::list_backups;
 use serde::Serialize;
 
@@ -125,8 +126,8 @@ pub fn read(config: &Config) -> Status {
             None
         }
     };
-    let managed_domains = match std::fs::read_to_string(&config.transport_file) {
-        Ok(text) => match TransportFile::parse(&text) {
+    let managed_domains = match relay_fs::read_to_string(Kind::MAP_SOURCE, &config.transport_file) {
+        Ok(Some(text)) => match TransportFile::parse(&text) {
             Ok(file) => file
                 .managed_entries()
                 .map(|(key, _)| key.to_owned())
@@ -136,12 +137,9 @@ pub fn read(config: &Config) -> Status {
                 Vec::new()
             }
         },
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Ok(None) => Vec::new(),
         Err(error) => {
-            problems.push(format!(
-                "cannot read {}: {error}",
-                config.transport_file.display()
-            ));
+            problems.push(error.to_string());
             Vec::new()
         }
     };
@@ -178,6 +176,10 @@ pub fn read(config: &Config) -> Status {
             None
         }),
         invalid_rows: failures::load_invalid_rows(&config.state_dir)
+            .unwrap_or_else(|error| {
+                problems.push(error.to_string());
+                None
+            })
             .map(|rows| rows.into_iter().collect())
             .unwrap_or_default(),
         problems,
@@ -186,14 +188,15 @@ pub fn read(config: &Config) -> Status {
 
 /// The entries of the recipients table's source at `path` (0 when it does not exist yet), or
 /// what made it unreadable. Read a line at a time: at a million addresses the file is 30 MB,
-/// and `status` and every run's metrics count it.
+/// and `status` and every run's metrics count it. Opened through relay-fs
+/// ([`Kind::MAP_SOURCE`]): a FIFO or a device there is refused, not read.
 pub(crate) fn recipients_in_table(path: &std::path::Path) -> Result<usize, String> {
     use std::io::BufRead;
     let unreadable = |error: std::io::Error| format!("cannot read {}: {error}", path.display());
-    let file = match std::fs::File::open(path) {
-        Ok(file) => file,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
-        Err(error) => return Err(unreadable(error)),
+    let file = match relay_fs::open(Kind::MAP_SOURCE, path) {
+        Ok(Some(file)) => file,
+        Ok(None) => return Ok(0),
+        Err(error) => return Err(error.to_string()),
     };
     let mut count = 0;
     for line in std::io::BufReader::new(file).lines() {

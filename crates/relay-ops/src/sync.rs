@@ -20,10 +20,10 @@ use relay_postfix::{PostfixCli, PostfixError};
 use crate::alert::AlertSink;
 use crate::config::{Config, ConfigError, RelayDomainsMode};
 use crate::failures::AlertRule;
-use crate::hold::{self, Hold};
-use crate::journal::{self, Journaled};
+use crate::hold::Hold;
+use crate::journal::Journaled;
 use crate::lock::{self, LockError};
-use crate::{check, failures, metrics, outbox};
+use crate::{check, failures, metrics, outbox, state_dir};
 
 /// What a caller may change about one sync.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -63,6 +63,11 @@ pub enum NotReady {
     /// `transport_maps` does not read the transport map relay-sync builds.
     #[error("{0}")]
     TransportMaps(String),
+    /// A file relay-sync keeps in `STATE_DIR`, its lock or its log is not what relay-sync may
+    /// read or write (a link, a FIFO, another user's file, a directory others can write):
+    /// relay-fs names it and the fix.
+    #[error(transparent)]
+    File(relay_fs::FsError),
 }
 
 impl std::fmt::Display for RunOutcome {
@@ -138,7 +143,7 @@ pub enum DryRun {
 
 /// The file in `STATE_DIR` where a run keeps what postconf printed (see
 /// [`PostfixCli::with_postconf_cache`]).
-const POSTCONF_CACHE: &str = "postconf.cache";
+pub(crate) const POSTCONF_CACHE: &str = "postconf.cache";
 
 /// Runs one sync under the lock and records it. Blocking; see [`crate::Gateway::sync`].
 pub(crate) fn sync(
@@ -180,24 +185,34 @@ pub(crate) fn sync_with(
             };
             return (record, None);
         }
+        Err(LockError::Refused(error)) => {
+            tracing::error!("{error}");
+            (RunOutcome::NotReady(NotReady::File(error)), None)
+        }
         Err(error) => {
             tracing::error!("{error}");
             (RunOutcome::Internal(error.to_string()), None)
         }
-        Ok(_lock) => match hold::read(&config.state_dir) {
-            Ok(Some(hold)) => {
-                tracing::warn!(
-                    "Syncs are {hold}; nothing changed (`relay-sync release` lifts the hold)"
-                );
-                (RunOutcome::Held(hold), None)
+        Ok(_lock) => {
+            match log_file_refusal(config).map_or_else(|| state_dir::read(&config.state_dir), Err) {
+                Ok(kept) => match kept.hold {
+                    Some(hold) => {
+                        tracing::warn!(
+                        "Syncs are {hold}; nothing changed (`relay-sync release` lifts the hold)"
+                    );
+                        (RunOutcome::Held(hold), None)
+                    }
+                    None => locked_sync(config, options, fingerprint, kept),
+                },
+                // The operator's intent (a hold) or the run's memory is unknown: change nothing,
+                // and say so.
+                Err(error) => {
+                    tracing::error!("{error}");
+                    tracing::error!("Keeping current configuration");
+                    (RunOutcome::NotReady(NotReady::File(error)), None)
+                }
             }
-            Ok(None) => locked_sync(config, options, fingerprint),
-            // The operator's intent is unknown: change nothing, and say so.
-            Err(error) => {
-                tracing::error!("{error}; not syncing until the hold file can be read");
-                (RunOutcome::Internal(error.to_string()), None)
-            }
-        },
+        }
     };
     let (outcome, fingerprint) = outcome;
     record(config, alerts, &outcome, started, rule);
@@ -220,6 +235,18 @@ pub(crate) fn record_poll_failure(
     record(config, alerts, &outcome, Instant::now(), rule);
 }
 
+/// Why `LOG_FILE` is not a file relay-sync may append to, when it is not (a FIFO, a device,
+/// someone else's link): relay-cli then logs to stderr only, and the run is refused, so that
+/// the refusal is recorded and alerted rather than only printed.
+fn log_file_refusal(config: &Config) -> Option<relay_fs::FsError> {
+    if config.logs_to_stdout() {
+        return None;
+    }
+    relay_fs::check_writable(&config.log_file)
+        .err()
+        .filter(relay_fs::FsError::is_refusal)
+}
+
 /// How long a lock may be held before the run stepping aside calls it stuck: twice the bound of
 /// every command, plus the database's timeouts.
 fn stuck_after(config: &Config) -> Duration {
@@ -231,6 +258,7 @@ fn locked_sync(
     config: &Config,
     options: SyncOptions,
     want_fingerprint: bool,
+    kept: state_dir::Kept,
 ) -> (RunOutcome, Option<Fingerprint>) {
     let Preflight {
         settings,
@@ -241,14 +269,14 @@ fn locked_sync(
         Ok(prepared) => prepared,
         Err(outcome) => return (outcome, None),
     };
-    let known_rejected = failures::load_invalid_rows(&config.state_dir);
+    let known_rejected = kept.rejected;
     let fingerprint = want_fingerprint.then(|| source.fingerprint()).flatten();
     let settings = SyncSettings {
         guard: GuardSettings {
             force: options.force,
             ..settings.guard
         },
-        reload_pending: journal::is_pending(&config.state_dir),
+        reload_pending: kept.reload_pending,
         known_rejected: known_rejected.clone(),
         ..settings
     };
@@ -505,10 +533,15 @@ fn record(
     }
     let host = crate::host_name();
     let now = chrono::Local::now().format("%Y-%m-%d %H:%M:%S").to_string();
-    let previous = failures::load(&config.state_dir).unwrap_or_else(|error| {
-        tracing::error!("{error}");
-        failures::RunState::default()
-    });
+    let (previous, rule) = match failures::load(&config.state_dir) {
+        Ok(previous) => (previous, rule),
+        // The streak cannot be counted: a failed run alerts at once, as the first of its
+        // streak would with ALERT_AFTER_FAILURES=1, rather than never.
+        Err(error) => {
+            tracing::error!("{error}");
+            (failures::RunState::default(), AlertRule::AfterRuns(1))
+        }
+    };
     let summary = outcome.to_string();
     let result = failures::RunResult {
         exit: outcome.exit_code(),
@@ -549,8 +582,9 @@ fn write_metrics(
         _ => (0, 0),
     };
     // What Postfix routes now: the managed block as it is on disk after the run.
-    let domains = std::fs::read_to_string(&config.transport_file)
+    let domains = relay_fs::read_to_string(relay_fs::Kind::MAP_SOURCE, &config.transport_file)
         .ok()
+        .flatten()
         .and_then(|text| {
             relay_core::TransportFile::parse(&text)
                 .ok()
@@ -571,7 +605,10 @@ fn write_metrics(
         removed,
         duration: started.elapsed().as_secs_f64(),
         consecutive_failures: state.consecutive_failures,
-        invalid_rows: failures::load_invalid_rows(&config.state_dir).map_or(0, |rows| rows.len()),
+        invalid_rows: failures::load_invalid_rows(&config.state_dir)
+            .ok()
+            .flatten()
+            .map_or(0, |rows| rows.len()),
         held: matches!(outcome, RunOutcome::Held(_)),
         recipients: config
             .recipients_query

@@ -7,8 +7,10 @@
 //! looser permissions is tightened to 0700 (backups are the gateway's configuration, readable
 //! by root alone; nothing else is expected to share the directory), through its own descriptor:
 //! a `BACKUP_DIR` that is a symbolic link root made is used as it is, and one anyone else made
-//! is refused ([`safe_file::tighten_dir`]). Files are 0600 and written
-//! atomically. A transport file that did not exist is backed up as an empty file. Rotation
+//! is refused ([`relay_fs::tighten_dir`]). Files are 0600 and written
+//! atomically, and read back through relay-fs as files relay-sync keeps ([`Kind::BACKUP`],
+//! [`Kind::BACKUP_INDEX`]): never through a link, and only from a `BACKUP_DIR` no one but root
+//! can write. A transport file that did not exist is backed up as an empty file. Rotation
 //! never deletes a file whose name does not follow the pattern exactly (`-1`, `-02` or a
 //! different suffix make a file foreign), nor the generation it has just written.
 //! [`list_backups`] and [`read_backup`] serve `relay-sync rollback` and `status`.
@@ -17,8 +19,9 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use crate::safe_file::{self, io};
-use crate::{Backup, PostfixError};
+use relay_fs::Kind;
+
+use crate::{io, Backup, PostfixError};
 
 /// The kinds of backup file, by name prefix.
 pub(crate) const KINDS: [&str; 2] = ["relay_domains", "transport"];
@@ -204,7 +207,13 @@ pub fn read_generation(
         let path = path
             .clone()
             .unwrap_or_else(|| dir.join(format!("{kind}.{}.bak", generation.stamp)));
-        let bytes = fs::read(&path).map_err(|source| io("read", &path, source))?;
+        let bytes = relay_fs::read(Kind::BACKUP, &path)?.ok_or_else(|| {
+            io(
+                "read",
+                &path,
+                std::io::Error::from(std::io::ErrorKind::NotFound),
+            )
+        })?;
         String::from_utf8(bytes).map_err(|_| invalid(&path, "not UTF-8 text".to_owned()))
     };
     let relay_domains = read(&generation.relay_domains, "relay_domains")?;
@@ -296,10 +305,10 @@ pub(crate) fn write(
     };
     let relay_path = dir.join(format!("relay_domains.{stamp}.bak"));
     let transport_path = dir.join(format!("transport.{stamp}.bak"));
-    safe_file::replace(&relay_path, format!("{relay_domains}\n").as_bytes(), 0o600)?;
+    relay_fs::replace(&relay_path, format!("{relay_domains}\n").as_bytes(), 0o600)?;
     // A transport file that did not exist is backed up as an empty file: restoring it gives an
     // empty map, which routes nothing, exactly like a missing one.
-    safe_file::replace(&transport_path, transport.unwrap_or("").as_bytes(), 0o600)?;
+    relay_fs::replace(&transport_path, transport.unwrap_or("").as_bytes(), 0o600)?;
     let mut index = read_index(dir)?;
     let sequence = index
         .values()
@@ -325,7 +334,7 @@ pub(crate) fn write_relay_domains_map(
     text: &str,
 ) -> Result<PathBuf, PostfixError> {
     let path = dir.join(format!("{RELAY_DOMAINS_MAP_BACKUP}.{stamp}.bak"));
-    safe_file::replace(&path, text.as_bytes(), 0o600)?;
+    relay_fs::replace(&path, text.as_bytes(), 0o600)?;
     Ok(path)
 }
 
@@ -349,11 +358,11 @@ pub(crate) fn write_recipients(
 ) -> Result<Vec<PathBuf>, PostfixError> {
     let mut files = Vec::with_capacity(2);
     let path = dir.join(format!("{RELAY_RECIPIENT_MAPS_BACKUP}.{stamp}.bak"));
-    safe_file::replace(&path, format!("{relay_recipient_maps}\n").as_bytes(), 0o600)?;
+    relay_fs::replace(&path, format!("{relay_recipient_maps}\n").as_bytes(), 0o600)?;
     files.push(path);
     if let Some(text) = table {
         let path = dir.join(format!("{RECIPIENTS_MAP_BACKUP}.{stamp}.bak"));
-        safe_file::replace(&path, text.as_bytes(), 0o600)?;
+        relay_fs::replace(&path, text.as_bytes(), 0o600)?;
         files.push(path);
     }
     Ok(files)
@@ -361,10 +370,10 @@ pub(crate) fn write_recipients(
 
 /// Creates the backup directory with mode 0700, or tightens an existing one to 0700: backups
 /// hold the gateway's configuration and need not be readable by anyone but root. Never through
-/// a symbolic link ([`safe_file::tighten_dir`]).
+/// a symbolic link ([`relay_fs::tighten_dir`]).
 fn ensure_private_dir(dir: &Path) -> Result<(), PostfixError> {
-    crate::create_dir(dir, 0o700).map_err(|source| io("create", dir, source))?;
-    safe_file::tighten_dir(dir, 0o700)
+    relay_fs::create_dir(dir, 0o700)?;
+    Ok(relay_fs::tighten_dir(dir, 0o700)?)
 }
 
 /// Deletes generations beyond `keep`, the table backups of deleted generations, and the
@@ -380,14 +389,14 @@ fn rotate(dir: &Path, keep: usize, current: Option<&str>) -> Result<(), PostfixE
     for entry in fs::read_dir(dir).map_err(|source| io("list", dir, source))? {
         let entry = entry.map_err(|source| io("list", dir, source))?;
         let name = entry.file_name().to_string_lossy().into_owned();
-        let interrupted = safe_file::temp_name_base(&name).is_some_and(|n| {
+        let interrupted = relay_fs::temp_name_base(&name).is_some_and(|n| {
             KINDS
                 .iter()
                 .chain([&RELAY_DOMAINS_MAP_BACKUP])
                 .any(|kind| stamp_of(n, kind).is_some())
         });
         if interrupted {
-            safe_file::remove_leftover(&entry.path(), false)?;
+            relay_fs::remove_leftover(&entry.path(), false)?;
         }
     }
     let generations = list_backups(dir)?;
@@ -499,10 +508,8 @@ impl std::fmt::Display for Origin {
 /// not parse is ignored (its generation sorts as one from before the index).
 fn read_index(dir: &Path) -> Result<BTreeMap<String, (u64, Origin)>, PostfixError> {
     let path = dir.join(GENERATIONS_INDEX);
-    let text = match fs::read_to_string(&path) {
-        Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(BTreeMap::new()),
-        Err(source) => return Err(io("read", &path, source)),
+    let Some(text) = relay_fs::read_to_string(Kind::BACKUP_INDEX, &path)? else {
+        return Ok(BTreeMap::new());
     };
     Ok(text
         .lines()
@@ -528,7 +535,11 @@ fn write_index(dir: &Path, index: &BTreeMap<String, (u64, Origin)>) -> Result<()
     for (sequence, stamp, origin) in entries {
         text.push_str(&format!("{sequence} {stamp} {origin}\n"));
     }
-    safe_file::replace(&dir.join(GENERATIONS_INDEX), text.as_bytes(), 0o600)
+    Ok(relay_fs::replace(
+        &dir.join(GENERATIONS_INDEX),
+        text.as_bytes(),
+        0o600,
+    )?)
 }
 
 /// The sequence of the newest generation in `dir` (0 when there is none): what a caller reads

@@ -5,9 +5,10 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use crate::safe_file::{self, io, BuildDir, Ownership};
+use relay_fs::{BuildDir, Kind, Ownership};
+
 use crate::{
-    backup, postconf_cache, Backup, PostfixError, PostfixRead, PostfixSettings, PostfixWrite,
+    backup, io, postconf_cache, Backup, PostfixError, PostfixRead, PostfixSettings, PostfixWrite,
 };
 
 /// Postfix's compiled-in configuration directory: no `-c` is passed for it.
@@ -220,7 +221,7 @@ impl PostfixCli {
     /// go away: build directories `.NAME.RANDOM.relay-sync.tmp`, and the fixed names of
     /// versions before them (`.NAME.relay-sync.tmp`, its databases, Berkeley DB's `__db.` file).
     /// Only this user's own regular files and build directories are removed
-    /// ([`safe_file`](crate::safe_file)); anything else there is left alone. Call it only while
+    /// ([`relay_fs::remove_leftover`]); anything else there is left alone. Call it only while
     /// holding the run lock: a running sync uses these names.
     pub fn remove_leftovers(&self) -> Result<(), PostfixError> {
         for source in [
@@ -244,7 +245,7 @@ impl PostfixCli {
                 let entry = entry.map_err(|source| io("list", dir, source))?;
                 let name = entry.file_name();
                 if is_leftover_of(&name.to_string_lossy(), &base) {
-                    safe_file::remove_leftover(&entry.path(), true)?;
+                    relay_fs::remove_leftover(&entry.path(), true)?;
                 }
             }
         }
@@ -433,8 +434,8 @@ impl PostfixCli {
         // whatever the database (MariaDB) says by then. The other order could leave a new
         // database beside an old source, looking fresh, with routes the source lacks
         // (a rollback killed there would keep them for good).
-        match safe_file::trusted_link(source)? {
-            None => safe_file::rename_checked(&built.source, source, &built.source_file)?,
+        match relay_fs::trusted_link(source)? {
+            None => relay_fs::rename_checked(&built.source, source, &built.source_file)?,
             // A source that is a symbolic link root keeps (configuration management) stays
             // one: the file it points to is replaced, dated like the built source, so that the
             // database is not older than it. The database is where Postfix looks for it:
@@ -445,15 +446,15 @@ impl PostfixCli {
                     .metadata()
                     .and_then(|meta| meta.modified())
                     .map_err(|error| io("inspect", &built.source, error))?;
-                safe_file::replace_dated(&target, text.as_bytes(), NEW_FILE_MODE, Some(modified))?;
+                relay_fs::replace_dated(&target, text.as_bytes(), NEW_FILE_MODE, Some(modified))?;
             }
         }
-        safe_file::rename_checked(
+        relay_fs::rename_checked(
             &built.database,
             &database_of(source, self.map_suffix),
             &built.database_file,
         )?;
-        safe_file::sync_dir(source)
+        Ok(relay_fs::sync_dir(source)?)
     }
 
     /// The first half of [`PostfixCli::install_map`]: the new source and database, built in a
@@ -467,13 +468,13 @@ impl PostfixCli {
     fn build_map(&self, source: &Path, text: &str) -> Result<Built, PostfixError> {
         let database = database_of(source, self.map_suffix);
         // A link someone else planted at the source is refused before anything is built.
-        let target = safe_file::trusted_link(source)?;
+        let target = relay_fs::trusted_link(source)?;
         let source_owner = Ownership::of(target.as_deref().unwrap_or(source))?;
         let db_owner = Ownership::of(&database)?.or(source_owner);
         let dir = BuildDir::beside(source)?;
         let temp_source = dir.join(source.file_name().unwrap_or(source.as_os_str()));
         let temp_db = database_of(&temp_source, self.map_suffix);
-        let mut source_file = safe_file::create_new(&temp_source)
+        let mut source_file = relay_fs::create_new(&temp_source)
             .map_err(|error| io("create", &temp_source, error))?;
         // Flushed after postmap, not before: postmap reads the page cache, and a run's first
         // fsync can wait tens of milliseconds for the file system's journal (measured: 15 ms
@@ -487,14 +488,14 @@ impl PostfixCli {
             "postmap",
             &[format!("{}:{}", self.map_type, temp_source.display())],
         )?;
-        let database_file = safe_file::open_produced(&temp_db)?;
+        let database_file = relay_fs::open_produced(&temp_db)?;
         for (file, path, owner) in [
             (&source_file, &temp_source, source_owner),
             (&database_file, &temp_db, db_owner),
         ] {
             match owner {
                 Some(owner) => owner.apply(file, path)?,
-                None => safe_file::set_mode(file, path, NEW_FILE_MODE)?,
+                None => relay_fs::set_mode(file, path, NEW_FILE_MODE)?,
             }
             file.sync_all().map_err(|error| io("flush", path, error))?;
         }
@@ -613,9 +614,9 @@ impl PostfixRead for PostfixCli {
 
     fn recipients_map_header(&self) -> Option<String> {
         use std::io::Read;
-        // As read_text: a link someone other than root planted is not followed.
-        safe_file::trusted_link(&self.recipients_map).ok()?;
-        let file = fs::File::open(&self.recipients_map).ok()?;
+        // As read_text: a link someone other than root planted is not followed, and nothing
+        // but a regular file is opened.
+        let file = relay_fs::open(Kind::MAP_SOURCE, &self.recipients_map).ok()??;
         let mut head = Vec::with_capacity(4096);
         file.take(4096).read_to_end(&mut head).ok()?;
         let line = head.split(|&b| b == b'\n').next()?;
@@ -888,7 +889,7 @@ fn is_leftover_of(name: &str, base: &str) -> bool {
         || unprefixed
             .strip_prefix(fixed.as_str())
             .is_some_and(|rest| rest.starts_with('.'));
-    fixed_name || safe_file::temp_name_base(name) == Some(base)
+    fixed_name || relay_fs::temp_name_base(name) == Some(base)
 }
 
 /// The `n` lines `postconf -h NAME…` prints for `n` names, one value each; `None` for any
@@ -911,18 +912,17 @@ fn is_fatal(stderr: &str) -> bool {
 }
 
 /// A map source's contents, or `None` when it does not exist. A symbolic link is read only
-/// when relay-sync would also write through it ([`safe_file::trusted_link`]).
+/// when relay-sync would also write through it ([`relay_fs::trusted_link`]), and only a
+/// regular file is opened ([`Kind::MAP_SOURCE`]).
 fn read_text(path: &Path) -> Result<Option<String>, PostfixError> {
-    safe_file::trusted_link(path)?;
-    match fs::read(path) {
-        Ok(bytes) => String::from_utf8(bytes)
+    match relay_fs::read(Kind::MAP_SOURCE, path)? {
+        Some(bytes) => String::from_utf8(bytes)
             .map(Some)
             .map_err(|_| PostfixError::Invalid {
                 path: path.to_owned(),
                 detail: "not UTF-8 text; fix the file's encoding by hand".into(),
             }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(source) => Err(io("read", path, source)),
+        None => Ok(None),
     }
 }
 

@@ -9,9 +9,11 @@
 //! Architecture invariant: every file this crate writes is replaced atomically (temporary file in
 //! the same directory, fsync, rename, directory fsync) and keeps the previous owner and mode; map
 //! databases are built under a temporary name and renamed into place, never rebuilt in place.
-//! No file or directory is created, changed or chmodded through a path someone other than root
-//! controls: [`safe_file`] is the one way it is done.
+//! No file or directory is read, created, changed or chmodded through a path someone other than
+//! root controls: every file goes through [`relay_fs`].
 #![warn(clippy::print_stdout, clippy::print_stderr)]
+// Unit tests set files up by path in temporary directories of their own.
+#![cfg_attr(test, allow(clippy::disallowed_methods))]
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -232,12 +234,22 @@ pub enum PostfixError {
         /// What is wrong with it.
         detail: String,
     },
+    /// relay-fs refused a file or could not read or write it (a link someone else planted, a
+    /// FIFO, a backup in a directory others can write, …); it names the file and the fix.
+    /// Boxed: the error travels in every `Result` of a run, and stays as small as it was.
+    #[error(transparent)]
+    File(Box<relay_fs::FsError>),
+}
+
+impl From<relay_fs::FsError> for PostfixError {
+    fn from(error: relay_fs::FsError) -> PostfixError {
+        PostfixError::File(Box::new(error))
+    }
 }
 
 mod backup;
 mod cli;
 mod postconf_cache;
-pub mod safe_file;
 
 impl From<relay_process::RunError> for PostfixError {
     fn from(error: relay_process::RunError) -> PostfixError {
@@ -258,8 +270,6 @@ impl From<relay_process::RunError> for PostfixError {
     }
 }
 
-pub use safe_file::create_dir;
-
 pub use backup::{
     finish_backups, list_backups, newest_backup_sequence, read_backup, read_generation,
     BackupContents, BackupGeneration, Origin, GENERATIONS_INDEX,
@@ -267,15 +277,15 @@ pub use backup::{
 
 pub use cli::PostfixCli;
 
-/// Replaces `path` with `bytes` the way relay-sync replaces every file it writes
-/// ([`safe_file`]): a new temporary file of an unpredictable name in the same directory
-/// (`O_EXCL|O_NOFOLLOW`), the owner and mode of the regular file it replaces (`new_mode` for a
-/// new one) set on its descriptor, fsync, rename, directory fsync. A crash leaves the old or the
-/// new file; a symbolic link at `path` is replaced, never written through.
-pub fn replace_file(
+/// A [`PostfixError::Io`] naming what was being done to which file.
+pub(crate) fn io(
+    action: &'static str,
     path: &std::path::Path,
-    bytes: &[u8],
-    new_mode: u32,
-) -> Result<(), PostfixError> {
-    safe_file::replace(path, bytes, new_mode)
+    source: std::io::Error,
+) -> PostfixError {
+    PostfixError::Io {
+        action,
+        path: path.to_owned(),
+        source,
+    }
 }

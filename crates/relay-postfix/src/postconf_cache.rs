@@ -15,6 +15,8 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
+use relay_fs::Kind;
+
 const HEADER: &str =
     "# relay-sync: postconf values cached while main.cf is unchanged; safe to delete";
 
@@ -65,18 +67,16 @@ fn key_settled(config_dir: &Path, command_dir: &Path, settle: Duration) -> Optio
 
 /// The values stored under `key`, if the file holds exactly that key and only this user can
 /// have written it: its `relay_domains` goes back into `postconf -e`, so a cache another local
-/// user could write is ignored.
+/// user could write, or plant a link or a FIFO at, is ignored (relay-fs reads it as a file
+/// relay-sync keeps: [`Kind::POSTCONF_CACHE`]).
 pub(crate) fn load(path: &Path, key: &str, names: &[&str]) -> Option<Values> {
-    for file in [path, path.parent()?] {
-        if !private(&fs::symlink_metadata(file).ok()?) {
-            tracing::debug!(
-                "postconf cache ignored: {} is not this user's alone",
-                file.display()
-            );
+    let text = match relay_fs::read_to_string(Kind::POSTCONF_CACHE, path) {
+        Ok(text) => text?,
+        Err(error) => {
+            tracing::debug!("postconf cache ignored: {error}");
             return None;
         }
-    }
-    let text = fs::read_to_string(path).ok()?;
+    };
     let mut lines = text.lines();
     if lines.next()? != HEADER || lines.next()?.strip_prefix("key ")? != key {
         return None;
@@ -93,13 +93,6 @@ pub(crate) fn load(path: &Path, key: &str, names: &[&str]) -> Option<Values> {
     values.filter(|_| lines.next().is_none())
 }
 
-/// Whether `meta` is owned by this process's user and not writable by group or others.
-fn private(meta: &fs::Metadata) -> bool {
-    // SAFETY: `geteuid` has no preconditions and cannot fail.
-    let euid = unsafe { libc::geteuid() };
-    meta.uid() == euid && meta.mode() & 0o022 == 0
-}
-
 /// Stores `values` under `key`, replacing the file atomically; a failure only costs the next
 /// run a postconf, so it is logged and otherwise ignored.
 pub(crate) fn save(path: &Path, key: &str, names: &[&str], values: &[String]) {
@@ -110,7 +103,7 @@ pub(crate) fn save(path: &Path, key: &str, names: &[&str], values: &[String]) {
     for (name, value) in names.iter().zip(values) {
         text.push_str(&format!("{name} = {value}\n"));
     }
-    if let Err(error) = crate::safe_file::replace(path, text.as_bytes(), 0o600) {
+    if let Err(error) = relay_fs::replace(path, text.as_bytes(), 0o600) {
         tracing::debug!("postconf cache not saved: {error}");
     }
 }
@@ -183,12 +176,14 @@ mod tests {
         let link = dir.path().join("link.cache");
         std::os::unix::fs::symlink(&path, &link).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(load(&link), None, "symbolic link");
-        // Another owner (only root can give a file away).
-        // SAFETY: `geteuid` has no preconditions and cannot fail.
-        if unsafe { libc::geteuid() } == 0 {
-            std::os::unix::fs::chown(&path, Some(65534), None).unwrap_or_else(|e| panic!("{e}"));
-            assert_eq!(load(&path), None, "file owned by nobody");
-        }
+        // A FIFO is neither read nor waited on.
+        let fifo = dir.path().join("fifo.cache");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+        assert!(made.is_ok_and(|status| status.success()), "mkfifo");
+        assert_eq!(load(&fifo), None, "FIFO");
+        // Another owner (only root can give a file away; the tests run as root).
+        std::os::unix::fs::chown(&path, Some(65534), None).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(load(&path), None, "file owned by nobody");
     }
 
     #[test]

@@ -10,6 +10,10 @@
 //! Architecture invariant: nothing here touches the system's own Postfix or MariaDB, their
 //! configuration, or any address but loopback.
 
+// A test tool: it sets up files and directories by path inside private temporary directories
+// of its own, which no other user can reach (SECURITY.md).
+#![allow(clippy::disallowed_methods)]
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 

@@ -85,3 +85,37 @@ pub fn plant(link: &Path, target: &Path) {
     std::os::unix::fs::symlink(target, link).unwrap();
     std::os::unix::fs::lchown(link, Some(NOBODY), Some(NOBODY)).unwrap();
 }
+
+/// A FIFO (named pipe) at `path`, owned by `nobody` as if `nobody` had made it: an `open(2)` of
+/// it for reading or writing blocks until the other end is opened, which no one ever does.
+///
+/// # Panics
+///
+/// When the FIFO cannot be made; this is test set-up (as root).
+#[allow(clippy::unwrap_used)]
+pub fn plant_fifo(path: &Path) {
+    let name = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: `name` is a valid NUL-terminated path.
+    let made = unsafe { libc::mkfifo(name.as_ptr(), 0o666) };
+    assert_eq!(made, 0, "mkfifo {}", path.display());
+    std::os::unix::fs::lchown(path, Some(NOBODY), Some(NOBODY)).unwrap();
+}
+
+/// A regular file at `path` holding `text`, owned by `nobody` and given `mode` (setuid bits
+/// included), as if `nobody` had made it.
+///
+/// # Panics
+///
+/// When the file cannot be made; this is test set-up (as root).
+#[allow(clippy::unwrap_used)]
+pub fn plant_file(path: &Path, text: &str, mode: u32) {
+    fs::write(path, text).unwrap();
+    std::os::unix::fs::chown(path, Some(NOBODY), Some(NOBODY)).unwrap();
+    // After the chown, which clears the setuid and setgid bits.
+    fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// What [`Victim`] holds, to look for in a command's output and log: it must never be shown.
+pub fn victim_secret() -> &'static str {
+    SECRET.trim_end()
+}

@@ -8,12 +8,14 @@
 //! Issue "Reliability": `faults`, `crash`, `concurrency`, `hostile`, `alerts`, `tls`, `timeouts`.
 
 #![allow(clippy::unwrap_used)] // Test helpers outside #[test] functions.
+#![allow(clippy::disallowed_methods)] // Tests set files up by path in their own temporary directories.
 
 mod gateway;
 mod scenarios;
 
 mod ops;
 mod packaging;
+mod planted;
 mod recorded;
 mod rollback_order;
 

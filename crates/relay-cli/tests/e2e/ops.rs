@@ -487,11 +487,11 @@ fn container_prefix_runs_every_postfix_command() {
         .lines()
         .find(|l| l.contains("container"))
         .unwrap();
-    // The probe file is named after relay-sync's process id.
+    // The probe file's name is random (`.relay-sync-check.RANDOM.relay-sync.tmp`).
     let line = gw.redact(line);
     let (head, tail) = line.split_once(".relay-sync-check.").unwrap();
-    let tail = tail.trim_start_matches(|c: char| c.is_ascii_digit());
-    insta::assert_snapshot!(format!("{head}.relay-sync-check.[PID]{tail}"));
+    let tail = tail.trim_start_matches(|c: char| c.is_ascii_alphanumeric());
+    insta::assert_snapshot!(format!("{head}.relay-sync-check.[RANDOM]{tail}"));
 }
 
 /// `hold` end to end (issue "packages, units and outputs"): held, a database change, a sync

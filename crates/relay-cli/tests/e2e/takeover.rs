@@ -46,8 +46,9 @@ fn takeover_metrics_file_in_a_nobody_dir_is_replaced_not_written_through() {
 }
 
 /// `STATE_DIR` owned by `nobody`, with links at the temporary names of every file a run writes
-/// there (state, the alert outbox, the reload journal, the postconf cache): a run that applies
-/// a change leaves the victim untouched.
+/// there (state, the alert outbox, the reload journal, the postconf cache): the run is refused
+/// (exit 2) naming the directory and the `chown` that fixes it, and what it records there is
+/// written by rename, never through a link; the victim is untouched.
 #[test]
 fn takeover_state_dir_owned_by_nobody_is_never_written_through() {
     let gw = Gateway::start("kuma8088.com", "");
@@ -62,12 +63,17 @@ fn takeover_state_dir_owned_by_nobody_is_never_written_through() {
         plant(&fixed_temp(&state, name), &victim.path);
     }
 
-    gw.sync_expecting(0);
+    let run = gw.run(&[]);
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(
+        run.stderr
+            .contains(&format!("run `chown root {}`", state.display())),
+        "{run:?}"
+    );
     victim.assert_untouched();
-    assert!(fs::symlink_metadata(state.join("state"))
-        .unwrap()
-        .file_type()
-        .is_file());
+    let meta = fs::symlink_metadata(state.join("state")).unwrap();
+    assert!(meta.file_type().is_file());
+    assert_eq!((meta.uid(), meta.mode() & 0o7777), (0, 0o600));
 }
 
 /// The run lock, replaced by `nobody` with a link: the lock is not taken through it (the pid
@@ -88,7 +94,9 @@ fn takeover_lock_file_link_planted_by_nobody_is_refused() {
 }
 
 /// `BACKUP_DIR` owned by `nobody`, with links at the temporary names of the backups of this
-/// second and the next few: the victim is untouched.
+/// second and the next few: the backup is refused before anything is written or changed
+/// (exit 5, nothing to roll back), naming the directory and the `chown` that fixes it; the
+/// victim is untouched and the directory keeps its mode.
 #[test]
 fn takeover_backup_dir_owned_by_nobody_is_never_written_through() {
     let gw = Gateway::start("kuma8088.com", "");
@@ -104,10 +112,22 @@ fn takeover_backup_dir_owned_by_nobody_is_never_written_through() {
             );
         }
     }
+    let files = gw.files_before_first_sync();
 
-    gw.sync_expecting(0);
+    let run = gw.run(&[]);
+    assert_eq!(run.code, 5, "{run:?}");
+    assert!(
+        run.stderr
+            .contains(&format!("run `chown root {}`", backups.display())),
+        "{run:?}"
+    );
     victim.assert_untouched();
-    assert!(!relay_postfix::list_backups(&backups).unwrap().is_empty());
+    assert_eq!(gw.files_before_first_sync(), files, "Postfix was changed");
+    assert_eq!(fs::metadata(&backups).unwrap().mode() & 0o7777, 0o755);
+    for entry in fs::read_dir(&backups).unwrap() {
+        let entry = entry.unwrap();
+        assert!(entry.file_type().unwrap().is_symlink(), "{entry:?} written");
+    }
 }
 
 /// A `BACKUP_DIR` that is a symbolic link (root's own) to a 0755 directory: the backups go

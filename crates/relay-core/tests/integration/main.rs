@@ -6,6 +6,7 @@
 //! change → empty plan), UT-007 (transport line for a new domain).
 
 #![allow(clippy::unwrap_used)] // Test helpers outside #[test] functions.
+#![allow(clippy::disallowed_methods)] // Tests set files up by path in their own temporary directories.
 
 mod domains;
 mod log_escape;

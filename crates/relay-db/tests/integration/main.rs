@@ -5,6 +5,7 @@
 //! general log start their own. A missing `mariadb-server` fails every test with the
 //! `apt-get install` command that fixes it.
 #![allow(clippy::unwrap_used)]
+#![allow(clippy::disallowed_methods)] // Tests set files up by path in their own temporary directories.
 
 use std::fmt::Write as _;
 use std::net::TcpListener;

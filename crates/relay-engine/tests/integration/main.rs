@@ -18,6 +18,7 @@
 //! | UT-012 | backup before change | `ut012_backup_is_taken_before_any_write` |
 
 #![allow(clippy::unwrap_used)] // Test helpers outside #[test] functions.
+#![allow(clippy::disallowed_methods)] // Tests set files up by path in their own temporary directories.
 
 mod fakes;
 mod map_mode;

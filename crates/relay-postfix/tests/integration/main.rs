@@ -1,6 +1,7 @@
 //! relay-postfix against a real, private Postfix instance (relay-testbed).
 
 #![allow(clippy::unwrap_used)] // Test helpers outside #[test] functions.
+#![allow(clippy::disallowed_methods)] // Tests set files up by path in their own temporary directories.
 
 use std::fs;
 use std::io::{BufRead, BufReader, Write};

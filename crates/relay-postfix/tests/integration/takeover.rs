@@ -43,7 +43,7 @@ fn replace_file_never_writes_through_a_link_planted_in_a_nobody_directory() {
     let final_victim = Victim::new();
     plant(&metrics, &final_victim.path);
 
-    relay_postfix::replace_file(&metrics, b"relay_sync_up 1\n", 0o644).unwrap();
+    relay_fs::replace(&metrics, b"relay_sync_up 1\n", 0o644).unwrap();
 
     victim.assert_untouched();
     final_victim.assert_untouched();
@@ -55,7 +55,9 @@ fn replace_file_never_writes_through_a_link_planted_in_a_nobody_directory() {
 }
 
 /// `BACKUP_DIR` owned by `nobody`, with links planted at every temporary name a backup of this
-/// second and the next few would have used: the victim is untouched.
+/// second and the next few would have used: the backup is refused, naming the directory and
+/// the `chown` that fixes it, before anything is written; the victim is untouched and the
+/// directory is not chmodded (it is not root's).
 #[test]
 fn a_backup_never_writes_through_a_link_planted_in_a_nobody_backup_dir() {
     let postfix = Postfix::start("a.example").unwrap();
@@ -63,6 +65,7 @@ fn a_backup_never_writes_through_a_link_planted_in_a_nobody_backup_dir() {
     let backups = nobody_dir(&root.path().join("backup"));
     let victim = Victim::new();
     let now = chrono::Local::now();
+    let mut planted = 0;
     for second in 0..10 {
         let stamp = (now + chrono::Duration::seconds(second)).format("%Y%m%d-%H%M%S");
         for kind in ["relay_domains", "transport"] {
@@ -70,22 +73,30 @@ fn a_backup_never_writes_through_a_link_planted_in_a_nobody_backup_dir() {
                 let name = format!("{kind}.{stamp}{suffix}.bak");
                 for link in fixed_temp_names(&backups, &name) {
                     plant(&link, &victim.path);
+                    planted += 1;
                 }
             }
         }
     }
     let cli = PostfixCli::new(settings(&postfix, &backups, None)).unwrap();
 
-    let backup = cli
+    let error = cli
         .backup("a.example", Some(&block(&["a.example"])))
-        .unwrap();
+        .unwrap_err();
 
+    let text = error.to_string();
+    assert!(text.contains("owned by uid 65534"), "{text}");
+    assert!(
+        text.contains(&format!("chown root {}", backups.display())),
+        "{text}"
+    );
     victim.assert_untouched();
-    for file in &backup.files {
-        let meta = fs::symlink_metadata(file).unwrap();
-        assert!(meta.file_type().is_file(), "{}", file.display());
-        assert_eq!(meta.mode() & 0o7777, 0o600, "{}", file.display());
-    }
+    assert_eq!(
+        fs::read_dir(&backups).unwrap().count(),
+        planted,
+        "a file was written"
+    );
+    assert_eq!(fs::metadata(&backups).unwrap().mode() & 0o7777, 0o755);
 }
 
 /// A `BACKUP_DIR` that is a symbolic link is never chmodded through: root's own link is used as
@@ -202,11 +213,14 @@ fn a_database_postmap_left_as_a_link_is_refused_and_the_victim_untouched() {
         .write_transport(&block(&["a.example", "b.example"]))
         .unwrap_err();
     match &error {
-        PostfixError::Invalid { path, detail } => {
-            assert!(path.to_string_lossy().ends_with("transport.db"), "{error}");
-            assert!(detail.contains("symbolic link"), "{error}");
-        }
-        other => panic!("expected Invalid naming the database, got {other:?}"),
+        PostfixError::File(file) => match file.as_ref() {
+            relay_fs::FsError::Refused { path, problem, .. } => {
+                assert!(path.to_string_lossy().ends_with("transport.db"), "{error}");
+                assert!(problem.contains("symbolic link"), "{error}");
+            }
+            other => panic!("expected a refusal naming the database, got {other:?}"),
+        },
+        other => panic!("expected a refusal naming the database, got {other:?}"),
     }
     victim.assert_untouched();
     assert_eq!(fs::read(postfix.transport_file()).unwrap(), source_before);

@@ -1,5 +1,7 @@
 //! The runner against real processes: `/bin/sh`, `sleep`, `cat`, `env`.
 
+#![allow(clippy::disallowed_methods)] // Tests set files up by path in their own temporary directories.
+
 use std::path::Path;
 use std::time::{Duration, Instant};
 
