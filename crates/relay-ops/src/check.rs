@@ -92,9 +92,7 @@ pub fn run(config: &Config) -> Report {
     // Without the feature, loading the config has refused ALERT_SNS_TOPIC_ARN.
     #[cfg(feature = "sns")]
     if let Some(settings) = &config.alert_sns {
-        for (name, status, detail) in crate::alert::sns::probe(settings, config.command_timeout) {
-            report.push(name, status, detail);
-        }
+        check_sns(settings, config.command_timeout, &mut report);
     }
     match crate::hold::read(&config.state_dir) {
         Ok(Some(hold)) => report.push(
@@ -106,6 +104,25 @@ pub fn run(config: &Config) -> Report {
         Err(error) => report.push("hold", Level::Fail, error.to_string()),
     }
     report
+}
+
+/// SNS alerts: whether credentials resolve (`sns_credentials`) and whether the topic answers
+/// (`sns_topic`, asked only with credentials).
+#[cfg(feature = "sns")]
+fn check_sns(
+    settings: &crate::config::SnsSettings,
+    timeout: std::time::Duration,
+    report: &mut Report,
+) {
+    let probe = crate::alert::sns::probe(settings, timeout);
+    let mut push = |name, found: Result<String, String>| match found {
+        Ok(detail) => report.push(name, Level::Ok, detail),
+        Err(detail) => report.push(name, Level::Fail, detail),
+    };
+    push("sns_credentials", probe.credentials);
+    if let Some(topic) = probe.topic {
+        push("sns_topic", topic);
+    }
 }
 
 fn check_config_file(config: &Config, report: &mut Report) {
