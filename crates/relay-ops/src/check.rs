@@ -19,7 +19,7 @@ use relay_db::{DomainSource, MariaDbSource};
 use relay_postfix::PostfixCli;
 use serde::Serialize;
 
-use crate::config::{Config, PasswordSource, RelayDomainsMode};
+use crate::config::{Config, RelayDomainsMode};
 
 /// How one check ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -164,12 +164,7 @@ fn check_config_file(config: &Config, report: &mut Report) {
 }
 
 fn check_database(config: &Config, report: &mut Report) {
-    let source_name = match &config.db_password {
-        PasswordSource::None => "no password".to_owned(),
-        PasswordSource::Literal(_) => "DB_PASSWORD".to_owned(),
-        PasswordSource::File(path) => format!("DB_PASSWORD_FILE {}", path.display()),
-        PasswordSource::Command(command) => format!("DB_PASSWORD_COMMAND `{command}`"),
-    };
+    let source_name = config.db_password.describe();
     let password = match config.resolve_password() {
         Ok(password) => {
             report.push("password", Level::Ok, format!("from {source_name}"));

@@ -198,6 +198,21 @@ pub enum PasswordSource {
     Command(String),
 }
 
+impl PasswordSource {
+    /// Where the password comes from, for a message: the key and the file or command, never
+    /// the password itself.
+    pub fn describe(&self) -> String {
+        match self {
+            PasswordSource::None => "no password".to_owned(),
+            PasswordSource::Literal(_) => NAME.db_password.to_owned(),
+            PasswordSource::File(path) => format!("{} {}", NAME.db_password_file, path.display()),
+            PasswordSource::Command(command) => {
+                format!("{} `{command}`", NAME.db_password_command)
+            }
+        }
+    }
+}
+
 /// `RELAY_DOMAINS_MODE`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RelayDomainsMode {
@@ -918,7 +933,7 @@ fn read_password_file(path: &Path) -> Result<Secret, ConfigError> {
         path: path.to_owned(),
         source,
     })?;
-    password_from_bytes(bytes, || format!("DB_PASSWORD_FILE {}", path.display()))
+    password_from_bytes(bytes, || PasswordSource::File(path.to_owned()).describe())
 }
 
 /// Runs `DB_PASSWORD_COMMAND` under `/bin/sh -c` with no stdin, and returns its stdout.
@@ -949,7 +964,9 @@ fn run_password_command(command: &str, timeout: Duration) -> Result<Secret, Conf
             stderr: excerpt(&String::from_utf8_lossy(&output.stderr)),
         });
     }
-    password_from_bytes(output.stdout, || format!("DB_PASSWORD_COMMAND `{command}`"))
+    password_from_bytes(output.stdout, || {
+        PasswordSource::Command(command.to_owned()).describe()
+    })
 }
 
 #[cfg(test)]

@@ -202,7 +202,8 @@ macro_rules! config_keys {
             $($(pub(super) $field: &'static str,)*)*
         }
 
-        /// The names, for `NAME.db_host` rather than a second spelling of `"DB_HOST"`.
+        /// The names, so that a rule writes `NAME.db_host`, checked when compiling, rather than
+        /// spell a key's name a second time.
         pub(super) const NAME: Names = Names {
             $($($field: $name,)*)*
         };
