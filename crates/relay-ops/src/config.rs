@@ -706,6 +706,56 @@ impl Raw {
         path: &Path,
         file_found: bool,
     ) -> Result<Config, ConfigError> {
+        // Every field by name: a key added to the table is a compile error here until a rule
+        // or a `Config` field uses it.
+        let Raw {
+            db_host,
+            db_port,
+            db_name,
+            db_user,
+            db_password,
+            db_password_file,
+            db_password_command,
+            db_query,
+            db_tls,
+            db_tls_ca,
+            db_connect_timeout,
+            db_query_timeout,
+            dell_relay_ip,
+            dell_relay_port,
+            relay_transport,
+            preserve_domains,
+            postfix_config_dir,
+            postfix_command_dir,
+            postfix_command_prefix,
+            transport_file,
+            map_type,
+            relay_domains_mode,
+            relay_domains_map,
+            recipients_query,
+            recipients_map,
+            backup_dir,
+            backup_keep,
+            log_file,
+            state_dir,
+            lock_file,
+            metrics_file,
+            max_remove_percent,
+            allow_empty,
+            command_timeout,
+            alert_command,
+            alert_email_to,
+            alert_smtp_host,
+            alert_smtp_port,
+            alert_email_from,
+            alert_sns_topic_arn,
+            alert_sns_region,
+            alert_sns_endpoint,
+            alert_after_failures,
+            alert_after_seconds,
+            poll_interval,
+            reconcile_interval,
+        } = self;
         let required: Vec<&'static str> = source::keys()
             .filter(|key| key.default == Shown::Required)
             .map(|key| key.name)
@@ -722,82 +772,77 @@ impl Raw {
             path: path.to_owned(),
             file_found,
         };
-        let db_host = self.db_host.ok_or_else(|| missing(NAME.db_host))?;
-        let dell_relay_ip = self
-            .dell_relay_ip
-            .ok_or_else(|| missing(NAME.dell_relay_ip))?;
-        let db_tls = self.db_tls;
+        let db_host = db_host.ok_or_else(|| missing(NAME.db_host))?;
+        let dell_relay_ip = dell_relay_ip.ok_or_else(|| missing(NAME.dell_relay_ip))?;
         let tls_mode = match db_tls {
             TlsMode::VerifyCa => Some("verify-ca"),
             TlsMode::VerifyFull => Some("verify-full"),
             _ => None,
         };
-        if let (Some(mode), None) = (tls_mode, &self.db_tls_ca) {
+        if let (Some(mode), None) = (tls_mode, &db_tls_ca) {
             return Err(ConfigError::TlsCaMissing {
                 mode,
                 origin: values.origin_of(NAME.db_tls),
             });
         }
         // `Host` and `NextHop` share relay_core::is_host_name, so this holds any host read.
-        let next_hop = NextHop::new(self.relay_transport, &dell_relay_ip, self.dell_relay_port)
+        let next_hop = NextHop::new(relay_transport, &dell_relay_ip, dell_relay_port)
             .map_err(|error| values.invalid(NAME.dell_relay_ip, error.to_string()))?;
         let alert_sns = sns_settings(
             values,
-            self.alert_sns_topic_arn,
-            self.alert_sns_region,
-            self.alert_sns_endpoint,
+            alert_sns_topic_arn,
+            alert_sns_region,
+            alert_sns_endpoint,
         )?;
-        let postfix_config_dir = self.postfix_config_dir;
-        let state_dir = self.state_dir;
         let or_in =
             |path: Option<PathBuf>, dir: &Path, name: &str| path.unwrap_or_else(|| dir.join(name));
         let config = Config {
             file: file_found.then(|| path.to_owned()),
             db_host,
-            db_port: self.db_port,
-            db_name: self.db_name,
-            db_user: self.db_user,
+            db_port,
+            db_name,
+            db_user,
             db_password: password_source(
                 values,
-                self.db_password,
-                self.db_password_file,
-                self.db_password_command,
+                db_password,
+                db_password_file,
+                db_password_command,
             )?,
-            db_query: self.db_query,
+            db_query,
             db_tls,
-            db_tls_ca: self.db_tls_ca,
-            db_connect_timeout: self.db_connect_timeout,
-            db_query_timeout: self.db_query_timeout,
+            db_tls_ca,
+            db_connect_timeout,
+            db_query_timeout,
             next_hop,
-            preserve_domains: self.preserve_domains.unwrap_or_default(),
-            postfix_command_dir: self.postfix_command_dir,
-            postfix_command_prefix: self.postfix_command_prefix.unwrap_or_default(),
-            transport_file: or_in(self.transport_file, &postfix_config_dir, "transport"),
-            map_type: self.map_type,
-            relay_domains_mode: self.relay_domains_mode,
-            relay_domains_map: or_in(self.relay_domains_map, &postfix_config_dir, "relay_domains"),
-            recipients_query: self.recipients_query,
-            recipients_map: or_in(self.recipients_map, &postfix_config_dir, "relay_recipients"),
+            preserve_domains: preserve_domains.unwrap_or_default(),
+            postfix_command_dir,
+            postfix_command_prefix: postfix_command_prefix.unwrap_or_default(),
+            transport_file: or_in(transport_file, &postfix_config_dir, "transport"),
+            map_type,
+            relay_domains_mode,
+            relay_domains_map: or_in(relay_domains_map, &postfix_config_dir, "relay_domains"),
+            recipients_query,
+            recipients_map: or_in(recipients_map, &postfix_config_dir, "relay_recipients"),
             postfix_config_dir,
-            backup_dir: self.backup_dir,
-            backup_keep: self.backup_keep,
-            log_file: self.log_file,
-            lock_file: or_in(self.lock_file, &state_dir, "relay-sync.lock"),
+            backup_dir,
+            backup_keep,
+            log_file,
+            lock_file: or_in(lock_file, &state_dir, "relay-sync.lock"),
             state_dir,
-            max_remove_percent: self.max_remove_percent,
-            allow_empty: self.allow_empty,
-            command_timeout: self.command_timeout,
-            alert_command: self.alert_command,
-            alert_email_to: self.alert_email_to,
-            alert_smtp_host: self.alert_smtp_host,
-            alert_smtp_port: self.alert_smtp_port,
-            alert_email_from: self.alert_email_from,
+            max_remove_percent,
+            allow_empty,
+            command_timeout,
+            alert_command,
+            alert_email_to,
+            alert_smtp_host,
+            alert_smtp_port,
+            alert_email_from,
             alert_sns,
-            alert_after_failures: self.alert_after_failures,
-            metrics_file: self.metrics_file,
-            alert_after: self.alert_after_seconds,
-            poll_interval: self.poll_interval,
-            reconcile_interval: self.reconcile_interval,
+            alert_after_failures,
+            metrics_file,
+            alert_after: alert_after_seconds,
+            poll_interval,
+            reconcile_interval,
         };
         // Both are written and built by relay-sync; one file cannot hold both texts.
         let (map, transport) = (&config.relay_domains_map, &config.transport_file);

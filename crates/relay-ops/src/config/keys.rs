@@ -6,6 +6,13 @@
 //!
 //! A site-specific key has no default and no live value in the sample config file: it shows an
 //! `.example(...)`, commented out, so that the file as shipped configures nothing.
+//!
+//! Adding a key is one declaration here; then `UPDATE_EXPECT=1 cargo test -p relay-ops config::`
+//! renders the documentation again. Its value reaches [`Config`](super::Config) through
+//! `Raw::into_config`, which names every field: the build fails until the new one is used. A
+//! key that needs a cargo feature is declared like any other, so that a build without the
+//! feature can refuse it by name instead of calling it unknown: see `ALERT_SNS_TOPIC_ARN` and
+//! `sns_settings`. A new value type is a `value_type!` in `values.rs`.
 
 use super::declare::{config_keys, is_field_name, parse_default, Key, Section, Shown};
 use super::values::*;
