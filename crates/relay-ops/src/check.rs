@@ -19,7 +19,7 @@ use relay_db::{DomainSource, MariaDbSource};
 use relay_postfix::PostfixCli;
 use serde::Serialize;
 
-use crate::config::{Config, RelayDomainsMode};
+use crate::config::{Config, RelayDomainsMode, NAME};
 
 /// How one check ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -287,7 +287,7 @@ fn recipients_verdict(fetched: Result<relay_db::Fetched, relay_db::DbError>) -> 
         ),
         Err(error) => {
             let error = error.to_string();
-            if error.contains("RECIPIENTS_QUERY") {
+            if error.contains(NAME.recipients_query) {
                 (Level::Fail, error)
             } else {
                 (Level::Fail, format!("RECIPIENTS_QUERY: {error}"))

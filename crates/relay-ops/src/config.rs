@@ -61,7 +61,8 @@ pub use declare::{Key, Sample, Section, Shown};
 pub use keys::SECTIONS;
 pub use render::{man_page, readme_table, sample_config};
 
-use keys::{Raw, NAME};
+use keys::Raw;
+pub(crate) use keys::NAME;
 use source::{Line, Values};
 use values::Arn;
 

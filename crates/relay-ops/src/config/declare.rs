@@ -198,13 +198,13 @@ macro_rules! config_keys {
 
         /// Each key's name, by field: what the rules between keys name in their errors.
         #[allow(dead_code, reason = "only the keys a rule or a check names are read")]
-        pub(super) struct Names {
-            $($(pub(super) $field: &'static str,)*)*
+        pub(crate) struct Names {
+            $($(pub(crate) $field: &'static str,)*)*
         }
 
         /// The names, so that a rule writes `NAME.db_host`, checked when compiling, rather than
         /// spell a key's name a second time.
-        pub(super) const NAME: Names = Names {
+        pub(crate) const NAME: Names = Names {
             $($($field: $name,)*)*
         };
 
