@@ -20,7 +20,7 @@ use relay_db::{DomainSource, MariaDbSource};
 use relay_postfix::PostfixCli;
 use serde::Serialize;
 
-use crate::config::{Config, PasswordSource, RelayDomainsMode};
+use crate::config::{Config, RelayDomainsMode, NAME};
 
 /// How one check ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -93,9 +93,7 @@ pub fn run(config: &Config) -> Report {
     // Without the feature, loading the config has refused ALERT_SNS_TOPIC_ARN.
     #[cfg(feature = "sns")]
     if let Some(settings) = &config.alert_sns {
-        for (name, status, detail) in crate::alert::sns::probe(settings, config.command_timeout) {
-            report.push(name, status, detail);
-        }
+        check_sns(settings, config.command_timeout, &mut report);
     }
     // What a sync reads from STATE_DIR before it syncs, read the same way: a refusal there
     // fails the sync (exit 2), so it fails the check.
@@ -112,6 +110,25 @@ pub fn run(config: &Config) -> Report {
         Err(error) => report.push("state files", Level::Fail, error.to_string()),
     }
     report
+}
+
+/// SNS alerts: whether credentials resolve (`sns_credentials`) and whether the topic answers
+/// (`sns_topic`, asked only with credentials).
+#[cfg(feature = "sns")]
+fn check_sns(
+    settings: &crate::config::SnsSettings,
+    timeout: std::time::Duration,
+    report: &mut Report,
+) {
+    let probe = crate::alert::sns::probe(settings, timeout);
+    let mut push = |name, found: Result<String, String>| match found {
+        Ok(detail) => report.push(name, Level::Ok, detail),
+        Err(detail) => report.push(name, Level::Fail, detail),
+    };
+    push("sns_credentials", probe.credentials);
+    if let Some(topic) = probe.topic {
+        push("sns_topic", topic);
+    }
 }
 
 fn check_config_file(config: &Config, report: &mut Report) {
@@ -153,12 +170,7 @@ fn check_config_file(config: &Config, report: &mut Report) {
 }
 
 fn check_database(config: &Config, report: &mut Report) {
-    let source_name = match &config.db_password {
-        PasswordSource::None => "no password".to_owned(),
-        PasswordSource::Literal(_) => "DB_PASSWORD".to_owned(),
-        PasswordSource::File(path) => format!("DB_PASSWORD_FILE {}", path.display()),
-        PasswordSource::Command(command) => format!("DB_PASSWORD_COMMAND `{command}`"),
-    };
+    let source_name = config.db_password.describe();
     let password = match config.resolve_password() {
         Ok(password) => {
             report.push("password", Level::Ok, format!("from {source_name}"));
@@ -281,7 +293,7 @@ fn recipients_verdict(fetched: Result<relay_db::Fetched, relay_db::DbError>) -> 
         ),
         Err(error) => {
             let error = error.to_string();
-            if error.contains("RECIPIENTS_QUERY") {
+            if error.contains(NAME.recipients_query) {
                 (Level::Fail, error)
             } else {
                 (Level::Fail, format!("RECIPIENTS_QUERY: {error}"))

@@ -1,14 +1,16 @@
 //! `relay-sync.conf` and `RELAY_SYNC_*`: the typed [`Config`] of SPEC §5.
 //!
-//! Every key is a field of one `serde` struct, with its default in one `Default` impl and its
-//! value type next to it; [`SECTIONS`] documents the same keys for people (the sample config file
-//! and the README's table are rendered from it). The rest of the program only sees [`Config`].
+//! Every key is declared once, in the table of `config/keys.rs`: its name, value type, default,
+//! sample value and doc comment. The table generates the raw struct the file and the environment
+//! fill, its defaults, and the documentation ([`SECTIONS`]), from which the sample config file,
+//! the README's table and relay-sync.conf(5) are rendered. The rules between keys are in
+//! `Raw::into_config`, here. The rest of the program only sees [`Config`].
 //! The rules, including those SPEC §5 leaves open:
 //!
-//! - The file is `KEY=VALUE` lines, read with `serde_ini`'s line parser: whitespace around keys
-//!   and values is ignored, lines starting with `#` or `;` are comments, blank lines are allowed.
-//!   There are no inline comments: a `#` after the `=` belongs to the value (passwords may hold
-//!   one). Keys are upper case, as in SPEC §5.
+//! - The file is `KEY=VALUE` lines: whitespace around keys and values is ignored, lines starting
+//!   with `#` or `;` are comments, blank lines are allowed. There are no inline comments: a `#`
+//!   after the `=` belongs to the value (passwords may hold one). Keys are upper case, as in
+//!   SPEC §5.
 //! - One pair of matching quotes around a whole value is removed (`"a b"`, `'a b'`), so that a
 //!   value may keep leading or trailing spaces. Nothing else is interpreted: no escapes, no `$`
 //!   expansion (`TRANSPORT_FILE=$POSTFIX_CONFIG_DIR/x` is refused as not an absolute path).
@@ -21,6 +23,9 @@
 //!   `ALERT_COMMAND`.
 //! - An empty value is the same as not setting the key: the default applies, or the key is
 //!   missing when it is required. So `RELAY_SYNC_ALERT_COMMAND=` switches off a file's command.
+//! - With none of the required keys set (the sample config file as shipped), relay-sync is not
+//!   configured: [`ConfigError::NotConfigured`] names them all. Like every configuration error,
+//!   it ends a run before anything is recorded or alerted.
 //! - `--config PATH` must exist. The default path ([`DEFAULT_CONFIG_FILE`]) may be absent when
 //!   the environment supplies every required key (a container configured by environment only).
 //! - Paths must be absolute: cron's working directory is not something to depend on.
@@ -31,12 +36,10 @@
 //! - Errors never contain a password: a bad value of a secret [`Key`] is not shown, and
 //!   `DB_PASSWORD_COMMAND`'s stdout never appears in an error.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::convert::Infallible;
+use std::collections::BTreeSet;
 use std::ffi::OsString;
 use std::fmt;
 use std::io::{self, Read};
-use std::net::IpAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -44,17 +47,24 @@ use std::time::Duration;
 use relay_core::{DomainName, NextHop};
 use relay_db::{DbSettings, Secret, TlsMode};
 use relay_postfix::PostfixSettings;
-use serde::de::{self, DeserializeSeed, IntoDeserializer, MapAccess, Visitor};
-use serde::Deserialize;
-use serde_ini::parse::{Error as IniError, SyntaxError};
-use serde_ini::Item;
 
 use relay_process::{excerpt, RunError};
 
+mod declare;
 mod keys;
+mod render;
+mod source;
 mod trust;
+mod values;
 
-pub use keys::{man_page, readme_table, sample_config, Key, Section, Shown, SECTIONS};
+pub use declare::{Key, Sample, Section, Shown};
+pub use keys::SECTIONS;
+pub use render::{man_page, readme_table, sample_config};
+
+use keys::Raw;
+pub(crate) use keys::NAME;
+use source::{Line, Values};
+use values::Arn;
 
 /// Where the configuration file is when `--config` is not given.
 pub const DEFAULT_CONFIG_FILE: &str = "/opt/mailserver/config/relay-sync.conf";
@@ -189,9 +199,23 @@ pub enum PasswordSource {
     Command(String),
 }
 
+impl PasswordSource {
+    /// Where the password comes from, for a message: the key and the file or command, never
+    /// the password itself.
+    pub fn describe(&self) -> String {
+        match self {
+            PasswordSource::None => "no password".to_owned(),
+            PasswordSource::Literal(_) => NAME.db_password.to_owned(),
+            PasswordSource::File(path) => format!("{} {}", NAME.db_password_file, path.display()),
+            PasswordSource::Command(command) => {
+                format!("{} `{command}`", NAME.db_password_command)
+            }
+        }
+    }
+}
+
 /// `RELAY_DOMAINS_MODE`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RelayDomainsMode {
     /// `relay_domains` holds the domains (`postconf -e`).
     Inline,
@@ -308,6 +332,30 @@ pub enum ConfigError {
         first: usize,
         /// Line of the second setting.
         second: usize,
+    },
+    /// None of the required keys is set anywhere: the sample config file as shipped, or no
+    /// configuration at all. A configuration error like the others (the binary exits 2 and
+    /// records nothing); its own variant so that it names every key to set at once.
+    #[error(
+        "not configured: set {} in {}{}",
+        and_list(keys.iter()),
+        path.display(),
+        if *file_found {
+            String::new()
+        } else {
+            format!(
+                " (which does not exist) or as {}",
+                and_list(keys.iter().map(|key| format!("{ENV_PREFIX}{key}")))
+            )
+        }
+    )]
+    NotConfigured {
+        /// The required keys.
+        keys: Vec<&'static str>,
+        /// The configuration file.
+        path: PathBuf,
+        /// Whether that file exists.
+        file_found: bool,
     },
     /// A required key is not set anywhere.
     #[error(
@@ -453,6 +501,15 @@ pub enum ConfigError {
     },
 }
 
+/// `a`, `a and b`, `a, b and c`.
+fn and_list(items: impl Iterator<Item = impl fmt::Display>) -> String {
+    let items: Vec<String> = items.map(|item| item.to_string()).collect();
+    match &items[..] {
+        [init @ .., last] if !init.is_empty() => format!("{} and {last}", init.join(", ")),
+        _ => items.concat(),
+    }
+}
+
 fn did_you_mean(suggestion: Option<impl fmt::Display>) -> String {
     suggestion.map_or_else(String::new, |key| format!(" (did you mean {key}?)"))
 }
@@ -523,19 +580,19 @@ impl Config {
     fn check_trusted_paths(&self) -> Result<(), ConfigError> {
         use trust::{check_path, Secrecy};
         if let PasswordSource::File(path) = &self.db_password {
-            check_path("DB_PASSWORD_FILE", path, Secrecy::Secret)?;
+            check_path(NAME.db_password_file, path, Secrecy::Secret)?;
         }
         if let Some(path) = &self.db_tls_ca {
-            check_path("DB_TLS_CA", path, Secrecy::Public)?;
+            check_path(NAME.db_tls_ca, path, Secrecy::Public)?;
         }
         check_path(
-            "POSTFIX_COMMAND_DIR",
+            NAME.postfix_command_dir,
             &self.postfix_command_dir,
             Secrecy::Public,
         )?;
         for program in ["postconf", "postmap", "postfix"] {
             check_path(
-                "POSTFIX_COMMAND_DIR",
+                NAME.postfix_command_dir,
                 &self.postfix_command_dir.join(program),
                 Secrecy::Public,
             )?;
@@ -551,7 +608,7 @@ impl Config {
     ) -> Result<Config, ConfigError> {
         let mut values = Values::default();
         if let Some(file) = file {
-            let lines = parse_lines(path, &file.text)?;
+            let lines = source::parse_lines(path, &file.text)?;
             check_permissions(path, file.mode, &lines)?;
             trust::check_mode(
                 "config file",
@@ -563,13 +620,7 @@ impl Config {
             values.add_file_lines(path, lines)?;
         }
         values.add_env(env);
-        let raw = Raw::deserialize(&values).map_err(|error| match error {
-            DeError::Config(error) => error,
-            // serde's derive raises errors of its own only for keys (unknown or repeated), which
-            // `deserialize_struct` has checked; a value's error gets its key in `next_value_seed`.
-            DeError::Expected(message) => unreachable!("{message}"),
-        })?;
-        raw.into_config(&values, path, file.is_some())
+        values.read()?.into_config(&values, path, file.is_some())
     }
 
     /// The database password: `DB_PASSWORD` itself, the content of `DB_PASSWORD_FILE`, or the
@@ -636,75 +687,11 @@ fn read_config_file(path: &Path) -> io::Result<FileContents> {
     })
 }
 
-/// One `KEY=VALUE` line of the file, quotes removed. No `Debug`: the value may be a password.
-struct Line {
-    number: usize,
-    key: String,
-    value: String,
-}
-
-/// Splits the file into `KEY=VALUE` lines with `serde_ini`'s parser, which yields exactly one
-/// item per line. Lines are trimmed first so that indented comments are comments.
-fn parse_lines(path: &Path, text: &str) -> Result<Vec<Line>, ConfigError> {
-    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    let syntax = |line: usize, detail: &'static str| ConfigError::Syntax {
-        path: path.to_owned(),
-        line,
-        detail,
-    };
-    let trimmed = text.lines().map(|line| Ok::<_, Infallible>(line.trim()));
-    let mut lines = Vec::new();
-    for (index, item) in serde_ini::Parser::new(trimmed).enumerate() {
-        let number = index + 1;
-        match item {
-            Ok(Item::Value { key, value }) => {
-                if key.is_empty() {
-                    return Err(syntax(
-                        number,
-                        "expected KEY=VALUE, found nothing before `=`",
-                    ));
-                }
-                lines.push(Line {
-                    number,
-                    key,
-                    value: unquote(&value).to_owned(),
-                });
-            }
-            Ok(Item::Empty | Item::Comment { .. }) => {}
-            Ok(Item::Section { .. })
-            | Err(IniError::Syntax(SyntaxError::SectionName | SyntaxError::SectionNotClosed)) => {
-                return Err(syntax(
-                    number,
-                    "sections like [name] are not supported: write plain KEY=VALUE lines",
-                ));
-            }
-            Err(IniError::Syntax(SyntaxError::MissingEquals)) => {
-                return Err(syntax(
-                    number,
-                    "expected KEY=VALUE, a comment starting with # or a blank line",
-                ));
-            }
-            Err(IniError::Inner(never)) => match never {},
-        }
-    }
-    Ok(lines)
-}
-
-/// Removes one pair of matching quotes around the whole value.
-fn unquote(value: &str) -> &str {
-    for quote in ['"', '\''] {
-        if value.len() >= 2 && value.starts_with(quote) && value.ends_with(quote) {
-            return &value[1..value.len() - 1];
-        }
-    }
-    value
-}
-
 /// SPEC §5: a file holding a password must be readable by its owner only.
 fn check_permissions(path: &Path, mode: u32, lines: &[Line]) -> Result<(), ConfigError> {
     let holds_password = lines
         .iter()
-        .any(|line| line.key == "DB_PASSWORD" && !line.value.is_empty());
+        .any(|line| line.key == NAME.db_password && !line.value.is_empty());
     if holds_password && mode & 0o044 != 0 {
         return Err(ConfigError::Permissions {
             path: path.to_owned(),
@@ -712,391 +699,6 @@ fn check_permissions(path: &Path, mode: u32, lines: &[Line]) -> Result<(), Confi
         });
     }
     Ok(())
-}
-
-/// The known key closest to `key` (case-insensitive, at most two edits away; an `export `
-/// prefix is ignored).
-fn suggest(key: &str, known: &'static [&'static str]) -> Option<&'static str> {
-    let key = key.strip_prefix("export ").unwrap_or(key).trim();
-    let key = key.to_ascii_uppercase();
-    known
-        .iter()
-        .map(|known| (strsim::levenshtein(&key, known), *known))
-        .filter(|(distance, _)| *distance <= 2)
-        .min_by_key(|(distance, _)| *distance)
-        .map(|(_, known)| known)
-}
-
-/// One raw value and where it came from. No `Debug`: the value may be a password.
-struct Entry {
-    /// The text, or `None` for an environment variable that is not UTF-8.
-    value: Option<String>,
-    origin: Origin,
-}
-
-/// The raw values, file lines overlaid by the environment, keyed by the names as written. They
-/// are a `serde` [`Deserializer`](serde::Deserializer) for [`Raw`], which knows the keys.
-#[derive(Default)]
-struct Values {
-    entries: BTreeMap<String, Entry>,
-}
-
-impl Values {
-    fn add_file_lines(&mut self, path: &Path, lines: Vec<Line>) -> Result<(), ConfigError> {
-        for line in lines {
-            let origin = Origin::File {
-                path: path.to_owned(),
-                line: line.number,
-            };
-            let entry = Entry {
-                value: Some(line.value),
-                origin,
-            };
-            if let Some(Origin::File { line: first, .. }) =
-                self.entries.get(&line.key).map(|entry| &entry.origin)
-            {
-                return Err(ConfigError::DuplicateKey {
-                    key: line.key,
-                    path: path.to_owned(),
-                    first: *first,
-                    second: line.number,
-                });
-            }
-            self.entries.insert(line.key, entry);
-        }
-        Ok(())
-    }
-
-    fn add_env(&mut self, env: impl Iterator<Item = (OsString, OsString)>) {
-        for (name, value) in env {
-            let name = name.to_string_lossy().into_owned();
-            if let Some(key) = name.strip_prefix(ENV_PREFIX) {
-                if !RESERVED_ENV.contains(&name.as_str()) {
-                    let entry = Entry {
-                        value: value.into_string().ok(),
-                        origin: Origin::Env { var: name.clone() },
-                    };
-                    self.entries.insert(key.to_owned(), entry);
-                }
-            }
-        }
-    }
-
-    /// The entries in the order an operator reads them: the file's lines, then the variables
-    /// sorted by name, so that the error reported among several is always the first one.
-    fn in_order(&self) -> Vec<(&str, &Entry)> {
-        let mut entries: Vec<(&str, &Entry)> = self
-            .entries
-            .iter()
-            .map(|(key, entry)| (key.as_str(), entry))
-            .collect();
-        entries.sort_by_key(|(_, entry)| match &entry.origin {
-            Origin::File { line, .. } => (0, *line, ""),
-            Origin::Env { var } => (1, 0, var.as_str()),
-        });
-        entries
-    }
-
-    /// Where `key`'s value came from. Called only for keys that are set; the variable's name
-    /// stands in otherwise.
-    fn origin_of(&self, key: &str) -> Origin {
-        self.entries.get(key).map_or_else(
-            || Origin::Env {
-                var: format!("{ENV_PREFIX}{key}"),
-            },
-            |entry| entry.origin.clone(),
-        )
-    }
-
-    /// The error for a value of `key` that cannot be used: the value is shown unless secret.
-    fn invalid(&self, key: &'static str, expected: impl Into<String>) -> ConfigError {
-        ConfigError::Invalid {
-            key,
-            origin: self.origin_of(key),
-            value: self
-                .entries
-                .get(key)
-                .and_then(|entry| entry.value.clone())
-                .filter(|_| !keys::is_secret(key)),
-            expected: expected.into(),
-        }
-    }
-}
-
-/// The deserializer's error: what a value's type expects (the key and origin are added where
-/// the value is read), or a finished [`ConfigError`].
-#[derive(Debug)]
-enum DeError {
-    Expected(String),
-    Config(ConfigError),
-}
-
-impl fmt::Display for DeError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            DeError::Expected(expected) => write!(f, "expected {expected}"),
-            DeError::Config(error) => error.fmt(f),
-        }
-    }
-}
-
-impl std::error::Error for DeError {}
-
-impl de::Error for DeError {
-    fn custom<T: fmt::Display>(expected: T) -> Self {
-        DeError::Expected(expected.to_string())
-    }
-
-    /// Enumerated values say which words they accept: "smtp or lmtp".
-    fn unknown_variant(_: &str, expected: &'static [&'static str]) -> Self {
-        let list = match expected {
-            [init @ .., last] if !init.is_empty() => format!("{} or {last}", init.join(", ")),
-            _ => expected.join(""),
-        };
-        DeError::Expected(list)
-    }
-}
-
-impl<'de> serde::Deserializer<'de> for &'de Values {
-    type Error = DeError;
-
-    fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, DeError> {
-        Err(de::Error::custom("a struct of keys"))
-    }
-
-    /// Checks every key against the struct's `fields` before any value is converted, so that a
-    /// typo is reported as such, then hands over the values that are set and not empty.
-    fn deserialize_struct<V: Visitor<'de>>(
-        self,
-        _: &'static str,
-        fields: &'static [&'static str],
-        visitor: V,
-    ) -> Result<V::Value, DeError> {
-        let mut set = Vec::new();
-        for (key, entry) in self.in_order() {
-            let Some(field) = fields.iter().find(|field| **field == key) else {
-                return Err(DeError::Config(match &entry.origin {
-                    Origin::File { path, line } => ConfigError::UnknownKey {
-                        key: key.to_owned(),
-                        path: path.clone(),
-                        line: *line,
-                        suggestion: suggest(key, fields),
-                    },
-                    Origin::Env { var } => ConfigError::UnknownEnv {
-                        var: var.clone(),
-                        suggestion: suggest(key, fields),
-                    },
-                }));
-            };
-            match &entry.value {
-                None => return Err(DeError::Config(self.invalid(field, "valid UTF-8 text"))),
-                Some(value) if !value.is_empty() => set.push((*field, value.as_str())),
-                Some(_) => {}
-            }
-        }
-        visitor.visit_map(SetValues {
-            values: self,
-            set: set.into_iter(),
-            key: None,
-        })
-    }
-
-    serde::forward_to_deserialize_any! {
-        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf
-        option unit unit_struct newtype_struct seq tuple tuple_struct map enum identifier
-        ignored_any
-    }
-}
-
-/// The non-empty values, one key at a time.
-struct SetValues<'a, I> {
-    values: &'a Values,
-    set: I,
-    key: Option<(&'static str, &'a str)>,
-}
-
-impl<'de, I: Iterator<Item = (&'static str, &'de str)>> MapAccess<'de> for SetValues<'de, I> {
-    type Error = DeError;
-
-    fn next_key_seed<K: DeserializeSeed<'de>>(
-        &mut self,
-        seed: K,
-    ) -> Result<Option<K::Value>, DeError> {
-        self.key = self.set.next();
-        self.key
-            .map(|(key, _)| seed.deserialize(key.into_deserializer()))
-            .transpose()
-    }
-
-    /// Converts one value, and names its key and origin when its type refuses it.
-    fn next_value_seed<S: DeserializeSeed<'de>>(&mut self, seed: S) -> Result<S::Value, DeError> {
-        let (key, value) = self
-            .key
-            .take()
-            .ok_or_else(|| de::Error::custom("a key before its value"))?;
-        seed.deserialize(Text(value)).map_err(|error| match error {
-            DeError::Expected(expected) => DeError::Config(self.values.invalid(key, expected)),
-            error @ DeError::Config(_) => error,
-        })
-    }
-}
-
-/// One value's text. Strings are taken as they are; `bool` and enums are read case-insensitively.
-struct Text<'a>(&'a str);
-
-impl<'de> serde::Deserializer<'de> for Text<'de> {
-    type Error = DeError;
-
-    fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
-        visitor.visit_borrowed_str(self.0)
-    }
-
-    fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
-        // Empty values never get here: they are not set.
-        visitor.visit_some(self)
-    }
-
-    fn deserialize_bool<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
-        match self.0.to_ascii_lowercase().as_str() {
-            "yes" | "true" | "1" => visitor.visit_bool(true),
-            "no" | "false" | "0" => visitor.visit_bool(false),
-            _ => Err(de::Error::custom("yes, no, true, false, 1 or 0")),
-        }
-    }
-
-    fn deserialize_enum<V: Visitor<'de>>(
-        self,
-        _: &'static str,
-        _: &'static [&'static str],
-        visitor: V,
-    ) -> Result<V::Value, DeError> {
-        visitor.visit_enum(self.0.to_ascii_lowercase().into_deserializer())
-    }
-
-    serde::forward_to_deserialize_any! {
-        i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf
-        unit unit_struct newtype_struct seq tuple tuple_struct map struct identifier
-        ignored_any
-    }
-}
-
-/// Every key of SPEC §5 as written (serde's `SCREAMING_SNAKE_CASE` of the field), with its
-/// value type. Keys whose default depends on another key are `Option`s resolved by
-/// [`Raw::into_config`], as are the required ones and those read together.
-#[derive(Deserialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE", deny_unknown_fields, default)]
-struct Raw {
-    db_host: Option<Host>,
-    db_port: Port,
-    db_name: String,
-    db_user: String,
-    db_password: Option<String>,
-    db_password_file: Option<AbsolutePath>,
-    db_password_command: Option<String>,
-    db_query: String,
-    db_tls: Tls,
-    db_tls_ca: Option<AbsolutePath>,
-    db_connect_timeout: Seconds,
-    db_query_timeout: Seconds,
-    dell_relay_ip: Option<Host>,
-    dell_relay_port: Port,
-    relay_transport: RelayTransport,
-    preserve_domains: DomainList,
-    postfix_config_dir: AbsolutePath,
-    postfix_command_dir: AbsolutePath,
-    postfix_command_prefix: Words,
-    transport_file: Option<AbsolutePath>,
-    map_type: Option<MapType>,
-    relay_domains_mode: RelayDomainsMode,
-    relay_domains_map: Option<AbsolutePath>,
-    recipients_query: Option<String>,
-    recipients_map: Option<AbsolutePath>,
-    backup_dir: AbsolutePath,
-    backup_keep: Keep,
-    log_file: LogFile,
-    state_dir: AbsolutePath,
-    lock_file: Option<AbsolutePath>,
-    metrics_file: Option<AbsolutePath>,
-    max_remove_percent: Percent,
-    allow_empty: bool,
-    command_timeout: Seconds,
-    alert_command: Option<String>,
-    alert_email_to: Option<Email>,
-    alert_smtp_host: Host,
-    alert_smtp_port: Port,
-    alert_email_from: Option<Email>,
-    alert_sns_topic_arn: Option<TopicArn>,
-    alert_sns_region: Option<AwsRegion>,
-    alert_sns_endpoint: Option<Endpoint>,
-    alert_after_failures: Count,
-    alert_after_seconds: Period,
-    poll_interval: Seconds,
-    reconcile_interval: Seconds,
-}
-
-/// The defaults of SPEC §5's table, in one place.
-impl Default for Raw {
-    fn default() -> Raw {
-        let path = |path: &str| AbsolutePath(PathBuf::from(path));
-        Raw {
-            db_host: None,
-            db_port: Port(3306),
-            db_name: "mailserver_usermgmt".to_owned(),
-            db_user: "relay_sync".to_owned(),
-            db_password: None,
-            db_password_file: None,
-            db_password_command: None,
-            db_query: "SELECT name FROM domains WHERE enabled = 1".to_owned(),
-            db_tls: Tls::Disabled,
-            db_tls_ca: None,
-            db_connect_timeout: Seconds(Duration::from_secs(3)),
-            db_query_timeout: Seconds(Duration::from_secs(3)),
-            dell_relay_ip: None,
-            dell_relay_port: Port(2525),
-            relay_transport: RelayTransport::Smtp,
-            preserve_domains: DomainList::default(),
-            postfix_config_dir: path("/etc/postfix"),
-            postfix_command_dir: path("/usr/sbin"),
-            postfix_command_prefix: Words::default(),
-            // POSTFIX_CONFIG_DIR/transport.
-            transport_file: None,
-            // Postfix's `default_database_type`.
-            map_type: None,
-            relay_domains_mode: RelayDomainsMode::Inline,
-            // POSTFIX_CONFIG_DIR/relay_domains.
-            relay_domains_map: None,
-            // Recipient validation off.
-            recipients_query: None,
-            // POSTFIX_CONFIG_DIR/relay_recipients.
-            recipients_map: None,
-            backup_dir: path("/opt/mailserver/backup"),
-            backup_keep: Keep(5),
-            log_file: LogFile(PathBuf::from("/var/log/mailserver/relay-sync.log")),
-            state_dir: path("/var/lib/relay-sync"),
-            // STATE_DIR/relay-sync.lock.
-            lock_file: None,
-            max_remove_percent: Percent(50),
-            allow_empty: false,
-            command_timeout: Seconds(relay_process::DEFAULT_TIMEOUT),
-            alert_command: None,
-            alert_email_to: None,
-            alert_smtp_host: Host("localhost".to_owned()),
-            alert_smtp_port: Port(25),
-            // `relay-sync@<hostname>`, computed by the alert code.
-            alert_email_from: None,
-            alert_sns_topic_arn: None,
-            // The region in ALERT_SNS_TOPIC_ARN.
-            alert_sns_region: None,
-            // The region's public SNS endpoint, as the SDK knows it.
-            alert_sns_endpoint: None,
-            alert_after_failures: Count(5),
-            // The 25 minutes that 5 cron runs every 5 minutes take.
-            alert_after_seconds: Period(Duration::from_secs(25 * 60)),
-            poll_interval: Seconds(Duration::from_secs(2)),
-            reconcile_interval: Seconds(Duration::from_secs(300)),
-            metrics_file: None,
-        }
-    }
 }
 
 impl Raw {
@@ -1108,92 +710,143 @@ impl Raw {
         path: &Path,
         file_found: bool,
     ) -> Result<Config, ConfigError> {
-        let required = |key: &'static str, host: Option<Host>| {
-            host.map(|host| host.0).ok_or_else(|| ConfigError::Missing {
-                key,
+        // Every field by name: a key added to the table is a compile error here until a rule
+        // or a `Config` field uses it.
+        let Raw {
+            db_host,
+            db_port,
+            db_name,
+            db_user,
+            db_password,
+            db_password_file,
+            db_password_command,
+            db_query,
+            db_tls,
+            db_tls_ca,
+            db_connect_timeout,
+            db_query_timeout,
+            dell_relay_ip,
+            dell_relay_port,
+            relay_transport,
+            preserve_domains,
+            postfix_config_dir,
+            postfix_command_dir,
+            postfix_command_prefix,
+            transport_file,
+            map_type,
+            relay_domains_mode,
+            relay_domains_map,
+            recipients_query,
+            recipients_map,
+            backup_dir,
+            backup_keep,
+            log_file,
+            state_dir,
+            lock_file,
+            metrics_file,
+            max_remove_percent,
+            allow_empty,
+            command_timeout,
+            alert_command,
+            alert_email_to,
+            alert_smtp_host,
+            alert_smtp_port,
+            alert_email_from,
+            alert_sns_topic_arn,
+            alert_sns_region,
+            alert_sns_endpoint,
+            alert_after_failures,
+            alert_after_seconds,
+            poll_interval,
+            reconcile_interval,
+        } = self;
+        let required: Vec<&'static str> = source::keys()
+            .filter(|key| key.default == Shown::Required)
+            .map(|key| key.name)
+            .collect();
+        if !required.iter().any(|key| values.is_set(key)) {
+            return Err(ConfigError::NotConfigured {
+                keys: required,
                 path: path.to_owned(),
                 file_found,
-            })
+            });
+        }
+        let missing = |key: &'static str| ConfigError::Missing {
+            key,
+            path: path.to_owned(),
+            file_found,
         };
-        let db_host = required("DB_HOST", self.db_host)?;
-        let dell_relay_ip = required("DELL_RELAY_IP", self.dell_relay_ip)?;
-        let db_tls = TlsMode::from(self.db_tls);
+        let db_host = db_host.ok_or_else(|| missing(NAME.db_host))?;
+        let dell_relay_ip = dell_relay_ip.ok_or_else(|| missing(NAME.dell_relay_ip))?;
         let tls_mode = match db_tls {
             TlsMode::VerifyCa => Some("verify-ca"),
             TlsMode::VerifyFull => Some("verify-full"),
             _ => None,
         };
-        if let (Some(mode), None) = (tls_mode, &self.db_tls_ca) {
+        if let (Some(mode), None) = (tls_mode, &db_tls_ca) {
             return Err(ConfigError::TlsCaMissing {
                 mode,
-                origin: values.origin_of("DB_TLS"),
+                origin: values.origin_of(NAME.db_tls),
             });
         }
         // `Host` and `NextHop` share relay_core::is_host_name, so this holds any host read.
-        let next_hop = NextHop::new(
-            self.relay_transport.into(),
-            &dell_relay_ip,
-            self.dell_relay_port.0,
-        )
-        .map_err(|error| values.invalid("DELL_RELAY_IP", error.to_string()))?;
+        let next_hop = NextHop::new(relay_transport, &dell_relay_ip, dell_relay_port)
+            .map_err(|error| values.invalid(NAME.dell_relay_ip, error.to_string()))?;
         let alert_sns = sns_settings(
             values,
-            self.alert_sns_topic_arn,
-            self.alert_sns_region,
-            self.alert_sns_endpoint,
+            alert_sns_topic_arn,
+            alert_sns_region,
+            alert_sns_endpoint,
         )?;
-        let postfix_config_dir = self.postfix_config_dir.0;
-        let state_dir = self.state_dir.0;
-        let or_in = |path: Option<AbsolutePath>, dir: &Path, name: &str| {
-            path.map_or_else(|| dir.join(name), |path| path.0)
-        };
+        let or_in =
+            |path: Option<PathBuf>, dir: &Path, name: &str| path.unwrap_or_else(|| dir.join(name));
         let config = Config {
             file: file_found.then(|| path.to_owned()),
             db_host,
-            db_port: self.db_port.0,
-            db_name: self.db_name,
-            db_user: self.db_user,
+            db_port,
+            db_name,
+            db_user,
             db_password: password_source(
                 values,
-                self.db_password,
-                self.db_password_file,
-                self.db_password_command,
+                db_password,
+                db_password_file,
+                db_password_command,
             )?,
-            db_query: self.db_query,
+            db_query,
             db_tls,
-            db_tls_ca: self.db_tls_ca.map(|path| path.0),
-            db_connect_timeout: self.db_connect_timeout.0,
-            db_query_timeout: self.db_query_timeout.0,
+            db_tls_ca,
+            db_connect_timeout,
+            db_query_timeout,
             next_hop,
-            preserve_domains: self.preserve_domains.0,
-            postfix_command_dir: self.postfix_command_dir.0,
-            postfix_command_prefix: self.postfix_command_prefix.0,
-            transport_file: or_in(self.transport_file, &postfix_config_dir, "transport"),
-            map_type: self.map_type.map(|map_type| map_type.0),
-            relay_domains_mode: self.relay_domains_mode,
-            relay_domains_map: or_in(self.relay_domains_map, &postfix_config_dir, "relay_domains"),
-            recipients_query: self.recipients_query,
-            recipients_map: or_in(self.recipients_map, &postfix_config_dir, "relay_recipients"),
+            preserve_domains: preserve_domains.unwrap_or_default(),
+            postfix_command_dir,
+            postfix_command_prefix: postfix_command_prefix.unwrap_or_default(),
+            transport_file: or_in(transport_file, &postfix_config_dir, "transport"),
+            map_type,
+            relay_domains_mode,
+            relay_domains_map: or_in(relay_domains_map, &postfix_config_dir, "relay_domains"),
+            recipients_query,
+            recipients_map: or_in(recipients_map, &postfix_config_dir, "relay_recipients"),
             postfix_config_dir,
-            backup_dir: self.backup_dir.0,
-            backup_keep: self.backup_keep.0,
-            log_file: self.log_file.0,
-            lock_file: or_in(self.lock_file, &state_dir, "relay-sync.lock"),
+            backup_dir,
+            backup_keep,
+            log_file,
+            lock_file: or_in(lock_file, &state_dir, "relay-sync.lock"),
             state_dir,
-            max_remove_percent: self.max_remove_percent.0,
-            allow_empty: self.allow_empty,
-            command_timeout: self.command_timeout.0,
-            alert_command: self.alert_command,
-            alert_email_to: self.alert_email_to.map(|email| email.0),
-            alert_smtp_host: self.alert_smtp_host.0,
-            alert_smtp_port: self.alert_smtp_port.0,
-            alert_email_from: self.alert_email_from.map(|email| email.0),
+            max_remove_percent,
+            allow_empty,
+            command_timeout,
+            alert_command,
+            alert_email_to,
+            alert_smtp_host,
+            alert_smtp_port,
+            alert_email_from,
             alert_sns,
-            alert_after_failures: self.alert_after_failures.0,
-            metrics_file: self.metrics_file.map(|path| path.0),
-            alert_after: self.alert_after_seconds.0,
-            poll_interval: self.poll_interval.0,
-            reconcile_interval: self.reconcile_interval.0,
+            alert_after_failures,
+            metrics_file,
+            alert_after: alert_after_seconds,
+            poll_interval,
+            reconcile_interval,
         };
         // Both are written and built by relay-sync; one file cannot hold both texts.
         let (map, transport) = (&config.relay_domains_map, &config.transport_file);
@@ -1243,18 +896,18 @@ fn same_file(a: &Path, b: &Path) -> bool {
 /// on would silently go nowhere.
 fn sns_settings(
     values: &Values,
-    topic_arn: Option<TopicArn>,
-    region: Option<AwsRegion>,
-    endpoint: Option<Endpoint>,
+    topic_arn: Option<Arn>,
+    region: Option<String>,
+    endpoint: Option<String>,
 ) -> Result<Option<SnsSettings>, ConfigError> {
-    let Some(TopicArn {
+    let Some(Arn {
         arn,
         region: arn_region,
     }) = topic_arn
     else {
         let stray = [
-            ("ALERT_SNS_REGION", region.is_some()),
-            ("ALERT_SNS_ENDPOINT", endpoint.is_some()),
+            (NAME.alert_sns_region, region.is_some()),
+            (NAME.alert_sns_endpoint, endpoint.is_some()),
         ];
         return match stray.into_iter().find(|(_, set)| *set) {
             Some((key, _)) => Err(ConfigError::SnsWithoutTopic {
@@ -1266,13 +919,13 @@ fn sns_settings(
     };
     if !cfg!(feature = "sns") {
         return Err(ConfigError::SnsNotBuilt {
-            origin: values.origin_of("ALERT_SNS_TOPIC_ARN"),
+            origin: values.origin_of(NAME.alert_sns_topic_arn),
         });
     }
     Ok(Some(SnsSettings {
         topic_arn: arn,
-        region: region.map_or(arn_region, |region| region.0),
-        endpoint: endpoint.map(|endpoint| endpoint.0),
+        region: region.unwrap_or(arn_region),
+        endpoint,
     }))
 }
 
@@ -1280,18 +933,16 @@ fn sns_settings(
 fn password_source(
     values: &Values,
     literal: Option<String>,
-    file: Option<AbsolutePath>,
+    file: Option<PathBuf>,
     command: Option<String>,
 ) -> Result<PasswordSource, ConfigError> {
     let set: Vec<(&'static str, PasswordSource)> = [
         literal.map(|password| {
-            (
-                "DB_PASSWORD",
-                PasswordSource::Literal(Secret::new(password)),
-            )
+            let source = PasswordSource::Literal(Secret::new(password));
+            (NAME.db_password, source)
         }),
-        file.map(|path| ("DB_PASSWORD_FILE", PasswordSource::File(path.0))),
-        command.map(|command| ("DB_PASSWORD_COMMAND", PasswordSource::Command(command))),
+        file.map(|path| (NAME.db_password_file, PasswordSource::File(path))),
+        command.map(|command| (NAME.db_password_command, PasswordSource::Command(command))),
     ]
     .into_iter()
     .flatten()
@@ -1307,229 +958,6 @@ fn password_source(
             .into_iter()
             .next()
             .map_or(PasswordSource::None, |(_, source)| source)),
-    }
-}
-
-/// Declares a value type: a newtype that `serde` builds from one value's text with `parse`
-/// (`None` refuses it), and what its keys expect, for the error.
-macro_rules! value_type {
-    ($(#[$doc:meta])* $name:ident($inner:ty), $expected:literal, |$text:ident| $parse:expr) => {
-        $(#[$doc])*
-        #[derive(Deserialize)]
-        #[serde(try_from = "String")]
-        struct $name($inner);
-
-        impl TryFrom<String> for $name {
-            type Error = &'static str;
-            fn try_from($text: String) -> Result<$name, &'static str> {
-                let parsed: Option<$inner> = $parse;
-                parsed.map($name).ok_or($expected)
-            }
-        }
-    };
-}
-
-value_type! {
-    /// An IP address or a host name ([`relay_core::is_host_name`]), kept as written.
-    Host(String), "an IP address or a host name, without brackets or port",
-    |text| (text.parse::<IpAddr>().is_ok() || relay_core::is_host_name(&text)).then_some(text)
-}
-value_type! {
-    /// A TCP port.
-    Port(u16), "a port number from 1 to 65535",
-    |text| text.parse().ok().filter(|port| *port != 0)
-}
-value_type! {
-    /// A timeout: more than 0 and at most an hour (comparisons with NaN are false).
-    Seconds(Duration), "a number of seconds above 0 and at most 3600, such as 3 or 0.5",
-    |text| text.parse().ok().filter(|s| *s > 0.0 && *s <= 3600.0).map(Duration::from_secs_f64)
-}
-value_type! {
-    /// `ALERT_AFTER_SECONDS`: more than 0 and at most a week.
-    Period(Duration), "a number of seconds above 0 and at most 604800 (a week), such as 1500",
-    |text| text.parse().ok().filter(|s| *s > 0.0 && *s <= 604_800.0).map(Duration::from_secs_f64)
-}
-value_type! {
-    /// `LOG_FILE`: an absolute path, or `-` for standard output.
-    LogFile(PathBuf), "an absolute path, or - for standard output",
-    |text| Some(PathBuf::from(text)).filter(|path| path.is_absolute() || path.as_os_str() == "-")
-}
-value_type! {
-    /// A path that does not depend on the working directory.
-    AbsolutePath(PathBuf), "an absolute path",
-    |text| Some(PathBuf::from(text)).filter(|path| path.is_absolute())
-}
-value_type! {
-    /// `BACKUP_KEEP`.
-    Keep(usize), "a whole number of at least 1",
-    |text| text.parse().ok().filter(|count| *count >= 1)
-}
-value_type! {
-    /// `ALERT_AFTER_FAILURES`.
-    Count(u32), "a whole number of at least 1",
-    |text| text.parse().ok().filter(|count| *count >= 1)
-}
-value_type! {
-    /// `MAX_REMOVE_PERCENT`.
-    Percent(u8), "a whole number from 0 to 100",
-    |text| text.parse().ok().filter(|percent| *percent <= 100)
-}
-value_type! {
-    /// One address, `local@domain`, with nothing that could break a mail header.
-    Email(String), "one email address such as ops@example.com",
-    |text| is_email(&text).then_some(text)
-}
-
-value_type! {
-    /// `MAP_TYPE`: the lookup table types relay-sync builds with postmap, lower case.
-    MapType(String), "hash, lmdb, cdb or btree",
-    |text| Some(text.to_ascii_lowercase()).filter(|t| ["hash", "lmdb", "cdb", "btree"].contains(&t.as_str()))
-}
-
-value_type! {
-    /// `ALERT_SNS_REGION`: a region name such as `eu-central-1`.
-    AwsRegion(String), "an AWS region such as eu-central-1",
-    |text| is_region(&text).then_some(text)
-}
-value_type! {
-    /// `ALERT_SNS_ENDPOINT`: an http or https URL, kept as written.
-    Endpoint(String), "an http:// or https:// URL such as https://sns.eu-central-1.amazonaws.com",
-    |text| is_endpoint(&text).then_some(text)
-}
-
-/// `ALERT_SNS_TOPIC_ARN`, with the region it names.
-#[derive(Deserialize)]
-#[serde(try_from = "String")]
-struct TopicArn {
-    arn: String,
-    region: String,
-}
-
-impl TryFrom<String> for TopicArn {
-    type Error = &'static str;
-
-    /// `arn:PARTITION:sns:REGION:ACCOUNT:NAME` with a 12-digit account and a standard topic's
-    /// name: a FIFO topic (`.fifo`) would need a message group that alerts do not have.
-    fn try_from(arn: String) -> Result<TopicArn, &'static str> {
-        const EXPECTED: &str =
-            "an SNS standard topic's ARN such as arn:aws:sns:eu-central-1:123456789012:relay-sync-alerts";
-        let parts: Vec<&str> = arn.split(':').collect();
-        let ["arn", partition, "sns", region, account, name] = parts[..] else {
-            return Err(EXPECTED);
-        };
-        let valid = partition.starts_with("aws")
-            && is_region(region)
-            && account.len() == 12
-            && account.bytes().all(|b| b.is_ascii_digit())
-            && (1..=256).contains(&name.len())
-            && name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-        if !valid {
-            return Err(EXPECTED);
-        }
-        let region = region.to_owned();
-        Ok(TopicArn { arn, region })
-    }
-}
-
-fn is_region(text: &str) -> bool {
-    !text.is_empty()
-        && !text.starts_with('-')
-        && text
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-}
-
-fn is_endpoint(text: &str) -> bool {
-    let rest = text
-        .strip_prefix("https://")
-        .or_else(|| text.strip_prefix("http://"));
-    matches!(rest, Some(rest) if !rest.is_empty()
-        && !rest.starts_with('/')
-        && !rest.chars().any(|c| c.is_whitespace() || c.is_control() || c == '@'))
-}
-
-fn is_email(text: &str) -> bool {
-    let plain = !text
-        .chars()
-        .any(|c| c.is_whitespace() || c.is_control() || matches!(c, '<' | '>' | ',' | ';'));
-    matches!(text.rsplit_once('@'), Some((local, domain))
-        if plain && !local.is_empty() && Host::try_from(domain.to_owned()).is_ok())
-}
-
-/// `PRESERVE_DOMAINS`: domain names separated by commas or whitespace.
-#[derive(Default, Deserialize)]
-#[serde(try_from = "String")]
-struct DomainList(BTreeSet<DomainName>);
-
-impl TryFrom<String> for DomainList {
-    type Error = String;
-    fn try_from(value: String) -> Result<DomainList, Self::Error> {
-        value
-            .split(|c: char| c == ',' || c.is_whitespace())
-            .filter(|word| !word.is_empty())
-            .map(|word| {
-                DomainName::parse(word).map_err(|reason| {
-                    format!(
-                        "domain names separated by commas or spaces, and {} is not one ({reason})",
-                        relay_core::escape_for_log(word)
-                    )
-                })
-            })
-            .collect::<Result<_, _>>()
-            .map(DomainList)
-    }
-}
-
-/// `POSTFIX_COMMAND_PREFIX`: words separated by whitespace, with no shell quoting.
-#[derive(Default, Deserialize)]
-#[serde(from = "String")]
-struct Words(Vec<String>);
-
-impl From<String> for Words {
-    fn from(value: String) -> Words {
-        Words(value.split_whitespace().map(str::to_owned).collect())
-    }
-}
-
-/// `DB_TLS`, as relay-db's [`TlsMode`] (which has no `serde`).
-#[derive(Deserialize)]
-#[serde(rename_all = "kebab-case")]
-enum Tls {
-    Disabled,
-    Preferred,
-    Required,
-    VerifyCa,
-    VerifyFull,
-}
-
-impl From<Tls> for TlsMode {
-    fn from(tls: Tls) -> TlsMode {
-        match tls {
-            Tls::Disabled => TlsMode::Disabled,
-            Tls::Preferred => TlsMode::Preferred,
-            Tls::Required => TlsMode::Required,
-            Tls::VerifyCa => TlsMode::VerifyCa,
-            Tls::VerifyFull => TlsMode::VerifyFull,
-        }
-    }
-}
-
-/// `RELAY_TRANSPORT`, as relay-core's [`relay_core::Transport`] (which has no `serde`).
-#[derive(Deserialize)]
-#[serde(rename_all = "lowercase")]
-enum RelayTransport {
-    Smtp,
-    Lmtp,
-}
-
-impl From<RelayTransport> for relay_core::Transport {
-    fn from(transport: RelayTransport) -> relay_core::Transport {
-        match transport {
-            RelayTransport::Smtp => relay_core::Transport::Smtp,
-            RelayTransport::Lmtp => relay_core::Transport::Lmtp,
-        }
     }
 }
 
@@ -1556,7 +984,7 @@ fn read_password_file(path: &Path) -> Result<Secret, ConfigError> {
         path: path.to_owned(),
         source,
     })?;
-    password_from_bytes(bytes, || format!("DB_PASSWORD_FILE {}", path.display()))
+    password_from_bytes(bytes, || PasswordSource::File(path.to_owned()).describe())
 }
 
 /// Runs `DB_PASSWORD_COMMAND` under `/bin/sh -c` with no stdin, and returns its stdout.
@@ -1587,7 +1015,9 @@ fn run_password_command(command: &str, timeout: Duration) -> Result<Secret, Conf
             stderr: excerpt(&String::from_utf8_lossy(&output.stderr)),
         });
     }
-    password_from_bytes(output.stdout, || format!("DB_PASSWORD_COMMAND `{command}`"))
+    password_from_bytes(output.stdout, || {
+        PasswordSource::Command(command.to_owned()).describe()
+    })
 }
 
 #[cfg(test)]
@@ -2077,6 +1507,7 @@ METRICS_FILE = /var/lib/node_exporter/textfile/relay_sync.prom
             ("DB_HOST=\nDELL_RELAY_IP=10.0.0.1", &[]),
             (MINIMAL, &[("RELAY_SYNC_DB_HOST", "")]),
         ]));
+        // Nothing at all: not configured, and the file that was looked for does not exist.
         let error = Config::from_parts(Path::new(PATH), None, std::iter::empty()).unwrap_err();
         insta::assert_snapshot!("missing_file_and_key", error.to_string());
     }
@@ -2430,103 +1861,123 @@ METRICS_FILE = /var/lib/node_exporter/textfile/relay_sync.prom
         assert_eq!(postfix.backup_keep, 5);
     }
 
-    /// The keys `Raw` reads, in order, as serde's derive lists them.
-    fn raw_keys() -> &'static [&'static str] {
-        struct Fields;
-        impl<'de> serde::Deserializer<'de> for Fields {
-            type Error = DeError;
-            fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, DeError> {
-                Err(de::Error::custom("a struct"))
-            }
-            fn deserialize_struct<V: Visitor<'de>>(
-                self,
-                _: &'static str,
-                fields: &'static [&'static str],
-                _: V,
-            ) -> Result<V::Value, DeError> {
-                Err(DeError::Expected(fields.join(" ")))
-            }
-            serde::forward_to_deserialize_any! {
-                bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes
-                byte_buf option unit unit_struct newtype_struct seq tuple tuple_struct map enum
-                identifier ignored_any
-            }
-        }
-        // Test code: leaking the one list is fine.
-        match Raw::deserialize(Fields) {
-            Err(DeError::Expected(fields)) => fields.leak().split(' ').collect::<Vec<_>>().leak(),
-            _ => panic!("Raw is not a struct"),
-        }
-    }
-
     #[test]
     fn suggestions() {
-        let keys = raw_keys();
-        assert_eq!(suggest("DB_HOTS", keys), Some("DB_HOST"));
-        assert_eq!(suggest("db_host", keys), Some("DB_HOST"));
-        assert_eq!(suggest("LOGFILE", keys), Some("LOG_FILE"));
-        assert_eq!(suggest("DATABASE_HOST", keys), None);
+        assert_eq!(source::suggest("DB_HOTS"), Some("DB_HOST"));
+        assert_eq!(source::suggest("db_host"), Some("DB_HOST"));
+        assert_eq!(source::suggest("LOGFILE"), Some("LOG_FILE"));
+        assert_eq!(source::suggest("DATABASE_HOST"), None);
     }
 
-    /// The documentation table names the keys `Raw` reads, in the same order.
+    /// The rendered page is roff that groff reads without a warning, and its text names every
+    /// key with its default and example.
     #[test]
     fn the_man_page_documents_every_key_from_the_same_table() {
-        let page = keys::man_page("0.0.0");
-        assert!(page.starts_with(".TH RELAY-SYNC.CONF 5 "), "{page}");
-        for key in keys::keys() {
-            assert!(
-                page.contains(&format!(".B {}\n", key.name)),
-                "{} missing",
-                key.name
-            );
+        let page = man_page("0.0.0");
+        assert!(
+            page.contains("\n.TH RELAY-SYNC.CONF 5 \"\" \"relay-sync 0.0.0\" \"File Formats\"\n"),
+            "{page}"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("relay-sync.conf.5");
+        std::fs::write(&path, &page).unwrap();
+        // Plain text (no overstriking), no hyphenation, and wide lines, so that words are whole.
+        let groff = std::process::Command::new("groff")
+            .args(["-man", "-Tutf8", "-ww", "-rHY=0", "-rLL=300n", "-P-cbou"])
+            .arg(&path)
+            .env("LC_ALL", "C.UTF-8")
+            .output()
+            .unwrap_or_else(|error| panic!("groff: {error}: apt-get install -y groff-base"));
+        let stderr = String::from_utf8_lossy(&groff.stderr);
+        assert!(groff.status.success() && stderr.is_empty(), "{stderr}");
+        let text = String::from_utf8_lossy(&groff.stdout);
+        let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
+        for key in source::keys() {
+            assert!(text.contains(key.name), "{} missing:\n{text}", key.name);
         }
-        // No line of running text starts a roff request by accident.
-        for line in page.lines() {
-            assert!(
-                !line.starts_with('.')
-                    || line.starts_with(".TH")
-                    || line.starts_with(".SH")
-                    || line.starts_with(".SS")
-                    || line.starts_with(".TP")
-                    || line.starts_with(".B ")
-                    || line == ".PP",
-                "{line}"
-            );
+        for expected in [
+            "DB_HOST",
+            "Host name or IP address of MariaDB. Required. Example: 192.0.2.10",
+            "TCP port of MariaDB. Default: 3306.",
+            "the admin panel's MariaDB",
+            "Default: $POSTFIX_CONFIG_DIR/transport.",
+            "Example: docker exec mailserver-postfix",
+        ] {
+            assert!(text.contains(expected), "{expected:?} missing:\n{text}");
         }
     }
 
     #[test]
-    fn table_lists_every_key() {
-        let documented: Vec<&str> = keys::keys().map(|key| key.name).collect();
-        assert_eq!(documented, raw_keys());
-        assert!(keys::is_secret("DB_PASSWORD"));
-        assert!(!keys::is_secret("DB_PASSWORD_FILE"));
+    fn only_the_password_is_secret() {
+        let secret: Vec<&str> = source::keys()
+            .filter(|key| key.secret)
+            .map(|key| key.name)
+            .collect();
+        assert_eq!(secret, ["DB_PASSWORD"]);
     }
 
     /// A default the table shows is the default `Config` has: setting a key to it changes
-    /// nothing. And a required key has a sample value, so that the sample config loads.
+    /// nothing. And every example is a value its key accepts.
     #[test]
     fn table_shows_the_real_defaults() {
         let defaults = ok(MINIMAL, &[]);
-        for key in keys::keys() {
-            match key.default {
-                Shown::Value(value) => {
-                    let config = ok(&format!("{MINIMAL}{}={value}\n", key.name), &[]);
-                    assert_eq!(config, defaults, "{}={value} is not the default", key.name);
-                }
-                Shown::Required => assert!(key.sample.is_some(), "{}", key.name),
-                Shown::Derived(_) | Shown::Unset => {}
+        assert_eq!(defaults.command_timeout, relay_process::DEFAULT_TIMEOUT);
+        for key in source::keys() {
+            if let Shown::Value(value) = key.default {
+                let config = ok(&format!("{MINIMAL}{}={value}\n", key.name), &[]);
+                assert_eq!(config, defaults, "{}={value} is not the default", key.name);
+            }
+            if let Some(Sample::Example(value) | Sample::Shipped(value)) = key.sample {
+                let mut raw = Raw::default();
+                assert_eq!(raw.set(key.name, value), Ok(()), "{}={value}", key.name);
             }
         }
-        let config = ok(&sample_config(), &[]);
+    }
+
+    /// The sample config file as shipped sets nothing site-specific: every key it sets is a
+    /// packaged path, and loading it says what to set. With the required keys' examples
+    /// uncommented, it loads.
+    #[test]
+    fn the_sample_config_runs_nothing_until_configured() {
+        let sample = sample_config();
+        let set: Vec<&str> = sample
+            .lines()
+            .filter(|line| !line.starts_with('#') && !line.trim().is_empty())
+            .collect();
+        assert_eq!(
+            set,
+            ["DB_PASSWORD_FILE=/opt/mailserver/config/relay-sync.db-password"]
+        );
+        assert_eq!(
+            err(&sample, &[]),
+            "not configured: set DB_HOST and DELL_RELAY_IP in /etc/relay-sync.conf"
+        );
+        let configured = sample
+            .replace("#DB_HOST=192.0.2.10", "DB_HOST=192.0.2.10")
+            .replace("#DELL_RELAY_IP=192.0.2.25", "DELL_RELAY_IP=192.0.2.25");
+        let config = ok(&configured, &[]);
+        assert_eq!(config.db_host, "192.0.2.10");
+        assert_eq!(config.next_hop.to_string(), "smtp:[192.0.2.25]:2525");
         assert_eq!(
             config.db_password,
             PasswordSource::File("/opt/mailserver/config/relay-sync.db-password".into())
         );
+        // One required key set, by the file or the environment: the other is missing, as
+        // before, and not "not configured".
+        let one = ok(
+            &configured.replace("DB_HOST=192.0.2.10", "#"),
+            &[("RELAY_SYNC_DB_HOST", "db")],
+        );
+        assert_eq!(one.db_host, "db");
+        let error = err(&sample, &[("RELAY_SYNC_DELL_RELAY_IP", "10.0.0.1")]);
+        assert!(error.starts_with("DB_HOST is not set"), "{error}");
+        // An empty value is no value.
+        let error = err(&sample, &[("RELAY_SYNC_DB_HOST", "")]);
+        assert!(error.starts_with("not configured"), "{error}");
     }
 
-    /// The sample config file and the README's table are rendered from the table. With
-    /// `UPDATE_EXPECT=1` the test rewrites them instead of failing.
+    /// The sample config file, the README's table and relay-sync.conf(5) are rendered from the
+    /// table. With `UPDATE_EXPECT=1` the test rewrites them instead of failing.
     #[test]
     fn documentation_is_rendered_from_the_table() {
         const BEGIN: &str =
@@ -2548,11 +1999,16 @@ METRICS_FILE = /var/lib/node_exporter/textfile/relay_sync.prom
                 );
             }
         };
-        let read = |file: &str| std::fs::read_to_string(root.join(file)).unwrap();
+        let read = |file: &str| std::fs::read_to_string(root.join(file)).unwrap_or_default();
         check(
             "packaging/relay-sync.conf",
             sample_config(),
             read("packaging/relay-sync.conf"),
+        );
+        check(
+            "docs/relay-sync.conf.5",
+            man_page(env!("CARGO_PKG_VERSION")),
+            read("docs/relay-sync.conf.5"),
         );
         let readme = read("README.md");
         let (before, rest) = readme

@@ -611,6 +611,132 @@ fn printing_into_a_closed_pipe_never_panics() {
 /// SIGPIPE's number on Linux (the e2e tests do not link libc).
 const SIGPIPE: i32 = 13;
 
+/// The repository's root.
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// The files an operator reads: the README and every file under `docs/` and `packaging/`.
+fn operator_documents() -> Vec<PathBuf> {
+    let mut files = vec![repo_root().join("README.md")];
+    let mut dirs = vec![repo_root().join("docs"), repo_root().join("packaging")];
+    while let Some(dir) = dirs.pop() {
+        for entry in fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else {
+                files.push(path);
+            }
+        }
+    }
+    files
+}
+
+/// Issue 22 finding 2: the README's cron example ran /usr/local/bin/relay-sync, which no
+/// package installs. The cron lines the documents show are lines of the shipped cron file, that
+/// file runs the binary where the packages put it, and no document names another place.
+#[test]
+fn documented_paths_are_the_installed_ones() {
+    let shipped = fs::read_to_string(repo_root().join("packaging/relay-sync.cron")).unwrap();
+    let runs: Vec<&str> = shipped
+        .lines()
+        .filter(|line| !line.starts_with('#') && line.contains("relay-sync --config"))
+        .collect();
+    assert_eq!(runs.len(), 2, "{shipped}");
+    for line in runs {
+        assert!(line.contains(&format!(" {INSTALLED} --config")), "{line}");
+    }
+    let mut shown = 0;
+    for path in operator_documents() {
+        let Ok(text) = fs::read_to_string(&path) else {
+            continue;
+        };
+        let root = repo_root();
+        let file = path.strip_prefix(&root).unwrap_or(&path);
+        for block in text.split("```cron\n").skip(1) {
+            let block = block.split("```").next().unwrap_or_default();
+            for line in block.lines() {
+                assert!(
+                    shipped.lines().any(|shipped| shipped == line),
+                    "{}: {line:?} is not a line of packaging/relay-sync.cron",
+                    file.display()
+                );
+                shown += 1;
+            }
+        }
+        for (at, _) in text.match_indices("bin/relay-sync") {
+            assert!(
+                text[..at].ends_with("usr/"),
+                "{} names {:?}; the packages install {INSTALLED}",
+                file.display(),
+                &text[at.saturating_sub(20)..at + "bin/relay-sync".len()]
+            );
+        }
+    }
+    assert!(shown >= 2, "no ```cron block found in the README or docs/");
+}
+
+/// Issue 22 finding 3: the config file as shipped configures nothing site-specific, so a run
+/// with it exits 2 saying what to set, and is not a failed sync: no state, no failure streak,
+/// no alert, no metrics, no log. (Before, it named a database host of ours and ran: exit 3
+/// "cannot read DB_PASSWORD_FILE", recorded and counted toward an alert.)
+#[test]
+fn the_shipped_config_runs_nothing_until_configured() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let config = d.join("relay-sync.conf");
+    fs::copy(repo_root().join("packaging/relay-sync.conf"), &config).unwrap();
+    fs::set_permissions(&config, fs::Permissions::from_mode(0o600)).unwrap();
+    let alerted = d.join("alerted");
+    let env = [
+        ("RELAY_SYNC_STATE_DIR", d.join("state")),
+        ("RELAY_SYNC_LOG_FILE", d.join("log/relay-sync.log")),
+        ("RELAY_SYNC_METRICS_FILE", d.join("relay_sync.prom")),
+        ("RELAY_SYNC_BACKUP_DIR", d.join("backup")),
+        ("RELAY_SYNC_POSTFIX_CONFIG_DIR", d.join("postfix")),
+        ("RELAY_SYNC_ALERT_AFTER_FAILURES", PathBuf::from("1")),
+        (
+            "RELAY_SYNC_ALERT_COMMAND",
+            PathBuf::from(format!("touch {}", alerted.display())),
+        ),
+    ];
+    let expected = format!(
+        "not configured: set DB_HOST and DELL_RELAY_IP in {}",
+        config.display()
+    );
+    // Twice: a second run would alert if the first had counted as a failure.
+    for args in [&[][..], &["sync"]] {
+        let out = Command::new(BIN)
+            .arg("--config")
+            .arg(&config)
+            .args(args)
+            .envs(env.iter().map(|(name, value)| (name, value)))
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert!(stderr.contains(&expected), "{stderr}");
+    }
+    for (name, path) in &env {
+        if name.ends_with("_DIR") || name.ends_with("_FILE") {
+            assert!(!path.exists(), "{name}: {} was written", path.display());
+        }
+    }
+    assert!(!alerted.exists(), "the alert command ran");
+    // `check` says the same, as a failed check.
+    let out = Command::new(BIN)
+        .arg("--config")
+        .arg(&config)
+        .arg("check")
+        .envs(env.iter().map(|(name, value)| (name, value)))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains(&expected), "{stdout}");
+}
+
 /// `--help` works for every command, and names what the issue asks for.
 #[test]
 fn every_command_has_help() {

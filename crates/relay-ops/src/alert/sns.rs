@@ -31,7 +31,6 @@ use aws_sdk_sns::types::MessageAttributeValue;
 use aws_smithy_http_client::tls::{rustls_provider::CryptoMode, Provider};
 
 use super::AlertSink;
-use crate::check::Level;
 use crate::config::SnsSettings;
 use crate::failures::Alert;
 
@@ -161,14 +160,20 @@ impl AlertSink for SnsSink {
     }
 }
 
-/// What `check` reports about SNS: whether credentials resolve (`sns_credentials`) and whether
-/// the topic answers `GetTopicAttributes` (`sns_topic`), each bounded by `timeout`.
-pub(crate) fn probe(
-    settings: &SnsSettings,
-    timeout: Duration,
-) -> Vec<(&'static str, Level, String)> {
+/// What SNS answered [`probe`]: each part is what was found, or why it failed.
+#[derive(Debug)]
+pub(crate) struct Probe {
+    /// Whether credentials resolve from AWS's standard chain.
+    pub(crate) credentials: Result<String, String>,
+    /// Whether the topic answers `GetTopicAttributes`; `None` when there were no credentials
+    /// to ask with.
+    pub(crate) topic: Option<Result<String, String>>,
+}
+
+/// Asks SNS what `check` reports: whether credentials resolve, and whether the topic answers
+/// `GetTopicAttributes` (which sends nothing), each bounded by `timeout`.
+pub(crate) fn probe(settings: &SnsSettings, timeout: Duration) -> Probe {
     let outcome = block_on(async {
-        let mut items = Vec::new();
         let connected = tokio::time::timeout(timeout, connect(settings, timeout))
             .await
             .unwrap_or_else(|_| {
@@ -180,41 +185,37 @@ pub(crate) fn probe(
         let (client, credentials) = match connected {
             Ok(connected) => connected,
             Err(error) => {
-                items.push(("sns_credentials", Level::Fail, error));
-                return items;
+                return Probe {
+                    credentials: Err(error),
+                    topic: None,
+                }
             }
         };
-        items.push((
-            "sns_credentials",
-            Level::Ok,
-            "resolved from AWS's standard chain".to_owned(),
-        ));
         let call = client
             .get_topic_attributes()
             .topic_arn(&settings.topic_arn)
             .send();
-        let item = match tokio::time::timeout(timeout, call).await {
-            Ok(Ok(_)) => (
-                Level::Ok,
-                format!(
-                    "{} reachable via {}; sns:Publish is not tried (it would send a message)",
-                    settings.topic_arn,
-                    endpoint_name(settings)
-                ),
-            ),
-            Ok(Err(error)) => (
-                Level::Fail,
-                redact(
-                    describe(&error, "sns:GetTopicAttributes", settings, timeout),
-                    &credentials,
-                ),
-            ),
-            Err(_) => (Level::Fail, no_answer(settings, timeout)),
+        let topic = match tokio::time::timeout(timeout, call).await {
+            Ok(Ok(_)) => Ok(format!(
+                "{} reachable via {}; sns:Publish is not tried (it would send a message)",
+                settings.topic_arn,
+                endpoint_name(settings)
+            )),
+            Ok(Err(error)) => Err(redact(
+                describe(&error, "sns:GetTopicAttributes", settings, timeout),
+                &credentials,
+            )),
+            Err(_) => Err(no_answer(settings, timeout)),
         };
-        items.push(("sns_topic", item.0, item.1));
-        items
+        Probe {
+            credentials: Ok("resolved from AWS's standard chain".to_owned()),
+            topic: Some(topic),
+        }
     });
-    outcome.unwrap_or_else(|error| vec![("sns_credentials", Level::Fail, error)])
+    outcome.unwrap_or_else(|error| Probe {
+        credentials: Err(error),
+        topic: None,
+    })
 }
 
 /// The subject SNS accepts: ASCII without control characters, at most 100 characters, not
