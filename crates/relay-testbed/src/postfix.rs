@@ -154,7 +154,9 @@ impl Postfix {
 
     /// Whether the master process runs (`postfix status`).
     pub fn is_running(&self) -> bool {
-        Command::new(POSTFIX)
+        Command::new(TIMEOUT)
+            .args(bounded(STATUS_LIMIT))
+            .arg(POSTFIX)
             .arg("-c")
             .arg(self.config_dir())
             .arg("status")
@@ -190,7 +192,9 @@ impl Postfix {
 
     /// Runs a Postfix command with `-c` this instance's directory; returns its stdout.
     pub fn command(&self, program: &str, args: &[&str]) -> Result<String> {
-        let output = Command::new(program)
+        let output = Command::new(TIMEOUT)
+            .args(bounded(COMMAND_LIMIT))
+            .arg(program)
             .arg("-c")
             .arg(self.config_dir())
             .args(args)
@@ -207,6 +211,19 @@ impl Postfix {
         }
         Ok(String::from_utf8_lossy(&output.stdout).into_owned())
     }
+}
+
+/// coreutils' `timeout`: the testbed's own Postfix commands are bounded too. A wedged
+/// `postfix status` (its `postlogd` stuck on a busy machine) once held a test for half an hour.
+const TIMEOUT: &str = "timeout";
+/// `postfix status`: a second under a normal load.
+const STATUS_LIMIT: u64 = 30;
+/// `postfix start`, `stop`, `reload`, `postconf`, `postmap`.
+const COMMAND_LIMIT: u64 = 120;
+
+/// `timeout`'s arguments for a limit: TERM at the limit, KILL ten seconds later.
+fn bounded(limit: u64) -> [String; 3] {
+    ["-k".to_owned(), "10".to_owned(), limit.to_string()]
 }
 
 impl Drop for Postfix {
