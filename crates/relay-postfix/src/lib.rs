@@ -237,6 +237,7 @@ pub enum PostfixError {
 mod backup;
 mod cli;
 mod postconf_cache;
+pub mod prefix;
 pub mod safe_file;
 
 impl From<relay_process::RunError> for PostfixError {
