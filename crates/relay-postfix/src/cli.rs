@@ -912,6 +912,22 @@ impl PostfixWrite for PostfixCli {
             .run_status("postfix", &["status".into()])
             .is_ok_and(|(status, _, _)| status.success());
         Err(match error {
+            // Through a prefix the exec client's own words come first (a container that is
+            // not running says so), then what `postfix status` found.
+            PostfixError::CommandFailed {
+                command,
+                status,
+                stderr,
+            } if !running && !self.settings.command_prefix.is_empty() => {
+                PostfixError::CommandFailed {
+                    command,
+                    status,
+                    stderr: format!(
+                        "{stderr}; `postfix status` through POSTFIX_COMMAND_PREFIX fails too: \
+                         is the container running, and Postfix in it?"
+                    ),
+                }
+            }
             PostfixError::CommandFailed {
                 command, status, ..
             } if !running => PostfixError::CommandFailed {
