@@ -19,6 +19,7 @@ mod rollback_order;
 
 mod alerts;
 mod concurrency;
+mod container;
 mod crash;
 mod faults;
 mod hostile;
