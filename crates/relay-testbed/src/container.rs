@@ -29,7 +29,7 @@ use std::fs;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicU32, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -446,16 +446,19 @@ enum Layout {
 
 /// Postfix in a container, SMTP on a free port of 127.0.0.1, removed on drop.
 ///
-/// Its entrypoint copies the generated `main.cf` and `master.cf` into `/etc/postfix` on the
-/// container's first start only, then runs `postfix start-fg` (master as PID 1): a restarted
-/// container keeps what `postconf -e` wrote, a recreated one starts again from the generated
-/// files, as a container recreated from its image does.
+/// Its entrypoint copies the generated `main.cf` into `/etc/postfix` on the container's first
+/// start only (and `master.cf`, which holds the port, at every start), then runs `postfix
+/// start-fg` (master as PID 1): a restarted container keeps what `postconf -e` wrote, a
+/// recreated one starts again from the generated `main.cf`, as a container recreated from its
+/// image does.
 #[derive(Debug)]
 pub struct PostfixContainer {
     name: String,
     image: Image,
     dir: tempfile::TempDir,
-    smtp_port: u16,
+    smtp_port: AtomicU16,
+    /// Debian's `master.cf`, in which the SMTP listener is moved to the port.
+    master_dist: String,
     layout: Layout,
     _fixed: Option<std::sync::MutexGuard<'static, ()>>,
 }
@@ -463,10 +466,11 @@ pub struct PostfixContainer {
 /// The container's first-start script: `$1` is the generated files' directory.
 const ENTRYPOINT: &str = r#"set -e
 if [ ! -e /etc/postfix/.relay-testbed ]; then
-  cp "$1/main.cf" "$1/master.cf" /etc/postfix/
-  postconf -F '*/*/chroot = n'
+  cp "$1/main.cf" /etc/postfix/
   touch /etc/postfix/.relay-testbed
 fi
+cp "$1/master.cf" /etc/postfix/
+postconf -F '*/*/chroot = n'
 transport=$(postconf -h transport_maps); transport=${transport#hash:}
 [ -e "$transport" ] || : > "$transport"
 [ -e "$transport.db" ] || postmap "hash:$transport"
@@ -532,32 +536,40 @@ impl PostfixContainer {
         )?;
         let master_dist = fs::read_to_string("/usr/share/postfix/master.cf.dist")
             .context("reading /usr/share/postfix/master.cf.dist (apt-get install -y postfix)")?;
-        let mut container = PostfixContainer {
+        let container = PostfixContainer {
             name,
             image: image.clone(),
             dir,
-            smtp_port: 0,
+            smtp_port: AtomicU16::new(0),
+            master_dist,
             layout,
             _fixed: fixed,
         };
+        container.run_until_ready()?;
+        Ok(container)
+    }
+
+    /// Runs the container and waits until its own Postfix answers SMTP, on a free port; when
+    /// another process took the port between [`free_port`] and Postfix's bind (with the host's
+    /// network, any test's server may), again on another port.
+    fn run_until_ready(&self) -> Result<()> {
         let mut attempt = 1;
         loop {
-            container.smtp_port = free_port()?;
+            let port = free_port()?;
+            self.smtp_port.store(port, Ordering::Relaxed);
             fs::write(
-                container.dir.path().join("generated/master.cf"),
-                crate::postfix::master_cf(&master_dist, container.smtp_port)?,
+                self.dir.path().join("generated/master.cf"),
+                crate::postfix::master_cf(&self.master_dist, port)?,
             )?;
-            match container.run().and_then(|()| container.wait_ready()) {
-                Ok(()) => return Ok(container),
-                Err(error)
-                    if attempt < 3 && container.logs().contains("Address already in use") =>
-                {
+            match self.run().and_then(|()| self.wait_ready()) {
+                Ok(()) => return Ok(()),
+                Err(error) if attempt < 3 && self.logs().contains("Address already in use") => {
                     let _ = error;
                     attempt += 1;
-                    let _ = podman_run(&["rm", "--force", "--time", "0", &container.name]);
+                    podman_run(&["rm", "--force", "--time", "0", &self.name])?;
                 }
                 Err(error) => {
-                    return Err(error.context(format!("container logs:\n{}", container.logs())))
+                    return Err(error.context(format!("container logs:\n{}", self.logs())))
                 }
             }
         }
@@ -609,25 +621,64 @@ impl PostfixContainer {
         podman_run(&args).map(|_| ())
     }
 
-    /// Waits until the container answers SMTP.
+    /// Waits until the container's own Postfix listens on its port: with the host's network,
+    /// a port that answers may be another test's server, so the listening socket must be held
+    /// by a process in the container's PID namespace.
     fn wait_ready(&self) -> Result<()> {
         let deadline = Instant::now() + READY_TIMEOUT;
+        let port = self.smtp_port();
         loop {
-            if std::net::TcpStream::connect(("127.0.0.1", self.smtp_port)).is_ok() {
+            if self.listens_on(port) {
                 return Ok(());
             }
             if !self.is_running() {
                 bail!("container {} stopped while starting", self.name);
             }
+            if self.logs().contains("Address already in use") {
+                bail!("127.0.0.1:{port} was taken before the container's Postfix bound it");
+            }
             if Instant::now() > deadline {
                 bail!(
-                    "container {} did not answer on 127.0.0.1:{} within {READY_TIMEOUT:?}",
-                    self.name,
-                    self.smtp_port
+                    "container {} did not listen on 127.0.0.1:{port} within {READY_TIMEOUT:?}",
+                    self.name
                 );
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// Whether a process of this container holds the socket listening on 127.0.0.1:`port`
+    /// (`/proc/net/tcp`, then the processes' descriptors).
+    fn listens_on(&self, port: u16) -> bool {
+        let Ok(table) = fs::read_to_string("/proc/net/tcp") else {
+            return false;
+        };
+        let local = format!("0100007F:{port:04X}");
+        let sockets: Vec<String> = table
+            .lines()
+            .skip(1)
+            .filter_map(|line| {
+                let fields: Vec<&str> = line.split_whitespace().collect();
+                // Field 3 is the state: 0A is LISTEN; field 9 the socket's inode.
+                (fields.get(1) == Some(&local.as_str()) && fields.get(3) == Some(&"0A"))
+                    .then(|| fields.get(9).map(|inode| format!("socket:[{inode}]")))
+                    .flatten()
+            })
+            .collect();
+        if sockets.is_empty() {
+            return false;
+        }
+        let Ok(processes) = self.processes() else {
+            return false;
+        };
+        processes.iter().any(|(pid, _)| {
+            fs::read_dir(format!("/proc/{pid}/fd")).is_ok_and(|fds| {
+                fds.flatten().any(|fd| {
+                    fs::read_link(fd.path())
+                        .is_ok_and(|link| sockets.iter().any(|s| link.as_os_str() == s.as_str()))
+                })
+            })
+        })
     }
 
     /// The container's name (`podman exec NAME …`).
@@ -635,9 +686,10 @@ impl PostfixContainer {
         &self.name
     }
 
-    /// The SMTP listener's port on 127.0.0.1.
+    /// The SMTP listener's port on 127.0.0.1 (another one after [`PostfixContainer::recreate`]
+    /// when the old one was taken meanwhile).
     pub fn smtp_port(&self) -> u16 {
-        self.smtp_port
+        self.smtp_port.load(Ordering::Relaxed)
     }
 
     /// The requirements' topology: the directory of this host holding the transport map (and
@@ -678,13 +730,13 @@ impl PostfixContainer {
         self.wait_ready()
     }
 
-    /// Removes the container and creates it again from its image, with the same name, mounts
-    /// and port; waits until SMTP answers. Its `main.cf` is the generated one again (in the
+    /// Removes the container and creates it again from its image, with the same name and
+    /// mounts; waits until its Postfix answers SMTP (on another port when the old one was
+    /// taken meanwhile). Its `main.cf` is the generated one again (in the
     /// host topology; in a pod, `/etc/postfix` is on a volume and stays).
     pub fn recreate(&self) -> Result<()> {
         podman_run(&["rm", "--force", "--time", "0", &self.name])?;
-        self.run()?;
-        self.wait_ready()
+        self.run_until_ready()
     }
 
     /// The container's output: Postfix's log (`maillog_file = /dev/stdout`).
