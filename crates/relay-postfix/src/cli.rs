@@ -12,7 +12,7 @@ use crate::{
 };
 
 /// Postfix's compiled-in configuration directory: no `-c` is passed for it.
-const DEFAULT_CONFIG_DIR: &str = "/etc/postfix";
+pub(crate) const DEFAULT_CONFIG_DIR: &str = "/etc/postfix";
 
 /// Map types relay-sync can build and the file suffix of their database.
 const MAP_TYPES: [(&str, &str); 4] = [
@@ -338,44 +338,12 @@ impl PostfixCli {
         )
     }
 
-    /// Runs `command` bounded by `COMMAND_TIMEOUT`: on this host, its process group is killed
-    /// at the limit; through a prefix, the container's `timeout` ends it there and the exec
-    /// client is killed [`prefix::EXEC_GRACE`] later if it has not returned by then. Either
-    /// way a command past the limit is [`PostfixError::Timeout`]. Returns the exit status and
-    /// both outputs, and logs how long it took.
+    /// Runs `command` bounded by `COMMAND_TIMEOUT` ([`prefix::run_bounded`]).
     fn bounded(
         &self,
         command: relay_process::Command,
     ) -> Result<(std::process::ExitStatus, String, String), PostfixError> {
-        let limit = self.settings.command_timeout;
-        let through_prefix = !self.settings.command_prefix.is_empty();
-        let command = command
-            .env_remove("MAIL_CONFIG")
-            .timeout(if through_prefix {
-                limit.saturating_add(prefix::EXEC_GRACE)
-            } else {
-                limit
-            });
-        let started = std::time::Instant::now();
-        let output = command.run()?;
-        let elapsed = started.elapsed();
-        tracing::debug!(
-            "`{}` exited with {} after {} ms",
-            command.command_line(),
-            output.status,
-            elapsed.as_millis()
-        );
-        if through_prefix && prefix::ended_by_timeout(&output.status, elapsed, limit) {
-            return Err(PostfixError::Timeout {
-                command: command.command_line().to_owned(),
-                after: limit,
-            });
-        }
-        Ok((
-            output.status,
-            String::from_utf8_lossy(&output.stdout).into_owned(),
-            String::from_utf8_lossy(&output.stderr).into_owned(),
-        ))
+        prefix::run_bounded(&self.settings, command)
     }
 
     /// Runs a command and returns its stdout; a non-zero exit is `CommandFailed` with stderr.

@@ -236,6 +236,7 @@ pub enum PostfixError {
 
 mod backup;
 mod cli;
+mod mark;
 mod postconf_cache;
 pub mod prefix;
 pub mod safe_file;
@@ -267,6 +268,7 @@ pub use backup::{
 };
 
 pub use cli::PostfixCli;
+pub use mark::{MarkReader, PostfixMark};
 
 /// Replaces `path` with `bytes` the way relay-sync replaces every file it writes
 /// ([`safe_file`]): a new temporary file of an unpredictable name in the same directory

@@ -23,6 +23,8 @@
 use std::process::ExitStatus;
 use std::time::Duration;
 
+use crate::{PostfixError, PostfixSettings};
+
 /// The program that bounds a command inside the container.
 pub const TIMEOUT_PROGRAM: &str = "timeout";
 
@@ -87,6 +89,47 @@ pub(crate) fn with_lines(
     ];
     fed.extend(command);
     (wrap(prefix, limit, fed), shown)
+}
+
+/// Runs `command` bounded by `COMMAND_TIMEOUT`, with `MAIL_CONFIG` left out of its
+/// environment: on this host, its process group is killed at the limit; through a prefix, the
+/// container's `timeout` ([`wrap`]) ends it there and the exec client is killed
+/// [`EXEC_GRACE`] later if it has not returned by then. Either way a command past the limit
+/// is [`PostfixError::Timeout`]. Returns the exit status and both outputs, and logs how long
+/// it took.
+pub(crate) fn run_bounded(
+    settings: &PostfixSettings,
+    command: relay_process::Command,
+) -> Result<(ExitStatus, String, String), PostfixError> {
+    let limit = settings.command_timeout;
+    let through_prefix = !settings.command_prefix.is_empty();
+    let command = command
+        .env_remove("MAIL_CONFIG")
+        .timeout(if through_prefix {
+            limit.saturating_add(EXEC_GRACE)
+        } else {
+            limit
+        });
+    let started = std::time::Instant::now();
+    let output = command.run()?;
+    let elapsed = started.elapsed();
+    tracing::debug!(
+        "`{}` exited with {} after {} ms",
+        command.command_line(),
+        output.status,
+        elapsed.as_millis()
+    );
+    if through_prefix && ended_by_timeout(&output.status, elapsed, limit) {
+        return Err(PostfixError::Timeout {
+            command: command.command_line().to_owned(),
+            after: limit,
+        });
+    }
+    Ok((
+        output.status,
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    ))
 }
 
 /// Whether `status` is the container's `timeout` reporting that it ended the command: 124

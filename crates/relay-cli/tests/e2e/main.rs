@@ -32,3 +32,4 @@ mod takeover;
 mod timeouts;
 mod tls;
 mod watch;
+mod watch_postfix;

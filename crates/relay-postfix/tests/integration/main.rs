@@ -441,6 +441,38 @@ fn lookups_work_through_a_prefix_that_passes_no_standard_input() {
     }
 }
 
+/// The watcher's mark of a Postfix, read here and through a prefix (`env`, which runs the
+/// container's script on this host): the same while nothing happens, another after an edit of
+/// main.cf and after a restart, none while Postfix is stopped.
+#[test]
+fn the_mark_changes_with_main_cf_and_a_restart_and_is_none_while_stopped() {
+    use relay_postfix::MarkReader;
+    let mut postfix = Postfix::start("a.example").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let here = settings(&postfix, &dir.path().join("backup"), None);
+    let mut through = here.clone();
+    through.command_prefix = vec!["env".into()];
+    for s in [here, through] {
+        let through_prefix = !s.command_prefix.is_empty();
+        let reader = MarkReader::new(s);
+        let first = reader.read().unwrap();
+        assert_eq!(reader.read().unwrap(), first, "prefix: {through_prefix}");
+        let value = format!("relay_domains = b{}.example", u8::from(through_prefix));
+        postfix
+            .command("/usr/sbin/postconf", &["-e", &value])
+            .unwrap();
+        let edited = reader.read().unwrap();
+        assert_ne!(edited.main_cf, first.main_cf);
+        assert_eq!(edited.master, first.master);
+        postfix.stop().unwrap();
+        assert!(reader.read().is_err(), "prefix: {through_prefix}");
+        postfix.start_again().unwrap();
+        let restarted = reader.read().unwrap();
+        assert_eq!(restarted.main_cf, edited.main_cf);
+        assert_ne!(restarted.master, edited.master, "prefix: {through_prefix}");
+    }
+}
+
 #[test]
 fn reload_of_a_stopped_instance_fails_with_postfix_words() {
     let mut postfix = Postfix::start("a.example").unwrap();
