@@ -185,8 +185,11 @@ impl Image {
         }
         let containerfile = containerfile.to_string_lossy();
         let context = context.to_string_lossy();
+        // Docker's image format keeps HEALTHCHECK (OCI's has no place for it).
         podman_run(&[
             "build",
+            "--format",
+            "docker",
             "--from",
             &base.reference,
             "--tag",
@@ -195,6 +198,7 @@ impl Image {
             &containerfile,
             &context,
         ])?;
+        prune_other_tags(&format!("localhost/{name}"), &reference);
         Ok(Image { reference })
     }
 
@@ -251,6 +255,20 @@ fn build_base() -> Result<Image> {
     }
     podman_run(&["import", &tarball.to_string_lossy(), &reference])?;
     Ok(Image { reference })
+}
+
+/// Removes the images of `repository` other than `keep`: each build of a changed binary
+/// makes a new one. One still in use by a container stays (podman refuses, which is fine).
+fn prune_other_tags(repository: &str, keep: &str) {
+    let Ok(listed) = podman_run(&["images", "--format", "{{.Repository}}:{{.Tag}}", repository])
+    else {
+        return;
+    };
+    for reference in listed.lines().map(str::trim) {
+        if reference.starts_with(&format!("{repository}:")) && reference != keep {
+            let _ = podman_run(&["rmi", reference]);
+        }
+    }
 }
 
 fn image_exists(reference: &str) -> Result<bool> {
@@ -436,11 +454,12 @@ impl Drop for Pod {
 enum Layout {
     /// The requirements' topology: the maps directory bind-mounted at the same path.
     Host,
-    /// The sidecar form: `/etc/postfix` and `/var/spool/postfix` from the pod's volumes.
+    /// The sidecar form: in a pod, with the given mounts (`SOURCE:PATH`, a named volume or a
+    /// directory of this host) and its transport map at `transport`.
     Pod {
         pod: String,
-        etc: String,
-        spool: String,
+        mounts: Vec<String>,
+        transport: PathBuf,
     },
 }
 
@@ -460,6 +479,8 @@ pub struct PostfixContainer {
     /// Debian's `master.cf`, in which the SMTP listener is moved to the port.
     master_dist: String,
     layout: Layout,
+    /// `KEY=VALUE` labels besides the testbed's own.
+    labels: Vec<String>,
     _fixed: Option<std::sync::MutexGuard<'static, ()>>,
 }
 
@@ -472,6 +493,7 @@ fi
 cp "$1/master.cf" /etc/postfix/
 postconf -F '*/*/chroot = n'
 transport=$(postconf -h transport_maps); transport=${transport#hash:}
+mkdir -p "${transport%/*}"
 [ -e "$transport" ] || : > "$transport"
 [ -e "$transport.db" ] || postmap "hash:$transport"
 exec postfix start-fg"#;
@@ -481,25 +503,32 @@ impl PostfixContainer {
     /// relaying `relay_domains`, its transport map `hash:MAPS/transport` in a directory of this
     /// host ([`PostfixContainer::maps_dir`]) bind-mounted at the same path in the container.
     pub fn start(image: &Image, name: Option<&str>, relay_domains: &str) -> Result<Self> {
-        Self::launch(image, name, relay_domains, None)
+        Self::launch(image, name, relay_domains, None, Vec::new())
     }
 
-    /// The sidecar form: Postfix in `pod`, its `/etc/postfix` and `/var/spool/postfix` on the
-    /// pod's volumes `etc` and `spool` (which a relay-sync container in the same pod mounts
-    /// too), its transport map `hash:/etc/postfix/transport`.
+    /// [`PostfixContainer::start`] with a generated name and the label `key=value`, as ECS on
+    /// EC2 runs a container (`com.amazonaws.ecs.container-name=…`): found by its label only.
+    pub fn start_labelled(image: &Image, label: (&str, &str), relay_domains: &str) -> Result<Self> {
+        let label = format!("{}={}", label.0, label.1);
+        Self::launch(image, None, relay_domains, None, vec![label])
+    }
+
+    /// The sidecar form: Postfix in `pod` with `mounts` (`SOURCE:PATH`: a pod volume or a
+    /// directory of this host; the same ones a relay-sync container in the pod mounts), its
+    /// transport map `hash:TRANSPORT`, which must be on one of them.
     pub fn start_in_pod(
         image: &Image,
         pod: &Pod,
-        etc: &str,
-        spool: &str,
+        mounts: &[String],
+        transport: &Path,
         relay_domains: &str,
     ) -> Result<Self> {
         let layout = Layout::Pod {
             pod: pod.name.clone(),
-            etc: etc.to_owned(),
-            spool: spool.to_owned(),
+            mounts: mounts.to_vec(),
+            transport: transport.to_owned(),
         };
-        Self::launch(image, None, relay_domains, Some(layout))
+        Self::launch(image, None, relay_domains, Some(layout), Vec::new())
     }
 
     fn launch(
@@ -507,6 +536,7 @@ impl PostfixContainer {
         name: Option<&str>,
         relay_domains: &str,
         layout: Option<Layout>,
+        labels: Vec<String>,
     ) -> Result<Self> {
         require_container_tools()?;
         let fixed = name.map(|_| fixed_name_guard());
@@ -528,7 +558,7 @@ impl PostfixContainer {
         let layout = layout.unwrap_or(Layout::Host);
         let transport = match &layout {
             Layout::Host => dir.path().join("maps/transport"),
-            Layout::Pod { .. } => PathBuf::from("/etc/postfix/transport"),
+            Layout::Pod { transport, .. } => transport.clone(),
         };
         fs::write(
             dir.path().join("generated/main.cf"),
@@ -543,6 +573,7 @@ impl PostfixContainer {
             smtp_port: AtomicU16::new(0),
             master_dist,
             layout,
+            labels,
             _fixed: fixed,
         };
         container.run_until_ready()?;
@@ -600,14 +631,15 @@ impl PostfixContainer {
                     format!("{maps}:{maps}"),
                 ]);
             }
-            Layout::Pod { pod, etc, spool } => args.extend([
-                "--pod".into(),
-                pod.clone(),
-                "--volume".into(),
-                format!("{etc}:/etc/postfix"),
-                "--volume".into(),
-                format!("{spool}:/var/spool/postfix"),
-            ]),
+            Layout::Pod { pod, mounts, .. } => {
+                args.extend(["--pod".into(), pod.clone()]);
+                for mount in mounts {
+                    args.extend(["--volume".into(), mount.clone()]);
+                }
+            }
+        }
+        for label in &self.labels {
+            args.extend(["--label".into(), label.clone()]);
         }
         args.extend([
             self.image.reference.clone(),

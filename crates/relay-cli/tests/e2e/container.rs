@@ -40,10 +40,20 @@ impl ContainerGateway {
     /// appended to the config file.
     pub(crate) fn start(name: Option<&str>, prefix: &str, extra: &str) -> ContainerGateway {
         let image = Image::postfix().unwrap();
+        let postfix = PostfixContainer::start(&image, name, "kuma8088.com").unwrap();
+        let prefix = format!("{prefix} {}", postfix.name());
+        ContainerGateway::start_with(postfix, &prefix, extra)
+    }
+
+    /// A gateway for `postfix`, reached through `prefix` (all its words).
+    pub(crate) fn start_with(
+        postfix: PostfixContainer,
+        prefix: &str,
+        extra: &str,
+    ) -> ContainerGateway {
         let db = MariaDb::start().unwrap();
         db.load_fixtures().unwrap();
         let sink = SmtpSink::start().unwrap();
-        let postfix = PostfixContainer::start(&image, name, "kuma8088.com").unwrap();
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("relay-sync.conf");
         let maps = postfix.maps_dir();
@@ -57,7 +67,7 @@ impl ContainerGateway {
              DELL_RELAY_IP=127.0.0.1\n\
              DELL_RELAY_PORT={sink}\n\
              PRESERVE_DOMAINS=kuma8088.com\n\
-             POSTFIX_COMMAND_PREFIX={prefix} {name}\n\
+             POSTFIX_COMMAND_PREFIX={prefix}\n\
              TRANSPORT_FILE={maps}/transport\n\
              RELAY_DOMAINS_MAP={maps}/relay_domains\n\
              RECIPIENTS_MAP={maps}/relay_recipients\n\
@@ -494,5 +504,45 @@ fn wedged_reload_in_the_container_ends_at_command_timeout_and_leaves_nothing_beh
     );
     // And the rollback left every domain relayed before with its route.
     gw.assert_rcpt("user@example.com", "250");
+    gw.assert_rcpt("user@old.example", "554");
+}
+
+/// ECS on EC2 names a task's containers itself (`ecs-FAMILY-REV-NAME-RANDOM`): fixed words in
+/// the prefix cannot name it. The shipped wrapper finds the one running container with the
+/// label ECS sets (`com.amazonaws.ecs.container-name`) and runs the command there; with no
+/// such container, or two, it refuses and the run changes nothing.
+#[test]
+fn a_generated_container_name_is_found_by_its_ecs_label() {
+    let image = Image::postfix().unwrap();
+    let label = "com.amazonaws.ecs.container-name";
+    // Unique on this machine: the label alone must find it.
+    let value = relay_testbed::unique_name("postfix");
+    let postfix =
+        PostfixContainer::start_labelled(&image, (label, &value), "kuma8088.com").unwrap();
+    let wrapper = relay_testbed::packaging_dir().join("container/relay-sync-container-exec");
+    let prefix = format!("{} podman {label}={value}", wrapper.display());
+    let gw = ContainerGateway::start_with(postfix, &prefix, "");
+    assert!(!gw.postfix.name().contains(&value));
+    gw.sync_expecting(0);
+    gw.assert_rcpt("user@example.com", "250");
+    gw.sql("UPDATE mailserver_usermgmt.domains SET enabled = 1 WHERE name = 'old.example'");
+    gw.sync_expecting(0);
+    gw.assert_rcpt("user@old.example", "250");
+
+    // A second container with the same label: which one is meant? Nothing is touched.
+    let twin = PostfixContainer::start_labelled(&image, (label, &value), "kuma8088.com").unwrap();
+    let transport = gw.transport();
+    gw.sql("UPDATE mailserver_usermgmt.domains SET enabled = 0 WHERE name = 'old.example'");
+    let run = gw.run(&[]);
+    assert_eq!(run.code, 5, "{run:?}\n--- log\n{}", gw.log());
+    assert!(
+        run.stderr.contains(&format!(
+            "2 running containers carry the label {label}={value}"
+        )),
+        "{run:?}"
+    );
+    assert_eq!(gw.transport(), transport);
+    drop(twin);
+    gw.sync_expecting(0);
     gw.assert_rcpt("user@old.example", "554");
 }

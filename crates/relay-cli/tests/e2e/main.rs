@@ -26,6 +26,7 @@ mod hostile;
 mod mail_flow;
 mod map_mode;
 mod recipients;
+mod sidecar;
 mod smtp;
 mod sns;
 mod takeover;
