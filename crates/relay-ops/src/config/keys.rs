@@ -185,9 +185,11 @@ pub const SECTIONS: &[Section] = &[
                 "POSTFIX_COMMAND_PREFIX",
                 Unset,
                 "Container mode: the words put before every Postfix command, e.g. `docker exec \
-                 mailserver-postfix`. relay-sync writes TRANSPORT_FILE on this host and runs \
-                 postmap on the same path in the container, so bind-mount its directory at the \
-                 SAME path in both (`relay-sync check` verifies this).",
+                 mailserver-postfix` (with or without -i). relay-sync writes TRANSPORT_FILE on \
+                 this host and runs postmap on the same path in the container, so bind-mount its \
+                 directory at the SAME path in both (`relay-sync check` verifies this). Each \
+                 command runs under the container's own `timeout`, so that COMMAND_TIMEOUT ends \
+                 it there too: the image needs /bin/sh and timeout (docs/containers.md).",
             ),
             key(
                 "TRANSPORT_FILE",
