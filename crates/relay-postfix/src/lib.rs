@@ -238,7 +238,7 @@ mod backup;
 mod cli;
 mod mark;
 mod postconf_cache;
-pub mod prefix;
+mod prefix;
 pub mod safe_file;
 
 impl From<relay_process::RunError> for PostfixError {

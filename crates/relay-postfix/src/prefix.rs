@@ -26,12 +26,12 @@ use std::time::Duration;
 use crate::{PostfixError, PostfixSettings};
 
 /// The program that bounds a command inside the container.
-pub const TIMEOUT_PROGRAM: &str = "timeout";
+pub(crate) const TIMEOUT_PROGRAM: &str = "timeout";
 
 /// How long the host waits beyond `COMMAND_TIMEOUT` before it kills the exec client itself:
 /// the container's `timeout` sends `KILL` one second after `TERM`, and the client then needs a
 /// moment to report the exit.
-pub const EXEC_GRACE: Duration = Duration::from_secs(2);
+pub(crate) const EXEC_GRACE: Duration = Duration::from_secs(2);
 
 /// Seconds between the container's `timeout` sending `TERM` and sending `KILL`.
 const KILL_AFTER: &str = "1";
