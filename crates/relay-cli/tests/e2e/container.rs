@@ -269,11 +269,32 @@ fn requirements_topology_with_the_prefix_as_written() {
     first_sync_enable_disable_rollback(&gw);
 }
 
-/// The same with `podman exec -i`, which passes standard input: both forms work.
+/// The same with `podman exec -i`, which passes standard input: both forms work. Then an
+/// image without `timeout`: `check` says what the container lacks, and a run changes nothing.
 #[test]
 fn requirements_topology_with_dash_i() {
     let gw = ContainerGateway::start(None, "podman exec -i", "");
     first_sync_enable_disable_rollback(&gw);
+
+    gw.postfix.exec(&["rm", "/usr/bin/timeout"]).unwrap();
+    let check = gw.run(&["check"]);
+    assert_eq!(check.code, 1, "{check:?}");
+    assert!(
+        check
+            .stdout
+            .contains("the container has no `timeout` command"),
+        "{check:?}"
+    );
+    let transport = gw.transport();
+    gw.sql("UPDATE mailserver_usermgmt.domains SET enabled = 1 WHERE name = 'old.example'");
+    let run = gw.run(&[]);
+    assert_eq!(run.code, 5, "{run:?}");
+    assert!(
+        run.stderr
+            .contains("add coreutils (or busybox) to the image"),
+        "{run:?}"
+    );
+    assert_eq!(gw.transport(), transport);
 }
 
 /// Map mode and recipient validation through the container, the prefix written both ways in
