@@ -507,6 +507,7 @@ fn wedged_reload_in_the_container_ends_at_command_timeout_and_leaves_nothing_beh
     let started = Instant::now();
     let run = gw.run(&[]);
     let took = started.elapsed();
+    eprintln!("wedged reload, COMMAND_TIMEOUT=3: the run took {took:?}");
     // A reload past its limit is critical (SPEC §12): exit 6, rolled back.
     assert_eq!(run.code, 6, "{run:?}\n--- log\n{}", gw.log());
     let log = gw.log();
