@@ -429,12 +429,6 @@ impl Pod {
     }
 }
 
-/// Where a named volume's files are on this host.
-pub fn volume_path(volume: &str) -> Result<PathBuf> {
-    let path = podman_run(&["volume", "inspect", "--format", "{{.Mountpoint}}", volume])?;
-    Ok(PathBuf::from(path.trim()))
-}
-
 impl Drop for Pod {
     fn drop(&mut self) {
         let _ = podman_run(&["pod", "rm", "--force", "--time", "0", &self.name]);

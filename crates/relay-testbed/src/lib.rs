@@ -21,7 +21,7 @@ mod sns;
 pub mod takeover;
 
 pub use container::{
-    cache_dir, podman, podman_run, require_container_tools, unique_name, volume_path, Image, Pod,
+    cache_dir, podman, podman_run, require_container_tools, unique_name, Image, Pod,
     PostfixContainer, CONTAINER_PACKAGES,
 };
 pub use mariadb::{command_types, MariaDb};

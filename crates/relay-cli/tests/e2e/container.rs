@@ -453,20 +453,14 @@ fn container_stopped_mid_run_fails_cleanly_and_the_next_run_repairs() {
     );
     // Converged.
     gw.sync_expecting(0);
-    assert!(gw.log().ends_with_no_change(), "{}", gw.log());
+    assert!(last_run_changed_nothing(&gw.log()), "{}", gw.log());
 }
 
-/// A log whose last run found nothing to do.
-trait LastRun {
-    fn ends_with_no_change(&self) -> bool;
-}
-
-impl LastRun for String {
-    fn ends_with_no_change(&self) -> bool {
-        self.rsplit("===== Relay Domains Sync Started =====")
-            .next()
-            .is_some_and(|last| last.contains("No changes detected"))
-    }
+/// Whether the last run in `log` found nothing to do.
+fn last_run_changed_nothing(log: &str) -> bool {
+    log.rsplit("===== Relay Domains Sync Started =====")
+        .next()
+        .is_some_and(|last| last.contains("No changes detected"))
 }
 
 /// Processes in the container that a relay-sync run started (through `podman exec`): the
