@@ -13,7 +13,9 @@
 //!   `bench recipients` run one part alone and rewrite only that part.
 //!
 //! Real components are required, not optional: a missing one fails with the `apt-get install`
-//! command that provides it.
+//! command that provides it. That includes podman (with runc, mmdebstrap, uidmap and
+//! catatonit): the container tests build Postfix and relay-sync images from Debian's packages
+//! and run them.
 
 // Build and test tooling, run by a developer or CI on their own checkout, never as the gateway.
 #![allow(clippy::disallowed_methods)]
@@ -199,7 +201,9 @@ fn cargo(args: &[&str]) -> Result<()> {
     Ok(())
 }
 
-/// Fails early, with the install command, when a real component is missing.
+/// Fails early, with the install command, when a real component is missing: MariaDB,
+/// Postfix, and podman with what the container tests need (they run Postfix, and relay-sync's
+/// sidecar image, in real containers).
 fn require_components() -> Result<()> {
     for (path, package) in [
         ("/usr/sbin/mariadbd", "mariadb-server"),
@@ -209,5 +213,6 @@ fn require_components() -> Result<()> {
     ] {
         relay_testbed::require(path, package)?;
     }
+    relay_testbed::require_container_tools()?;
     Ok(())
 }

@@ -11,6 +11,13 @@
 //! plus the length of a sync, however many rows it touches. `sync_now` requests made during a
 //! sync likewise collapse into one more sync.
 //!
+//! Each poll also reads Postfix's [`PostfixMark`] (a digest of `main.cf` and of the master's
+//! pid and start time; through `POSTFIX_COMMAND_PREFIX`, one command in the container), and
+//! syncs when it is not what the last sync left: a container recreated from its image (whose
+//! `main.cf` lost inline mode's domains), a restart, an edit, or a return after the last sync
+//! could not reach Postfix is repaired within `POLL_INTERVAL` plus one sync, not at the next
+//! `RECONCILE_INTERVAL`.
+//!
 //! A database outage touches nothing (Postfix keeps serving the domains it has): polls back off
 //! from `POLL_INTERVAL`, doubling up to `RECONCILE_INTERVAL`, the outage is logged once when it
 //! starts and once when it ends, and each failed poll is recorded like a failed cron run (state,
@@ -24,6 +31,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use relay_db::{ChangeSignal, DbError, MariaDbSource};
+use relay_postfix::{MarkReader, PostfixMark};
 use tokio::sync::Notify;
 
 use crate::failures::AlertRule;
@@ -182,6 +190,8 @@ struct Watcher {
     started: Instant,
     decider: Decider,
     signal: Signal,
+    /// Reads Postfix's mark (main.cf, the master) at each poll and after each sync.
+    postfix: Arc<MarkReader>,
     metrics: WatchMetrics,
     metrics_written: Option<Instant>,
     /// When the current failure streak began (this watcher's view), for `ALERT_AFTER_SECONDS`.
@@ -206,6 +216,7 @@ async fn run(
     let mut watcher = Watcher {
         decider: Decider::new(config.reconcile_interval),
         signal: Signal::Pending,
+        postfix: Arc::new(MarkReader::new(config.postfix_settings())),
         gateway,
         shared,
         started: Instant::now(),
@@ -278,6 +289,7 @@ impl Watcher {
         if let Some(gateway) = next {
             self.decider
                 .set_reconcile_interval(gateway.config().reconcile_interval);
+            self.postfix = Arc::new(MarkReader::new(gateway.config().postfix_settings()));
             self.gateway = gateway;
             self.check_signal();
             tracing::info!("Configuration reloaded");
@@ -287,7 +299,10 @@ impl Watcher {
     /// One cycle: poll, decide, maybe sync. Returns the wait before the next one.
     async fn cycle(&mut self, requested: bool) -> Duration {
         let config = self.gateway.config().clone();
-        let polled = match self.poll().await {
+        // Postfix is read beside the database: through a container's exec it takes a while.
+        let reader = Arc::clone(&self.postfix);
+        let (polled, postfix) = tokio::join!(self.poll(), read_postfix(reader));
+        let polled = match polled {
             Ok(polled) => polled,
             Err(failure) => return self.poll_failed(failure).await,
         };
@@ -295,7 +310,7 @@ impl Watcher {
         // recovery notice) instead of leaving `status` failing until the next reconcile.
         let requested = self.outage_over() || requested;
         let now = self.started.elapsed();
-        let decision = self.decider.decide(now, polled, requested);
+        let decision = self.decider.decide(now, polled, postfix, requested);
         if decision == Some(Reason::Changed) {
             self.metrics.changes += 1;
         }
@@ -437,7 +452,9 @@ impl Watcher {
             )
         })
         .await;
-        self.decider.synced(self.started.elapsed(), read);
+        // What this sync left Postfix like: the next polls compare with it.
+        let postfix = read_postfix(Arc::clone(&self.postfix)).await;
+        self.decider.synced(self.started.elapsed(), read, postfix);
         let exit = record.exit_code();
         if !matches!(record.outcome, RunOutcome::Skipped(_)) {
             self.recorded(exit == 0);
@@ -497,6 +514,19 @@ impl Watcher {
         }
         self.metrics_written = Some(Instant::now());
         write_watch_metrics(&path, &self.metrics);
+    }
+}
+
+/// Postfix's mark now, read on the blocking pool (through `POSTFIX_COMMAND_PREFIX`, one
+/// command in the container); `None` when Postfix cannot be read, which decides nothing (a
+/// sync would fail the same way, and says why).
+async fn read_postfix(reader: Arc<MarkReader>) -> Option<PostfixMark> {
+    match off_the_executor(move || reader.read()).await {
+        Ok(mark) => Some(mark),
+        Err(error) => {
+            tracing::debug!("Postfix's main.cf and master not read: {error}");
+            None
+        }
     }
 }
 

@@ -8,11 +8,12 @@ use std::sync::Mutex;
 use relay_fs::{BuildDir, Kind, Ownership};
 
 use crate::{
-    backup, io, postconf_cache, Backup, PostfixError, PostfixRead, PostfixSettings, PostfixWrite,
+    backup, io, postconf_cache, prefix, Backup, PostfixError, PostfixRead, PostfixSettings,
+    PostfixWrite,
 };
 
 /// Postfix's compiled-in configuration directory: no `-c` is passed for it.
-const DEFAULT_CONFIG_DIR: &str = "/etc/postfix";
+pub(crate) const DEFAULT_CONFIG_DIR: &str = "/etc/postfix";
 
 /// Map types relay-sync can build and the file suffix of their database.
 const MAP_TYPES: [(&str, &str); 4] = [
@@ -290,38 +291,60 @@ impl PostfixCli {
     /// `CommandFailed` naming the command and its status. Without a prefix it is a check of
     /// this host's own file system.
     pub fn container_sees(&self, path: &Path) -> Result<(), PostfixError> {
-        let mut argv = self.settings.command_prefix.clone();
-        argv.extend(["test".to_owned(), "-e".to_owned()]);
-        argv.push(path.to_string_lossy().into_owned());
-        let output = relay_process::Command::new(&argv)
-            .timeout(self.settings.command_timeout)
-            .run()?;
-        if output.status.success() {
+        let argv = self.through_prefix(vec![
+            "test".to_owned(),
+            "-e".to_owned(),
+            path.to_string_lossy().into_owned(),
+        ]);
+        let (status, _, stderr) = self.bounded(relay_process::Command::new(&argv))?;
+        if status.success() {
             return Ok(());
         }
         Err(PostfixError::CommandFailed {
             command: argv.join(" "),
-            status: output.status.to_string(),
-            stderr: relay_process::excerpt(&String::from_utf8_lossy(&output.stderr)),
+            status: status.to_string(),
+            stderr: relay_process::excerpt(&stderr),
         })
     }
 
-    /// The command line for `program` with `args`: prefix, full path, `-c DIR` when needed.
+    /// The command line for `program` with `args`, as run: full path and `-c DIR` when needed,
+    /// through the prefix and its container's `timeout` when there is one.
     fn command(&self, program: &str, args: &[String]) -> Vec<String> {
-        let mut argv = self.settings.command_prefix.clone();
-        argv.push(
-            self.settings
-                .command_dir
-                .join(program)
-                .to_string_lossy()
-                .into_owned(),
-        );
+        self.through_prefix(self.postfix_command(program, args))
+    }
+
+    /// The Postfix command itself: full path, `-c DIR` when needed, `args`.
+    fn postfix_command(&self, program: &str, args: &[String]) -> Vec<String> {
+        let mut argv = vec![self
+            .settings
+            .command_dir
+            .join(program)
+            .to_string_lossy()
+            .into_owned()];
         if self.settings.config_dir != Path::new(DEFAULT_CONFIG_DIR) {
             argv.push("-c".into());
             argv.push(self.settings.config_dir.to_string_lossy().into_owned());
         }
         argv.extend(args.iter().cloned());
         argv
+    }
+
+    /// `command` through `POSTFIX_COMMAND_PREFIX` under the container's own `timeout`
+    /// ([`prefix::wrap`]); `command` itself without a prefix.
+    fn through_prefix(&self, command: Vec<String>) -> Vec<String> {
+        prefix::wrap(
+            &self.settings.command_prefix,
+            self.settings.command_timeout,
+            command,
+        )
+    }
+
+    /// Runs `command` bounded by `COMMAND_TIMEOUT` ([`prefix::run_bounded`]).
+    fn bounded(
+        &self,
+        command: relay_process::Command,
+    ) -> Result<(std::process::ExitStatus, String, String), PostfixError> {
+        prefix::run_bounded(&self.settings, command)
     }
 
     /// Runs a command and returns its stdout; a non-zero exit is `CommandFailed` with stderr.
@@ -362,24 +385,34 @@ impl PostfixCli {
         })
     }
 
-    /// Runs a command with `input` on its standard input (nothing: `/dev/null`).
-    fn run_with_input(
+    /// Runs a command with `lines` (each ending in a line break) on its standard input. On this
+    /// host they are written to it; through a prefix they are handed over as an argument
+    /// ([`prefix::with_lines`]), since `docker exec` and `podman exec` without `-i` pass no
+    /// standard input. Also returns the command line as errors name it.
+    fn run_with_lines(
         &self,
         program: &str,
         args: &[String],
-        input: &[u8],
-    ) -> Result<(std::process::ExitStatus, String, String), PostfixError> {
-        self.timed(program, args, |command| {
-            if input.is_empty() {
-                command
-            } else {
-                command.stdin(input)
-            }
-        })
+        lines: &str,
+    ) -> Result<(std::process::ExitStatus, String, String, String), PostfixError> {
+        let command = if self.settings.command_prefix.is_empty() {
+            relay_process::Command::new(self.postfix_command(program, args)).stdin(lines)
+        } else {
+            let (argv, shown) = prefix::with_lines(
+                &self.settings.command_prefix,
+                self.settings.command_timeout,
+                self.postfix_command(program, args),
+                lines,
+            );
+            relay_process::Command::new(argv).show_as(shown)
+        };
+        let shown = command.command_line().to_owned();
+        let (status, stdout, stderr) = self.bounded(command)?;
+        Ok((status, stdout, stderr, shown))
     }
 
     /// Runs the command line of `program` with `args` through the process runner, adjusted by
-    /// `adjust`, bounded by `COMMAND_TIMEOUT`; logs how long it took. `MAIL_CONFIG` is left
+    /// `adjust`, bounded by `COMMAND_TIMEOUT` ([`PostfixCli::bounded`]). `MAIL_CONFIG` is left
     /// out of its environment: `POSTFIX_CONFIG_DIR` alone says which configuration is meant
     /// (a `-c` when it is not the default), as it does for the files relay-sync reads and
     /// writes.
@@ -389,23 +422,9 @@ impl PostfixCli {
         args: &[String],
         adjust: impl FnOnce(relay_process::Command) -> relay_process::Command,
     ) -> Result<(std::process::ExitStatus, String, String), PostfixError> {
-        let command = relay_process::Command::new(self.command(program, args))
-            .env_remove("MAIL_CONFIG")
-            .timeout(self.settings.command_timeout);
-        let command = adjust(command);
-        let started = std::time::Instant::now();
-        let output = command.run()?;
-        tracing::debug!(
-            "`{}` exited with {} after {} ms",
-            command.command_line(),
-            output.status,
-            started.elapsed().as_millis()
-        );
-        Ok((
-            output.status,
-            String::from_utf8_lossy(&output.stdout).into_owned(),
-            String::from_utf8_lossy(&output.stderr).into_owned(),
-        ))
+        self.bounded(adjust(relay_process::Command::new(
+            self.command(program, args),
+        )))
     }
 
     /// Builds the map for `text` under a temporary name and renames source and database into
@@ -699,23 +718,25 @@ impl PostfixCli {
             return keys.iter().map(|key| self.lookup_one(map, key)).collect();
         }
         let args = ["-q".to_owned(), "-".to_owned(), map.to_owned()];
-        let mut input = keys.join("\n");
-        input.push('\n');
-        let (status, stdout, stderr) = self.run_with_input("postmap", &args, input.as_bytes())?;
-        match status.code() {
-            Some(0) => {}
-            // Exit 1 alone is "none of the keys found", as for a single -q.
-            Some(1) if !is_fatal(&stderr) => return Ok(vec![None; keys.len()]),
-            _ => {
-                return Err(failed(
-                    &self.command("postmap", &args),
-                    &status,
-                    &stdout,
-                    &stderr,
-                ))
+        // Through a prefix the keys travel as one argument: a large list goes in parts.
+        let limit = if self.settings.command_prefix.is_empty() {
+            usize::MAX
+        } else {
+            prefix::LINES_LIMIT
+        };
+        let mut printed = String::new();
+        for part in batches(keys, limit) {
+            let mut input = part.join("\n");
+            input.push('\n');
+            let (status, stdout, stderr, shown) = self.run_with_lines("postmap", &args, &input)?;
+            match status.code() {
+                Some(0) => printed.push_str(&stdout),
+                // Exit 1 alone is "none of the keys found", as for a single -q.
+                Some(1) if !is_fatal(&stderr) => {}
+                _ => return Err(failed_shown(shown, &status, &stdout, &stderr)),
             }
         }
-        let found: std::collections::HashMap<&str, &str> = stdout
+        let found: std::collections::HashMap<&str, &str> = printed
             .lines()
             .filter_map(|line| line.split_once('\t'))
             .collect();
@@ -860,6 +881,22 @@ impl PostfixWrite for PostfixCli {
             .run_status("postfix", &["status".into()])
             .is_ok_and(|(status, _, _)| status.success());
         Err(match error {
+            // Through a prefix the exec client's own words come first (a container that is
+            // not running says so), then what `postfix status` found.
+            PostfixError::CommandFailed {
+                command,
+                status,
+                stderr,
+            } if !running && !self.settings.command_prefix.is_empty() => {
+                PostfixError::CommandFailed {
+                    command,
+                    status,
+                    stderr: format!(
+                        "{stderr}; `postfix status` through POSTFIX_COMMAND_PREFIX fails too: \
+                         is the container running, and Postfix in it?"
+                    ),
+                }
+            }
             PostfixError::CommandFailed {
                 command, status, ..
             } if !running => PostfixError::CommandFailed {
@@ -950,8 +987,37 @@ fn database_of(source: &Path, suffix: &str) -> PathBuf {
     PathBuf::from(name)
 }
 
+/// `keys` in consecutive parts of at most `limit` bytes (a key and its line break each), every
+/// part holding at least one key.
+fn batches<'k>(keys: &'k [&'k str], limit: usize) -> Vec<&'k [&'k str]> {
+    let mut parts = Vec::new();
+    let (mut start, mut bytes) = (0, 0usize);
+    for (index, key) in keys.iter().enumerate() {
+        let size = key.len() + 1;
+        if index > start && bytes.saturating_add(size) > limit {
+            parts.push(&keys[start..index]);
+            (start, bytes) = (index, 0);
+        }
+        bytes += size;
+    }
+    if start < keys.len() {
+        parts.push(&keys[start..]);
+    }
+    parts
+}
+
 fn failed(
     argv: &[String],
+    status: &std::process::ExitStatus,
+    stdout: &str,
+    stderr: &str,
+) -> PostfixError {
+    failed_shown(argv.join(" "), status, stdout, stderr)
+}
+
+/// [`failed`] for a command named as `shown`.
+fn failed_shown(
+    shown: String,
     status: &std::process::ExitStatus,
     stdout: &str,
     stderr: &str,
@@ -966,7 +1032,7 @@ fn failed(
         text => text,
     };
     PostfixError::CommandFailed {
-        command: argv.join(" "),
+        command: shown,
         status: status.to_string(),
         stderr: text.to_owned(),
     }
@@ -1008,6 +1074,17 @@ mod tests {
         assert!(is_fatal(
             "BDB0002 __fop_file_setup:  Retry limit (100) exceeded\npostmap: fatal: open database x: File exists\n"
         ));
+    }
+
+    #[test]
+    fn batches_hold_every_key_once_in_order_within_the_limit() {
+        let keys = ["a.example", "bb.example", "c.example", "dddd.example"];
+        assert_eq!(batches(&keys, usize::MAX), vec![&keys[..]]);
+        let parts = batches(&keys, 22);
+        assert_eq!(parts, vec![&keys[..2], &keys[2..3], &keys[3..]]);
+        // A key longer than the limit still goes, alone.
+        assert_eq!(batches(&keys, 1).len(), 4);
+        assert!(batches(&[], 10).is_empty());
     }
 
     #[test]

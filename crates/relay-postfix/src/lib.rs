@@ -249,7 +249,9 @@ impl From<relay_fs::FsError> for PostfixError {
 
 mod backup;
 mod cli;
+mod mark;
 mod postconf_cache;
+mod prefix;
 
 impl From<relay_process::RunError> for PostfixError {
     fn from(error: relay_process::RunError) -> PostfixError {
@@ -276,6 +278,7 @@ pub use backup::{
 };
 
 pub use cli::PostfixCli;
+pub use mark::{MarkReader, PostfixMark};
 
 /// A [`PostfixError::Io`] naming what was being done to which file.
 pub(crate) fn io(

@@ -219,8 +219,17 @@ impl Command {
         self
     }
 
-    /// The command line as errors name it: the argument vector joined by spaces, or the shell
-    /// command of [`Command::shell`].
+    /// Names the command as `shown` in errors and logs instead of its argument vector: for an
+    /// argument that is data rather than words an operator reads (a list of keys handed to a
+    /// program as one argument).
+    #[must_use]
+    pub fn show_as(mut self, shown: impl Into<String>) -> Command {
+        self.shown = shown.into();
+        self
+    }
+
+    /// The command line as errors name it: the argument vector joined by spaces, the shell
+    /// command of [`Command::shell`], or what [`Command::show_as`] set.
     pub fn command_line(&self) -> &str {
         &self.shown
     }

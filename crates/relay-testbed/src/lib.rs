@@ -1,8 +1,9 @@
 //! Throwaway real components for relay-sync's end-to-end tests, `cargo xtask demo` and
 //! `cargo xtask bench`: a private MariaDB ([`MariaDb`]), a private Postfix instance
-//! ([`Postfix`]), Postfix's `smtp-sink` standing in for the mailbox host ([`SmtpSink`]), and a
-//! stand-in Amazon SNS endpoint that checks SigV4 signatures and records what is published
-//! ([`SnsStandIn`]).
+//! ([`Postfix`]), Postfix in a real container and images built from Debian's packages
+//! ([`PostfixContainer`], [`Image`], [`Pod`]), Postfix's `smtp-sink` standing in for the mailbox
+//! host ([`SmtpSink`]), and a stand-in Amazon SNS endpoint that checks SigV4 signatures and
+//! records what is published ([`SnsStandIn`]).
 //!
 //! Everything lives under its own temporary directory, listens on 127.0.0.1 only, and is stopped
 //! and removed on drop. A missing package is an error that names the `apt-get install` command.
@@ -17,11 +18,16 @@
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 
+mod container;
 mod mariadb;
 mod postfix;
 mod sns;
 pub mod takeover;
 
+pub use container::{
+    cache_dir, podman, podman_run, require_container_tools, unique_name, Image, Pod,
+    PostfixContainer, CONTAINER_PACKAGES,
+};
 pub use mariadb::{command_types, MariaDb};
 pub use postfix::{Postfix, SmtpSink};
 pub use sns::{Behaviour as SnsBehaviour, Published as SnsPublished, Seen as SnsSeen, SnsStandIn};

@@ -254,7 +254,7 @@ fn backdate(path: &Path, age: Duration) -> Result<()> {
 }
 
 /// Debian's `master.cf` with the `smtp inet` listener moved to `127.0.0.1:PORT`.
-fn master_cf(dist: &str, port: u16) -> Result<String> {
+pub(crate) fn master_cf(dist: &str, port: u16) -> Result<String> {
     let mut found = false;
     let mut out = String::with_capacity(dist.len());
     for line in dist.lines() {

@@ -21,15 +21,18 @@ mod rollback_order;
 
 mod alerts;
 mod concurrency;
+mod container;
 mod crash;
 mod faults;
 mod hostile;
 mod mail_flow;
 mod map_mode;
 mod recipients;
+mod sidecar;
 mod smtp;
 mod sns;
 mod takeover;
 mod timeouts;
 mod tls;
 mod watch;
+mod watch_postfix;

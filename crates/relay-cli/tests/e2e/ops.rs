@@ -461,13 +461,25 @@ fn container_prefix_runs_every_postfix_command() {
         format!("/usr/sbin/postconf -c {pf} -e relay_domains = "),
         format!("/usr/sbin/postfix -c {pf} reload"),
         format!("/usr/sbin/postconf -c {pf} -h relay_domains"),
-        // The verification's lookups, keys on standard input (through the prefix too).
+        // The verification's lookups: the keys go as an argument, not on standard input,
+        // which `docker exec` without `-i` does not pass.
         format!("/usr/sbin/postmap -c {pf} -q - hash:{pf}/transport"),
     ] {
         assert!(
             recorded.contains(&command),
             "missing {command:?} in\n{recorded}"
         );
+    }
+    // Every command runs under the container's own `timeout`, so that COMMAND_TIMEOUT also
+    // ends it inside the container.
+    // (The lookups' keys are one argument with line breaks: lines that go on a command.)
+    let starts: Vec<&str> = recorded
+        .lines()
+        .filter(|l| l.starts_with('/') || l.starts_with("timeout "))
+        .collect();
+    assert!(starts.len() >= 6, "{recorded}");
+    for line in starts {
+        assert!(line.starts_with("timeout -k 1 120 /"), "{line}");
     }
 
     let check = gw.run(&["check"]);
@@ -479,7 +491,7 @@ fn container_prefix_runs_every_postfix_command() {
         "{check:?}"
     );
     // A container that does not see the host's directory (no bind mount).
-    write_prefix("[ \"$1\" = test ] && exit 1");
+    write_prefix("case \" $* \" in *\" test -e \"*) exit 1;; esac");
     let check = gw.run(&["check"]);
     assert_eq!(check.code, 1, "{check:?}");
     let line = check

@@ -71,9 +71,12 @@ config_keys! {
         postfix_config_dir "POSTFIX_CONFIG_DIR": AbsolutePath = default("/etc/postfix"),
         /// Where postconf, postmap and postfix are (cron's PATH lacks /usr/sbin).
         postfix_command_dir "POSTFIX_COMMAND_DIR": AbsolutePath = default("/usr/sbin"),
-        /// Container mode: the words put before every Postfix command. relay-sync writes
-        /// TRANSPORT_FILE on this host and runs postmap on the same path in the container, so
-        /// bind-mount its directory at the SAME path in both (`relay-sync check` verifies this).
+        /// Container mode: the words put before every Postfix command (with or without -i).
+        /// relay-sync writes TRANSPORT_FILE on this host and runs postmap on the same path in
+        /// the container, so bind-mount its directory at the SAME path in both (`relay-sync
+        /// check` verifies this). Each command runs under the container's own `timeout`, so that
+        /// COMMAND_TIMEOUT ends it there too: the image needs /bin/sh and timeout
+        /// (docs/containers.md).
         postfix_command_prefix "POSTFIX_COMMAND_PREFIX": Words =
             unset.example("docker exec mailserver-postfix"),
         /// The transport map's source; transport_maps in main.cf must name it (check verifies).

@@ -6,8 +6,14 @@
 //! 1. No sync yet: sync (the first cycle is a full sync).
 //! 2. A sync was asked for (`sync_now`, `SIGUSR1`, a reloaded config): sync.
 //! 3. `RECONCILE_INTERVAL` has passed since the last sync: sync, whatever the signal says.
-//! 4. No signal can be derived from `DB_QUERY`: sync every poll.
-//! 5. The polled fingerprint differs from the fingerprint of the rows the last sync read:
+//! 4. Postfix is not as the last sync left it: its [`PostfixMark`] (a digest of `main.cf` and
+//!    of the master's pid and start time) differs from the one read just after that sync, or
+//!    none could be read then (Postfix was down) and one can now. A container recreated from
+//!    its image starts from the image's `main.cf` (inline mode's domains gone), a restart can
+//!    regenerate it, and a sync that failed because Postfix was down is owed a retry: sync.
+//!    A mark that cannot be read now (Postfix down) proves nothing and syncs nothing.
+//! 5. No signal can be derived from `DB_QUERY`: sync every poll.
+//! 6. The polled fingerprint differs from the fingerprint of the rows the last sync read:
 //!    sync. Equal (nothing changed, or a change was undone before this poll): wait.
 //!
 //! Before rule 5, the cheap [`Probe`] decides whether the fingerprint must be computed at all
@@ -24,7 +30,7 @@
 //! from InnoDB's dictionary cache between two polls could hide one write behind a `NULL`,
 //! repaired by the next `RECONCILE_INTERVAL` sync), and its clock does not step back.
 //!
-//! Rule 5 is why the watcher is exact: the fingerprint compared with is the one of the very
+//! Rule 6 is why the watcher is exact: the fingerprint compared with is the one of the very
 //! rows the last sync planned from, not of an earlier poll, so a change that lands between a
 //! poll and the sync's read, or during the sync, is caught by the next poll; and a poll that
 //! waits has seen the same names that were applied.
@@ -32,6 +38,7 @@
 use std::time::Duration;
 
 use relay_db::{Fingerprint, Probe};
+use relay_postfix::PostfixMark;
 
 /// How many whole seconds past the newest `UPDATE_TIME` the server's clock must be for a probe
 /// to be settled: one for the second of the write itself, one for a commit whose timestamp
@@ -62,6 +69,13 @@ pub enum Reason {
     NoSignal,
     /// The enabled set changed.
     Changed,
+    /// `main.cf` is not the file the last sync left (edited, regenerated, or the container
+    /// recreated from its image).
+    MainCfChanged,
+    /// Postfix's master is not the process the last sync saw (a restart).
+    PostfixRestarted,
+    /// Postfix could not be read after the last sync (down), and can now.
+    PostfixBack,
 }
 
 impl std::fmt::Display for Reason {
@@ -72,6 +86,11 @@ impl std::fmt::Display for Reason {
             Reason::Reconcile => "periodic full sync (RECONCILE_INTERVAL)",
             Reason::NoSignal => "no change signal for DB_QUERY",
             Reason::Changed => "the domains in the database changed",
+            Reason::MainCfChanged => {
+                "main.cf changed since the last sync (edited, or the container was recreated)"
+            }
+            Reason::PostfixRestarted => "Postfix restarted since the last sync",
+            Reason::PostfixBack => "Postfix answers again after the last sync could not read it",
         })
     }
 }
@@ -87,6 +106,8 @@ pub struct Decider {
     last_sync: Option<Duration>,
     /// The probe taken just before the last fingerprint (or the last sync's read).
     checked: Option<Probe>,
+    /// Postfix's mark read just after the last sync; `None` when it could not be read.
+    postfix: Option<PostfixMark>,
 }
 
 impl Decider {
@@ -97,6 +118,7 @@ impl Decider {
             read: None,
             last_sync: None,
             checked: None,
+            postfix: None,
         }
     }
 
@@ -118,8 +140,15 @@ impl Decider {
         self.checked = probe;
     }
 
-    /// Sync (and why) or wait (`None`), at `now`, after a poll that saw `polled`.
-    pub fn decide(&self, now: Duration, polled: Polled, requested: bool) -> Option<Reason> {
+    /// Sync (and why) or wait (`None`), at `now`, after a poll that saw `polled` in the
+    /// database and `postfix` (`None`: it could not be read) in Postfix.
+    pub fn decide(
+        &self,
+        now: Duration,
+        polled: Polled,
+        postfix: Option<PostfixMark>,
+        requested: bool,
+    ) -> Option<Reason> {
         let Some(last_sync) = self.last_sync else {
             return Some(Reason::First);
         };
@@ -128,6 +157,14 @@ impl Decider {
         }
         if now.saturating_sub(last_sync) >= self.reconcile_interval {
             return Some(Reason::Reconcile);
+        }
+        if let Some(now) = postfix {
+            match self.postfix {
+                None => return Some(Reason::PostfixBack),
+                Some(then) if then.main_cf != now.main_cf => return Some(Reason::MainCfChanged),
+                Some(then) if then.master != now.master => return Some(Reason::PostfixRestarted),
+                Some(_) => {}
+            }
         }
         match polled {
             Polled::NoSignal => Some(Reason::NoSignal),
@@ -139,10 +176,17 @@ impl Decider {
     }
 
     /// A sync ended at `now`, having read rows with fingerprint `read` (`None`: it read none,
-    /// so the next poll syncs again).
-    pub fn synced(&mut self, now: Duration, read: Option<Fingerprint>) {
+    /// so the next poll syncs again), and left Postfix with the mark `postfix` (read just after
+    /// it; `None` when it could not be read, so the next poll that can read one syncs).
+    pub fn synced(
+        &mut self,
+        now: Duration,
+        read: Option<Fingerprint>,
+        postfix: Option<PostfixMark>,
+    ) {
         self.read = read;
         self.last_sync = Some(now);
+        self.postfix = postfix;
     }
 
     /// The same decider with another `RECONCILE_INTERVAL` (a reloaded config): what the last
@@ -188,6 +232,11 @@ mod tests {
 
     const POLL: Duration = Duration::from_secs(2);
     const RECONCILE: Duration = Duration::from_secs(300);
+    /// A Postfix that nothing happens to.
+    const QUIET: Option<PostfixMark> = Some(PostfixMark {
+        main_cf: 1,
+        master: 1,
+    });
 
     /// What can happen between two polls in the model: the admin toggles a domain, or a sync
     /// that was decided reads the database at some point while changes go on.
@@ -249,7 +298,7 @@ mod tests {
                 apply(&mut db, event);
                 let Event::Poll { late } = event else { continue };
                 now += POLL;
-                match decider.decide(now, Polled::Signal(fingerprint(&db)), false) {
+                match decider.decide(now, Polled::Signal(fingerprint(&db)), QUIET, false) {
                     None => prop_assert_eq!(applied.as_ref(), Some(&db)),
                     Some(_) => {
                         // Changes that land between the poll and the sync's read.
@@ -257,14 +306,14 @@ mod tests {
                         for later in events[i + 1..].iter().take(*late) {
                             apply(&mut read, later);
                         }
-                        decider.synced(now, Some(fingerprint(&read)));
+                        decider.synced(now, Some(fingerprint(&read)), QUIET);
                         applied = Some(read);
                     }
                 }
             }
             // A final quiet poll: either it syncs, or what was applied is what the database holds.
             now += POLL;
-            if decider.decide(now, Polled::Signal(fingerprint(&db)), false).is_none() {
+            if decider.decide(now, Polled::Signal(fingerprint(&db)), QUIET, false).is_none() {
                 prop_assert_eq!(applied.as_ref(), Some(&db));
             }
         }
@@ -274,11 +323,11 @@ mod tests {
         fn prop_an_undone_change_needs_no_sync(start in proptest::collection::btree_set(0u8..12, 0..12), toggles in proptest::collection::vec(0u8..12, 1..8)) {
             let mut db: BTreeSet<String> = start.iter().copied().map(name).collect();
             let mut decider = Decider::new(RECONCILE);
-            decider.synced(Duration::ZERO, Some(fingerprint(&db)));
+            decider.synced(Duration::ZERO, Some(fingerprint(&db)), QUIET);
             for &t in toggles.iter().chain(toggles.iter().rev()) {
                 apply(&mut db, &Event::Toggle(t));
             }
-            prop_assert_eq!(decider.decide(POLL, Polled::Signal(fingerprint(&db)), false), None);
+            prop_assert_eq!(decider.decide(POLL, Polled::Signal(fingerprint(&db)), QUIET, false), None);
         }
 
         /// However quiet the database, a full sync comes at least every RECONCILE_INTERVAL of
@@ -287,17 +336,17 @@ mod tests {
         fn prop_reconcile_and_requests_always_sync(polls in 1u32..400, requested_at in 0u32..400) {
             let db = BTreeSet::from([name(1)]);
             let mut decider = Decider::new(RECONCILE);
-            decider.synced(Duration::ZERO, Some(fingerprint(&db)));
+            decider.synced(Duration::ZERO, Some(fingerprint(&db)), QUIET);
             let mut last_sync = Duration::ZERO;
             for poll in 1..=polls {
                 let now = POLL * poll;
                 let requested = poll == requested_at;
-                match decider.decide(now, Polled::Signal(fingerprint(&db)), requested) {
+                match decider.decide(now, Polled::Signal(fingerprint(&db)), QUIET, requested) {
                     Some(reason) => {
                         if requested {
                             prop_assert_eq!(reason, Reason::Requested);
                         }
-                        decider.synced(now, Some(fingerprint(&db)));
+                        decider.synced(now, Some(fingerprint(&db)), QUIET);
                         last_sync = now;
                     }
                     None => {
@@ -364,10 +413,10 @@ mod tests {
                             Polled::Unchanged
                         };
                         let at = Duration::from_millis(now_ms);
-                        match decider.decide(at, polled, false) {
+                        match decider.decide(at, polled, QUIET, false) {
                             None => prop_assert_eq!(applied.as_ref(), Some(&db)),
                             Some(_) => {
-                                decider.synced(at, Some(fingerprint(&db)));
+                                decider.synced(at, Some(fingerprint(&db)), QUIET);
                                 applied = Some(db.clone());
                             }
                         }
@@ -375,6 +424,198 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// What can happen to Postfix between polls in the model.
+    #[derive(Debug, Clone)]
+    enum PostfixEvent {
+        /// The master restarts; `regenerate`: its start script writes main.cf anew from a
+        /// template (docker-mailserver does), dropping what relay-sync wrote.
+        Restart {
+            regenerate: bool,
+        },
+        /// The container is recreated from its image: the image's main.cf, a new master.
+        Recreate,
+        /// Someone edits main.cf; `drops`: the edit loses relay-sync's domains.
+        Edit {
+            drops: bool,
+        },
+        /// The container stops; `Up` starts it again (a new master).
+        Down,
+        Up,
+        Poll,
+    }
+
+    fn postfix_events_strategy() -> impl Strategy<Value = Vec<PostfixEvent>> {
+        let event = prop_oneof![
+            1 => any::<bool>().prop_map(|regenerate| PostfixEvent::Restart { regenerate }),
+            1 => Just(PostfixEvent::Recreate),
+            1 => any::<bool>().prop_map(|drops| PostfixEvent::Edit { drops }),
+            1 => Just(PostfixEvent::Down),
+            1 => Just(PostfixEvent::Up),
+            5 => Just(PostfixEvent::Poll),
+        ];
+        proptest::collection::vec(event, 0..80)
+    }
+
+    /// Postfix in the model: its main.cf (the operator's part, and whether relay-sync's
+    /// domains are in it), its master, whether it runs.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    struct Gateway {
+        base: u64,
+        domains: bool,
+        master: u64,
+        up: bool,
+    }
+
+    impl Gateway {
+        fn mark(&self) -> Option<PostfixMark> {
+            self.up.then_some(PostfixMark {
+                main_cf: self.base * 2 + u64::from(self.domains),
+                master: self.master,
+            })
+        }
+
+        fn apply(&mut self, event: &PostfixEvent) {
+            match event {
+                PostfixEvent::Restart { regenerate } => {
+                    if self.up {
+                        self.master += 1;
+                        self.domains &= !regenerate;
+                    }
+                }
+                PostfixEvent::Recreate => {
+                    *self = Gateway {
+                        base: 0,
+                        domains: false,
+                        master: self.master + 1,
+                        up: true,
+                    };
+                }
+                PostfixEvent::Edit { drops } => {
+                    self.base += 1;
+                    self.domains &= !drops;
+                }
+                PostfixEvent::Down => self.up = false,
+                PostfixEvent::Up => {
+                    if !self.up {
+                        self.up = true;
+                        self.master += 1;
+                    }
+                }
+                PostfixEvent::Poll => {}
+            }
+        }
+
+        /// A sync: writes the domains when Postfix runs; the mark read just after it.
+        fn sync(&mut self) -> Option<PostfixMark> {
+            if self.up {
+                self.domains = true;
+            }
+            self.mark()
+        }
+    }
+
+    proptest! {
+        /// Whatever happens to Postfix (restarts that regenerate main.cf, a recreated
+        /// container, edits, outages), a poll that can read Postfix and waits finds it as the
+        /// last sync left it, with relay-sync's domains in place: no loss waits for
+        /// RECONCILE_INTERVAL.
+        #[test]
+        fn prop_a_poll_that_waits_finds_postfix_as_the_last_sync_left_it(events in postfix_events_strategy()) {
+            let db = BTreeSet::from([name(1)]);
+            let polled = Polled::Signal(fingerprint(&db));
+            let mut gateway = Gateway { base: 0, domains: false, master: 0, up: true };
+            let mut decider = Decider::new(Duration::from_secs(3600));
+            let mut left = None;
+            let mut now = Duration::ZERO;
+            for event in &events {
+                gateway.apply(event);
+                if !matches!(event, PostfixEvent::Poll) {
+                    continue;
+                }
+                now += POLL;
+                let mark = gateway.mark();
+                match decider.decide(now, polled, mark, false) {
+                    Some(_) => {
+                        left = gateway.sync();
+                        decider.synced(now, Some(fingerprint(&db)), left);
+                    }
+                    None if gateway.up => {
+                        prop_assert!(gateway.domains, "domains lost and not noticed: {gateway:?}");
+                        prop_assert_eq!(mark, left);
+                    }
+                    // Down: nothing to do until it is back.
+                    None => {}
+                }
+            }
+        }
+
+        /// A Postfix that nothing happens to costs no sync: after one sync that could read it,
+        /// polls wait (and a failed read proves nothing and syncs nothing).
+        #[test]
+        fn prop_a_quiet_postfix_costs_no_sync(events in postfix_events_strategy(), quiet in 1usize..20, down_at in 0usize..20) {
+            let db = BTreeSet::from([name(1)]);
+            let polled = Polled::Signal(fingerprint(&db));
+            let mut gateway = Gateway { base: 0, domains: false, master: 0, up: true };
+            let mut decider = Decider::new(Duration::from_secs(3600));
+            let mut now = Duration::ZERO;
+            for event in events.iter().chain([&PostfixEvent::Up, &PostfixEvent::Poll]) {
+                gateway.apply(event);
+                if matches!(event, PostfixEvent::Poll) {
+                    now += POLL;
+                    if decider.decide(now, polled, gateway.mark(), false).is_some() {
+                        let left = gateway.sync();
+                        decider.synced(now, Some(fingerprint(&db)), left);
+                    }
+                }
+            }
+            for poll in 0..quiet {
+                now += POLL;
+                // One unreadable poll in the quiet spell (a slow exec, say).
+                let mark = if poll == down_at { None } else { gateway.mark() };
+                prop_assert_eq!(decider.decide(now, polled, mark, false), None);
+            }
+        }
+    }
+
+    #[test]
+    fn a_changed_main_cf_a_restart_and_a_return_are_named() {
+        let db = BTreeSet::from([name(1)]);
+        let polled = Polled::Signal(fingerprint(&db));
+        let mark = PostfixMark {
+            main_cf: 7,
+            master: 3,
+        };
+        let mut decider = Decider::new(RECONCILE);
+        decider.synced(Duration::ZERO, Some(fingerprint(&db)), Some(mark));
+        assert_eq!(decider.decide(POLL, polled, Some(mark), false), None);
+        assert_eq!(decider.decide(POLL, polled, None, false), None);
+        let edited = PostfixMark { main_cf: 8, ..mark };
+        assert_eq!(
+            decider.decide(POLL, polled, Some(edited), false),
+            Some(Reason::MainCfChanged)
+        );
+        let restarted = PostfixMark { master: 4, ..mark };
+        assert_eq!(
+            decider.decide(POLL, polled, Some(restarted), false),
+            Some(Reason::PostfixRestarted)
+        );
+        // A recreated container: both differ; main.cf is what matters.
+        let recreated = PostfixMark {
+            main_cf: 9,
+            master: 4,
+        };
+        assert_eq!(
+            decider.decide(POLL, polled, Some(recreated), false),
+            Some(Reason::MainCfChanged)
+        );
+        decider.synced(POLL, Some(fingerprint(&db)), None);
+        assert_eq!(
+            decider.decide(POLL * 2, polled, Some(mark), false),
+            Some(Reason::PostfixBack)
+        );
+        assert_eq!(decider.decide(POLL * 2, polled, None, false), None);
     }
 
     #[test]
@@ -389,7 +630,7 @@ mod tests {
         };
         assert!(decider.needs_fingerprint(Some(probe)));
         decider.checked(Some(probe));
-        decider.synced(POLL, Some(fingerprint(&db)));
+        decider.synced(POLL, Some(fingerprint(&db)), QUIET);
         assert!(!decider.needs_fingerprint(Some(Probe { now: 107, ..probe })));
         assert!(decider.needs_fingerprint(Some(Probe {
             updated: Some(107),
@@ -415,12 +656,12 @@ mod tests {
     fn first_cycle_syncs_and_no_signal_syncs_every_poll() {
         let mut decider = Decider::new(RECONCILE);
         assert_eq!(
-            decider.decide(Duration::ZERO, Polled::NoSignal, false),
+            decider.decide(Duration::ZERO, Polled::NoSignal, QUIET, false),
             Some(Reason::First)
         );
-        decider.synced(Duration::ZERO, None);
+        decider.synced(Duration::ZERO, None, QUIET);
         assert_eq!(
-            decider.decide(POLL, Polled::NoSignal, false),
+            decider.decide(POLL, Polled::NoSignal, QUIET, false),
             Some(Reason::NoSignal)
         );
         assert_eq!(poll_backoff(POLL, RECONCILE, 0), POLL);
@@ -433,9 +674,9 @@ mod tests {
     fn a_sync_that_read_nothing_is_retried() {
         let db = BTreeSet::from([name(1)]);
         let mut decider = Decider::new(RECONCILE);
-        decider.synced(Duration::ZERO, None);
+        decider.synced(Duration::ZERO, None, QUIET);
         assert_eq!(
-            decider.decide(POLL, Polled::Signal(fingerprint(&db)), false),
+            decider.decide(POLL, Polled::Signal(fingerprint(&db)), QUIET, false),
             Some(Reason::Changed)
         );
     }

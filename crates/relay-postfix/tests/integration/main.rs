@@ -387,11 +387,90 @@ fn the_container_probe_runs_through_the_prefix() {
         Err(PostfixError::CommandFailed {
             command, status, ..
         }) => {
-            assert!(command.starts_with("env test -e /"), "{command}");
+            // Bounded inside the "container" too: its own `timeout` runs the probe.
+            assert!(
+                command.starts_with("env timeout -k 1 120 test -e /"),
+                "{command}"
+            );
             assert!(command.ends_with("/absent"), "{command}");
             assert_eq!(status, "exit status: 1");
         }
         other => panic!("expected CommandFailed, got {other:?}"),
+    }
+}
+
+/// A prefix that passes no standard input, as `docker exec NAME` and `podman exec NAME` without
+/// `-i` do: the verification's batched lookups still find every key (they travel as an
+/// argument), including more keys than fit in one argument.
+#[test]
+fn lookups_work_through_a_prefix_that_passes_no_standard_input() {
+    let postfix = Postfix::start("a.example").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = settings(&postfix, &dir.path().join("backup"), None);
+    // What `docker exec` without `-i` does to standard input, on this host.
+    s.command_prefix = ["/bin/sh", "-c", "exec \"$@\" < /dev/null", "no-stdin"]
+        .map(str::to_owned)
+        .to_vec();
+    let cli = PostfixCli::new(s).unwrap();
+    let many: Vec<String> = (0..3000).map(|i| format!("host{i:05}.example")).collect();
+    let mut text = block(&["a.example", "b.example"]);
+    for name in &many {
+        text.push_str(&format!("{name} {HOP}\n"));
+    }
+    cli.write_transport(&text).unwrap();
+    assert_eq!(
+        cli.lookup_transports(&["b.example", "nowhere.example", "a.example"])
+            .unwrap(),
+        [Some(HOP.to_owned()), None, Some(HOP.to_owned())]
+    );
+    // About 57 KB of keys: more than one argument's worth, so more than one postmap.
+    let keys: Vec<&str> = many.iter().map(String::as_str).collect();
+    let found = cli.lookup_transports(&keys).unwrap();
+    assert!(found.iter().all(|v| v.as_deref() == Some(HOP)), "{found:?}");
+    // A failure names the command with the keys counted, not listed.
+    let mut broken = settings(&postfix, &dir.path().join("backup"), None);
+    broken.command_prefix = vec!["env".into()];
+    broken.transport_file = dir.path().join("missing");
+    broken.map_type = Some("hash".into());
+    let broken = PostfixCli::new(broken).unwrap();
+    match broken.lookup_transports(&["a.example", "b.example"]) {
+        Err(PostfixError::CommandFailed { command, .. }) => {
+            assert!(command.contains("<2 line(s)>"), "{command}");
+            assert!(!command.contains("a.example"), "{command}");
+        }
+        other => panic!("expected CommandFailed, got {other:?}"),
+    }
+}
+
+/// The watcher's mark of a Postfix, read here and through a prefix (`env`, which runs the
+/// container's script on this host): the same while nothing happens, another after an edit of
+/// main.cf and after a restart, none while Postfix is stopped.
+#[test]
+fn the_mark_changes_with_main_cf_and_a_restart_and_is_none_while_stopped() {
+    use relay_postfix::MarkReader;
+    let mut postfix = Postfix::start("a.example").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let here = settings(&postfix, &dir.path().join("backup"), None);
+    let mut through = here.clone();
+    through.command_prefix = vec!["env".into()];
+    for s in [here, through] {
+        let through_prefix = !s.command_prefix.is_empty();
+        let reader = MarkReader::new(s);
+        let first = reader.read().unwrap();
+        assert_eq!(reader.read().unwrap(), first, "prefix: {through_prefix}");
+        let value = format!("relay_domains = b{}.example", u8::from(through_prefix));
+        postfix
+            .command("/usr/sbin/postconf", &["-e", &value])
+            .unwrap();
+        let edited = reader.read().unwrap();
+        assert_ne!(edited.main_cf, first.main_cf);
+        assert_eq!(edited.master, first.master);
+        postfix.stop().unwrap();
+        assert!(reader.read().is_err(), "prefix: {through_prefix}");
+        postfix.start_again().unwrap();
+        let restarted = reader.read().unwrap();
+        assert_eq!(restarted.main_cf, edited.main_cf);
+        assert_ne!(restarted.master, edited.master, "prefix: {through_prefix}");
     }
 }
 
