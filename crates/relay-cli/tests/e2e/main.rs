@@ -31,3 +31,7 @@ mod takeover;
 mod timeouts;
 mod tls;
 mod watch;
+
+// Issue 21: a long-running watcher, and a fleet on a replicated database.
+mod long_run;
+mod watcher;
