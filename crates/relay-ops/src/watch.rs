@@ -287,6 +287,9 @@ impl Watcher {
     /// One cycle: poll, decide, maybe sync. Returns the wait before the next one.
     async fn cycle(&mut self, requested: bool) -> Duration {
         let config = self.gateway.config().clone();
+        // The heartbeat: every cycle polls (or fails to), so monitoring can tell a loop that
+        // turns from a watcher that was killed and left `relay_sync_watch_up 1` behind.
+        self.metrics.last_poll = chrono::Utc::now().timestamp();
         let polled = match self.poll().await {
             Ok(polled) => polled,
             Err(failure) => return self.poll_failed(failure).await,

@@ -1,10 +1,10 @@
 //! What a watcher meets after days rather than seconds (issue 21): logrotate with the shipped
-//! config.
+//! config, and a heartbeat that tells a watcher that runs from one that was killed.
 
 use std::fs;
 use std::path::Path;
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::gateway::Gateway;
 use crate::smtp::wait_until;
@@ -90,6 +90,60 @@ fn watch_writes_to_the_new_log_after_logrotate() {
     );
     assert_eq!(watcher.stop(Duration::from_secs(30)), 0);
     assert!(gw.log().contains("Watcher stopped after"), "{}", gw.log());
+}
+
+/// The value of `metric` in a Prometheus textfile.
+fn metric(text: &str, metric: &str) -> Option<i64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(metric)?.strip_prefix(' ')?.parse().ok())
+}
+
+fn now() -> i64 {
+    i64::try_from(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs(),
+    )
+    .unwrap()
+}
+
+/// `relay_sync_watch_last_poll_timestamp_seconds` follows the clock while the watcher polls and
+/// stops when it is killed, while `relay_sync_watch_up` still says 1: monitoring alerts on the
+/// heartbeat's age. Before the fix there was no heartbeat to read.
+#[test]
+fn the_heartbeat_moves_while_the_watcher_polls_and_stops_when_it_is_killed() {
+    const HEARTBEAT: &str = "relay_sync_watch_last_poll_timestamp_seconds";
+    let gw = Gateway::start("", "POLL_INTERVAL=0.2");
+    let metrics = gw.dir.path().join("relay_sync.prom");
+    let watch_metrics = gw.dir.path().join("relay_sync_watch.prom");
+    let watcher = Watcher::start(&gw.config, &[("METRICS_FILE", metrics.to_str().unwrap())]);
+    let heartbeat = || {
+        metric(
+            &fs::read_to_string(&watch_metrics).unwrap_or_default(),
+            HEARTBEAT,
+        )
+    };
+    assert!(
+        wait_until(Duration::from_secs(30), || heartbeat().is_some()),
+        "no {HEARTBEAT} in {}",
+        watch_metrics.display()
+    );
+    let first = heartbeat().unwrap();
+    assert!((now() - first).abs() <= 5, "{first} is not now ({})", now());
+    // Whole seconds: the value moves within a little more than one.
+    assert!(
+        wait_until(Duration::from_secs(10), || heartbeat() > Some(first)),
+        "{HEARTBEAT} stayed at {first}"
+    );
+
+    watcher.kill();
+    let last = heartbeat().unwrap();
+    std::thread::sleep(Duration::from_millis(2500));
+    let text = fs::read_to_string(&watch_metrics).unwrap();
+    assert_eq!(metric(&text, HEARTBEAT), Some(last), "{text}");
+    assert_eq!(metric(&text, "relay_sync_watch_up"), Some(1), "{text}");
+    assert!(now() - last >= 2, "{text}");
 }
 
 /// The shipped logrotate config rotates the file the sample config and the units log to, in a

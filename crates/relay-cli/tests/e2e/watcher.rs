@@ -40,6 +40,13 @@ impl Watcher {
         assert_eq!(sent, 0, "kill -{signal} {pid}");
     }
 
+    /// SIGKILL, and waits for it: what a crash or the OOM killer does.
+    pub(crate) fn kill(mut self) {
+        let mut child = self.child.take().unwrap();
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
     /// SIGTERM, then its exit code; it must exit within `limit`.
     pub(crate) fn stop(mut self, limit: Duration) -> i32 {
         self.signal(libc::SIGTERM);
