@@ -1,25 +1,32 @@
-//! Throwaway real components for relay-sync's end-to-end tests, `cargo xtask demo` and
-//! `cargo xtask bench`: a private MariaDB ([`MariaDb`]), a private Postfix instance
-//! ([`Postfix`]), Postfix's `smtp-sink` standing in for the mailbox host ([`SmtpSink`]), and a
-//! stand-in Amazon SNS endpoint that checks SigV4 signatures and records what is published
-//! ([`SnsStandIn`]).
+//! Throwaway real components for relay-sync's end-to-end tests, `cargo xtask demo`,
+//! `cargo xtask bench` and `cargo xtask soak`: a private MariaDB ([`MariaDb`]), a primary and a
+//! replica with GTID replication ([`Replication`]), a network namespace whose link can fail
+//! ([`NetNs`]), a private Postfix instance ([`Postfix`]), Postfix's `smtp-sink` standing in for
+//! the mailbox host ([`SmtpSink`]), and a stand-in Amazon SNS endpoint that checks SigV4
+//! signatures and records what is published ([`SnsStandIn`]).
 //!
-//! Everything lives under its own temporary directory, listens on 127.0.0.1 only, and is stopped
-//! and removed on drop. A missing package is an error that names the `apt-get install` command.
+//! Everything lives under its own temporary directory, listens on 127.0.0.1 (or inside a
+//! namespace of its own) only, and is stopped and removed on drop. A missing package is an
+//! error that names the `apt-get install` command.
 //!
 //! Architecture invariant: nothing here touches the system's own Postfix or MariaDB, their
-//! configuration, or any address but loopback.
+//! configuration, or any address but loopback and a namespace's private /30 (whose packets
+//! never leave the host).
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 
 mod mariadb;
+mod netns;
 mod postfix;
+mod replica;
 mod sns;
 pub mod takeover;
 
-pub use mariadb::{command_types, MariaDb};
+pub use mariadb::{command_types, MariaDb, ServerOptions};
+pub use netns::NetNs;
 pub use postfix::{Postfix, SmtpSink};
+pub use replica::{Lag, Replication};
 pub use sns::{Behaviour as SnsBehaviour, Published as SnsPublished, Seen as SnsSeen, SnsStandIn};
 
 /// The repository's `fixtures/` directory.
