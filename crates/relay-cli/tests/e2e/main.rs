@@ -33,5 +33,6 @@ mod tls;
 mod watch;
 
 // Issue 21: a long-running watcher, and a fleet on a replicated database.
+mod fleet;
 mod long_run;
 mod watcher;
