@@ -2,8 +2,9 @@
 //!
 //! - `test`: every test of the workspace: unit, property, snapshot, the real-component
 //!   integration tests of relay-db, relay-postfix and relay-testbed, and the end-to-end suite,
-//!   with the features the packages are built with (`sns`); then the config tests and the e2e
-//!   refusal of `ALERT_SNS_TOPIC_ARN` again without them.
+//!   with the features the packages are built with (`sns`); a two-minute soak of the built
+//!   watcher under chaos; then the config tests and the e2e refusal of `ALERT_SNS_TOPIC_ARN`
+//!   again without them.
 //! - `test-e2e`: only the end-to-end suite (the built binary against a private MariaDB and
 //!   Postfix).
 //! - `demo`: one sync against a throwaway sandbox, to see what relay-sync does.
@@ -28,7 +29,7 @@ use std::process::Command;
 use anyhow::{bail, Context, Result};
 
 pub(crate) const USAGE: &str = "usage: cargo xtask <test | test-e2e | demo | dist | bench>
-  test       all tests: unit, property, snapshot, integration and end-to-end
+  test       all tests: unit, property, snapshot, integration, end-to-end and a 2-minute soak
   test-e2e   end-to-end tests only (private MariaDB and Postfix on loopback)
   demo       one sync against a throwaway sandbox, explained
   dist       release binary, .deb and .rpm in target/dist/
@@ -94,10 +95,21 @@ fn run() -> Result<()> {
                 &["test", "-p", "relay-ops", "--lib", "--", "config::"],
                 &["test", "-p", "relay-cli", "--test", "e2e", "--", "sns::"],
             ];
-            let failed: Vec<String> = steps
-                .into_iter()
+            let (with_features, without) = steps.split_at(3);
+            let mut failed: Vec<String> = with_features
+                .iter()
                 .filter_map(|args| cargo(args).err().map(|error| format!("{error:#}")))
                 .collect();
+            // The watcher under chaos for two minutes (issue 21), with the binary the steps
+            // above built: before the steps below rebuild it without `sns`.
+            if let Err(error) = soak::run(&project_root(), &soak::Options::quick()) {
+                failed.push(format!("{error:#}"));
+            }
+            failed.extend(
+                without
+                    .iter()
+                    .filter_map(|args| cargo(args).err().map(|error| format!("{error:#}"))),
+            );
             if failed.is_empty() {
                 Ok(())
             } else {
