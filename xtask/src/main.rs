@@ -35,7 +35,7 @@ pub(crate) const USAGE: &str = "usage: cargo xtask <test | test-e2e | demo | dis
   dist       release binary, .deb and .rpm in target/dist/
   bench      whole-process timings against the floor, written to BENCHMARKS.md
   soak [--duration 2m] [--polls N] [--poll-interval S] [--reconcile-interval S] [--bound S]
-       [--domains N] [--release | --binary PATH]
+       [--domains N] [--calm N] [--release | --binary PATH]
              relay-sync watch (map and inline) against the real MariaDB and Postfix under a
              chaos schedule, with an observer of the invariants; ends when every limit given
              is reached (default 2 minutes); exits non-zero on any violation or missed target

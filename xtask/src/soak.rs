@@ -16,10 +16,12 @@
 //!   window after the warm-up and the one at the end. Anything else exits non-zero, printed.
 //!
 //! `cargo xtask soak [--duration 2m] [--polls N] [--poll-interval S] [--reconcile-interval S]
-//! [--bound S] [--domains N] [--release | --binary PATH]`. A run ends when every limit given is
-//! reached: a cycle starts only while the time left holds one as long as the last (the first
-//! always runs; the default is two minutes); `--polls 300000 --poll-interval 0.01 --duration
-//! 1h` is a week of polls at the default `POLL_INTERVAL`, compressed. `--binary` soaks a
+//! [--bound S] [--domains N] [--calm N] [--release | --binary PATH]`. A run ends when every
+//! limit given is reached: a cycle starts only while the time left holds one as long as the
+//! last (the first always runs; the default is two minutes), so a run ends within a cycle of
+//! its `--duration`; `--polls 300000 --poll-interval 0.01 --duration 70m` is a week of polls at
+//! the default `POLL_INTERVAL`, compressed into more than an hour. `--calm` sets the calm
+//! changes that open each cycle (3), for steadier propagation figures. `--binary` soaks a
 //! relay-sync built elsewhere (an older or a deliberately broken one) instead of building it.
 //! Needs root (network namespaces, tmpfs mounts), iproute2, logrotate, mariadb-server and
 //! postfix.
@@ -66,6 +68,8 @@ pub(crate) struct Options {
     reconcile_interval: f64,
     bound: Duration,
     domains: usize,
+    /// Calm changes at the start of each cycle (more give steadier propagation figures).
+    calm: usize,
     release: bool,
     /// A relay-sync binary to soak instead of building one (e.g. a deliberately broken build).
     binary: Option<PathBuf>,
@@ -81,6 +85,7 @@ impl Options {
             reconcile_interval: 5.0,
             bound: Duration::from_secs(10),
             domains: 100,
+            calm: 3,
             release: false,
             binary: None,
         }
@@ -108,6 +113,9 @@ impl Options {
                 "--bound" => options.bound = Duration::from_secs_f64(seconds(value()?)?),
                 "--domains" => {
                     options.domains = value()?.parse().context("soak: --domains is a number")?;
+                }
+                "--calm" => {
+                    options.calm = value()?.parse().context("soak: --calm is a number")?;
                 }
                 "--release" => options.release = true,
                 "--binary" => options.binary = Some(PathBuf::from(value()?)),
@@ -441,10 +449,18 @@ pub(crate) fn run(root: &Path, options: &Options) -> Result<()> {
     // The mail stream stopped with the chaos; what was accepted has a minute to arrive.
     let all_delivered = wait_for_mail(&shared, &testbed.sink, &names);
     shared.stop.store(true, Ordering::Relaxed);
-    for observer in observers {
-        let _ = observer.join();
+    let mut panicked = Vec::new();
+    for (observer, target) in observers.into_iter().zip(&targets) {
+        if observer.join().is_err() {
+            panicked.push(format!(
+                "the observer of the {} gateway panicked",
+                target.name
+            ));
+        }
     }
-    let _ = drainer.join();
+    if drainer.join().is_err() {
+        panicked.push("the thread counting smtp-sink's mail panicked".to_owned());
+    }
     let mut exits = Vec::new();
     for gateway in &mut testbed.gateways {
         exits.push((gateway.mode, gateway.stop_watcher(Duration::from_secs(60))));
@@ -452,6 +468,7 @@ pub(crate) fn run(root: &Path, options: &Options) -> Result<()> {
     let report = report(&shared, options, &exits, all_delivered);
     println!("{}", report.text);
     let mut failures = report.failures;
+    failures.extend(panicked);
     if let Err(error) = outcome {
         failures.insert(0, format!("the chaos did not complete: {error:#}"));
     }
@@ -645,7 +662,7 @@ fn report(
     );
     let _ = writeln!(
         text,
-        "| watcher | polls | syncs | failed syncs | outages logged | CPU | RSS after warm-up → end | RSS slope | fds | threads | mail sent / accepted / delivered / lost | not accepted while Postfix was stopped |\n\
+        "| watcher | polls | syncs | failed syncs | outages logged | CPU | RSS after warm-up → end | RSS slope | fds at rest | threads at rest | mail sent / accepted / delivered / lost | not accepted while Postfix was stopped |\n\
          |---|---:|---:|---:|---:|---:|---|---:|---|---|---|---:|"
     );
     let hz = proc::ticks_per_second();
@@ -726,9 +743,11 @@ fn report(
                 show(fds.1)
             ));
         }
-        if threads.0 != threads.1 || threads.0.is_none() {
+        // At rest: the fewest seen in each quiet window (see `chaos::Chaos::quiet`). Fewer at
+        // the end than at the start is an idle blocking thread that had not exited yet then.
+        if threads.0 < threads.1 || threads.0.is_none() {
             failures.push(format!(
-                "{name}: threads {} at the start and {} at the end (target: equal)",
+                "{name}: threads {} at rest at the start and {} at the end (target: equal)",
                 show(threads.0),
                 show(threads.1)
             ));

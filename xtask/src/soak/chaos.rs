@@ -22,6 +22,8 @@ pub(super) const CHURN: usize = 12;
 const LINK_DOWN: Duration = Duration::from_secs(3 * DB_TIMEOUT_SECS + 1);
 /// How long Postfix stays stopped.
 const POSTFIX_DOWN: Duration = Duration::from_secs(3);
+/// How much longer the last quiet window may last for the threads to come back to rest.
+const REST_LIMIT: Duration = Duration::from_secs(30);
 
 /// One kind of fault; each cycle runs them all, in this order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -134,7 +136,7 @@ impl Chaos<'_> {
                 self.cycle,
                 self.shared.started.elapsed().as_secs_f64()
             );
-            for _ in 0..3 {
+            for _ in 0..self.options.calm {
                 self.calm()?;
             }
             for fault in Fault::ALL {
@@ -153,6 +155,29 @@ impl Chaos<'_> {
         }
         self.quiet("at the end");
         Ok(())
+    }
+
+    /// Whether every watcher has been, during the window that began at `from`, down to as few
+    /// threads as it had at rest in the first quiet window.
+    fn threads_back_to_rest(&self, from: Duration) -> bool {
+        let state = self.shared.lock();
+        let Some(&(start, end)) = state.quiet.first() else {
+            return true;
+        };
+        state.gateways.iter().all(|gateway| {
+            let min = |a: Duration, b: Duration| {
+                gateway
+                    .usage
+                    .iter()
+                    .filter(|u| u.at >= a && u.at <= b)
+                    .map(|u| u.threads)
+                    .min()
+            };
+            match (min(start, end), min(from, Duration::MAX)) {
+                (Some(rest), Some(now)) => now <= rest,
+                _ => true,
+            }
+        })
     }
 
     /// Whether every limit given is reached (or the soak was interrupted).
@@ -176,11 +201,23 @@ impl Chaos<'_> {
         self.cycle > 0 && time && polls
     }
 
-    /// A window without changes or faults, for the usage readings at its start and end.
+    /// A window without changes or faults, for the usage readings at rest. The one at the end
+    /// lasts up to [`REST_LIMIT`] longer while a watcher still has more threads than it had at
+    /// rest after the warm-up: tokio's blocking pool keeps an idle thread for 10 s after its
+    /// last task, so a sync near the window's start shows one more thread that is not a leak.
     fn quiet(&mut self, when: &str) {
         eprintln!("xtask soak: quiet window {when} ({} s)", QUIET.as_secs());
         let from = self.shared.started.elapsed();
         sleep_unless_interrupted(QUIET);
+        let first = self.shared.lock().quiet.is_empty();
+        let deadline = Instant::now() + REST_LIMIT;
+        while !first
+            && !self.threads_back_to_rest(from)
+            && Instant::now() < deadline
+            && !super::interrupted_now()
+        {
+            std::thread::sleep(Duration::from_millis(500));
+        }
         let to = self.shared.started.elapsed();
         self.shared.lock().quiet.push((from, to));
     }
