@@ -1,13 +1,16 @@
 //! Project tooling, per the cargo-xtask pattern: `cargo xtask <command>`.
 //!
 //! - `test`: every test of the workspace: unit, property, snapshot, the real-component
-//!   integration tests of relay-db and relay-postfix, and the end-to-end suite, with the
-//!   features the packages are built with (`sns`); then the config tests and the e2e refusal
-//!   of `ALERT_SNS_TOPIC_ARN` again without them.
+//!   integration tests of relay-db, relay-postfix and relay-testbed, and the end-to-end suite,
+//!   with the features the packages are built with (`sns`); a two-minute soak of the built
+//!   watcher under chaos; then the config tests and the e2e refusal of `ALERT_SNS_TOPIC_ARN`
+//!   again without them.
 //! - `test-e2e`: only the end-to-end suite (the built binary against a private MariaDB and
 //!   Postfix).
 //! - `demo`: one sync against a throwaway sandbox, to see what relay-sync does.
 //! - `dist`: the release binary, packaged as a .deb and an .rpm in `target/dist/`.
+//! - `soak`: `relay-sync watch` for a duration or a number of polls under a chaos schedule,
+//!   with an observer of the invariants (issue 21); see `soak.rs`.
 //! - `bench`: whole-process timings of the release binary against the floor (the bare Postfix
 //!   work), written to `BENCHMARKS.md`; not part of `test`. `bench watch` and
 //!   `bench recipients` run one part alone and rewrite only that part.
@@ -23,18 +26,24 @@
 mod bench;
 mod demo;
 mod dist;
+mod soak;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 
-const USAGE: &str = "usage: cargo xtask <test | test-e2e | demo | dist | bench>
-  test       all tests: unit, property, snapshot, integration and end-to-end
+pub(crate) const USAGE: &str = "usage: cargo xtask <test | test-e2e | demo | dist | bench>
+  test       all tests: unit, property, snapshot, integration, end-to-end and a 2-minute soak
   test-e2e   end-to-end tests only (private MariaDB and Postfix on loopback)
   demo       one sync against a throwaway sandbox, explained
   dist       release binary, .deb and .rpm in target/dist/
   bench      whole-process timings against the floor, written to BENCHMARKS.md
+  soak [--duration 2m] [--polls N] [--poll-interval S] [--reconcile-interval S] [--bound S]
+       [--domains N] [--calm N] [--release | --binary PATH]
+             relay-sync watch (map and inline) against the real MariaDB and Postfix under a
+             chaos schedule, with an observer of the invariants; ends when every limit given
+             is reached (default 2 minutes); exits non-zero on any violation or missed target
   bench watch
              only the watch-mode scenarios (propagation, idle cost), their section rewritten
   bench recipients
@@ -91,10 +100,21 @@ fn run() -> Result<()> {
                 &["test", "-p", "relay-ops", "--lib", "--", "config::"],
                 &["test", "-p", "relay-cli", "--test", "e2e", "--", "sns::"],
             ];
-            let failed: Vec<String> = steps
-                .into_iter()
+            let (with_features, without) = steps.split_at(3);
+            let mut failed: Vec<String> = with_features
+                .iter()
                 .filter_map(|args| cargo(args).err().map(|error| format!("{error:#}")))
                 .collect();
+            // The watcher under chaos for two minutes (issue 21), with the binary the steps
+            // above built: before the steps below rebuild it without `sns`.
+            if let Err(error) = soak::run(&project_root(), &soak::Options::quick()) {
+                failed.push(format!("{error:#}"));
+            }
+            failed.extend(
+                without
+                    .iter()
+                    .filter_map(|args| cargo(args).err().map(|error| format!("{error:#}"))),
+            );
             if failed.is_empty() {
                 Ok(())
             } else {
@@ -120,6 +140,10 @@ fn run() -> Result<()> {
             demo::run(&project_root().join("target/debug/relay-sync"))
         }
         Some("dist") => dist::run(&project_root()),
+        Some("soak") => {
+            require_components()?;
+            soak::run(&project_root(), &soak::Options::parse(&args[1..])?)
+        }
         Some("bench") if args.get(1).map(String::as_str) == Some("watch") => {
             require_components()?;
             cargo(&["build", "--release", "-p", "relay-cli"])?;

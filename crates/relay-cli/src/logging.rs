@@ -21,6 +21,11 @@
 //!   refuses the sync itself, so the refusal is recorded and alerted). A file that cannot be
 //!   opened for another reason is an error for the caller to handle; a later write failure is
 //!   reported once on stderr.
+//! - A rotated log file is followed: before each line, the file at `LOG_FILE` is compared
+//!   (device and inode) with the one open, and when logrotate renamed it (or it is gone) the
+//!   line goes to the file now at `LOG_FILE`, created 0640 when missing. A watcher runs for
+//!   weeks, and would otherwise write to `relay-sync.log.1` until `delaycompress` deletes it.
+//!   `SIGHUP` needs nothing of its own: its line is the first one written after it.
 //! - stderr gets every line on a terminal and only `ERROR` lines otherwise, so cron's mail
 //!   carries failures and nothing else ([`StderrMode`]).
 
@@ -29,7 +34,7 @@ use std::fs::File;
 use std::io::{self, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use relay_core::{escape_for_log, escape_log_line};
 use tracing::field::{Field, Visit};
@@ -252,7 +257,8 @@ where
 /// on (its lines still reach stderr), and a full disk does not print a notice per line.
 #[derive(Debug)]
 struct LogFile {
-    file: File,
+    /// The file lines go to, replaced when `path` names another file ([`LogFile::follow`]).
+    open: RwLock<OpenLog>,
     path: PathBuf,
     /// Whether a write failure was already reported.
     failed: AtomicBool,
@@ -260,23 +266,93 @@ struct LogFile {
     report: fn(&str),
 }
 
+/// Which file a path names: its device and inode, or `None` when there is none.
+type Identity = Option<(u64, u64)>;
+
+/// The open log file and what is known of the file at its path.
+#[derive(Debug)]
+struct OpenLog {
+    file: File,
+    /// The open file's identity.
+    identity: Identity,
+    /// What the path named when reopening it last failed: not tried again until that changes,
+    /// so a path that cannot be opened costs a `stat` per line, not an `open` and a report.
+    refused: Option<Identity>,
+}
+
 impl LogFile {
     fn new(file: File, path: &Path) -> LogFile {
         LogFile {
-            file,
+            open: RwLock::new(OpenLog {
+                identity: identity_of(&file),
+                file,
+                refused: None,
+            }),
             path: path.to_owned(),
             failed: AtomicBool::new(false),
             report: early_error,
         }
     }
+
+    /// Reopens `path` when it no longer names the open file: logrotate renamed it (and maybe
+    /// created a new one), or someone removed it. The new file is opened like the first one
+    /// ([`open_log_file`]: no link but root's own followed, created 0640). When that fails, the
+    /// lines keep going to the open file and the failure is reported once per file seen.
+    fn follow(&self) {
+        use std::os::unix::fs::MetadataExt;
+        // stat(2), not lstat(2): a root-owned link in LOG_FILE names its target's file, which
+        // is the one open.
+        let now = match std::fs::metadata(&self.path) {
+            Ok(meta) => Some((meta.dev(), meta.ino())),
+            Err(error) if error.kind() == io::ErrorKind::NotFound => None,
+            // Nothing can be told (e.g. a directory became unsearchable): keep the open file.
+            Err(_) => return,
+        };
+        let current = |open: &OpenLog| {
+            (open.identity.is_some() && now == open.identity) || open.refused == Some(now)
+        };
+        if current(&self.open.read().unwrap_or_else(|p| p.into_inner())) {
+            return;
+        }
+        let mut open = self.open.write().unwrap_or_else(|p| p.into_inner());
+        // Another thread may have reopened it while this one waited for the lock.
+        if current(&open) {
+            return;
+        }
+        match open_log_file(&self.path) {
+            Ok(file) => {
+                *open = OpenLog {
+                    identity: identity_of(&file),
+                    file,
+                    refused: None,
+                };
+            }
+            Err(error) => {
+                open.refused = Some(now);
+                (self.report)(&format!(
+                    "{error}; log lines keep going to the file opened before it was rotated"
+                ));
+            }
+        }
+    }
+}
+
+/// The device and inode of an open file (`None` if fstat(2) fails: then every line tries to
+/// reopen the path until a file whose identity is known is open).
+fn identity_of(file: &File) -> Identity {
+    use std::os::unix::fs::MetadataExt;
+    file.metadata().ok().map(|meta| (meta.dev(), meta.ino()))
 }
 
 /// `Arc<LogFile>` is the `fmt` layer's writer factory: each line borrows the shared file. A
-/// `&File` writes without a lock: with `O_APPEND` the kernel puts each `write` at the end of the
-/// file as a whole, whoever else appends.
+/// `&File` writes without a lock of its own (the read lock only keeps a rotation from closing
+/// it meanwhile): with `O_APPEND` the kernel puts each `write` at the end of the file as a
+/// whole, whoever else appends.
 impl Write for &LogFile {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        (&self.file).write(buf).inspect_err(|error| {
+        self.follow();
+        let open = self.open.read().unwrap_or_else(|p| p.into_inner());
+        (&open.file).write(buf).inspect_err(|error| {
             if !self.failed.swap(true, Ordering::Relaxed) {
                 (self.report)(&format!(
                     "cannot write log file {}: {error}",
@@ -729,6 +805,80 @@ mod tests {
             );
             assert!(line.ends_with(&"x".repeat(200)), "{line}");
         }
+    }
+
+    /// logrotate's `create` (rename, then a new empty file) and a rename by hand without a new
+    /// file: the next line goes to a file at `LOG_FILE`, none to the rotated one.
+    #[test]
+    fn a_rotated_log_file_is_reopened_at_the_next_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("relay-sync.log");
+        let rotated = dir.path().join("relay-sync.log.1");
+        let file = LogFile::new(open_log_file(&path).unwrap(), &path);
+        let subscriber = subscriber(
+            Arc::new(file),
+            io::sink,
+            StderrMode::ErrorsOnly,
+            Level::INFO,
+            FixedTime,
+        );
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::info!("before the rotation");
+            std::fs::rename(&path, &rotated).unwrap();
+            std::fs::File::create(&path).unwrap();
+            tracing::info!("after logrotate");
+            std::fs::rename(&path, &rotated).unwrap();
+            tracing::info!("after a rename by hand");
+        });
+        let read = |p: &Path| std::fs::read_to_string(p).unwrap();
+        assert_eq!(
+            read(&rotated),
+            "[2025-01-02 03:04:05] INFO: after logrotate\n"
+        );
+        assert_eq!(
+            read(&path),
+            "[2025-01-02 03:04:05] INFO: after a rename by hand\n"
+        );
+        // The file relay-sync created again has the mode of a new log file.
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode, 0o640);
+    }
+
+    /// What the log file in [`a_log_file_that_cannot_be_reopened_keeps_the_old_one`] reported.
+    static REOPEN_REPORTS: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+    /// A path that cannot be opened after the rotation (here a directory): the lines keep
+    /// going to the file open before, and the failure is reported once, naming the path.
+    #[test]
+    fn a_log_file_that_cannot_be_reopened_keeps_the_old_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("relay-sync.log");
+        let rotated = dir.path().join("relay-sync.log.1");
+        let file = LogFile {
+            report: |message| REOPEN_REPORTS.lock().unwrap().push(message.to_owned()),
+            ..LogFile::new(open_log_file(&path).unwrap(), &path)
+        };
+        let subscriber = subscriber(
+            Arc::new(file),
+            io::sink,
+            StderrMode::ErrorsOnly,
+            Level::INFO,
+            FixedTime,
+        );
+        tracing::subscriber::with_default(subscriber, || {
+            std::fs::rename(&path, &rotated).unwrap();
+            std::fs::create_dir(&path).unwrap();
+            tracing::info!("one");
+            tracing::info!("two");
+        });
+        assert_eq!(
+            std::fs::read_to_string(&rotated).unwrap(),
+            "[2025-01-02 03:04:05] INFO: one\n[2025-01-02 03:04:05] INFO: two\n"
+        );
+        let reports = REOPEN_REPORTS.lock().unwrap();
+        assert_eq!(reports.len(), 1, "{reports:?}");
+        let report = reports[0].replace(&*dir.path().to_string_lossy(), "DIR");
+        insta::assert_snapshot!(report, @"cannot open log file DIR/relay-sync.log: Is a directory (os error 21); log lines keep going to the file opened before it was rotated");
     }
 
     /// What the log file in [`write_failure_is_reported_once_and_stderr_still_gets_the_lines`]

@@ -141,6 +141,9 @@ pub(crate) fn write(path: &Path, m: &RunMetrics) -> Result<(), relay_fs::FsError
 pub(crate) struct WatchMetrics {
     /// Whether the watcher is running (0 in the file it leaves when it stops).
     pub(crate) up: bool,
+    /// When the watcher last polled (or tried to), Unix seconds; 0 before its first poll.
+    /// The heartbeat: `up` stays 1 in the file a killed watcher leaves, this stops moving.
+    pub(crate) last_poll: i64,
     /// Polls of the change signal, failed ones included.
     pub(crate) polls: u64,
     /// Polls that found the enabled set changed.
@@ -200,6 +203,13 @@ pub(crate) fn render_watch(m: &WatchMetrics) -> String {
         u8::from(m.up).to_string(),
     );
     metric(
+        "relay_sync_watch_last_poll_timestamp_seconds",
+        "gauge",
+        "When relay-sync watch last polled the database, failed polls included (Unix time); \
+         stops moving when the watcher is gone, even killed.",
+        m.last_poll.to_string(),
+    );
+    metric(
         "relay_sync_watch_polls_total",
         "counter",
         "Polls of the change signal since the watcher started, failed ones included.",
@@ -257,6 +267,7 @@ mod tests {
     fn watch_textfile_format() {
         let mut m = WatchMetrics {
             up: true,
+            last_poll: 1_795_000_120,
             polls: 120,
             changes: 3,
             ..WatchMetrics::default()

@@ -299,6 +299,9 @@ impl Watcher {
     /// One cycle: poll, decide, maybe sync. Returns the wait before the next one.
     async fn cycle(&mut self, requested: bool) -> Duration {
         let config = self.gateway.config().clone();
+        // The heartbeat: every cycle polls (or fails to), so monitoring can tell a loop that
+        // turns from a watcher that was killed and left `relay_sync_watch_up 1` behind.
+        self.metrics.last_poll = chrono::Utc::now().timestamp();
         // Postfix is read beside the database: through a container's exec it takes a while.
         let reader = Arc::clone(&self.postfix);
         let (polled, postfix) = tokio::join!(self.poll(), read_postfix(reader));

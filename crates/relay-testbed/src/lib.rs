@@ -1,15 +1,18 @@
-//! Throwaway real components for relay-sync's end-to-end tests, `cargo xtask demo` and
-//! `cargo xtask bench`: a private MariaDB ([`MariaDb`]), a private Postfix instance
-//! ([`Postfix`]), Postfix in a real container and images built from Debian's packages
-//! ([`PostfixContainer`], [`Image`], [`Pod`]), Postfix's `smtp-sink` standing in for the mailbox
-//! host ([`SmtpSink`]), and a stand-in Amazon SNS endpoint that checks SigV4 signatures and
-//! records what is published ([`SnsStandIn`]).
+//! Throwaway real components for relay-sync's end-to-end tests, `cargo xtask demo`,
+//! `cargo xtask bench` and `cargo xtask soak`: a private MariaDB ([`MariaDb`]), a primary and a
+//! replica with GTID replication ([`Replication`]), a network namespace whose link can fail
+//! ([`NetNs`]), a private Postfix instance ([`Postfix`]), Postfix in a real container and images
+//! built from Debian's packages ([`PostfixContainer`], [`Image`], [`Pod`]), Postfix's
+//! `smtp-sink` standing in for the mailbox host ([`SmtpSink`]), and a stand-in Amazon SNS
+//! endpoint that checks SigV4 signatures and records what is published ([`SnsStandIn`]).
 //!
-//! Everything lives under its own temporary directory, listens on 127.0.0.1 only, and is stopped
-//! and removed on drop. A missing package is an error that names the `apt-get install` command.
+//! Everything lives under its own temporary directory, listens on 127.0.0.1 (or inside a
+//! namespace of its own) only, and is stopped and removed on drop. A missing package is an
+//! error that names the `apt-get install` command.
 //!
 //! Architecture invariant: nothing here touches the system's own Postfix or MariaDB, their
-//! configuration, or any address but loopback.
+//! configuration, or any address but loopback and a namespace's private /30 (whose packets
+//! never leave the host).
 
 // A test tool: it sets up files and directories by path inside private temporary directories
 // of its own, which no other user can reach (SECURITY.md).
@@ -20,7 +23,9 @@ use std::path::{Path, PathBuf};
 
 mod container;
 mod mariadb;
+mod netns;
 mod postfix;
+mod replica;
 mod sns;
 pub mod takeover;
 
@@ -28,8 +33,10 @@ pub use container::{
     cache_dir, podman, podman_run, require_container_tools, unique_name, Image, Pod,
     PostfixContainer, CONTAINER_PACKAGES,
 };
-pub use mariadb::{command_types, MariaDb};
+pub use mariadb::{command_types, MariaDb, ServerOptions};
+pub use netns::NetNs;
 pub use postfix::{Postfix, SmtpSink};
+pub use replica::{Lag, Replication};
 pub use sns::{Behaviour as SnsBehaviour, Published as SnsPublished, Seen as SnsSeen, SnsStandIn};
 
 /// The repository's `fixtures/` directory.

@@ -74,11 +74,64 @@ pub struct MariaDb {
     pid_file: PathBuf,
     error_log: PathBuf,
     tls: Option<TlsFiles>,
+    /// The address it listens on: 127.0.0.1, or the address inside its namespace.
+    host: String,
+    /// Options after the testbed's own (replication settings, for instance).
+    extra_args: Vec<String>,
+    /// The network namespace it runs in, when [`ServerOptions::in_network_namespace`] asked
+    /// for one; removed after the server has stopped.
+    netns: Option<crate::NetNs>,
     /// The server's owner when the tests run as root (`mariadbd` refuses to run as root).
     run_as: Option<Account>,
     child: Mutex<Option<Child>>,
     /// Declared last so that it is removed after the server has been stopped.
     dir: tempfile::TempDir,
+}
+
+/// How [`MariaDb::start_with`] starts a server: [`MariaDb::start`]'s defaults, with TLS, in a
+/// network namespace of its own, or with more server options.
+///
+/// ```no_run
+/// # fn main() -> anyhow::Result<()> {
+/// use relay_testbed::{MariaDb, ServerOptions};
+/// let db = MariaDb::start_with(ServerOptions::new().in_network_namespace().arg("--server-id=7"))?;
+/// let ns = db.netns().expect("asked for one");
+/// ns.link_down()?; // connections to db.host() hang until link_up
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct ServerOptions {
+    tls: bool,
+    netns: bool,
+    args: Vec<String>,
+}
+
+impl ServerOptions {
+    /// [`MariaDb::start`]'s settings: no TLS, 127.0.0.1, nothing added.
+    pub fn new() -> ServerOptions {
+        ServerOptions::default()
+    }
+
+    /// TLS as [`MariaDb::start_with_tls`] sets it up.
+    pub fn tls(mut self) -> ServerOptions {
+        self.tls = true;
+        self
+    }
+
+    /// Runs the server inside a [`crate::NetNs`] of its own, listening on the namespace's
+    /// address ([`MariaDb::host`]) instead of 127.0.0.1; its Unix socket works as before.
+    /// Connections from the host arrive from [`crate::NetNs::host_address`], which a MariaDB
+    /// account must name.
+    pub fn in_network_namespace(mut self) -> ServerOptions {
+        self.netns = true;
+        self
+    }
+
+    /// One more server option, given after the testbed's own (so it wins over them).
+    pub fn arg(mut self, arg: impl Into<String>) -> ServerOptions {
+        self.args.push(arg.into());
+        self
+    }
 }
 
 /// The certificates of a TLS-enabled instance.
@@ -109,7 +162,12 @@ impl MariaDb {
     /// The data directory holds the system tables only; call [`MariaDb::load_fixtures`] for the
     /// admin panel's schema, the `relay_sync` user and the seed rows.
     pub fn start() -> anyhow::Result<MariaDb> {
-        Self::launch(false)
+        Self::launch(ServerOptions::new())
+    }
+
+    /// Like [`MariaDb::start`], with `options`.
+    pub fn start_with(options: ServerOptions) -> anyhow::Result<MariaDb> {
+        Self::launch(options)
     }
 
     /// Like [`MariaDb::start`], with TLS enabled: a throwaway CA ([`MariaDb::tls_ca`]) signs a
@@ -117,7 +175,7 @@ impl MariaDb {
     /// a trusted certificate for another name, and one connecting to `localhost` sees a fully
     /// valid one. The certificates are made with `openssl` (EC P-256, valid for a year).
     pub fn start_with_tls() -> anyhow::Result<MariaDb> {
-        Self::launch(true)
+        Self::launch(ServerOptions::new().tls())
     }
 
     /// A server shared by every caller in this process, started with [`MariaDb::start`] on first
@@ -146,9 +204,15 @@ impl MariaDb {
         &self.socket
     }
 
-    /// The address the server listens on: always `"127.0.0.1"`.
-    pub fn host(&self) -> &'static str {
-        "127.0.0.1"
+    /// The address the server listens on: `"127.0.0.1"`, or the address inside its network
+    /// namespace ([`ServerOptions::in_network_namespace`]).
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// The network namespace the server runs in, if it was started in one.
+    pub fn netns(&self) -> Option<&crate::NetNs> {
+        self.netns.as_ref()
     }
 
     /// The data directory (owned by `mysql` when the tests run as root).
@@ -181,8 +245,21 @@ impl MariaDb {
     /// command line. No database is selected: name tables as `database.table` or start with
     /// `USE`. A failure carries the client's standard error.
     pub fn sql(&self, sql: &str) -> anyhow::Result<String> {
-        let mut child = self
-            .client_command()
+        self.run_client(sql, true)
+    }
+
+    /// Like [`MariaDb::sql`], with column names: for `SHOW … \G`, whose vertical output then
+    /// names each field (`Seconds_Behind_Master: 0`).
+    pub(crate) fn sql_with_names(&self, sql: &str) -> anyhow::Result<String> {
+        self.run_client(sql, false)
+    }
+
+    fn run_client(&self, sql: &str, skip_names: bool) -> anyhow::Result<String> {
+        let mut command = self.client_command();
+        if !skip_names {
+            command.arg("--column-names");
+        }
+        let mut child = command
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -322,7 +399,8 @@ impl MariaDb {
         self.spawn_server()
     }
 
-    fn launch(tls: bool) -> anyhow::Result<MariaDb> {
+    fn launch(options: ServerOptions) -> anyhow::Result<MariaDb> {
+        let tls = options.tls;
         crate::require(MARIADBD, "mariadb-server")?;
         crate::require(INSTALL_DB, "mariadb-server")?;
         crate::require(CLIENT, "mariadb-client")?;
@@ -345,8 +423,18 @@ impl MariaDb {
             None
         };
 
+        let netns = if options.netns {
+            Some(crate::NetNs::create()?)
+        } else {
+            None
+        };
         let mut db = MariaDb {
             port: 0,
+            host: netns
+                .as_ref()
+                .map_or_else(|| "127.0.0.1".to_owned(), |ns| ns.address().to_string()),
+            extra_args: options.args,
+            netns,
             socket: run_dir.join("mariadbd.sock"),
             pid_file: run_dir.join("mariadbd.pid"),
             error_log: run_dir.join("error.log"),
@@ -382,7 +470,7 @@ impl MariaDb {
             flag("--pid-file=", &self.pid_file),
             flag("--log-error=", &self.error_log),
             format!("--port={}", self.port).into(),
-            "--bind-address=127.0.0.1".into(),
+            format!("--bind-address={}", self.host).into(),
             "--skip-name-resolve".into(),
             // Tests provoke failed handshakes on purpose; they must never get 127.0.0.1 blocked.
             "--max-connect-errors=1000000".into(),
@@ -396,9 +484,14 @@ impl MariaDb {
             args.push(flag("--ssl-cert=", &tls.cert));
             args.push(flag("--ssl-key=", &tls.key));
         }
+        args.extend(self.extra_args.iter().map(OsString::from));
 
         let started = Instant::now();
-        let child = Command::new(MARIADBD)
+        let mut command = match &self.netns {
+            Some(ns) => ns.command(MARIADBD),
+            None => Command::new(MARIADBD),
+        };
+        let child = command
             .args(&args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -511,12 +604,16 @@ fn shared_instance(
     tls: bool,
 ) -> anyhow::Result<&'static MariaDb> {
     let instance = slot.get_or_init(|| {
-        MariaDb::launch(tls)
-            .and_then(|db| {
-                db.load_fixtures()?;
-                Ok(db)
-            })
-            .map_err(|err| format!("{err:#}"))
+        MariaDb::launch(if tls {
+            ServerOptions::new().tls()
+        } else {
+            ServerOptions::new()
+        })
+        .and_then(|db| {
+            db.load_fixtures()?;
+            Ok(db)
+        })
+        .map_err(|err| format!("{err:#}"))
     });
     match instance {
         Ok(db) => {

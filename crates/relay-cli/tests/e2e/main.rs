@@ -36,3 +36,8 @@ mod timeouts;
 mod tls;
 mod watch;
 mod watch_postfix;
+
+// Issue 21: a long-running watcher, and a fleet on a replicated database.
+mod fleet;
+mod long_run;
+mod watcher;
