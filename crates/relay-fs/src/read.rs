@@ -67,6 +67,10 @@ impl Kind {
     pub const MAP_SOURCE: Kind = Kind::shared("the map source", GIB);
     /// `METRICS_FILE`, read back for the last success it recorded.
     pub const METRICS: Kind = Kind::shared("the metrics file", MIB);
+    /// Postfix's `main.cf`, read by a watcher to notice a hand edit or a recreated container.
+    pub const POSTFIX_CONFIG: Kind = Kind::shared("Postfix's main.cf", 16 * MIB);
+    /// A daemon's pid file (`queue_directory/pid/master.pid`): one number.
+    pub const PID_FILE: Kind = Kind::shared("the pid file", 4 * KIB);
     /// `LOG_FILE`, which relay-sync only appends to ([`crate::open_append`]).
     pub(crate) const LOG: Kind = Kind::shared("the log file", 0);
 

@@ -129,11 +129,10 @@ impl MarkReader {
 
     fn read_here(&self) -> Result<PostfixMark, PostfixError> {
         let main_cf = self.main_cf();
-        let text = std::fs::read(&main_cf).map_err(|source| PostfixError::Io {
-            action: "read",
-            path: main_cf,
-            source,
-        })?;
+        // Postfix's own file, read like a map source: a regular file, bounded, never through
+        // a link someone other than root made. A missing main.cf reads as empty: its mark
+        // changes when it comes back.
+        let text = relay_fs::read(relay_fs::Kind::POSTFIX_CONFIG, &main_cf)?.unwrap_or_default();
         let master = self.master_here();
         if master.is_err() {
             // Asked again next time: a recreated Postfix may keep its queue elsewhere.
@@ -152,14 +151,14 @@ impl MarkReader {
     fn master_here(&self) -> Result<String, PostfixError> {
         let queue = self.queue_directory()?;
         let pid_file = queue.join("pid/master.pid");
-        let read = |path: &Path| {
-            std::fs::read_to_string(path).map_err(|source| PostfixError::Io {
+        let pid = relay_fs::read_to_string(relay_fs::Kind::PID_FILE, &pid_file)?
+            .ok_or_else(|| PostfixError::Io {
                 action: "read",
-                path: path.to_owned(),
-                source,
-            })
-        };
-        let pid = read(&pid_file)?.trim().to_owned();
+                path: pid_file.clone(),
+                source: std::io::ErrorKind::NotFound.into(),
+            })?
+            .trim()
+            .to_owned();
         let invalid = |detail: &str| PostfixError::Invalid {
             path: pid_file.clone(),
             detail: detail.to_owned(),
@@ -167,7 +166,7 @@ impl MarkReader {
         if pid.is_empty() || !pid.bytes().all(|b| b.is_ascii_digit()) {
             return Err(invalid("holds no process id"));
         }
-        let stat = read(&Path::new("/proc").join(&pid).join("stat"))?;
+        let stat = proc_stat(&pid)?;
         // Fields after the name, which ends at the last `)`: the state (3), the start time
         // (22). A master that exited leaves its pid file, and a zombie for a moment.
         let fields: Vec<&str> = stat
@@ -211,6 +210,17 @@ impl MarkReader {
 }
 
 /// A digest that only needs to tell two reads of one watcher apart.
+/// `/proc/PID/stat`: the kernel's own text, not a file anyone can plant, so read directly.
+#[allow(clippy::disallowed_methods)]
+fn proc_stat(pid: &str) -> Result<String, PostfixError> {
+    let path = Path::new("/proc").join(pid).join("stat");
+    std::fs::read_to_string(&path).map_err(|source| PostfixError::Io {
+        action: "read",
+        path,
+        source,
+    })
+}
+
 fn digest(bytes: &[u8]) -> u64 {
     let mut hasher = DefaultHasher::new();
     bytes.hash(&mut hasher);
