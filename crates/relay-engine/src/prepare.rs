@@ -219,7 +219,7 @@ pub(crate) fn prepare_normalized<P: PostfixRead>(
         settings.mode,
         Some(table),
     )
-    .map_err(unplannable)?;
+    .map_err(|error| unplannable(error, postfix))?;
     // Recipient validation: planned when it is on, or when it is off and the table relay-sync
     // wrote is still there (its header says so), so that the parameter can let go of it.
     // Otherwise nothing here runs a command or reads a file: a run without the feature is
@@ -269,7 +269,7 @@ pub(crate) fn prepare_normalized<P: PostfixRead>(
             },
             &relay_recipient_maps,
         )
-        .map_err(unplannable)?;
+        .map_err(|error| unplannable(error, postfix))?;
     drop(relayed);
     if let Some(r) = &plan.recipients {
         log_recipient_notes(r, &plan.target, &table);
@@ -322,9 +322,16 @@ fn read_failed(error: relay_postfix::PostfixError) -> Outcome {
     Outcome::ReadFailed(error)
 }
 
-/// Ends a run that cannot be planned against the current state, saying so.
-fn unplannable(error: relay_core::PlanError) -> Outcome {
-    tracing::error!("Cannot plan against the current configuration: {error}");
+/// Ends a run that cannot be planned against the current state, saying so, with the command
+/// that fixes it written for this Postfix instance when there is one.
+fn unplannable(error: relay_core::PlanError, postfix: &impl PostfixRead) -> Outcome {
+    match error.fix() {
+        Some((program, args)) => tracing::error!(
+            "Cannot plan against the current configuration: {error}, e.g. `{}`",
+            postfix.shell_command(program, &args)
+        ),
+        None => tracing::error!("Cannot plan against the current configuration: {error}"),
+    }
     tracing::error!("Keeping current configuration");
     Outcome::Unplannable(error)
 }

@@ -16,7 +16,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use relay_db::{DomainSource, MariaDbSource};
-use relay_postfix::PostfixCli;
+use relay_postfix::{PostfixCli, PostfixRead as _};
 use serde::Serialize;
 
 use crate::config::{Config, PasswordSource, RelayDomainsMode};
@@ -538,13 +538,33 @@ pub fn transport_maps_verdict(config: &Config, postfix: &PostfixCli) -> Result<S
     if transport_maps_include(value, &config.postfix_config_dir, &wanted) {
         Ok(format!("includes {wanted}"))
     } else {
+        // The maps already listed stay, after relay-sync's: the first map that has a domain
+        // routes it.
+        let fixed = if value.trim().is_empty() {
+            format!("transport_maps = {wanted}")
+        } else {
+            format!("transport_maps = {wanted}, {}", value.trim())
+        };
         Err(format!(
             "transport_maps = {value:?} does not include {wanted}: domains relay-sync adds would be accepted \
-             but not routed to the next hop; run `postconf -e \"transport_maps = {wanted}\"` (keep any \
-             other maps in the list) and `postfix reload`, or set MAP_TYPE and TRANSPORT_FILE to the \
-             table transport_maps names"
+             but not routed to the next hop; run `{}` and `{}`, or set MAP_TYPE and TRANSPORT_FILE to the \
+             table transport_maps names",
+            postfix.shell_command("postconf", &["-e", &fixed]),
+            postfix.shell_command("postfix", &["reload"]),
         ))
     }
+}
+
+/// The commands that show what Postfix runs with on this gateway, as a critical alert asks
+/// its reader to run them: `postfix status` and `postconf -h relay_domains`, with `-c` and the
+/// container prefix when the config sets them.
+pub(crate) fn postfix_checks(config: &Config) -> String {
+    let settings = config.postfix_settings();
+    format!(
+        "`{}` and `{}`",
+        settings.shell_command("postfix", &["status"]),
+        settings.shell_command("postconf", &["-h", "relay_domains"])
+    )
 }
 
 /// Whether `transport_maps` (raw, as `postconf -h` prints it) lists `wanted` (`type:path`).

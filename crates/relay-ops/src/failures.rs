@@ -103,6 +103,9 @@ pub(crate) struct RunResult<'a> {
     pub(crate) now: &'a str,
     /// The host name, for alert subjects.
     pub(crate) host: &'a str,
+    /// The commands that show what Postfix runs with, written for this instance (`-c`, a
+    /// container prefix): the critical alert asks the reader to run them.
+    pub(crate) postfix_checks: &'a str,
 }
 
 /// When a failure streak calls for the warning alert.
@@ -187,9 +190,9 @@ pub(crate) fn advance(
             subject: format!("relay-sync on {host}: CRITICAL, manual intervention required"),
             body: format!(
                 "relay-sync on {host} could not reload Postfix or roll back at {}.\n\n\
-                 Result: {}\n\nCheck `postfix status` and `postconf -h relay_domains`; the \
-                 backups are in BACKUP_DIR. Last successful run: {last_success}.\n",
-                result.now, result.summary
+                 Result: {}\n\nCheck {}; the backups are in BACKUP_DIR. Last successful \
+                 run: {last_success}.\n",
+                result.now, result.summary, result.postfix_checks
             ),
         });
     }
@@ -329,6 +332,7 @@ mod tests {
             summary: "something",
             now: "2026-11-23 12:00:00",
             host: "mx1",
+            postfix_checks: "`postfix status` and `postconf -h relay_domains`",
         }
     }
 

@@ -510,11 +510,13 @@ fn record(
         failures::RunState::default()
     });
     let summary = outcome.to_string();
+    let postfix_checks = crate::check::postfix_checks(config);
     let result = failures::RunResult {
         exit: outcome.exit_code(),
         summary: &summary,
         now: &now,
         host: &host,
+        postfix_checks: &postfix_checks,
     };
     let (state, alerts) = failures::advance(&previous, result, rule);
     // The watcher logs an outage once when it starts and once when it ends instead.

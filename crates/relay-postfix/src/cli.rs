@@ -11,7 +11,7 @@ use crate::{
 };
 
 /// Postfix's compiled-in configuration directory: no `-c` is passed for it.
-const DEFAULT_CONFIG_DIR: &str = "/etc/postfix";
+pub(crate) const DEFAULT_CONFIG_DIR: &str = "/etc/postfix";
 
 /// Map types relay-sync can build and the file suffix of their database.
 const MAP_TYPES: [(&str, &str); 4] = [
@@ -532,6 +532,10 @@ fn fingerprint(text: &str) -> (usize, u64) {
 }
 
 impl PostfixRead for PostfixCli {
+    fn shell_command(&self, program: &str, args: &[&str]) -> String {
+        self.settings.shell_command(program, args)
+    }
+
     fn relay_domains(&self) -> Result<String, PostfixError> {
         let at_start = self
             .relay_domains_at_start

@@ -12,6 +12,7 @@
 mod gateway;
 mod scenarios;
 
+mod operator;
 mod ops;
 mod packaging;
 mod recorded;

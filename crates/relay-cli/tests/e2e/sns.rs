@@ -116,8 +116,12 @@ mod with_feature {
             "{}",
             critical.message
         );
+        // The commands to run are written for this instance, as an operator pastes them.
+        let pf = gw.postfix.config_dir().display().to_string();
         assert!(
-            critical.message.contains("Check `postfix status`"),
+            critical.message.contains(&format!(
+                "Check `postfix -c {pf} status` and `postconf -c {pf} -h relay_domains`"
+            )),
             "{}",
             critical.message
         );

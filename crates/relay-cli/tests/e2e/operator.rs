@@ -1,0 +1,153 @@
+//! Issue 22, an operator's first hour: the fixes relay-sync suggests are commands that can be
+//! pasted as they are, a condition the operator chose is not a WARN on every run, and every
+//! line reaches the journal with its priority.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::process::Command;
+
+use crate::gateway::Gateway;
+
+/// The commands in backquotes in `text`, in order.
+fn quoted_commands(text: &str) -> Vec<String> {
+    text.split('`')
+        .skip(1)
+        .step_by(2)
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Runs `command` as an operator pasting it into a root shell would.
+fn paste(command: &str) {
+    let out = Command::new("sh").args(["-c", command]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "`{command}` failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The `transport_maps` line of `check`'s report.
+fn transport_maps_line(gw: &Gateway) -> String {
+    let check = gw.run(&["check"]);
+    check
+        .stdout
+        .lines()
+        .find(|line| line[5..].starts_with("transport_maps "))
+        .unwrap_or_else(|| panic!("no transport_maps line: {check:?}"))
+        .to_owned()
+}
+
+/// A Postfix instance with its own `POSTFIX_CONFIG_DIR` (every test gateway's is private) and
+/// a `transport_maps` that does not read the transport file: the fix `check` and `sync`
+/// suggest carries `-c DIR`, keeps the maps already listed, and, pasted, makes the gateway
+/// ready. Without `-c` it would have edited `/etc/postfix/main.cf`.
+#[test]
+fn the_suggested_transport_maps_fix_edits_this_instance() {
+    let gw = Gateway::start("kuma8088.com", "");
+    let pf = gw.postfix.config_dir().display().to_string();
+    let other = format!("hash:{pf}/other_transport");
+    fs::write(format!("{pf}/other_transport"), "").unwrap();
+    gw.postfix
+        .command("postmap", &[&other])
+        .unwrap_or_else(|e| panic!("{e}"));
+    gw.postfix
+        .command("postconf", &["-e", &format!("transport_maps = {other}")])
+        .unwrap();
+    let line = transport_maps_line(&gw);
+    assert!(line.starts_with("FAIL"), "{line}");
+    let commands = quoted_commands(&line);
+    let wanted = [
+        format!("postconf -c {pf} -e 'transport_maps = hash:{pf}/transport, {other}'"),
+        format!("postfix -c {pf} reload"),
+    ];
+    assert_eq!(commands, wanted, "{line}");
+    // A sync refuses with the same fix, exit 2, nothing changed.
+    let run = gw.sync_expecting(2);
+    assert!(run.stderr.contains(&wanted[0]), "{run:?}");
+
+    paste(&commands[0]);
+    assert_eq!(
+        gw.postfix
+            .command("postconf", &["-h", "transport_maps"])
+            .unwrap()
+            .trim(),
+        format!("hash:{pf}/transport, {other}")
+    );
+    assert!(transport_maps_line(&gw).starts_with("ok"), "after the fix");
+    gw.sync_expecting(0);
+}
+
+/// Container mode: the suggested fix goes through `POSTFIX_COMMAND_PREFIX` (a stand-in for
+/// `docker exec NAME` that records and runs), so that pasted it changes the container's
+/// Postfix, not the host's.
+#[test]
+fn the_suggested_fix_goes_through_the_prefix() {
+    let gw = Gateway::start("kuma8088.com", "");
+    let pf = gw.postfix.config_dir().display().to_string();
+    let record = gw.dir.path().join("prefix.log");
+    let prefix = gw.dir.path().join("fake-docker-exec");
+    fs::write(
+        &prefix,
+        format!(
+            "#!/bin/sh\n# Stand-in for `docker exec mailserver-postfix`.\necho \"$*\" >> {}\nexec \"$@\"\n",
+            record.display()
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(&prefix, fs::Permissions::from_mode(0o755)).unwrap();
+    gw.edit_config(|text| format!("{text}POSTFIX_COMMAND_PREFIX={}\n", prefix.display()));
+    gw.postfix
+        .command("postconf", &["-e", "transport_maps ="])
+        .unwrap();
+
+    let line = transport_maps_line(&gw);
+    let commands = quoted_commands(&line);
+    assert_eq!(
+        commands,
+        [
+            format!(
+                "{} postconf -c {pf} -e 'transport_maps = hash:{pf}/transport'",
+                prefix.display()
+            ),
+            format!("{} postfix -c {pf} reload", prefix.display()),
+        ],
+        "{line}"
+    );
+    fs::write(&record, "").unwrap();
+    paste(&commands[0]);
+    assert_eq!(
+        fs::read_to_string(&record).unwrap(),
+        format!("postconf -c {pf} -e transport_maps = hash:{pf}/transport\n"),
+        "the pasted fix did not go through the prefix"
+    );
+    assert!(transport_maps_line(&gw).starts_with("ok"), "after the fix");
+}
+
+/// A `relay_domains` relay-sync cannot rewrite (`{ }` grouping): the run refuses, and the
+/// command it names to set the parameter by hand carries `-c` for this instance.
+#[test]
+fn the_suggested_relay_domains_fix_names_this_instance() {
+    let gw = Gateway::start("kuma8088.com", "");
+    let pf = gw.postfix.config_dir().display().to_string();
+    gw.postfix
+        .command(
+            "postconf",
+            &["-e", "relay_domains = { kuma8088.com, b.example }"],
+        )
+        .unwrap();
+    gw.sync_expecting(4);
+    let log = gw.log();
+    let line = log
+        .lines()
+        .find(|line| line.contains("Cannot plan against the current configuration"))
+        .unwrap_or_else(|| panic!("{log}"));
+    assert_eq!(
+        quoted_commands(line),
+        [format!(
+            "postconf -c {pf} -e 'relay_domains = a.example, b.example'"
+        )],
+        "{line}"
+    );
+}
