@@ -238,8 +238,13 @@ fn parse() -> Result<Cli, ExitStatus> {
         .try_get_matches()
         .and_then(|matches| Cli::from_arg_matches(&matches))
         .map_err(|error| {
-            // Printing can only fail on a closed pipe; there is no one left to tell.
-            let _ = error.print();
+            if error.use_stderr() && logging::stderr_is_journal() {
+                // A usage error under systemd: each of its lines an error in the journal.
+                logging::journal_text(tracing::Level::ERROR, &error.render().to_string());
+            } else {
+                // Printing can only fail on a closed pipe; there is no one left to tell.
+                let _ = error.print();
+            }
             if error.use_stderr() {
                 ExitStatus::Usage
             } else {

@@ -151,3 +151,70 @@ fn the_suggested_relay_domains_fix_names_this_instance() {
         "{line}"
     );
 }
+
+/// Runs the binary with `args` and `env`, its stderr a file whose device and inode are in
+/// `JOURNAL_STREAM` (as systemd sets it for a unit whose stderr is the journal) when `journal`;
+/// returns the exit code and what it wrote to stderr.
+fn run_with_stderr_file(args: &[&str], journal: bool) -> (i32, String) {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("stderr");
+    let stderr = fs::File::create(&path).unwrap();
+    let meta = stderr.metadata().unwrap();
+    // Another stream's numbers (one inode off) are not the journal.
+    let inode = if journal { meta.ino() } else { meta.ino() + 1 };
+    let status = Command::new(crate::gateway::BIN)
+        .args(args)
+        .env("JOURNAL_STREAM", format!("{}:{inode}", meta.dev()))
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::null())
+        .stderr(stderr)
+        .status()
+        .unwrap();
+    (
+        status.code().unwrap_or(-1),
+        fs::read_to_string(&path).unwrap(),
+    )
+}
+
+/// A config error is found before logging is set up; under systemd its line still reaches the
+/// journal as an error (`<3>`), so `journalctl -p err` finds it. So does each line of a usage
+/// error. A stderr that is not the stream `JOURNAL_STREAM` names keeps the log format.
+#[test]
+fn errors_before_the_config_is_read_reach_the_journal_as_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("relay-sync.conf");
+    fs::write(
+        &config,
+        "DB_HOST=127.0.0.1\nDB_PORT=abc\nDELL_RELAY_IP=127.0.0.1\n",
+    )
+    .unwrap();
+    fs::set_permissions(&config, fs::Permissions::from_mode(0o600)).unwrap();
+    let config = config.to_str().unwrap();
+
+    let (code, stderr) = run_with_stderr_file(&["--config", config], true);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.starts_with("<3>ERROR: ") && stderr.contains("DB_PORT"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.lines().all(|line| line.starts_with("<3>")),
+        "{stderr}"
+    );
+
+    let (code, stderr) = run_with_stderr_file(&["--config", config, "--no-such-flag"], true);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("--no-such-flag"), "{stderr}");
+    assert!(
+        stderr.lines().all(|line| line.starts_with("<3>")),
+        "every line of a usage error is an error:\n{stderr}"
+    );
+
+    let (code, stderr) = run_with_stderr_file(&["--config", config], false);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.starts_with('[') && stderr.contains("] ERROR: "),
+        "{stderr}"
+    );
+}
