@@ -248,16 +248,45 @@ pub(crate) enum StateError {
     Write(#[from] relay_postfix::PostfixError),
 }
 
-/// The file in `STATE_DIR` holding the raw values of the rows the last run that read the
-/// database rejected (a JSON array: the values are hostile and may hold any character).
+/// The file in `STATE_DIR` where a run remembers, for the next, what it reports only when it
+/// changes ([`Remembered`]); a JSON document, since the rejected rows are hostile and may
+/// hold any character. Its name is that of its first content.
 pub(crate) const INVALID_ROWS_FILE: &str = "invalid-rows.json";
 
-/// The rows the last run that read the database rejected; `None` before any such run, or when
-/// the file cannot be read (logged).
-pub(crate) fn load_invalid_rows(state_dir: &Path) -> Option<BTreeSet<String>> {
+/// What a run remembers for the next in [`INVALID_ROWS_FILE`], so that a condition that stays
+/// as it is is not reported at the same level on every run: the rows the database returned
+/// that were rejected (an ERROR only when that set changes, `status` lists them) and the steady
+/// conditions an operator chose, such as a hand-written transport line (a WARN only when one
+/// appears or changes).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Remembered {
+    /// The raw values of the rows the last run that read the database rejected.
+    pub(crate) rows: BTreeSet<String>,
+    /// The keys of the steady conditions the last run that planned reported
+    /// ([`relay_engine::SyncSettings::known_noted`]); `None` in a file an earlier version
+    /// wrote.
+    #[serde(default)]
+    pub(crate) noted: Option<BTreeSet<String>>,
+}
+
+/// [`INVALID_ROWS_FILE`] as read: earlier versions kept the rejected rows alone, as an array.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Stored {
+    Rows(BTreeSet<String>),
+    Remembered(Remembered),
+}
+
+/// What the last run remembered; `None` before any run that read the database, or when the
+/// file cannot be read (logged).
+pub(crate) fn load_remembered(state_dir: &Path) -> Option<Remembered> {
     let path = state_dir.join(INVALID_ROWS_FILE);
     match fs::read(&path) {
         Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(|stored| match stored {
+                Stored::Rows(rows) => Remembered { rows, noted: None },
+                Stored::Remembered(remembered) => remembered,
+            })
             .map_err(|error| {
                 tracing::warn!("Ignoring {}: {error}", path.display());
             })
@@ -270,18 +299,20 @@ pub(crate) fn load_invalid_rows(state_dir: &Path) -> Option<BTreeSet<String>> {
     }
 }
 
-/// Remembers the rows this run rejected, for the next run and `status`.
-pub(crate) fn save_invalid_rows(
-    state_dir: &Path,
-    rows: &BTreeSet<String>,
-) -> Result<(), StateError> {
+/// The rows the last run that read the database rejected (see [`load_remembered`]).
+pub(crate) fn load_invalid_rows(state_dir: &Path) -> Option<BTreeSet<String>> {
+    load_remembered(state_dir).map(|remembered| remembered.rows)
+}
+
+/// Remembers what this run reported, for the next run and `status`.
+pub(crate) fn save_remembered(state_dir: &Path, remembered: &Remembered) -> Result<(), StateError> {
     let path = state_dir.join(INVALID_ROWS_FILE);
     relay_postfix::create_dir(state_dir, 0o700).map_err(|source| StateError::Io {
         action: "create",
         path: state_dir.to_owned(),
         source,
     })?;
-    let bytes = serde_json::to_vec(rows).map_err(|e| StateError::Parse {
+    let bytes = serde_json::to_vec(remembered).map_err(|e| StateError::Parse {
         path: path.clone(),
         detail: e.to_string(),
     })?;
@@ -325,6 +356,30 @@ pub(crate) fn save(state_dir: &Path, state: &RunState) -> Result<(), StateError>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The rejected rows and the noted conditions survive a round trip; a file of an earlier
+    /// version (the rows alone, an array) still gives its rows, and no noted condition.
+    #[test]
+    fn remembered_rows_and_conditions_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(load_remembered(dir.path()), None);
+        let remembered = Remembered {
+            rows: BTreeSet::from(["bad\nrow".to_owned(), "recipient:x".to_owned()]),
+            noted: Some(BTreeSet::from(["hand-written:a.example".to_owned()])),
+        };
+        save_remembered(dir.path(), &remembered).unwrap();
+        assert_eq!(load_remembered(dir.path()), Some(remembered.clone()));
+        assert_eq!(load_invalid_rows(dir.path()), Some(remembered.rows));
+
+        fs::write(dir.path().join(INVALID_ROWS_FILE), r#"["old row"]"#).unwrap();
+        assert_eq!(
+            load_remembered(dir.path()),
+            Some(Remembered {
+                rows: BTreeSet::from(["old row".to_owned()]),
+                noted: None,
+            })
+        );
+    }
 
     fn result(exit: u8) -> RunResult<'static> {
         RunResult {

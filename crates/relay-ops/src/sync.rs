@@ -241,7 +241,7 @@ fn locked_sync(
         Ok(prepared) => prepared,
         Err(outcome) => return (outcome, None),
     };
-    let known_rejected = failures::load_invalid_rows(&config.state_dir);
+    let known = failures::load_remembered(&config.state_dir);
     let fingerprint = want_fingerprint.then(|| source.fingerprint()).flatten();
     let settings = SyncSettings {
         guard: GuardSettings {
@@ -249,7 +249,8 @@ fn locked_sync(
             ..settings.guard
         },
         reload_pending: journal::is_pending(&config.state_dir),
-        known_rejected: known_rejected.clone(),
+        known_rejected: known.as_ref().map(|known| known.rows.clone()),
+        known_noted: known.as_ref().and_then(|known| known.noted.clone()),
         ..settings
     };
     // Under the lock: what a run killed mid-write left goes now, not at the next change.
@@ -261,17 +262,23 @@ fn locked_sync(
     let (outcome, report) =
         runtime.block_on(relay_engine::run_reported(&settings, &source, &postfix));
     finish_backups(config, since, &outcome);
-    if let Some(rejected) = report.rejected {
+    // What the run saw replaces what was remembered; what it did not get to see stays.
+    let saw = report.rejected.is_some() || report.noted.is_some();
+    let mut remembered = known.clone().unwrap_or_default();
+    if let Some(rejected) = &report.rejected {
         // Recipient rows are remembered beside the domain rows, told apart by a prefix.
-        let rows: std::collections::BTreeSet<String> =
-            relay_engine::rejected_keys(&rejected, &report.rejected_recipients)
-                .map(std::borrow::Cow::into_owned)
-                .collect();
-        // Written only when the set changed: a run with nothing to do writes as little as it can.
-        if known_rejected.as_ref() != Some(&rows) {
-            if let Err(error) = failures::save_invalid_rows(&config.state_dir, &rows) {
-                tracing::error!("Rejected rows not remembered: {error}");
-            }
+        remembered.rows = relay_engine::rejected_keys(rejected, &report.rejected_recipients)
+            .map(std::borrow::Cow::into_owned)
+            .collect();
+    }
+    if let Some(noted) = report.noted {
+        remembered.noted = Some(noted);
+    }
+    // Written only when something changed: a run with nothing to do writes as little as it
+    // can.
+    if saw && known.as_ref() != Some(&remembered) {
+        if let Err(error) = failures::save_remembered(&config.state_dir, &remembered) {
+            tracing::error!("Rejected rows not remembered: {error}");
         }
     }
     (RunOutcome::Sync(outcome), fingerprint)
@@ -482,6 +489,7 @@ fn sync_settings(config: &Config) -> SyncSettings {
         },
         reload_pending: false,
         known_rejected: None,
+        known_noted: None,
     }
 }
 

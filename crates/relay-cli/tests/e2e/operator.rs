@@ -218,3 +218,63 @@ fn errors_before_the_config_is_read_reach_the_journal_as_errors() {
         "{stderr}"
     );
 }
+
+/// A hand-written transport line for a database domain, the operator's choice: a WARN in the
+/// run that first finds it, then DEBUG (seen with `--verbose`), so that a timer's 288 runs a
+/// day do not log 288 WARNs. A second hand-written line is a WARN again, for it alone.
+#[test]
+fn a_hand_written_line_is_a_warn_once() {
+    let gw = Gateway::start("kuma8088.com", "");
+    let transport = gw.transport_path();
+    let before = fs::read_to_string(&transport).unwrap_or_default();
+    fs::write(
+        &transport,
+        format!("# routed by hand\nexample.com smtp:[127.0.0.1]:2526\n{before}"),
+    )
+    .unwrap();
+    let warns = |log: &str| -> Vec<String> {
+        log.lines()
+            .filter(|line| line.contains("] WARN: "))
+            .map(str::to_owned)
+            .collect()
+    };
+
+    let start = gw.log().len();
+    gw.sync_expecting(0);
+    let first = gw.log()[start..].to_owned();
+    let warned = warns(&first);
+    assert!(
+        warned.len() == 1 && warned[0].contains("Domain example.com has a hand-written line"),
+        "{first}"
+    );
+
+    let start = gw.log().len();
+    gw.sync_expecting(0);
+    let second = gw.log()[start..].to_owned();
+    assert_eq!(warns(&second), Vec::<String>::new(), "{second}");
+
+    let start = gw.log().len();
+    let run = gw.run(&["--verbose"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let verbose = gw.log()[start..].to_owned();
+    assert!(
+        verbose.contains("] DEBUG: Domain example.com has a hand-written line"),
+        "{verbose}"
+    );
+    assert_eq!(warns(&verbose), Vec::<String>::new(), "{verbose}");
+
+    let text = fs::read_to_string(&transport).unwrap();
+    fs::write(
+        &transport,
+        format!("example.net smtp:[127.0.0.1]:2526\n{text}"),
+    )
+    .unwrap();
+    let start = gw.log().len();
+    gw.sync_expecting(0);
+    let third = gw.log()[start..].to_owned();
+    let warned = warns(&third);
+    assert!(
+        warned.len() == 1 && warned[0].contains("Domain example.net has a hand-written line"),
+        "{third}"
+    );
+}
