@@ -9,7 +9,8 @@
 # dh_installsystemd --no-enable snippets plus purge), the libc dependency computed by
 # dpkg-shlibdeps (the RPM's by rpmbuild's ELF dependency generator), md5sums, a DEP-5 copyright
 # file, a changelog, lintian overrides. The RPM uses %systemd_post/%systemd_preun/
-# %systemd_postun (defined here when the build host has no systemd-rpm-macros, as on Debian).
+# %systemd_postun/%systemd_postun_with_restart (defined here when the build host has no
+# systemd-rpm-macros, as on Debian). An upgrade try-restarts relay-sync-watch.service in both.
 # Needs dpkg-deb and dpkg-shlibdeps (dpkg-dev), rpmbuild (rpm), strip (binutils).
 set -euo pipefail
 bin=$(realpath "$1"); out=$(realpath -m "$2"); version=$3
@@ -183,6 +184,7 @@ Requires(postun): systemd}
 %{!?systemd_post: %define systemd_post() if [ \$1 -eq 1 ]; then systemctl --no-reload preset %{?*} >/dev/null 2>\&1 || :; fi}
 %{!?systemd_preun: %define systemd_preun() if [ \$1 -eq 0 ]; then systemctl --no-reload disable --now %{?*} >/dev/null 2>\&1 || :; fi}
 %{!?systemd_postun: %define systemd_postun() if [ -d /run/systemd/system ]; then systemctl daemon-reload >/dev/null 2>\&1 || :; fi}
+%{!?systemd_postun_with_restart: %define systemd_postun_with_restart() if [ \$1 -ge 1 ]; then systemctl try-restart %{?*} >/dev/null 2>\&1 || :; fi}
 %{?systemd_requires}
 %description
 Reads the enabled domains of a mail admin panel's MariaDB and updates a
@@ -198,6 +200,9 @@ cp -a "$rpmroot"/. %{buildroot}/
 %systemd_preun relay-sync.timer relay-sync.service relay-sync-watch.service
 %postun
 %systemd_postun relay-sync.service relay-sync.timer relay-sync-watch.service
+# An upgrade (\$1 >= 1) restarts a running watcher, so that the new binary runs; a stopped one
+# stays stopped. The timer's oneshot service is not restarted: that would run a sync.
+%systemd_postun_with_restart relay-sync-watch.service
 %files
 %dir %attr(0755,root,root) /opt/mailserver
 %dir %attr(0755,root,root) /opt/mailserver/config
