@@ -22,7 +22,7 @@ use serde::Serialize;
 use crate::config::{Config, PasswordSource, RelayDomainsMode};
 
 /// How one check ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Level {
     /// Fine.
@@ -33,19 +33,143 @@ pub enum Level {
     Fail,
 }
 
+/// What one check is about: a stable snake_case identifier, `check --json`'s
+/// `checks[].name`, which scripts and monitoring match on. A check is never renamed within a
+/// schema version; new ones may be added.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum CheckId {
+    /// The config file and its mode (or that a config could not be loaded at all).
+    Config,
+    /// The password source gives a password.
+    Password,
+    /// The database answers `DB_QUERY`.
+    Database,
+    /// `RECIPIENTS_QUERY` runs and returns rows (recipient validation).
+    Recipients,
+    /// Every relayed domain has a recipient or a catch-all (recipient validation).
+    RecipientDomains,
+    /// How the database connection is protected (TLS, verified or not).
+    DbTransport,
+    /// The database user may do no more than read what relay-sync reads.
+    Grants,
+    /// `postconf`, `postmap` and `postfix` run.
+    Postfix,
+    /// `transport_maps` reads `TRANSPORT_FILE`.
+    TransportMaps,
+    /// Container mode: the transport file's directory is the same through the prefix.
+    Container,
+    /// `TRANSPORT_FILE` can be written.
+    TransportFile,
+    /// `TRANSPORT_FILE`'s directory can be written (temporary files, map databases).
+    TransportDir,
+    /// `BACKUP_DIR` can be written.
+    BackupDir,
+    /// `LOG_FILE` can be written.
+    LogFile,
+    /// `STATE_DIR` can be written.
+    StateDir,
+    /// `LOCK_FILE` can be written.
+    LockFile,
+    /// `main.cf` can be written (inline mode changes `relay_domains` there).
+    MainCf,
+    /// Map mode: `RELAY_DOMAINS_MAP` can be written.
+    RelayDomainsMap,
+    /// Recipient validation: `RECIPIENTS_MAP` can be written.
+    RecipientsMap,
+    /// `METRICS_FILE` can be written.
+    MetricsFile,
+    /// SNS alerts: AWS credentials resolve.
+    SnsCredentials,
+    /// SNS alerts: the topic answers.
+    SnsTopic,
+    /// Syncs are held (`relay-sync hold`).
+    Hold,
+}
+
+impl CheckId {
+    /// Every check, in the order `check` runs them.
+    pub const ALL: [CheckId; 23] = [
+        CheckId::Config,
+        CheckId::Password,
+        CheckId::Database,
+        CheckId::Recipients,
+        CheckId::RecipientDomains,
+        CheckId::DbTransport,
+        CheckId::Grants,
+        CheckId::Postfix,
+        CheckId::TransportMaps,
+        CheckId::Container,
+        CheckId::TransportFile,
+        CheckId::TransportDir,
+        CheckId::BackupDir,
+        CheckId::LogFile,
+        CheckId::StateDir,
+        CheckId::LockFile,
+        CheckId::MainCf,
+        CheckId::RelayDomainsMap,
+        CheckId::RecipientsMap,
+        CheckId::MetricsFile,
+        CheckId::SnsCredentials,
+        CheckId::SnsTopic,
+        CheckId::Hold,
+    ];
+
+    /// The identifier, as `check --json` and the text report print it.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            CheckId::Config => "config",
+            CheckId::Password => "password",
+            CheckId::Database => "database",
+            CheckId::Recipients => "recipients",
+            CheckId::RecipientDomains => "recipient_domains",
+            CheckId::DbTransport => "db_transport",
+            CheckId::Grants => "grants",
+            CheckId::Postfix => "postfix",
+            CheckId::TransportMaps => "transport_maps",
+            CheckId::Container => "container",
+            CheckId::TransportFile => "transport_file",
+            CheckId::TransportDir => "transport_dir",
+            CheckId::BackupDir => "backup_dir",
+            CheckId::LogFile => "log_file",
+            CheckId::StateDir => "state_dir",
+            CheckId::LockFile => "lock_file",
+            CheckId::MainCf => "main_cf",
+            CheckId::RelayDomainsMap => "relay_domains_map",
+            CheckId::RecipientsMap => "recipients_map",
+            CheckId::MetricsFile => "metrics_file",
+            CheckId::SnsCredentials => "sns_credentials",
+            CheckId::SnsTopic => "sns_topic",
+            CheckId::Hold => "hold",
+        }
+    }
+}
+
+impl std::fmt::Display for CheckId {
+    /// The identifier; a width pads it (`{:<16}`, the text report's column).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
 /// One check's result.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
+#[schemars(transform = crate::json::every_field_required)]
 pub struct Item {
-    /// Short name, e.g. `database`.
-    pub name: &'static str,
+    /// What was checked.
+    pub name: CheckId,
     /// Its result.
     pub status: Level,
-    /// What was found, or what to do.
+    /// What was found, or what to do; never a secret.
     pub detail: String,
 }
 
 /// Every check's result, in the order they ran.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, schemars::JsonSchema)]
+#[schemars(transform = crate::json::every_field_required)]
 pub struct Report {
     /// `false` when any check failed.
     pub ok: bool,
@@ -54,7 +178,7 @@ pub struct Report {
 }
 
 impl Report {
-    fn push(&mut self, name: &'static str, status: Level, detail: impl Into<String>) {
+    fn push(&mut self, name: CheckId, status: Level, detail: impl Into<String>) {
         self.checks.push(Item {
             name,
             status,
@@ -72,7 +196,7 @@ impl Report {
 /// A report for a configuration that could not be loaded at all.
 pub fn config_failed(error: &str) -> Report {
     let mut report = Report::default();
-    report.push("config", Level::Fail, error);
+    report.push(CheckId::Config, Level::Fail, error);
     report
 }
 
@@ -98,12 +222,12 @@ pub fn run(config: &Config) -> Report {
     }
     match crate::hold::read(&config.state_dir) {
         Ok(Some(hold)) => report.push(
-            "hold",
+            CheckId::Hold,
             Level::Warn,
             format!("syncs are {hold}; `relay-sync release` lifts it"),
         ),
         Ok(None) => {}
-        Err(error) => report.push("hold", Level::Fail, error.to_string()),
+        Err(error) => report.push(CheckId::Hold, Level::Fail, error.to_string()),
     }
     report
 }
@@ -111,7 +235,7 @@ pub fn run(config: &Config) -> Report {
 fn check_config_file(config: &Config, report: &mut Report) {
     let Some(path) = &config.file else {
         report.push(
-            "config",
+            CheckId::Config,
             Level::Ok,
             "no config file; every key comes from RELAY_SYNC_* variables",
         );
@@ -122,13 +246,13 @@ fn check_config_file(config: &Config, report: &mut Report) {
             let mode = meta.permissions().mode() & 0o7777;
             if mode & 0o077 == 0 {
                 report.push(
-                    "config",
+                    CheckId::Config,
                     Level::Ok,
                     format!("{} (mode {mode:04o})", path.display()),
                 );
             } else {
                 report.push(
-                    "config",
+                    CheckId::Config,
                     Level::Warn,
                     format!(
                         "{} is mode {mode:04o}: run `chmod 600 {}` (it names the database and may hold its password)",
@@ -139,7 +263,7 @@ fn check_config_file(config: &Config, report: &mut Report) {
             }
         }
         Err(error) => report.push(
-            "config",
+            CheckId::Config,
             Level::Fail,
             format!("cannot inspect {}: {error}", path.display()),
         ),
@@ -155,12 +279,12 @@ fn check_database(config: &Config, report: &mut Report) {
     };
     let password = match config.resolve_password() {
         Ok(password) => {
-            report.push("password", Level::Ok, format!("from {source_name}"));
+            report.push(CheckId::Password, Level::Ok, format!("from {source_name}"));
             password
         }
         Err(error) => {
             // The error names the source (file or command), never the secret.
-            report.push("password", Level::Fail, error.to_string());
+            report.push(CheckId::Password, Level::Fail, error.to_string());
             return;
         }
     };
@@ -171,7 +295,7 @@ fn check_database(config: &Config, report: &mut Report) {
         Ok(runtime) => runtime,
         Err(error) => {
             report.push(
-                "database",
+                CheckId::Database,
                 Level::Fail,
                 format!("cannot start the async runtime: {error}"),
             );
@@ -183,7 +307,7 @@ fn check_database(config: &Config, report: &mut Report) {
     let source = MariaDbSource::new(settings.clone());
     match runtime.block_on(source.fetch_names()) {
         Ok(rows) => report.push(
-            "database",
+            CheckId::Database,
             Level::Ok,
             format!(
                 "MariaDB at {addr} as {}: DB_QUERY returned {} rows",
@@ -192,7 +316,7 @@ fn check_database(config: &Config, report: &mut Report) {
             ),
         ),
         Err(error) => {
-            report.push("database", Level::Fail, error.to_string());
+            report.push(CheckId::Database, Level::Fail, error.to_string());
             return;
         }
     }
@@ -203,14 +327,14 @@ fn check_database(config: &Config, report: &mut Report) {
             .ok()
             .and_then(|fetched| uncovered_verdict(fetched, &config.preserve_domains));
         let (level, detail) = recipients_verdict(fetched);
-        report.push("recipients", level, detail);
+        report.push(CheckId::Recipients, level, detail);
         if let Some((level, detail)) = uncovered {
-            report.push("recipient_domains", level, detail);
+            report.push(CheckId::RecipientDomains, level, detail);
         }
     }
     if let Some(protection) = source.protection() {
         let (level, detail) = transport_verdict(protection, &config.db_host, &addr);
-        report.push("db_transport", level, detail);
+        report.push(CheckId::DbTransport, level, detail);
     }
     // The same connection code (timeouts, TLS) with another one-column query.
     let grants = MariaDbSource::new(relay_db::DbSettings {
@@ -230,7 +354,7 @@ fn check_database(config: &Config, report: &mut Report) {
                     String::new()
                 };
                 report.push(
-                    "grants",
+                    CheckId::Grants,
                     Level::Ok,
                     format!(
                         "{} has SELECT on {}.domains{users} and nothing more",
@@ -239,7 +363,7 @@ fn check_database(config: &Config, report: &mut Report) {
                 );
             } else {
                 report.push(
-                    "grants",
+                    CheckId::Grants,
                     Level::Warn,
                     format!(
                         "WARNING: {} may do more than SELECT on {}.domains; relay-sync only reads, \
@@ -252,7 +376,7 @@ fn check_database(config: &Config, report: &mut Report) {
             }
         }
         Err(error) => report.push(
-            "grants",
+            CheckId::Grants,
             Level::Warn,
             format!("cannot read the user's grants: {error}"),
         ),
@@ -491,7 +615,7 @@ fn check_postfix(config: &Config, report: &mut Report) -> Option<PostfixCli> {
     let postfix = match PostfixCli::new(config.postfix_settings()) {
         Ok(postfix) => postfix,
         Err(error) => {
-            report.push("postfix", Level::Fail, error.to_string());
+            report.push(CheckId::Postfix, Level::Fail, error.to_string());
             return None;
         }
     };
@@ -506,7 +630,7 @@ fn check_postfix(config: &Config, report: &mut Report) -> Option<PostfixCli> {
     };
     match postfix.postconf_value("relay_domains") {
         Ok(_) => report.push(
-            "postfix",
+            CheckId::Postfix,
             Level::Ok,
             format!(
                 "postconf, postmap, postfix {how}; config {}; map type {}",
@@ -515,7 +639,7 @@ fn check_postfix(config: &Config, report: &mut Report) -> Option<PostfixCli> {
             ),
         ),
         Err(error) => {
-            report.push("postfix", Level::Fail, error.to_string());
+            report.push(CheckId::Postfix, Level::Fail, error.to_string());
             return None;
         }
     }
@@ -524,8 +648,8 @@ fn check_postfix(config: &Config, report: &mut Report) -> Option<PostfixCli> {
 
 fn check_transport_maps(config: &Config, postfix: &PostfixCli, report: &mut Report) {
     match transport_maps_verdict(config, postfix) {
-        Ok(found) => report.push("transport_maps", Level::Ok, found),
-        Err(problem) => report.push("transport_maps", Level::Fail, problem),
+        Ok(found) => report.push(CheckId::TransportMaps, Level::Ok, found),
+        Err(problem) => report.push(CheckId::TransportMaps, Level::Fail, problem),
     }
 }
 
@@ -593,7 +717,7 @@ fn check_shared_transport_dir(config: &Config, postfix: &PostfixCli, report: &mu
     let probe = dir.join(format!(".relay-sync-check.{}", std::process::id()));
     if let Err(error) = std::fs::write(&probe, b"") {
         report.push(
-            "container",
+            CheckId::Container,
             Level::Fail,
             format!("cannot create {}: {error}", probe.display()),
         );
@@ -603,7 +727,7 @@ fn check_shared_transport_dir(config: &Config, postfix: &PostfixCli, report: &mu
     let _ = std::fs::remove_file(&probe);
     match result {
         Ok(()) => report.push(
-            "container",
+            CheckId::Container,
             Level::Ok,
             format!(
                 "{} is the same directory on this host and through the prefix",
@@ -613,22 +737,26 @@ fn check_shared_transport_dir(config: &Config, postfix: &PostfixCli, report: &mu
         Err(relay_postfix::PostfixError::CommandFailed {
             command, status, ..
         }) => report.push(
-            "container",
+            CheckId::Container,
             Level::Fail,
             format!(
                 "`{command}` failed ({status}): bind-mount {} into the container at the same path",
                 dir.display()
             ),
         ),
-        Err(error) => report.push("container", Level::Fail, error.to_string()),
+        Err(error) => report.push(CheckId::Container, Level::Fail, error.to_string()),
     }
 }
 
 fn check_writable(config: &Config, report: &mut Report) {
-    let mut targets: Vec<(&'static str, PathBuf, Kind)> = vec![
-        ("transport file", config.transport_file.clone(), Kind::File),
+    let mut targets: Vec<(CheckId, PathBuf, Kind)> = vec![
         (
-            "transport dir",
+            CheckId::TransportFile,
+            config.transport_file.clone(),
+            Kind::File,
+        ),
+        (
+            CheckId::TransportDir,
             config
                 .transport_file
                 .parent()
@@ -636,34 +764,38 @@ fn check_writable(config: &Config, report: &mut Report) {
                 .unwrap_or_default(),
             Kind::Dir,
         ),
-        ("backup dir", config.backup_dir.clone(), Kind::Dir),
-        ("log file", config.log_file.clone(), Kind::File),
-        ("state dir", config.state_dir.clone(), Kind::Dir),
-        ("lock file", config.lock_file.clone(), Kind::File),
+        (CheckId::BackupDir, config.backup_dir.clone(), Kind::Dir),
+        (CheckId::LogFile, config.log_file.clone(), Kind::File),
+        (CheckId::StateDir, config.state_dir.clone(), Kind::Dir),
+        (CheckId::LockFile, config.lock_file.clone(), Kind::File),
     ];
     // `LOG_FILE=-` is standard output: nothing to create.
     if config.logs_to_stdout() {
-        targets.retain(|(what, _, _)| *what != "log file");
+        targets.retain(|(what, _, _)| *what != CheckId::LogFile);
     }
     if config.postfix_command_prefix.is_empty() {
         targets.push((
-            "main.cf",
+            CheckId::MainCf,
             config.postfix_config_dir.join("main.cf"),
             Kind::File,
         ));
     }
     if config.relay_domains_mode == RelayDomainsMode::Map {
         targets.push((
-            "relay_domains map",
+            CheckId::RelayDomainsMap,
             config.relay_domains_map.clone(),
             Kind::File,
         ));
     }
     if config.recipients_query.is_some() {
-        targets.push(("recipients map", config.recipients_map.clone(), Kind::File));
+        targets.push((
+            CheckId::RecipientsMap,
+            config.recipients_map.clone(),
+            Kind::File,
+        ));
     }
     if let Some(metrics) = &config.metrics_file {
-        targets.push(("metrics file", metrics.clone(), Kind::File));
+        targets.push((CheckId::MetricsFile, metrics.clone(), Kind::File));
     }
     for (name, path, kind) in targets {
         match writable(&path, kind) {

@@ -103,20 +103,11 @@ impl RunRecord {
     }
 }
 
-/// A run as JSON: `exit_code`, `result` (the one line `status` shows), `started_at` (RFC 3339
-/// with offset), `duration_seconds`, `added`, `removed`.
+/// A run as JSON: the document `sync --json` prints ([`crate::json::sync`], schema
+/// `relay-sync.sync/1`).
 impl serde::Serialize for RunRecord {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeStruct;
-        let (added, removed) = self.changes();
-        let mut out = serializer.serialize_struct("RunRecord", 6)?;
-        out.serialize_field("exit_code", &self.exit_code())?;
-        out.serialize_field("result", &self.outcome.to_string())?;
-        out.serialize_field("started_at", &self.started_at.to_rfc3339())?;
-        out.serialize_field("duration_seconds", &self.duration.as_secs_f64())?;
-        out.serialize_field("added", &added)?;
-        out.serialize_field("removed", &removed)?;
-        out.end()
+        crate::json::sync(self).serialize(serializer)
     }
 }
 

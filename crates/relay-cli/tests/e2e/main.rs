@@ -10,6 +10,7 @@
 #![allow(clippy::unwrap_used)] // Test helpers outside #[test] functions.
 
 mod gateway;
+mod json;
 mod scenarios;
 
 mod operator;

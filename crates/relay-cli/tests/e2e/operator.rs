@@ -278,3 +278,156 @@ fn a_hand_written_line_is_a_warn_once() {
         "{third}"
     );
 }
+
+/// What a `--json` run printed, validated against its schema, with the exit code.
+fn json_run(gw: &Gateway, args: &[&str]) -> (i32, serde_json::Value) {
+    let run = gw.run(args);
+    (run.code, crate::json::document(&run.stdout))
+}
+
+/// The admin panel asks "what would this change?" (`--dry-run --json`, relay-sync.plan/1),
+/// "what did that run do?" (`sync --json`, relay-sync.sync/1) and "what can I roll back to?"
+/// (`backups --json`, relay-sync.backups/1): each answer is valid against its schema, and
+/// says what the text output says.
+#[test]
+fn sync_dry_run_and_backups_answer_in_json() {
+    let mut gw = Gateway::start("kuma8088.com, old.example", "");
+    let printed = gw.run(&["--dry-run", "--json"]);
+    assert_eq!(printed.code, 0, "{printed:?}");
+    let plan = crate::json::document(&printed.stdout);
+    assert_eq!(plan["would_change"], true, "{plan:#}");
+    assert_eq!(plan["guard"]["verdict"], "apply", "{plan:#}");
+    assert_eq!(
+        plan["removed"],
+        serde_json::json!(["old.example"]),
+        "{plan:#}"
+    );
+    let steps: Vec<&str> = plan["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|step| step["step"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        steps,
+        ["write_transport", "set_relay_domains", "reload"],
+        "{plan:#}"
+    );
+    insta::assert_snapshot!("dry_run_json", gw.redact(&printed.stdout));
+
+    let (code, run) = json_run(&gw, &["sync", "--json"]);
+    assert_eq!(code, 0, "{run:#}");
+    assert_eq!(run["outcome"], "applied", "{run:#}");
+    assert_eq!(run["added"], plan["added"], "{run:#}");
+    assert_eq!(run["removed"], plan["removed"], "{run:#}");
+    assert!(
+        chrono::DateTime::parse_from_rfc3339(run["started_at"].as_str().unwrap()).is_ok(),
+        "{run:#}"
+    );
+    let stamp = run["backup"].as_str().unwrap().to_owned();
+
+    let (code, backups) = json_run(&gw, &["backups", "--json"]);
+    assert_eq!(code, 0, "{backups:#}");
+    let generations = backups["generations"].as_array().unwrap();
+    let newest = generations.last().unwrap();
+    assert_eq!(
+        (
+            newest["stamp"].as_str(),
+            newest["origin"].as_str(),
+            &newest["newest"]
+        ),
+        (
+            Some(stamp.as_str()),
+            Some("sync"),
+            &serde_json::Value::Bool(true)
+        ),
+        "{backups:#}"
+    );
+
+    let (code, run) = json_run(&gw, &["--json"]);
+    assert_eq!(
+        (code, run["outcome"].as_str()),
+        (0, Some("no_change")),
+        "{run:#}"
+    );
+    let (code, plan) = json_run(&gw, &["--dry-run", "--json"]);
+    assert_eq!(code, 0, "{plan:#}");
+    assert_eq!(
+        (&plan["would_change"], plan["result"].as_str()),
+        (&serde_json::Value::Bool(false), Some("no changes")),
+        "{plan:#}"
+    );
+
+    // The guard: the dry run says it would refuse, and the run that refuses says so.
+    gw.edit_config(|text| format!("{text}MAX_REMOVE_PERCENT=10\n"));
+    gw.sql("UPDATE mailserver_usermgmt.domains SET enabled = 0");
+    let (code, plan) = json_run(&gw, &["--dry-run", "--json"]);
+    assert_eq!(code, 4, "{plan:#}");
+    assert_eq!(plan["guard"]["verdict"], "refuse", "{plan:#}");
+    assert!(plan["guard"]["reason"].as_str().is_some(), "{plan:#}");
+    let (code, run) = json_run(&gw, &["sync", "--json"]);
+    assert_eq!(
+        (code, run["outcome"].as_str()),
+        (4, Some("refused")),
+        "{run:#}"
+    );
+
+    // The database down: no plan, and the reason.
+    gw.db.stop().unwrap();
+    let (code, plan) = json_run(&gw, &["--dry-run", "--json"]);
+    assert_eq!(code, 3, "{plan:#}");
+    assert_eq!(plan["database"], serde_json::Value::Null, "{plan:#}");
+    assert!(
+        plan["result"]
+            .as_str()
+            .unwrap()
+            .starts_with("database failed"),
+        "{plan:#}"
+    );
+    let (code, run) = json_run(&gw, &["sync", "--json"]);
+    assert_eq!(
+        (code, run["outcome"].as_str()),
+        (3, Some("database_failed")),
+        "{run:#}"
+    );
+}
+
+/// Every check's name in `check --json` is a snake_case identifier (version 1 had `transport
+/// file`, `backup dir`, `main.cf`): on a gateway that exercises the file checks, in map mode
+/// with recipient validation and a metrics file.
+#[test]
+fn check_names_are_snake_case_identifiers() {
+    let gw = Gateway::start(
+        "kuma8088.com",
+        "RECIPIENTS_QUERY=SELECT email FROM users WHERE enabled = 1",
+    );
+    gw.edit_config(|text| {
+        format!(
+            "{text}METRICS_FILE={}/relay_sync.prom\n",
+            gw.dir.path().display()
+        )
+    });
+    let (_, check) = json_run(&gw, &["check", "--json"]);
+    let names: Vec<&str> = check["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|item| item["name"].as_str().unwrap())
+        .collect();
+    for wanted in [
+        "transport_file",
+        "backup_dir",
+        "main_cf",
+        "recipients_map",
+        "metrics_file",
+    ] {
+        assert!(names.contains(&wanted), "{wanted} not in {names:?}");
+    }
+    for name in &names {
+        assert!(
+            name.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'),
+            "{name:?} is not snake_case: {names:?}"
+        );
+    }
+}

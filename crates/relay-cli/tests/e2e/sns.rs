@@ -267,7 +267,7 @@ mod with_feature {
     /// `check`'s two SNS items from `check --json`: (status, detail) by name.
     fn sns_items(gw: &Gateway) -> (i32, BTreeMap<String, (String, String)>) {
         let run = gw.run(&["check", "--json"]);
-        let value: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+        let value: serde_json::Value = crate::json::document(&run.stdout);
         let items = value["checks"]
             .as_array()
             .unwrap()

@@ -31,7 +31,7 @@ use aws_sdk_sns::types::MessageAttributeValue;
 use aws_smithy_http_client::tls::{rustls_provider::CryptoMode, Provider};
 
 use super::AlertSink;
-use crate::check::Level;
+use crate::check::{CheckId, Level};
 use crate::config::SnsSettings;
 use crate::failures::Alert;
 
@@ -163,10 +163,7 @@ impl AlertSink for SnsSink {
 
 /// What `check` reports about SNS: whether credentials resolve (`sns_credentials`) and whether
 /// the topic answers `GetTopicAttributes` (`sns_topic`), each bounded by `timeout`.
-pub(crate) fn probe(
-    settings: &SnsSettings,
-    timeout: Duration,
-) -> Vec<(&'static str, Level, String)> {
+pub(crate) fn probe(settings: &SnsSettings, timeout: Duration) -> Vec<(CheckId, Level, String)> {
     let outcome = block_on(async {
         let mut items = Vec::new();
         let connected = tokio::time::timeout(timeout, connect(settings, timeout))
@@ -180,12 +177,12 @@ pub(crate) fn probe(
         let (client, credentials) = match connected {
             Ok(connected) => connected,
             Err(error) => {
-                items.push(("sns_credentials", Level::Fail, error));
+                items.push((CheckId::SnsCredentials, Level::Fail, error));
                 return items;
             }
         };
         items.push((
-            "sns_credentials",
+            CheckId::SnsCredentials,
             Level::Ok,
             "resolved from AWS's standard chain".to_owned(),
         ));
@@ -211,10 +208,10 @@ pub(crate) fn probe(
             ),
             Err(_) => (Level::Fail, no_answer(settings, timeout)),
         };
-        items.push(("sns_topic", item.0, item.1));
+        items.push((CheckId::SnsTopic, item.0, item.1));
         items
     });
-    outcome.unwrap_or_else(|error| vec![("sns_credentials", Level::Fail, error)])
+    outcome.unwrap_or_else(|error| vec![(CheckId::SnsCredentials, Level::Fail, error)])
 }
 
 /// The subject SNS accepts: ASCII without control characters, at most 100 characters, not
