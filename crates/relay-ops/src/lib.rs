@@ -44,6 +44,8 @@ pub mod json;
 mod lock;
 pub mod manual;
 mod metrics;
+#[cfg(test)]
+mod monitoring;
 mod outbox;
 pub mod rollback;
 pub mod status;

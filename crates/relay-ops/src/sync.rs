@@ -574,6 +574,11 @@ fn write_metrics(
         consecutive_failures: state.consecutive_failures,
         invalid_rows: failures::load_invalid_rows(&config.state_dir).map_or(0, |rows| rows.len()),
         held: matches!(outcome, RunOutcome::Held(_)),
+        held_since: match outcome {
+            RunOutcome::Held(hold) => chrono::DateTime::parse_from_rfc3339(&hold.since)
+                .map_or(0, |since| since.timestamp()),
+            _ => 0,
+        },
         recipients: config
             .recipients_query
             .as_ref()

@@ -431,3 +431,34 @@ fn check_names_are_snake_case_identifiers() {
         );
     }
 }
+
+/// The metrics name the build that wrote them (`relay_sync_build_info`), and a held run
+/// records when the hold began, which the alert on a hold older than a day reads.
+#[test]
+fn metrics_name_the_build_and_when_a_hold_began() {
+    let gw = Gateway::start("kuma8088.com", "");
+    let metrics = gw.dir.path().join("relay_sync.prom");
+    gw.edit_config(|text| format!("{text}METRICS_FILE={}\n", metrics.display()));
+    gw.sync_expecting(0);
+    let text = fs::read_to_string(&metrics).unwrap();
+    let version = env!("CARGO_PKG_VERSION");
+    assert!(
+        text.contains(&format!(
+            "relay_sync_build_info{{version=\"{version}\",features=\""
+        )) && text.contains("relay_sync_held_since_timestamp_seconds 0\n"),
+        "{text}"
+    );
+    gw.run(&["hold", "--reason", "migrating the panel"]);
+    gw.sync_expecting(0);
+    let status = crate::json::document(&gw.run(&["status", "--json"]).stdout);
+    let since = chrono::DateTime::parse_from_rfc3339(status["hold"]["since"].as_str().unwrap())
+        .unwrap()
+        .timestamp();
+    let text = fs::read_to_string(&metrics).unwrap();
+    assert!(
+        text.contains(&format!(
+            "relay_sync_held_since_timestamp_seconds {since}\n"
+        )),
+        "{since}: {text}"
+    );
+}
