@@ -8,6 +8,8 @@
 //!   Postfix).
 //! - `demo`: one sync against a throwaway sandbox, to see what relay-sync does.
 //! - `dist`: the release binary, packaged as a .deb and an .rpm in `target/dist/`.
+//! - `licenses OUT`: the licences of every third-party crate linked into the binary, written to
+//!   OUT (the packages ship it; `packaging/build-packages.sh` runs it).
 //! - `bench`: whole-process timings of the release binary against the floor (the bare Postfix
 //!   work), written to `BENCHMARKS.md`; not part of `test`. `bench watch` and
 //!   `bench recipients` run one part alone and rewrite only that part.
@@ -18,17 +20,20 @@
 mod bench;
 mod demo;
 mod dist;
+mod licenses;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 
-const USAGE: &str = "usage: cargo xtask <test | test-e2e | demo | dist | bench>
+const USAGE: &str = "usage: cargo xtask <test | test-e2e | demo | dist | licenses | bench>
   test       all tests: unit, property, snapshot, integration and end-to-end
   test-e2e   end-to-end tests only (private MariaDB and Postfix on loopback)
   demo       one sync against a throwaway sandbox, explained
   dist       release binary, .deb and .rpm in target/dist/
+  licenses OUT
+             the licences of the third-party crates linked into relay-sync, to OUT
   bench      whole-process timings against the floor, written to BENCHMARKS.md
   bench watch
              only the watch-mode scenarios (propagation, idle cost), their section rewritten
@@ -115,6 +120,10 @@ fn run() -> Result<()> {
             demo::run(&project_root().join("target/debug/relay-sync"))
         }
         Some("dist") => dist::run(&project_root()),
+        Some("licenses") => match args.get(1) {
+            Some(out) => licenses::write(&project_root(), Path::new(out)),
+            None => bail!("usage: cargo xtask licenses OUT"),
+        },
         Some("bench") if args.get(1).map(String::as_str) == Some("watch") => {
             require_components()?;
             cargo(&["build", "--release", "-p", "relay-cli"])?;

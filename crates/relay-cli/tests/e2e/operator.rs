@@ -462,3 +462,29 @@ fn metrics_name_the_build_and_when_a_hold_began() {
         "{since}: {text}"
     );
 }
+
+/// The licence the workspace declares has its texts at the top of the source tree (as Rust
+/// projects ship `MIT OR Apache-2.0`), and SECURITY.md says how to report a vulnerability
+/// privately.
+#[test]
+fn the_licence_texts_and_the_reporting_channel_are_there() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let read =
+        |name: &str| fs::read_to_string(root.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+    assert!(
+        read("Cargo.toml").contains("license = \"MIT OR Apache-2.0\""),
+        "the workspace's licence changed: ship its texts"
+    );
+    assert!(read("LICENSE-MIT").contains("Permission is hereby granted, free of charge"));
+    let apache = read("LICENSE-APACHE");
+    assert!(apache.contains("Apache License") && apache.contains("Version 2.0, January 2004"));
+    let security = read("SECURITY.md");
+    let reporting = security
+        .split_once("## Reporting a vulnerability")
+        .map(|(_, rest)| rest.split("\n## ").next().unwrap_or_default())
+        .expect("SECURITY.md has a \"Reporting a vulnerability\" section");
+    assert!(
+        reporting.contains("privately") && reporting.contains('@'),
+        "{reporting}"
+    );
+}

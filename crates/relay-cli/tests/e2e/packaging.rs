@@ -475,6 +475,70 @@ fn check_installed_man_pages() {
     assert!(found.contains("relay-sync-rollback.1"), "{found}");
 }
 
+/// What the packages ship besides the program: the JSON Schemas as committed (docs/schema/),
+/// the monitoring mixin as in packaging/monitoring/, relay-sync's licence texts, and the
+/// licences of the crates linked into the binary, generated when the package was built.
+fn check_installed_contracts_and_licences() {
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    for (from, to) in [
+        ("docs/schema", "/usr/share/relay-sync/schema"),
+        ("packaging/monitoring", "/usr/share/relay-sync/monitoring"),
+    ] {
+        let mut shipped = 0;
+        for entry in fs::read_dir(source.join(from)).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            // The rules' unit tests are run at build time; an operator loads the rest.
+            if name.ends_with(".test.yml") {
+                continue;
+            }
+            let installed = Path::new(to).join(&name);
+            assert_eq!(
+                fs::read(&installed).unwrap_or_else(|e| panic!("{}: {e}", installed.display())),
+                fs::read(&path).unwrap(),
+                "{} differs from {}",
+                installed.display(),
+                path.display()
+            );
+            assert_eq!(mode(installed.to_str().unwrap()), 0o644);
+            shipped += 1;
+        }
+        assert!(shipped >= 2, "{to}: {shipped} files");
+    }
+    for name in ["LICENSE-MIT", "LICENSE-APACHE"] {
+        assert_eq!(
+            fs::read(format!("/usr/share/doc/relay-sync/{name}")).unwrap(),
+            fs::read(source.join(name)).unwrap(),
+            "{name}"
+        );
+    }
+    let licences = fs::read_to_string("/usr/share/doc/relay-sync/THIRD-PARTY-LICENSES").unwrap();
+    let listed: Vec<&str> = licences
+        .lines()
+        .skip_while(|line| !line.is_empty())
+        .skip_while(|line| line.is_empty() || !line.contains(": "))
+        .take_while(|line| !line.is_empty())
+        .collect();
+    assert!(listed.len() > 150, "{} crates listed", listed.len());
+    for linked in ["tokio ", "mysql_async ", "clap ", "ring ", "aws-sdk-sns "] {
+        assert!(
+            listed.iter().any(|line| line.starts_with(linked)),
+            "{linked}is not listed: {listed:?}"
+        );
+    }
+    // Build tools and test crates are not in the binary.
+    for not_linked in ["proptest ", "insta ", "jsonschema ", "serde_derive ", "cc "] {
+        assert!(
+            !listed.iter().any(|line| line.starts_with(not_linked)),
+            "{not_linked}is listed"
+        );
+    }
+    assert!(
+        licences.contains("Apache License") && licences.contains("Permission is hereby granted"),
+        "the texts are missing"
+    );
+}
+
 #[test]
 fn deb_lifecycle_install_upgrade_remove_purge() {
     require(&[
@@ -533,6 +597,7 @@ fn deb_lifecycle_install_upgrade_remove_purge() {
         String::from_utf8_lossy(&verify.stderr)
     );
     check_installed_man_pages();
+    check_installed_contracts_and_licences();
     let bash = fs::read_to_string("/usr/share/bash-completion/completions/relay-sync").unwrap();
     assert!(
         bash.contains("rollback") && bash.contains("--json"),
