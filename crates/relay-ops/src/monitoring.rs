@@ -27,7 +27,16 @@ const PENDING: &[&str] = &["relay_sync_watch_last_poll_timestamp_seconds"];
 /// Every series name relay-sync writes: the run's file with every optional metric present,
 /// and the watcher's, histogram series (`_bucket`, `_sum`, `_count`) included.
 fn written_names() -> BTreeSet<String> {
-    let run = RunMetrics {
+    let text = metrics::render(&sample()) + &metrics::render_watch(&WatchMetrics::default());
+    text.lines()
+        .filter(|line| !line.starts_with('#') && !line.is_empty())
+        .map(|line| line.split(['{', ' ']).next().unwrap_or_default().to_owned())
+        .collect()
+}
+
+/// A run with every optional metric present.
+fn sample() -> RunMetrics {
+    RunMetrics {
         last_run: 1,
         last_success: 1,
         exit: 0,
@@ -40,12 +49,47 @@ fn written_names() -> BTreeSet<String> {
         held: true,
         held_since: 1,
         recipients: Some(1),
-    };
-    let text = metrics::render(&run) + &metrics::render_watch(&WatchMetrics::default());
-    text.lines()
-        .filter(|line| !line.starts_with('#') && !line.is_empty())
-        .map(|line| line.split(['{', ' ']).next().unwrap_or_default().to_owned())
-        .collect()
+    }
+}
+
+/// docs/monitoring.md's table of metrics is rendered from the `# HELP` and `# TYPE` lines
+/// relay-sync writes; `UPDATE_EXPECT=1` rewrites it instead of failing.
+#[test]
+fn the_monitoring_documentation_lists_the_metrics() {
+    let text = metrics::render(&sample()) + &metrics::render_watch(&WatchMetrics::default());
+    let mut table = String::from("| metric | type | meaning |\n|---|---|---|\n");
+    let mut help = "";
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            help = rest;
+        } else if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').unwrap_or((rest, ""));
+            let meaning = help.split_once(' ').map_or("", |(_, meaning)| meaning);
+            let labels = if name == "relay_sync_build_info" {
+                "{version,features}"
+            } else {
+                ""
+            };
+            table.push_str(&format!("| `{name}{labels}` | {kind} | {meaning} |\n"));
+        }
+    }
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/monitoring.md");
+    let doc = std::fs::read_to_string(&path).unwrap();
+    let begin = "<!-- BEGIN metrics: generated from what relay-sync writes -->\n";
+    let end = "<!-- END metrics -->";
+    let (before, rest) = doc.split_once(begin).expect("the BEGIN marker");
+    let (_, after) = rest.split_once(end).expect("the END marker");
+    let rendered = format!("{before}{begin}{table}{end}{after}");
+    if rendered != doc {
+        if std::env::var_os("UPDATE_EXPECT").is_some_and(|value| value == "1") {
+            std::fs::write(&path, rendered).unwrap();
+        } else {
+            panic!(
+                "docs/monitoring.md's metrics differ from what relay-sync writes; regenerate \
+                 them with `UPDATE_EXPECT=1 cargo test -p relay-ops monitoring::`"
+            );
+        }
+    }
 }
 
 /// The metric names a PromQL expression reads: identifiers that are not functions,
