@@ -9,8 +9,10 @@
 # dh_installsystemd --no-enable snippets plus purge), the libc dependency computed by
 # dpkg-shlibdeps (the RPM's by rpmbuild's ELF dependency generator), md5sums, a DEP-5 copyright
 # file, a changelog, lintian overrides. The RPM uses %systemd_post/%systemd_preun/
-# %systemd_postun (defined here when the build host has no systemd-rpm-macros, as on Debian).
-# Needs dpkg-deb and dpkg-shlibdeps (dpkg-dev), rpmbuild (rpm), strip (binutils).
+# %systemd_postun/%systemd_postun_with_restart (defined here when the build host has no
+# systemd-rpm-macros, as on Debian). An upgrade try-restarts relay-sync-watch.service in both.
+# Needs dpkg-deb and dpkg-shlibdeps (dpkg-dev), rpmbuild (rpm), strip (binutils), and cargo in
+# the source tree (the third-party licences are generated from cargo metadata).
 set -euo pipefail
 bin=$(realpath "$1"); out=$(realpath -m "$2"); version=$3
 here=$(cd "$(dirname "$0")" && pwd)
@@ -44,6 +46,17 @@ install -D -m 0644 "$here/relay-sync.cron" "$root/usr/share/relay-sync/relay-syn
 install -D -m 0644 "$here/create-user.sql" "$root/usr/share/relay-sync/create-user.sql"
 install -D -m 0644 "$here/sns-policy.json" "$root/usr/share/relay-sync/sns-policy.json"
 install -D -m 0644 "$here/copyright" "$root/usr/share/doc/relay-sync/copyright"
+# relay-sync's own licence texts, and those of every crate linked into the binary, generated
+# now from cargo metadata (`cargo xtask licenses`; needs the source tree and cargo).
+install -m 0644 "$here/../LICENSE-MIT" "$here/../LICENSE-APACHE" "$root/usr/share/doc/relay-sync/"
+(cd "$here/.." && "${CARGO:-cargo}" xtask licenses "$work/THIRD-PARTY-LICENSES")
+install -m 0644 "$work/THIRD-PARTY-LICENSES" "$root/usr/share/doc/relay-sync/THIRD-PARTY-LICENSES"
+# The JSON Schemas of the --json documents (generated from the types, kept equal by a test),
+# and the monitoring mixin: Prometheus alerting rules and a Grafana dashboard.
+install -d -m 0755 "$root/usr/share/relay-sync/schema" "$root/usr/share/relay-sync/monitoring"
+install -m 0644 "$here/../docs/schema/"*.schema.json "$root/usr/share/relay-sync/schema/"
+install -m 0644 "$here/monitoring/relay-sync-alerts.yml" "$here/monitoring/relay-sync-dashboard.json" \
+  "$root/usr/share/relay-sync/monitoring/"
 # Every man page the binary renders (relay-sync(1), one per command, and relay-sync.conf(5)
 # once it exists), from the same clap definition as --help; the binary lists them.
 "$bin" man --out-dir "$work/man" >"$work/man.list"
@@ -157,7 +170,9 @@ file_lines() { # the %files lines of the regular files, with their modes
     case $path in
       /opt/mailserver/config/relay-sync.conf | /etc/logrotate.d/relay-sync)
         echo "%config(noreplace) %attr(0$mode,root,root) $path" ;;
-      /usr/share/doc/relay-sync/copyright) echo "%license %attr(0$mode,root,root) $path" ;;
+      /usr/share/doc/relay-sync/copyright | /usr/share/doc/relay-sync/LICENSE-* | \
+        /usr/share/doc/relay-sync/THIRD-PARTY-LICENSES)
+        echo "%license %attr(0$mode,root,root) $path" ;;
       *) echo "%attr(0$mode,root,root) $path" ;;
     esac
   done <<<"$files"
@@ -183,6 +198,7 @@ Requires(postun): systemd}
 %{!?systemd_post: %define systemd_post() if [ \$1 -eq 1 ]; then systemctl --no-reload preset %{?*} >/dev/null 2>\&1 || :; fi}
 %{!?systemd_preun: %define systemd_preun() if [ \$1 -eq 0 ]; then systemctl --no-reload disable --now %{?*} >/dev/null 2>\&1 || :; fi}
 %{!?systemd_postun: %define systemd_postun() if [ -d /run/systemd/system ]; then systemctl daemon-reload >/dev/null 2>\&1 || :; fi}
+%{!?systemd_postun_with_restart: %define systemd_postun_with_restart() if [ \$1 -ge 1 ]; then systemctl try-restart %{?*} >/dev/null 2>\&1 || :; fi}
 %{?systemd_requires}
 %description
 Reads the enabled domains of a mail admin panel's MariaDB and updates a
@@ -198,6 +214,9 @@ cp -a "$rpmroot"/. %{buildroot}/
 %systemd_preun relay-sync.timer relay-sync.service relay-sync-watch.service
 %postun
 %systemd_postun relay-sync.service relay-sync.timer relay-sync-watch.service
+# An upgrade (\$1 >= 1) restarts a running watcher, so that the new binary runs; a stopped one
+# stays stopped. The timer's oneshot service is not restarted: that would run a sync.
+%systemd_postun_with_restart relay-sync-watch.service
 %files
 %dir %attr(0755,root,root) /opt/mailserver
 %dir %attr(0755,root,root) /opt/mailserver/config
@@ -205,6 +224,8 @@ cp -a "$rpmroot"/. %{buildroot}/
 %dir %attr(0750,root,root) /var/log/mailserver
 %dir %attr(0700,root,root) /var/lib/relay-sync
 %dir %attr(0755,root,root) /usr/share/relay-sync
+%dir %attr(0755,root,root) /usr/share/relay-sync/schema
+%dir %attr(0755,root,root) /usr/share/relay-sync/monitoring
 %dir %attr(0755,root,root) /usr/share/doc/relay-sync
 $(file_lines)
 %changelog

@@ -11,6 +11,8 @@
 //! - `dist`: the release binary, packaged as a .deb and an .rpm in `target/dist/`.
 //! - `soak`: `relay-sync watch` for a duration or a number of polls under a chaos schedule,
 //!   with an observer of the invariants (issue 21); see `soak.rs`.
+//! - `licenses OUT`: the licences of every third-party crate linked into the binary, written to
+//!   OUT (the packages ship it; `packaging/build-packages.sh` runs it).
 //! - `bench`: whole-process timings of the release binary against the floor (the bare Postfix
 //!   work), written to `BENCHMARKS.md`; not part of `test`. `bench watch` and
 //!   `bench recipients` run one part alone and rewrite only that part.
@@ -26,6 +28,7 @@
 mod bench;
 mod demo;
 mod dist;
+mod licenses;
 mod soak;
 
 use std::path::{Path, PathBuf};
@@ -33,11 +36,14 @@ use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 
-pub(crate) const USAGE: &str = "usage: cargo xtask <test | test-e2e | demo | dist | bench>
+pub(crate) const USAGE: &str =
+    "usage: cargo xtask <test | test-e2e | demo | dist | licenses | soak | bench>
   test       all tests: unit, property, snapshot, integration, end-to-end and a 2-minute soak
   test-e2e   end-to-end tests only (private MariaDB and Postfix on loopback)
   demo       one sync against a throwaway sandbox, explained
   dist       release binary, .deb and .rpm in target/dist/
+  licenses OUT
+             the licences of the third-party crates linked into relay-sync, to OUT
   bench      whole-process timings against the floor, written to BENCHMARKS.md
   soak [--duration 2m] [--polls N] [--poll-interval S] [--reconcile-interval S] [--bound S]
        [--domains N] [--calm N] [--release | --binary PATH]
@@ -144,6 +150,10 @@ fn run() -> Result<()> {
             require_components()?;
             soak::run(&project_root(), &soak::Options::parse(&args[1..])?)
         }
+        Some("licenses") => match args.get(1) {
+            Some(out) => licenses::write(&project_root(), Path::new(out)),
+            None => bail!("usage: cargo xtask licenses OUT"),
+        },
         Some("bench") if args.get(1).map(String::as_str) == Some("watch") => {
             require_components()?;
             cargo(&["build", "--release", "-p", "relay-cli"])?;

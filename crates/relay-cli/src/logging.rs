@@ -71,16 +71,9 @@ impl StderrMode {
     /// [`StderrMode::Journal`] when stderr is the stream systemd named in `JOURNAL_STREAM`,
     /// [`StderrMode::All`] when it is a terminal, [`StderrMode::ErrorsOnly`] otherwise.
     pub(crate) fn detect() -> StderrMode {
-        use std::os::unix::fs::MetadataExt;
-        let stderr = io::stderr();
-        let is_journal = std::env::var("JOURNAL_STREAM").ok().is_some_and(|stream| {
-            // fstat(2) of our own stderr: the journal's stream is that device and inode.
-            std::fs::metadata("/proc/self/fd/2")
-                .is_ok_and(|meta| journal_stream_is(&stream, meta.dev(), meta.ino()))
-        });
-        if is_journal {
+        if stderr_is_journal() {
             StderrMode::Journal
-        } else if stderr.is_terminal() {
+        } else if io::stderr().is_terminal() {
             StderrMode::All
         } else {
             StderrMode::ErrorsOnly
@@ -94,6 +87,17 @@ impl StderrMode {
             StderrMode::ErrorsOnly => Level::ERROR,
         }
     }
+}
+
+/// Whether stderr is the stream systemd named in `JOURNAL_STREAM`: then journald reads a
+/// line's priority from a `<N>` prefix, and a line without one is stored as info.
+pub(crate) fn stderr_is_journal() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::env::var("JOURNAL_STREAM").ok().is_some_and(|stream| {
+        // fstat(2) of our own stderr: the journal's stream is that device and inode.
+        std::fs::metadata("/proc/self/fd/2")
+            .is_ok_and(|meta| journal_stream_is(&stream, meta.dev(), meta.ino()))
+    })
 }
 
 /// Why logging could not be set up.
@@ -162,11 +166,48 @@ pub(crate) fn init(
 }
 
 /// Prints `[timestamp] ERROR: message` to stderr, for errors before [`init`] (a configuration
-/// error, an unusable log file).
+/// error, an unusable log file); `<3>ERROR: message` when stderr is the journal, as the
+/// subscriber writes it, so that `journalctl -p err` finds the errors an operator makes first.
 pub(crate) fn early_error(message: &str) {
-    let line = format_line(&local_time(), Level::ERROR, message);
+    let line = if stderr_is_journal() {
+        journal_line(Level::ERROR, message)
+    } else {
+        format_line(&local_time(), Level::ERROR, message)
+    };
     // Nothing better can be done when stderr itself fails.
     let _ = io::stderr().lock().write_all(line.as_bytes());
+}
+
+/// Prints `text`, a message of several lines that is not a log line (clap's report of a usage
+/// error), to stderr for the journal: each line that is not empty with the `<N>` prefix of
+/// `level`, since journald stores every line as an entry of its own.
+pub(crate) fn journal_text(level: Level, text: &str) {
+    let text: String = text
+        .lines()
+        .filter(|line| !line.trim().is_empty())
+        .map(|line| format!("<{}>{}\n", priority(level), escape_log_line(line)))
+        .collect();
+    let _ = io::stderr().lock().write_all(text.as_bytes());
+}
+
+/// `<N>LEVEL: message\n`, the message escaped: a line as [`LineFormat`] writes it for the
+/// journal, for a message that is not an event.
+fn journal_line(level: Level, message: &str) -> String {
+    let mut line = format!("<{}>{}: ", priority(level), level_word(level));
+    let _ = EscapeLine(&mut line).write_str(message);
+    line.push('\n');
+    line
+}
+
+/// The syslog priority journald reads from a line's `<N>` prefix: 3 error, 4 warning, 6 info,
+/// 7 debug.
+fn priority(level: Level) -> u8 {
+    match level {
+        Level::ERROR => 3,
+        Level::WARN => 4,
+        Level::INFO => 6,
+        _ => 7,
+    }
 }
 
 /// Opens `path` for appending; creates it with mode 0640 (and its missing parent directory
@@ -390,13 +431,7 @@ where
     ) -> fmt::Result {
         let level = *event.metadata().level();
         if self.journal {
-            let priority = match level {
-                Level::ERROR => 3,
-                Level::WARN => 4,
-                Level::INFO => 6,
-                _ => 7,
-            };
-            write!(writer, "<{priority}>{}: ", level_word(level))?;
+            write!(writer, "<{}>{}: ", priority(level), level_word(level))?;
         } else {
             write_prefix(&mut writer, &self.timer, level)?;
         }
@@ -708,6 +743,15 @@ mod tests {
     }
 
     #[test]
+    fn early_journal_lines_carry_their_priority() {
+        assert_eq!(
+            journal_line(Level::ERROR, "invalid DB_PORT \"abc\"\nline 2"),
+            "<3>ERROR: invalid DB_PORT \"abc\"\\nline 2\n"
+        );
+        assert_eq!(journal_line(Level::WARN, "w"), "<4>WARN: w\n");
+    }
+
+    #[test]
     fn timestamp_format() {
         let line = format_line(&local_time(), Level::ERROR, "x");
         let shape: String = line
@@ -878,7 +922,7 @@ mod tests {
         let reports = REOPEN_REPORTS.lock().unwrap();
         assert_eq!(reports.len(), 1, "{reports:?}");
         let report = reports[0].replace(&*dir.path().to_string_lossy(), "DIR");
-        insta::assert_snapshot!(report, @"cannot open log file DIR/relay-sync.log: Is a directory (os error 21); log lines keep going to the file opened before it was rotated");
+        insta::assert_snapshot!(report, @"refusing DIR/relay-sync.log: the log file is a directory, not a regular file; run `mv DIR/relay-sync.log DIR/relay-sync.log.moved-aside`; log lines keep going to the file opened before it was rotated");
     }
 
     /// What the log file in [`write_failure_is_reported_once_and_stderr_still_gets_the_lines`]

@@ -62,7 +62,7 @@ enum Command {
     /// DB user's grants (a loud warning when they allow more than SELECT on the domains table),
     /// the Postfix commands, that transport_maps names TRANSPORT_FILE, and that every file and
     /// directory relay-sync writes is writable. Changes nothing.
-    Check(OutputArgs),
+    Check(CheckArgs),
     /// Show the last result, the failure streak, the managed domains and the backups.
     ///
     /// Reads files only (STATE_DIR, the transport file, BACKUP_DIR): it answers when the
@@ -85,7 +85,7 @@ enum Command {
     /// --hold holds syncs.
     Rollback(RollbackArgs),
     /// List the backup generations in BACKUP_DIR, oldest first.
-    Backups,
+    Backups(BackupsArgs),
     /// Hold syncs: until `release`, a sync changes nothing, logs why and exits 0.
     ///
     /// The hold is kept in STATE_DIR (it survives a reboot) and shown by `status`, `check` and
@@ -115,15 +115,24 @@ enum Command {
 }
 
 #[derive(Debug, Clone, Copy, Default, clap::Args)]
-struct OutputArgs {
-    /// Print JSON (schema relay-sync.check/1, docs/json.md), for monitoring.
+struct CheckArgs {
+    /// Print JSON (schema relay-sync.check/2, in /usr/share/relay-sync/schema/), for
+    /// monitoring.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Clone, Copy, Default, clap::Args)]
+struct BackupsArgs {
+    /// Print JSON (schema relay-sync.backups/1, in /usr/share/relay-sync/schema/).
     #[arg(long)]
     json: bool,
 }
 
 #[derive(Debug, Clone, Copy, Default, clap::Args)]
 struct StatusArgs {
-    /// Print JSON (schema relay-sync.status/1, docs/json.md), for monitoring.
+    /// Print JSON (schema relay-sync.status/1, in /usr/share/relay-sync/schema/), for
+    /// monitoring.
     #[arg(long)]
     json: bool,
     /// With --json, list the managed domains too (by default only their count).
@@ -155,6 +164,10 @@ struct SyncArgs {
     /// Lift the safety guard's removal limit for this run.
     #[arg(long)]
     force: bool,
+    /// Print what the run did as JSON (schema relay-sync.sync/1); with --dry-run, what it
+    /// would do (relay-sync.plan/1). The schemas are in /usr/share/relay-sync/schema/.
+    #[arg(long)]
+    json: bool,
 }
 
 fn main() -> ExitCode {
@@ -201,15 +214,17 @@ fn run() -> Result<ExitStatus, ExitStatus> {
             let gateway = gateway()?;
             // A dry run touches nothing: no log file, no lock file; its log goes to stderr.
             start_logging(None, StderrMode::All, level)?;
-            dry_run(&gateway)
+            dry_run(&gateway, args.json)
         }
         Command::Sync(args) => {
             let gateway = gateway()?;
             // Under cron only ERROR lines reach stderr, so cron mails failures and nothing else.
             start_logging(Some(&gateway), StderrMode::detect(), level)?;
-            gateway
-                .sync_blocking(SyncOptions { force: args.force })
-                .exit_status()
+            let record = gateway.sync_blocking(SyncOptions { force: args.force });
+            if args.json {
+                print_json(&relay_ops::json::sync(&record));
+            }
+            record.exit_status()
         }
         Command::Status(args) => status(&gateway()?, args),
         Command::Watch => {
@@ -228,7 +243,7 @@ fn run() -> Result<ExitStatus, ExitStatus> {
             start_logging(Some(&gateway), StderrMode::All, level)?;
             rollback(&gateway, &args)
         }
-        Command::Backups => backups(&gateway()?),
+        Command::Backups(args) => backups(&gateway()?, args),
         Command::Hold { reason } => hold(&gateway()?, &reason),
         Command::Release => release(&gateway()?),
     })
@@ -241,8 +256,13 @@ fn parse() -> Result<Cli, ExitStatus> {
         .try_get_matches()
         .and_then(|matches| Cli::from_arg_matches(&matches))
         .map_err(|error| {
-            // Printing can only fail on a closed pipe; there is no one left to tell.
-            let _ = error.print();
+            if error.use_stderr() && logging::stderr_is_journal() {
+                // A usage error under systemd: each of its lines an error in the journal.
+                logging::journal_text(tracing::Level::ERROR, &error.render().to_string());
+            } else {
+                // Printing can only fail on a closed pipe; there is no one left to tell.
+                let _ = error.print();
+            }
             if error.use_stderr() {
                 ExitStatus::Usage
             } else {
@@ -277,10 +297,7 @@ fn exit_help(command: &str, title: &str) -> String {
 fn status(gateway: &Gateway, args: StatusArgs) -> ExitStatus {
     let status = gateway.status_blocking();
     if args.json {
-        println!(
-            "{}",
-            to_json(&relay_ops::json::status(&status, args.domains))
-        );
+        print_json(&relay_ops::json::status(&status, args.domains));
     } else {
         print!("{}", report::status(&status));
     }
@@ -319,12 +336,13 @@ fn rollback(gateway: &Gateway, args: &RollbackArgs) -> ExitStatus {
     }
 }
 
-fn backups(gateway: &Gateway) -> ExitStatus {
+fn backups(gateway: &Gateway, args: BackupsArgs) -> ExitStatus {
+    let dir = &gateway.config().backup_dir;
     match gateway.backups_blocking() {
-        Ok(generations) => print!(
-            "{}",
-            report::backups(&gateway.config().backup_dir, &generations)
-        ),
+        Ok(generations) if args.json => {
+            print_json(&relay_ops::json::backups(dir, &generations));
+        }
+        Ok(generations) => print!("{}", report::backups(dir, &generations)),
         Err(error) => return failed(&error, error.exit_status()),
     }
     ExitStatus::Success
@@ -363,7 +381,7 @@ impl Command {
             Command::Rollback(_) | Command::Hold { .. } | Command::Release | Command::Watch => true,
             Command::Check(_)
             | Command::Status(_)
-            | Command::Backups
+            | Command::Backups(_)
             | Command::Completions { .. }
             | Command::Man { .. } => false,
         }
@@ -393,9 +411,16 @@ fn start_logging(
     logging::init(log_file, stderr, level).map_err(|error| failed(&error, ExitStatus::Usage))
 }
 
-/// `--dry-run`: prints the plan and ends as the real run would.
-fn dry_run(gateway: &Gateway) -> ExitStatus {
+/// `--dry-run`: prints the plan (text, or JSON with `json`) and ends as the real run would.
+fn dry_run(gateway: &Gateway, json: bool) -> ExitStatus {
     let result = gateway.dry_run_blocking();
+    if json {
+        print_json(&relay_ops::json::plan(
+            &result,
+            &gateway.config().transport_file,
+        ));
+        return result.exit_status();
+    }
     match &result {
         DryRun::Planned { prepared, verdict } => {
             let transport = gateway.config().transport_file.display().to_string();
@@ -436,18 +461,25 @@ fn bash_states_named_alike(script: &str) -> String {
 }
 
 /// Prints the check report (text or JSON); a failed check is [`ExitStatus::CheckFailed`].
-fn print_check(report: &relay_ops::CheckReport, args: OutputArgs) -> ExitStatus {
+fn print_check(report: &relay_ops::CheckReport, args: CheckArgs) -> ExitStatus {
     if args.json {
-        println!("{}", to_json(&relay_ops::json::check(report)));
+        print_json(&relay_ops::json::check(report));
     } else {
         print!("{}", report::check(report));
     }
     report.exit_status()
 }
 
-fn to_json(value: &impl serde::Serialize) -> String {
-    serde_json::to_string_pretty(value)
-        .unwrap_or_else(|error| format!("{{\"error\": \"{error}\"}}"))
+/// Prints a `--json` document on stdout. A sync's stdout that is gone must not panic after the
+/// run (a sync ignores SIGPIPE, so that it is never killed between two apply steps): the
+/// failure is reported on stderr and the run's exit code stands.
+fn print_json(value: &impl serde::Serialize) {
+    let printed = serde_json::to_string_pretty(value)
+        .map_err(std::io::Error::other)
+        .and_then(|text| writeln!(std::io::stdout(), "{text}"));
+    if let Err(error) = printed {
+        logging::early_error(&format!("cannot print the JSON document: {error}"));
+    }
 }
 
 /// Asks glibc to map every allocation of 128 KiB or more on its own, so that it goes back to

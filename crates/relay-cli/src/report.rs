@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use relay_core::{cut_list, escape_for_log, Refusal, Step};
+use relay_core::{cut_list, escape_for_log, Refusal};
 use relay_engine::Prepared;
 use relay_ops::check::Level as CheckLevel;
 use relay_ops::rollback::Generation;
@@ -113,38 +113,8 @@ pub(crate) fn dry_run(
     }
     let _ = writeln!(out, "steps:");
     for (i, step) in prepared.steps().iter().enumerate() {
-        let what = match step {
-            Step::WriteTransport(text) if *text == plan.transport_final => {
-                format!("write {transport_file} (final) and postmap it")
-            }
-            Step::WriteTransport(_) => {
-                format!("write {transport_file} with old and new entries and postmap it")
-            }
-            Step::RebuildTransportMap => {
-                format!("postmap {transport_file} (map older than source)")
-            }
-            Step::WriteRelayDomainsMap(_) => {
-                "write the relay domains map (RELAY_DOMAINS_MAP) and postmap it".to_owned()
-            }
-            Step::SetRelayDomains(_) => "postconf -e relay_domains = (below)".to_owned(),
-            Step::WriteRecipientsMap(text)
-                if plan
-                    .recipients
-                    .as_ref()
-                    .and_then(|r| r.table_final.as_deref())
-                    == Some(*text) =>
-            {
-                "write the recipients table (RECIPIENTS_MAP, final) and postmap it".to_owned()
-            }
-            Step::WriteRecipientsMap(_) => {
-                "write the recipients table (RECIPIENTS_MAP) with old and new entries and postmap it"
-                    .to_owned()
-            }
-            Step::SetRelayRecipientMaps(value) => {
-                format!("postconf -e relay_recipient_maps = {value}")
-            }
-            Step::Reload => "postfix reload".to_owned(),
-        };
+        // The same words as `--dry-run --json`'s steps.
+        let what = relay_ops::json::describe_step(step, plan, transport_file).detail;
         let _ = writeln!(out, "  {}. {what}", i + 1);
     }
     if plan.relay_domains_changed() {

@@ -42,6 +42,29 @@ pub enum PlanError {
     Recipients(#[from] RecipientsError),
 }
 
+impl PlanError {
+    /// The Postfix command that settles the error by hand, as a program and its arguments, when
+    /// one does: the caller, which knows the instance (`-c`, a container prefix), renders it.
+    ///
+    /// ```
+    /// use relay_core::{PlanError, RelayDomainsError};
+    /// let (program, args) = PlanError::RelayDomains(RelayDomainsError::Braces).fix().unwrap();
+    /// assert_eq!((program, args[0]), ("postconf", "-e"));
+    /// ```
+    pub fn fix(&self) -> Option<(&'static str, [&'static str; 2])> {
+        match self {
+            PlanError::RelayDomains(RelayDomainsError::Braces) => {
+                Some(("postconf", ["-e", "relay_domains = a.example, b.example"]))
+            }
+            PlanError::Recipients(RecipientsError::Braces) => Some((
+                "postconf",
+                ["-e", "relay_recipient_maps = hash:/etc/postfix/other"],
+            )),
+            _ => None,
+        }
+    }
+}
+
 /// The difference between the database and Postfix, and the texts that settle it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Plan {

@@ -317,7 +317,7 @@ pub struct RecipientsInput<'a> {
 #[non_exhaustive]
 pub enum RecipientsError {
     /// `{ … }` grouping can hold separators inside one token.
-    #[error("relay_recipient_maps uses {{ }} grouping, which relay-sync cannot rewrite safely; set it to a plain list of tables by hand (postconf -e \"relay_recipient_maps = hash:/etc/postfix/other\"), or leave RECIPIENTS_QUERY empty")]
+    #[error("relay_recipient_maps uses {{ }} grouping, which relay-sync cannot rewrite safely; set it to a plain list of tables by hand, or leave RECIPIENTS_QUERY empty")]
     Braces,
     /// RECIPIENTS_MAP names a file relay-sync did not write (no header): someone's own table.
     #[error("{path} exists and was not written by relay-sync (its first line is not relay-sync's header); it is left as it is. Set RECIPIENTS_MAP to a file of relay-sync's own (e.g. /etc/postfix/relay_recipients_sync) and keep your table in relay_recipient_maps, or move it away")]

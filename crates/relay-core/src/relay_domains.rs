@@ -25,7 +25,7 @@ pub struct RelayDomains {
 #[non_exhaustive]
 pub enum RelayDomainsError {
     /// `{ … }` grouping or `${name?value}` expressions can hold separators inside one token.
-    #[error("relay_domains uses {{ }} grouping or an expression, which relay-sync cannot rewrite safely; set it to a plain list by hand (postconf -e \"relay_domains = a.example, …\"), keeping any table as a token")]
+    #[error("relay_domains uses {{ }} grouping or an expression, which relay-sync cannot rewrite safely; set it to a plain list by hand, keeping any table as a token")]
     Braces,
     /// `!pattern` exclusions depend on their order relative to the domains, which sorting would
     /// change (Postfix stops at the first match).

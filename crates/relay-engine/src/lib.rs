@@ -22,6 +22,7 @@
 //!     mode: Default::default(),
 //!     reload_pending: false,
 //!     known_rejected: None,
+//!     known_noted: None,
 //! };
 //! let outcome = run(&settings, &db, &postfix).await;
 //! println!("synced: {}", outcome.is_success());
@@ -64,6 +65,10 @@ pub struct SyncSettings {
     /// The raw values of the rows the previous run rejected, when known: a rejected row is an
     /// ERROR only in a run where that set changes, a WARN otherwise.
     pub known_rejected: Option<BTreeSet<String>>,
+    /// The keys of the steady conditions the previous run reported (a hand-written transport
+    /// line, …), when known: each is a WARN in the run where it first appears or changes, and
+    /// a DEBUG while it stays as it is. `None`: every condition is new.
+    pub known_noted: Option<BTreeSet<String>>,
 }
 
 /// What a run saw besides its outcome, for the caller to remember.
@@ -75,6 +80,9 @@ pub struct RunReport {
     /// The `RECIPIENTS_QUERY` rows that are not valid recipients, in its order; empty when
     /// recipient validation is off or the database failed.
     pub rejected_recipients: Vec<relay_core::RejectedRecipient>,
+    /// The keys of the steady conditions this run reported ([`SyncSettings::known_noted`]);
+    /// `None` when the run ended before it could see them (it did not get as far as a plan).
+    pub noted: Option<BTreeSet<String>>,
 }
 
 /// Lists in log lines are cut after this many entries (SPEC §8).
@@ -118,7 +126,11 @@ where
                 .as_ref()
                 .map(|r| r.rejected.clone())
                 .unwrap_or_default();
-            match prepare::prepare_normalized(settings, normalized, recipients, postfix) {
+            let mut noted = prepare::Noted::new(settings.known_noted.as_ref());
+            let prepared =
+                prepare::prepare_normalized(settings, normalized, recipients, postfix, &mut noted);
+            report.noted = noted.seen();
+            match prepared {
                 Err(outcome) => outcome,
                 Ok(prepared) => apply(settings, prepared, postfix),
             }

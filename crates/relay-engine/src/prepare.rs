@@ -101,7 +101,8 @@ pub fn prepare<P: PostfixRead>(
 ) -> Result<Prepared, Outcome> {
     // Consumed: valid names keep the rows' allocations, and the rows are gone before the
     // Postfix files are read.
-    prepare_normalized(settings, normalize_owned(rows), None, postfix)
+    let mut noted = Noted::new(settings.known_noted.as_ref());
+    prepare_normalized(settings, normalize_owned(rows), None, postfix, &mut noted)
 }
 
 /// [`prepare`] with both queries' rows ([`relay_db::Fetched`]): recipient validation when
@@ -113,12 +114,53 @@ pub fn prepare_fetched<P: PostfixRead>(
     postfix: &P,
 ) -> Result<Prepared, Outcome> {
     let recipients = fetched.recipients.map(normalize_recipients_in_halves);
+    let mut noted = Noted::new(settings.known_noted.as_ref());
     prepare_normalized(
         settings,
         normalize_owned(fetched.names),
         recipients,
         postfix,
+        &mut noted,
     )
+}
+
+/// The steady conditions a run reports: a hand-written transport line, `relay_domains` tokens
+/// that recipient validation cannot cover, relayed domains without recipients. An operator
+/// chose each of them, and a WARN on every run (288 a day on the timer) buries the WARNs that
+/// matter: each is a WARN in the run where it first appears or changes, and a DEBUG while it
+/// stays as it is. What "known" means is the caller's, as for rejected rows: relay-ops keeps
+/// the keys beside them in `STATE_DIR`.
+#[derive(Debug)]
+pub(crate) struct Noted<'a> {
+    known: Option<&'a BTreeSet<String>>,
+    seen: BTreeSet<String>,
+    /// Whether the run got as far as seeing the conditions (a plan).
+    complete: bool,
+}
+
+impl<'a> Noted<'a> {
+    pub(crate) fn new(known: Option<&'a BTreeSet<String>>) -> Noted<'a> {
+        Noted {
+            known,
+            seen: BTreeSet::new(),
+            complete: false,
+        }
+    }
+
+    /// Logs `line`, the condition whose stable form is `key`: WARN unless it was known.
+    fn report(&mut self, key: String, line: &str) {
+        if self.known.is_some_and(|known| known.contains(&key)) {
+            tracing::debug!("{line}");
+        } else {
+            tracing::warn!("{line}");
+        }
+        self.seen.insert(key);
+    }
+
+    /// The keys of the conditions reported, once the run has seen them all.
+    pub(crate) fn seen(self) -> Option<BTreeSet<String>> {
+        self.complete.then_some(self.seen)
+    }
 }
 
 /// [`normalize_recipients`] on two threads for a large result (the machine's cores are
@@ -146,6 +188,7 @@ pub(crate) fn prepare_normalized<P: PostfixRead>(
     normalized: Normalized,
     recipients: Option<NormalizedRecipients>,
     postfix: &P,
+    noted: &mut Noted<'_>,
 ) -> Result<Prepared, Outcome> {
     tracing::info!(
         "Retrieved {} domains from DB: {}",
@@ -219,7 +262,7 @@ pub(crate) fn prepare_normalized<P: PostfixRead>(
         settings.mode,
         Some(table),
     )
-    .map_err(unplannable)?;
+    .map_err(|error| unplannable(error, postfix))?;
     // Recipient validation: planned when it is on, or when it is off and the table relay-sync
     // wrote is still there (its header says so), so that the parameter can let go of it.
     // Otherwise nothing here runs a command or reads a file: a run without the feature is
@@ -269,17 +312,21 @@ pub(crate) fn prepare_normalized<P: PostfixRead>(
             },
             &relay_recipient_maps,
         )
-        .map_err(unplannable)?;
+        .map_err(|error| unplannable(error, postfix))?;
     drop(relayed);
     if let Some(r) = &plan.recipients {
-        log_recipient_notes(r, &plan.target, &table);
+        log_recipient_notes(r, &plan.target, &table, noted);
     }
     for name in &plan.hand_written {
-        tracing::warn!(
-            "Domain {name} has a hand-written line in {} outside the managed block; leaving it as it is",
-            postfix.transport_map_name()
+        noted.report(
+            format!("hand-written:{name}"),
+            &format!(
+                "Domain {name} has a hand-written line in {} outside the managed block; leaving it as it is",
+                postfix.transport_map_name()
+            ),
         );
     }
+    noted.complete = true;
 
     let prepared = Prepared {
         plan,
@@ -322,9 +369,16 @@ fn read_failed(error: relay_postfix::PostfixError) -> Outcome {
     Outcome::ReadFailed(error)
 }
 
-/// Ends a run that cannot be planned against the current state, saying so.
-fn unplannable(error: relay_core::PlanError) -> Outcome {
-    tracing::error!("Cannot plan against the current configuration: {error}");
+/// Ends a run that cannot be planned against the current state, saying so, with the command
+/// that fixes it written for this Postfix instance when there is one.
+fn unplannable(error: relay_core::PlanError, postfix: &impl PostfixRead) -> Outcome {
+    match error.fix() {
+        Some((program, args)) => tracing::error!(
+            "Cannot plan against the current configuration: {error}, e.g. `{}`",
+            postfix.shell_command(program, &args)
+        ),
+        None => tracing::error!("Cannot plan against the current configuration: {error}"),
+    }
     tracing::error!("Keeping current configuration");
     Outcome::Unplannable(error)
 }
@@ -420,6 +474,7 @@ fn log_recipient_notes(
     plan: &RecipientPlan,
     relay_domains: &RelayDomains,
     domains_table: &RelayDomainsTable<'_>,
+    noted: &mut Noted<'_>,
 ) {
     if !plan.enabled {
         return;
@@ -434,15 +489,17 @@ fn log_recipient_notes(
         .filter(|token| *token != "$mydestination" && !domains_table.is_named_by(token))
         .collect();
     if !others.is_empty() {
-        tracing::warn!(
-            "relay_domains also relays through {}; RECIPIENTS_MAP lists no address at the domains they relay, so Postfix refuses all mail for those domains: add their addresses to a table of your own in relay_recipient_maps",
-            cut_list(&others, LOG_LIST_MAX)
+        let others = cut_list(&others, LOG_LIST_MAX);
+        noted.report(
+            format!("relay_domains tokens:{others}"),
+            &format!("relay_domains also relays through {others}; RECIPIENTS_MAP lists no address at the domains they relay, so Postfix refuses all mail for those domains: add their addresses to a table of your own in relay_recipient_maps"),
         );
     }
     if !plan.domains_without_recipients.is_empty() {
-        tracing::warn!(
-            "Relayed domains with no recipient and no catch-all in RECIPIENTS_QUERY (all their mail is refused): {}",
-            cut_list(&plan.domains_without_recipients, LOG_LIST_MAX)
+        let domains = cut_list(&plan.domains_without_recipients, LOG_LIST_MAX);
+        noted.report(
+            format!("without recipients:{domains}"),
+            &format!("Relayed domains with no recipient and no catch-all in RECIPIENTS_QUERY (all their mail is refused): {domains}"),
         );
     }
     if plan.outside > 0 {

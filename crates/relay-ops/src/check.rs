@@ -17,13 +17,13 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use relay_db::{DomainSource, MariaDbSource};
-use relay_postfix::PostfixCli;
+use relay_postfix::{PostfixCli, PostfixRead as _};
 use serde::Serialize;
 
 use crate::config::{Config, RelayDomainsMode, NAME};
 
 /// How one check ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Level {
     /// Fine.
@@ -34,19 +34,148 @@ pub enum Level {
     Fail,
 }
 
+/// What one check is about: a stable snake_case identifier, `check --json`'s
+/// `checks[].name`, which scripts and monitoring match on. A check is never renamed within a
+/// schema version; new ones may be added.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum CheckId {
+    /// The config file and its mode (or that a config could not be loaded at all).
+    Config,
+    /// The password source gives a password.
+    Password,
+    /// The database answers `DB_QUERY`.
+    Database,
+    /// `RECIPIENTS_QUERY` runs and returns rows (recipient validation).
+    Recipients,
+    /// Every relayed domain has a recipient or a catch-all (recipient validation).
+    RecipientDomains,
+    /// How the database connection is protected (TLS, verified or not).
+    DbTransport,
+    /// The database user may do no more than read what relay-sync reads.
+    Grants,
+    /// `postconf`, `postmap` and `postfix` run.
+    Postfix,
+    /// `transport_maps` reads `TRANSPORT_FILE`.
+    TransportMaps,
+    /// Container mode: the transport file's directory is the same through the prefix.
+    Container,
+    /// `TRANSPORT_FILE` can be written.
+    TransportFile,
+    /// `TRANSPORT_FILE`'s directory can be written (temporary files, map databases).
+    TransportDir,
+    /// `BACKUP_DIR` can be written.
+    BackupDir,
+    /// `LOG_FILE` can be written.
+    LogFile,
+    /// `STATE_DIR` can be written.
+    StateDir,
+    /// `LOCK_FILE` can be written.
+    LockFile,
+    /// The files a sync keeps in `STATE_DIR` (state, hold, outbox, journal, rejected rows)
+    /// pass relay-fs's rules for a file relay-sync keeps.
+    StateFiles,
+    /// `main.cf` can be written (inline mode changes `relay_domains` there).
+    MainCf,
+    /// Map mode: `RELAY_DOMAINS_MAP` can be written.
+    RelayDomainsMap,
+    /// Recipient validation: `RECIPIENTS_MAP` can be written.
+    RecipientsMap,
+    /// `METRICS_FILE` can be written.
+    MetricsFile,
+    /// SNS alerts: AWS credentials resolve.
+    SnsCredentials,
+    /// SNS alerts: the topic answers.
+    SnsTopic,
+    /// Syncs are held (`relay-sync hold`).
+    Hold,
+}
+
+impl CheckId {
+    /// Every check, in the order `check` runs them.
+    pub const ALL: [CheckId; 24] = [
+        CheckId::Config,
+        CheckId::Password,
+        CheckId::Database,
+        CheckId::Recipients,
+        CheckId::RecipientDomains,
+        CheckId::DbTransport,
+        CheckId::Grants,
+        CheckId::Postfix,
+        CheckId::TransportMaps,
+        CheckId::Container,
+        CheckId::TransportFile,
+        CheckId::TransportDir,
+        CheckId::BackupDir,
+        CheckId::LogFile,
+        CheckId::StateDir,
+        CheckId::LockFile,
+        CheckId::StateFiles,
+        CheckId::MainCf,
+        CheckId::RelayDomainsMap,
+        CheckId::RecipientsMap,
+        CheckId::MetricsFile,
+        CheckId::SnsCredentials,
+        CheckId::SnsTopic,
+        CheckId::Hold,
+    ];
+
+    /// The identifier, as `check --json` and the text report print it.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            CheckId::Config => "config",
+            CheckId::Password => "password",
+            CheckId::Database => "database",
+            CheckId::Recipients => "recipients",
+            CheckId::RecipientDomains => "recipient_domains",
+            CheckId::DbTransport => "db_transport",
+            CheckId::Grants => "grants",
+            CheckId::Postfix => "postfix",
+            CheckId::TransportMaps => "transport_maps",
+            CheckId::Container => "container",
+            CheckId::TransportFile => "transport_file",
+            CheckId::TransportDir => "transport_dir",
+            CheckId::BackupDir => "backup_dir",
+            CheckId::LogFile => "log_file",
+            CheckId::StateDir => "state_dir",
+            CheckId::LockFile => "lock_file",
+            CheckId::StateFiles => "state_files",
+            CheckId::MainCf => "main_cf",
+            CheckId::RelayDomainsMap => "relay_domains_map",
+            CheckId::RecipientsMap => "recipients_map",
+            CheckId::MetricsFile => "metrics_file",
+            CheckId::SnsCredentials => "sns_credentials",
+            CheckId::SnsTopic => "sns_topic",
+            CheckId::Hold => "hold",
+        }
+    }
+}
+
+impl std::fmt::Display for CheckId {
+    /// The identifier; a width pads it (`{:<16}`, the text report's column).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
 /// One check's result.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
+#[schemars(transform = crate::json::every_field_required)]
 pub struct Item {
-    /// Short name, e.g. `database`.
-    pub name: &'static str,
+    /// What was checked.
+    pub name: CheckId,
     /// Its result.
     pub status: Level,
-    /// What was found, or what to do.
+    /// What was found, or what to do; never a secret.
     pub detail: String,
 }
 
 /// Every check's result, in the order they ran.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, schemars::JsonSchema)]
+#[schemars(transform = crate::json::every_field_required)]
 pub struct Report {
     /// `false` when any check failed.
     pub ok: bool,
@@ -55,7 +184,7 @@ pub struct Report {
 }
 
 impl Report {
-    fn push(&mut self, name: &'static str, status: Level, detail: impl Into<String>) {
+    fn push(&mut self, name: CheckId, status: Level, detail: impl Into<String>) {
         self.checks.push(Item {
             name,
             status,
@@ -73,7 +202,7 @@ impl Report {
 /// A report for a configuration that could not be loaded at all.
 pub fn config_failed(error: &str) -> Report {
     let mut report = Report::default();
-    report.push("config", Level::Fail, error);
+    report.push(CheckId::Config, Level::Fail, error);
     report
 }
 
@@ -101,13 +230,13 @@ pub fn run(config: &Config) -> Report {
         Ok(kept) => {
             if let Some(hold) = kept.hold {
                 report.push(
-                    "hold",
+                    CheckId::Hold,
                     Level::Warn,
                     format!("syncs are {hold}; `relay-sync release` lifts it"),
                 );
             }
         }
-        Err(error) => report.push("state files", Level::Fail, error.to_string()),
+        Err(error) => report.push(CheckId::StateFiles, Level::Fail, error.to_string()),
     }
     report
 }
@@ -125,16 +254,16 @@ fn check_sns(
         Ok(detail) => report.push(name, Level::Ok, detail),
         Err(detail) => report.push(name, Level::Fail, detail),
     };
-    push("sns_credentials", probe.credentials);
+    push(CheckId::SnsCredentials, probe.credentials);
     if let Some(topic) = probe.topic {
-        push("sns_topic", topic);
+        push(CheckId::SnsTopic, topic);
     }
 }
 
 fn check_config_file(config: &Config, report: &mut Report) {
     let Some(path) = &config.file else {
         report.push(
-            "config",
+            CheckId::Config,
             Level::Ok,
             "no config file; every key comes from RELAY_SYNC_* variables",
         );
@@ -145,13 +274,13 @@ fn check_config_file(config: &Config, report: &mut Report) {
             let mode = meta.permissions().mode() & 0o7777;
             if mode & 0o077 == 0 {
                 report.push(
-                    "config",
+                    CheckId::Config,
                     Level::Ok,
                     format!("{} (mode {mode:04o})", path.display()),
                 );
             } else {
                 report.push(
-                    "config",
+                    CheckId::Config,
                     Level::Warn,
                     format!(
                         "{} is mode {mode:04o}: run `chmod 600 {}` (it names the database and may hold its password)",
@@ -162,7 +291,7 @@ fn check_config_file(config: &Config, report: &mut Report) {
             }
         }
         Err(error) => report.push(
-            "config",
+            CheckId::Config,
             Level::Fail,
             format!("cannot inspect {}: {error}", path.display()),
         ),
@@ -173,12 +302,12 @@ fn check_database(config: &Config, report: &mut Report) {
     let source_name = config.db_password.describe();
     let password = match config.resolve_password() {
         Ok(password) => {
-            report.push("password", Level::Ok, format!("from {source_name}"));
+            report.push(CheckId::Password, Level::Ok, format!("from {source_name}"));
             password
         }
         Err(error) => {
             // The error names the source (file or command), never the secret.
-            report.push("password", Level::Fail, error.to_string());
+            report.push(CheckId::Password, Level::Fail, error.to_string());
             return;
         }
     };
@@ -189,7 +318,7 @@ fn check_database(config: &Config, report: &mut Report) {
         Ok(runtime) => runtime,
         Err(error) => {
             report.push(
-                "database",
+                CheckId::Database,
                 Level::Fail,
                 format!("cannot start the async runtime: {error}"),
             );
@@ -201,7 +330,7 @@ fn check_database(config: &Config, report: &mut Report) {
     let source = MariaDbSource::new(settings.clone());
     match runtime.block_on(source.fetch_names()) {
         Ok(rows) => report.push(
-            "database",
+            CheckId::Database,
             Level::Ok,
             format!(
                 "MariaDB at {addr} as {}: DB_QUERY returned {} rows",
@@ -210,7 +339,7 @@ fn check_database(config: &Config, report: &mut Report) {
             ),
         ),
         Err(error) => {
-            report.push("database", Level::Fail, error.to_string());
+            report.push(CheckId::Database, Level::Fail, error.to_string());
             return;
         }
     }
@@ -221,14 +350,14 @@ fn check_database(config: &Config, report: &mut Report) {
             .ok()
             .and_then(|fetched| uncovered_verdict(fetched, &config.preserve_domains));
         let (level, detail) = recipients_verdict(fetched);
-        report.push("recipients", level, detail);
+        report.push(CheckId::Recipients, level, detail);
         if let Some((level, detail)) = uncovered {
-            report.push("recipient_domains", level, detail);
+            report.push(CheckId::RecipientDomains, level, detail);
         }
     }
     if let Some(protection) = source.protection() {
         let (level, detail) = transport_verdict(protection, &config.db_host, &addr);
-        report.push("db_transport", level, detail);
+        report.push(CheckId::DbTransport, level, detail);
     }
     // The same connection code (timeouts, TLS) with another one-column query.
     let grants = MariaDbSource::new(relay_db::DbSettings {
@@ -248,7 +377,7 @@ fn check_database(config: &Config, report: &mut Report) {
                     String::new()
                 };
                 report.push(
-                    "grants",
+                    CheckId::Grants,
                     Level::Ok,
                     format!(
                         "{} has SELECT on {}.domains{users} and nothing more",
@@ -257,7 +386,7 @@ fn check_database(config: &Config, report: &mut Report) {
                 );
             } else {
                 report.push(
-                    "grants",
+                    CheckId::Grants,
                     Level::Warn,
                     format!(
                         "WARNING: {} may do more than SELECT on {}.domains; relay-sync only reads, \
@@ -270,7 +399,7 @@ fn check_database(config: &Config, report: &mut Report) {
             }
         }
         Err(error) => report.push(
-            "grants",
+            CheckId::Grants,
             Level::Warn,
             format!("cannot read the user's grants: {error}"),
         ),
@@ -509,7 +638,7 @@ fn check_postfix(config: &Config, report: &mut Report) -> Option<PostfixCli> {
     let postfix = match PostfixCli::new(config.postfix_settings()) {
         Ok(postfix) => postfix,
         Err(error) => {
-            report.push("postfix", Level::Fail, error.to_string());
+            report.push(CheckId::Postfix, Level::Fail, error.to_string());
             return None;
         }
     };
@@ -524,7 +653,7 @@ fn check_postfix(config: &Config, report: &mut Report) -> Option<PostfixCli> {
     };
     match postfix.postconf_value("relay_domains") {
         Ok(_) => report.push(
-            "postfix",
+            CheckId::Postfix,
             Level::Ok,
             format!(
                 "postconf, postmap, postfix {how}; config {}; map type {}",
@@ -533,7 +662,7 @@ fn check_postfix(config: &Config, report: &mut Report) -> Option<PostfixCli> {
             ),
         ),
         Err(error) => {
-            report.push("postfix", Level::Fail, error.to_string());
+            report.push(CheckId::Postfix, Level::Fail, error.to_string());
             return None;
         }
     }
@@ -542,8 +671,8 @@ fn check_postfix(config: &Config, report: &mut Report) -> Option<PostfixCli> {
 
 fn check_transport_maps(config: &Config, postfix: &PostfixCli, report: &mut Report) {
     match transport_maps_verdict(config, postfix) {
-        Ok(found) => report.push("transport_maps", Level::Ok, found),
-        Err(problem) => report.push("transport_maps", Level::Fail, problem),
+        Ok(found) => report.push(CheckId::TransportMaps, Level::Ok, found),
+        Err(problem) => report.push(CheckId::TransportMaps, Level::Fail, problem),
     }
 }
 
@@ -556,13 +685,33 @@ pub fn transport_maps_verdict(config: &Config, postfix: &PostfixCli) -> Result<S
     if transport_maps_include(value, &config.postfix_config_dir, &wanted) {
         Ok(format!("includes {wanted}"))
     } else {
+        // The maps already listed stay, after relay-sync's: the first map that has a domain
+        // routes it.
+        let fixed = if value.trim().is_empty() {
+            format!("transport_maps = {wanted}")
+        } else {
+            format!("transport_maps = {wanted}, {}", value.trim())
+        };
         Err(format!(
             "transport_maps = {value:?} does not include {wanted}: domains relay-sync adds would be accepted \
-             but not routed to the next hop; run `postconf -e \"transport_maps = {wanted}\"` (keep any \
-             other maps in the list) and `postfix reload`, or set MAP_TYPE and TRANSPORT_FILE to the \
-             table transport_maps names"
+             but not routed to the next hop; run `{}` and `{}`, or set MAP_TYPE and TRANSPORT_FILE to the \
+             table transport_maps names",
+            postfix.shell_command("postconf", &["-e", &fixed]),
+            postfix.shell_command("postfix", &["reload"]),
         ))
     }
+}
+
+/// The commands that show what Postfix runs with on this gateway, as a critical alert asks
+/// its reader to run them: `postfix status` and `postconf -h relay_domains`, with `-c` and the
+/// container prefix when the config sets them.
+pub(crate) fn postfix_checks(config: &Config) -> String {
+    let settings = config.postfix_settings();
+    format!(
+        "`{}` and `{}`",
+        settings.shell_command("postfix", &["status"]),
+        settings.shell_command("postconf", &["-h", "relay_domains"])
+    )
 }
 
 /// Whether `transport_maps` (raw, as `postconf -h` prints it) lists `wanted` (`type:path`).
@@ -593,7 +742,7 @@ fn check_shared_transport_dir(config: &Config, postfix: &PostfixCli, report: &mu
     let probe = match relay_fs::Probe::create_in(dir) {
         Ok(probe) => probe,
         Err(error) => {
-            report.push("container", Level::Fail, error.to_string());
+            report.push(CheckId::Container, Level::Fail, error.to_string());
             return;
         }
     };
@@ -601,7 +750,7 @@ fn check_shared_transport_dir(config: &Config, postfix: &PostfixCli, report: &mu
     drop(probe);
     match result {
         Ok(()) => report.push(
-            "container",
+            CheckId::Container,
             Level::Ok,
             format!(
                 "{} is the same directory on this host and through the prefix",
@@ -611,22 +760,26 @@ fn check_shared_transport_dir(config: &Config, postfix: &PostfixCli, report: &mu
         Err(relay_postfix::PostfixError::CommandFailed {
             command, status, ..
         }) => report.push(
-            "container",
+            CheckId::Container,
             Level::Fail,
             format!(
                 "`{command}` failed ({status}): bind-mount {} into the container at the same path",
                 dir.display()
             ),
         ),
-        Err(error) => report.push("container", Level::Fail, error.to_string()),
+        Err(error) => report.push(CheckId::Container, Level::Fail, error.to_string()),
     }
 }
 
 fn check_writable(config: &Config, report: &mut Report) {
-    let mut targets: Vec<(&'static str, PathBuf, Kind)> = vec![
-        ("transport file", config.transport_file.clone(), Kind::File),
+    let mut targets: Vec<(CheckId, PathBuf, Kind)> = vec![
         (
-            "transport dir",
+            CheckId::TransportFile,
+            config.transport_file.clone(),
+            Kind::File,
+        ),
+        (
+            CheckId::TransportDir,
             config
                 .transport_file
                 .parent()
@@ -634,40 +787,44 @@ fn check_writable(config: &Config, report: &mut Report) {
                 .unwrap_or_default(),
             Kind::Dir,
         ),
-        ("backup dir", config.backup_dir.clone(), Kind::Dir),
-        ("log file", config.log_file.clone(), Kind::File),
-        ("state dir", config.state_dir.clone(), Kind::Dir),
-        ("lock file", config.lock_file.clone(), Kind::File),
+        (CheckId::BackupDir, config.backup_dir.clone(), Kind::Dir),
+        (CheckId::LogFile, config.log_file.clone(), Kind::File),
+        (CheckId::StateDir, config.state_dir.clone(), Kind::Dir),
+        (CheckId::LockFile, config.lock_file.clone(), Kind::File),
     ];
     // `LOG_FILE=-` is standard output: nothing to create.
     if config.logs_to_stdout() {
-        targets.retain(|(what, _, _)| *what != "log file");
+        targets.retain(|(what, _, _)| *what != CheckId::LogFile);
     }
     if config.postfix_command_prefix.is_empty() {
         targets.push((
-            "main.cf",
+            CheckId::MainCf,
             config.postfix_config_dir.join("main.cf"),
             Kind::File,
         ));
     }
     if config.relay_domains_mode == RelayDomainsMode::Map {
         targets.push((
-            "relay_domains map",
+            CheckId::RelayDomainsMap,
             config.relay_domains_map.clone(),
             Kind::File,
         ));
     }
     if config.recipients_query.is_some() {
-        targets.push(("recipients map", config.recipients_map.clone(), Kind::File));
+        targets.push((
+            CheckId::RecipientsMap,
+            config.recipients_map.clone(),
+            Kind::File,
+        ));
     }
     if let Some(metrics) = &config.metrics_file {
-        targets.push(("metrics file", metrics.clone(), Kind::File));
+        targets.push((CheckId::MetricsFile, metrics.clone(), Kind::File));
     }
     for (name, path, kind) in targets {
         // The lock is a file relay-sync keeps: a sync refuses it where it refuses a kept file
         // (someone else's, in a directory others can write), and so does check.
         let kept = match name {
-            "lock file" => relay_fs::inspect(relay_fs::Kind::LOCK, &path)
+            CheckId::LockFile => relay_fs::inspect(relay_fs::Kind::LOCK, &path)
                 .map(drop)
                 .map_err(|error| error.to_string()),
             _ => Ok(()),

@@ -103,6 +103,9 @@ pub(crate) struct RunResult<'a> {
     pub(crate) now: &'a str,
     /// The host name, for alert subjects.
     pub(crate) host: &'a str,
+    /// The commands that show what Postfix runs with, written for this instance (`-c`, a
+    /// container prefix): the critical alert asks the reader to run them.
+    pub(crate) postfix_checks: &'a str,
 }
 
 /// When a failure streak calls for the warning alert.
@@ -187,9 +190,9 @@ pub(crate) fn advance(
             subject: format!("relay-sync on {host}: CRITICAL, manual intervention required"),
             body: format!(
                 "relay-sync on {host} could not reload Postfix or roll back at {}.\n\n\
-                 Result: {}\n\nCheck `postfix status` and `postconf -h relay_domains`; the \
-                 backups are in BACKUP_DIR. Last successful run: {last_success}.\n",
-                result.now, result.summary
+                 Result: {}\n\nCheck {}; the backups are in BACKUP_DIR. Last successful \
+                 run: {last_success}.\n",
+                result.now, result.summary, result.postfix_checks
             ),
         });
     }
@@ -241,44 +244,75 @@ pub(crate) enum StateError {
     File(#[from] relay_fs::FsError),
 }
 
-/// The file in `STATE_DIR` holding the raw values of the rows the last run that read the
-/// database rejected (a JSON array: the values are hostile and may hold any character).
+/// The file in `STATE_DIR` where a run remembers, for the next, what it reports only when it
+/// changes ([`Remembered`]); a JSON document, since the rejected rows are hostile and may
+/// hold any character. Its name is that of its first content.
 pub(crate) const INVALID_ROWS_FILE: &str = "invalid-rows.json";
 
-/// The rows the last run that read the database rejected; `None` before any such run, or when
-/// the file does not parse (logged). A file relay-sync keeps ([`Kind::INVALID_ROWS`]): a
-/// link, a FIFO or another user's file there is refused.
-pub(crate) fn load_invalid_rows(
-    state_dir: &Path,
-) -> Result<Option<BTreeSet<String>>, relay_fs::FsError> {
+/// What a run remembers for the next in [`INVALID_ROWS_FILE`], so that a condition that stays
+/// as it is is not reported at the same level on every run: the rows the database returned
+/// that were rejected (an ERROR only when that set changes, `status` lists them) and the steady
+/// conditions an operator chose, such as a hand-written transport line (a WARN only when one
+/// appears or changes).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Remembered {
+    /// The raw values of the rows the last run that read the database rejected.
+    pub(crate) rows: BTreeSet<String>,
+    /// The keys of the steady conditions the last run that planned reported
+    /// ([`relay_engine::SyncSettings::known_noted`]); `None` in a file an earlier version
+    /// wrote.
+    #[serde(default)]
+    pub(crate) noted: Option<BTreeSet<String>>,
+}
+
+/// [`INVALID_ROWS_FILE`] as read: earlier versions kept the rejected rows alone, as an array.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Stored {
+    Rows(BTreeSet<String>),
+    Remembered(Remembered),
+}
+
+/// What the last run remembered; `None` before any run that read the database, or when the
+/// file does not parse (logged). A file relay-sync keeps ([`Kind::INVALID_ROWS`]): a link, a
+/// FIFO or another user's file there is refused.
+pub(crate) fn load_remembered(state_dir: &Path) -> Result<Option<Remembered>, relay_fs::FsError> {
     let path = state_dir.join(INVALID_ROWS_FILE);
     let Some(bytes) = relay_fs::read(Kind::INVALID_ROWS, &path)? else {
         return Ok(None);
     };
     Ok(serde_json::from_slice(&bytes)
+        .map(|stored| match stored {
+            Stored::Rows(rows) => Remembered { rows, noted: None },
+            Stored::Remembered(remembered) => remembered,
+        })
         .map_err(|error| {
             tracing::warn!("Ignoring {}: {error}", path.display());
         })
         .ok())
 }
 
-/// Remembers the rows this run rejected, for the next run and `status`. A set too large to be
+/// The rows the last run that read the database rejected (see [`load_remembered`]).
+pub(crate) fn load_invalid_rows(
+    state_dir: &Path,
+) -> Result<Option<BTreeSet<String>>, relay_fs::FsError> {
+    Ok(load_remembered(state_dir)?.map(|remembered| remembered.rows))
+}
+
+/// Remembers what this run reported, for the next run and `status`. A set too large to be
 /// read back ([`Kind::INVALID_ROWS`]'s limit: a hostile database) is not remembered: the file
 /// is removed, and every run then logs the rejected rows as new.
-pub(crate) fn save_invalid_rows(
-    state_dir: &Path,
-    rows: &BTreeSet<String>,
-) -> Result<(), StateError> {
+pub(crate) fn save_remembered(state_dir: &Path, remembered: &Remembered) -> Result<(), StateError> {
     let path = state_dir.join(INVALID_ROWS_FILE);
     relay_fs::create_dir(state_dir, 0o700)?;
-    let bytes = serde_json::to_vec(rows).map_err(|e| StateError::Parse {
+    let bytes = serde_json::to_vec(remembered).map_err(|e| StateError::Parse {
         path: path.clone(),
         detail: e.to_string(),
     })?;
     if bytes.len() as u64 > Kind::INVALID_ROWS.limit() {
         tracing::warn!(
             "{} rejected rows are too many to remember ({} bytes); each run logs them as new",
-            rows.len(),
+            remembered.rows.len(),
             bytes.len()
         );
         return match std::fs::remove_file(&path) {
@@ -326,12 +360,43 @@ pub(crate) fn save(state_dir: &Path, state: &RunState) -> Result<(), StateError>
 mod tests {
     use super::*;
 
+    /// The rejected rows and the noted conditions survive a round trip; a file of an earlier
+    /// version (the rows alone, an array) still gives its rows, and no noted condition.
+    #[test]
+    fn remembered_rows_and_conditions_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(load_remembered(dir.path()).unwrap(), None);
+        let remembered = Remembered {
+            rows: BTreeSet::from(["bad\nrow".to_owned(), "recipient:x".to_owned()]),
+            noted: Some(BTreeSet::from(["hand-written:a.example".to_owned()])),
+        };
+        save_remembered(dir.path(), &remembered).unwrap();
+        assert_eq!(
+            load_remembered(dir.path()).unwrap(),
+            Some(remembered.clone())
+        );
+        assert_eq!(
+            load_invalid_rows(dir.path()).unwrap(),
+            Some(remembered.rows)
+        );
+
+        std::fs::write(dir.path().join(INVALID_ROWS_FILE), r#"["old row"]"#).unwrap();
+        assert_eq!(
+            load_remembered(dir.path()).unwrap(),
+            Some(Remembered {
+                rows: BTreeSet::from(["old row".to_owned()]),
+                noted: None,
+            })
+        );
+    }
+
     fn result(exit: u8) -> RunResult<'static> {
         RunResult {
             exit,
             summary: "something",
             now: "2026-11-23 12:00:00",
             host: "mx1",
+            postfix_checks: "`postfix status` and `postconf -h relay_domains`",
         }
     }
 

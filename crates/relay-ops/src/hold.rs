@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 pub(crate) const HOLD_FILE: &str = "hold";
 
 /// Why and since when syncs are held.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Hold {
     /// What the operator said.
     pub reason: String,

@@ -82,6 +82,10 @@ impl<P> Journaled<P> {
 }
 
 impl<P: PostfixRead> PostfixRead for Journaled<P> {
+    fn shell_command(&self, program: &str, args: &[&str]) -> String {
+        self.inner.shell_command(program, args)
+    }
+
     fn relay_domains(&self) -> Result<String, PostfixError> {
         self.inner.relay_domains()
     }

@@ -46,6 +46,8 @@ pub mod json;
 mod lock;
 pub mod manual;
 mod metrics;
+#[cfg(test)]
+mod monitoring;
 mod outbox;
 pub mod rollback;
 mod state_dir;

@@ -78,6 +78,18 @@ pub const FILES: &[(&str, &str)] = &[
         "/usr/share/relay-sync/create-user.sql",
         "Creates the SELECT-only database user.",
     ),
+    (
+        "/usr/share/relay-sync/schema/",
+        "The JSON Schema of each --json document (relay-sync.status-1.schema.json, …).",
+    ),
+    (
+        "/usr/share/relay-sync/monitoring/",
+        "Prometheus alerting rules and a Grafana dashboard for METRICS_FILE's metrics.",
+    ),
+    (
+        "/usr/share/doc/relay-sync/THIRD-PARTY-LICENSES",
+        "The licences of the crates linked into relay-sync.",
+    ),
 ];
 
 /// Every command of `relay-sync`, in the order `--help` lists them, and the two generators.

@@ -29,6 +29,8 @@ pub(crate) struct RunMetrics {
     pub(crate) invalid_rows: usize,
     /// Whether syncs are held (`relay-sync hold`).
     pub(crate) held: bool,
+    /// When the hold began, Unix seconds; 0 when syncs are not held.
+    pub(crate) held_since: i64,
     /// Recipient validation: entries in the recipients table; `None` when it is off (and the
     /// metric is not written).
     pub(crate) recipients: Option<usize>,
@@ -100,6 +102,11 @@ pub(crate) fn render(m: &RunMetrics) -> String {
         "1 while syncs are held by `relay-sync hold`, 0 otherwise.",
         u8::from(m.held).to_string(),
     );
+    metric(
+        "relay_sync_held_since_timestamp_seconds",
+        "When the hold began (Unix time); 0 when syncs are not held.",
+        m.held_since.to_string(),
+    );
     if let Some(recipients) = m.recipients {
         metric(
             "relay_sync_recipients",
@@ -107,7 +114,27 @@ pub(crate) fn render(m: &RunMetrics) -> String {
             recipients.to_string(),
         );
     }
+    let name = "relay_sync_build_info";
+    out.push_str(&format!(
+        "# HELP {name} The relay-sync that wrote this file: its version and cargo features; \
+         always 1.\n# TYPE {name} gauge\n{name}{{version=\"{}\",features=\"{}\"}} 1\n",
+        env!("CARGO_PKG_VERSION"),
+        features()
+    ));
     out
+}
+
+/// The cargo features relay-sync can be built with, and whether this build has each.
+const FEATURES: &[(&str, bool)] = &[("sns", cfg!(feature = "sns"))];
+
+/// `relay_sync_build_info`'s `features` label: the features this build has, comma-separated.
+fn features() -> String {
+    FEATURES
+        .iter()
+        .filter(|(_, on)| *on)
+        .map(|(feature, _)| *feature)
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// The last success recorded in an existing metrics file, if any. Read through relay-fs
@@ -260,6 +287,7 @@ mod tests {
         consecutive_failures: 0,
         invalid_rows: 2,
         held: false,
+        held_since: 0,
         recipients: None,
     };
 
@@ -284,7 +312,13 @@ mod tests {
 
     #[test]
     fn textfile_format() {
-        insta::assert_snapshot!(render(&SAMPLE));
+        // The features depend on how the test is built (`cargo xtask test` enables sns).
+        let text = render(&SAMPLE).replace(
+            &format!("features=\"{}\"", features()),
+            "features=\"[FEATURES]\"",
+        );
+        insta::assert_snapshot!(text);
+        assert_eq!(features().is_empty(), !cfg!(feature = "sns"));
     }
 
     #[test]

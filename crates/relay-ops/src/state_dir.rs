@@ -9,7 +9,6 @@
 //! later in the run (the state, the outbox, the postconf cache) are checked here as well, so
 //! that a refusal ends the run before it changes anything rather than after.
 
-use std::collections::BTreeSet;
 use std::path::Path;
 
 use relay_fs::{FsError, Kind};
@@ -22,8 +21,9 @@ use crate::{failures, journal, outbox, sync};
 pub(crate) struct Kept {
     /// The hold, while syncs are held.
     pub(crate) hold: Option<Hold>,
-    /// The rows the last run rejected, when known.
-    pub(crate) rejected: Option<BTreeSet<String>>,
+    /// What the last run remembered (the rows it rejected, the steady conditions it
+    /// reported), when known.
+    pub(crate) remembered: Option<failures::Remembered>,
     /// Whether an earlier run left a reload to do.
     pub(crate) reload_pending: bool,
 }
@@ -41,7 +41,7 @@ pub(crate) fn read(state_dir: &Path) -> Result<Kept, FsError> {
     }
     Ok(Kept {
         hold,
-        rejected: failures::load_invalid_rows(state_dir)?,
+        remembered: failures::load_remembered(state_dir)?,
         reload_pending: journal::is_pending(state_dir)?,
     })
 }
@@ -58,7 +58,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let state = dir.path().join("state");
         let kept = read(&state).unwrap();
-        assert!(kept.hold.is_none() && kept.rejected.is_none() && !kept.reload_pending);
+        assert!(kept.hold.is_none() && kept.remembered.is_none() && !kept.reload_pending);
         fs::create_dir(&state).unwrap();
         fs::write(state.join(journal::RELOAD_PENDING), "owed\n").unwrap();
         assert!(read(&state).unwrap().reload_pending);

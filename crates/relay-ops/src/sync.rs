@@ -108,20 +108,11 @@ impl RunRecord {
     }
 }
 
-/// A run as JSON: `exit_code`, `result` (the one line `status` shows), `started_at` (RFC 3339
-/// with offset), `duration_seconds`, `added`, `removed`.
+/// A run as JSON: the document `sync --json` prints ([`crate::json::sync`], schema
+/// `relay-sync.sync/1`).
 impl serde::Serialize for RunRecord {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeStruct;
-        let (added, removed) = self.changes();
-        let mut out = serializer.serialize_struct("RunRecord", 6)?;
-        out.serialize_field("exit_code", &self.exit_code())?;
-        out.serialize_field("result", &self.outcome.to_string())?;
-        out.serialize_field("started_at", &self.started_at.to_rfc3339())?;
-        out.serialize_field("duration_seconds", &self.duration.as_secs_f64())?;
-        out.serialize_field("added", &added)?;
-        out.serialize_field("removed", &removed)?;
-        out.end()
+        crate::json::sync(self).serialize(serializer)
     }
 }
 
@@ -269,7 +260,7 @@ fn locked_sync(
         Ok(prepared) => prepared,
         Err(outcome) => return (outcome, None),
     };
-    let known_rejected = kept.rejected;
+    let known = kept.remembered;
     let fingerprint = want_fingerprint.then(|| source.fingerprint()).flatten();
     let settings = SyncSettings {
         guard: GuardSettings {
@@ -277,7 +268,8 @@ fn locked_sync(
             ..settings.guard
         },
         reload_pending: kept.reload_pending,
-        known_rejected: known_rejected.clone(),
+        known_rejected: known.as_ref().map(|known| known.rows.clone()),
+        known_noted: known.as_ref().and_then(|known| known.noted.clone()),
         ..settings
     };
     // Under the lock: what a run killed mid-write left goes now, not at the next change.
@@ -289,17 +281,23 @@ fn locked_sync(
     let (outcome, report) =
         runtime.block_on(relay_engine::run_reported(&settings, &source, &postfix));
     finish_backups(config, since, &outcome);
-    if let Some(rejected) = report.rejected {
+    // What the run saw replaces what was remembered; what it did not get to see stays.
+    let saw = report.rejected.is_some() || report.noted.is_some();
+    let mut remembered = known.clone().unwrap_or_default();
+    if let Some(rejected) = &report.rejected {
         // Recipient rows are remembered beside the domain rows, told apart by a prefix.
-        let rows: std::collections::BTreeSet<String> =
-            relay_engine::rejected_keys(&rejected, &report.rejected_recipients)
-                .map(std::borrow::Cow::into_owned)
-                .collect();
-        // Written only when the set changed: a run with nothing to do writes as little as it can.
-        if known_rejected.as_ref() != Some(&rows) {
-            if let Err(error) = failures::save_invalid_rows(&config.state_dir, &rows) {
-                tracing::error!("Rejected rows not remembered: {error}");
-            }
+        remembered.rows = relay_engine::rejected_keys(rejected, &report.rejected_recipients)
+            .map(std::borrow::Cow::into_owned)
+            .collect();
+    }
+    if let Some(noted) = report.noted {
+        remembered.noted = Some(noted);
+    }
+    // Written only when something changed: a run with nothing to do writes as little as it
+    // can.
+    if saw && known.as_ref() != Some(&remembered) {
+        if let Err(error) = failures::save_remembered(&config.state_dir, &remembered) {
+            tracing::error!("Rejected rows not remembered: {error}");
         }
     }
     (RunOutcome::Sync(outcome), fingerprint)
@@ -510,6 +508,7 @@ fn sync_settings(config: &Config) -> SyncSettings {
         },
         reload_pending: false,
         known_rejected: None,
+        known_noted: None,
     }
 }
 
@@ -543,11 +542,13 @@ fn record(
         }
     };
     let summary = outcome.to_string();
+    let postfix_checks = crate::check::postfix_checks(config);
     let result = failures::RunResult {
         exit: outcome.exit_code(),
         summary: &summary,
         now: &now,
         host: &host,
+        postfix_checks: &postfix_checks,
     };
     let (state, alerts) = failures::advance(&previous, result, rule);
     // The watcher logs an outage once when it starts and once when it ends instead.
@@ -610,6 +611,11 @@ fn write_metrics(
             .flatten()
             .map_or(0, |rows| rows.len()),
         held: matches!(outcome, RunOutcome::Held(_)),
+        held_since: match outcome {
+            RunOutcome::Held(hold) => chrono::DateTime::parse_from_rfc3339(&hold.since)
+                .map_or(0, |since| since.timestamp()),
+            _ => 0,
+        },
         recipients: config
             .recipients_query
             .as_ref()

@@ -552,6 +552,10 @@ fn fingerprint(text: &str) -> (usize, u64) {
 }
 
 impl PostfixRead for PostfixCli {
+    fn shell_command(&self, program: &str, args: &[&str]) -> String {
+        self.settings.shell_command(program, args)
+    }
+
     fn relay_domains(&self) -> Result<String, PostfixError> {
         let at_start = self
             .relay_domains_at_start

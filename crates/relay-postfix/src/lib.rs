@@ -15,7 +15,7 @@
 // Unit tests set files up by path in temporary directories of their own.
 #![cfg_attr(test, allow(clippy::disallowed_methods))]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// Read-only access to the Postfix configuration.
@@ -77,6 +77,14 @@ pub trait PostfixRead {
     /// Looks up several keys in the recipients table (`postmap -q`): the value of each, in
     /// order, or `None`.
     fn lookup_recipients(&self, keys: &[&str]) -> Result<Vec<Option<String>>, PostfixError>;
+
+    /// How an operator runs `program` with `args` on this Postfix instance, for a fix a log
+    /// line suggests ([`PostfixSettings::shell_command`]). The default is the plain command.
+    fn shell_command(&self, program: &str, args: &[&str]) -> String {
+        let mut words = vec![program];
+        words.extend(args);
+        shlex::try_join(words.iter().copied()).unwrap_or_else(|_| words.join(" "))
+    }
 }
 
 /// Changing the Postfix configuration. Every method either completes or leaves the previous
@@ -177,6 +185,54 @@ pub struct PostfixSettings {
     /// `COMMAND_TIMEOUT`: how long one Postfix command (with its prefix) may run before its
     /// process group is killed and it fails with [`PostfixError::Timeout`].
     pub command_timeout: Duration,
+}
+
+/// `POSTFIX_COMMAND_DIR`'s usual value: a suggested command names its program without a path
+/// there, since root's `PATH` has it.
+const DEFAULT_COMMAND_DIR: &str = "/usr/sbin";
+
+impl PostfixSettings {
+    /// The command line an operator types to run `program` with `args` against this Postfix
+    /// instance: `POSTFIX_COMMAND_PREFIX` first, the program (by its full path unless
+    /// `POSTFIX_COMMAND_DIR` is `/usr/sbin`), `-c POSTFIX_CONFIG_DIR` unless it is
+    /// `/etc/postfix`, then `args`, each word quoted for a POSIX shell where it needs it. Every
+    /// Postfix command relay-sync suggests is written with it, so that a command copied from a
+    /// log line or a check changes this instance's `main.cf` and no other.
+    ///
+    /// ```
+    /// # use std::path::PathBuf;
+    /// # let settings = relay_postfix::PostfixSettings {
+    /// #     config_dir: PathBuf::from("/etc/postfix-out"), command_dir: PathBuf::from("/usr/sbin"),
+    /// #     command_prefix: vec!["docker".into(), "exec".into(), "mx".into()],
+    /// #     transport_file: PathBuf::from("/etc/postfix-out/transport"), map_type: None,
+    /// #     backup_dir: PathBuf::new(), backup_keep: 10, recipient_validation: false,
+    /// #     command_timeout: std::time::Duration::from_secs(120),
+    /// # };
+    /// assert_eq!(
+    ///     settings.shell_command("postconf", &["-e", "transport_maps = hash:/etc/postfix-out/transport"]),
+    ///     "docker exec mx postconf -c /etc/postfix-out -e 'transport_maps = hash:/etc/postfix-out/transport'"
+    /// );
+    /// ```
+    pub fn shell_command(&self, program: &str, args: &[&str]) -> String {
+        let program = if self.command_dir == Path::new(DEFAULT_COMMAND_DIR) {
+            program.to_owned()
+        } else {
+            self.command_dir
+                .join(program)
+                .to_string_lossy()
+                .into_owned()
+        };
+        let config_dir = self.config_dir.to_string_lossy();
+        let mut words: Vec<&str> = self.command_prefix.iter().map(String::as_str).collect();
+        words.push(&program);
+        if self.config_dir != Path::new(cli::DEFAULT_CONFIG_DIR) {
+            words.extend(["-c", &config_dir]);
+        }
+        words.extend(args);
+        // Only a NUL byte cannot be quoted, and no setting or Postfix value holds one; the
+        // words are then shown as they are rather than not at all.
+        shlex::try_join(words.iter().copied()).unwrap_or_else(|_| words.join(" "))
+    }
 }
 
 /// What went wrong talking to Postfix or its files. Each variant names the command or the file.
@@ -290,5 +346,67 @@ pub(crate) fn io(
         action,
         path: path.to_owned(),
         source,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(config_dir: &str, command_dir: &str, prefix: &[&str]) -> PostfixSettings {
+        PostfixSettings {
+            config_dir: PathBuf::from(config_dir),
+            command_dir: PathBuf::from(command_dir),
+            command_prefix: prefix.iter().map(|word| (*word).to_owned()).collect(),
+            transport_file: PathBuf::from("/etc/postfix/transport"),
+            map_type: None,
+            backup_dir: PathBuf::new(),
+            backup_keep: 10,
+            recipient_validation: false,
+            command_timeout: Duration::from_secs(120),
+        }
+    }
+
+    /// A suggested command names the instance only when it is not Postfix's default, goes
+    /// through the prefix, and is quoted so that a shell passes each word as it is (`$` in a
+    /// Postfix value included).
+    #[test]
+    fn suggested_commands_name_the_instance_and_the_prefix() {
+        let reload = ["reload"];
+        let set = ["-e", "transport_maps = hash:$config_directory/transport"];
+        for (settings, program, args, wanted) in [
+            (
+                settings("/etc/postfix", "/usr/sbin", &[]),
+                "postfix",
+                &reload[..],
+                "postfix reload",
+            ),
+            (
+                settings("/etc/postfix-out", "/usr/sbin", &[]),
+                "postfix",
+                &reload,
+                "postfix -c /etc/postfix-out reload",
+            ),
+            (
+                settings("/etc/postfix", "/usr/sbin", &[]),
+                "postconf",
+                &set,
+                "postconf -e 'transport_maps = hash:$config_directory/transport'",
+            ),
+            (
+                settings("/etc/postfix", "/opt/postfix/sbin", &["podman", "exec", "mx"]),
+                "postfix",
+                &reload,
+                "podman exec mx /opt/postfix/sbin/postfix reload",
+            ),
+            (
+                settings("/srv/post fix", "/usr/sbin", &["docker", "exec", "mx"]),
+                "postmap",
+                &["-q", "a.example", "hash:/srv/post fix/transport"],
+                "docker exec mx postmap -c '/srv/post fix' -q a.example 'hash:/srv/post fix/transport'",
+            ),
+        ] {
+            assert_eq!(settings.shell_command(program, args), wanted);
+        }
     }
 }

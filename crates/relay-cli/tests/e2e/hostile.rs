@@ -162,7 +162,7 @@ fn a_bad_row_is_an_error_once_and_a_warning_after() {
         "{log}"
     );
     let status = gw.run(&["status", "--json"]);
-    let value: serde_json::Value = serde_json::from_str(&status.stdout).unwrap();
+    let value: serde_json::Value = crate::json::document(&status.stdout);
     assert_eq!(value["invalid_rows"][0], "bad row.example", "{value}");
     let text = std::fs::read_to_string(&metrics).unwrap();
     assert!(text.contains("relay_sync_invalid_rows 1\n"), "{text}");
@@ -183,7 +183,7 @@ fn a_bad_row_is_an_error_once_and_a_warning_after() {
     gw.sql("DELETE FROM mailserver_usermgmt.domains WHERE name IN ('bad row.example', 'also bad')");
     gw.sync_expecting(0);
     let status = gw.run(&["status", "--json"]);
-    let value: serde_json::Value = serde_json::from_str(&status.stdout).unwrap();
+    let value: serde_json::Value = crate::json::document(&status.stdout);
     assert_eq!(
         value["invalid_rows"].as_array().unwrap().len(),
         0,

@@ -11,8 +11,10 @@
 #![allow(clippy::disallowed_methods)] // Tests set files up by path in their own temporary directories.
 
 mod gateway;
+mod json;
 mod scenarios;
 
+mod operator;
 mod ops;
 mod packaging;
 mod planted;

@@ -31,7 +31,7 @@ fn check_passes_on_a_ready_gateway() {
     assert!(!format!("{run:?}").contains(PASSWORD));
     let json = gw.run(&["check", "--json"]);
     assert_eq!(json.code, 0, "{json:?}");
-    let value: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    let value: serde_json::Value = crate::json::document(&json.stdout);
     assert_eq!(value["ok"], true);
     assert!(value["checks"]
         .as_array()
@@ -54,7 +54,7 @@ fn check_reports_grants_and_transport_maps() {
     assert_eq!(run.code, 1, "{run:?}");
     insta::assert_snapshot!(gw.redact(&run.stdout));
     let json = gw.run(&["check", "--json"]);
-    let value: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    let value: serde_json::Value = crate::json::document(&json.stdout);
     assert_eq!(value["ok"], false);
 
     gw.edit_config(|text| format!("{text}DB_PASWORD_FILE=/nowhere\n"));
@@ -104,7 +104,7 @@ fn check_runs_the_recipients_query_and_judges_its_grant() {
         "ok   grants           relay_sync has SELECT on mailserver_usermgmt.domains and SELECT \
          on email, enabled of mailserver_usermgmt.users and nothing more"
     );
-    assert!(run.stdout.contains("recipients map"), "{run:?}");
+    assert!(run.stdout.contains("recipients_map"), "{run:?}");
 
     gw.sql("GRANT SELECT ON mailserver_usermgmt.users TO 'relay_sync'@'127.0.0.1'");
     let run = gw.run(&["check"]);
@@ -169,7 +169,7 @@ fn status_shows_result_streak_domains_and_backups() {
     gw.sync_expecting(3);
     let failed = gw.run(&["status", "--json", "--domains"]);
     assert_eq!(failed.code, 0, "{failed:?}");
-    let value: serde_json::Value = serde_json::from_str(&failed.stdout).unwrap();
+    let value: serde_json::Value = crate::json::document(&failed.stdout);
     assert_eq!(value["last_run"]["exit_code"], 3);
     assert_eq!(value["consecutive_failures"], 1);
     assert_eq!(value["consecutive_db_failures"], 1);
@@ -191,7 +191,7 @@ fn status_shows_result_streak_domains_and_backups() {
     assert_eq!(value["managed_domain_count"], listed.len());
     // Counts only by default: a million-domain gateway must not print a million lines.
     let counts = gw.run(&["status", "--json"]);
-    let counts: serde_json::Value = serde_json::from_str(&counts.stdout).unwrap();
+    let counts: serde_json::Value = crate::json::document(&counts.stdout);
     assert!(counts.get("managed_domains").is_none(), "{counts}");
     assert_eq!(counts["managed_domain_count"], listed.len());
     assert!(!failed.stdout.contains(PASSWORD));
@@ -530,7 +530,7 @@ fn hold_stops_syncs_until_release() {
     assert!(log.contains("WARN: Syncs are held by "), "{log}");
     assert!(log.contains("migrating the panel"), "{log}");
     let status = gw.run(&["status", "--json"]);
-    let value: serde_json::Value = serde_json::from_str(&status.stdout).unwrap();
+    let value: serde_json::Value = crate::json::document(&status.stdout);
     assert_eq!(value["hold"]["reason"], "migrating the panel", "{value}");
     assert!(gw.run(&["status"]).stdout.contains("HELD:"));
     assert!(gw.run(&["check"]).stdout.contains("WARN hold"));
@@ -577,10 +577,11 @@ fn json_documents_have_their_documented_shape() {
     let gw = Gateway::start("kuma8088.com, old.example", "");
     gw.sync_expecting(0);
     let check = gw.run(&["check", "--json"]);
+    crate::json::document(&check.stdout);
     insta::assert_snapshot!("check_json", gw.redact(&check.stdout));
     gw.run(&["hold", "--reason", "snapshot"]);
     let mut status: serde_json::Value =
-        serde_json::from_str(&gw.run(&["status", "--json", "--domains"]).stdout).unwrap();
+        crate::json::document(&gw.run(&["status", "--json", "--domains"]).stdout);
     for pointer in ["/last_run/ended_at", "/last_success", "/hold/since"] {
         let time = status.pointer_mut(pointer).unwrap();
         let text = time.as_str().unwrap();
@@ -667,7 +668,7 @@ fn usage_errors_exit_2_in_every_command() {
         &["watch", "now"],
         &["rollback", "--to"],
         &["rollback", "--to", "2020"],
-        &["backups", "--json"],
+        &["backups", "--all"],
         &["hold"],
         &["hold", "--reason", " "],
         &["release", "--force"],

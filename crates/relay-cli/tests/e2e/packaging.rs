@@ -5,7 +5,9 @@
 //! The lifecycle test installs the .deb on this machine (CI runs as root on a throwaway
 //! machine), checks the installed binary against a sandbox gateway, enables the timer,
 //! upgrades with a locally modified conffile, removes and purges, checking the file system
-//! after each step. It purges the package and removes what it created also when an assertion
+//! after each step. Install and upgrade run as on a machine that runs systemd (a mount
+//! namespace with `/run/systemd/system` and a recording `systemctl`), so that what the
+//! maintainer scripts ask of systemd is checked: an upgrade try-restarts the watcher. It purges the package and removes what it created also when an assertion
 //! fails, and refuses to start when relay-sync is already installed (it would purge it).
 
 use std::fs;
@@ -120,6 +122,91 @@ fn build_packages(out: &Path, version: &str) -> (PathBuf, PathBuf) {
         .map(PathBuf::from)
         .collect();
     (paths[0].clone(), paths[1].clone())
+}
+
+/// Runs `dpkg ARGS` as on a machine that runs systemd and returns the `systemctl` calls the
+/// maintainer scripts made: in a mount namespace of its own, /run is a fresh tmpfs holding
+/// `/run/systemd/system` (what the scripts look for), a stand-in `systemctl` that records its
+/// arguments is first on `PATH`, and `policy-rc.d` (a container's refuses every start) allows.
+/// Nothing outside the namespace sees the mounts.
+fn dpkg_under_systemd(args: &[&str]) -> Vec<String> {
+    require(&[("/usr/bin/unshare", "util-linux")]);
+    let fake = tempfile::tempdir().unwrap();
+    let bin = fake.path().join("bin");
+    fs::create_dir(&bin).unwrap();
+    let calls = fake.path().join("systemctl.calls");
+    let systemctl = bin.join("systemctl");
+    fs::write(
+        &systemctl,
+        format!("#!/bin/sh\necho \"$*\" >> '{}'\n", calls.display()),
+    )
+    .unwrap();
+    fs::set_permissions(&systemctl, fs::Permissions::from_mode(0o755)).unwrap();
+    let allow = fake.path().join("policy-rc.d");
+    fs::write(&allow, "#!/bin/sh\nexit 0\n").unwrap();
+    fs::set_permissions(&allow, fs::Permissions::from_mode(0o755)).unwrap();
+    let script = r#"
+        set -e
+        mount -t tmpfs tmpfs /run
+        mkdir -p /run/systemd/system
+        if [ -e /usr/sbin/policy-rc.d ]; then mount --bind "$1" /usr/sbin/policy-rc.d; fi
+        PATH="$2:$PATH"; shift 2
+        exec dpkg "$@"
+    "#;
+    let mut argv = vec![
+        "--mount",
+        "sh",
+        "-c",
+        script,
+        "sh",
+        allow.to_str().unwrap(),
+        bin.to_str().unwrap(),
+    ];
+    argv.extend(args);
+    output("unshare", &argv);
+    fs::read_to_string(&calls)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// What the .rpm's `%postun` runs with `$1` = `instances` (1 after an upgrade, 0 after an
+/// erase): the scriptlet, run by `sh` with a stand-in `systemctl` first on `PATH`; returns its
+/// `systemctl` calls.
+fn rpm_postun_calls(rpm: &Path, instances: &str) -> Vec<String> {
+    let scriptlet = output(
+        "rpm",
+        &["-qp", "--queryformat", "%{POSTUN}", rpm.to_str().unwrap()],
+    );
+    let fake = tempfile::tempdir().unwrap();
+    let calls = fake.path().join("systemctl.calls");
+    let systemctl = fake.path().join("systemctl");
+    fs::write(
+        &systemctl,
+        format!("#!/bin/sh\necho \"$*\" >> '{}'\n", calls.display()),
+    )
+    .unwrap();
+    fs::set_permissions(&systemctl, fs::Permissions::from_mode(0o755)).unwrap();
+    let path = format!(
+        "{}:{}",
+        fake.path().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let ran = Command::new("sh")
+        .args(["-c", &scriptlet, "postun", instances])
+        .env("PATH", path)
+        .output()
+        .unwrap();
+    assert!(
+        ran.status.success(),
+        "%postun {instances}: {ran:?}\n{scriptlet}"
+    );
+    fs::read_to_string(&calls)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_owned)
+        .collect()
 }
 
 /// `(mode, "owner path")` of `dpkg-deb -c` (sizes and dates left out).
@@ -242,6 +329,20 @@ fn check_built_packages(deb: &Path, rpm: &Path) {
             "rpm scripts lack {wanted}:\n{scripts}"
         );
     }
+    // The .rpm's upgrade try-restarts the watcher too; an erase does not.
+    assert_eq!(
+        rpm_postun_calls(rpm, "1")
+            .iter()
+            .filter(|c| c.contains("restart"))
+            .collect::<Vec<_>>(),
+        ["try-restart relay-sync-watch.service"]
+    );
+    assert!(
+        !rpm_postun_calls(rpm, "0")
+            .iter()
+            .any(|c| c.contains("restart")),
+        "an erase restarts nothing"
+    );
     let changelog = output("rpm", &["-qp", "--changelog", rpm_s]);
     assert!(changelog.contains("relay-sync maintainers"), "{changelog}");
 
@@ -374,6 +475,70 @@ fn check_installed_man_pages() {
     assert!(found.contains("relay-sync-rollback.1"), "{found}");
 }
 
+/// What the packages ship besides the program: the JSON Schemas as committed (docs/schema/),
+/// the monitoring mixin as in packaging/monitoring/, relay-sync's licence texts, and the
+/// licences of the crates linked into the binary, generated when the package was built.
+fn check_installed_contracts_and_licences() {
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    for (from, to) in [
+        ("docs/schema", "/usr/share/relay-sync/schema"),
+        ("packaging/monitoring", "/usr/share/relay-sync/monitoring"),
+    ] {
+        let mut shipped = 0;
+        for entry in fs::read_dir(source.join(from)).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            // The rules' unit tests are run at build time; an operator loads the rest.
+            if name.ends_with(".test.yml") {
+                continue;
+            }
+            let installed = Path::new(to).join(&name);
+            assert_eq!(
+                fs::read(&installed).unwrap_or_else(|e| panic!("{}: {e}", installed.display())),
+                fs::read(&path).unwrap(),
+                "{} differs from {}",
+                installed.display(),
+                path.display()
+            );
+            assert_eq!(mode(installed.to_str().unwrap()), 0o644);
+            shipped += 1;
+        }
+        assert!(shipped >= 2, "{to}: {shipped} files");
+    }
+    for name in ["LICENSE-MIT", "LICENSE-APACHE"] {
+        assert_eq!(
+            fs::read(format!("/usr/share/doc/relay-sync/{name}")).unwrap(),
+            fs::read(source.join(name)).unwrap(),
+            "{name}"
+        );
+    }
+    let licences = fs::read_to_string("/usr/share/doc/relay-sync/THIRD-PARTY-LICENSES").unwrap();
+    let listed: Vec<&str> = licences
+        .lines()
+        .skip_while(|line| !line.is_empty())
+        .skip_while(|line| line.is_empty() || !line.contains(": "))
+        .take_while(|line| !line.is_empty())
+        .collect();
+    assert!(listed.len() > 150, "{} crates listed", listed.len());
+    for linked in ["tokio ", "mysql_async ", "clap ", "ring ", "aws-sdk-sns "] {
+        assert!(
+            listed.iter().any(|line| line.starts_with(linked)),
+            "{linked}is not listed: {listed:?}"
+        );
+    }
+    // Build tools and test crates are not in the binary.
+    for not_linked in ["proptest ", "insta ", "jsonschema ", "serde_derive ", "cc "] {
+        assert!(
+            !listed.iter().any(|line| line.starts_with(not_linked)),
+            "{not_linked}is listed"
+        );
+    }
+    assert!(
+        licences.contains("Apache License") && licences.contains("Permission is hereby granted"),
+        "the texts are missing"
+    );
+}
+
 #[test]
 fn deb_lifecycle_install_upgrade_remove_purge() {
     require(&[
@@ -390,7 +555,18 @@ fn deb_lifecycle_install_upgrade_remove_purge() {
     // deb-systemd-helper but not enabled.
     let gw = Gateway::start("kuma8088.com", "");
     let _installed = Installed::new();
-    output("dpkg", &["-i", deb.to_str().unwrap()]);
+    // Installed as on a machine that runs systemd: the units are read, nothing is started.
+    let calls = dpkg_under_systemd(&["-i", deb.to_str().unwrap()]);
+    assert!(
+        calls.iter().any(|c| c.contains("daemon-reload")),
+        "{calls:?}"
+    );
+    assert!(
+        !calls
+            .iter()
+            .any(|c| c.contains("restart") || c.contains("start ")),
+        "an install starts nothing: {calls:?}"
+    );
     for (path, wanted) in [
         (CONF, 0o600),
         (BACKUP_DIR, 0o700),
@@ -421,6 +597,7 @@ fn deb_lifecycle_install_upgrade_remove_purge() {
         String::from_utf8_lossy(&verify.stderr)
     );
     check_installed_man_pages();
+    check_installed_contracts_and_licences();
     let bash = fs::read_to_string("/usr/share/bash-completion/completions/relay-sync").unwrap();
     assert!(
         bash.contains("rollback") && bash.contains("--json"),
@@ -458,15 +635,20 @@ fn deb_lifecycle_install_upgrade_remove_purge() {
     fs::write(LOG_FILE, "[2026-01-01 00:00:00] INFO: a run\n").unwrap();
     fs::write(GENERATION, "# a generation\n").unwrap();
 
-    // Upgrade: the local edit and the enablement are kept.
-    output(
-        "dpkg",
-        &[
-            "-i",
-            "--force-confdef",
-            "--force-confold",
-            deb2.to_str().unwrap(),
-        ],
+    // Upgrade: the local edit and the enablement are kept, and a running watcher is
+    // restarted so that the new binary runs (try-restart: a stopped one stays stopped); the
+    // timer's oneshot service is not (that would run a sync).
+    let calls = dpkg_under_systemd(&[
+        "-i",
+        "--force-confdef",
+        "--force-confold",
+        deb2.to_str().unwrap(),
+    ]);
+    let restarts: Vec<&String> = calls.iter().filter(|c| c.contains("restart")).collect();
+    assert_eq!(
+        restarts,
+        ["try-restart relay-sync-watch.service"],
+        "upgrade's systemctl calls: {calls:?}"
     );
     assert_eq!(
         output("dpkg-query", &["-W", "-f=${Version}", "relay-sync"]),
@@ -665,7 +847,12 @@ fn documented_paths_are_the_installed_ones() {
                 shown += 1;
             }
         }
-        for (at, _) in text.match_indices("bin/relay-sync") {
+        // The binary itself, not a file named after it (the container wrapper
+        // `relay-sync-container-exec`, which an operator installs by hand).
+        let binary_at = text.match_indices("bin/relay-sync").filter(|(at, found)| {
+            !text[at + found.len()..].starts_with(|c: char| c == '-' || c.is_alphanumeric())
+        });
+        for (at, _) in binary_at {
             assert!(
                 text[..at].ends_with("usr/"),
                 "{} names {:?}; the packages install {INSTALLED}",

@@ -312,7 +312,7 @@ fn planted_metrics_file_fifo_never_hangs_a_failing_run_or_check() {
     let line = check
         .stdout
         .lines()
-        .find(|line| line.contains("metrics file"))
+        .find(|line| line.starts_with("FAIL metrics_file "))
         .unwrap_or_default();
     assert!(line.contains(&metrics.display().to_string()), "{check:?}");
     assert!(fs::symlink_metadata(&metrics)

@@ -350,7 +350,7 @@ fn hostile_user_rows_are_logged_and_never_reach_the_table() {
 fn status_recipient_count(gw: &Gateway) -> serde_json::Value {
     let status = gw.run(&["status", "--json"]);
     assert_eq!(status.code, 0, "{status:?}");
-    let value: serde_json::Value = serde_json::from_str(&status.stdout).unwrap();
+    let value: serde_json::Value = crate::json::document(&status.stdout);
     value["recipient_count"].clone()
 }
 

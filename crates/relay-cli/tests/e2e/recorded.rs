@@ -10,7 +10,7 @@ use crate::gateway::Gateway;
 fn status(gw: &Gateway) -> serde_json::Value {
     let run = gw.run(&["status", "--json"]);
     assert_eq!(run.code, 0, "{run:?}");
-    serde_json::from_str(&run.stdout).unwrap()
+    crate::json::document(&run.stdout)
 }
 
 /// A gateway with a metrics file and an `ALERT_COMMAND` that appends each alert's subject to

@@ -22,6 +22,7 @@
 
 mod fakes;
 mod map_mode;
+mod noted;
 mod recipients;
 
 use std::io::Write;
@@ -46,6 +47,7 @@ pub(crate) fn settings() -> SyncSettings {
         mode: RelayDomainsMode::Inline,
         reload_pending: false,
         known_rejected: None,
+        known_noted: None,
     }
 }
 
@@ -71,7 +73,7 @@ pub(crate) fn synced_gateway() -> FakePostfix {
 }
 
 #[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
+pub(crate) struct Captured(pub(crate) Arc<Mutex<Vec<u8>>>);
 
 impl Write for Captured {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
