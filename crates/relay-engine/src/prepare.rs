@@ -186,11 +186,7 @@ pub(crate) fn prepare_normalized<P: PostfixRead>(
 
     let (map_type, map_path) = postfix.relay_domains_table();
     let map_path = map_path.to_string_lossy().into_owned();
-    let mut table = RelayDomainsTable {
-        map_type: &map_type,
-        path: &map_path,
-        text: None,
-    };
+    let mut table = RelayDomainsTable::new(&map_type, &map_path, None);
     // The table is read only when it matters: in map mode, and in inline mode when
     // relay_domains still names it (a switch back), so that its domains count as current.
     let named =
@@ -258,15 +254,15 @@ pub(crate) fn prepare_normalized<P: PostfixRead>(
         .with_recipients(
             recipients.as_ref().map(|r| &r.valid),
             &relayed,
-            RecipientsTable {
-                map_type: &recipients_type,
-                path: &recipients_path,
-                text: if ours_left {
+            RecipientsTable::new(
+                &recipients_type,
+                &recipients_path,
+                if ours_left {
                     Some(header_only.as_str())
                 } else {
                     recipients_text.as_deref()
                 },
-            },
+            ),
             &relay_recipient_maps,
         )
         .map_err(unplannable)?;

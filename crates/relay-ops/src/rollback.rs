@@ -320,11 +320,7 @@ pub(crate) fn rollback(
 
 /// Whether the `relay_domains` value names the table at `path` (with any map type).
 fn names_table(relay_domains: &str, path: &str) -> bool {
-    let table = RelayDomainsTable {
-        map_type: "",
-        path,
-        text: None,
-    };
+    let table = RelayDomainsTable::new("", path, None);
     RelayDomains::parse(relay_domains).is_ok_and(|value| table.is_named_in(&value))
 }
 
@@ -373,11 +369,7 @@ pub(crate) fn generations(config: &Config) -> Result<Vec<Generation>, RollbackEr
                 })
                 .and_then(|p| fs::read_to_string(p).ok())
                 .map(|text| {
-                    let table = RelayDomainsTable {
-                        map_type: "",
-                        path: &table_path,
-                        text: Some(&text),
-                    };
+                    let table = RelayDomainsTable::new("", &table_path, Some(&text));
                     table.keys().count()
                 });
             let files = [

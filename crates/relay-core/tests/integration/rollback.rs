@@ -6,8 +6,8 @@ use std::collections::BTreeSet;
 
 use proptest::prelude::*;
 use relay_core::{
-    render_relay_domains_map, DomainName, GenerationTexts, RelayDomains, RelayDomainsTable,
-    RollbackInput, RollbackPlan, RollbackPlanError, Step, TableRestore, TransportFile,
+    DomainName, GenerationTexts, RelayDomains, RelayDomainsTable, RollbackInput, RollbackPlan,
+    RollbackPlanError, Step, TableRestore, TransportFile,
 };
 
 use crate::strategies::{domain_set_strategy, hand_line_strategy, hop, preserved_token_strategy};
@@ -27,11 +27,7 @@ impl State {
     fn relayed_by(&self, relay_domains: &str) -> BTreeSet<DomainName> {
         let parsed = RelayDomains::parse(relay_domains).unwrap();
         let mut out = parsed.domains.clone();
-        let table = RelayDomainsTable {
-            map_type: "hash",
-            path: TABLE,
-            text: self.table.as_deref(),
-        };
+        let table = RelayDomainsTable::new("hash", TABLE, self.table.as_deref());
         if table.is_named_in(&parsed) {
             out.extend(table.domains());
         }
@@ -88,13 +84,13 @@ fn state_strategy() -> impl Strategy<Value = State> {
                     preserved_tokens: tokens,
                     domains: BTreeSet::new(),
                 };
-                (relay, Some(render_relay_domains_map(&domains)))
+                (relay, Some(RelayDomainsTable::render(&domains)))
             } else {
                 let relay = RelayDomains {
                     preserved_tokens: tokens,
                     domains: domains.clone(),
                 };
-                (relay, leftover.map(|set| render_relay_domains_map(&set)))
+                (relay, leftover.map(|set| RelayDomainsTable::render(&set)))
             };
             let (hand, managed): (Vec<_>, Vec<_>) = domains
                 .iter()
@@ -389,7 +385,7 @@ fn map_mode_rollback_restores_the_table_between_the_union_and_relay_domains() {
     let current = state(
         &format!("$mydestination, hash:{TABLE}"),
         &block(&["a.example", "fresh.example"]),
-        Some(&render_relay_domains_map(&names(&[
+        Some(&RelayDomainsTable::render(&names(&[
             "a.example",
             "fresh.example",
         ]))),
@@ -397,7 +393,7 @@ fn map_mode_rollback_restores_the_table_between_the_union_and_relay_domains() {
     let generation = state(
         &format!("$mydestination, lmdb:{TABLE}"),
         &block(&["a.example"]),
-        Some(&render_relay_domains_map(&names(&["a.example"]))),
+        Some(&RelayDomainsTable::render(&names(&["a.example"]))),
     );
     let plan = plan(&current, &generation).unwrap();
     insta::assert_snapshot!(describe(&plan), @r"
@@ -442,7 +438,7 @@ fn a_kept_table_keeps_the_current_routes_of_its_keys() {
         .iter()
         .map(|d| DomainName::parse(d).unwrap())
         .collect();
-    let table = render_relay_domains_map(&names);
+    let table = RelayDomainsTable::render(&names);
     let current = state(
         &format!("hash:{TABLE}"),
         &block(&["a.example", "fresh.example"]),
@@ -467,7 +463,7 @@ fn refusals_say_what_to_do() {
     let current = state(
         "a.example",
         &block(&["a.example"]),
-        Some(&render_relay_domains_map(&names)),
+        Some(&RelayDomainsTable::render(&names)),
     );
     let generation = state(&format!("hash:{TABLE}"), &block(&["a.example"]), None);
     insta::assert_snapshot!(plan(&current, &generation).unwrap_err().to_string(), @"the table /etc/postfix/relay_domains is kept as it is now (the backup has no copy of it) and relays lost.example, which neither the backup's transport file nor the current one routes; roll back to another generation");
