@@ -38,13 +38,16 @@ mod log_escape;
 mod map_table;
 mod plan;
 mod recipient;
+mod recovery;
 mod relay_domains;
 mod relay_domains_map;
 mod rollback;
 mod rows;
 mod transport;
 
-pub use apply_order::{apply_steps, apply_steps_with, Freshness, Step};
+pub use apply_order::{
+    apply_steps, apply_steps_with, sync_steps, FirstWrites, Freshness, PreRun, Step,
+};
 pub use domain::{DomainName, InvalidDomain};
 pub use guard::{guard, GuardSettings, Refusal, INLINE_LIMIT_BYTES};
 pub use log_escape::{escape_for_log, escape_log_line};
@@ -57,6 +60,7 @@ pub use recipient::{
     normalize_recipients, InvalidRecipient, Recipient, RecipientPlan, RecipientsError,
     RecipientsInput, LOCAL_PART_MAX, RECIPIENT_SAMPLE,
 };
+pub use recovery::RecoveryPlan;
 pub use relay_domains::{RelayDomains, RelayDomainsError};
 pub use relay_domains_map::RelayDomainsMode;
 pub use rollback::{

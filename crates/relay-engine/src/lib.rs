@@ -30,6 +30,7 @@
 #![warn(clippy::print_stdout, clippy::print_stderr)]
 
 mod apply;
+mod execute;
 mod outcome;
 mod prepare;
 
@@ -41,6 +42,7 @@ use relay_db::DomainSource;
 use relay_postfix::{PostfixRead, PostfixWrite};
 
 pub use apply::{apply, VERIFY_SAMPLE};
+pub use execute::{execute, prepare_maps, Halted, Observer};
 pub use outcome::{Applied, FailedStep, FailureCause, Outcome, StepFailure};
 pub use prepare::{
     prepare, prepare_fetched, rejected_changed, rejected_keys, Prepared, RECIPIENT_ROW_PREFIX,
