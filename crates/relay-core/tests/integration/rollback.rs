@@ -6,62 +6,12 @@ use std::collections::BTreeSet;
 
 use proptest::prelude::*;
 use relay_core::{
-    DomainName, GenerationTexts, RelayDomains, RelayDomainsTable, RollbackInput, RollbackPlan,
-    RollbackPlanError, Step, TableRestore, TransportFile,
+    DomainName, GenerationTexts, RecipientsRollback, RelayDomains, RelayDomainsTable,
+    RollbackInput, RollbackPlan, RollbackPlanError, Step, TableRestore, TransportFile,
 };
 
+use crate::model::{addresses, outside_block, postfix_strategy, Postfix as State, TABLE};
 use crate::strategies::{domain_set_strategy, hand_line_strategy, hop, preserved_token_strategy};
-
-const TABLE: &str = "/etc/postfix/relay_domains";
-
-/// What Postfix works from: `relay_domains`, the transport file and the table's source.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct State {
-    relay_domains: String,
-    transport: Option<String>,
-    table: Option<String>,
-}
-
-impl State {
-    /// Domains relayed by `relay_domains` with this state's table.
-    fn relayed_by(&self, relay_domains: &str) -> BTreeSet<DomainName> {
-        let parsed = RelayDomains::parse(relay_domains).unwrap();
-        let mut out = parsed.domains.clone();
-        let table = RelayDomainsTable::new("hash", TABLE, self.table.as_deref());
-        if table.is_named_in(&parsed) {
-            out.extend(table.domains());
-        }
-        out
-    }
-
-    fn relayed(&self) -> BTreeSet<DomainName> {
-        self.relayed_by(&self.relay_domains)
-    }
-
-    /// Whether the transport file routes `domain`, read as postmap reads it (the markers are
-    /// comments to postmap, so a broken block routes as well).
-    fn routes(&self, domain: &DomainName) -> bool {
-        self.transport
-            .as_deref()
-            .unwrap_or("")
-            .lines()
-            .filter(|line| !line.starts_with(|c: char| c.is_ascii_whitespace()))
-            .filter_map(|line| line.split_ascii_whitespace().next())
-            .any(|key| !key.starts_with('#') && key.eq_ignore_ascii_case(domain.as_str()))
-    }
-
-    fn step(&mut self, step: Step<'_>) {
-        match step {
-            Step::WriteTransport(text) => self.transport = Some(text.to_owned()),
-            Step::WriteRelayDomainsMap(text) => self.table = Some(text.to_owned()),
-            Step::SetRelayDomains(value) => self.relay_domains = value.to_owned(),
-            Step::RebuildTransportMap
-            | Step::Reload
-            | Step::WriteRecipientsMap(_)
-            | Step::SetRelayRecipientMaps(_) => {}
-        }
-    }
-}
 
 /// A state a sync could have left, in inline or map mode, where every relayed domain has a
 /// route: some by hand-written lines, the rest in the managed block. Map mode's table may be
@@ -116,7 +66,9 @@ fn state_strategy() -> impl Strategy<Value = State> {
                 relay_domains: relay.render(),
                 transport: Some(text),
                 table,
+                ..State::default()
             }
+            .reloaded()
         })
 }
 
@@ -165,22 +117,6 @@ fn plan_or_refusal(
     }
 }
 
-/// Lines of a transport file outside the managed block.
-fn outside_block(text: &str) -> Vec<&str> {
-    let mut inside = false;
-    let mut out = Vec::new();
-    for line in text.lines() {
-        if line.starts_with("# BEGIN relay-sync") {
-            inside = true;
-        } else if line.starts_with("# END relay-sync") {
-            inside = false;
-        } else if !inside {
-            out.push(line);
-        }
-    }
-    out
-}
-
 proptest! {
     #[test]
     fn prop_rollback_keeps_every_relayed_domain_routed_at_every_step(
@@ -190,18 +126,10 @@ proptest! {
         let generation = backed_up(&generation, copy);
         let Some(plan) = plan_or_refusal(&current, &generation)? else { return Ok(()) };
         let mut state = current.clone();
-        // Between `postconf -e` and the reload both values may be in force.
-        let mut in_force = state.relay_domains.clone();
         for step in plan.steps() {
             state.step(step);
-            if step == Step::Reload {
-                in_force = state.relay_domains.clone();
-            }
-            let mut relayed = state.relayed();
-            relayed.extend(state.relayed_by(&in_force));
-            for domain in relayed {
-                prop_assert!(state.routes(&domain), "{} has no route after {:?}", domain, step);
-            }
+            let unrouted = state.unrouted();
+            prop_assert!(unrouted.is_empty(), "{:?} have no route after {:?}", unrouted, step);
         }
     }
 
@@ -296,6 +224,59 @@ proptest! {
             prop_assert!(first.has_entry(domain.as_str()), "{} lost its route", domain);
         }
     }
+
+    /// A rollback with recipient validation's side (a generation that holds it), between any
+    /// two gateways of the small world: at every instant every relayed domain has a route and
+    /// an address both accept is accepted; at the end Postfix holds the generation's values.
+    #[test]
+    fn prop_rollback_with_recipients_keeps_routes_and_addresses(
+        current in postfix_strategy(),
+        generation in postfix_strategy(),
+        (copy, recipients_copy) in (any::<bool>(), any::<bool>()),
+    ) {
+        let backup = State {
+            recipients: generation.recipients.clone().filter(|_| recipients_copy),
+            ..backed_up(&generation, copy)
+        };
+        let Some(plan) = plan_or_refusal(&current, &backup)? else { return Ok(()) };
+        let plan = plan.with_recipients(RecipientsRollback {
+            relay_recipient_maps: &backup.relay_recipient_maps,
+            table: backup.recipients.as_deref(),
+            current_table: current.recipients.as_deref(),
+        });
+        let mut end = current.clone();
+        for step in plan.steps() {
+            end.step(step);
+        }
+        let addresses = addresses();
+        let kept: Vec<&String> = addresses
+            .iter()
+            .filter(|a| current.accepts(a) && end.accepts(a))
+            .collect();
+        let mut state = current.clone();
+        for step in plan.steps() {
+            state.step(step);
+            let unrouted = state.unrouted();
+            prop_assert!(unrouted.is_empty(), "{:?} have no route after {:?}", unrouted, step);
+            for address in &kept {
+                prop_assert!(state.accepts(address), "{} refused after {:?}", address, step);
+            }
+        }
+        prop_assert_eq!(&end.relay_domains, &generation.relay_domains);
+        prop_assert_eq!(&end.relay_recipient_maps, &generation.relay_recipient_maps);
+        prop_assert_eq!(&end.running, &(end.relay_domains.clone(), end.relay_recipient_maps.clone()));
+        // A generation without a copy of the table leaves it as it is.
+        match &backup.recipients {
+            Some(table) => prop_assert_eq!(end.recipients.as_ref(), Some(table)),
+            None => prop_assert_eq!(&end.recipients, &current.recipients),
+        }
+        // Where the generation's table came back too, it accepts what the generation did.
+        if copy && recipients_copy {
+            for address in &addresses {
+                prop_assert_eq!(end.accepts(address), generation.accepts(address), "{}", address);
+            }
+        }
+    }
 }
 
 fn state(relay_domains: &str, transport: &str, table: Option<&str>) -> State {
@@ -303,7 +284,9 @@ fn state(relay_domains: &str, transport: &str, table: Option<&str>) -> State {
         relay_domains: relay_domains.to_owned(),
         transport: Some(transport.to_owned()),
         table: table.map(str::to_owned),
+        ..State::default()
     }
+    .reloaded()
 }
 
 /// The steps as an operator would read them.

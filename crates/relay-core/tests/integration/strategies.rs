@@ -60,3 +60,35 @@ pub(crate) fn hand_line_strategy() -> impl Strategy<Value = String> {
 pub(crate) fn hop() -> NextHop {
     NextHop::new(Transport::Smtp, "100.110.222.53", 2525).unwrap()
 }
+
+/// The domains of the small world the properties over whole gateways use, so that relayed
+/// domains, recipients and tables overlap often.
+pub(crate) const SMALL_DOMAINS: [&str; 5] = [
+    "a.example",
+    "b.example",
+    "c.example",
+    "d.example",
+    "e.example",
+];
+
+/// Sets of domains from [`SMALL_DOMAINS`].
+pub(crate) fn small_domain_set_strategy(max: usize) -> impl Strategy<Value = BTreeSet<DomainName>> {
+    prop::collection::btree_set(
+        prop::sample::select(SMALL_DOMAINS.to_vec()).prop_map(|d| DomainName::parse(d).unwrap()),
+        0..max,
+    )
+}
+
+/// Sets of recipients at [`SMALL_DOMAINS`]: addresses and catch-alls.
+pub(crate) fn users_strategy() -> impl Strategy<Value = BTreeSet<relay_core::Recipient>> {
+    prop::collection::btree_set(
+        (
+            prop::sample::select(vec!["", "u1", "u2", "U2"]),
+            prop::sample::select(SMALL_DOMAINS.to_vec()),
+        )
+            .prop_map(|(local, domain)| {
+                relay_core::Recipient::parse(&format!("{local}@{domain}")).unwrap()
+            }),
+        0..8,
+    )
+}
