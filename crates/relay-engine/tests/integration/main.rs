@@ -22,6 +22,7 @@
 mod fakes;
 mod map_mode;
 mod recipients;
+mod recovery;
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
