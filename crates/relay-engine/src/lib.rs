@@ -8,8 +8,13 @@
 //! A dry run ([`dry_run`]) takes only a [`relay_postfix::PostfixRead`]: it cannot write, by
 //! construction.
 //!
-//! Architecture invariant: the engine decides the order of the steps and what to log; it never
-//! touches a file or runs a command itself. Postfix work happens only through the traits.
+//! Every list of steps that changes Postfix (a sync's, its recovery's, a rollback's) is planned
+//! by relay-core and run by [`execute`], the one executor; what each caller logs and reads back
+//! is its [`Observer`].
+//!
+//! Architecture invariant: the engine decides the phases of a run and what to log; it never
+//! touches a file or runs a command itself. Postfix work happens only through the traits, and
+//! only [`execute`] turns a step into a Postfix call.
 //!
 //! ```no_run
 //! # async fn example(db: relay_db::MariaDbSource, postfix: relay_postfix::PostfixCli) {
