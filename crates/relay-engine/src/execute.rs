@@ -94,29 +94,43 @@ where
             done: index,
             failure,
         };
+        // Each arm runs its step and, when it succeeded, tells the observer.
         let (what, result) = match step {
-            Step::WriteTransport(text) => {
-                (FailedStep::WriteTransport, postfix.write_transport(text))
-            }
+            Step::WriteTransport(text) => (
+                FailedStep::WriteTransport,
+                postfix
+                    .write_transport(text)
+                    .map(|()| observer.wrote_transport(postfix, text)),
+            ),
             Step::RebuildTransportMap => (
                 FailedStep::RebuildTransportMap,
-                postfix.rebuild_transport_map(),
+                postfix
+                    .rebuild_transport_map()
+                    .map(|()| observer.rebuilt_transport_map(postfix)),
             ),
             Step::WriteRelayDomainsMap(text) => (
                 FailedStep::WriteRelayDomainsMap,
-                postfix.write_relay_domains_map(text),
+                postfix
+                    .write_relay_domains_map(text)
+                    .map(|()| observer.wrote_relay_domains_map(postfix, text)),
             ),
             Step::WriteRecipientsMap(text) => (
                 FailedStep::WriteRecipientsMap,
-                postfix.write_recipients_map(text),
+                postfix
+                    .write_recipients_map(text)
+                    .map(|()| observer.wrote_recipients_map(postfix, text)),
             ),
             Step::SetRelayDomains(value) => (
                 FailedStep::SetRelayDomains,
-                postfix.set_relay_domains(value),
+                postfix
+                    .set_relay_domains(value)
+                    .map(|()| observer.set_relay_domains(value)),
             ),
             Step::SetRelayRecipientMaps(value) => (
                 FailedStep::SetRelayRecipientMaps,
-                postfix.set_relay_recipient_maps(value),
+                postfix
+                    .set_relay_recipient_maps(value)
+                    .map(|()| observer.set_relay_recipient_maps(value)),
             ),
             Step::Reload => {
                 let (reload, read_back) = observer.around_reload(postfix, || postfix.reload());
@@ -124,6 +138,8 @@ where
                     Ok(()) => observer.reloaded(),
                     Err(error) => observer.failed(FailedStep::Reload, error).map_err(halt)?,
                 }
+                // A read-back beside the reload that found something wrong stops the steps
+                // after the reload, which is done.
                 read_back.map_err(|failure| Halted {
                     done: index + 1,
                     failure,
@@ -133,16 +149,6 @@ where
         };
         if let Err(error) = result {
             observer.failed(what, error).map_err(halt)?;
-            continue;
-        }
-        match step {
-            Step::WriteTransport(text) => observer.wrote_transport(postfix, text),
-            Step::RebuildTransportMap => observer.rebuilt_transport_map(postfix),
-            Step::WriteRelayDomainsMap(text) => observer.wrote_relay_domains_map(postfix, text),
-            Step::WriteRecipientsMap(text) => observer.wrote_recipients_map(postfix, text),
-            Step::SetRelayDomains(value) => observer.set_relay_domains(value),
-            Step::SetRelayRecipientMaps(value) => observer.set_relay_recipient_maps(value),
-            Step::Reload => {}
         }
     }
     observer.finish(postfix).map_err(|failure| Halted {

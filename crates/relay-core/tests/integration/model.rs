@@ -11,12 +11,11 @@
 use std::collections::BTreeSet;
 
 use proptest::prelude::*;
-use relay_core::{
-    DomainName, Recipient, RecipientsTable, RelayDomains, RelayDomainsTable, Step, TransportFile,
-};
+use relay_core::{DomainName, Recipient, RecipientsTable, RelayDomains, RelayDomainsTable, Step};
 
 use crate::strategies::{
-    hand_line_strategy, hop, preserved_token_strategy, small_domain_set_strategy, users_strategy,
+    hand_line_strategy, preserved_token_strategy, routed_transport, small_domain_set_strategy,
+    users_strategy,
 };
 
 /// The relay-domains table's source (`RELAY_DOMAINS_MAP`).
@@ -202,27 +201,7 @@ pub(crate) fn postfix_strategy() -> impl Strategy<Value = Postfix> {
                     before.table = leftover.map(|set| RelayDomainsTable::render(&set));
                 }
                 before.relay_domains = relay.render();
-                let (hand, managed): (Vec<_>, Vec<_>) = domains
-                    .iter()
-                    .enumerate()
-                    .partition(|(i, _)| (*i as u8).wrapping_add(split) % 3 == 0);
-                let mut text = String::new();
-                for line in &above {
-                    text.push_str(line);
-                    text.push('\n');
-                }
-                for (_, d) in &hand {
-                    text.push_str(&format!("{d} smtp:[192.0.2.9]:25\n"));
-                }
-                let hop = hop().to_string();
-                let mut text = TransportFile::parse(&text)
-                    .unwrap()
-                    .render(managed.iter().map(|(_, d)| (d.as_str(), hop.as_str())));
-                for line in &below {
-                    text.push_str(line);
-                    text.push('\n');
-                }
-                before.transport = Some(text);
+                before.transport = Some(routed_transport(&domains, &above, &below, split));
                 let mut maps = Vec::new();
                 if extra == 2 {
                     maps.push("hash:/etc/postfix/operator".to_owned());

@@ -12,7 +12,7 @@ use relay_core::{
 use crate::model::{addresses, outside_block, postfix_strategy, Postfix, RECIPIENTS, TABLE};
 use crate::strategies::{
     domain_set_strategy, hand_line_strategy, hop, hostile_string_strategy,
-    preserved_token_strategy, small_domain_set_strategy, users_strategy,
+    preserved_token_strategy, routed_transport, small_domain_set_strategy,
 };
 
 /// A consistent Postfix state: `relay_domains` with preserved tokens and domains, and a
@@ -41,25 +41,7 @@ fn state_strategy() -> impl Strategy<Value = State> {
                     domains: domains.clone(),
                 };
                 // Some managed domains are routed by hand-written lines, the rest by the block.
-                let (hand, managed): (Vec<_>, Vec<_>) = domains
-                    .iter()
-                    .enumerate()
-                    .partition(|(i, _)| (*i as u8).wrapping_add(split) % 4 == 0);
-                let mut text = String::new();
-                for line in &before {
-                    text.push_str(line);
-                    text.push('\n');
-                }
-                for (_, d) in &hand {
-                    text.push_str(&format!("{d} smtp:[192.0.2.9]:25\n"));
-                }
-                let file = TransportFile::parse(&text).unwrap();
-                let hop = hop().to_string();
-                let mut text = file.render(managed.iter().map(|(_, d)| (d.as_str(), hop.as_str())));
-                for line in &after {
-                    text.push_str(line);
-                    text.push('\n');
-                }
+                let text = routed_transport(&domains, &before, &after, split);
                 let transport = (exists || !text.is_empty()).then_some(text);
                 State {
                     relay_domains: relay.render(),
@@ -283,7 +265,7 @@ fn gateway_strategy() -> impl Strategy<Value = Gateway> {
         small_domain_set_strategy(5),
         small_domain_set_strategy(2),
         any::<bool>(),
-        prop::option::of(users_strategy()),
+        prop::option::of(crate::strategies::users_strategy()),
         (any::<bool>(), any::<bool>(), any::<bool>()),
     )
         .prop_map(|(before, database, preserve, map, users, fresh)| Gateway {

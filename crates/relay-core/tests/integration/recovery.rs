@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 
 use relay_core::{
     apply_steps, DomainName, NextHop, Plan, PlanInput, PreRun, Recipient, RecipientsTable,
-    RecoveryPlan, RelayDomainsMode, RelayDomainsTable, Step, Transport, BEGIN_MARKER, END_MARKER,
+    RecoveryPlan, RelayDomainsMode, RelayDomainsTable, Step, Transport, TransportFile,
 };
 
 use crate::model::{RECIPIENTS, TABLE};
@@ -21,14 +21,20 @@ fn names(list: &[&str]) -> BTreeSet<DomainName> {
     list.iter().map(|d| DomainName::parse(d).unwrap()).collect()
 }
 
+/// A transport file whose managed block routes `domains`.
 fn block(domains: &[&str]) -> String {
-    let mut out = format!("{BEGIN_MARKER}\n");
-    for d in domains {
-        out.push_str(&format!("{d} {HOP}\n"));
+    TransportFile::parse("")
+        .unwrap()
+        .render(domains.iter().map(|d| (*d, HOP)))
+}
+
+/// An inline gateway before a run.
+fn inline<'a>(relay_domains: &'a str, transport: &'a str) -> PreRun<'a> {
+    PreRun {
+        relay_domains,
+        transport: Some(transport),
+        ..PreRun::default()
     }
-    out.push_str(END_MARKER);
-    out.push('\n');
-    out
 }
 
 fn plan(before: &PreRun<'_>, database: &[&str], mode: RelayDomainsMode) -> Plan {
@@ -83,11 +89,7 @@ fn describe(steps: &[Step<'_>]) -> String {
 fn a_failed_first_write_leaves_nothing_to_restore() {
     // b.example leaves, and the transport map is older than its source.
     let transport = block(&["a.example", "b.example"]);
-    let before = PreRun {
-        relay_domains: "a.example, b.example",
-        transport: Some(&transport),
-        ..PreRun::default()
-    };
+    let before = inline("a.example, b.example", &transport);
     let plan = plan(&before, &["a.example"], RelayDomainsMode::Inline);
     let steps = apply_steps(&plan, false);
     assert_eq!(
@@ -107,11 +109,7 @@ fn the_union_transport_goes_in_before_the_old_relay_domains() {
     // b.example leaves and c.example arrives; the final transport (without b) is written and
     // then the verification fails.
     let transport = block(&["a.example", "b.example"]);
-    let before = PreRun {
-        relay_domains: "a.example, b.example",
-        transport: Some(&transport),
-        ..PreRun::default()
-    };
+    let before = inline("a.example, b.example", &transport);
     let plan = plan(
         &before,
         &["a.example", "c.example"],
@@ -129,12 +127,11 @@ fn the_union_transport_goes_in_before_the_old_relay_domains() {
 
 #[test]
 fn a_transport_only_change_still_reloads() {
-    let transport = format!("{BEGIN_MARKER}\na.example smtp:[192.0.2.9]:25\n{END_MARKER}\n");
-    let before = PreRun {
-        relay_domains: "a.example",
-        transport: Some(&transport),
-        ..PreRun::default()
-    };
+    // The next hop changes, nothing else.
+    let transport = TransportFile::parse("")
+        .unwrap()
+        .render([("a.example", "smtp:[192.0.2.9]:25")]);
+    let before = inline("a.example", &transport);
     let plan = plan(&before, &["a.example"], RelayDomainsMode::Inline);
     let steps = apply_steps(&plan, true);
     let recovery = RecoveryPlan::new(&plan, before, &steps);
@@ -149,11 +146,7 @@ fn a_failed_switch_to_map_mode_keeps_the_table_until_relay_domains_is_back() {
     // Inline with a.example; the switch wrote the table and relay_domains, then the reload
     // failed. An empty table while main.cf names it would refuse a.example's mail.
     let transport = block(&["a.example"]);
-    let before = PreRun {
-        relay_domains: "a.example",
-        transport: Some(&transport),
-        ..PreRun::default()
-    };
+    let before = inline("a.example", &transport);
     let plan = plan(&before, &["a.example"], RelayDomainsMode::Map);
     let steps = apply_steps(&plan, true);
     assert_eq!(steps.last(), Some(&Step::Reload));

@@ -11,7 +11,9 @@ use relay_core::{
 };
 
 use crate::model::{addresses, outside_block, postfix_strategy, Postfix as State, TABLE};
-use crate::strategies::{domain_set_strategy, hand_line_strategy, hop, preserved_token_strategy};
+use crate::strategies::{
+    domain_set_strategy, hand_line_strategy, preserved_token_strategy, routed_transport,
+};
 
 /// A state a sync could have left, in inline or map mode, where every relayed domain has a
 /// route: some by hand-written lines, the rest in the managed block. Map mode's table may be
@@ -42,26 +44,7 @@ fn state_strategy() -> impl Strategy<Value = State> {
                 };
                 (relay, leftover.map(|set| RelayDomainsTable::render(&set)))
             };
-            let (hand, managed): (Vec<_>, Vec<_>) = domains
-                .iter()
-                .enumerate()
-                .partition(|(i, _)| (*i as u8).wrapping_add(split) % 4 == 0);
-            let mut text = String::new();
-            for line in &before {
-                text.push_str(line);
-                text.push('\n');
-            }
-            for (_, d) in &hand {
-                text.push_str(&format!("{d} smtp:[192.0.2.9]:25\n"));
-            }
-            let hop = hop().to_string();
-            let mut text = TransportFile::parse(&text)
-                .unwrap()
-                .render(managed.iter().map(|(_, d)| (d.as_str(), hop.as_str())));
-            for line in &after {
-                text.push_str(line);
-                text.push('\n');
-            }
+            let text = routed_transport(&domains, &before, &after, split);
             State {
                 relay_domains: relay.render(),
                 transport: Some(text),

@@ -3,7 +3,7 @@
 use std::collections::BTreeSet;
 
 use proptest::prelude::*;
-use relay_core::{DomainName, NextHop, Transport};
+use relay_core::{DomainName, NextHop, Transport, TransportFile};
 
 /// Valid domain names from a small alphabet, so that sets overlap often.
 pub(crate) fn domain_strategy() -> impl Strategy<Value = DomainName> {
@@ -91,4 +91,36 @@ pub(crate) fn users_strategy() -> impl Strategy<Value = BTreeSet<relay_core::Rec
             }),
         0..8,
     )
+}
+
+/// A transport file that routes every one of `domains`: one in four (chosen by `split`) by a
+/// hand-written line, the rest in the managed block, between the hand-written lines `above`
+/// and `below`.
+pub(crate) fn routed_transport(
+    domains: &BTreeSet<DomainName>,
+    above: &[String],
+    below: &[String],
+    split: u8,
+) -> String {
+    let (hand, managed): (Vec<_>, Vec<_>) = domains
+        .iter()
+        .enumerate()
+        .partition(|(i, _)| (*i as u8).wrapping_add(split) % 4 == 0);
+    let mut text = String::new();
+    for line in above {
+        text.push_str(line);
+        text.push('\n');
+    }
+    for (_, d) in &hand {
+        text.push_str(&format!("{d} smtp:[192.0.2.9]:25\n"));
+    }
+    let hop = hop().to_string();
+    let mut text = TransportFile::parse(&text)
+        .unwrap()
+        .render(managed.iter().map(|(_, d)| (d.as_str(), hop.as_str())));
+    for line in below {
+        text.push_str(line);
+        text.push('\n');
+    }
+    text
 }
