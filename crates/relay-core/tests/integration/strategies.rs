@@ -105,7 +105,7 @@ pub(crate) fn routed_transport(
     let (hand, managed): (Vec<_>, Vec<_>) = domains
         .iter()
         .enumerate()
-        .partition(|(i, _)| (*i as u8).wrapping_add(split) % 4 == 0);
+        .partition(|(i, _)| (*i as u8).wrapping_add(split).is_multiple_of(4));
     let mut text = String::new();
     for line in above {
         text.push_str(line);
