@@ -77,6 +77,7 @@ impl Recipient {
 
     /// [`Recipient::parse`], with the domain part normalized by `domain` (a cache of
     /// [`DomainName::parse`]: a million addresses share a few thousand domains).
+    #[inline]
     fn parse_with(
         raw: &str,
         normalize_domain: &mut impl FnMut(&str) -> Result<DomainName, InvalidDomain>,

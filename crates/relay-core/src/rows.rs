@@ -47,6 +47,7 @@ impl<T: Ord, E> Normalized<T, E> {
     /// Parses every row with `parse`. The valid items are collected first and the set is built
     /// once (`BTreeSet` sorts, drops repeats and builds the tree in bulk), which is faster than
     /// inserting a million items one by one.
+    #[inline]
     pub(crate) fn from_rows<R>(
         rows: impl ExactSizeIterator<Item = R>,
         mut parse: impl FnMut(R) -> Result<T, Rejected<E>>,
