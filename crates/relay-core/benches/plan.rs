@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use relay_core::{
-    apply_steps, normalize_recipients, normalize_rows, render_recipients_map, DomainName, NextHop,
-    Plan, PlanInput, Recipient, RecipientPlan, RecipientsInput, RecipientsTable, RelayDomainsMode,
+    apply_steps, normalize_recipients, normalize_rows, DomainName, NextHop, Plan, PlanInput,
+    Recipient, RecipientPlan, RecipientsInput, RecipientsTable, RelayDomainsMode,
     RelayDomainsTable, Transport,
 };
 
@@ -37,11 +37,7 @@ struct Synced {
 
 fn synced(before: &BTreeSet<DomainName>, mode: RelayDomainsMode, hop: &NextHop) -> Synced {
     let empty = BTreeSet::new();
-    let table = RelayDomainsTable {
-        map_type: "hash",
-        path: TABLE,
-        text: None,
-    };
+    let table = RelayDomainsTable::new("hash", TABLE, None);
     let plan = Plan::with_mode(
         PlanInput {
             database: before,
@@ -93,11 +89,11 @@ fn plan_and_render(c: &mut Criterion) {
                             next_hop: &hop,
                         },
                         mode,
-                        Some(RelayDomainsTable {
-                            map_type: "hash",
-                            path: TABLE,
-                            text: state.table.as_deref(),
-                        }),
+                        Some(RelayDomainsTable::new(
+                            "hash",
+                            TABLE,
+                            state.table.as_deref(),
+                        )),
                     )
                     .unwrap();
                     assert_eq!(plan.added.len(), 1);
@@ -124,7 +120,7 @@ fn recipients(c: &mut Criterion) {
             .map(|i| format!("user{i}@d{}.example", i % 10_000))
             .collect();
         let before = normalize_recipients(rows[1..].to_vec()).valid;
-        let table_text = render_recipients_map(before.iter().map(Recipient::as_str));
+        let table_text = RecipientsTable::render(before.iter().map(Recipient::as_str));
         let maps = format!("hash:{RECIPIENTS}");
         group.throughput(Throughput::Elements(n as u64));
         let valid = normalize_recipients(rows).valid;
@@ -133,11 +129,7 @@ fn recipients(c: &mut Criterion) {
                 let plan = RecipientPlan::new(RecipientsInput {
                     database: Some(valid),
                     relayed: &domains,
-                    table: RecipientsTable {
-                        map_type: "hash",
-                        path: RECIPIENTS,
-                        text: Some(&table_text),
-                    },
+                    table: RecipientsTable::new("hash", RECIPIENTS, Some(&table_text)),
                     relay_recipient_maps: &maps,
                 })
                 .unwrap()

@@ -3,8 +3,10 @@
 //! The order guarantees that Postfix never accepts mail for a domain that has no transport
 //! entry: the transport map first gains the new entries (keeping the old ones), then
 //! `relay_domains` changes and Postfix reloads, and only then do removed entries leave the map.
-//! The engine executes these steps; the property tests check the guarantee on every
-//! intermediate state.
+//! The engine executes these steps (and every other step list: a failed run's recovery,
+//! [`RecoveryPlan`](crate::RecoveryPlan), and a rollback to a backup,
+//! [`RollbackPlan`](crate::RollbackPlan)) in one place; the property tests check the guarantee
+//! on every intermediate state.
 
 use crate::Plan;
 
@@ -116,4 +118,105 @@ pub fn apply_steps_with(plan: &Plan, fresh: Freshness) -> Vec<Step<'_>> {
         steps.push(Step::WriteRecipientsMap(text));
     }
     steps
+}
+
+/// What Postfix held before a run, as the run read it: what its steps are planned against
+/// besides the plan, and what a failed run's recovery restores (the same bytes as the backup
+/// the run took first).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PreRun<'a> {
+    /// The raw `relay_domains` value.
+    pub relay_domains: &'a str,
+    /// The transport file, `None` when it did not exist.
+    pub transport: Option<&'a str>,
+    /// The relay-domains table's source, when the run read it (map mode, or a `relay_domains`
+    /// that names the table) and it existed.
+    pub relay_domains_map: Option<&'a str>,
+    /// `relay_recipient_maps` (empty when the plan has no recipient side).
+    pub relay_recipient_maps: &'a str,
+    /// The recipients table's source, when the run read it and it existed.
+    pub recipients_map: Option<&'a str>,
+}
+
+/// The steps of a sync: [`apply_steps_with`], and what the state the run found asks for before
+/// them.
+///
+/// - A stale recipients database while entries only leave: Postfix answers from a database
+///   older than the source the plan merged against, which may lack addresses the source has.
+///   The current source (`before.recipients_map`) is rebuilt first, before any domain changes.
+/// - `reload_pending`: an earlier run changed what Postfix relays and was stopped before its
+///   reload. When the plan has no reload of its own, one comes first: the files are then
+///   converged but for the final transport (the union's extra routes), and Postfix must stop
+///   relaying the removed domains before their routes go.
+///
+/// ```
+/// use relay_core::{sync_steps, Freshness, PreRun, Step};
+/// # use std::collections::BTreeSet;
+/// # use relay_core::{NextHop, Plan, PlanInput, Transport};
+/// # let hop = NextHop::new(Transport::Smtp, "192.0.2.1", 25).unwrap();
+/// # let names = relay_core::normalize_rows(&["a.example"]).valid;
+/// # let transport = format!("{}\na.example smtp:[192.0.2.1]:25\n{}\n", relay_core::BEGIN_MARKER, relay_core::END_MARKER);
+/// # let input = PlanInput { database: &names, preserve: &BTreeSet::new(), relay_domains: "a.example", transport: Some(&transport), next_hop: &hop };
+/// let plan = Plan::new(input).unwrap();
+/// let fresh = Freshness { transport: true, relay_domains_map: true, recipients_map: true };
+/// assert!(sync_steps(&plan, &PreRun::default(), fresh, false).is_empty());
+/// assert_eq!(sync_steps(&plan, &PreRun::default(), fresh, true), [Step::Reload]);
+/// ```
+pub fn sync_steps<'p>(
+    plan: &'p Plan,
+    before: &PreRun<'p>,
+    fresh: Freshness,
+    reload_pending: bool,
+) -> Vec<Step<'p>> {
+    let mut steps = apply_steps_with(plan, fresh);
+    let stale_removal = !fresh.recipients_map
+        && plan
+            .recipients
+            .as_ref()
+            .is_some_and(|r| r.enabled && r.first_write().is_none() && r.last_write);
+    if let Some(text) = before.recipients_map.filter(|_| stale_removal) {
+        steps.insert(0, Step::WriteRecipientsMap(text));
+    }
+    if reload_pending && !steps.contains(&Step::Reload) {
+        steps.insert(0, Step::Reload);
+    }
+    steps
+}
+
+/// The first text each map gets in a step list: what can be built ahead, all at once, before
+/// the steps run (relay-postfix's `prepare_maps`), so that each write only renames its map into
+/// place.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FirstWrites<'p> {
+    /// The transport file's first text.
+    pub transport: Option<&'p str>,
+    /// The relay-domains table's first text.
+    pub relay_domains_map: Option<&'p str>,
+    /// The recipients table's first text.
+    pub recipients_map: Option<&'p str>,
+}
+
+impl<'p> FirstWrites<'p> {
+    /// The first writes of `steps`.
+    pub fn of(steps: &[Step<'p>]) -> FirstWrites<'p> {
+        let mut first = FirstWrites::default();
+        for step in steps {
+            let (slot, text) = match *step {
+                Step::WriteTransport(text) => (&mut first.transport, text),
+                Step::WriteRelayDomainsMap(text) => (&mut first.relay_domains_map, text),
+                Step::WriteRecipientsMap(text) => (&mut first.recipients_map, text),
+                Step::RebuildTransportMap
+                | Step::SetRelayDomains(_)
+                | Step::SetRelayRecipientMaps(_)
+                | Step::Reload => continue,
+            };
+            slot.get_or_insert(text);
+        }
+        first
+    }
+
+    /// Whether the steps write no map at all.
+    pub fn is_empty(&self) -> bool {
+        *self == FirstWrites::default()
+    }
 }

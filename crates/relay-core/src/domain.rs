@@ -1,7 +1,5 @@
 //! Domain names as SPEC §3 defines them: normalized, validated, and impossible to build otherwise.
 
-use std::collections::BTreeSet;
-
 use compact_str::CompactString;
 use std::fmt;
 
@@ -156,63 +154,4 @@ fn validate_ascii(name: &str) -> Result<(), InvalidDomain> {
         return Err(InvalidDomain::NumericTopLabel);
     }
     Ok(())
-}
-
-/// A database value that failed validation, kept for the ERROR log line and the summary.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Rejected {
-    /// The value exactly as the database returned it. Log it with [`escape_for_log`](crate::escape_for_log).
-    pub raw: String,
-    /// Why it was rejected.
-    pub reason: InvalidDomain,
-}
-
-/// The database's rows after normalization: the valid names (duplicates collapsed) and the
-/// rejected ones.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Normalized {
-    /// Valid names, sorted, each once.
-    pub valid: BTreeSet<DomainName>,
-    /// Invalid values, in the order the database returned them.
-    pub rejected: Vec<Rejected>,
-    /// How many valid rows were duplicates of an earlier one (after normalization).
-    pub duplicates: usize,
-}
-
-/// Normalizes and validates every raw name (SPEC §3 and step 3).
-pub fn normalize_rows<S: AsRef<str>>(rows: &[S]) -> Normalized {
-    let mut out = Normalized::default();
-    for raw in rows {
-        let raw = raw.as_ref();
-        match DomainName::parse(raw) {
-            Ok(name) => {
-                if !out.valid.insert(name) {
-                    out.duplicates += 1;
-                }
-            }
-            Err(reason) => out.rejected.push(Rejected {
-                raw: raw.to_owned(),
-                reason,
-            }),
-        }
-    }
-    out
-}
-
-/// [`normalize_rows`] for owned rows, which it consumes: valid names keep the rows'
-/// allocations, and the names are sorted once rather than inserted one by one.
-pub fn normalize_owned(rows: Vec<String>) -> Normalized {
-    let mut out = Normalized::default();
-    let mut valid = Vec::with_capacity(rows.len());
-    for raw in rows {
-        match DomainName::parse_owned(raw) {
-            Ok(name) => valid.push(name),
-            Err((raw, reason)) => out.rejected.push(Rejected { raw, reason }),
-        }
-    }
-    let count = valid.len();
-    // `BTreeSet` sorts, drops repeated names and builds the tree in bulk.
-    out.valid = valid.into_iter().collect();
-    out.duplicates = count - out.valid.len();
-    out
 }

@@ -35,32 +35,40 @@ mod apply_order;
 mod domain;
 mod guard;
 mod log_escape;
+mod map_table;
 mod plan;
 mod recipient;
+mod recovery;
 mod relay_domains;
 mod relay_domains_map;
 mod rollback;
+mod rows;
 mod transport;
 
-pub use apply_order::{apply_steps, apply_steps_with, Freshness, Step};
-pub use domain::{
-    normalize_owned, normalize_rows, DomainName, InvalidDomain, Normalized, Rejected,
+pub use apply_order::{
+    apply_steps, apply_steps_with, sync_steps, FirstWrites, Freshness, PreRun, Step,
 };
+pub use domain::{DomainName, InvalidDomain};
 pub use guard::{guard, GuardSettings, Refusal, INLINE_LIMIT_BYTES};
 pub use log_escape::{escape_for_log, escape_log_line};
+pub use map_table::{
+    entry_key, MapTable, RecipientsKind, RecipientsTable, RelayDomainsKind, RelayDomainsTable,
+    TableKind, MAP_HEADER, RECIPIENTS_HEADER,
+};
 pub use plan::{Plan, PlanError, PlanInput};
 pub use recipient::{
-    normalize_recipients, render_recipients_map, InvalidRecipient, NormalizedRecipients, Recipient,
-    RecipientPlan, RecipientsError, RecipientsInput, RecipientsTable, RejectedRecipient,
-    LOCAL_PART_MAX, RECIPIENTS_HEADER, RECIPIENT_SAMPLE,
+    normalize_recipients, InvalidRecipient, Recipient, RecipientPlan, RecipientsError,
+    RecipientsInput, LOCAL_PART_MAX, RECIPIENT_SAMPLE,
 };
+pub use recovery::RecoveryPlan;
 pub use relay_domains::{RelayDomains, RelayDomainsError};
-pub use relay_domains_map::{
-    entry_key, render_relay_domains_map, RelayDomainsMode, RelayDomainsTable, MAP_HEADER,
-};
+pub use relay_domains_map::RelayDomainsMode;
 pub use rollback::{
     GenerationTexts, RecipientsRestore, RecipientsRollback, RollbackInput, RollbackPlan,
     RollbackPlanError, TableRestore,
+};
+pub use rows::{
+    normalize_owned, normalize_rows, Normalized, NormalizedRecipients, Rejected, RejectedRecipient,
 };
 pub use transport::{
     is_host_name, InvalidNextHop, NextHop, Transport, TransportError, TransportFile, BEGIN_MARKER,

@@ -4,9 +4,8 @@ use std::borrow::Cow;
 use std::collections::BTreeSet;
 
 use crate::{
-    render_relay_domains_map, DomainName, NextHop, RecipientPlan, RecipientsError, RecipientsInput,
-    RelayDomains, RelayDomainsError, RelayDomainsMode, RelayDomainsTable, TransportError,
-    TransportFile,
+    DomainName, NextHop, RecipientPlan, RecipientsError, RecipientsInput, RelayDomains,
+    RelayDomainsError, RelayDomainsMode, RelayDomainsTable, TransportError, TransportFile,
 };
 
 /// Everything the plan is computed from. No I/O: the caller has read it all.
@@ -134,7 +133,7 @@ impl Plan {
     /// use relay_core::{normalize_rows, NextHop, Plan, PlanInput, RelayDomainsMode, RelayDomainsTable, Transport};
     /// let rows = normalize_rows(&["a.example", "b.example"]);
     /// let hop = NextHop::new(Transport::Smtp, "192.0.2.1", 25).unwrap();
-    /// let table = RelayDomainsTable { map_type: "hash", path: "/etc/postfix/relay_domains", text: None };
+    /// let table = RelayDomainsTable::new("hash", "/etc/postfix/relay_domains", None);
     /// let input = PlanInput { database: &rows.valid, preserve: &BTreeSet::new(),
     ///     relay_domains: "$mydestination, a.example, b.example", transport: None, next_hop: &hop };
     /// let plan = Plan::with_mode(input, RelayDomainsMode::Map, Some(table)).unwrap();
@@ -206,7 +205,7 @@ impl Plan {
         let diff = diff_names(&current_names, &wanted, input.preserve);
         // Gone before the big texts are rendered: at a million names it is megabytes.
         drop(current_names);
-        let relay_domains_map = relay_domains_map.then(|| render_relay_domains_map(wanted.iter()));
+        let relay_domains_map = relay_domains_map.then(|| RelayDomainsTable::render(wanted.iter()));
         let relay_domains_map_needs_write = match &relay_domains_map {
             Some(text) => table.and_then(|t| t.text) != Some(text.as_str()),
             None => false,

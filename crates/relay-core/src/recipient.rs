@@ -13,13 +13,9 @@ use std::fmt;
 
 use compact_str::CompactString;
 
-use crate::{DomainName, InvalidDomain};
-
-/// First line of the recipients table's source file. It also marks the file as relay-sync's:
-/// with the feature off, a `relay_recipient_maps` token naming a file that starts with this line
-/// is relay-sync's own, and is taken out of the parameter.
-pub const RECIPIENTS_HEADER: &str =
-    "# relay-sync: recipients table, rewritten from RECIPIENTS_QUERY on every change; edits are overwritten";
+use crate::{
+    DomainName, InvalidDomain, Normalized, NormalizedRecipients, RecipientsTable, Rejected,
+};
 
 /// The longest local part accepted, in bytes (RFC 5321 §4.5.3.1.1).
 pub const LOCAL_PART_MAX: usize = 64;
@@ -81,6 +77,7 @@ impl Recipient {
 
     /// [`Recipient::parse`], with the domain part normalized by `domain` (a cache of
     /// [`DomainName::parse`]: a million addresses share a few thousand domains).
+    #[inline]
     fn parse_with(
         raw: &str,
         normalize_domain: &mut impl FnMut(&str) -> Result<DomainName, InvalidDomain>,
@@ -176,27 +173,6 @@ fn is_format_char(c: char) -> bool {
         | '\u{FFF9}'..='\u{FFFB}' | '\u{E0001}' | '\u{E0020}'..='\u{E007F}')
 }
 
-/// A `RECIPIENTS_QUERY` row that failed validation.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RejectedRecipient {
-    /// The value exactly as the database returned it. Log it with
-    /// [`escape_for_log`](crate::escape_for_log).
-    pub raw: String,
-    /// Why it was rejected.
-    pub reason: InvalidRecipient,
-}
-
-/// The recipient rows after normalization.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct NormalizedRecipients {
-    /// Valid recipients, sorted, each once.
-    pub valid: BTreeSet<Recipient>,
-    /// Invalid values, in the order the database returned them.
-    pub rejected: Vec<RejectedRecipient>,
-    /// How many valid rows repeated an earlier recipient (after normalization).
-    pub duplicates: usize,
-}
-
 /// Normalizes and validates every recipient row, consuming them.
 ///
 /// ```
@@ -207,8 +183,6 @@ pub struct NormalizedRecipients {
 /// assert_eq!(n.rejected[0].raw, "x y@e.com");
 /// ```
 pub fn normalize_recipients(rows: Vec<String>) -> NormalizedRecipients {
-    let mut out = NormalizedRecipients::default();
-    let mut valid = Vec::with_capacity(rows.len());
     // Domain parts as written → their normal form. Bounded: a table of a million distinct
     // domains is not copied into a map.
     const CACHED_DOMAINS: usize = 65_536;
@@ -224,72 +198,9 @@ pub fn normalize_recipients(rows: Vec<String>) -> NormalizedRecipients {
             parsed
         }
     };
-    for raw in rows {
-        match Recipient::parse_with(&raw, &mut domain) {
-            Ok(recipient) => valid.push(recipient),
-            Err(reason) => out.rejected.push(RejectedRecipient { raw, reason }),
-        }
-    }
-    let count = valid.len();
-    out.valid = valid.into_iter().collect();
-    out.duplicates = count - out.valid.len();
-    out
-}
-
-impl NormalizedRecipients {
-    /// Joins what [`normalize_recipients`] made of two runs of rows, `later` being the rows
-    /// after this one's: the same as normalizing them all at once. Sets are merged in one pass.
-    ///
-    /// ```
-    /// use relay_core::normalize_recipients;
-    /// let rows = |r: &[&str]| r.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-    /// let all = normalize_recipients(rows(&["a@x.example", "bad", "A@x.example", "b@x.example"]));
-    /// let joined = normalize_recipients(rows(&["a@x.example", "bad"]))
-    ///     .merge(normalize_recipients(rows(&["A@x.example", "b@x.example"])));
-    /// assert_eq!(joined, all);
-    /// ```
-    #[must_use]
-    pub fn merge(mut self, mut later: NormalizedRecipients) -> NormalizedRecipients {
-        let before = self.valid.len() + later.valid.len();
-        self.valid.append(&mut later.valid);
-        self.rejected.append(&mut later.rejected);
-        self.duplicates += later.duplicates + (before - self.valid.len());
-        self
-    }
-}
-
-/// The recipients table as the plan sees it: its name and its current source text.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RecipientsTable<'a> {
-    /// `MAP_TYPE`.
-    pub map_type: &'a str,
-    /// `RECIPIENTS_MAP`, the table's source file.
-    pub path: &'a str,
-    /// The source file's text, `None` when it does not exist.
-    pub text: Option<&'a str>,
-}
-
-impl<'a> RecipientsTable<'a> {
-    /// The token `relay_recipient_maps` holds for this table: `TYPE:PATH`.
-    pub fn token(&self) -> String {
-        format!("{}:{}", self.map_type, self.path)
-    }
-
-    /// Whether a token names this table, with any map type.
-    pub fn is_named_by(&self, token: &str) -> bool {
-        crate::relay_domains_map::names_path(token, self.path)
-    }
-
-    /// Whether the source file is relay-sync's (it starts with [`RECIPIENTS_HEADER`]).
-    pub fn is_ours(&self) -> bool {
-        self.text
-            .is_some_and(|text| text.lines().next() == Some(RECIPIENTS_HEADER))
-    }
-
-    /// The keys of the source file's entry lines, as written.
-    pub fn keys(&self) -> impl Iterator<Item = &'a str> + 'a {
-        crate::relay_domains_map::entry_keys(self.text.unwrap_or_default())
-    }
+    Normalized::from_rows(rows.into_iter(), |raw| {
+        Recipient::parse_with(&raw, &mut domain).map_err(|reason| Rejected { raw, reason })
+    })
 }
 
 /// The tokens of a `relay_recipient_maps` value, in order (commas and whitespace separate).
@@ -384,7 +295,7 @@ impl RecipientPlan {
     /// use relay_core::{DomainName, Recipient, RecipientPlan, RecipientsInput, RecipientsTable};
     /// let users: BTreeSet<Recipient> = ["a@x.example", "b@y.example"].iter().map(|r| Recipient::parse(r).unwrap()).collect();
     /// let relayed: BTreeSet<DomainName> = [DomainName::parse("x.example").unwrap()].into_iter().collect();
-    /// let table = RecipientsTable { map_type: "hash", path: "/etc/postfix/relay_recipients", text: None };
+    /// let table = RecipientsTable::new("hash", "/etc/postfix/relay_recipients", None);
     /// let plan = RecipientPlan::new(RecipientsInput {
     ///     database: Some(&users), relayed: &relayed, table, relay_recipient_maps: "",
     /// }).unwrap().unwrap();
@@ -474,7 +385,7 @@ impl RecipientPlan {
             .collect();
         drop(covered);
         let wanted = || wanted.iter().copied();
-        let table_final = render_recipients_map(wanted());
+        let table_final = RecipientsTable::render(wanted());
 
         // Entries now, when the table is in force; otherwise nothing is accepted through it
         // and every final entry arrives. The table relay-sync writes is sorted: its keys are
@@ -521,7 +432,7 @@ impl RecipientPlan {
         let union = (added > 0 && removed > 0).then(|| {
             let mut keys: Vec<&str> = Vec::with_capacity(plan.entries_now + added);
             merge_keys(now(), wanted(), |key, _| keys.push(key));
-            render_recipients_map(keys.iter().copied())
+            RecipientsTable::render(keys.iter().copied())
         });
         plan.added = added;
         plan.removed = removed;
@@ -607,25 +518,6 @@ fn merge_keys<'k>(
     }
 }
 
-/// Renders the recipients table's source: the header, then one `key OK` line per entry, in the
-/// order given (sorted, for a table relay-sync writes).
-pub fn render_recipients_map<'a, I>(keys: I) -> String
-where
-    I: IntoIterator<Item = &'a str>,
-    I::IntoIter: Clone,
-{
-    let keys = keys.into_iter();
-    let size = RECIPIENTS_HEADER.len() + 1 + keys.clone().map(|k| k.len() + 4).sum::<usize>();
-    let mut out = String::with_capacity(size);
-    out.push_str(RECIPIENTS_HEADER);
-    out.push('\n');
-    for key in keys {
-        out.push_str(key);
-        out.push_str(" OK\n");
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -706,11 +598,7 @@ mod tests {
         RecipientPlan::new(RecipientsInput {
             database: db,
             relayed,
-            table: RecipientsTable {
-                map_type: "hash",
-                path: PATH,
-                text,
-            },
+            table: RecipientsTable::new("hash", PATH, text),
             relay_recipient_maps: maps,
         })
         .unwrap()
@@ -735,7 +623,7 @@ mod tests {
     #[test]
     fn turning_off_takes_out_only_our_table() {
         let relayed = domains(&["a.example"]);
-        let text = render_recipients_map(["x@a.example"]);
+        let text = RecipientsTable::render(["x@a.example"]);
         let p = plan(
             None,
             &relayed,
@@ -768,7 +656,7 @@ mod tests {
     #[test]
     fn a_change_in_force_writes_the_union_first_and_the_final_table_after() {
         let relayed = domains(&["a.example"]);
-        let before = render_recipients_map(["old@a.example", "x@a.example"]);
+        let before = RecipientsTable::render(["old@a.example", "x@a.example"]);
         let db = set(&["new@a.example", "x@a.example"]);
         let p = plan(
             Some(&db),
@@ -786,7 +674,7 @@ mod tests {
         assert!(p.last_write);
         assert!(!p.table_final.unwrap().contains("old@"));
         // Nothing to do when the table already matches.
-        let same = render_recipients_map(["new@a.example", "x@a.example"]);
+        let same = RecipientsTable::render(["new@a.example", "x@a.example"]);
         let p = plan(
             Some(&db),
             &relayed,
@@ -804,11 +692,7 @@ mod tests {
         let input = |text| RecipientsInput {
             database: Some(&db),
             relayed: &relayed,
-            table: RecipientsTable {
-                map_type: "hash",
-                path: PATH,
-                text,
-            },
+            table: RecipientsTable::new("hash", PATH, text),
             relay_recipient_maps: "hash:/etc/postfix/relay_recipients",
         };
         assert_eq!(
@@ -819,7 +703,7 @@ mod tests {
         );
         // An empty file holds nothing to lose; relay-sync's own is planned as usual.
         assert!(RecipientPlan::new(input(Some(""))).is_ok());
-        let ours = render_recipients_map(["x@a.example"]);
+        let ours = RecipientsTable::render(["x@a.example"]);
         assert!(RecipientPlan::new(input(Some(&ours)))
             .unwrap()
             .unwrap()
@@ -833,11 +717,7 @@ mod tests {
         let err = RecipientPlan::new(RecipientsInput {
             database: Some(&db),
             relayed: &relayed,
-            table: RecipientsTable {
-                map_type: "hash",
-                path: PATH,
-                text: None,
-            },
+            table: RecipientsTable::new("hash", PATH, None),
             relay_recipient_maps: "inline:{ a@b.example=OK }",
         });
         assert_eq!(err, Err(RecipientsError::Braces));

@@ -178,11 +178,7 @@ impl RollbackPlan {
         let generation = input.generation;
         let file = TransportFile::parse(generation.transport)
             .map_err(RollbackPlanError::GenerationTransport)?;
-        let table_ref = |text| RelayDomainsTable {
-            map_type: "",
-            path: input.table_path,
-            text,
-        };
+        let table_ref = |text| RelayDomainsTable::new("", input.table_path, text);
         let names_table = RelayDomains::parse(generation.relay_domains)
             .is_ok_and(|value| table_ref(None).is_named_in(&value));
         let (table, relay_domains_map) = match (names_table, generation.table) {
@@ -261,11 +257,11 @@ impl RollbackPlan {
     #[must_use]
     pub fn with_recipients(mut self, input: RecipientsRollback<'_>) -> RollbackPlan {
         let union = input.table.map(|_| {
-            let keys = crate::relay_domains_map::entry_keys;
+            let keys = crate::map_table::entry_keys;
             let all: BTreeSet<&str> = keys(input.table.unwrap_or_default())
                 .chain(keys(input.current_table.unwrap_or_default()))
                 .collect();
-            crate::render_recipients_map(all.iter().copied())
+            crate::RecipientsTable::render(all.iter().copied())
         });
         self.recipients = Some(RecipientsRestore {
             relay_recipient_maps: input.relay_recipient_maps.to_owned(),

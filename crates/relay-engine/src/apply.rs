@@ -1,35 +1,21 @@
-//! Steps 6–8 of a run: guard, back up, apply in the safe order, verify, and roll back on failure.
+//! Steps 6–9 of a run: guard, back up, apply in the safe order, verify, and recover on failure.
+//!
+//! The steps are relay-core's ([`Prepared::steps`], [`RecoveryPlan`]); they run through the
+//! one executor ([`execute`]). What is particular to a sync is its [`Observer`]: the log lines
+//! of SPEC §8 and the verification (SPEC §2 step 7, last paragraph); what is particular to its
+//! recovery is that a failed reload does not stop it.
 
-use relay_core::{cut_list, guard, RelayDomains, Step};
-use relay_postfix::PostfixWrite;
+use relay_core::{cut_list, guard, RecoveryPlan, RelayDomains, Step};
+use relay_postfix::{PostfixError, PostfixRead, PostfixWrite};
 
+use crate::execute::{execute, prepare_maps, Observer};
 use crate::outcome::FailureCause;
 use crate::{Applied, FailedStep, Outcome, Prepared, StepFailure, SyncSettings, LOG_LIST_MAX};
 
 /// At most this many added domains are looked up with `postmap -q` after a change.
 pub const VERIFY_SAMPLE: usize = 100;
 
-/// What the run has changed so far, so a rollback restores exactly that.
-#[derive(Debug, Default, Clone, Copy)]
-struct Touched {
-    transport: bool,
-    relay_domains: bool,
-    relay_domains_map: bool,
-    recipients_map: bool,
-    relay_recipient_maps: bool,
-}
-
-impl Touched {
-    fn any(self) -> bool {
-        self.transport
-            || self.relay_domains
-            || self.relay_domains_map
-            || self.recipients_map
-            || self.relay_recipient_maps
-    }
-}
-
-/// Guards, backs up and applies a prepared plan through `postfix`; rolls back on failure.
+/// Guards, backs up and applies a prepared plan through `postfix`; recovers on failure.
 pub fn apply<P: PostfixWrite + Sync>(
     settings: &SyncSettings,
     prepared: Prepared,
@@ -71,23 +57,7 @@ pub fn apply<P: PostfixWrite + Sync>(
     // system's journal, tens of milliseconds on a busy disk, and postmap is a process that
     // mostly waits too.
     let steps = prepared.steps();
-    let first_transport = steps.iter().find_map(|step| match step {
-        Step::WriteTransport(text) => Some(*text),
-        _ => None,
-    });
-    let table = steps.iter().find_map(|step| match step {
-        Step::WriteRelayDomainsMap(text) => Some(*text),
-        _ => None,
-    });
-    let recipients = steps.iter().find_map(|step| match step {
-        Step::WriteRecipientsMap(text) => Some(*text),
-        _ => None,
-    });
-    let ((), backup) = alongside(write_backup, || {
-        if first_transport.is_some() || table.is_some() || recipients.is_some() {
-            postfix.prepare_maps(first_transport, table, recipients);
-        }
-    });
+    let ((), backup) = alongside(write_backup, || prepare_maps(postfix, &steps));
     let backup = match backup {
         Some(Ok(backup)) => backup,
         failed => {
@@ -108,12 +78,11 @@ pub fn apply<P: PostfixWrite + Sync>(
         tracing::info!("Backup created: {}", file.display());
     }
 
-    let mut touched = Touched::default();
-    let result = run_steps(settings, &prepared, postfix, &mut touched);
+    let result = execute(postfix, &steps, &mut SyncRun::new(settings, &prepared));
     // Whatever a failed run built ahead and did not install goes now.
     postfix.discard_prepared();
-    if let Err(failure) = result {
-        return fail(failure, &prepared, touched, postfix);
+    if let Err(halted) = result {
+        return fail(halted.failure, &prepared, &steps[..halted.done], postfix);
     }
 
     tracing::info!(
@@ -143,119 +112,147 @@ pub fn apply<P: PostfixWrite + Sync>(
     })
 }
 
-/// Runs the steps in order, and verifies (SPEC §2 step 8) what they changed.
+/// A sync's side of the execution: SPEC §8's log lines for each step, and the verification
+/// (SPEC §2 step 7, last paragraph) of what the steps changed.
 ///
-/// The maps were built ahead by [`apply`] ([`PostfixWrite::prepare_maps`]); the steps install
-/// them one after the other, in order. The verification runs during `postfix reload`, since
-/// both are processes that mostly wait. It reads what reload does not change (main.cf through
-/// postconf, the map files through postmap), so it sees what it would see after the reload.
-fn run_steps<P: PostfixWrite + Sync>(
-    settings: &SyncSettings,
-    prepared: &Prepared,
-    postfix: &P,
-    touched: &mut Touched,
-) -> Result<(), StepFailure> {
-    let plan = &prepared.plan;
-    let failed = |step| {
-        move |error: relay_postfix::PostfixError| StepFailure {
+/// The verification runs during `postfix reload`, since both are processes that mostly wait.
+/// It reads what reload does not change (main.cf through postconf, the map files through
+/// postmap), so it sees what it would see after the reload. A map written after it (the final
+/// transport after a union, the final recipients table) is checked again at the end: it is the
+/// map that stays.
+struct SyncRun<'r> {
+    settings: &'r SyncSettings,
+    prepared: &'r Prepared,
+    /// The verification ran during a reload.
+    verified: bool,
+    /// The transport file was written after that verification.
+    routes_rewritten: bool,
+    /// The recipients table was written after that verification.
+    recipients_rewritten: bool,
+}
+
+impl<'r> SyncRun<'r> {
+    fn new(settings: &'r SyncSettings, prepared: &'r Prepared) -> SyncRun<'r> {
+        SyncRun {
+            settings,
+            prepared,
+            verified: false,
+            routes_rewritten: false,
+            recipients_rewritten: false,
+        }
+    }
+}
+
+impl<P: PostfixRead + Sync> Observer<P> for SyncRun<'_> {
+    type Failure = StepFailure;
+
+    fn wrote_transport(&mut self, postfix: &P, text: &str) {
+        let plan = &self.prepared.plan;
+        self.routes_rewritten = self.verified;
+        tracing::info!("Postmap successful: {}", postfix.transport_map_name());
+        if text == plan.transport_final {
+            tracing::info!(
+                "Updated transport file: added {}, removed {}",
+                plan.transport_added,
+                plan.transport_removed
+            );
+        }
+    }
+
+    fn rebuilt_transport_map(&mut self, postfix: &P) {
+        tracing::info!("Postmap successful: {}", postfix.transport_map_name());
+    }
+
+    fn wrote_relay_domains_map(&mut self, postfix: &P, _text: &str) {
+        let plan = &self.prepared.plan;
+        let (map_type, path) = postfix.relay_domains_table();
+        tracing::info!("Postmap successful: {map_type}:{}", path.display());
+        tracing::info!(
+            "Updated relay domains map {}: added {}, removed {}",
+            path.display(),
+            plan.added.len(),
+            plan.removed.len()
+        );
+    }
+
+    fn wrote_recipients_map(&mut self, postfix: &P, _text: &str) {
+        self.recipients_rewritten = self.verified;
+        let (map_type, path) = postfix.recipients_table();
+        tracing::info!("Postmap successful: {map_type}:{}", path.display());
+    }
+
+    fn set_relay_domains(&mut self, value: &str) {
+        tracing::info!(
+            "Updated relay_domains: {}",
+            cut_list(value.split(", "), LOG_LIST_MAX)
+        );
+    }
+
+    fn set_relay_recipient_maps(&mut self, value: &str) {
+        tracing::info!("Updated relay_recipient_maps: {value}");
+    }
+
+    fn reloaded(&mut self) {
+        tracing::info!("Postfix reloaded successfully");
+        // The verification beside it answers before the next step, or stops the steps.
+        self.verified = true;
+    }
+
+    fn failed(&mut self, step: FailedStep, error: PostfixError) -> Result<(), StepFailure> {
+        Err(StepFailure {
             step,
             cause: error.into(),
-        }
-    };
-    let mut verified = false;
-    // A transport written after the verification (the final text after a union) is checked
-    // again: it is the map that stays.
-    let mut routes_rewritten = false;
-    let mut recipients_rewritten = false;
-    for step in prepared.steps() {
-        match step {
-            Step::WriteTransport(text) => {
-                // Marked after the call: a failed write leaves the previous file and map in
-                // place (PostfixWrite's contract), so there is nothing to restore. Restoring
-                // anyway would repeat the failing command (a broken postmap, a full disk) and
-                // turn a clean exit 5 into a critical failed rollback.
-                postfix
-                    .write_transport(text)
-                    .map_err(failed(FailedStep::WriteTransport))?;
-                touched.transport = true;
-                routes_rewritten = verified;
-                tracing::info!("Postmap successful: {}", postfix.transport_map_name());
-                if text == plan.transport_final {
-                    tracing::info!(
-                        "Updated transport file: added {}, removed {}",
-                        plan.transport_added,
-                        plan.transport_removed
-                    );
-                }
-            }
-            Step::RebuildTransportMap => {
-                postfix
-                    .rebuild_transport_map()
-                    .map_err(failed(FailedStep::RebuildTransportMap))?;
-                tracing::info!("Postmap successful: {}", postfix.transport_map_name());
-            }
-            Step::WriteRelayDomainsMap(text) => {
-                // As for the transport file: a failed write leaves the previous table in place.
-                postfix
-                    .write_relay_domains_map(text)
-                    .map_err(failed(FailedStep::WriteRelayDomainsMap))?;
-                touched.relay_domains_map = true;
-                let (map_type, path) = postfix.relay_domains_table();
-                tracing::info!("Postmap successful: {map_type}:{}", path.display());
-                tracing::info!(
-                    "Updated relay domains map {}: added {}, removed {}",
-                    path.display(),
-                    plan.added.len(),
-                    plan.removed.len()
-                );
-            }
-            Step::WriteRecipientsMap(text) => {
-                // As for the transport file: a failed write leaves the previous table.
-                postfix
-                    .write_recipients_map(text)
-                    .map_err(failed(FailedStep::WriteRecipientsMap))?;
-                touched.recipients_map = true;
-                recipients_rewritten = verified;
-                let (map_type, path) = postfix.recipients_table();
-                tracing::info!("Postmap successful: {map_type}:{}", path.display());
-            }
-            Step::SetRelayRecipientMaps(value) => {
-                postfix
-                    .set_relay_recipient_maps(value)
-                    .map_err(failed(FailedStep::SetRelayRecipientMaps))?;
-                touched.relay_recipient_maps = true;
-                tracing::info!("Updated relay_recipient_maps: {value}");
-            }
-            Step::SetRelayDomains(value) => {
-                // As above: `postconf -e` replaces main.cf atomically or not at all.
-                postfix
-                    .set_relay_domains(value)
-                    .map_err(failed(FailedStep::SetRelayDomains))?;
-                touched.relay_domains = true;
-                tracing::info!(
-                    "Updated relay_domains: {}",
-                    cut_list(value.split(", "), LOG_LIST_MAX)
-                );
-            }
-            Step::Reload => {
-                let (reload, verify) = alongside(
-                    || verify(settings, prepared, postfix, true),
-                    || postfix.reload(),
-                );
-                reload.map_err(failed(FailedStep::Reload))?;
-                tracing::info!("Postfix reloaded successfully");
-                verify.unwrap_or(Err(StepFailure {
-                    step: FailedStep::Verify,
-                    cause: FailureCause::Stopped("the verification"),
-                }))?;
-                verified = true;
-            }
-        }
+        })
     }
-    if !verified || routes_rewritten || recipients_rewritten {
-        verify(settings, prepared, postfix, !verified)?;
+
+    fn around_reload(
+        &self,
+        postfix: &P,
+        reload: impl FnOnce() -> Result<(), PostfixError>,
+    ) -> (Result<(), PostfixError>, Result<(), StepFailure>) {
+        let (settings, prepared) = (self.settings, self.prepared);
+        let (reload, verified) = alongside(|| verify(settings, prepared, postfix, true), reload);
+        let verified = verified.unwrap_or(Err(StepFailure {
+            step: FailedStep::Verify,
+            cause: FailureCause::Stopped("the verification"),
+        }));
+        (reload, verified)
     }
-    Ok(())
+
+    fn finish(&mut self, postfix: &P) -> Result<(), StepFailure> {
+        if !self.verified || self.routes_rewritten || self.recipients_rewritten {
+            verify(self.settings, self.prepared, postfix, !self.verified)?;
+        }
+        Ok(())
+    }
+}
+
+/// A failed run's recovery: silent step by step (its log lines are the rollback's own), and
+/// not stopped by a failed reload, which is what it reports once the files are back.
+#[derive(Debug, Default)]
+struct Recovery {
+    reload_failure: Option<StepFailure>,
+}
+
+impl<P: PostfixRead> Observer<P> for Recovery {
+    type Failure = StepFailure;
+
+    fn failed(&mut self, step: FailedStep, error: PostfixError) -> Result<(), StepFailure> {
+        let failure = StepFailure {
+            step,
+            cause: error.into(),
+        };
+        if step != FailedStep::Reload {
+            return Err(failure);
+        }
+        // The files still go back: Postfix reads them when it starts again.
+        self.reload_failure.get_or_insert(failure);
+        Ok(())
+    }
+
+    fn finish(&mut self, _postfix: &P) -> Result<(), StepFailure> {
+        self.reload_failure.take().map_or(Ok(()), Err)
+    }
 }
 
 /// Runs `side` on a thread of its own while `main` runs on this one, and returns what each
@@ -300,7 +297,7 @@ fn alongside_with<A: Send, B>(
 
 /// Reads back what Postfix now sees (SPEC §2 step 7, last paragraph): `relay_domains` (when
 /// `relay_domains` is set and the run changed it) and the routes of the added domains.
-fn verify<P: PostfixWrite>(
+fn verify<P: PostfixRead>(
     settings: &SyncSettings,
     prepared: &Prepared,
     postfix: &P,
@@ -353,7 +350,7 @@ fn verify<P: PostfixWrite>(
 
 /// Recipient validation's read-back: `relay_recipient_maps` as written (when the run changed
 /// it), and a sample of the added addresses found in the table.
-fn verify_recipients<P: PostfixWrite>(
+fn verify_recipients<P: PostfixRead>(
     prepared: &Prepared,
     postfix: &P,
     parameters: bool,
@@ -395,122 +392,35 @@ fn verify_recipients<P: PostfixWrite>(
     Ok(())
 }
 
+/// Ends a run whose step `failure` stopped it after the steps `completed`: the recovery
+/// relay-core plans for them ([`RecoveryPlan`]) runs through the executor, and the outcome
+/// says how it went.
 fn fail<P: PostfixWrite>(
     failure: StepFailure,
     prepared: &Prepared,
-    touched: Touched,
+    completed: &[Step<'_>],
     postfix: &P,
 ) -> Outcome {
     tracing::error!("{failure}");
-    let rollback = if touched.any() {
+    let recovery = RecoveryPlan::new(&prepared.plan, prepared.pre_run(), completed);
+    let rollback = if recovery.is_empty() {
+        tracing::info!("Nothing was changed; keeping current configuration");
+        Ok(())
+    } else {
         tracing::warn!("Rolling back to previous configuration");
-        let result = rollback(prepared, touched, postfix);
+        let result = execute(postfix, &recovery.steps(), &mut Recovery::default())
+            .map_err(|halted| halted.failure);
         match &result {
             Ok(()) => tracing::info!("Rollback successful"),
             Err(error) => tracing::error!("Rollback failed: {error}"),
         }
         result
-    } else {
-        tracing::info!("Nothing was changed; keeping current configuration");
-        Ok(())
     };
     if failure.step == FailedStep::Reload || rollback.is_err() {
         tracing::error!("CRITICAL: Manual intervention required");
         Outcome::Critical { failure, rollback }
     } else {
         Outcome::RolledBack(failure)
-    }
-}
-
-/// Restores what the run touched from the copies taken before it (the same bytes as the
-/// backup files), in the forward order's mirror image, so that no relayed domain is ever left
-/// without its transport entry: routes for old and new domains first, then the old
-/// `relay_domains` and a reload, then the old routes alone.
-fn rollback<P: PostfixWrite>(
-    prepared: &Prepared,
-    touched: Touched,
-    postfix: &P,
-) -> Result<(), StepFailure> {
-    let failed = |step| {
-        move |error: relay_postfix::PostfixError| StepFailure {
-            step,
-            cause: error.into(),
-        }
-    };
-    // A transport file that did not exist comes back empty: an empty map routes nothing,
-    // exactly like a missing one, and keeps a `transport_maps` reference valid.
-    let old_transport = prepared.transport_before.as_deref().unwrap_or("");
-    // A failed reload does not stop the restore: the files still go back (Postfix reads them
-    // when it starts again), and the reload failure is what the rollback reports.
-    let mut reload_failure = None;
-    let relayed_changed = touched.relay_domains
-        || touched.relay_domains_map
-        || touched.relay_recipient_maps
-        || touched.recipients_map;
-    if relayed_changed {
-        if touched.transport {
-            // The file may already be the final one, without the routes of removed domains
-            // that the old relay_domains accepts again.
-            let old_transport = prepared.transport_before.as_deref().unwrap_or("");
-            postfix
-                .write_transport(prepared.plan.transport_union_text(old_transport))
-                .map_err(failed(FailedStep::WriteTransport))?;
-        }
-        if touched.relay_domains_map {
-            let old_map = prepared.relay_domains_map_before.as_deref().unwrap_or("");
-            postfix
-                .write_relay_domains_map(old_map)
-                .map_err(failed(FailedStep::WriteRelayDomainsMap))?;
-        }
-        // The old recipients table comes back with every address the run may have taken out
-        // still in it: the union the run wrote first holds old and new entries, and goes in
-        // before the parameters; the old text follows the reload. Without a union, the run
-        // only took entries out, and the old table (a superset) goes in at once.
-        let empty_table = format!("{}\n", relay_core::RECIPIENTS_HEADER);
-        let old_recipients = prepared
-            .recipients_map_before
-            .as_deref()
-            .unwrap_or(&empty_table);
-        let union = prepared
-            .plan
-            .recipients
-            .as_ref()
-            .and_then(|r| r.first_write());
-        if touched.recipients_map {
-            postfix
-                .write_recipients_map(union.unwrap_or(old_recipients))
-                .map_err(failed(FailedStep::WriteRecipientsMap))?;
-        }
-        if touched.relay_domains {
-            postfix
-                .set_relay_domains(&prepared.relay_domains_before)
-                .map_err(failed(FailedStep::SetRelayDomains))?;
-        }
-        if touched.relay_recipient_maps {
-            postfix
-                .set_relay_recipient_maps(&prepared.relay_recipient_maps_before)
-                .map_err(failed(FailedStep::SetRelayRecipientMaps))?;
-        }
-        reload_failure = postfix.reload().err();
-        // A table that had no source before the run keeps the union (a superset): an empty
-        // one would refuse everyone if relay_recipient_maps still names it.
-        if touched.recipients_map && union.is_some() && prepared.recipients_map_before.is_some() {
-            postfix
-                .write_recipients_map(old_recipients)
-                .map_err(failed(FailedStep::WriteRecipientsMap))?;
-        }
-    }
-    if touched.transport {
-        postfix
-            .write_transport(old_transport)
-            .map_err(failed(FailedStep::WriteTransport))?;
-        if !relayed_changed {
-            reload_failure = postfix.reload().err();
-        }
-    }
-    match reload_failure {
-        Some(error) => Err(failed(FailedStep::Reload)(error)),
-        None => Ok(()),
     }
 }
 

@@ -8,8 +8,13 @@
 //! A dry run ([`dry_run`]) takes only a [`relay_postfix::PostfixRead`]: it cannot write, by
 //! construction.
 //!
-//! Architecture invariant: the engine decides the order of the steps and what to log; it never
-//! touches a file or runs a command itself. Postfix work happens only through the traits.
+//! Every list of steps that changes Postfix (a sync's, its recovery's, a rollback's) is planned
+//! by relay-core and run by [`execute`], the one executor; what each caller logs and reads back
+//! is its [`Observer`].
+//!
+//! Architecture invariant: the engine decides the phases of a run and what to log; it never
+//! touches a file or runs a command itself. Postfix work happens only through the traits, and
+//! only [`execute`] turns a step into a Postfix call.
 //!
 //! ```no_run
 //! # async fn example(db: relay_db::MariaDbSource, postfix: relay_postfix::PostfixCli) {
@@ -31,6 +36,7 @@
 #![warn(clippy::print_stdout, clippy::print_stderr)]
 
 mod apply;
+mod execute;
 mod outcome;
 mod prepare;
 
@@ -42,6 +48,7 @@ use relay_db::DomainSource;
 use relay_postfix::{PostfixRead, PostfixWrite};
 
 pub use apply::{apply, VERIFY_SAMPLE};
+pub use execute::{execute, prepare_maps, Halted, Observer};
 pub use outcome::{Applied, FailedStep, FailureCause, Outcome, StepFailure};
 pub use prepare::{
     prepare, prepare_fetched, rejected_changed, rejected_keys, Prepared, RECIPIENT_ROW_PREFIX,

@@ -3,9 +3,9 @@
 use std::collections::BTreeSet;
 
 use relay_core::{
-    apply_steps_with, cut_list, escape_for_log, normalize_owned, normalize_recipients, Freshness,
-    Normalized, NormalizedRecipients, Plan, PlanInput, RecipientPlan, RecipientsTable, Rejected,
-    RejectedRecipient, RelayDomains, RelayDomainsMode, RelayDomainsTable, Step,
+    cut_list, escape_for_log, normalize_owned, normalize_recipients, sync_steps, Freshness,
+    Normalized, NormalizedRecipients, Plan, PlanInput, PreRun, RecipientPlan, RecipientsTable,
+    Rejected, RejectedRecipient, RelayDomains, RelayDomainsMode, RelayDomainsTable, Step,
 };
 use relay_postfix::PostfixRead;
 
@@ -50,40 +50,28 @@ pub struct Prepared {
 }
 
 impl Prepared {
-    /// The steps that apply the plan, in order; empty when there is nothing to do.
-    ///
-    /// A reload left pending by an interrupted run comes first when the plan has none: the
-    /// files are then converged but for the final transport (the union's extra routes), and
-    /// Postfix must stop relaying the removed domains before their routes go.
+    /// The steps that apply the plan, in order ([`relay_core::sync_steps`]); empty when there
+    /// is nothing to do. A reload left pending by an interrupted run comes first when the plan
+    /// has none.
     pub fn steps(&self) -> Vec<Step<'_>> {
-        let mut steps = apply_steps_with(
-            &self.plan,
-            Freshness {
-                transport: self.map_fresh,
-                relay_domains_map: self.relay_domains_map_fresh,
-                recipients_map: self.recipients_map_fresh,
-            },
-        );
-        // A stale recipients database while entries only leave: Postfix answers from a
-        // database older than the source the plan merged against, which may lack addresses
-        // the source has. The current source is rebuilt first, before any domain changes.
-        let stale_removal = !self.recipients_map_fresh
-            && self
-                .plan
-                .recipients
-                .as_ref()
-                .is_some_and(|r| r.enabled && r.first_write().is_none() && r.last_write);
-        if let Some(text) = self
-            .recipients_map_before
-            .as_deref()
-            .filter(|_| stale_removal)
-        {
-            steps.insert(0, Step::WriteRecipientsMap(text));
+        let fresh = Freshness {
+            transport: self.map_fresh,
+            relay_domains_map: self.relay_domains_map_fresh,
+            recipients_map: self.recipients_map_fresh,
+        };
+        sync_steps(&self.plan, &self.pre_run(), fresh, self.reload_pending)
+    }
+
+    /// What Postfix held before the run: what the steps are planned against, and what a failed
+    /// run's recovery restores.
+    pub fn pre_run(&self) -> PreRun<'_> {
+        PreRun {
+            relay_domains: &self.relay_domains_before,
+            transport: self.transport_before.as_deref(),
+            relay_domains_map: self.relay_domains_map_before.as_deref(),
+            relay_recipient_maps: &self.relay_recipient_maps_before,
+            recipients_map: self.recipients_map_before.as_deref(),
         }
-        if self.reload_pending && !steps.contains(&Step::Reload) {
-            steps.insert(0, Step::Reload);
-        }
-        steps
     }
 }
 
@@ -229,11 +217,7 @@ pub(crate) fn prepare_normalized<P: PostfixRead>(
 
     let (map_type, map_path) = postfix.relay_domains_table();
     let map_path = map_path.to_string_lossy().into_owned();
-    let mut table = RelayDomainsTable {
-        map_type: &map_type,
-        path: &map_path,
-        text: None,
-    };
+    let mut table = RelayDomainsTable::new(&map_type, &map_path, None);
     // The table is read only when it matters: in map mode, and in inline mode when
     // relay_domains still names it (a switch back), so that its domains count as current.
     let named =
@@ -301,15 +285,15 @@ pub(crate) fn prepare_normalized<P: PostfixRead>(
         .with_recipients(
             recipients.as_ref().map(|r| &r.valid),
             &relayed,
-            RecipientsTable {
-                map_type: &recipients_type,
-                path: &recipients_path,
-                text: if ours_left {
+            RecipientsTable::new(
+                &recipients_type,
+                &recipients_path,
+                if ours_left {
                     Some(header_only.as_str())
                 } else {
                     recipients_text.as_deref()
                 },
-            },
+            ),
             &relay_recipient_maps,
         )
         .map_err(|error| unplannable(error, postfix))?;
@@ -356,7 +340,8 @@ pub(crate) fn prepare_normalized<P: PostfixRead>(
             "An earlier run was stopped before Postfix reloaded; reloading Postfix in this run"
         );
     }
-    if steps != [Step::Reload] {
+    // A run that only does the pending reload has no change to log.
+    if !(prepared.reload_pending && steps.len() == 1) {
         log_changes(&prepared.plan);
     }
     Ok(prepared)

@@ -3,18 +3,20 @@
 //!
 //! A rollback takes the run lock (a sync must not run in the middle of it), backs up the
 //! current state first (so a rollback can itself be rolled back: it becomes the newest
-//! generation), then runs the steps relay-core's [`RollbackPlan`] orders, all through
-//! `PostfixWrite`: the transport file with the current routes beside the generation's (written
-//! atomically and rebuilt under a temporary name, like a sync), map mode's table when the
-//! generation's `relay_domains` names it, `relay_domains`, the reload, and the generation's
-//! transport file. So, as in a sync, no domain Postfix relays is ever without its route. A
-//! step that fails after the save says what was already restored and how to undo it. The next
-//! sync applies the database again: a rollback is for getting mail flowing while the cause is
-//! found, with the timer or cron entry paused if needed.
+//! generation), then runs the steps relay-core's [`RollbackPlan`] orders through relay-engine's
+//! one executor ([`relay_engine::execute`]), as a sync's steps are: the transport file with the
+//! current routes beside the generation's (written atomically and rebuilt under a temporary
+//! name), map mode's table when the generation's `relay_domains` names it, `relay_domains`,
+//! the reload, and the generation's transport file. So, as in a sync, no domain Postfix relays
+//! is ever without its route. What is the rollback's own here is operating: the lock, the
+//! backup, the hold, its log lines and the report. A step that fails after the save says what
+//! was already restored and how to undo it. The next sync applies the database again: a
+//! rollback is for getting mail flowing while the cause is found, with the timer or cron entry
+//! paused if needed.
 
 use relay_core::{
     cut_list, GenerationTexts, RelayDomains, RelayDomainsTable, RollbackInput, RollbackPlan,
-    RollbackPlanError, Step, TableRestore,
+    RollbackPlanError, TableRestore,
 };
 use relay_postfix::{
     list_backups, read_generation, BackupGeneration, PostfixCli, PostfixRead, PostfixWrite,
@@ -243,72 +245,21 @@ pub(crate) fn rollback(
         config.backup_keep,
     )?;
 
-    let mut restored: Vec<String> = Vec::new();
-    let result = (|| {
-        // The first transport write is the union when there is one: the generation's routes
-        // beside the current ones, until relay_domains no longer relays what leaves.
-        let mut union_pending = plan.transport_union.is_some();
-        for step in plan.steps() {
-            match step {
-                Step::WriteTransport(text) => {
-                    postfix.write_transport(text)?;
-                    restored.retain(|done| !done.starts_with("transport file "));
-                    if union_pending {
-                        union_pending = false;
-                        tracing::info!(
-                            "Updated transport file {transport_path}: the routes of {stamp} \
-                             beside the current ones until relay_domains changes"
-                        );
-                        restored.push(format!(
-                            "transport file {transport_path} with the current routes beside \
-                             the backup's"
-                        ));
-                    } else {
-                        tracing::info!("Restored transport file {transport_path} from {stamp}");
-                        restored.push(format!("transport file {transport_path}"));
-                    }
-                }
-                Step::WriteRelayDomainsMap(text) => {
-                    // The table goes back before relay_domains names it.
-                    postfix.write_relay_domains_map(text)?;
-                    let file = format!("relay domains table {table_path}");
-                    tracing::info!("Restored {file} from {stamp}");
-                    restored.push(file);
-                }
-                Step::SetRelayDomains(value) => {
-                    postfix.set_relay_domains(value)?;
-                    tracing::info!("Restored relay_domains: {value}");
-                    restored.push("relay_domains".into());
-                }
-                Step::Reload => {
-                    postfix.reload()?;
-                    tracing::info!("Postfix reloaded successfully");
-                }
-                Step::WriteRecipientsMap(text) => {
-                    postfix.write_recipients_map(text)?;
-                    let file = format!("recipients table {recipients_path}");
-                    restored.retain(|done| *done != file);
-                    tracing::info!("Restored {file} from {stamp}");
-                    restored.push(file);
-                }
-                Step::SetRelayRecipientMaps(value) => {
-                    postfix.set_relay_recipient_maps(value)?;
-                    tracing::info!("Restored relay_recipient_maps: {value}");
-                    restored.push("relay_recipient_maps".into());
-                }
-                // A rollback plan rewrites the transport file rather than rebuilding it.
-                Step::RebuildTransportMap => postfix.rebuild_transport_map()?,
-            }
-        }
-        Ok(())
-    })();
-    if let Err(error) = result {
+    let mut progress = Restoring {
+        stamp: &stamp,
+        transport_path: &transport_path,
+        table_path: &table_path,
+        recipients_path: &recipients_path,
+        union_pending: plan.transport_union.is_some(),
+        restored: Vec::new(),
+    };
+    if let Err(halted) = relay_engine::execute(&postfix, &plan.steps(), &mut progress) {
         return Err(RollbackError::Partial {
-            error,
-            restored: if restored.is_empty() {
+            error: halted.failure,
+            restored: if progress.restored.is_empty() {
                 "nothing".into()
             } else {
-                restored.join(", ")
+                progress.restored.join(", ")
             },
             saved: saved.stamp,
         });
@@ -329,13 +280,80 @@ pub(crate) fn rollback(
     })
 }
 
+/// A rollback's side of the execution: its log lines, and what it has restored so far (for
+/// the message when a step fails).
+struct Restoring<'a> {
+    stamp: &'a str,
+    transport_path: &'a str,
+    table_path: &'a str,
+    recipients_path: &'a str,
+    /// The first transport write is the union when there is one: the generation's routes
+    /// beside the current ones, until relay_domains no longer relays what leaves.
+    union_pending: bool,
+    restored: Vec<String>,
+}
+
+impl<P: PostfixRead> relay_engine::Observer<P> for Restoring<'_> {
+    type Failure = relay_postfix::PostfixError;
+
+    fn wrote_transport(&mut self, _postfix: &P, _text: &str) {
+        let (stamp, path) = (self.stamp, self.transport_path);
+        self.restored
+            .retain(|done| !done.starts_with("transport file "));
+        if std::mem::take(&mut self.union_pending) {
+            tracing::info!(
+                "Updated transport file {path}: the routes of {stamp} beside the current ones \
+                 until relay_domains changes"
+            );
+            self.restored.push(format!(
+                "transport file {path} with the current routes beside the backup's"
+            ));
+        } else {
+            tracing::info!("Restored transport file {path} from {stamp}");
+            self.restored.push(format!("transport file {path}"));
+        }
+    }
+
+    fn wrote_relay_domains_map(&mut self, _postfix: &P, _text: &str) {
+        // The table goes back before relay_domains names it.
+        let file = format!("relay domains table {}", self.table_path);
+        tracing::info!("Restored {file} from {}", self.stamp);
+        self.restored.push(file);
+    }
+
+    fn wrote_recipients_map(&mut self, _postfix: &P, _text: &str) {
+        let file = format!("recipients table {}", self.recipients_path);
+        self.restored.retain(|done| *done != file);
+        tracing::info!("Restored {file} from {}", self.stamp);
+        self.restored.push(file);
+    }
+
+    fn set_relay_domains(&mut self, value: &str) {
+        tracing::info!("Restored relay_domains: {value}");
+        self.restored.push("relay_domains".into());
+    }
+
+    fn set_relay_recipient_maps(&mut self, value: &str) {
+        tracing::info!("Restored relay_recipient_maps: {value}");
+        self.restored.push("relay_recipient_maps".into());
+    }
+
+    fn reloaded(&mut self) {
+        tracing::info!("Postfix reloaded successfully");
+    }
+
+    fn failed(
+        &mut self,
+        _step: relay_engine::FailedStep,
+        error: relay_postfix::PostfixError,
+    ) -> Result<(), relay_postfix::PostfixError> {
+        Err(error)
+    }
+}
+
 /// Whether the `relay_domains` value names the table at `path` (with any map type).
 fn names_table(relay_domains: &str, path: &str) -> bool {
-    let table = RelayDomainsTable {
-        map_type: "",
-        path,
-        text: None,
-    };
+    let table = RelayDomainsTable::new("", path, None);
     RelayDomains::parse(relay_domains).is_ok_and(|value| table.is_named_in(&value))
 }
 
@@ -384,11 +402,7 @@ pub(crate) fn generations(config: &Config) -> Result<Vec<Generation>, RollbackEr
                 })
                 .and_then(|p| relay_fs::read_to_string(relay_fs::Kind::BACKUP, p).ok()?)
                 .map(|text| {
-                    let table = RelayDomainsTable {
-                        map_type: "",
-                        path: &table_path,
-                        text: Some(&text),
-                    };
+                    let table = RelayDomainsTable::new("", &table_path, Some(&text));
                     table.keys().count()
                 });
             let files = [

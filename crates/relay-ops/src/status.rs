@@ -219,11 +219,7 @@ mod tests {
             relay_core::RECIPIENTS_HEADER
         );
         std::fs::write(&path, &text).unwrap_or_else(|e| panic!("{e}"));
-        let table = relay_core::RecipientsTable {
-            map_type: "",
-            path: "",
-            text: Some(&text),
-        };
+        let table = relay_core::RecipientsTable::new("", "", Some(&text));
         assert_eq!(super::recipients_in_table(&path), Ok(table.keys().count()));
         assert_eq!(super::recipients_in_table(&path), Ok(2));
     }

@@ -123,11 +123,7 @@ fn relayed(gw: &Gateway, relay_domains: &str, instant: &Instant) -> BTreeSet<Str
     let parsed = RelayDomains::parse(relay_domains).unwrap();
     let mut out: BTreeSet<String> = parsed.domains.iter().map(|d| d.to_string()).collect();
     let path = table_path(gw).display().to_string();
-    let table = RelayDomainsTable {
-        map_type: "hash",
-        path: &path,
-        text: None,
-    };
+    let table = RelayDomainsTable::new("hash", &path, None);
     if table.is_named_in(&parsed) {
         out.extend(instant.table.iter().cloned());
     }

@@ -11,8 +11,10 @@
 mod domains;
 mod log_escape;
 mod map_mode;
+mod model;
 mod props;
 mod recipients;
+mod recovery;
 mod render;
 mod rollback;
 mod strategies;

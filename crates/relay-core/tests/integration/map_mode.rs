@@ -38,11 +38,11 @@ impl State {
                 next_hop: &hop,
             },
             mode,
-            Some(RelayDomainsTable {
+            Some(RelayDomainsTable::new(
                 map_type,
-                path: TABLE,
-                text: self.table.as_deref(),
-            }),
+                TABLE,
+                self.table.as_deref(),
+            )),
         )
         .unwrap()
     }
@@ -86,11 +86,7 @@ fn fresh() -> Freshness {
 fn relayed(relay_domains: &str, table: Option<&str>) -> BTreeSet<DomainName> {
     let parsed = RelayDomains::parse(relay_domains).unwrap();
     let mut out = parsed.domains.clone();
-    let t = RelayDomainsTable {
-        map_type: "hash",
-        path: TABLE,
-        text: table,
-    };
+    let t = RelayDomainsTable::new("hash", TABLE, table);
     if t.is_named_in(&parsed) {
         out.extend(t.domains());
     }

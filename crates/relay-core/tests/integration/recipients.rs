@@ -53,11 +53,7 @@ impl State {
     }
 
     fn table_ref(&self) -> RecipientsTable<'_> {
-        RecipientsTable {
-            map_type: "hash",
-            path: TABLE,
-            text: self.table.as_deref(),
-        }
+        RecipientsTable::new("hash", TABLE, self.table.as_deref())
     }
 
     fn step(&mut self, step: Step<'_>) {
@@ -406,8 +402,8 @@ fn a_stale_recipients_table_is_rebuilt() {
 #[test]
 fn a_rollback_restores_the_table_around_the_parameters_without_dropping_an_address_early() {
     use relay_core::{GenerationTexts, RecipientsRollback, RollbackInput, RollbackPlan};
-    let old_table = relay_core::render_recipients_map(["alice@a.example"]);
-    let current = relay_core::render_recipients_map(["bob@a.example"]);
+    let old_table = relay_core::RecipientsTable::render(["alice@a.example"]);
+    let current = relay_core::RecipientsTable::render(["bob@a.example"]);
     let transport = State::default()
         .plan(&names(&["a.example"]), None)
         .transport_final;

@@ -6,66 +6,14 @@ use std::collections::BTreeSet;
 
 use proptest::prelude::*;
 use relay_core::{
-    render_relay_domains_map, DomainName, GenerationTexts, RelayDomains, RelayDomainsTable,
+    DomainName, GenerationTexts, RecipientsRollback, RelayDomains, RelayDomainsTable,
     RollbackInput, RollbackPlan, RollbackPlanError, Step, TableRestore, TransportFile,
 };
 
-use crate::strategies::{domain_set_strategy, hand_line_strategy, hop, preserved_token_strategy};
-
-const TABLE: &str = "/etc/postfix/relay_domains";
-
-/// What Postfix works from: `relay_domains`, the transport file and the table's source.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct State {
-    relay_domains: String,
-    transport: Option<String>,
-    table: Option<String>,
-}
-
-impl State {
-    /// Domains relayed by `relay_domains` with this state's table.
-    fn relayed_by(&self, relay_domains: &str) -> BTreeSet<DomainName> {
-        let parsed = RelayDomains::parse(relay_domains).unwrap();
-        let mut out = parsed.domains.clone();
-        let table = RelayDomainsTable {
-            map_type: "hash",
-            path: TABLE,
-            text: self.table.as_deref(),
-        };
-        if table.is_named_in(&parsed) {
-            out.extend(table.domains());
-        }
-        out
-    }
-
-    fn relayed(&self) -> BTreeSet<DomainName> {
-        self.relayed_by(&self.relay_domains)
-    }
-
-    /// Whether the transport file routes `domain`, read as postmap reads it (the markers are
-    /// comments to postmap, so a broken block routes as well).
-    fn routes(&self, domain: &DomainName) -> bool {
-        self.transport
-            .as_deref()
-            .unwrap_or("")
-            .lines()
-            .filter(|line| !line.starts_with(|c: char| c.is_ascii_whitespace()))
-            .filter_map(|line| line.split_ascii_whitespace().next())
-            .any(|key| !key.starts_with('#') && key.eq_ignore_ascii_case(domain.as_str()))
-    }
-
-    fn step(&mut self, step: Step<'_>) {
-        match step {
-            Step::WriteTransport(text) => self.transport = Some(text.to_owned()),
-            Step::WriteRelayDomainsMap(text) => self.table = Some(text.to_owned()),
-            Step::SetRelayDomains(value) => self.relay_domains = value.to_owned(),
-            Step::RebuildTransportMap
-            | Step::Reload
-            | Step::WriteRecipientsMap(_)
-            | Step::SetRelayRecipientMaps(_) => {}
-        }
-    }
-}
+use crate::model::{addresses, outside_block, postfix_strategy, Postfix as State, TABLE};
+use crate::strategies::{
+    domain_set_strategy, hand_line_strategy, preserved_token_strategy, routed_transport,
+};
 
 /// A state a sync could have left, in inline or map mode, where every relayed domain has a
 /// route: some by hand-written lines, the rest in the managed block. Map mode's table may be
@@ -88,39 +36,22 @@ fn state_strategy() -> impl Strategy<Value = State> {
                     preserved_tokens: tokens,
                     domains: BTreeSet::new(),
                 };
-                (relay, Some(render_relay_domains_map(&domains)))
+                (relay, Some(RelayDomainsTable::render(&domains)))
             } else {
                 let relay = RelayDomains {
                     preserved_tokens: tokens,
                     domains: domains.clone(),
                 };
-                (relay, leftover.map(|set| render_relay_domains_map(&set)))
+                (relay, leftover.map(|set| RelayDomainsTable::render(&set)))
             };
-            let (hand, managed): (Vec<_>, Vec<_>) = domains
-                .iter()
-                .enumerate()
-                .partition(|(i, _)| (*i as u8).wrapping_add(split) % 4 == 0);
-            let mut text = String::new();
-            for line in &before {
-                text.push_str(line);
-                text.push('\n');
-            }
-            for (_, d) in &hand {
-                text.push_str(&format!("{d} smtp:[192.0.2.9]:25\n"));
-            }
-            let hop = hop().to_string();
-            let mut text = TransportFile::parse(&text)
-                .unwrap()
-                .render(managed.iter().map(|(_, d)| (d.as_str(), hop.as_str())));
-            for line in &after {
-                text.push_str(line);
-                text.push('\n');
-            }
+            let text = routed_transport(&domains, &before, &after, split);
             State {
                 relay_domains: relay.render(),
                 transport: Some(text),
                 table,
+                ..State::default()
             }
+            .reloaded()
         })
 }
 
@@ -169,22 +100,6 @@ fn plan_or_refusal(
     }
 }
 
-/// Lines of a transport file outside the managed block.
-fn outside_block(text: &str) -> Vec<&str> {
-    let mut inside = false;
-    let mut out = Vec::new();
-    for line in text.lines() {
-        if line.starts_with("# BEGIN relay-sync") {
-            inside = true;
-        } else if line.starts_with("# END relay-sync") {
-            inside = false;
-        } else if !inside {
-            out.push(line);
-        }
-    }
-    out
-}
-
 proptest! {
     #[test]
     fn prop_rollback_keeps_every_relayed_domain_routed_at_every_step(
@@ -194,18 +109,10 @@ proptest! {
         let generation = backed_up(&generation, copy);
         let Some(plan) = plan_or_refusal(&current, &generation)? else { return Ok(()) };
         let mut state = current.clone();
-        // Between `postconf -e` and the reload both values may be in force.
-        let mut in_force = state.relay_domains.clone();
         for step in plan.steps() {
             state.step(step);
-            if step == Step::Reload {
-                in_force = state.relay_domains.clone();
-            }
-            let mut relayed = state.relayed();
-            relayed.extend(state.relayed_by(&in_force));
-            for domain in relayed {
-                prop_assert!(state.routes(&domain), "{} has no route after {:?}", domain, step);
-            }
+            let unrouted = state.unrouted();
+            prop_assert!(unrouted.is_empty(), "{:?} have no route after {:?}", unrouted, step);
         }
     }
 
@@ -300,6 +207,59 @@ proptest! {
             prop_assert!(first.has_entry(domain.as_str()), "{} lost its route", domain);
         }
     }
+
+    /// A rollback with recipient validation's side (a generation that holds it), between any
+    /// two gateways of the small world: at every instant every relayed domain has a route and
+    /// an address both accept is accepted; at the end Postfix holds the generation's values.
+    #[test]
+    fn prop_rollback_with_recipients_keeps_routes_and_addresses(
+        current in postfix_strategy(),
+        generation in postfix_strategy(),
+        (copy, recipients_copy) in (any::<bool>(), any::<bool>()),
+    ) {
+        let backup = State {
+            recipients: generation.recipients.clone().filter(|_| recipients_copy),
+            ..backed_up(&generation, copy)
+        };
+        let Some(plan) = plan_or_refusal(&current, &backup)? else { return Ok(()) };
+        let plan = plan.with_recipients(RecipientsRollback {
+            relay_recipient_maps: &backup.relay_recipient_maps,
+            table: backup.recipients.as_deref(),
+            current_table: current.recipients.as_deref(),
+        });
+        let mut end = current.clone();
+        for step in plan.steps() {
+            end.step(step);
+        }
+        let addresses = addresses();
+        let kept: Vec<&String> = addresses
+            .iter()
+            .filter(|a| current.accepts(a) && end.accepts(a))
+            .collect();
+        let mut state = current.clone();
+        for step in plan.steps() {
+            state.step(step);
+            let unrouted = state.unrouted();
+            prop_assert!(unrouted.is_empty(), "{:?} have no route after {:?}", unrouted, step);
+            for address in &kept {
+                prop_assert!(state.accepts(address), "{} refused after {:?}", address, step);
+            }
+        }
+        prop_assert_eq!(&end.relay_domains, &generation.relay_domains);
+        prop_assert_eq!(&end.relay_recipient_maps, &generation.relay_recipient_maps);
+        prop_assert_eq!(&end.running, &(end.relay_domains.clone(), end.relay_recipient_maps.clone()));
+        // A generation without a copy of the table leaves it as it is.
+        match &backup.recipients {
+            Some(table) => prop_assert_eq!(end.recipients.as_ref(), Some(table)),
+            None => prop_assert_eq!(&end.recipients, &current.recipients),
+        }
+        // Where the generation's table came back too, it accepts what the generation did.
+        if copy && recipients_copy {
+            for address in &addresses {
+                prop_assert_eq!(end.accepts(address), generation.accepts(address), "{}", address);
+            }
+        }
+    }
 }
 
 fn state(relay_domains: &str, transport: &str, table: Option<&str>) -> State {
@@ -307,7 +267,9 @@ fn state(relay_domains: &str, transport: &str, table: Option<&str>) -> State {
         relay_domains: relay_domains.to_owned(),
         transport: Some(transport.to_owned()),
         table: table.map(str::to_owned),
+        ..State::default()
     }
+    .reloaded()
 }
 
 /// The steps as an operator would read them.
@@ -389,7 +351,7 @@ fn map_mode_rollback_restores_the_table_between_the_union_and_relay_domains() {
     let current = state(
         &format!("$mydestination, hash:{TABLE}"),
         &block(&["a.example", "fresh.example"]),
-        Some(&render_relay_domains_map(&names(&[
+        Some(&RelayDomainsTable::render(&names(&[
             "a.example",
             "fresh.example",
         ]))),
@@ -397,7 +359,7 @@ fn map_mode_rollback_restores_the_table_between_the_union_and_relay_domains() {
     let generation = state(
         &format!("$mydestination, lmdb:{TABLE}"),
         &block(&["a.example"]),
-        Some(&render_relay_domains_map(&names(&["a.example"]))),
+        Some(&RelayDomainsTable::render(&names(&["a.example"]))),
     );
     let plan = plan(&current, &generation).unwrap();
     insta::assert_snapshot!(describe(&plan), @r"
@@ -442,7 +404,7 @@ fn a_kept_table_keeps_the_current_routes_of_its_keys() {
         .iter()
         .map(|d| DomainName::parse(d).unwrap())
         .collect();
-    let table = render_relay_domains_map(&names);
+    let table = RelayDomainsTable::render(&names);
     let current = state(
         &format!("hash:{TABLE}"),
         &block(&["a.example", "fresh.example"]),
@@ -467,7 +429,7 @@ fn refusals_say_what_to_do() {
     let current = state(
         "a.example",
         &block(&["a.example"]),
-        Some(&render_relay_domains_map(&names)),
+        Some(&RelayDomainsTable::render(&names)),
     );
     let generation = state(&format!("hash:{TABLE}"), &block(&["a.example"]), None);
     insta::assert_snapshot!(plan(&current, &generation).unwrap_err().to_string(), @"the table /etc/postfix/relay_domains is kept as it is now (the backup has no copy of it) and relays lost.example, which neither the backup's transport file nor the current one routes; roll back to another generation");

@@ -105,19 +105,60 @@ pub(crate) struct State {
     /// Called after every change with the state it left: a recorder of every intermediate
     /// state, for order checks.
     pub(crate) snapshots: Vec<Snapshot>,
+    /// Changes so far (writes, rebuilds, `postconf -e`, reloads; not backups or reads).
+    pub(crate) changes: usize,
+    /// When set to `n`, the `n`th change (from 1) fails and changes nothing.
+    pub(crate) fail_change: Option<usize>,
+    /// When set, every read-back (`postmap -q`, `postconf -h relay_recipient_maps`) after the
+    /// first change fails: a verification that cannot see what was written.
+    pub(crate) blind_after_change: bool,
+    /// `relay_domains` and `relay_recipient_maps` as the running processes read them at the
+    /// last reload (until the next one, they are in force beside main.cf's).
+    pub(crate) running: (String, String),
     readback: Option<String>,
 }
 
-/// What Postfix accepts in one state: `relay_domains`, `relay_recipient_maps` and the
-/// recipients table, after one change.
+/// What Postfix accepts and routes in one state: `relay_domains`, `relay_recipient_maps`, the
+/// tables and the transport map, after one change.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct Snapshot {
     pub(crate) relay_domains: String,
     pub(crate) relay_recipient_maps: String,
     pub(crate) recipients: Option<String>,
+    /// The built transport map.
+    pub(crate) map: Option<String>,
+    /// The relay-domains table (`/fake/relay_domains`).
+    pub(crate) table: Option<String>,
+    /// The running processes' `relay_domains`.
+    pub(crate) running: String,
 }
 
 impl Snapshot {
+    /// The domains relayed by main.cf's or the running `relay_domains`, inline or through the
+    /// relay-domains table, that the transport map has no entry for.
+    pub(crate) fn unrouted(&self) -> Vec<String> {
+        let mut relayed = Vec::new();
+        for value in [&self.relay_domains, &self.running] {
+            for token in value.split([',', ' ']).filter(|t| !t.is_empty()) {
+                if token.ends_with(":/fake/relay_domains") {
+                    let table = self.table.as_deref().unwrap_or_default();
+                    relayed.extend(table.lines().filter_map(relay_core::entry_key));
+                } else if !token.starts_with(['$', '/', '.']) && !token.contains(':') {
+                    relayed.push(token);
+                }
+            }
+        }
+        let map = self.map.as_deref().unwrap_or_default();
+        relayed
+            .into_iter()
+            .filter(|domain| {
+                !map.lines()
+                    .any(|line| relay_core::entry_key(line) == Some(domain))
+            })
+            .map(str::to_owned)
+            .collect()
+    }
+
     /// Whether Postfix in this state accepts `address` (lowercase), the recipients table being
     /// `/fake/relay_recipients`.
     pub(crate) fn accepts(&self, address: &str) -> bool {
@@ -159,6 +200,7 @@ impl FakePostfix {
             transport: transport.map(str::to_owned),
             map: transport.map(str::to_owned),
             map_fresh: true,
+            running: (relay_domains.to_owned(), String::new()),
             ..State::default()
         })))
     }
@@ -177,22 +219,36 @@ impl FakePostfix {
             relay_domains: state.relay_domains.clone(),
             relay_recipient_maps: state.relay_recipient_maps.clone(),
             recipients: state.recipients.clone(),
+            map: state.map.clone(),
+            table: state.table.clone(),
+            running: state.running.0.clone(),
         };
         state.snapshots.push(snapshot);
     }
 
-    /// Records the call and fails it if a failure is pending for `op`.
+    /// Records the call and fails it if a failure is pending for `op`, or it is the change
+    /// that `fail_change` names, or a read-back after a change while `blind_after_change`.
     fn call(&self, op: Op, what: String) -> Result<(), PostfixError> {
         let mut state = self.0.lock().unwrap();
         state.calls.push(what.clone());
+        let change = !matches!(op, Op::Backup | Op::Lookup);
+        if change {
+            state.changes += 1;
+        }
+        let injected = (change && state.fail_change == Some(state.changes))
+            || (op == Op::Lookup && state.blind_after_change && state.changes > 0);
+        let failure = || PostfixError::CommandFailed {
+            command: what.clone(),
+            status: "exit status: 1".into(),
+            stderr: "fake failure".into(),
+        };
+        if injected {
+            return Err(failure());
+        }
         match state.failures.get_mut(&op) {
             Some(n) if *n > 0 => {
                 *n -= 1;
-                Err(PostfixError::CommandFailed {
-                    command: what,
-                    status: "exit status: 1".into(),
-                    stderr: "fake failure".into(),
-                })
+                Err(failure())
             }
             _ => Ok(()),
         }
@@ -328,6 +384,7 @@ impl PostfixWrite for FakePostfix {
             _ => text.to_owned(),
         });
         state.map_fresh = true;
+        FakePostfix::snapshot(&mut state);
         Ok(())
     }
 
@@ -336,6 +393,7 @@ impl PostfixWrite for FakePostfix {
         let mut state = self.0.lock().unwrap();
         state.map = state.transport.clone();
         state.map_fresh = true;
+        FakePostfix::snapshot(&mut state);
         Ok(())
     }
 
@@ -348,6 +406,7 @@ impl PostfixWrite for FakePostfix {
         let mut state = self.0.lock().unwrap();
         state.table = Some(text.to_owned());
         state.table_stale = false;
+        FakePostfix::snapshot(&mut state);
         Ok(())
     }
 
@@ -416,6 +475,13 @@ impl PostfixWrite for FakePostfix {
     }
 
     fn reload(&self) -> Result<(), PostfixError> {
-        self.call(Op::Reload, "postfix reload".into())
+        self.call(Op::Reload, "postfix reload".into())?;
+        let mut state = self.0.lock().unwrap();
+        state.running = (
+            state.relay_domains.clone(),
+            state.relay_recipient_maps.clone(),
+        );
+        FakePostfix::snapshot(&mut state);
+        Ok(())
     }
 }

@@ -24,6 +24,7 @@ mod fakes;
 mod map_mode;
 mod noted;
 mod recipients;
+mod recovery;
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};

@@ -44,6 +44,7 @@ fn snapshot(postfix: &FakePostfix) -> Snapshot {
         relay_domains: state.relay_domains,
         relay_recipient_maps: state.relay_recipient_maps,
         recipients: state.recipients,
+        ..Snapshot::default()
     }
 }
 
