@@ -1172,6 +1172,11 @@ METRICS_FILE = /var/lib/node_exporter/textfile/relay_sync.prom
         }
         let error = err(&with("ALERT_SNS_ENDPOINT=sns.local:4566"), &[]);
         assert!(error.starts_with("invalid ALERT_SNS_ENDPOINT"), "{error}");
+        let error = err(&with("ALERT_SNS_ENDPOINT=http://sns.internal:4566"), &[]);
+        assert!(
+            error.starts_with("invalid ALERT_SNS_ENDPOINT") && error.contains("https://"),
+            "{error}"
+        );
         let error = err(&with("ALERT_SNS_REGION=eu-west-1"), &[]);
         assert_eq!(
             error,

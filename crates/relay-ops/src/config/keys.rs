@@ -163,7 +163,8 @@ config_keys! {
         alert_sns_region "ALERT_SNS_REGION": AwsRegion =
             derived("the region in ALERT_SNS_TOPIC_ARN"),
         /// An SNS endpoint URL to use instead, e.g. a VPC interface endpoint's
-        /// https://vpce-....sns.REGION.vpce.amazonaws.com.
+        /// https://vpce-....sns.REGION.vpce.amazonaws.com; https:// (plain http:// only to a
+        /// loopback address such as 127.0.0.1, for a local stand-in).
         alert_sns_endpoint "ALERT_SNS_ENDPOINT": Endpoint = derived("the region's public endpoint"),
         /// Consecutive failed runs before an alert (a failed reload alerts at once).
         alert_after_failures "ALERT_AFTER_FAILURES": Count = default("5"),
