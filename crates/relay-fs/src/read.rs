@@ -67,6 +67,9 @@ impl Kind {
     pub const MAP_SOURCE: Kind = Kind::shared("the map source", GIB);
     /// `METRICS_FILE`, read back for the last success it recorded.
     pub const METRICS: Kind = Kind::shared("the metrics file", MIB);
+    /// A program relay-sync runs as root (`ALERT_COMMAND`'s, …), whose first line is read for
+    /// its `#!` interpreter; no program is anywhere near this large.
+    pub const PROGRAM: Kind = Kind::shared("the program", 64 * GIB);
     /// `LOG_FILE`, which relay-sync only appends to ([`crate::open_append`]).
     pub(crate) const LOG: Kind = Kind::shared("the log file", 0);
 

@@ -37,7 +37,8 @@ config_keys! {
             unset.shipped("/opt/mailserver/config/relay-sync.db-password"),
         /// A command run through /bin/sh -c whose stdout is the password; killed after
         /// COMMAND_TIMEOUT; its stdout never appears in a log or an error. If it fails, the run
-        /// counts as a database failure (exit 3).
+        /// counts as a database failure (exit 3). Its first program must be root's alone, as
+        /// for ALERT_COMMAND; no AWS_* variable reaches it (name the region with --region).
         db_password_command "DB_PASSWORD_COMMAND": Text = unset.example(
             "aws secretsmanager get-secret-value --secret-id relay-sync/db --query SecretString --output text"
         ),
@@ -142,7 +143,9 @@ config_keys! {
     /// recovery.
     section "Alerts" {
         /// A command run through /bin/sh -c with the message on stdin, and
-        /// RELAY_SYNC_ALERT_SEVERITY and RELAY_SYNC_ALERT_SUBJECT in its environment.
+        /// RELAY_SYNC_ALERT_SEVERITY and RELAY_SYNC_ALERT_SUBJECT in its environment. The program
+        /// it starts with (a path, or a name found in PATH) must be root's alone, as must its
+        /// directory (SECURITY.md).
         alert_command "ALERT_COMMAND": Text = unset.example("logger -t relay-sync -p mail.err"),
         /// Alert mail: one recipient, sent through ALERT_SMTP_HOST:ALERT_SMTP_PORT (plain SMTP).
         alert_email_to "ALERT_EMAIL_TO": Email = unset.example("ops@example.com"),
