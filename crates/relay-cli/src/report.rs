@@ -304,6 +304,39 @@ pub(crate) fn status(status: &Status) -> String {
     out
 }
 
+/// What `relay-sync rollback --dry-run` prints: the generation, `relay_domains` before and
+/// after, and what needs `--force`. Every value read from a backup goes through the log
+/// escaper.
+pub(crate) fn rollback_preview(preview: &relay_ops::rollback::RollbackPreview) -> String {
+    let mut out = format!(
+        "relay-sync rollback dry run: would restore backup {} ({})\n",
+        preview.stamp, preview.origin
+    );
+    let _ = writeln!(
+        out,
+        "relay_domains now:   {}",
+        escape_log_line(&preview.relay_domains_now)
+    );
+    let _ = writeln!(
+        out,
+        "relay_domains after: {}",
+        escape_log_line(&preview.relay_domains)
+    );
+    if preview.concerns.is_empty() {
+        out.push_str("nothing in it needs --force\n");
+        return out;
+    }
+    let _ = writeln!(
+        out,
+        "needs --force{}:",
+        if preview.forced { " (given)" } else { "" }
+    );
+    for concern in &preview.concerns {
+        let _ = writeln!(out, "  {}", escape_log_line(concern));
+    }
+    out
+}
+
 /// What `relay-sync backups` prints: one line per generation, oldest first.
 pub(crate) fn backups(dir: &std::path::Path, generations: &[Generation]) -> String {
     if generations.is_empty() {

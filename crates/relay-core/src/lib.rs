@@ -39,6 +39,7 @@ mod plan;
 mod recipient;
 mod relay_domains;
 mod relay_domains_map;
+mod restore;
 mod rollback;
 mod transport;
 
@@ -58,6 +59,7 @@ pub use relay_domains::{RelayDomains, RelayDomainsError};
 pub use relay_domains_map::{
     entry_key, render_relay_domains_map, RelayDomainsMode, RelayDomainsTable, MAP_HEADER,
 };
+pub use restore::{review_restore, RestoreConcern, RestoreReviewInput};
 pub use rollback::{
     GenerationTexts, RecipientsRestore, RecipientsRollback, RollbackInput, RollbackPlan,
     RollbackPlanError, TableRestore,
