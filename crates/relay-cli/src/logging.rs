@@ -6,7 +6,9 @@
 //! the format and its `MakeWriterExt` combinators choosing where each line goes. The rules:
 //!
 //! - LEVEL is `ERROR`, `WARN` or `INFO`; `DEBUG` (which also stands for `TRACE`) only appears
-//!   when the maximum level given to [`init`] admits it (`--verbose`).
+//!   when the maximum level given to [`init`] admits it (`--verbose`), and only from
+//!   relay-sync's own crates: the libraries' events (the AWS SDK's above all, whose DEBUG lines
+//!   print the credentials it resolved, access key ID included) stop at `WARN` ([`filter`]).
 //! - A line is the event's message followed by its other fields as ` key=value` (string values
 //!   that are empty or hold spaces are quoted). Spans are not shown.
 //! - Control characters, and the Unicode line separators and bidirectional controls, are
@@ -41,6 +43,7 @@ use tracing::field::{Field, Visit};
 use tracing::level_filters::LevelFilter;
 use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::field::RecordFields;
+use tracing_subscriber::filter::Targets;
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::time::{ChronoLocal, FormatTime};
 use tracing_subscriber::fmt::writer::{BoxMakeWriter, MakeWriter, MakeWriterExt};
@@ -289,9 +292,20 @@ where
         // The log file reports its own failure, once; the layer would repeat it on every line.
         .log_internal_errors(false);
     tracing_subscriber::registry()
-        .with(LevelFilter::from_level(max_level))
+        .with(filter(max_level))
         .with(layer)
         .with(journal)
+}
+
+/// Which events become lines: relay-sync's own (targets `relay_…`: its crates and the
+/// `relay_sync` binary) up to `max_level`, every library's up to `WARN` whatever `max_level`
+/// is. A library's DEBUG event is written for its developers, not vetted for a log file: the
+/// AWS SDK's print the resolved credentials (the secret redacted, the access key ID not), and
+/// `--verbose` is for relay-sync's own steps.
+fn filter(max_level: Level) -> Targets {
+    Targets::new()
+        .with_default(LevelFilter::WARN.min(LevelFilter::from_level(max_level)))
+        .with_target("relay_", max_level)
 }
 
 /// The open log file. A failed write is reported once on stderr, naming the file: the run goes
@@ -641,6 +655,31 @@ mod tests {
         [2025-01-02 03:04:05] DEBUG: postconf -h relay_domains
         ");
         assert_eq!(file, err);
+    }
+
+    /// A library's events stop at WARN even with `--verbose`: the AWS SDK's DEBUG lines name
+    /// the access key ID. relay-sync's own DEBUG lines stay.
+    #[test]
+    fn libraries_log_warnings_only_even_when_verbose() {
+        let (file, _) = capture(StderrMode::ErrorsOnly, Level::TRACE, || {
+            tracing::debug!(target: "aws_smithy_runtime::client::orchestrator", "AKIDEXAMPLE");
+            tracing::info!(target: "aws_config::meta::credentials", "AKIDEXAMPLE");
+            tracing::trace!(target: "hyper_util::client", "AKIDEXAMPLE");
+            tracing::warn!(target: "aws_smithy_runtime", "clock skew");
+            tracing::debug!(target: "relay_postfix::cli", "postconf took 6 ms");
+            tracing::debug!("relay-sync's own");
+        });
+        assert!(!file.contains("AKIDEXAMPLE"), "{file}");
+        insta::assert_snapshot!(file, @r"
+        [2025-01-02 03:04:05] WARN: clock skew
+        [2025-01-02 03:04:05] DEBUG: postconf took 6 ms
+        [2025-01-02 03:04:05] DEBUG: relay-sync's own
+        ");
+        let (file, _) = capture(StderrMode::ErrorsOnly, Level::ERROR, || {
+            tracing::warn!(target: "aws_smithy_runtime", "clock skew");
+            tracing::error!(target: "aws_smithy_runtime", "failed");
+        });
+        assert_eq!(file, "[2025-01-02 03:04:05] ERROR: failed\n");
     }
 
     #[test]

@@ -152,8 +152,17 @@ struct RollbackArgs {
     to: Option<String>,
     /// Then hold syncs with this reason, so the next sync does not apply the database again
     /// (`release` lifts it).
-    #[arg(long, value_name = "REASON")]
+    #[arg(long, value_name = "REASON", conflicts_with = "dry_run")]
     hold: Option<String>,
+    /// Show the generation a rollback would restore and what in it needs --force; change
+    /// nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Restore a generation that holds what a sync never writes (a static:, pcre: or regexp:
+    /// table or a pattern in relay_domains, a hand-written route for `*` or for a domain it
+    /// does not relay) or that relay-sync cannot vouch for (no digests).
+    #[arg(long)]
+    force: bool,
 }
 
 #[derive(Debug, Clone, Copy, Default, clap::Args)]
@@ -238,6 +247,12 @@ fn run() -> Result<ExitStatus, ExitStatus> {
                 }
             }
         }
+        Command::Rollback(args) if args.dry_run => {
+            let gateway = gateway()?;
+            // As a sync's dry run: no log file, its log goes to stderr.
+            start_logging(None, StderrMode::All, level)?;
+            rollback_dry_run(&gateway, &args)
+        }
         Command::Rollback(args) => {
             let gateway = gateway()?;
             start_logging(Some(&gateway), StderrMode::All, level)?;
@@ -311,7 +326,7 @@ fn status(gateway: &Gateway, args: StatusArgs) -> ExitStatus {
 }
 
 fn rollback(gateway: &Gateway, args: &RollbackArgs) -> ExitStatus {
-    match gateway.rollback_blocking(args.to.as_deref(), args.hold.as_deref()) {
+    match gateway.rollback_blocking(args.to.as_deref(), args.hold.as_deref(), args.force) {
         Ok(done) => {
             let next = match &done.hold {
                 Some(hold) => format!("Syncs are {hold}; `relay-sync release` lifts it."),
@@ -331,6 +346,19 @@ fn rollback(gateway: &Gateway, args: &RollbackArgs) -> ExitStatus {
         }
         Err(error) => {
             tracing::error!("Rollback failed: {error}");
+            error.exit_status()
+        }
+    }
+}
+
+fn rollback_dry_run(gateway: &Gateway, args: &RollbackArgs) -> ExitStatus {
+    match gateway.rollback_preview_blocking(args.to.as_deref(), args.force) {
+        Ok(preview) => {
+            print!("{}", report::rollback_preview(&preview));
+            preview.exit_status()
+        }
+        Err(error) => {
+            tracing::error!("Rollback dry run failed: {error}");
             error.exit_status()
         }
     }
@@ -378,7 +406,8 @@ impl Command {
     fn changes_the_gateway(&self) -> bool {
         match self {
             Command::Sync(args) => !args.dry_run,
-            Command::Rollback(_) | Command::Hold { .. } | Command::Release | Command::Watch => true,
+            Command::Rollback(args) => !args.dry_run,
+            Command::Hold { .. } | Command::Release | Command::Watch => true,
             Command::Check(_)
             | Command::Status(_)
             | Command::Backups(_)

@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use relay_core::{cut_list, escape_for_log, Refusal};
+use relay_core::{cut_list, escape_for_log, escape_log_line, Refusal};
 use relay_engine::Prepared;
 use relay_ops::check::Level as CheckLevel;
 use relay_ops::rollback::Generation;
@@ -148,7 +148,12 @@ pub(crate) fn check(report: &CheckReport) -> String {
             CheckLevel::Warn => "WARN",
             CheckLevel::Fail => "FAIL",
         };
-        out.push_str(&format!("{tag} {:<16} {}\n", item.name, item.detail));
+        // A detail can quote a file, a server's error or a hold: one line, however it reads.
+        out.push_str(&format!(
+            "{tag} {:<16} {}\n",
+            item.name,
+            escape_log_line(&item.detail)
+        ));
     }
     let failed = report
         .checks
@@ -170,11 +175,13 @@ pub(crate) fn check(report: &CheckReport) -> String {
     out
 }
 
-/// `status`'s human-readable form.
+/// `status`'s human-readable form. Every value goes through the one log escaper as its line
+/// is written: a hold's `by` and `since`, the last result, a problem's text and the paths come
+/// from files and the environment, and none may start a line of its own or drive the terminal.
 pub(crate) fn status(status: &Status) -> String {
     let mut out = String::new();
     let mut line = |label: &str, value: String| {
-        out.push_str(&format!("{label:<17}{value}\n"));
+        out.push_str(&format!("{label:<17}{}\n", escape_log_line(&value)));
     };
     line(
         "config:",
@@ -267,6 +274,39 @@ pub(crate) fn status(status: &Status) -> String {
     out
 }
 
+/// What `relay-sync rollback --dry-run` prints: the generation, `relay_domains` before and
+/// after, and what needs `--force`. Every value read from a backup goes through the log
+/// escaper.
+pub(crate) fn rollback_preview(preview: &relay_ops::rollback::RollbackPreview) -> String {
+    let mut out = format!(
+        "relay-sync rollback dry run: would restore backup {} ({})\n",
+        preview.stamp, preview.origin
+    );
+    let _ = writeln!(
+        out,
+        "relay_domains now:   {}",
+        escape_log_line(&preview.relay_domains_now)
+    );
+    let _ = writeln!(
+        out,
+        "relay_domains after: {}",
+        escape_log_line(&preview.relay_domains)
+    );
+    if preview.concerns.is_empty() {
+        out.push_str("nothing in it needs --force\n");
+        return out;
+    }
+    let _ = writeln!(
+        out,
+        "needs --force{}:",
+        if preview.forced { " (given)" } else { "" }
+    );
+    for concern in &preview.concerns {
+        let _ = writeln!(out, "  {}", escape_log_line(concern));
+    }
+    out
+}
+
 /// What `relay-sync backups` prints: one line per generation, oldest first.
 pub(crate) fn backups(dir: &std::path::Path, generations: &[Generation]) -> String {
     if generations.is_empty() {
@@ -279,8 +319,7 @@ pub(crate) fn backups(dir: &std::path::Path, generations: &[Generation]) -> Stri
             .in_table
             .map(|keys| format!(", {keys} in its table"))
             .unwrap_or_default();
-        let _ = writeln!(
-            out,
+        let line = format!(
             "{}  {:<8} {} domain(s) in relay_domains{table}; {}{}",
             g.stamp,
             g.origin,
@@ -288,6 +327,56 @@ pub(crate) fn backups(dir: &std::path::Path, generations: &[Generation]) -> Stri
             g.files.join(" + "),
             if i == newest { "  (newest)" } else { "" }
         );
+        // Names read from BACKUP_DIR's index: one line each, whatever they hold.
+        let _ = writeln!(out, "{}", escape_log_line(&line));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `status` with a hold whose `by` and `since` hold a newline and a terminal escape (a
+    /// `SUDO_USER` of someone's choosing, a hand-edited hold file), and a last result and a
+    /// problem that do too: every line is one line, and no ESC reaches the terminal.
+    #[test]
+    fn status_escapes_everything_it_prints() {
+        let hostile = "x\n[2026-01-01 00:00:00] INFO: forged\u{1b}[2J\u{202e}";
+        let status = Status {
+            config: Some(std::path::PathBuf::from(format!("/etc/{hostile}"))),
+            last_exit: Some(3),
+            last_result: hostile.to_owned(),
+            last_run: hostile.to_owned(),
+            last_success: hostile.to_owned(),
+            consecutive_failures: 1,
+            consecutive_db_failures: 1,
+            transport_file: std::path::PathBuf::from("/etc/postfix/transport"),
+            managed_domains: Vec::new(),
+            recipients: None,
+            backup_dir: std::path::PathBuf::from("/opt/mailserver/backup"),
+            backups: vec![hostile.to_owned()],
+            invalid_rows: vec![hostile.to_owned()],
+            hold: Some(relay_ops::Hold {
+                reason: hostile.to_owned(),
+                by: hostile.to_owned(),
+                since: hostile.to_owned(),
+            }),
+            problems: vec![hostile.to_owned()],
+        };
+        let out = super::status(&status);
+        assert!(
+            !out.contains('\u{1b}') && !out.contains('\u{202e}'),
+            "{out}"
+        );
+        assert!(!out.contains("\n[2026"), "a line was forged:\n{out}");
+        let held = out.lines().find(|l| l.starts_with("HELD:")).unwrap();
+        assert_eq!(
+            held,
+            "HELD:            syncs are held by x\\n[2026-01-01 00:00:00] INFO: forged\\u{1b}[2J\\u{202e} \
+             since x\\n[2026-01-01 00:00:00] INFO: forged\\u{1b}[2J\\u{202e}: \
+             x\\n[2026-01-01 00:00:00] INFO: forged\\u{1b}[2J\\u{202e}; `relay-sync release` lifts it"
+        );
+        assert_eq!(out.lines().count(), 10, "{out}");
+    }
 }

@@ -41,6 +41,7 @@ mod recipient;
 mod recovery;
 mod relay_domains;
 mod relay_domains_map;
+mod restore;
 mod rollback;
 mod rows;
 mod transport;
@@ -63,6 +64,7 @@ pub use recipient::{
 pub use recovery::RecoveryPlan;
 pub use relay_domains::{RelayDomains, RelayDomainsError};
 pub use relay_domains_map::RelayDomainsMode;
+pub use restore::{review_restore, RestoreConcern, RestoreReviewInput};
 pub use rollback::{
     GenerationTexts, RecipientsRestore, RecipientsRollback, RollbackInput, RollbackPlan,
     RollbackPlanError, TableRestore,

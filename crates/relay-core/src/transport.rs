@@ -281,6 +281,12 @@ impl<'a> TransportFile<'a> {
         }
     }
 
+    /// The text before the managed block and after it, as written (the whole file and `""`
+    /// when it has no block): the operator's hand-written part.
+    pub fn outside_block(&self) -> (&'a str, &'a str) {
+        (self.before, self.after)
+    }
+
     /// Whether `domain` has a hand-written line outside the managed block.
     pub fn has_hand_written(&self, domain: &DomainName) -> bool {
         !self.hand_written.is_empty() && self.hand_written.contains(domain.as_str())

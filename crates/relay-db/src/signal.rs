@@ -14,6 +14,12 @@
 //! The signal is derived from any `DB_QUERY` that is one `SELECT` (or `WITH … SELECT`) by
 //! wrapping it in a common table expression, so an overridden query keeps the same guarantee.
 //!
+//! The database hashes the bytes a fetch reads: each name converted to utf8mb4 (the results'
+//! character set of relay-sync's connection) before `MD5`, so a latin1 or UTF-16 column
+//! fingerprints the same here and there. A name that is not valid UTF-8 (bytes in a binary
+//! column) is fetched lossily and its digests differ: every poll then syncs, wasteful, never
+//! wrong.
+//!
 //! With `RECIPIENTS_QUERY` set, the fingerprint covers its rows too, in the same query: they
 //! count as rows and their digests are summed in, each hashed with the prefix `recipient:` (so
 //! a row that moves from one query's result to the other's is a change as well). A user added,
@@ -257,8 +263,15 @@ pub fn signal_query(db_query: &str) -> Result<String, SignalUnavailable> {
 }
 
 /// The sum of the names' digests, over `relay_sync_names`.
-const NAMES_SUM: &str =
-    "COALESCE(SUM(CAST(CONV(LEFT(MD5(COALESCE(name, '')), 16), 16, 10) AS UNSIGNED)), 0)";
+///
+/// Each name is hashed as the UTF-8 a fetch reads, not as the column stores it: the connection
+/// asks for utf8mb4 results (mysql_async's handshake), so the server converts a latin1 (or
+/// UTF-16, …) column to UTF-8 before a fetch sees it, while `MD5` on the column itself would
+/// hash its stored bytes. `CONVERT(… USING utf8mb4)` makes the same conversion here; for a
+/// utf8mb4 or ASCII column it changes nothing. The one difference left: bytes that are not
+/// valid UTF-8 (a binary column), which a fetch reads lossily; see the module documentation.
+const NAMES_SUM: &str = "COALESCE(SUM(CAST(CONV(LEFT(MD5(\
+     COALESCE(CONVERT(name USING utf8mb4), '')), 16), 16, 10) AS UNSIGNED)), 0)";
 
 /// Like [`signal_query`], with `RECIPIENTS_QUERY`'s rows in the same fingerprint when it is set
 /// (see the module documentation); `None` gives [`signal_query`]'s SQL exactly.
@@ -277,8 +290,8 @@ pub fn signal_query_with_recipients(
          SELECT (SELECT COUNT(*) FROM relay_sync_names) \
          + (SELECT COUNT(*) FROM relay_sync_recipients), \
          (SELECT {NAMES_SUM} FROM relay_sync_names) \
-         + (SELECT COALESCE(SUM(CAST(CONV(LEFT(MD5(\
-         CONCAT('{RECIPIENT_PREFIX}', COALESCE(address, ''))), 16), 16, 10) AS UNSIGNED)), 0) \
+         + (SELECT COALESCE(SUM(CAST(CONV(LEFT(MD5(CONCAT('{RECIPIENT_PREFIX}', \
+         COALESCE(CONVERT(address USING utf8mb4), ''))), 16), 16, 10) AS UNSIGNED)), 0) \
          FROM relay_sync_recipients)"
     ))
 }

@@ -298,6 +298,35 @@ pub enum ConfigError {
         /// The command that fixes it.
         fix: String,
     },
+    /// A program a command key runs as root (`DB_PASSWORD_COMMAND`, `ALERT_COMMAND`, the
+    /// first word of `POSTFIX_COMMAND_PREFIX`), its interpreter, or a `PATH` directory searched
+    /// for it, may be changed by someone other than root.
+    #[error(
+        "{key}'s {role} {} is {problem}: relay-sync runs {key} as root, so it must be root's alone; run `{fix}`",
+        path.display()
+    )]
+    UntrustedCommand {
+        /// The key whose command it is.
+        key: &'static str,
+        /// What the file is to the command: `program`, `interpreter`, `PATH directory`.
+        role: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// What is wrong, with its mode.
+        problem: String,
+        /// The command that fixes it.
+        fix: String,
+    },
+    /// A shell command whose first program cannot be told, and so cannot be vetted.
+    #[error(
+        "{key} cannot be vetted: {reason}; relay-sync runs it as root and checks the program it runs first, so start it with that program's path or name, unquoted (or put the commands in a script root owns, and name the script)"
+    )]
+    Unvetted {
+        /// The key: `DB_PASSWORD_COMMAND` or `ALERT_COMMAND`.
+        key: &'static str,
+        /// Why, naming the first word (never the whole command, which may hold a token).
+        reason: String,
+    },
     /// A key in the file that SPEC §5 does not know.
     #[error("unknown key {key} in {} line {line}{}", path.display(), did_you_mean(*suggestion))]
     UnknownKey {
@@ -596,6 +625,23 @@ impl Config {
                 &self.postfix_command_dir.join(program),
                 Secrecy::Public,
             )?;
+        }
+        self.check_commands(std::env::var_os("PATH").as_deref())
+    }
+
+    /// The programs relay-sync runs as root are vetted like the files: see
+    /// `trust::command`. `path` is the `PATH` they are found through (the children inherit
+    /// relay-sync's own).
+    fn check_commands(&self, path: Option<&std::ffi::OsStr>) -> Result<(), ConfigError> {
+        use trust::{check_command, Launch};
+        if let PasswordSource::Command(command) = &self.db_password {
+            check_command(NAME.db_password_command, Launch::Shell(command), path)?;
+        }
+        if let Some(command) = &self.alert_command {
+            check_command(NAME.alert_command, Launch::Shell(command), path)?;
+        }
+        if let Some(program) = self.postfix_command_prefix.first() {
+            check_command(NAME.postfix_command_prefix, Launch::Program(program), path)?;
         }
         Ok(())
     }
@@ -1172,6 +1218,11 @@ METRICS_FILE = /var/lib/node_exporter/textfile/relay_sync.prom
         }
         let error = err(&with("ALERT_SNS_ENDPOINT=sns.local:4566"), &[]);
         assert!(error.starts_with("invalid ALERT_SNS_ENDPOINT"), "{error}");
+        let error = err(&with("ALERT_SNS_ENDPOINT=http://sns.internal:4566"), &[]);
+        assert!(
+            error.starts_with("invalid ALERT_SNS_ENDPOINT") && error.contains("https://"),
+            "{error}"
+        );
         let error = err(&with("ALERT_SNS_REGION=eu-west-1"), &[]);
         assert_eq!(
             error,

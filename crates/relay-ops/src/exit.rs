@@ -188,6 +188,18 @@ impl RunRecord {
     }
 }
 
+impl crate::rollback::RollbackPreview {
+    /// The status the rollback would end with: [`ExitStatus::Refused`] when it needs `--force`
+    /// and was not given it.
+    pub fn exit_status(&self) -> ExitStatus {
+        if self.concerns.is_empty() || self.forced {
+            ExitStatus::Success
+        } else {
+            ExitStatus::Refused
+        }
+    }
+}
+
 impl DryRun {
     /// The status a real run would end with: [`ExitStatus::Refused`] when the guard would
     /// refuse.
@@ -231,7 +243,9 @@ impl RollbackError {
             RollbackError::UnknownStamp { .. } | RollbackError::NoBackups(_) => ExitStatus::Usage,
             // Nothing was changed, and trying again later (or with another generation) may
             // work: a refusal, as the guard's.
-            RollbackError::Busy(_) | RollbackError::Plan { .. } => ExitStatus::Refused,
+            RollbackError::Busy(_)
+            | RollbackError::Plan { .. }
+            | RollbackError::NeedsForce { .. } => ExitStatus::Refused,
             RollbackError::Lock(_) => ExitStatus::Internal,
             RollbackError::Hold(error) => error.exit_status(),
             RollbackError::Postfix(PostfixError::CommandMissing { .. }) => ExitStatus::Usage,
@@ -445,6 +459,13 @@ mod tests {
                     domains: vec!["a.example".to_owned()],
                 },
             },
+            RollbackError::NeedsForce {
+                stamp: "20261123-110000".to_owned(),
+                concerns: vec![
+                    r#"relay_domains token "static:OK": a static: table matches every domain"#
+                        .to_owned(),
+                ],
+            },
             RollbackError::Partial {
                 error: io("write"),
                 restored: "relay_domains".to_owned(),
@@ -465,6 +486,7 @@ mod tests {
             | RollbackError::UnknownStamp { .. }
             | RollbackError::Postfix(_)
             | RollbackError::Plan { .. }
+            | RollbackError::NeedsForce { .. }
             | RollbackError::Partial { .. } => {}
         }
         match hold {

@@ -24,13 +24,15 @@ pub struct Hold {
     pub since: String,
 }
 
+/// One line, every field escaped: the log, `status` and `check` show it, and `by` comes from
+/// `SUDO_USER` or `USER`, which whoever runs `relay-sync hold` chooses.
 impl std::fmt::Display for Hold {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
             "held by {} since {}: {}",
-            self.by,
-            self.since,
+            relay_core::escape_log_line(&self.by),
+            relay_core::escape_log_line(&self.since),
             relay_core::escape_log_line(&self.reason)
         )
     }
@@ -134,6 +136,18 @@ mod tests {
         assert!(hold.since.contains('T'), "{}", hold.since);
         assert_eq!(release(&state).unwrap(), Some(hold));
         assert_eq!(release(&state).unwrap(), None);
+    }
+
+    /// `by` and `since` are escaped like the reason: a newline or an ESC in `SUDO_USER` never
+    /// reaches a terminal or starts a log line.
+    #[test]
+    fn a_hold_shows_as_one_escaped_line() {
+        let hold = Hold {
+            reason: "r\n".to_owned(),
+            by: "x\n\u{1b}[2J".to_owned(),
+            since: "s\r".to_owned(),
+        };
+        assert_eq!(hold.to_string(), r"held by x\n\u{1b}[2J since s\r: r\n");
     }
 
     #[test]

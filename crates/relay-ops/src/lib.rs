@@ -163,13 +163,16 @@ impl Gateway {
 
     /// Restores the generation `to` (the newest when `None`) under the run lock, after saving
     /// the current state as a generation of its own. With `hold`, syncs are then held with
-    /// that reason before the lock is let go, so no sync applies the database in between.
+    /// that reason before the lock is let go, so no sync applies the database in between. A
+    /// generation holding what a sync never writes, or one relay-sync cannot vouch for, is
+    /// restored only with `force` ([`RollbackError::NeedsForce`]).
     pub fn rollback_blocking(
         &self,
         to: Option<&str>,
         hold: Option<&str>,
+        force: bool,
     ) -> Result<rollback::RolledBack, RollbackError> {
-        rollback::rollback(&self.config, to, hold)
+        rollback::rollback(&self.config, to, hold, force)
     }
 
     /// [`Gateway::rollback_blocking`] on tokio's blocking pool.
@@ -177,9 +180,21 @@ impl Gateway {
         &self,
         to: Option<String>,
         hold: Option<String>,
+        force: bool,
     ) -> Result<rollback::RolledBack, RollbackError> {
         let gateway = self.clone();
-        off_the_executor(move || gateway.rollback_blocking(to.as_deref(), hold.as_deref())).await
+        off_the_executor(move || gateway.rollback_blocking(to.as_deref(), hold.as_deref(), force))
+            .await
+    }
+
+    /// What a rollback to `to` (the newest when `None`) would restore, and what in it needs
+    /// `force` (`rollback --dry-run`). Changes nothing.
+    pub fn rollback_preview_blocking(
+        &self,
+        to: Option<&str>,
+        force: bool,
+    ) -> Result<rollback::RollbackPreview, RollbackError> {
+        rollback::preview(&self.config, to, force)
     }
 
     /// Holds syncs (`relay-sync hold`): until [`Gateway::release_blocking`], a sync changes

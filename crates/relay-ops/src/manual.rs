@@ -183,7 +183,12 @@ pub fn exits(command: &str) -> Vec<ExitDoc> {
         ],
         "rollback" => {
             vec![
-            same(Success, "rolled back and Postfix reloaded (and held, with --hold)"),
+            doc(
+                Success,
+                "rolled back and Postfix reloaded (and held, with --hold)",
+                "rolled back and Postfix reloaded (and held, with --hold); with --dry-run, the \
+                 rollback could be done as asked",
+            ),
             doc(
                 Internal,
                 "a file could not be read or written",
@@ -193,14 +198,19 @@ pub fn exits(command: &str) -> Vec<ExitDoc> {
             doc(
                 Usage,
                 "no such generation, or a usage or configuration error",
-                "no such generation (the error names those there are), no backups, an empty \
-                 --hold reason, a missing Postfix command, or a usage or configuration error",
+                "no such generation (the error names those there are), no backups, a backup \
+                 relay-sync cannot trust (in a BACKUP_DIR others can write, or changed since it \
+                 was written), an empty --hold reason, a missing Postfix command, or a usage or \
+                 configuration error",
             ),
             doc(
                 Refused,
-                "refused (a sync is running, or it is not safe); nothing changed",
-                "refused, nothing changed: a sync holds the run lock, or the generation cannot \
-                 be restored without leaving a relayed domain unrouted",
+                "refused (a sync is running, it is not safe, or it needs --force); nothing \
+                 changed",
+                "refused, nothing changed: a sync holds the run lock, the generation cannot be \
+                 restored without leaving a relayed domain unrouted, or it needs --force (it \
+                 holds a relay_domains token or a hand-written route a sync never writes, or it \
+                 has no digests); with --dry-run, what a rollback would end with",
             ),
             same(
                 StepFailed,

@@ -13,10 +13,18 @@
 //! was already restored and how to undo it. The next sync applies the database again: a
 //! rollback is for getting mail flowing while the cause is found, with the timer or cron entry
 //! paused if needed.
+//!
+//! What a restore trusts (SECURITY.md): only what relay-sync wrote and can still vouch for.
+//! relay-postfix reads the generation as files relay-sync keeps, from a `BACKUP_DIR` no one
+//! else can write, each checked against the digest its index recorded. Then the generation is
+//! reviewed as a sync reviews the database ([`relay_core::review_restore`]): a `relay_domains`
+//! token or a hand-written route a sync never writes (`static:OK`, a `*` route), or a
+//! generation without digests, is listed by `rollback --dry-run`, and a rollback to it needs
+//! `--force` ([`RollbackError::NeedsForce`], nothing changed).
 
 use relay_core::{
-    cut_list, GenerationTexts, RelayDomains, RelayDomainsTable, RollbackInput, RollbackPlan,
-    RollbackPlanError, TableRestore,
+    cut_list, review_restore, GenerationTexts, RelayDomains, RelayDomainsTable, RestoreReviewInput,
+    RollbackInput, RollbackPlan, RollbackPlanError, TableRestore,
 };
 use relay_postfix::{
     list_backups, read_generation, BackupGeneration, PostfixCli, PostfixRead, PostfixWrite,
@@ -70,6 +78,19 @@ pub enum RollbackError {
         stamp: String,
         /// Why relay-core refused it.
         error: RollbackPlanError,
+    },
+    /// The generation holds what a sync never writes (see [`relay_core::review_restore`]), or
+    /// relay-sync cannot vouch for it (no digests); nothing was changed. `--force` restores it.
+    #[error(
+        "backup {stamp} holds what a sync never writes, so rolling back to it needs --force \
+         (`relay-sync rollback --dry-run` lists it): {}",
+        .concerns.join("; ")
+    )]
+    NeedsForce {
+        /// The generation asked for.
+        stamp: String,
+        /// What needs `--force`, one line each.
+        concerns: Vec<String>,
     },
     /// A Postfix step failed after the current state was saved.
     #[error(
@@ -131,12 +152,93 @@ pub struct RolledBack {
     pub hold: Option<crate::Hold>,
 }
 
+/// What `rollback --dry-run` shows: the generation a rollback would restore, and what in it
+/// needs `--force`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RollbackPreview {
+    /// The generation it would restore.
+    pub stamp: String,
+    /// What wrote it (`sync`, `rollback`, `failed`, `unknown`).
+    pub origin: &'static str,
+    /// `relay_domains` now.
+    pub relay_domains_now: String,
+    /// `relay_domains` after the rollback.
+    pub relay_domains: String,
+    /// What needs `--force`, one line each; empty when a plain rollback would do.
+    pub concerns: Vec<String>,
+    /// Whether `--force` was given.
+    pub forced: bool,
+}
+
+/// What rolling back to `to` (or the newest generation) would restore, and what in it needs
+/// `--force`; reads, changes nothing.
+pub(crate) fn preview(
+    config: &Config,
+    to: Option<&str>,
+    force: bool,
+) -> Result<RollbackPreview, RollbackError> {
+    let dir = config.backup_dir.display().to_string();
+    let generations = list_backups(&config.backup_dir)?;
+    let generation = pick(&generations, to, &dir)?;
+    let contents = read_generation(&config.backup_dir, &generation)?;
+    let postfix = PostfixCli::new(config.postfix_settings())?
+        .with_relay_domains_map(config.relay_domains_map.clone());
+    let relay_domains_now = postfix.relay_domains()?;
+    let concerns = concerns(
+        config,
+        GenerationTexts {
+            relay_domains: &contents.relay_domains,
+            transport: &contents.transport,
+            table: contents.relay_domains_map.as_deref(),
+        },
+        contents.unvouched.as_deref(),
+        &relay_domains_now,
+        postfix.read_transport()?.as_deref(),
+        postfix.read_relay_domains_map()?.as_deref(),
+    );
+    Ok(RollbackPreview {
+        stamp: contents.stamp,
+        origin: generation.origin.as_str(),
+        relay_domains_now,
+        relay_domains: contents.relay_domains,
+        concerns,
+        forced: force,
+    })
+}
+
+/// What in a `generation` needs `--force`: its not being vouched for (`unvouched`, why), and
+/// what relay-core's review of its texts against the current ones names.
+fn concerns(
+    config: &Config,
+    generation: GenerationTexts<'_>,
+    unvouched: Option<&str>,
+    current_relay: &str,
+    current_transport: Option<&str>,
+    current_table: Option<&str>,
+) -> Vec<String> {
+    let table_path = config.relay_domains_map.display().to_string();
+    let review = review_restore(RestoreReviewInput {
+        current_relay_domains: current_relay,
+        current_transport,
+        current_table,
+        table_path: &table_path,
+        generation,
+    });
+    unvouched
+        .iter()
+        .map(|why| format!("relay-sync cannot vouch for it: {why}"))
+        .chain(review.iter().map(ToString::to_string))
+        .collect()
+}
+
 /// Restores `to` (or the newest generation) under the run lock, then holds syncs with the
-/// reason `hold` when given (before the lock is let go).
+/// reason `hold` when given (before the lock is let go). A generation that needs `--force`
+/// ([`RollbackError::NeedsForce`]) is restored only with `force`.
 pub(crate) fn rollback(
     config: &Config,
     to: Option<&str>,
     hold: Option<&str>,
+    force: bool,
 ) -> Result<RolledBack, RollbackError> {
     if hold.is_some_and(|reason| reason.trim().is_empty()) {
         return Err(RollbackError::Hold(crate::HoldError::NoReason));
@@ -180,6 +282,28 @@ pub(crate) fn rollback(
     let current_recipients = recipients_now
         .as_ref()
         .and_then(|(_, table)| table.as_deref());
+    // Reviewed before anything is written, as a sync parses the database before it plans.
+    let concerns = concerns(
+        config,
+        GenerationTexts {
+            relay_domains: &relay_domains,
+            transport: &transport,
+            table: contents.relay_domains_map.as_deref(),
+        },
+        contents.unvouched.as_deref(),
+        &current_relay,
+        current_transport.as_deref(),
+        current_table.as_deref(),
+    );
+    if !concerns.is_empty() {
+        if !force {
+            return Err(RollbackError::NeedsForce { stamp, concerns });
+        }
+        tracing::warn!(
+            "Rolling back to backup {stamp} with --force, although: {}",
+            concerns.join("; ")
+        );
+    }
     let recipients_path = config.recipients_map.display().to_string();
     // Planned before anything is written: a generation that cannot be restored safely changes
     // nothing, not even the backup directory.

@@ -14,12 +14,21 @@
 //! never deletes a file whose name does not follow the pattern exactly (`-1`, `-02` or a
 //! different suffix make a file foreign), nor the generation it has just written.
 //! [`list_backups`] and [`read_backup`] serve `relay-sync rollback` and `status`.
+//!
+//! What a restore can vouch for: the index ([`GENERATIONS_INDEX`]) records, when a generation
+//! is written, the SHA-256 of each of its files, and [`read_generation`] refuses a file whose
+//! contents no longer match, or that the index has no digest for. A generation from before
+//! digests were recorded is read, and said to be unvouched ([`BackupContents::unvouched`]): the
+//! caller decides (`rollback` needs `--force`). The index is replaced atomically, and read with
+//! bounds: a line that does not parse, or a sequence past [`MAX_SEQUENCE`], refuses the index
+//! rather than being skipped or wrapping the counter.
 
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
 use relay_fs::Kind;
+use sha2::{Digest, Sha256};
 
 use crate::{io, Backup, PostfixError};
 
@@ -36,6 +45,10 @@ pub struct BackupGeneration {
     pub sequence: Option<u64>,
     /// What wrote it, and how that ended.
     pub origin: Origin,
+    /// The SHA-256 (lowercase hex) of each of its files, by name prefix (`transport`, …), as
+    /// the index recorded them when they were written; empty for a generation from before
+    /// digests (or before the index).
+    pub digests: BTreeMap<String, String>,
     /// `relay_domains.STAMP.bak`, when present.
     pub relay_domains: Option<PathBuf>,
     /// `transport.STAMP.bak`, when present.
@@ -105,6 +118,7 @@ pub fn list_backups(dir: &Path) -> Result<Vec<BackupGeneration>, PostfixError> {
                     stamp: stamp.to_owned(),
                     sequence: None,
                     origin: Origin::Unknown,
+                    digests: BTreeMap::new(),
                     relay_domains: None,
                     transport: None,
                     relay_domains_map: None,
@@ -124,9 +138,10 @@ pub fn list_backups(dir: &Path) -> Result<Vec<BackupGeneration>, PostfixError> {
     let mut generations: Vec<BackupGeneration> = generations.into_values().collect();
     let index = read_index(dir)?;
     for generation in &mut generations {
-        if let Some((sequence, origin)) = index.get(&generation.stamp) {
-            generation.sequence = Some(*sequence);
-            generation.origin = *origin;
+        if let Some(entry) = index.get(&generation.stamp) {
+            generation.sequence = Some(entry.sequence);
+            generation.origin = entry.origin;
+            generation.digests.clone_from(&entry.digests);
         }
     }
     // Newest is the last written, whatever the clock said: the stamps are local time, which
@@ -164,6 +179,10 @@ pub struct BackupContents {
     pub relay_recipient_maps: Option<String>,
     /// The recipients table's source as it was, when the generation has it.
     pub recipients_map: Option<String>,
+    /// Why relay-sync cannot vouch for this generation, when it cannot: it was written before
+    /// the index recorded digests (or before the index). `None`: every file matched the digest
+    /// recorded when it was written.
+    pub unvouched: Option<String>,
 }
 
 /// Reads the generation `stamp` from `dir`, or the newest one when `stamp` is `None`.
@@ -198,7 +217,10 @@ pub fn read_backup(dir: &Path, stamp: Option<&str>) -> Result<BackupContents, Po
 }
 
 /// Reads what `generation` (from [`list_backups`] of `dir`) holds. A missing file is an error
-/// naming it, so that a rollback never restores half a state.
+/// naming it, so that a rollback never restores half a state. Each file is read as a file
+/// relay-sync keeps (never through a link, only from a `BACKUP_DIR` no one else can write)
+/// and checked against the digest the index recorded for it: a file that changed since, or
+/// one the index has no digest for while it has the others', is refused, naming it.
 pub fn read_generation(
     dir: &Path,
     generation: &BackupGeneration,
@@ -214,6 +236,7 @@ pub fn read_generation(
                 std::io::Error::from(std::io::ErrorKind::NotFound),
             )
         })?;
+        vouch(generation, kind, &path, &bytes)?;
         String::from_utf8(bytes).map_err(|_| invalid(&path, "not UTF-8 text".to_owned()))
     };
     let relay_domains = read(&generation.relay_domains, "relay_domains")?;
@@ -263,6 +286,18 @@ pub fn read_generation(
         .as_ref()
         .map(|_| read(&generation.recipients_map, RECIPIENTS_MAP_BACKUP))
         .transpose()?;
+    let unvouched = generation.digests.is_empty().then(|| {
+        if generation.sequence.is_some() {
+            "the backup index records no digest of its files (written by a relay-sync from \
+             before digests)"
+                .to_owned()
+        } else {
+            format!(
+                "it is not in the backup index {GENERATIONS_INDEX} (written by a relay-sync from \
+                 before the index, or by someone else)"
+            )
+        }
+    });
     Ok(BackupContents {
         stamp: generation.stamp.clone(),
         relay_domains,
@@ -270,7 +305,68 @@ pub fn read_generation(
         relay_domains_map,
         relay_recipient_maps,
         recipients_map,
+        unvouched,
     })
+}
+
+/// Checks `bytes`, read from the backup file `path` of `generation` (name prefix `kind`),
+/// against the digest the index recorded when it was written. A generation without digests
+/// passes here (its contents say it is unvouched).
+fn vouch(
+    generation: &BackupGeneration,
+    kind: &str,
+    path: &Path,
+    bytes: &[u8],
+) -> Result<(), PostfixError> {
+    if generation.digests.is_empty() {
+        return Ok(());
+    }
+    let refuse = |problem: String| -> PostfixError {
+        relay_fs::FsError::Refused {
+            path: path.to_owned(),
+            problem,
+            fix: format!(
+                "move it out of {} and roll back to another generation (`relay-sync backups` \
+                 lists them)",
+                parent_dir(path).display()
+            ),
+        }
+        .into()
+    };
+    match generation.digests.get(kind) {
+        Some(recorded) => {
+            let actual = sha256_hex(bytes);
+            if *recorded == actual {
+                Ok(())
+            } else {
+                Err(refuse(format!(
+                    "it changed since relay-sync wrote it: its SHA-256 is {actual}, the backup \
+                     index recorded {recorded}"
+                )))
+            }
+        }
+        None => Err(refuse(format!(
+            "the backup index records the digests of generation {}'s files but none for this \
+             one: relay-sync did not write it",
+            generation.stamp
+        ))),
+    }
+}
+
+/// The directory holding `path`.
+fn parent_dir(path: &Path) -> &Path {
+    path.parent().unwrap_or(Path::new("."))
+}
+
+/// The SHA-256 of `bytes`, lowercase hex.
+fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .fold(String::with_capacity(64), |mut hex, byte| {
+            hex.push(char::from(b"0123456789abcdef"[usize::from(byte >> 4)]));
+            hex.push(char::from(b"0123456789abcdef"[usize::from(byte & 0xf)]));
+            hex
+        })
 }
 
 fn invalid(path: &Path, detail: String) -> PostfixError {
@@ -305,18 +401,51 @@ pub(crate) fn write(
     };
     let relay_path = dir.join(format!("relay_domains.{stamp}.bak"));
     let transport_path = dir.join(format!("transport.{stamp}.bak"));
-    relay_fs::replace(&relay_path, format!("{relay_domains}\n").as_bytes(), 0o600)?;
+    // The index is read (and so checked) before anything is written: a refused index leaves
+    // the backup directory as it was.
+    let mut index = read_index(dir)?;
+    let newest = index
+        .values()
+        .map(|entry| entry.sequence)
+        .max()
+        .unwrap_or(0);
+    let sequence = newest
+        .checked_add(1)
+        .filter(|next| *next <= MAX_SEQUENCE)
+        .ok_or_else(|| {
+            PostfixError::from(relay_fs::FsError::Refused {
+                path: dir.join(GENERATIONS_INDEX),
+                problem: format!(
+                    "its newest sequence is {newest}, the highest relay-sync writes: there is no \
+                     next one"
+                ),
+                fix: "renumber its lines from 1, oldest first".to_owned(),
+            })
+        })?;
+    let relay_text = format!("{relay_domains}\n");
     // A transport file that did not exist is backed up as an empty file: restoring it gives an
     // empty map, which routes nothing, exactly like a missing one.
-    relay_fs::replace(&transport_path, transport.unwrap_or("").as_bytes(), 0o600)?;
-    let mut index = read_index(dir)?;
-    let sequence = index
-        .values()
-        .map(|(sequence, _)| *sequence)
-        .max()
-        .unwrap_or(0)
-        + 1;
-    index.insert(stamp.clone(), (sequence, Origin::Sync));
+    let transport_text = transport.unwrap_or("");
+    relay_fs::replace(&relay_path, relay_text.as_bytes(), 0o600)?;
+    relay_fs::replace(&transport_path, transport_text.as_bytes(), 0o600)?;
+    let digests = BTreeMap::from([
+        (
+            "relay_domains".to_owned(),
+            sha256_hex(relay_text.as_bytes()),
+        ),
+        (
+            "transport".to_owned(),
+            sha256_hex(transport_text.as_bytes()),
+        ),
+    ]);
+    index.insert(
+        stamp.clone(),
+        Entry {
+            sequence,
+            origin: Origin::Sync,
+            digests,
+        },
+    );
     write_index(dir, &index)?;
     rotate(dir, keep.max(1), Some(&stamp))?;
     Ok(Backup {
@@ -335,7 +464,24 @@ pub(crate) fn write_relay_domains_map(
 ) -> Result<PathBuf, PostfixError> {
     let path = dir.join(format!("{RELAY_DOMAINS_MAP_BACKUP}.{stamp}.bak"));
     relay_fs::replace(&path, text.as_bytes(), 0o600)?;
+    record_digests(dir, stamp, &[(RELAY_DOMAINS_MAP_BACKUP, text)])?;
     Ok(path)
+}
+
+/// Adds the digests of files just written beside generation `stamp` to its index entry.
+fn record_digests(dir: &Path, stamp: &str, files: &[(&str, &str)]) -> Result<(), PostfixError> {
+    let mut index = read_index(dir)?;
+    let Some(entry) = index.get_mut(stamp) else {
+        // Not a generation relay-sync recorded: the file stays unvouched, and a restore of it
+        // needs --force.
+        return Ok(());
+    };
+    for (kind, text) in files {
+        entry
+            .digests
+            .insert((*kind).to_owned(), sha256_hex(text.as_bytes()));
+    }
+    write_index(dir, &index)
 }
 
 /// Name prefix of map mode's table backups.
@@ -358,13 +504,17 @@ pub(crate) fn write_recipients(
 ) -> Result<Vec<PathBuf>, PostfixError> {
     let mut files = Vec::with_capacity(2);
     let path = dir.join(format!("{RELAY_RECIPIENT_MAPS_BACKUP}.{stamp}.bak"));
-    relay_fs::replace(&path, format!("{relay_recipient_maps}\n").as_bytes(), 0o600)?;
+    let value = format!("{relay_recipient_maps}\n");
+    relay_fs::replace(&path, value.as_bytes(), 0o600)?;
     files.push(path);
+    let mut digests = vec![(RELAY_RECIPIENT_MAPS_BACKUP, value.as_str())];
     if let Some(text) = table {
         let path = dir.join(format!("{RECIPIENTS_MAP_BACKUP}.{stamp}.bak"));
         relay_fs::replace(&path, text.as_bytes(), 0o600)?;
         files.push(path);
+        digests.push((RECIPIENTS_MAP_BACKUP, text));
     }
+    record_digests(dir, stamp, &digests)?;
     Ok(files)
 }
 
@@ -459,9 +609,27 @@ fn rotate(dir: &Path, keep: usize, current: Option<&str>) -> Result<(), PostfixE
     write_index(dir, &index)
 }
 
-/// The file in `BACKUP_DIR` recording the order generations were written in and their origin:
-/// `SEQUENCE STAMP ORIGIN` lines.
+/// The file in `BACKUP_DIR` recording the order generations were written in, their origin and
+/// the digests of their files: `SEQUENCE STAMP ORIGIN [PREFIX=SHA256]…` lines (a line without
+/// digests is from a relay-sync that did not record them yet).
 pub const GENERATIONS_INDEX: &str = "relay-sync.generations";
+
+/// The highest sequence relay-sync writes, and reads: a generation every second would reach it
+/// after 136 years. A larger one was not written by relay-sync, and refusing it keeps the next
+/// sequence from wrapping (an index line of `18446744073709551615` made relay-sync's counter
+/// wrap to 0, and the generation on that line stayed "newest" for ever).
+pub(crate) const MAX_SEQUENCE: u64 = 4_294_967_295;
+
+/// One generation's line in the index.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Entry {
+    /// Its place in the order generations were written.
+    sequence: u64,
+    /// What wrote it, and how that ended.
+    origin: Origin,
+    /// The SHA-256 of each of its files, by name prefix; empty on a line from before digests.
+    digests: BTreeMap<String, String>,
+}
 
 /// What wrote a generation, and how that ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -504,36 +672,110 @@ impl std::fmt::Display for Origin {
     }
 }
 
-/// The index: stamp → (sequence, origin). A missing file is an empty index; a line that does
-/// not parse is ignored (its generation sorts as one from before the index).
-fn read_index(dir: &Path) -> Result<BTreeMap<String, (u64, Origin)>, PostfixError> {
+/// The index: stamp → its [`Entry`]. A missing file is an empty index. A line that does not
+/// parse as relay-sync writes it (a sequence that is not a number up to [`MAX_SEQUENCE`], a
+/// stamp that is not one, a digest that is not `PREFIX=` and 64 hex digits) refuses the whole
+/// index, naming the line: relay-sync wrote none of it, and skipping or wrapping it would let
+/// it decide which generation is newest.
+fn read_index(dir: &Path) -> Result<BTreeMap<String, Entry>, PostfixError> {
     let path = dir.join(GENERATIONS_INDEX);
     let Some(text) = relay_fs::read_to_string(Kind::BACKUP_INDEX, &path)? else {
         return Ok(BTreeMap::new());
     };
-    Ok(text
-        .lines()
-        .filter_map(|line| {
-            let mut words = line.split_whitespace();
-            let sequence = words.next()?.parse().ok()?;
-            let stamp = words.next().filter(|stamp| stamp_key(stamp).is_some())?;
-            Some((stamp.to_owned(), (sequence, Origin::parse(words.next()?))))
-        })
-        .collect())
+    let mut index = BTreeMap::new();
+    for (number, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (stamp, entry) = parse_index_line(line).map_err(|problem| {
+            PostfixError::from(relay_fs::FsError::Refused {
+                path: path.clone(),
+                problem: format!("line {}: {problem}", number + 1),
+                fix: format!(
+                    "remove that line (`sed -i '{}d' {}`): its generation then needs \
+                     `rollback --force`",
+                    number + 1,
+                    path.display()
+                ),
+            })
+        })?;
+        index.insert(stamp, entry);
+    }
+    Ok(index)
 }
 
-fn write_index(dir: &Path, index: &BTreeMap<String, (u64, Origin)>) -> Result<(), PostfixError> {
-    let mut entries: Vec<(&u64, &String, &Origin)> = index
-        .iter()
-        .map(|(stamp, (sequence, origin))| (sequence, stamp, origin))
-        .collect();
-    entries.sort_by_key(|(sequence, stamp, _)| (**sequence, (*stamp).clone()));
+/// One index line, or what is wrong with it (its words shown escaped and cut).
+fn parse_index_line(line: &str) -> Result<(String, Entry), String> {
+    let shown = |word: &str| format!("{:?}", word.chars().take(40).collect::<String>());
+    let mut words = line.split_whitespace();
+    let (Some(sequence), Some(stamp), Some(origin)) = (words.next(), words.next(), words.next())
+    else {
+        return Err("not SEQUENCE STAMP ORIGIN".to_owned());
+    };
+    let sequence = sequence
+        .parse::<u64>()
+        .ok()
+        .filter(|s| sequence.bytes().all(|b| b.is_ascii_digit()) && *s <= MAX_SEQUENCE)
+        .ok_or_else(|| {
+            format!(
+                "the sequence {} is not a number from 0 to {MAX_SEQUENCE}",
+                shown(sequence)
+            )
+        })?;
+    if stamp_key(stamp).is_none() {
+        return Err(format!("{} is not a backup stamp", shown(stamp)));
+    }
+    let mut digests = BTreeMap::new();
+    for word in words {
+        let digest = word.split_once('=').filter(|(kind, hex)| {
+            ALL_PREFIXES.contains(kind)
+                && hex.len() == 64
+                && hex
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        });
+        let Some((kind, hex)) = digest else {
+            return Err(format!(
+                "{} is not a file's digest (PREFIX=SHA256)",
+                shown(word)
+            ));
+        };
+        digests.insert(kind.to_owned(), hex.to_owned());
+    }
+    Ok((
+        stamp.to_owned(),
+        Entry {
+            sequence,
+            origin: Origin::parse(origin),
+            digests,
+        },
+    ))
+}
+
+/// Every name prefix a generation's files have.
+const ALL_PREFIXES: [&str; 5] = [
+    "relay_domains",
+    "transport",
+    RELAY_DOMAINS_MAP_BACKUP,
+    RELAY_RECIPIENT_MAPS_BACKUP,
+    RECIPIENTS_MAP_BACKUP,
+];
+
+fn write_index(dir: &Path, index: &BTreeMap<String, Entry>) -> Result<(), PostfixError> {
+    let mut entries: Vec<(&String, &Entry)> = index.iter().collect();
+    entries.sort_by_key(|(stamp, entry)| (entry.sequence, (*stamp).clone()));
     let mut text = String::from(
-        "# relay-sync's backup generations, oldest first: SEQUENCE STAMP ORIGIN. Written by\n\
-         # relay-sync; the sequence, not the stamp's clock, says which is newest.\n",
+        "# relay-sync's backup generations, oldest first: SEQUENCE STAMP ORIGIN, then the SHA-256\n\
+         # of each file. Written by relay-sync; the sequence, not the stamp's clock, says which is\n\
+         # newest, and a restore checks each file against its digest.\n",
     );
-    for (sequence, stamp, origin) in entries {
-        text.push_str(&format!("{sequence} {stamp} {origin}\n"));
+    for (stamp, entry) in entries {
+        text.push_str(&format!("{} {stamp} {}", entry.sequence, entry.origin));
+        for (kind, hex) in &entry.digests {
+            text.push_str(&format!(" {kind}={hex}"));
+        }
+        text.push('\n');
     }
     Ok(relay_fs::replace(
         &dir.join(GENERATIONS_INDEX),
@@ -547,7 +789,7 @@ fn write_index(dir: &Path, index: &BTreeMap<String, (u64, Origin)>) -> Result<()
 pub fn newest_backup_sequence(dir: &Path) -> Result<u64, PostfixError> {
     Ok(read_index(dir)?
         .values()
-        .map(|(sequence, _)| *sequence)
+        .map(|entry| entry.sequence)
         .max()
         .unwrap_or(0))
 }
@@ -563,9 +805,9 @@ pub fn finish_backups(
 ) -> Result<(), PostfixError> {
     let mut index = read_index(dir)?;
     let mut changed = false;
-    for (sequence, entry_origin) in index.values_mut() {
-        if *sequence > since && *entry_origin != origin {
-            *entry_origin = origin;
+    for entry in index.values_mut() {
+        if entry.sequence > since && entry.origin != origin {
+            entry.origin = origin;
             changed = true;
         }
     }
@@ -769,5 +1011,160 @@ mod tests {
             .permissions()
             .mode();
         assert_eq!(file_mode & 0o777, 0o600);
+    }
+
+    /// The index records each file's SHA-256 when it is written (the table's and the
+    /// recipients' too); a restore reads them back vouched for, and refuses a file that changed
+    /// since, or one the index has no digest for, naming it.
+    #[test]
+    fn each_generation_is_vouched_for_by_the_digests_of_its_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = backup_run(
+            dir.path(),
+            3,
+            "hash:/etc/postfix/relay_domains",
+            Some("t\n"),
+        );
+        write_relay_domains_map(dir.path(), &b.stamp, "a.example OK\n").unwrap();
+        write_recipients(dir.path(), &b.stamp, "hash:/r", Some("a@a.example OK\n")).unwrap();
+        let index = fs::read_to_string(dir.path().join(GENERATIONS_INDEX)).unwrap();
+        let line = index.lines().find(|l| l.contains(&b.stamp)).unwrap();
+        for kind in ALL_PREFIXES {
+            assert!(line.contains(&format!(" {kind}=")), "{kind}: {line}");
+        }
+        assert!(
+            line.contains(&format!(" transport={}", sha256_hex(b"t\n"))),
+            "{line}"
+        );
+        let generation = &list_backups(dir.path()).unwrap()[0];
+        let contents = read_generation(dir.path(), generation).unwrap();
+        assert_eq!(contents.unvouched, None);
+        assert_eq!(contents.recipients_map.as_deref(), Some("a@a.example OK\n"));
+
+        // Changed since: refused, naming the file (exit 2 as a refusal).
+        let transport = generation.transport.clone().unwrap();
+        fs::write(&transport, "* smtp:[127.0.0.2]:2525\n").unwrap();
+        let error = read_generation(dir.path(), generation).unwrap_err();
+        assert!(
+            matches!(&error, PostfixError::File(e) if e.is_refusal()),
+            "{error}"
+        );
+        let text = error.to_string();
+        assert!(
+            text.starts_with(&format!(
+                "refusing {}: it changed since relay-sync wrote it",
+                transport.display()
+            )),
+            "{text}"
+        );
+        fs::write(&transport, "t\n").unwrap();
+        read_generation(dir.path(), generation).unwrap();
+
+        // A file beside the generation that relay-sync did not record.
+        let other = backup_run(dir.path(), 3, "a.example", None);
+        let planted = dir
+            .path()
+            .join(format!("{RELAY_DOMAINS_MAP_BACKUP}.{}.bak", other.stamp));
+        fs::write(&planted, "static-ok.example OK\n").unwrap();
+        let generation = list_backups(dir.path()).unwrap().pop().unwrap();
+        let text = read_generation(dir.path(), &generation)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            text.starts_with(&format!(
+                "refusing {}: the backup index records",
+                planted.display()
+            )) && text.contains("relay-sync did not write it"),
+            "{text}"
+        );
+    }
+
+    /// A generation from before digests (an index line of three words), or before the index,
+    /// is read but said to be unvouched: `rollback` needs `--force` for it.
+    #[test]
+    fn a_generation_without_digests_is_read_unvouched() {
+        let dir = tempfile::tempdir().unwrap();
+        for kind in KINDS {
+            fs::write(
+                dir.path().join(format!("{kind}.20200101-000000.bak")),
+                "a.example\n",
+            )
+            .unwrap();
+            fs::write(
+                dir.path().join(format!("{kind}.20200102-000000.bak")),
+                "a.example\n",
+            )
+            .unwrap();
+        }
+        fs::write(
+            dir.path().join(GENERATIONS_INDEX),
+            "# an index from before digests\n7 20200102-000000 sync\n",
+        )
+        .unwrap();
+        let generations = list_backups(dir.path()).unwrap();
+        let unvouched: Vec<String> = generations
+            .iter()
+            .map(|g| read_generation(dir.path(), g).unwrap().unvouched.unwrap())
+            .collect();
+        assert!(
+            unvouched[0].contains("not in the backup index"),
+            "{unvouched:?}"
+        );
+        assert!(unvouched[1].contains("records no digest"), "{unvouched:?}");
+    }
+
+    /// Issue 19: an index line of `18446744073709551615` wrapped relay-sync's counter, and the
+    /// generation on it stayed newest for ever. A sequence past [`MAX_SEQUENCE`], or a line
+    /// that does not parse, refuses the index (naming the line), before anything is written.
+    #[test]
+    fn an_index_line_that_does_not_parse_or_fit_is_refused_not_wrapped() {
+        for (line, problem) in [
+            (
+                "18446744073709551615 20991231-235959 sync",
+                "the sequence \"18446744073709551615\" is not a number from 0 to 4294967295",
+            ),
+            (
+                "99999999999999999999999 20991231-235959 sync",
+                "is not a number",
+            ),
+            ("+5 20991231-235959 sync", "is not a number"),
+            ("5 tomorrow sync", "\"tomorrow\" is not a backup stamp"),
+            ("5 20991231-235959", "not SEQUENCE STAMP ORIGIN"),
+            (
+                "5 20991231-235959 sync transport=abc",
+                "\"transport=abc\" is not a file's digest",
+            ),
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            let index = dir.path().join(GENERATIONS_INDEX);
+            fs::write(&index, format!("# relay-sync's\n{line}\n")).unwrap();
+            fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o700)).unwrap();
+            let error = write(dir.path(), 5, "a.example", None).unwrap_err();
+            assert!(
+                matches!(&error, PostfixError::File(e) if e.is_refusal()),
+                "{error}"
+            );
+            let text = error.to_string();
+            assert!(
+                text.starts_with(&format!("refusing {}: line 2: ", index.display()))
+                    && text.contains(problem)
+                    && text.contains(&format!("sed -i '2d' {}", index.display())),
+                "{line}: {text}"
+            );
+            assert!(list_backups(dir.path()).is_err(), "{line}");
+            // Nothing was written beside the index.
+            assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1, "{line}");
+        }
+        // The highest sequence relay-sync writes is read, and has no next one.
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(
+            dir.path().join(GENERATIONS_INDEX),
+            format!("{MAX_SEQUENCE} 20200101-000000 sync\n"),
+        )
+        .unwrap();
+        let text = write(dir.path(), 5, "a.example", None)
+            .unwrap_err()
+            .to_string();
+        assert!(text.contains("there is no next one"), "{text}");
     }
 }

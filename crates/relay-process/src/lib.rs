@@ -11,9 +11,9 @@
 //! - **A bounded call.** Output is read and input written by one `poll(2)` loop on the calling
 //!   thread, so a chatty command cannot deadlock on a full pipe, and a descendant that keeps
 //!   the output pipes open cannot make the call outlast its limit: no thread is left behind.
-//! - **No secret in the child's environment.** `MYSQL_PWD` and every inherited `RELAY_SYNC_*`
-//!   variable (`RELAY_SYNC_DB_PASSWORD` among them) are removed before the variables given
-//!   with [`Command::env`] are added.
+//! - **No secret in the child's environment.** The inherited variables [`NOT_INHERITED`]
+//!   lists (`MYSQL_PWD`, every `RELAY_SYNC_*` and every `AWS_*`) are removed before the
+//!   variables given with [`Command::env`] are added.
 //!
 //! ```no_run
 //! use std::time::Duration;
@@ -41,6 +41,21 @@ use std::time::{Duration, Instant};
 
 /// The limit of a [`Command`] that was given none: `COMMAND_TIMEOUT`'s default.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The inherited variables no child receives: a name, or a prefix when it ends in `*`.
+///
+/// - `RELAY_SYNC_*`: any key of the config may come from there, `RELAY_SYNC_DB_PASSWORD`
+///   among them, and a child has no use for relay-sync's configuration.
+/// - `MYSQL_PWD`: MariaDB's clients read the password from it.
+/// - `AWS_*`: `AWS_SECRET_ACCESS_KEY` and `AWS_SESSION_TOKEN` are credentials, and the rest
+///   (`AWS_PROFILE`, `AWS_CONFIG_FILE`, `AWS_CONTAINER_CREDENTIALS_*`) lead to them. They are
+///   for relay-sync's own SNS and Secrets Manager calls; a `DB_PASSWORD_COMMAND` that runs the
+///   AWS CLI names its region (`--region`) and finds its credentials as the CLI does without
+///   them (the instance profile, root's `~/.aws`).
+///
+/// Variables given with [`Command::env`] are added after, so relay-sync's own
+/// `RELAY_SYNC_ALERT_SEVERITY` reaches the alert command. SECURITY.md documents this list.
+pub const NOT_INHERITED: &[&str] = &["RELAY_SYNC_*", "MYSQL_PWD", "AWS_*"];
 
 /// Longest stderr excerpt [`excerpt`] returns, in bytes.
 pub const STDERR_LIMIT: usize = 1000;
@@ -254,7 +269,7 @@ impl Command {
         // A group of its own: at the limit, everything the command started is killed with it.
         command.args(args).process_group(0);
         for (key, _) in std::env::vars_os() {
-            if is_secret(&key) {
+            if is_not_inherited(&key) {
                 command.env_remove(key);
             }
         }
@@ -434,11 +449,15 @@ impl Command {
     }
 }
 
-/// Whether an inherited variable may hold a secret and must not reach a child:
-/// `RELAY_SYNC_DB_PASSWORD` and every other `RELAY_SYNC_*` (any key may come from there, and
-/// a child has no use for relay-sync's configuration), and MariaDB's `MYSQL_PWD`.
-fn is_secret(name: &OsStr) -> bool {
-    name.as_bytes().starts_with(b"RELAY_SYNC_") || name == "MYSQL_PWD"
+/// Whether an inherited variable is one [`NOT_INHERITED`] names, and so must not reach a child.
+fn is_not_inherited(name: &OsStr) -> bool {
+    let name = name.as_bytes();
+    NOT_INHERITED
+        .iter()
+        .any(|entry| match entry.strip_suffix('*') {
+            Some(prefix) => name.starts_with(prefix.as_bytes()),
+            None => name == entry.as_bytes(),
+        })
 }
 
 /// One output pipe being read to its end.
@@ -570,8 +589,16 @@ mod tests {
 
     #[test]
     fn secrets_are_recognized_by_name() {
-        for name in ["RELAY_SYNC_DB_PASSWORD", "RELAY_SYNC_DB_HOST", "MYSQL_PWD"] {
-            assert!(is_secret(OsStr::new(name)), "{name}");
+        for name in [
+            "RELAY_SYNC_DB_PASSWORD",
+            "RELAY_SYNC_DB_HOST",
+            "MYSQL_PWD",
+            "AWS_SECRET_ACCESS_KEY",
+            "AWS_SESSION_TOKEN",
+            "AWS_ACCESS_KEY_ID",
+            "AWS_PROFILE",
+        ] {
+            assert!(is_not_inherited(OsStr::new(name)), "{name}");
         }
         for name in [
             "PATH",
@@ -579,8 +606,10 @@ mod tests {
             "RELAY_SYNC",
             "MYSQL_PWD_X",
             "relay_sync_db_password",
+            "AWS",
+            "aws_secret_access_key",
         ] {
-            assert!(!is_secret(OsStr::new(name)), "{name}");
+            assert!(!is_not_inherited(OsStr::new(name)), "{name}");
         }
     }
 

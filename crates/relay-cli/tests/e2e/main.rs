@@ -19,6 +19,7 @@ mod ops;
 mod packaging;
 mod planted;
 mod recorded;
+mod restore;
 mod rollback_order;
 
 mod alerts;

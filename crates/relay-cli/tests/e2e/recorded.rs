@@ -163,3 +163,75 @@ fn files_the_config_names_must_be_roots_alone() {
     assert!(run.stderr.contains("POSTFIX_COMMAND_DIR"), "{run:?}");
     assert!(run.stderr.contains("postfix is writable"), "{run:?}");
 }
+
+/// The reproduction of issue 19's third finding: a 0777 script in a 0777 directory, named by
+/// `ALERT_COMMAND`, `DB_PASSWORD_COMMAND` or as `POSTFIX_COMMAND_PREFIX`'s program, ran as
+/// root, and `check` said "ok password". Each is now refused (exit 2, naming the file and the
+/// `chmod`), `check` fails, and the script never runs; made root's alone, it runs.
+#[test]
+fn commands_relay_sync_runs_must_be_roots_alone() {
+    use std::os::unix::fs::PermissionsExt;
+    let gw = Gateway::start("kuma8088.com", "ALERT_AFTER_FAILURES=1");
+    let dir = gw.dir.path().join("anyone-can-write");
+    fs::create_dir(&dir).unwrap();
+    let ran = gw.dir.path().join("ran-as-root");
+    let script = dir.join("run.sh");
+    fs::write(
+        &script,
+        format!(
+            "#!/bin/sh
+echo \"$0\" >> {}\nexec \"$@\"\n",
+            ran.display()
+        ),
+    )
+    .unwrap();
+    let chmod = |path: &std::path::Path, mode| {
+        fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
+    };
+    chmod(&script, 0o777);
+    chmod(&dir, 0o777);
+    let shown = script.display().to_string();
+    let password = format!("{shown} echo relay-sync-test-pw");
+    for (key, value) in [
+        ("ALERT_COMMAND", shown.as_str()),
+        ("DB_PASSWORD_COMMAND", password.as_str()),
+        ("POSTFIX_COMMAND_PREFIX", shown.as_str()),
+    ] {
+        let mut env = vec![(key, value)];
+        if key == "DB_PASSWORD_COMMAND" {
+            env.push(("DB_PASSWORD", ""));
+        }
+        let run = gw.sync_env_expecting(&env, 2);
+        assert!(
+            run.stderr.contains(&format!(
+                "{key}'s program {shown} is writable by group or others (mode 0777)"
+            )) && run.stderr.contains(&format!("chmod go-w {shown}")),
+            "{key}: {run:?}"
+        );
+        let check = gw.run_env(&["check"], &env);
+        assert_eq!(check.code, 1, "{key}: {check:?}");
+        assert!(
+            check.stdout.contains(&format!("{key}'s program")),
+            "{check:?}"
+        );
+        assert!(!check.stdout.contains("ok   password"), "{check:?}");
+    }
+    assert!(!ran.exists(), "an unvetted command ran");
+
+    // Root's alone, the script is the operator's: the password command runs.
+    chmod(&script, 0o755);
+    let run = gw.sync_env_expecting(&[("ALERT_COMMAND", &shown)], 2);
+    assert!(
+        run.stderr.contains(&format!(
+            "ALERT_COMMAND's program {shown} is in {} which is writable by group or others",
+            dir.display()
+        )),
+        "{run:?}"
+    );
+    chmod(&dir, 0o755);
+    gw.sync_env_expecting(
+        &[("DB_PASSWORD_COMMAND", &password), ("DB_PASSWORD", "")],
+        0,
+    );
+    assert!(fs::read_to_string(&ran).unwrap().contains("run.sh"));
+}

@@ -264,6 +264,27 @@ mod with_feature {
         );
     }
 
+    /// With `-v`, a run that publishes an alert and a `check` that signs a request log DEBUG
+    /// lines, but none of the SDK's own: no line names the access key ID (the SDK's DEBUG
+    /// lines print the credentials it resolved, the secret redacted, the key ID not).
+    #[test]
+    fn verbose_runs_never_log_the_access_key_id() {
+        let sns = stand_in();
+        let mut gw = sns_gateway(&sns, "ALERT_AFTER_FAILURES=1");
+        gw.db.stop().unwrap();
+        let run = gw.run(&["-v"]);
+        assert_eq!(run.code, 3, "{run:?}");
+        assert_eq!(sns.published().len(), 1, "{}", gw.log());
+        let check = gw.run(&["-v", "check"]);
+        let log = gw.log();
+        assert!(log.contains("DEBUG: "), "-v logs DEBUG lines: {log}");
+        for shown in [&log, &run.stderr, &check.stderr, &check.stdout] {
+            assert!(!shown.contains(ACCESS_KEY_ID), "key ID logged:\n{shown}");
+            assert!(!shown.contains(SECRET), "secret logged:\n{shown}");
+        }
+        no_credentials_shown(&gw, &format!("{run:?}{check:?}"));
+    }
+
     /// `check`'s two SNS items from `check --json`: (status, detail) by name.
     fn sns_items(gw: &Gateway) -> (i32, BTreeMap<String, (String, String)>) {
         let run = gw.run(&["check", "--json"]);

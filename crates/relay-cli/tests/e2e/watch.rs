@@ -492,6 +492,43 @@ fn watch_alerts_after_a_time_not_a_count() {
     assert_eq!(watcher.stop(Duration::from_secs(30)), 0);
 }
 
+/// A panel whose `domains` table is latin1 and holds a non-ASCII name: each write costs one
+/// sync, not three. The database used to hash the stored latin1 bytes while relay-sync hashed
+/// the UTF-8 it read, so every fingerprint computed while a write settled looked like a change.
+#[test]
+fn watch_syncs_once_per_write_to_a_latin1_table() {
+    let gw = Gateway::start("", "");
+    gw.sql(
+        "ALTER TABLE mailserver_usermgmt.domains CONVERT TO CHARACTER SET latin1; \
+         INSERT INTO mailserver_usermgmt.domains (name, enabled) VALUES ('bücher.example', 1)",
+    );
+    let watcher = Watcher::start(&gw, &[("POLL_INTERVAL", "0.3")]);
+    wait_ready(&gw);
+    assert!(
+        gw.log().contains("Added domain: xn--bcher-kva.example"),
+        "{}",
+        gw.log()
+    );
+    let changed = || {
+        gw.log()
+            .matches("Syncing: the domains in the database changed")
+            .count()
+    };
+    // Past the 2 s a write takes to settle: from here, only a write is a change.
+    std::thread::sleep(Duration::from_secs(4));
+    let before = changed();
+    for name in ["old.example", "legacy.example.net"] {
+        gw.sql(&format!(
+            "UPDATE mailserver_usermgmt.domains SET enabled = 1 WHERE name = '{name}'"
+        ));
+        wait_for_log(&gw, &format!("Added domain: {name}"), 1, PROPAGATES_WITHIN);
+        // Every poll of the settling second computes the fingerprint; none may sync again.
+        std::thread::sleep(Duration::from_secs(4));
+    }
+    assert_eq!(changed() - before, 2, "one sync per write:\n{}", gw.log());
+    assert_eq!(watcher.stop(Duration::from_secs(30)), 0);
+}
+
 /// A `DB_QUERY` the signal cannot be derived from (here: it ends in a comment) is said at
 /// start-up, and the watcher syncs in full every POLL_INTERVAL instead: changes still arrive.
 #[test]

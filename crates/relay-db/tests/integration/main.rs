@@ -649,6 +649,54 @@ async fn signal_fingerprint_equals_the_fetched_names_fingerprint() {
     }
 }
 
+/// A name the database stores in latin1 (or UTF-16, or as bytes) reaches relay-sync as UTF-8:
+/// the connection asks for utf8mb4 results. The signal hashes the same UTF-8 bytes, so the
+/// fingerprint the watcher polls equals the one of the rows a sync read; hashing the stored
+/// latin1 bytes, every poll after a write to such a table differed, and each caused a sync.
+#[tokio::test]
+async fn signal_hashes_the_utf8_a_fetch_reads_whatever_the_column_charset() {
+    use relay_db::{ChangeSignal, Fingerprint};
+    let db = MariaDb::start().unwrap();
+    db.load_fixtures().unwrap();
+    db.grant_recipients().unwrap();
+    db.sql(
+        "ALTER TABLE mailserver_usermgmt.domains CONVERT TO CHARACTER SET latin1; \
+         ALTER TABLE mailserver_usermgmt.users CONVERT TO CHARACTER SET latin1; \
+         INSERT INTO mailserver_usermgmt.domains (name, enabled) VALUES ('bücher.example', 1); \
+         INSERT INTO mailserver_usermgmt.users (email) VALUES ('jürgen@bücher.example')",
+    )
+    .unwrap();
+    let mut settings = settings(&db);
+    settings.recipients_query = Some(RECIPIENTS_QUERY.to_owned());
+    let source = MariaDbSource::new(settings.clone());
+    let fetched = source.fetch().await.unwrap();
+    assert!(
+        fetched.names.iter().any(|n| n == "bücher.example"),
+        "{fetched:?}"
+    );
+    let mut signal = ChangeSignal::new(source).unwrap();
+    assert_eq!(signal.poll().await.unwrap(), fetched.fingerprint());
+    signal.close().await;
+
+    for query in [
+        "SELECT CONVERT('bücher.example' USING latin1)",
+        "SELECT CONVERT('bücher.example' USING utf16)",
+        "SELECT CAST('bücher.example' AS BINARY)",
+        "SELECT 42",
+    ] {
+        settings.query = query.to_owned();
+        settings.recipients_query = None;
+        let names = fetch(settings.clone()).await.unwrap();
+        let mut signal = ChangeSignal::new(MariaDbSource::new(settings.clone())).unwrap();
+        assert_eq!(
+            signal.poll().await.unwrap(),
+            Fingerprint::of(names.iter().map(String::as_str)),
+            "{query}: {names:?}"
+        );
+        signal.close().await;
+    }
+}
+
 /// A poll on a kept connection is one `COM_QUERY`: no login, no other statement.
 #[tokio::test]
 async fn signal_polls_are_one_query_each_on_one_connection() {

@@ -37,7 +37,8 @@ config_keys! {
             unset.shipped("/opt/mailserver/config/relay-sync.db-password"),
         /// A command run through /bin/sh -c whose stdout is the password; killed after
         /// COMMAND_TIMEOUT; its stdout never appears in a log or an error. If it fails, the run
-        /// counts as a database failure (exit 3).
+        /// counts as a database failure (exit 3). Its first program must be root's alone, as
+        /// for ALERT_COMMAND; no AWS_* variable reaches it (name the region with --region).
         db_password_command "DB_PASSWORD_COMMAND": Text = unset.example(
             "aws secretsmanager get-secret-value --secret-id relay-sync/db --query SecretString --output text"
         ),
@@ -145,7 +146,9 @@ config_keys! {
     /// recovery.
     section "Alerts" {
         /// A command run through /bin/sh -c with the message on stdin, and
-        /// RELAY_SYNC_ALERT_SEVERITY and RELAY_SYNC_ALERT_SUBJECT in its environment.
+        /// RELAY_SYNC_ALERT_SEVERITY and RELAY_SYNC_ALERT_SUBJECT in its environment. The program
+        /// it starts with (a path, or a name found in PATH) must be root's alone, as must its
+        /// directory (SECURITY.md).
         alert_command "ALERT_COMMAND": Text = unset.example("logger -t relay-sync -p mail.err"),
         /// Alert mail: one recipient, sent through ALERT_SMTP_HOST:ALERT_SMTP_PORT (plain SMTP).
         alert_email_to "ALERT_EMAIL_TO": Email = unset.example("ops@example.com"),
@@ -166,7 +169,8 @@ config_keys! {
         alert_sns_region "ALERT_SNS_REGION": AwsRegion =
             derived("the region in ALERT_SNS_TOPIC_ARN"),
         /// An SNS endpoint URL to use instead, e.g. a VPC interface endpoint's
-        /// https://vpce-....sns.REGION.vpce.amazonaws.com.
+        /// https://vpce-....sns.REGION.vpce.amazonaws.com; https:// (plain http:// only to a
+        /// loopback address such as 127.0.0.1, for a local stand-in).
         alert_sns_endpoint "ALERT_SNS_ENDPOINT": Endpoint = derived("the region's public endpoint"),
         /// Consecutive failed runs before an alert (a failed reload alerts at once).
         alert_after_failures "ALERT_AFTER_FAILURES": Count = default("5"),

@@ -5,6 +5,8 @@
 //! could put another file in its place). A file that holds a secret (a config with
 //! `DB_PASSWORD`, `DB_PASSWORD_FILE`) must not be readable by group or others either.
 //!
+//! The programs the command keys run are vetted the same way, and how is in [`command`].
+//!
 //! A violation is a configuration error (exit 2, and a failed `check`) naming the file and the
 //! `chown`/`chmod` line that fixes it. A directory with the sticky bit (`/tmp`) is fine: others
 //! may not rename or delete what they do not own there.
@@ -13,6 +15,10 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use super::ConfigError;
+
+mod command;
+
+pub(super) use command::{check_command, Launch};
 
 /// What else a trusted path must be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -160,10 +160,11 @@ value_type! {
         .ok_or("an AWS region such as eu-central-1")
 }
 value_type! {
-    /// `ALERT_SNS_ENDPOINT`: an http or https URL, kept as written.
+    /// `ALERT_SNS_ENDPOINT`: an https URL, kept as written; plain http only to a loopback
+    /// address (a stand-in for tests), since the request carries the session token.
     Endpoint -> String, |text| is_endpoint(text)
         .then(|| text.to_owned())
-        .ok_or("an http:// or https:// URL such as https://sns.eu-central-1.amazonaws.com")
+        .ok_or("an https:// URL such as https://sns.eu-central-1.amazonaws.com (http:// only to a loopback address such as http://127.0.0.1:4566)")
 }
 value_type! {
     /// `ALERT_SNS_TOPIC_ARN`, with the region it names.
@@ -251,13 +252,35 @@ fn is_region(text: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 
+/// An `https://` URL, or an `http://` one whose host is a loopback IP address (`127.0.0.0/8`,
+/// `[::1]`): a request to SNS carries the access key ID and the session token, which must not
+/// cross a network in clear text. A loopback name such as `localhost` is refused too: what it
+/// resolves to is not in the URL.
 fn is_endpoint(text: &str) -> bool {
-    let rest = text
-        .strip_prefix("https://")
-        .or_else(|| text.strip_prefix("http://"));
-    matches!(rest, Some(rest) if !rest.is_empty()
+    let (rest, secure) = match text.strip_prefix("https://") {
+        Some(rest) => (rest, true),
+        None => match text.strip_prefix("http://") {
+            Some(rest) => (rest, false),
+            None => return false,
+        },
+    };
+    let well_formed = !rest.is_empty()
         && !rest.starts_with('/')
-        && !rest.chars().any(|c| c.is_whitespace() || c.is_control() || c == '@'))
+        && !rest
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || c == '@');
+    well_formed && (secure || is_loopback_authority(rest))
+}
+
+/// Whether the host of a URL's `HOST[:PORT][/PATH]` is a loopback IP address.
+fn is_loopback_authority(rest: &str) -> bool {
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host = match authority.strip_prefix('[') {
+        Some(bracketed) => bracketed.split_once(']').map(|(host, _)| host),
+        None => Some(authority.split(':').next().unwrap_or_default()),
+    };
+    host.and_then(|host| host.parse::<IpAddr>().ok())
+        .is_some_and(|ip| ip.is_loopback())
 }
 
 fn is_email(text: &str) -> bool {
@@ -266,4 +289,40 @@ fn is_email(text: &str) -> bool {
         .any(|c| c.is_whitespace() || c.is_control() || matches!(c, '<' | '>' | ',' | ';'));
     matches!(text.rsplit_once('@'), Some((local, domain))
         if plain && !local.is_empty() && is_host(domain))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `ALERT_SNS_ENDPOINT` carries credentials: https, or http to a loopback address only.
+    #[test]
+    fn an_sns_endpoint_is_https_or_loopback() {
+        for good in [
+            "https://sns.eu-central-1.amazonaws.com",
+            "https://vpce-1.sns.eu-central-1.vpce.amazonaws.com/",
+            "https://10.0.0.5:8443",
+            "http://127.0.0.1:4566",
+            "http://127.0.0.2",
+            "http://[::1]:4566/",
+        ] {
+            assert!(is_endpoint(good), "{good}");
+        }
+        for bad in [
+            "http://sns.eu-central-1.amazonaws.com",
+            "http://10.0.0.5:4566",
+            "http://localhost:4566",
+            "http://127.0.0.1.attacker.example",
+            "http://[::2]:4566",
+            "http://[::1",
+            "http://",
+            "https://",
+            "https:///path",
+            "https://user@host",
+            "sns.local:4566",
+            "ftp://127.0.0.1",
+        ] {
+            assert!(!is_endpoint(bad), "{bad}");
+        }
+    }
 }

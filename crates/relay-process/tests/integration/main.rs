@@ -119,6 +119,9 @@ fn secrets_are_not_inherited() {
     std::env::set_var("RELAY_SYNC_DB_PASSWORD", "hunter2-secret");
     std::env::set_var("RELAY_SYNC_DB_HOST", "db.internal");
     std::env::set_var("MYSQL_PWD", "mysql-secret");
+    std::env::set_var("AWS_SECRET_ACCESS_KEY", "aws-secret-key");
+    std::env::set_var("AWS_SESSION_TOKEN", "aws-session-token");
+    std::env::set_var("AWS_ACCESS_KEY_ID", "AKIAEXAMPLEKEYID");
     std::env::set_var("RELAY_PROCESS_TEST_KEPT", "kept");
     let output = Command::new(["env"])
         .env("RELAY_SYNC_ALERT_SEVERITY", "critical")
@@ -128,6 +131,14 @@ fn secrets_are_not_inherited() {
     assert!(!env.contains("hunter2-secret"), "{env}");
     assert!(!env.contains("mysql-secret"), "{env}");
     assert!(!env.contains("RELAY_SYNC_DB_HOST"), "{env}");
+    for aws in [
+        "aws-secret-key",
+        "aws-session-token",
+        "AKIAEXAMPLEKEYID",
+        "AWS_",
+    ] {
+        assert!(!env.contains(aws), "{aws} reached the child: {env}");
+    }
     assert!(
         env.lines()
             .any(|l| l == "RELAY_SYNC_ALERT_SEVERITY=critical"),
@@ -138,7 +149,7 @@ fn secrets_are_not_inherited() {
         "{env}"
     );
     // The shell helper goes the same way.
-    let output = Command::shell("echo \"[$RELAY_SYNC_DB_PASSWORD$MYSQL_PWD]\"")
+    let output = Command::shell("echo \"[$RELAY_SYNC_DB_PASSWORD$MYSQL_PWD$AWS_SESSION_TOKEN]\"")
         .run()
         .unwrap();
     assert_eq!(output.stdout, b"[]\n");
