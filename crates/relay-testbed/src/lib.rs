@@ -1,8 +1,8 @@
 //! Throwaway real components for relay-sync's end-to-end tests, `cargo xtask demo` and
 //! `cargo xtask bench`: a private MariaDB ([`MariaDb`]), a private Postfix instance
-//! ([`Postfix`]), Postfix's `smtp-sink` standing in for the mailbox host ([`SmtpSink`]), and a
-//! stand-in Amazon SNS endpoint that checks SigV4 signatures and records what is published
-//! ([`SnsStandIn`]).
+//! ([`Postfix`]), Postfix's `smtp-sink` standing in for the mailbox host ([`SmtpSink`]), and
+//! stand-ins for two AWS services, each checking SigV4 signatures and recording what it was
+//! asked: Amazon SNS ([`SnsStandIn`]) and AWS Secrets Manager ([`SecretsManagerStandIn`]).
 //!
 //! Everything lives under its own temporary directory, listens on 127.0.0.1 only, and is stopped
 //! and removed on drop. A missing package is an error that names the `apt-get install` command.
@@ -17,13 +17,19 @@
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 
+mod aws;
 mod mariadb;
 mod postfix;
+mod secrets_manager;
 mod sns;
 pub mod takeover;
 
 pub use mariadb::{command_types, MariaDb};
 pub use postfix::{Postfix, SmtpSink};
+pub use secrets_manager::{
+    Behaviour as SecretsBehaviour, SecretsManagerStandIn, Seen as SecretsSeen,
+    ACCOUNT as SECRETS_ACCOUNT,
+};
 pub use sns::{Behaviour as SnsBehaviour, Published as SnsPublished, Seen as SnsSeen, SnsStandIn};
 
 /// The repository's `fixtures/` directory.
