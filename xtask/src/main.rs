@@ -2,7 +2,7 @@
 //!
 //! - `test`: every test of the workspace: unit, property, snapshot, the real-component
 //!   integration tests of relay-db and relay-postfix, and the end-to-end suite, with the
-//!   features the packages are built with (`sns`); then the config tests and the e2e refusal
+//!   features the packages are built with (`aws`); then the config tests and the e2e refusal
 //!   of `ALERT_SNS_TOPIC_ARN` again without them.
 //! - `test-e2e`: only the end-to-end suite (the built binary against a private MariaDB and
 //!   Postfix).
@@ -42,7 +42,7 @@ const USAGE: &str = "usage: cargo xtask <test | test-e2e | demo | dist | bench>
              RECIPIENTS_QUERY set, map mode), held open for profiling by hand";
 
 /// The cargo features the packages are built with (`dist`), and so the ones `test` tests.
-pub(crate) const PACKAGE_FEATURES: &str = "relay-cli/sns";
+pub(crate) const PACKAGE_FEATURES: &str = "relay-cli/aws";
 
 fn main() {
     if let Err(error) = run() {
@@ -57,7 +57,7 @@ fn run() -> Result<()> {
         Some("test") => {
             require_components()?;
             // Everything with the features the packages are built with (SNS alerts among
-            // them), then what a build without `sns` must still do: read every other key and
+            // them), then what a build without `aws` must still do: read every other key and
             // refuse ALERT_SNS_TOPIC_ARN. Only relay-ops and relay-cli are built twice.
             // Every step runs even when one fails, like --no-fail-fast within a step: a
             // failure in one must not hide the result of the others.
@@ -87,7 +87,16 @@ fn run() -> Result<()> {
                     PACKAGE_FEATURES,
                 ],
                 &["test", "-p", "relay-ops", "--lib", "--", "config::"],
-                &["test", "-p", "relay-cli", "--test", "e2e", "--", "sns::"],
+                &[
+                    "test",
+                    "-p",
+                    "relay-cli",
+                    "--test",
+                    "e2e",
+                    "--",
+                    "sns::",
+                    "secrets::",
+                ],
             ];
             let failed: Vec<String> = steps
                 .into_iter()

@@ -91,7 +91,7 @@ pub fn run(config: &Config) -> Report {
     }
     check_writable(config, &mut report);
     // Without the feature, loading the config has refused ALERT_SNS_TOPIC_ARN.
-    #[cfg(feature = "sns")]
+    #[cfg(feature = "aws")]
     if let Some(settings) = &config.alert_sns {
         check_sns(settings, config.command_timeout, &mut report);
     }
@@ -114,7 +114,7 @@ pub fn run(config: &Config) -> Report {
 
 /// SNS alerts: whether credentials resolve (`sns_credentials`) and whether the topic answers
 /// (`sns_topic`, asked only with credentials).
-#[cfg(feature = "sns")]
+#[cfg(feature = "aws")]
 fn check_sns(
     settings: &crate::config::SnsSettings,
     timeout: std::time::Duration,

@@ -156,7 +156,7 @@ pub struct Config {
     /// `ALERT_EMAIL_FROM`; `None` means `relay-sync@<hostname>`, computed by the alert code.
     pub alert_email_from: Option<String>,
     /// `ALERT_SNS_TOPIC_ARN` with `ALERT_SNS_REGION` and `ALERT_SNS_ENDPOINT`: alerts published to
-    /// an Amazon SNS topic. Only a build with the `sns` feature accepts it.
+    /// an Amazon SNS topic. Only a build with the `aws` feature accepts it.
     pub alert_sns: Option<SnsSettings>,
     /// `ALERT_AFTER_FAILURES`, at least 1.
     pub alert_after_failures: u32,
@@ -432,9 +432,9 @@ pub enum ConfigError {
         /// That file's path.
         path: PathBuf,
     },
-    /// `ALERT_SNS_TOPIC_ARN` is set, but this binary was built without the `sns` feature.
+    /// `ALERT_SNS_TOPIC_ARN` is set, but this binary was built without the `aws` feature.
     #[error(
-        "ALERT_SNS_TOPIC_ARN is set ({origin}) but this relay-sync was built without SNS support (cargo feature `sns`): install a package built with it, or alert through ALERT_COMMAND or ALERT_EMAIL_TO instead"
+        "ALERT_SNS_TOPIC_ARN is set ({origin}) but this relay-sync was built without AWS support (cargo feature `aws`): install a package built with it, or alert through ALERT_COMMAND or ALERT_EMAIL_TO instead"
     )]
     SnsNotBuilt {
         /// Where `ALERT_SNS_TOPIC_ARN` was set.
@@ -892,7 +892,7 @@ fn same_file(a: &Path, b: &Path) -> bool {
 }
 
 /// `ALERT_SNS_*`: the region defaults to the ARN's, and the other two keys need the ARN. A build
-/// without the `sns` feature refuses the ARN rather than ignore it: alerts the operator counts
+/// without the `aws` feature refuses the ARN rather than ignore it: alerts the operator counts
 /// on would silently go nowhere.
 fn sns_settings(
     values: &Values,
@@ -917,7 +917,7 @@ fn sns_settings(
             None => Ok(None),
         };
     };
-    if !cfg!(feature = "sns") {
+    if !cfg!(feature = "aws") {
         return Err(ConfigError::SnsNotBuilt {
             origin: values.origin_of(NAME.alert_sns_topic_arn),
         });
@@ -1150,7 +1150,7 @@ METRICS_FILE = /var/lib/node_exporter/textfile/relay_sync.prom
     }
 
     /// `ALERT_SNS_*`: the ARN's shape, the region from the ARN, keys that need the ARN, and a
-    /// build without the `sns` feature refusing the ARN.
+    /// build without the `aws` feature refusing the ARN.
     #[test]
     fn sns_keys() {
         const ARN: &str = "arn:aws:sns:eu-central-1:123456789012:relay-sync-alerts";
@@ -1178,7 +1178,7 @@ METRICS_FILE = /var/lib/node_exporter/textfile/relay_sync.prom
             "ALERT_SNS_REGION is set (/etc/relay-sync.conf line 3) but ALERT_SNS_TOPIC_ARN is not: SNS alerts need the topic's ARN"
         );
         let text = with(&format!("ALERT_SNS_TOPIC_ARN={ARN}"));
-        #[cfg(feature = "sns")]
+        #[cfg(feature = "aws")]
         {
             let settings = ok(&text, &[]).alert_sns;
             assert_eq!(
@@ -1203,10 +1203,10 @@ METRICS_FILE = /var/lib/node_exporter/textfile/relay_sync.prom
                 })
             );
         }
-        #[cfg(not(feature = "sns"))]
+        #[cfg(not(feature = "aws"))]
         assert_eq!(
             err(&text, &[]),
-            "ALERT_SNS_TOPIC_ARN is set (/etc/relay-sync.conf line 3) but this relay-sync was built without SNS support (cargo feature `sns`): install a package built with it, or alert through ALERT_COMMAND or ALERT_EMAIL_TO instead"
+            "ALERT_SNS_TOPIC_ARN is set (/etc/relay-sync.conf line 3) but this relay-sync was built without AWS support (cargo feature `aws`): install a package built with it, or alert through ALERT_COMMAND or ALERT_EMAIL_TO instead"
         );
     }
 

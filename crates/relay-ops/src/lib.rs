@@ -36,6 +36,8 @@
 #![cfg_attr(test, allow(clippy::disallowed_methods))]
 
 mod alert;
+#[cfg(feature = "aws")]
+mod aws;
 pub mod check;
 pub mod config;
 mod exit;
@@ -56,7 +58,7 @@ pub mod watch;
 use std::sync::Arc;
 
 /// Alerts to Amazon SNS: the sink, and how it shapes what it publishes.
-#[cfg(feature = "sns")]
+#[cfg(feature = "aws")]
 pub use alert::sns;
 pub use alert::{AlertSink, CommandSink, MailSink};
 pub use check::Report as CheckReport;

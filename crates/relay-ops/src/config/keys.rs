@@ -156,7 +156,7 @@ config_keys! {
         /// with the severity and host name as message attributes; credentials from AWS's
         /// standard chain (environment, ECS task role, instance profile, profiles); the role
         /// needs sns:Publish and sns:GetTopicAttributes (/usr/share/relay-sync/sns-policy.json).
-        /// Bounded by COMMAND_TIMEOUT. Needs a build with the `sns` feature.
+        /// Bounded by COMMAND_TIMEOUT. Needs a build with the `aws` feature.
         alert_sns_topic_arn "ALERT_SNS_TOPIC_ARN": TopicArn =
             unset.example("arn:aws:sns:eu-central-1:123456789012:relay-sync-alerts"),
         /// The region whose SNS endpoint is used.
