@@ -43,6 +43,7 @@ install -D -m 0644 "$here/relay-sync-watch.service" "$root/usr/lib/systemd/syste
 install -D -m 0644 "$here/relay-sync.cron" "$root/usr/share/relay-sync/relay-sync.cron"
 install -D -m 0644 "$here/create-user.sql" "$root/usr/share/relay-sync/create-user.sql"
 install -D -m 0644 "$here/sns-policy.json" "$root/usr/share/relay-sync/sns-policy.json"
+install -D -m 0644 "$here/secret-policy.json" "$root/usr/share/relay-sync/secret-policy.json"
 install -D -m 0644 "$here/copyright" "$root/usr/share/doc/relay-sync/copyright"
 # Every man page the binary renders (relay-sync(1), one per command, and relay-sync.conf(5)
 # once it exists), from the same clap definition as --help; the binary lists them.

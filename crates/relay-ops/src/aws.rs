@@ -1,5 +1,5 @@
-//! What relay-sync's AWS clients share (SNS alerts in `alert::sns`, and any other AWS service
-//! relay-sync calls): AWS's own SDK, so that SigV4 signing and the
+//! What relay-sync's AWS clients share (SNS alerts in `alert::sns`, the database password from
+//! Secrets Manager in [`secrets_manager`]): AWS's own SDK, so that SigV4 signing and the
 //! credential chain (environment, ECS container credentials, IMDSv2, profiles) are AWS's code,
 //! not ours.
 //!
@@ -15,6 +15,8 @@
 //!
 //! Nothing here logs, and every error text has every part of the credentials removed
 //! ([`redact`]): no credential reaches a log line, an error or `status`.
+
+pub(crate) mod secrets_manager;
 
 use std::future::Future;
 use std::time::Duration;

@@ -20,7 +20,8 @@ use relay_db::{DomainSource, MariaDbSource};
 use relay_postfix::PostfixCli;
 use serde::Serialize;
 
-use crate::config::{Config, RelayDomainsMode, NAME};
+use crate::config::{Config, PasswordSource, RelayDomainsMode, NAME};
+use crate::password::{self, DbLogin};
 
 /// How one check ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -169,19 +170,52 @@ fn check_config_file(config: &Config, report: &mut Report) {
     }
 }
 
-fn check_database(config: &Config, report: &mut Report) {
+/// Where the password comes from, and that it can be had (`password`); for
+/// `DB_PASSWORD_SECRET`, whether the secret resolves and the gateway's role may read it
+/// (`db_secret`, a denial naming the IAM action), and what it holds. The login, when it could
+/// be had.
+fn check_password(config: &Config, report: &mut Report) -> Option<DbLogin> {
+    if let PasswordSource::Secret(settings) = &config.db_password {
+        let read = password::read_secret(settings, &config.db_user, config.command_timeout);
+        return match read {
+            Ok((login, arn, shape)) => {
+                let via = settings
+                    .endpoint
+                    .as_ref()
+                    .map_or_else(String::new, |endpoint| format!(" via {endpoint}"));
+                report.push(
+                    "db_secret",
+                    Level::Ok,
+                    format!("{arn} is readable{via}: {shape}"),
+                );
+                Some(login)
+            }
+            Err(error) => {
+                // The error names the secret and what was denied, never its value.
+                report.push("db_secret", Level::Fail, error.to_string());
+                None
+            }
+        };
+    }
     let source_name = config.db_password.describe();
-    let password = match config.resolve_password() {
-        Ok(password) => {
+    match config.resolve_login() {
+        Ok(login) => {
             report.push("password", Level::Ok, format!("from {source_name}"));
-            password
+            Some(login)
         }
         Err(error) => {
             // The error names the source (file or command), never the secret.
             report.push("password", Level::Fail, error.to_string());
-            return;
+            None
         }
+    }
+}
+
+fn check_database(config: &Config, report: &mut Report) {
+    let Some(login) = check_password(config, report) else {
+        return;
     };
+    let user = login.user.clone();
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -196,7 +230,7 @@ fn check_database(config: &Config, report: &mut Report) {
             return;
         }
     };
-    let settings = config.db_settings(password);
+    let settings = config.db_settings(login);
     let addr = format!("{}:{}", config.db_host, config.db_port);
     let source = MariaDbSource::new(settings.clone());
     match runtime.block_on(source.fetch_names()) {
@@ -204,8 +238,7 @@ fn check_database(config: &Config, report: &mut Report) {
             "database",
             Level::Ok,
             format!(
-                "MariaDB at {addr} as {}: DB_QUERY returned {} rows",
-                config.db_user,
+                "MariaDB at {addr} as {user}: DB_QUERY returned {} rows",
                 rows.len()
             ),
         ),
@@ -251,8 +284,8 @@ fn check_database(config: &Config, report: &mut Report) {
                     "grants",
                     Level::Ok,
                     format!(
-                        "{} has SELECT on {}.domains{users} and nothing more",
-                        config.db_user, config.db_name
+                        "{user} has SELECT on {}.domains{users} and nothing more",
+                        config.db_name
                     ),
                 );
             } else {
@@ -260,9 +293,8 @@ fn check_database(config: &Config, report: &mut Report) {
                     "grants",
                     Level::Warn,
                     format!(
-                        "WARNING: {} may do more than SELECT on {}.domains; relay-sync only reads, \
+                        "WARNING: {user} may do more than SELECT on {}.domains; relay-sync only reads, \
                          use a read-only user (/usr/share/relay-sync/create-user.sql): {}",
-                        config.db_user,
                         config.db_name,
                         excess.join("; ")
                     ),

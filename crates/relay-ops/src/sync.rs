@@ -45,7 +45,8 @@ pub enum RunOutcome {
     /// Syncs are held (`relay-sync hold`); this one changed nothing.
     Held(Hold),
     /// The database password could not be had (`DB_PASSWORD_FILE` unreadable,
-    /// `DB_PASSWORD_COMMAND` failing): the database cannot be reached, nothing was touched.
+    /// `DB_PASSWORD_COMMAND` failing, `DB_PASSWORD_SECRET` not readable): the database cannot
+    /// be reached, nothing was touched.
     PasswordFailed(ConfigError),
     /// This host is not set up to sync: nothing was touched.
     NotReady(NotReady),
@@ -368,12 +369,12 @@ impl Preflight {
     #[allow(clippy::result_large_err)] // As the engine's `prepare`: once per run.
     fn run(config: &Config, real: bool) -> Result<Preflight, RunOutcome> {
         let settings = sync_settings(config);
-        let password = config.resolve_password().map_err(|error| {
+        let login = config.resolve_login().map_err(|error| {
             tracing::error!("{error}");
             tracing::error!("Keeping current configuration");
             RunOutcome::PasswordFailed(error)
         })?;
-        let source = MariaDbSource::new(config.db_settings(password));
+        let source = MariaDbSource::new(config.db_settings(login));
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()

@@ -319,10 +319,10 @@ impl Watcher {
         self.metrics.polls += 1;
         if matches!(self.signal, Signal::Pending) {
             let gateway = self.gateway.clone();
-            let password = off_the_executor(move || gateway.config().resolve_password())
+            let login = off_the_executor(move || gateway.config().resolve_login())
                 .await
                 .map_err(PollFailure::Password)?;
-            let source = MariaDbSource::new(self.gateway.config().db_settings(password));
+            let source = MariaDbSource::new(self.gateway.config().db_settings(login));
             match ChangeSignal::new(source) {
                 Ok(signal) => self.signal = Signal::Ready(Box::new(signal)),
                 Err(_) => {

@@ -154,13 +154,14 @@ value_type! {
     Words -> Vec<String>, |text| Ok::<_, &str>(text.split_whitespace().map(str::to_owned).collect())
 }
 value_type! {
-    /// `ALERT_SNS_REGION`: a region name such as `eu-central-1`.
+    /// `ALERT_SNS_REGION`, `DB_PASSWORD_SECRET_REGION`: a region name such as `eu-central-1`.
     AwsRegion -> String, |text| is_region(text)
         .then(|| text.to_owned())
         .ok_or("an AWS region such as eu-central-1")
 }
 value_type! {
-    /// `ALERT_SNS_ENDPOINT`: an http or https URL, kept as written.
+    /// `ALERT_SNS_ENDPOINT`, `DB_PASSWORD_SECRET_ENDPOINT`: an http or https URL, kept as
+    /// written.
     Endpoint -> String, |text| is_endpoint(text)
         .then(|| text.to_owned())
         .ok_or("an http:// or https:// URL such as https://sns.eu-central-1.amazonaws.com")
@@ -170,6 +171,25 @@ value_type! {
     TopicArn -> Arn, |text| topic_arn(text).ok_or(
         "an SNS standard topic's ARN such as arn:aws:sns:eu-central-1:123456789012:relay-sync-alerts",
     )
+}
+
+value_type! {
+    /// `DB_PASSWORD_SECRET`: a Secrets Manager secret's ARN, with the region it names, or its
+    /// name.
+    SecretId -> SecretRef, |text| secret_ref(text).ok_or(
+        "a Secrets Manager secret's ARN such as \
+         arn:aws:secretsmanager:eu-central-1:123456789012:secret:relay-sync/db-AbCdEf, or its \
+         name (up to 512 letters, digits and /_+=.@-)",
+    )
+}
+
+/// A Secrets Manager secret as `DB_PASSWORD_SECRET` names it.
+#[derive(Debug)]
+pub(super) struct SecretRef {
+    /// The ARN or the name, as written: what `GetSecretValue` is asked for.
+    pub(super) id: String,
+    /// The region in the ARN; `None` for a name.
+    pub(super) region: Option<String>,
 }
 
 /// An SNS topic's ARN and the region in it.
@@ -240,6 +260,37 @@ fn topic_arn(text: &str) -> Option<Arn> {
     valid.then(|| Arn {
         arn: text.to_owned(),
         region: region.to_owned(),
+    })
+}
+
+/// `arn:PARTITION:secretsmanager:REGION:ACCOUNT:secret:NAME` (NAME as Secrets Manager shows it,
+/// with or without its random suffix), or a secret's name alone: Secrets Manager's own rule for
+/// names, 1 to 512 of `A-Za-z0-9/_+=.@-`.
+fn secret_ref(text: &str) -> Option<SecretRef> {
+    let is_name = |name: &str| {
+        (1..=512).contains(&name.len())
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"/_+=.@-".contains(&b))
+    };
+    if !text.starts_with("arn:") {
+        return is_name(text).then(|| SecretRef {
+            id: text.to_owned(),
+            region: None,
+        });
+    }
+    let parts: Vec<&str> = text.split(':').collect();
+    let ["arn", partition, "secretsmanager", region, account, "secret", name] = parts[..] else {
+        return None;
+    };
+    let valid = partition.starts_with("aws")
+        && is_region(region)
+        && account.len() == 12
+        && account.bytes().all(|b| b.is_ascii_digit())
+        && is_name(name);
+    valid.then(|| SecretRef {
+        id: text.to_owned(),
+        region: Some(region.to_owned()),
     })
 }
 
