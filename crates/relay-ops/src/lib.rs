@@ -74,14 +74,16 @@ pub use status::{Health, Status};
 pub use sync::{DryRun, NotReady, RunOutcome, RunRecord, SyncOptions};
 pub use watch::{Watch, WatchEnd, WatchHandle, WatchStatus};
 
-/// A gateway to operate: its config, and where its alerts go.
+/// A gateway to operate: its config, where its alerts go, and the database login read from
+/// `DB_PASSWORD_SECRET`, kept between syncs until MariaDB refuses it (a rotation).
 ///
-/// Cheap to clone (the config is shared), and `Send + Sync`: an admin tool can keep one and
-/// use it from any task.
+/// Cheap to clone (the config is shared, and so is the kept login), and `Send + Sync`: an
+/// admin tool can keep one and use it from any task.
 #[derive(Debug, Clone)]
 pub struct Gateway {
     config: Arc<Config>,
     sinks: Vec<Arc<dyn AlertSink>>,
+    logins: Arc<password::Logins>,
 }
 
 impl Gateway {
@@ -91,6 +93,7 @@ impl Gateway {
         Gateway {
             config: Arc::new(config),
             sinks,
+            logins: Arc::default(),
         }
     }
 
@@ -109,7 +112,7 @@ impl Gateway {
     /// One sync (SPEC §2), under the run lock, recorded in `STATE_DIR`, alerts and metrics.
     /// Another run holding the lock gives [`RunOutcome::Skipped`] at once.
     pub fn sync_blocking(&self, options: SyncOptions) -> RunRecord {
-        sync::sync(&self.config, &self.sinks, options)
+        sync::sync(&self.config, &self.logins, &self.sinks, options)
     }
 
     /// [`Gateway::sync_blocking`] on tokio's blocking pool.
@@ -120,7 +123,7 @@ impl Gateway {
 
     /// Plans a sync and changes nothing: no lock, no state, no file written.
     pub fn dry_run_blocking(&self) -> DryRun {
-        sync::dry_run(&self.config)
+        sync::dry_run(&self.config, &self.logins)
     }
 
     /// [`Gateway::dry_run_blocking`] on tokio's blocking pool.

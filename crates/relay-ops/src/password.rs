@@ -1,16 +1,32 @@
-//! The database login, and what a secret in AWS Secrets Manager gives.
+//! The database login, and how a password from AWS Secrets Manager survives a rotation.
 //!
-//! [`Config::resolve_login`](crate::Config::resolve_login) reads the password from its source
-//! each time (the literal, the file, the command, the secret). A secret's text is the
-//! password, or the JSON an RDS rotation writes (`{"username": …, "password": …}`, other fields
-//! ignored): its `password`, and its `username` when `DB_USER` is not set
-//! ([`login_from_secret`]). The text is never logged and never in an error.
+//! [`Config::resolve_login`] reads the password from its source each time (the literal, the
+//! file, the command, the secret). A gateway keeps the login read from `DB_PASSWORD_SECRET` in
+//! its [`Logins`], so a watcher does not ask Secrets Manager at every sync. When MariaDB then
+//! refuses that password (`ERROR 1045`, [`relay_db::DbError::is_password_refused`]), the secret
+//! has probably been rotated: [`retry_refused`] reads it once more and, if it holds another
+//! login, connects once more with it. That costs a rotation no failed run. If the login is
+//! refused again, or the secret holds the refused one still, the run is a database failure
+//! (exit 3) as before.
+//!
+//! While MariaDB keeps refusing, the secret is read again at most once per
+//! `RECONCILE_INTERVAL` (a wrong secret must not hammer the API); a cron run is a process of
+//! its own, so it reads the secret at most twice. A renewed login that MariaDB accepts ends
+//! that: the next rotation is followed at once, and is logged once (`Database password
+//! rotated`).
+//!
+//! A secret's text is the password, or the JSON an RDS rotation writes
+//! (`{"username": …, "password": …}`, other fields ignored): its `password`, and its
+//! `username` when `DB_USER` is not set ([`login_from_secret`]). The text is never logged and
+//! never in an error.
 
-use std::time::Duration;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use relay_db::Secret;
+use relay_db::{DbError, Secret};
 
-use crate::config::{ConfigError, PasswordSource, SecretSettings};
+use crate::config::{Config, ConfigError, PasswordSource, SecretSettings};
 
 /// The account relay-sync logs in to MariaDB with.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,6 +35,186 @@ pub struct DbLogin {
     pub user: String,
     /// The password; `None` when no source is configured.
     pub password: Option<Secret>,
+}
+
+/// The logins a gateway connects with, kept between runs when they come from a secret.
+#[derive(Debug, Default)]
+pub(crate) struct Logins {
+    kept: Mutex<Kept>,
+}
+
+#[derive(Debug, Default)]
+struct Kept {
+    /// The login last read from the secret.
+    login: Option<DbLogin>,
+    /// When the secret was last read again because MariaDB refused its password, until a
+    /// login read then is accepted.
+    reread_at: Option<Instant>,
+}
+
+/// What reading the password again, after MariaDB refused it, gave.
+#[derive(Debug)]
+pub(crate) enum Renewal {
+    /// Another login: connect once more with it.
+    Retry(DbLogin),
+    /// The source still holds the refused login.
+    Unchanged,
+    /// Read again less than `RECONCILE_INTERVAL` ago, and refused since: not read now.
+    TooSoon(Duration),
+    /// The source is not one that changes under a running gateway.
+    NotRenewable,
+    /// Reading it failed.
+    Failed(ConfigError),
+}
+
+impl PasswordSource {
+    /// Whether the password may change under a running gateway and be read anew when MariaDB
+    /// refuses it: a secret in AWS Secrets Manager, which rotation changes.
+    pub fn is_renewable(&self) -> bool {
+        matches!(self, PasswordSource::Secret(_))
+    }
+}
+
+impl Logins {
+    /// The login to connect with: the one kept from the secret, or the source read now (and
+    /// kept, when it is a secret).
+    pub(crate) fn current(&self, config: &Config) -> Result<DbLogin, ConfigError> {
+        if !config.db_password.is_renewable() {
+            return config.resolve_login();
+        }
+        let mut kept = self.lock();
+        if let Some(login) = &kept.login {
+            return Ok(login.clone());
+        }
+        let login = config.resolve_login()?;
+        kept.login = Some(login.clone());
+        Ok(login)
+    }
+
+    /// The login kept from the secret, if any, without reading anything.
+    pub(crate) fn kept(&self) -> Option<DbLogin> {
+        self.lock().login.clone()
+    }
+
+    /// MariaDB refused `refused`'s password: reads the source again, when it is a secret and
+    /// the rules above allow it.
+    pub(crate) fn renew(&self, config: &Config, refused: &DbLogin) -> Renewal {
+        self.renew_with(
+            config.db_password.is_renewable(),
+            config.reconcile_interval,
+            Instant::now(),
+            refused,
+            || config.resolve_login(),
+        )
+    }
+
+    /// [`Logins::renew`], with the source, the clock and the reading given.
+    fn renew_with(
+        &self,
+        renewable: bool,
+        interval: Duration,
+        now: Instant,
+        refused: &DbLogin,
+        read: impl FnOnce() -> Result<DbLogin, ConfigError>,
+    ) -> Renewal {
+        if !renewable {
+            return Renewal::NotRenewable;
+        }
+        // Held while reading: a second caller refused meanwhile waits, then takes what this
+        // one read instead of asking again.
+        let mut kept = self.lock();
+        if let Some(login) = kept.login.as_ref().filter(|login| *login != refused) {
+            return Renewal::Retry(login.clone());
+        }
+        if let Some(at) = kept.reread_at {
+            let since = now.saturating_duration_since(at);
+            if since < interval {
+                return Renewal::TooSoon(interval - since);
+            }
+        }
+        kept.reread_at = Some(now);
+        match read() {
+            Err(error) => Renewal::Failed(error),
+            Ok(login) if login == *refused => Renewal::Unchanged,
+            Ok(login) => {
+                kept.login = Some(login.clone());
+                Renewal::Retry(login)
+            }
+        }
+    }
+
+    /// MariaDB accepted a renewed login: says so once, and a later refusal may read the secret
+    /// again at once.
+    pub(crate) fn accepted(&self, config: &Config) {
+        if self.accept() {
+            tracing::info!(
+                "Database password rotated: {} holds a new password, and MariaDB accepted it",
+                config.db_password.describe()
+            );
+        }
+    }
+
+    /// Ends the refusal; whether the secret had been read again for it.
+    fn accept(&self) -> bool {
+        self.lock().reread_at.take().is_some()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Kept> {
+        self.kept
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// MariaDB refused `login` with `error`: when the password comes from a secret that may be
+/// read again now, reads it and runs `attempt` once more with the login it holds. Otherwise,
+/// and when the new login fails too, the run fails with the error as it is.
+pub(crate) async fn retry_refused<T, E, Fut>(
+    logins: &Arc<Logins>,
+    config: &Config,
+    login: &DbLogin,
+    error: DbError,
+    attempt: impl FnOnce(DbLogin) -> Fut,
+) -> Result<T, E>
+where
+    Fut: Future<Output = Result<T, E>>,
+    E: From<DbError>,
+{
+    if !error.is_password_refused() || !config.db_password.is_renewable() {
+        return Err(error.into());
+    }
+    let (renewing, settings, refused) = (Arc::clone(logins), config.clone(), login.clone());
+    let renewal = crate::off_the_executor(move || renewing.renew(&settings, &refused)).await;
+    let source = config.db_password.describe();
+    match renewal {
+        Renewal::Retry(login) => {
+            let result = attempt(login).await;
+            if result.is_ok() {
+                logins.accepted(config);
+            }
+            result
+        }
+        Renewal::Unchanged => {
+            tracing::warn!(
+                "MariaDB refused the password from {source}; read again, it is unchanged: \
+                 the secret and the database user's password differ"
+            );
+            Err(error.into())
+        }
+        Renewal::Failed(reading) => {
+            tracing::error!("MariaDB refused the password; reading it again failed: {reading}");
+            Err(error.into())
+        }
+        Renewal::TooSoon(wait) => {
+            tracing::debug!(
+                "MariaDB refused the password from {source}; it is read again in {} s at the \
+                 earliest (RECONCILE_INTERVAL)",
+                wait.as_secs()
+            );
+            Err(error.into())
+        }
+        Renewal::NotRenewable => Err(error.into()),
+    }
 }
 
 /// A secret's text as a login: JSON with a `password` (and a `username`, used when
@@ -258,5 +454,78 @@ mod tests {
                 "{error}"
             );
         }
+    }
+
+    const INTERVAL: Duration = Duration::from_secs(300);
+
+    /// A refused login is read again once; while refused, not again before the interval; a
+    /// renewed login that works lets the next refusal read at once.
+    #[test]
+    fn a_refused_secret_is_read_again_at_most_once_per_interval() {
+        let logins = Logins::default();
+        let start = Instant::now();
+        let (old, new, newer) = (login("u", "old"), login("u", "new"), login("u", "newer"));
+        logins.lock().login = Some(old.clone());
+        let never = || -> Result<DbLogin, ConfigError> { panic!("read while it must not be") };
+
+        // Not a secret: nothing to read.
+        assert!(matches!(
+            logins.renew_with(false, INTERVAL, start, &old, never),
+            Renewal::NotRenewable
+        ));
+        // The secret still holds the refused login.
+        let same = logins.renew_with(true, INTERVAL, start, &old, || Ok(old.clone()));
+        assert!(matches!(same, Renewal::Unchanged), "{same:?}");
+        // Refused again a poll later: not read again before the interval.
+        let later = start + Duration::from_secs(2);
+        let soon = logins.renew_with(true, INTERVAL, later, &old, never);
+        assert!(
+            matches!(soon, Renewal::TooSoon(wait) if wait == Duration::from_secs(298)),
+            "{soon:?}"
+        );
+        // After the interval it is read again, and holds a new login: retry with it.
+        let after = start + INTERVAL;
+        let renewed = logins.renew_with(true, INTERVAL, after, &old, || Ok(new.clone()));
+        assert!(
+            matches!(&renewed, Renewal::Retry(login) if *login == new),
+            "{renewed:?}"
+        );
+        assert_eq!(logins.lock().login, Some(new.clone()));
+        // Another caller refused with the old login takes the new one without reading.
+        let other = logins.renew_with(true, INTERVAL, after, &old, never);
+        assert!(
+            matches!(&other, Renewal::Retry(login) if *login == new),
+            "{other:?}"
+        );
+        // MariaDB accepted it (once: a second caller's success says nothing new): the next
+        // rotation is read at once, even within the interval.
+        assert!(logins.accept());
+        assert!(!logins.accept());
+        let next = after + Duration::from_secs(1);
+        let rotated = logins.renew_with(true, INTERVAL, next, &new, || Ok(newer.clone()));
+        assert!(
+            matches!(&rotated, Renewal::Retry(login) if *login == newer),
+            "{rotated:?}"
+        );
+    }
+
+    /// A read that fails counts as a read: a secret the role may not read is not asked for at
+    /// every poll either.
+    #[test]
+    fn a_failed_read_waits_for_the_interval_too() {
+        let logins = Logins::default();
+        let start = Instant::now();
+        let refused = login("u", "old");
+        let failing = logins.renew_with(true, INTERVAL, start, &refused, || {
+            Err(ConfigError::PasswordSecret {
+                id: "relay-sync/db".to_owned(),
+                detail: "access denied".to_owned(),
+            })
+        });
+        assert!(matches!(failing, Renewal::Failed(_)), "{failing:?}");
+        let soon = logins.renew_with(true, INTERVAL, start + INTERVAL / 2, &refused, || {
+            panic!("read again within the interval")
+        });
+        assert!(matches!(soon, Renewal::TooSoon(_)), "{soon:?}");
     }
 }

@@ -28,6 +28,7 @@ use tokio::sync::Notify;
 
 use crate::failures::AlertRule;
 use crate::metrics::{self, WatchMetrics};
+use crate::password::{self, DbLogin};
 use crate::sync::{self, RunOutcome};
 use crate::{off_the_executor, Gateway, SyncOptions};
 use decide::{Decider, Polled, Reason};
@@ -166,6 +167,12 @@ enum PollFailure {
     Password(crate::ConfigError),
 }
 
+impl From<DbError> for PollFailure {
+    fn from(error: DbError) -> Self {
+        PollFailure::Database(error)
+    }
+}
+
 impl std::fmt::Display for PollFailure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -182,6 +189,8 @@ struct Watcher {
     started: Instant,
     decider: Decider,
     signal: Signal,
+    /// The login the change signal connected with, for a refused password (`password`).
+    login: Option<DbLogin>,
     metrics: WatchMetrics,
     metrics_written: Option<Instant>,
     /// When the current failure streak began (this watcher's view), for `ALERT_AFTER_SECONDS`.
@@ -206,6 +215,7 @@ async fn run(
     let mut watcher = Watcher {
         decider: Decider::new(config.reconcile_interval),
         signal: Signal::Pending,
+        login: None,
         gateway,
         shared,
         started: Instant::now(),
@@ -311,17 +321,51 @@ impl Watcher {
         config.poll_interval
     }
 
-    /// Polls the change signal, connecting (and resolving the password) when needed.
+    /// Polls the change signal. When MariaDB refuses a password read from a secret, the
+    /// secret may have been rotated: it is read again (at most once per `RECONCILE_INTERVAL`
+    /// while refused) and the poll made once more with what it holds.
     async fn poll(&mut self) -> Result<Polled, PollFailure> {
+        match self.poll_once().await {
+            Err(PollFailure::Database(error)) if error.is_password_refused() => {
+                let Some(login) = self.login.clone() else {
+                    return Err(PollFailure::Database(error));
+                };
+                let config = self.gateway.config().clone();
+                let logins = Arc::clone(&self.gateway.logins);
+                // The renewed login is the one `logins` keeps now: the poll connects with it.
+                let this = &mut *self;
+                // Moved into the call, so the poll may borrow the watcher for as long as it runs.
+                let again = move |_| {
+                    let this = this;
+                    this.poll_once()
+                };
+                password::retry_refused(&logins, &config, &login, error, again).await
+            }
+            polled => polled,
+        }
+    }
+
+    /// Polls the change signal once, connecting (and resolving the login) when needed.
+    async fn poll_once(&mut self) -> Result<Polled, PollFailure> {
         if matches!(self.signal, Signal::Unavailable) {
             return Ok(Polled::NoSignal);
         }
         self.metrics.polls += 1;
+        // A sync renewed the login since the signal connected (a rotated secret): its next
+        // reconnect logs in with the new one, while the connection it keeps stays.
+        if let (Signal::Ready(signal), Some(kept)) = (&mut self.signal, self.gateway.logins.kept())
+        {
+            if self.login.as_ref() != Some(&kept) {
+                signal.set_login(kept.user.clone(), kept.password.clone());
+                self.login = Some(kept);
+            }
+        }
         if matches!(self.signal, Signal::Pending) {
             let gateway = self.gateway.clone();
-            let login = off_the_executor(move || gateway.config().resolve_login())
+            let login = off_the_executor(move || gateway.logins.current(gateway.config()))
                 .await
                 .map_err(PollFailure::Password)?;
+            self.login = Some(login.clone());
             let source = MariaDbSource::new(self.gateway.config().db_settings(login));
             match ChangeSignal::new(source) {
                 Ok(signal) => self.signal = Signal::Ready(Box::new(signal)),
@@ -430,6 +474,7 @@ impl Watcher {
         let (record, read) = off_the_executor(move || {
             sync::sync_with(
                 gateway.config(),
+                &gateway.logins,
                 &gateway.sinks,
                 SyncOptions::default(),
                 rule,
