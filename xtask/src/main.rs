@@ -2,8 +2,8 @@
 //!
 //! - `test`: every test of the workspace: unit, property, snapshot, the real-component
 //!   integration tests of relay-db and relay-postfix, and the end-to-end suite, with the
-//!   features the packages are built with (`aws`); then the config tests and the e2e refusal
-//!   of `ALERT_SNS_TOPIC_ARN` again without them.
+//!   features the packages are built with (`aws`); then the config tests and the e2e refusals
+//!   of `ALERT_SNS_TOPIC_ARN` and `DB_PASSWORD_SECRET` again without them.
 //! - `test-e2e`: only the end-to-end suite (the built binary against a private MariaDB and
 //!   Postfix).
 //! - `demo`: one sync against a throwaway sandbox, to see what relay-sync does.
@@ -56,9 +56,10 @@ fn run() -> Result<()> {
     match args.first().map(String::as_str) {
         Some("test") => {
             require_components()?;
-            // Everything with the features the packages are built with (SNS alerts among
-            // them), then what a build without `aws` must still do: read every other key and
-            // refuse ALERT_SNS_TOPIC_ARN. Only relay-ops and relay-cli are built twice.
+            // Everything with the features the packages are built with (SNS alerts and the
+            // password from Secrets Manager among them), then what a build without `aws` must
+            // still do: read every other key and refuse ALERT_SNS_TOPIC_ARN and
+            // DB_PASSWORD_SECRET. Only relay-ops and relay-cli are built twice.
             // Every step runs even when one fails, like --no-fail-fast within a step: a
             // failure in one must not hide the result of the others.
             // The embedding tests run the `admin` example as a program; `--all-targets` builds

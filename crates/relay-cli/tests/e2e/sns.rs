@@ -365,7 +365,7 @@ fn without_the_aws_feature_the_topic_is_refused() {
         let stderr = String::from_utf8_lossy(&output.stderr);
         let stdout = String::from_utf8_lossy(&output.stdout);
         let expected = format!(
-            "ALERT_SNS_TOPIC_ARN is set ({} line 3) but this relay-sync was built without SNS \
+            "ALERT_SNS_TOPIC_ARN is set ({} line 3) but this relay-sync was built without AWS \
              support (cargo feature `aws`)",
             config.display()
         );
