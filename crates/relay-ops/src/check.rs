@@ -176,7 +176,7 @@ fn check_config_file(config: &Config, report: &mut Report) {
 /// be had.
 fn check_password(config: &Config, report: &mut Report) -> Option<DbLogin> {
     if let PasswordSource::Secret(settings) = &config.db_password {
-        let read = password::read_secret(settings, &config.db_user, config.command_timeout);
+        let read = password::read_current_secret(settings, &config.db_user, config.command_timeout);
         return match read {
             Ok((login, arn, shape)) => {
                 let via = settings

@@ -692,8 +692,11 @@ impl Config {
                 Some(run_password_command(command, self.command_timeout)?)
             }
             PasswordSource::Secret(settings) => {
-                let read =
-                    crate::password::read_secret(settings, &self.db_user, self.command_timeout)?;
+                let read = crate::password::read_current_secret(
+                    settings,
+                    &self.db_user,
+                    self.command_timeout,
+                )?;
                 return Ok(read.0);
             }
         };

@@ -5,13 +5,17 @@
 //! its [`Logins`], so a watcher does not ask Secrets Manager at every sync. When MariaDB then
 //! refuses that password (`ERROR 1045`, [`relay_db::DbError::is_password_refused`]), the secret
 //! has probably been rotated: [`retry_refused`] reads it once more and, if it holds another
-//! login, connects once more with it. That costs a rotation no failed run. If the login is
-//! refused again, or the secret holds the refused one still, the run is a database failure
-//! (exit 3) as before.
+//! login, connects once more with it. When its current version still holds the refused login,
+//! a rotation may be half-way (a single-user rotation sets the database's password in its
+//! `setSecret` step, and makes the new version current only in `finishSecret`), so the
+//! `AWSPENDING` version is tried instead. That costs a rotation no failed run. If the login is
+//! refused again, or the secret holds nothing else, the run is a database failure (exit 3) as
+//! before.
 //!
 //! While MariaDB keeps refusing, the secret is read again at most once per
 //! `RECONCILE_INTERVAL` (a wrong secret must not hammer the API); a cron run is a process of
-//! its own, so it reads the secret at most twice. A renewed login that MariaDB accepts ends
+//! its own, so it reads the secret at most three times (current, current, pending). A renewed
+//! login that MariaDB accepts ends
 //! that: the next rotation is followed at once, and is logged once (`Database password
 //! rotated`).
 //!
@@ -50,6 +54,8 @@ struct Kept {
     /// When the secret was last read again because MariaDB refused its password, until a
     /// login read then is accepted.
     reread_at: Option<Instant>,
+    /// Whether the login kept came from the `AWSPENDING` version.
+    pending: bool,
 }
 
 /// What reading the password again, after MariaDB refused it, gave.
@@ -97,14 +103,22 @@ impl Logins {
     }
 
     /// MariaDB refused `refused`'s password: reads the source again, when it is a secret and
-    /// the rules above allow it.
+    /// the rules above allow it. When the current version still holds the refused login, a
+    /// rotation may be half-way (the database changed, the new version not current yet): its
+    /// `AWSPENDING` version is tried then.
     pub(crate) fn renew(&self, config: &Config, refused: &DbLogin) -> Renewal {
+        let PasswordSource::Secret(settings) = &config.db_password else {
+            return Renewal::NotRenewable;
+        };
         self.renew_with(
-            config.db_password.is_renewable(),
+            true,
             config.reconcile_interval,
             Instant::now(),
             refused,
-            || config.resolve_login(),
+            |stage| {
+                let read = read_secret(settings, &config.db_user, config.command_timeout, stage)?;
+                Ok(read.map(|(login, _, _)| login))
+            },
         )
     }
 
@@ -115,7 +129,7 @@ impl Logins {
         interval: Duration,
         now: Instant,
         refused: &DbLogin,
-        read: impl FnOnce() -> Result<DbLogin, ConfigError>,
+        mut read: impl FnMut(Stage) -> Result<Option<DbLogin>, ConfigError>,
     ) -> Renewal {
         if !renewable {
             return Renewal::NotRenewable;
@@ -133,30 +147,46 @@ impl Logins {
             }
         }
         kept.reread_at = Some(now);
-        match read() {
-            Err(error) => Renewal::Failed(error),
-            Ok(login) if login == *refused => Renewal::Unchanged,
-            Ok(login) => {
-                kept.login = Some(login.clone());
-                Renewal::Retry(login)
-            }
-        }
+        let current = match read(Stage::Current) {
+            Err(error) => return Renewal::Failed(error),
+            Ok(login) => login.filter(|login| login != refused),
+        };
+        let (login, pending) = match current {
+            Some(login) => (login, false),
+            // A pending version that cannot be read is no worse than none.
+            None => match read(Stage::Pending) {
+                Ok(Some(login)) if login != *refused => (login, true),
+                _ => return Renewal::Unchanged,
+            },
+        };
+        kept.login = Some(login.clone());
+        kept.pending = pending;
+        Renewal::Retry(login)
     }
 
     /// MariaDB accepted a renewed login: says so once, and a later refusal may read the secret
     /// again at once.
     pub(crate) fn accepted(&self, config: &Config) {
-        if self.accept() {
-            tracing::info!(
-                "Database password rotated: {} holds a new password, and MariaDB accepted it",
-                config.db_password.describe()
-            );
-        }
+        let Some(pending) = self.accept() else {
+            return;
+        };
+        let version = if pending {
+            " in its AWSPENDING version (the rotation has not finished)"
+        } else {
+            ""
+        };
+        tracing::info!(
+            "Database password rotated: {} holds a new password{version}, and MariaDB \
+             accepted it",
+            config.db_password.describe()
+        );
     }
 
-    /// Ends the refusal; whether the secret had been read again for it.
-    fn accept(&self) -> bool {
-        self.lock().reread_at.take().is_some()
+    /// Ends the refusal; when the secret had been read again for it, whether the login came
+    /// from its `AWSPENDING` version.
+    fn accept(&self) -> Option<bool> {
+        let mut kept = self.lock();
+        kept.reread_at.take().map(|_| kept.pending)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Kept> {
@@ -300,29 +330,60 @@ impl std::fmt::Display for Shape {
     }
 }
 
-/// Reads `settings`' secret as a login, bounded by `timeout`; with the secret's ARN and what it
-/// held, for `check`.
-pub(crate) fn read_secret(
+/// A version of a secret, by the label Secrets Manager's rotation gives it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Stage {
+    /// `AWSCURRENT`: the secret's value.
+    Current,
+    /// `AWSPENDING`: the value a rotation under way has set, or is about to set, in the
+    /// database, before it makes it current.
+    Pending,
+}
+
+/// Reads the current version of `settings`' secret as a login, bounded by `timeout`; with the
+/// secret's ARN and what it held, for `check`.
+pub(crate) fn read_current_secret(
     settings: &SecretSettings,
     db_user: &str,
     timeout: Duration,
 ) -> Result<(DbLogin, String, Shape), ConfigError> {
+    read_secret(settings, db_user, timeout, Stage::Current)?.ok_or_else(|| {
+        ConfigError::PasswordSecret {
+            id: settings.id.clone(),
+            detail: "it has no current version (AWSCURRENT)".to_owned(),
+        }
+    })
+}
+
+/// Reads the version `stage` labels of `settings`' secret as a login, bounded by `timeout`;
+/// with the secret's ARN and what it held, for `check`. `None` when there is no such version
+/// (no rotation under way, for [`Stage::Pending`]).
+pub(crate) fn read_secret(
+    settings: &SecretSettings,
+    db_user: &str,
+    timeout: Duration,
+    stage: Stage,
+) -> Result<Option<(DbLogin, String, Shape)>, ConfigError> {
     #[cfg(feature = "aws")]
     {
-        let fetched = crate::aws::secrets_manager::fetch(settings, timeout).map_err(|detail| {
-            ConfigError::PasswordSecret {
-                id: settings.id.clone(),
-                detail,
-            }
-        })?;
+        let fetched =
+            crate::aws::secrets_manager::fetch(settings, timeout, stage).map_err(|detail| {
+                ConfigError::PasswordSecret {
+                    id: settings.id.clone(),
+                    detail,
+                }
+            })?;
+        let Some(fetched) = fetched else {
+            return Ok(None);
+        };
         let (login, shape) = login_from_secret(fetched.value.expose(), settings, db_user)?;
-        Ok((login, fetched.arn, shape))
+        Ok(Some((login, fetched.arn, shape)))
     }
     // Loading the config refuses the key in such a build; an embedder may still build a
     // Config by hand.
     #[cfg(not(feature = "aws"))]
     {
-        let _ = (db_user, timeout);
+        let _ = (db_user, timeout, stage);
         Err(ConfigError::PasswordSecret {
             id: settings.id.clone(),
             detail: "this relay-sync was built without AWS support (cargo feature `aws`)"
@@ -466,7 +527,8 @@ mod tests {
         let start = Instant::now();
         let (old, new, newer) = (login("u", "old"), login("u", "new"), login("u", "newer"));
         logins.lock().login = Some(old.clone());
-        let never = || -> Result<DbLogin, ConfigError> { panic!("read while it must not be") };
+        let never =
+            |_| -> Result<Option<DbLogin>, ConfigError> { panic!("read while it must not be") };
 
         // Not a secret: nothing to read.
         assert!(matches!(
@@ -474,7 +536,9 @@ mod tests {
             Renewal::NotRenewable
         ));
         // The secret still holds the refused login.
-        let same = logins.renew_with(true, INTERVAL, start, &old, || Ok(old.clone()));
+        let same = logins.renew_with(true, INTERVAL, start, &old, |stage| {
+            Ok((stage == Stage::Current).then(|| old.clone()))
+        });
         assert!(matches!(same, Renewal::Unchanged), "{same:?}");
         // Refused again a poll later: not read again before the interval.
         let later = start + Duration::from_secs(2);
@@ -485,7 +549,10 @@ mod tests {
         );
         // After the interval it is read again, and holds a new login: retry with it.
         let after = start + INTERVAL;
-        let renewed = logins.renew_with(true, INTERVAL, after, &old, || Ok(new.clone()));
+        let renewed = logins.renew_with(true, INTERVAL, after, &old, |stage| {
+            assert_eq!(stage, Stage::Current, "a new current version is enough");
+            Ok(Some(new.clone()))
+        });
         assert!(
             matches!(&renewed, Renewal::Retry(login) if *login == new),
             "{renewed:?}"
@@ -499,14 +566,49 @@ mod tests {
         );
         // MariaDB accepted it (once: a second caller's success says nothing new): the next
         // rotation is read at once, even within the interval.
-        assert!(logins.accept());
-        assert!(!logins.accept());
+        assert_eq!(logins.accept(), Some(false));
+        assert_eq!(logins.accept(), None);
         let next = after + Duration::from_secs(1);
-        let rotated = logins.renew_with(true, INTERVAL, next, &new, || Ok(newer.clone()));
+        let rotated = logins.renew_with(true, INTERVAL, next, &new, |_| Ok(Some(newer.clone())));
         assert!(
             matches!(&rotated, Renewal::Retry(login) if *login == newer),
             "{rotated:?}"
         );
+    }
+
+    /// A rotation caught half-way: the database has the new password, the current version
+    /// still the old one; the pending version holds the new one.
+    #[test]
+    fn a_rotation_half_way_is_followed_through_the_pending_version() {
+        let logins = Logins::default();
+        let (old, new) = (login("u", "old"), login("u", "new"));
+        let mut asked = Vec::new();
+        let renewed = logins.renew_with(true, INTERVAL, Instant::now(), &old, |stage| {
+            asked.push(stage);
+            Ok(Some(match stage {
+                Stage::Current => old.clone(),
+                Stage::Pending => new.clone(),
+            }))
+        });
+        assert!(
+            matches!(&renewed, Renewal::Retry(login) if *login == new),
+            "{renewed:?}"
+        );
+        assert_eq!(asked, [Stage::Current, Stage::Pending]);
+        assert_eq!(logins.accept(), Some(true));
+        // No rotation under way, or a pending version that cannot be read: unchanged.
+        for pending in [Ok(None), Ok(Some(old.clone())), Err(())] {
+            let logins = Logins::default();
+            let renewal =
+                logins.renew_with(true, INTERVAL, Instant::now(), &old, |stage| match stage {
+                    Stage::Current => Ok(Some(old.clone())),
+                    Stage::Pending => pending.clone().map_err(|()| ConfigError::PasswordSecret {
+                        id: "relay-sync/db".to_owned(),
+                        detail: "denied".to_owned(),
+                    }),
+                });
+            assert!(matches!(renewal, Renewal::Unchanged), "{renewal:?}");
+        }
     }
 
     /// A read that fails counts as a read: a secret the role may not read is not asked for at
@@ -516,14 +618,14 @@ mod tests {
         let logins = Logins::default();
         let start = Instant::now();
         let refused = login("u", "old");
-        let failing = logins.renew_with(true, INTERVAL, start, &refused, || {
+        let failing = logins.renew_with(true, INTERVAL, start, &refused, |_| {
             Err(ConfigError::PasswordSecret {
                 id: "relay-sync/db".to_owned(),
                 detail: "access denied".to_owned(),
             })
         });
         assert!(matches!(failing, Renewal::Failed(_)), "{failing:?}");
-        let soon = logins.renew_with(true, INTERVAL, start + INTERVAL / 2, &refused, || {
+        let soon = logins.renew_with(true, INTERVAL, start + INTERVAL / 2, &refused, |_| {
             panic!("read again within the interval")
         });
         assert!(matches!(soon, Renewal::TooSoon(_)), "{soon:?}");

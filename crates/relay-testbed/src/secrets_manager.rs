@@ -6,7 +6,9 @@
 //!
 //! A secret is found by its name, its full ARN or its ARN without the random suffix, as
 //! Secrets Manager finds it. Each [`SecretsManagerStandIn::put_secret`] makes a new current
-//! version, as a rotation does.
+//! version (`AWSCURRENT`); a rotation caught half-way is [`SecretsManagerStandIn::put_pending`]
+//! (an `AWSPENDING` version) and [`SecretsManagerStandIn::finish_rotation`] (it becomes
+//! current), as a rotation function's `createSecret` and `finishSecret` steps do.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -45,18 +47,29 @@ pub struct Seen {
     pub action: String,
     /// The `SecretId` asked for.
     pub secret_id: String,
+    /// The `VersionStage` asked for, if any (`AWSCURRENT` when none).
+    pub version_stage: Option<String>,
     /// `None` when the signature checked out, or why it did not.
     pub signature_problem: Option<String>,
     /// How it was answered.
     pub behaviour: Behaviour,
 }
 
+/// One secret's values.
+#[derive(Debug, Default)]
+struct Versions {
+    /// Every value it was given as current, the current one last.
+    current: Vec<String>,
+    /// The value labelled `AWSPENDING`, while a rotation is under way.
+    pending: Option<String>,
+}
+
 #[derive(Debug)]
 struct Shared {
     region: String,
     behaviour: Mutex<Behaviour>,
-    /// Each secret's name and its versions, the current one last.
-    secrets: Mutex<BTreeMap<String, Vec<String>>>,
+    /// Each secret by its name.
+    secrets: Mutex<BTreeMap<String, Versions>>,
     seen: Mutex<Vec<Seen>>,
 }
 
@@ -111,8 +124,28 @@ impl SecretsManagerStandIn {
         lock(&self.shared.secrets)
             .entry(name.to_owned())
             .or_default()
+            .current
             .push(value.to_owned());
         self.arn(name)
+    }
+
+    /// Gives the secret `name` an `AWSPENDING` version holding `value`, as a rotation's
+    /// `createSecret` step does; the current version stays current.
+    pub fn put_pending(&self, name: &str, value: &str) {
+        lock(&self.shared.secrets)
+            .entry(name.to_owned())
+            .or_default()
+            .pending = Some(value.to_owned());
+    }
+
+    /// Makes the `AWSPENDING` version of `name` current, as a rotation's `finishSecret` step
+    /// does.
+    pub fn finish_rotation(&self, name: &str) {
+        let mut secrets = lock(&self.shared.secrets);
+        let versions = secrets.entry(name.to_owned()).or_default();
+        if let Some(pending) = versions.pending.take() {
+            versions.current.push(pending);
+        }
     }
 
     /// Changes how later requests are answered.
@@ -136,10 +169,12 @@ fn serve(request: &Request, shared: &Shared) -> Answer {
     let body: serde_json::Value =
         serde_json::from_slice(&request.body).unwrap_or(serde_json::Value::Null);
     let secret_id = body["SecretId"].as_str().unwrap_or_default().to_owned();
+    let version_stage = body["VersionStage"].as_str().map(str::to_owned);
     let behaviour = *lock(&shared.behaviour);
     lock(&shared.seen).push(Seen {
         action: action.clone(),
         secret_id: secret_id.clone(),
+        version_stage: version_stage.clone(),
         signature_problem: request.signature_problem.clone(),
         behaviour,
     });
@@ -159,7 +194,9 @@ fn serve(request: &Request, shared: &Shared) -> Answer {
             ),
         ),
         Behaviour::DenyKms => error(400, "AccessDeniedException", "Access to KMS is not allowed"),
-        Behaviour::Accept if action == "GetSecretValue" => get_secret_value(shared, &secret_id),
+        Behaviour::Accept if action == "GetSecretValue" => {
+            get_secret_value(shared, &secret_id, version_stage.as_deref())
+        }
         Behaviour::Accept => error(
             400,
             "InvalidRequestException",
@@ -168,8 +205,9 @@ fn serve(request: &Request, shared: &Shared) -> Answer {
     }
 }
 
-/// `GetSecretValue`: the current version of the secret `secret_id` names.
-fn get_secret_value(shared: &Shared, secret_id: &str) -> Answer {
+/// `GetSecretValue`: the version of the secret `secret_id` names that `stage` labels
+/// (`AWSCURRENT` when `None`).
+fn get_secret_value(shared: &Shared, secret_id: &str, stage: Option<&str>) -> Answer {
     let arn_prefix = format!("arn:aws:secretsmanager:{}:{ACCOUNT}:secret:", shared.region);
     let name = secret_id
         .strip_prefix(&arn_prefix)
@@ -184,13 +222,27 @@ fn get_secret_value(shared: &Shared, secret_id: &str) -> Answer {
             "Secrets Manager can't find the specified secret.",
         );
     };
-    let value = versions.last().cloned().unwrap_or_default();
+    let (value, number) = match stage.unwrap_or("AWSCURRENT") {
+        "AWSCURRENT" => (versions.current.last(), versions.current.len()),
+        "AWSPENDING" => (versions.pending.as_ref(), versions.current.len() + 1),
+        _ => (None, 0),
+    };
+    let Some(value) = value else {
+        return error(
+            400,
+            "ResourceNotFoundException",
+            &format!(
+                "Secrets Manager can't find the specified secret value for staging label: {}",
+                stage.unwrap_or("AWSCURRENT")
+            ),
+        );
+    };
     let answer = serde_json::json!({
         "ARN": format!("{arn_prefix}{name}{ARN_SUFFIX}"),
         "Name": name,
-        "VersionId": format!("00000000-0000-0000-0000-{:012}", versions.len()),
+        "VersionId": format!("00000000-0000-0000-0000-{number:012}"),
         "SecretString": value,
-        "VersionStages": ["AWSCURRENT"],
+        "VersionStages": [stage.unwrap_or("AWSCURRENT")],
         "CreatedDate": 1_700_000_000.0,
     });
     json(200, answer.to_string())

@@ -5,8 +5,8 @@
 //! loopback.
 //!
 //! With the `aws` feature: a first sync with the password (and the user) from the secret, a
-//! rotation under a running watcher that costs no failed run, a wrong secret read again at most
-//! once per `RECONCILE_INTERVAL`, a secret the role may not read (exit 3 naming the action),
+//! rotation under a running watcher that costs no failed run, a rotation caught half-way (the
+//! `AWSPENDING` version), a wrong secret read again at most once per `RECONCILE_INTERVAL`, a secret the role may not read (exit 3 naming the action),
 //! and an endpoint that never answers (abandoned at `COMMAND_TIMEOUT`). Without it: the binary
 //! refuses `DB_PASSWORD_SECRET` (exit 2).
 
@@ -321,6 +321,60 @@ mod with_feature {
         nothing_secret_shown(&gw, "", &[PASSWORD, ROTATED, AGAIN], false);
     }
 
+    /// A rotation caught half-way, as a single-user RDS rotation leaves it for a few seconds:
+    /// MariaDB has the new password (`setSecret`), the secret's current version still the old
+    /// one (`finishSecret` has not run). A cron run then logs in with the `AWSPENDING` version
+    /// and syncs; after the rotation finished, the next run reads the current one.
+    #[test]
+    fn a_rotation_caught_half_way_logs_in_with_the_pending_version() {
+        let secrets = stand_in();
+        let arn = secrets.put_secret(NAME, &rds_json("relay_sync", PASSWORD));
+        let gw = secret_gateway(&secrets, &format!("DB_PASSWORD_SECRET={arn}"));
+        gw.sync_expecting(0);
+        const PENDING: &str = "pending-pw-31b8-do-not-print";
+        secrets.put_pending(NAME, &rds_json("relay_sync", PENDING));
+        gw.sql(&format!(
+            "ALTER USER 'relay_sync'@'127.0.0.1' IDENTIFIED BY '{PENDING}'"
+        ));
+        gw.sql("UPDATE mailserver_usermgmt.domains SET enabled = 1 WHERE name = 'old.example'");
+        let run = gw.sync_expecting(0);
+        let log = gw.log();
+        assert!(log.contains("Added domain: old.example"), "{log}");
+        assert!(
+            log.contains(&format!(
+                "INFO: Database password rotated: DB_PASSWORD_SECRET {arn} holds a new password \
+                 in its AWSPENDING version (the rotation has not finished), and MariaDB accepted \
+                 it"
+            )),
+            "{log}"
+        );
+        // This run: the current version, again after the refusal, then the pending one.
+        assert_eq!(reads_of(&secrets, &arn), 4, "{log}");
+        let stages: Vec<Option<String>> = secrets
+            .seen()
+            .iter()
+            .map(|seen| seen.version_stage.clone())
+            .collect();
+        assert_eq!(stages[3].as_deref(), Some("AWSPENDING"), "{stages:?}");
+
+        secrets.finish_rotation(NAME);
+        gw.sql("UPDATE mailserver_usermgmt.domains SET enabled = 0 WHERE name = 'old.example'");
+        let after = gw.sync_expecting(0);
+        assert!(
+            gw.log().contains("Removed domain: old.example"),
+            "{}",
+            gw.log()
+        );
+        assert_eq!(gw.log().matches("password rotated").count(), 1);
+        assert_eq!(reads_of(&secrets, &arn), 5, "{}", gw.log());
+        nothing_secret_shown(
+            &gw,
+            &format!("{run:?}{after:?}"),
+            &[PASSWORD, PENDING],
+            false,
+        );
+    }
+
     /// A secret whose password MariaDB refuses is read again once, then not before
     /// RECONCILE_INTERVAL however often the watcher polls; once it holds the right password,
     /// the next read heals the watcher.
@@ -338,7 +392,9 @@ mod with_feature {
         // Polls at about 0.2, 0.6, 1.4 and 3 s are refused too, and read nothing.
         std::thread::sleep(Duration::from_secs(4).saturating_sub(started.elapsed()));
         let log = gw.log();
-        assert_eq!(reads_of(&secrets, &arn), 2, "{log}");
+        // At start; then once after the refusal: its current version and its pending one
+        // (which it has not: no rotation is under way).
+        assert_eq!(reads_of(&secrets, &arn), 3, "{log}");
         assert_eq!(
             log.matches("read again, it is unchanged").count(),
             1,
@@ -353,7 +409,7 @@ mod with_feature {
             "read again before RECONCILE_INTERVAL:\n{}",
             gw.log()
         );
-        assert_eq!(reads_of(&secrets, &arn), 3, "{}", gw.log());
+        assert_eq!(reads_of(&secrets, &arn), 4, "{}", gw.log());
         assert!(
             gw.log().contains("Database reachable again"),
             "{}",

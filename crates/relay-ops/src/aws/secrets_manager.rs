@@ -1,6 +1,6 @@
 //! `DB_PASSWORD_SECRET`: the database password read from AWS Secrets Manager
-//! (`GetSecretValue`, the `AWSCURRENT` version) with AWS's own SDK and credential chain, so the
-//! gateway needs no `aws` CLI. What the secret's text means (plain, or RDS-style JSON) is
+//! (`GetSecretValue`: the `AWSCURRENT` version, or `AWSPENDING` while a rotation is under way)
+//! with AWS's own SDK and credential chain, so the gateway needs no `aws` CLI. What the secret's text means (plain, or RDS-style JSON) is
 //! `crate::password`'s to say; this module only fetches it.
 //!
 //! The value never leaves this module but as a [`Secret`], whose `Debug` hides it; no error
@@ -9,11 +9,12 @@
 
 use std::time::Duration;
 
-use aws_sdk_secretsmanager::error::SdkError;
+use aws_sdk_secretsmanager::error::{ProvideErrorMetadata, SdkError};
 use relay_db::Secret;
 
 use super::{block_on, describe, redact, session, Call};
 use crate::config::SecretSettings;
+use crate::password::Stage;
 
 /// The shipped policy that grants what the gateway's role needs to read the secret.
 pub(crate) const POLICY: &str = "secret-policy.json";
@@ -27,10 +28,15 @@ pub(crate) struct Fetched {
     pub(crate) arn: String,
 }
 
-/// Reads the secret `settings` names, bounded as a whole by `timeout` (`COMMAND_TIMEOUT`),
-/// credential lookup included; the error says what went wrong and, for a denial, which IAM
-/// action the gateway's role lacks.
-pub(crate) fn fetch(settings: &SecretSettings, timeout: Duration) -> Result<Fetched, String> {
+/// Reads the version `stage` labels of the secret `settings` names, bounded as a whole by
+/// `timeout` (`COMMAND_TIMEOUT`), credential lookup included; `None` when the secret has no
+/// `AWSPENDING` version. The error says what went wrong and, for a denial, which IAM action the
+/// gateway's role lacks.
+pub(crate) fn fetch(
+    settings: &SecretSettings,
+    timeout: Duration,
+    stage: Stage,
+) -> Result<Option<Fetched>, String> {
     block_on(async {
         let endpoint = settings.endpoint.clone();
         let work = async {
@@ -60,18 +66,28 @@ pub(crate) fn fetch(settings: &SecretSettings, timeout: Duration) -> Result<Fetc
                 endpoint: &endpoint,
                 timeout,
             };
-            let output = client
-                .get_secret_value()
-                .secret_id(&settings.id)
-                .send()
-                .await
-                .map_err(|error| redact(explain(&error, &call), &session.credentials))?;
+            let mut request = client.get_secret_value().secret_id(&settings.id);
+            if stage == Stage::Pending {
+                request = request.version_stage("AWSPENDING");
+            }
+            let output = match request.send().await {
+                Ok(output) => output,
+                // No rotation under way: nothing pending to try.
+                Err(error)
+                    if stage == Stage::Pending
+                        && error.as_service_error().and_then(|e| e.code())
+                            == Some("ResourceNotFoundException") =>
+                {
+                    return Ok(None);
+                }
+                Err(error) => return Err(redact(explain(&error, &call), &session.credentials)),
+            };
             let arn = output.arn().unwrap_or(&settings.id).to_owned();
             match output.secret_string() {
-                Some(value) => Ok(Fetched {
+                Some(value) => Ok(Some(Fetched {
                     value: Secret::new(value),
                     arn,
-                }),
+                })),
                 None => Err(
                     "it holds a binary secret (SecretBinary); relay-sync reads a text one \
                      (SecretString): the password, or JSON with \"password\""
@@ -103,7 +119,7 @@ pub(crate) fn fetch(settings: &SecretSettings, timeout: Duration) -> Result<Fetc
 /// customer managed key also needs.
 fn explain<E, R>(error: &SdkError<E, R>, call: &Call<'_>) -> String
 where
-    E: aws_sdk_secretsmanager::error::ProvideErrorMetadata + std::error::Error + 'static,
+    E: ProvideErrorMetadata + std::error::Error + 'static,
     R: std::fmt::Debug,
 {
     describe(error, call, |code, message| {
