@@ -154,14 +154,13 @@ value_type! {
     Words -> Vec<String>, |text| Ok::<_, &str>(text.split_whitespace().map(str::to_owned).collect())
 }
 value_type! {
-    /// `ALERT_SNS_REGION`, `DB_PASSWORD_SECRET_REGION`: a region name such as `eu-central-1`.
+    /// `ALERT_SNS_REGION`: a region name such as `eu-central-1`.
     AwsRegion -> String, |text| is_region(text)
         .then(|| text.to_owned())
         .ok_or("an AWS region such as eu-central-1")
 }
 value_type! {
-    /// `ALERT_SNS_ENDPOINT`, `DB_PASSWORD_SECRET_ENDPOINT`: an http or https URL, kept as
-    /// written.
+    /// `ALERT_SNS_ENDPOINT`: an http or https URL, kept as written.
     Endpoint -> String, |text| is_endpoint(text)
         .then(|| text.to_owned())
         .ok_or("an http:// or https:// URL such as https://sns.eu-central-1.amazonaws.com")
