@@ -60,7 +60,8 @@ config_keys! {
             "the region in DB_PASSWORD_SECRET's ARN; for a name, AWS's standard chain (AWS_REGION, profile, instance metadata)"
         ),
         /// A Secrets Manager endpoint URL to use instead, e.g. a VPC interface endpoint's
-        /// https://vpce-....secretsmanager.REGION.vpce.amazonaws.com.
+        /// https://vpce-....secretsmanager.REGION.vpce.amazonaws.com; the same rule as
+        /// ALERT_SNS_ENDPOINT's.
         db_password_secret_endpoint "DB_PASSWORD_SECRET_ENDPOINT": Endpoint =
             derived("the region's public endpoint"),
         /// The query; it must return one text column of domain names.
