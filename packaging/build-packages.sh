@@ -45,6 +45,7 @@ install -D -m 0644 "$here/relay-sync-watch.service" "$root/usr/lib/systemd/syste
 install -D -m 0644 "$here/relay-sync.cron" "$root/usr/share/relay-sync/relay-sync.cron"
 install -D -m 0644 "$here/create-user.sql" "$root/usr/share/relay-sync/create-user.sql"
 install -D -m 0644 "$here/sns-policy.json" "$root/usr/share/relay-sync/sns-policy.json"
+install -D -m 0644 "$here/secret-policy.json" "$root/usr/share/relay-sync/secret-policy.json"
 install -D -m 0644 "$here/copyright" "$root/usr/share/doc/relay-sync/copyright"
 # relay-sync's own licence texts, and those of every crate linked into the binary, generated
 # now from cargo metadata (`cargo xtask licenses`; needs the source tree and cargo).

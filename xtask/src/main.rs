@@ -2,9 +2,9 @@
 //!
 //! - `test`: every test of the workspace: unit, property, snapshot, the real-component
 //!   integration tests of relay-db, relay-postfix and relay-testbed, and the end-to-end suite,
-//!   with the features the packages are built with (`sns`); a two-minute soak of the built
-//!   watcher under chaos; then the config tests and the e2e refusal of `ALERT_SNS_TOPIC_ARN`
-//!   again without them.
+//!   with the features the packages are built with (`aws`); a two-minute soak of the built
+//!   watcher under chaos; then the config tests and the e2e refusals of `ALERT_SNS_TOPIC_ARN`
+//!   and `DB_PASSWORD_SECRET` again without them.
 //! - `test-e2e`: only the end-to-end suite (the built binary against a private MariaDB and
 //!   Postfix).
 //! - `demo`: one sync against a throwaway sandbox, to see what relay-sync does.
@@ -59,7 +59,7 @@ pub(crate) const USAGE: &str =
              RECIPIENTS_QUERY set, map mode), held open for profiling by hand";
 
 /// The cargo features the packages are built with (`dist`), and so the ones `test` tests.
-pub(crate) const PACKAGE_FEATURES: &str = "relay-cli/sns";
+pub(crate) const PACKAGE_FEATURES: &str = "relay-cli/aws";
 
 fn main() {
     if let Err(error) = run() {
@@ -73,9 +73,10 @@ fn run() -> Result<()> {
     match args.first().map(String::as_str) {
         Some("test") => {
             require_components()?;
-            // Everything with the features the packages are built with (SNS alerts among
-            // them), then what a build without `sns` must still do: read every other key and
-            // refuse ALERT_SNS_TOPIC_ARN. Only relay-ops and relay-cli are built twice.
+            // Everything with the features the packages are built with (SNS alerts and the
+            // password from Secrets Manager among them), then what a build without `aws` must
+            // still do: read every other key and refuse ALERT_SNS_TOPIC_ARN and
+            // DB_PASSWORD_SECRET. Only relay-ops and relay-cli are built twice.
             // Every step runs even when one fails, like --no-fail-fast within a step: a
             // failure in one must not hide the result of the others.
             // The embedding tests run the `admin` example as a program; `--all-targets` builds
@@ -104,7 +105,16 @@ fn run() -> Result<()> {
                     PACKAGE_FEATURES,
                 ],
                 &["test", "-p", "relay-ops", "--lib", "--", "config::"],
-                &["test", "-p", "relay-cli", "--test", "e2e", "--", "sns::"],
+                &[
+                    "test",
+                    "-p",
+                    "relay-cli",
+                    "--test",
+                    "e2e",
+                    "--",
+                    "sns::",
+                    "secrets::",
+                ],
             ];
             let (with_features, without) = steps.split_at(3);
             let mut failed: Vec<String> = with_features
@@ -112,7 +122,7 @@ fn run() -> Result<()> {
                 .filter_map(|args| cargo(args).err().map(|error| format!("{error:#}")))
                 .collect();
             // The watcher under chaos for two minutes (issue 21), with the binary the steps
-            // above built: before the steps below rebuild it without `sns`.
+            // above built: before the steps below rebuild it without `aws`.
             if let Err(error) = soak::run(&project_root(), &soak::Options::quick()) {
                 failed.push(format!("{error:#}"));
             }

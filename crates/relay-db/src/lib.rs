@@ -75,8 +75,9 @@ pub struct DbSettings {
     pub database: String,
     /// User name.
     pub user: String,
-    /// The password, already resolved from `DB_PASSWORD`, `DB_PASSWORD_FILE` or
-    /// `DB_PASSWORD_COMMAND`. Never logged: [`Secret`]'s `Debug` prints a placeholder.
+    /// The password, already resolved from `DB_PASSWORD`, `DB_PASSWORD_FILE`,
+    /// `DB_PASSWORD_COMMAND` or `DB_PASSWORD_SECRET`. Never logged: [`Secret`]'s `Debug` prints
+    /// a placeholder.
     pub password: Option<Secret>,
     /// The query; it must return one text column.
     pub query: String,
@@ -185,6 +186,10 @@ pub enum DbError {
         addr: String,
         /// The user name (not secret).
         user: String,
+        /// The server's error code: 1045 for a wrong password (see
+        /// [`DbError::is_password_refused`]), 1044 or 1049 for the database, 1130 or 1698 for
+        /// the account.
+        code: u16,
         /// The server's message.
         detail: String,
     },
@@ -196,6 +201,15 @@ pub enum DbError {
         /// The server's message or what was wrong with the result.
         detail: String,
     },
+}
+
+impl DbError {
+    /// Whether the server refused the password (`ERROR 1045`, access denied): the error a
+    /// password rotated since it was read gives, which a password source that can be asked
+    /// again (AWS Secrets Manager) may cure by reading the password anew.
+    pub fn is_password_refused(&self) -> bool {
+        matches!(self, DbError::Auth { code: 1045, .. })
+    }
 }
 
 mod mariadb;

@@ -314,6 +314,7 @@ impl MariaDbSource {
                 DbError::Auth {
                     addr: self.addr(),
                     user: self.settings.user.clone(),
+                    code: server.code,
                     detail: server.to_string(),
                 }
             }

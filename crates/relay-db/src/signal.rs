@@ -39,7 +39,7 @@ use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Row, Value};
 
 use crate::mariadb::{describe, seconds, DISCONNECT_TIMEOUT};
-use crate::{DbError, MariaDbSource};
+use crate::{DbError, DbSettings, MariaDbSource, Secret};
 
 /// A fingerprint of the multiset of names a query returns (see the module documentation).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -360,6 +360,19 @@ impl ChangeSignal {
             probe,
             conn: None,
         })
+    }
+
+    /// Logs in as `user` with `password` from the next connection on; the kept connection,
+    /// logged in already, stays. For a password rotated while the watcher runs: the server
+    /// keeps a session open after its password changed, but would refuse the old one on a
+    /// reconnect.
+    pub fn set_login(&mut self, user: String, password: Option<Secret>) {
+        let settings = DbSettings {
+            user,
+            password,
+            ..self.source.settings().clone()
+        };
+        self.source = MariaDbSource::new(settings);
     }
 
     /// Whether a cheap [`Probe`] can be had (the tables `DB_QUERY`, and `RECIPIENTS_QUERY` when

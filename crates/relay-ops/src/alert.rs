@@ -1,5 +1,5 @@
 //! Sending alerts (SPEC §7), behind [`AlertSink`]: `ALERT_COMMAND` ([`CommandSink`]), mail
-//! ([`MailSink`]) and, in a build with the `sns` feature, an Amazon SNS topic (`SnsSink`) are
+//! ([`MailSink`]) and, in a build with the `aws` feature, an Amazon SNS topic (`SnsSink`) are
 //! built from the config; an embedder may add its own. A failing alert is logged and never
 //! changes the run's outcome.
 
@@ -12,7 +12,7 @@ use lettre::{Message, SmtpTransport, Transport};
 use crate::config::Config;
 use crate::failures::Alert;
 
-#[cfg(feature = "sns")]
+#[cfg(feature = "aws")]
 pub mod sns;
 
 /// SMTP connect and command timeout.
@@ -157,7 +157,7 @@ pub(crate) fn sinks_from_config(config: &Config, host: &str) -> Vec<Arc<dyn Aler
         }));
     }
     // Without the feature, loading the config has refused ALERT_SNS_TOPIC_ARN.
-    #[cfg(feature = "sns")]
+    #[cfg(feature = "aws")]
     if let Some(settings) = &config.alert_sns {
         sinks.push(Arc::new(sns::SnsSink::new(
             settings.clone(),

@@ -20,7 +20,8 @@ use relay_db::{DomainSource, MariaDbSource};
 use relay_postfix::{PostfixCli, PostfixRead as _};
 use serde::Serialize;
 
-use crate::config::{Config, RelayDomainsMode, NAME};
+use crate::config::{Config, PasswordSource, RelayDomainsMode, NAME};
+use crate::password::{self, DbLogin};
 
 /// How one check ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
@@ -47,6 +48,8 @@ pub enum CheckId {
     Config,
     /// The password source gives a password.
     Password,
+    /// `DB_PASSWORD_SECRET`: the secret resolves and the gateway's role may read it.
+    DbSecret,
     /// The database answers `DB_QUERY`.
     Database,
     /// `RECIPIENTS_QUERY` runs and returns rows (recipient validation).
@@ -96,9 +99,10 @@ pub enum CheckId {
 
 impl CheckId {
     /// Every check, in the order `check` runs them.
-    pub const ALL: [CheckId; 24] = [
+    pub const ALL: [CheckId; 25] = [
         CheckId::Config,
         CheckId::Password,
+        CheckId::DbSecret,
         CheckId::Database,
         CheckId::Recipients,
         CheckId::RecipientDomains,
@@ -128,6 +132,7 @@ impl CheckId {
         match self {
             CheckId::Config => "config",
             CheckId::Password => "password",
+            CheckId::DbSecret => "db_secret",
             CheckId::Database => "database",
             CheckId::Recipients => "recipients",
             CheckId::RecipientDomains => "recipient_domains",
@@ -220,7 +225,7 @@ pub fn run(config: &Config) -> Report {
     }
     check_writable(config, &mut report);
     // Without the feature, loading the config has refused ALERT_SNS_TOPIC_ARN.
-    #[cfg(feature = "sns")]
+    #[cfg(feature = "aws")]
     if let Some(settings) = &config.alert_sns {
         check_sns(settings, config.command_timeout, &mut report);
     }
@@ -243,7 +248,7 @@ pub fn run(config: &Config) -> Report {
 
 /// SNS alerts: whether credentials resolve (`sns_credentials`) and whether the topic answers
 /// (`sns_topic`, asked only with credentials).
-#[cfg(feature = "sns")]
+#[cfg(feature = "aws")]
 fn check_sns(
     settings: &crate::config::SnsSettings,
     timeout: std::time::Duration,
@@ -298,19 +303,52 @@ fn check_config_file(config: &Config, report: &mut Report) {
     }
 }
 
-fn check_database(config: &Config, report: &mut Report) {
+/// Where the password comes from, and that it can be had (`password`); for
+/// `DB_PASSWORD_SECRET`, whether the secret resolves and the gateway's role may read it
+/// (`db_secret`, a denial naming the IAM action), and what it holds. The login, when it could
+/// be had.
+fn check_password(config: &Config, report: &mut Report) -> Option<DbLogin> {
+    if let PasswordSource::Secret(settings) = &config.db_password {
+        let read = password::read_current_secret(settings, &config.db_user, config.command_timeout);
+        return match read {
+            Ok((login, arn, shape)) => {
+                let via = settings
+                    .endpoint
+                    .as_ref()
+                    .map_or_else(String::new, |endpoint| format!(" via {endpoint}"));
+                report.push(
+                    CheckId::DbSecret,
+                    Level::Ok,
+                    format!("{arn} is readable{via}: {shape}"),
+                );
+                Some(login)
+            }
+            Err(error) => {
+                // The error names the secret and what was denied, never its value.
+                report.push(CheckId::DbSecret, Level::Fail, error.to_string());
+                None
+            }
+        };
+    }
     let source_name = config.db_password.describe();
-    let password = match config.resolve_password() {
-        Ok(password) => {
+    match config.resolve_login() {
+        Ok(login) => {
             report.push(CheckId::Password, Level::Ok, format!("from {source_name}"));
-            password
+            Some(login)
         }
         Err(error) => {
             // The error names the source (file or command), never the secret.
             report.push(CheckId::Password, Level::Fail, error.to_string());
-            return;
+            None
         }
+    }
+}
+
+fn check_database(config: &Config, report: &mut Report) {
+    let Some(login) = check_password(config, report) else {
+        return;
     };
+    let user = login.user.clone();
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -325,7 +363,7 @@ fn check_database(config: &Config, report: &mut Report) {
             return;
         }
     };
-    let settings = config.db_settings(password);
+    let settings = config.db_settings(login);
     let addr = format!("{}:{}", config.db_host, config.db_port);
     let source = MariaDbSource::new(settings.clone());
     match runtime.block_on(source.fetch_names()) {
@@ -333,8 +371,7 @@ fn check_database(config: &Config, report: &mut Report) {
             CheckId::Database,
             Level::Ok,
             format!(
-                "MariaDB at {addr} as {}: DB_QUERY returned {} rows",
-                config.db_user,
+                "MariaDB at {addr} as {user}: DB_QUERY returned {} rows",
                 rows.len()
             ),
         ),
@@ -380,8 +417,8 @@ fn check_database(config: &Config, report: &mut Report) {
                     CheckId::Grants,
                     Level::Ok,
                     format!(
-                        "{} has SELECT on {}.domains{users} and nothing more",
-                        config.db_user, config.db_name
+                        "{user} has SELECT on {}.domains{users} and nothing more",
+                        config.db_name
                     ),
                 );
             } else {
@@ -389,9 +426,8 @@ fn check_database(config: &Config, report: &mut Report) {
                     CheckId::Grants,
                     Level::Warn,
                     format!(
-                        "WARNING: {} may do more than SELECT on {}.domains; relay-sync only reads, \
+                        "WARNING: {user} may do more than SELECT on {}.domains; relay-sync only reads, \
                          use a read-only user (/usr/share/relay-sync/create-user.sql): {}",
-                        config.db_user,
                         config.db_name,
                         excess.join("; ")
                     ),

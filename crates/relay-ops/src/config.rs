@@ -46,6 +46,8 @@ use std::time::Duration;
 
 use relay_core::{DomainName, NextHop};
 use relay_db::{DbSettings, Secret, TlsMode};
+
+use crate::password::DbLogin;
 use relay_postfix::PostfixSettings;
 
 use relay_process::{excerpt, RunError};
@@ -64,7 +66,7 @@ pub use render::{man_page, readme_table, sample_config};
 use keys::Raw;
 pub(crate) use keys::NAME;
 use source::{Line, Values};
-use values::Arn;
+use values::{Arn, SecretRef};
 
 /// Where the configuration file is when `--config` is not given.
 pub const DEFAULT_CONFIG_FILE: &str = "/opt/mailserver/config/relay-sync.conf";
@@ -87,10 +89,11 @@ pub struct Config {
     pub db_port: u16,
     /// `DB_NAME`.
     pub db_name: String,
-    /// `DB_USER`.
+    /// `DB_USER` (a JSON `DB_PASSWORD_SECRET`'s `username` replaces it when `DB_USER` is not
+    /// set; see [`SecretSettings::user_from_secret`]).
     pub db_user: String,
-    /// `DB_PASSWORD`, `DB_PASSWORD_FILE` or `DB_PASSWORD_COMMAND`; see
-    /// [`Config::resolve_password`].
+    /// `DB_PASSWORD`, `DB_PASSWORD_FILE`, `DB_PASSWORD_COMMAND` or `DB_PASSWORD_SECRET`; see
+    /// [`Config::resolve_login`].
     pub db_password: PasswordSource,
     /// `DB_QUERY`.
     pub db_query: String,
@@ -156,7 +159,7 @@ pub struct Config {
     /// `ALERT_EMAIL_FROM`; `None` means `relay-sync@<hostname>`, computed by the alert code.
     pub alert_email_from: Option<String>,
     /// `ALERT_SNS_TOPIC_ARN` with `ALERT_SNS_REGION` and `ALERT_SNS_ENDPOINT`: alerts published to
-    /// an Amazon SNS topic. Only a build with the `sns` feature accepts it.
+    /// an Amazon SNS topic. Only a build with the `aws` feature accepts it.
     pub alert_sns: Option<SnsSettings>,
     /// `ALERT_AFTER_FAILURES`, at least 1.
     pub alert_after_failures: u32,
@@ -197,6 +200,26 @@ pub enum PasswordSource {
     File(PathBuf),
     /// `DB_PASSWORD_COMMAND`: a shell command whose stdout is the password.
     Command(String),
+    /// `DB_PASSWORD_SECRET`: a secret in AWS Secrets Manager, the password or RDS-style JSON.
+    /// Only a build with the `aws` feature accepts it.
+    Secret(SecretSettings),
+}
+
+/// Where the database password is read from in AWS Secrets Manager. It holds no credential:
+/// those come from AWS's standard chain when the secret is read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretSettings {
+    /// `DB_PASSWORD_SECRET`: the secret's ARN or name, as `GetSecretValue` is asked for it.
+    pub id: String,
+    /// `DB_PASSWORD_SECRET_REGION`, by default the region in the secret's ARN; `None` (a name
+    /// without the key) leaves it to AWS's standard chain (`AWS_REGION`, profiles, instance
+    /// metadata).
+    pub region: Option<String>,
+    /// `DB_PASSWORD_SECRET_ENDPOINT`: the Secrets Manager endpoint to use instead of the
+    /// region's (a VPC endpoint, or a stand-in for tests).
+    pub endpoint: Option<String>,
+    /// Whether a JSON secret's `username` is the database user: `DB_USER` is not set.
+    pub user_from_secret: bool,
 }
 
 impl PasswordSource {
@@ -209,6 +232,9 @@ impl PasswordSource {
             PasswordSource::File(path) => format!("{} {}", NAME.db_password_file, path.display()),
             PasswordSource::Command(command) => {
                 format!("{} `{command}`", NAME.db_password_command)
+            }
+            PasswordSource::Secret(settings) => {
+                format!("{} {}", NAME.db_password_secret, settings.id)
             }
         }
     }
@@ -412,9 +438,10 @@ pub enum ConfigError {
         /// What the key accepts.
         expected: String,
     },
-    /// More than one of `DB_PASSWORD`, `DB_PASSWORD_FILE`, `DB_PASSWORD_COMMAND`.
+    /// More than one of `DB_PASSWORD`, `DB_PASSWORD_FILE`, `DB_PASSWORD_COMMAND`,
+    /// `DB_PASSWORD_SECRET`.
     #[error(
-        "{first_key} ({first}) and {second_key} ({second}) are both set: keep only one of DB_PASSWORD, DB_PASSWORD_FILE and DB_PASSWORD_COMMAND"
+        "{first_key} ({first}) and {second_key} ({second}) are both set: keep only one of DB_PASSWORD, DB_PASSWORD_FILE, DB_PASSWORD_COMMAND and DB_PASSWORD_SECRET"
     )]
     PasswordSources {
         /// One key.
@@ -461,9 +488,9 @@ pub enum ConfigError {
         /// That file's path.
         path: PathBuf,
     },
-    /// `ALERT_SNS_TOPIC_ARN` is set, but this binary was built without the `sns` feature.
+    /// `ALERT_SNS_TOPIC_ARN` is set, but this binary was built without the `aws` feature.
     #[error(
-        "ALERT_SNS_TOPIC_ARN is set ({origin}) but this relay-sync was built without SNS support (cargo feature `sns`): install a package built with it, or alert through ALERT_COMMAND or ALERT_EMAIL_TO instead"
+        "ALERT_SNS_TOPIC_ARN is set ({origin}) but this relay-sync was built without AWS support (cargo feature `aws`): install a package built with it, or alert through ALERT_COMMAND or ALERT_EMAIL_TO instead"
     )]
     SnsNotBuilt {
         /// Where `ALERT_SNS_TOPIC_ARN` was set.
@@ -479,6 +506,31 @@ pub enum ConfigError {
         /// Where it was set.
         origin: Origin,
     },
+    /// `DB_PASSWORD_SECRET` is set, but this binary was built without the `aws` feature.
+    #[error(
+        "DB_PASSWORD_SECRET is set ({origin}) but this relay-sync was built without AWS support (cargo feature `aws`): install a package built with it, or give the password through DB_PASSWORD_FILE or DB_PASSWORD_COMMAND instead"
+    )]
+    SecretNotBuilt {
+        /// Where `DB_PASSWORD_SECRET` was set.
+        origin: Origin,
+    },
+    /// `DB_PASSWORD_SECRET_REGION` or `DB_PASSWORD_SECRET_ENDPOINT` without `DB_PASSWORD_SECRET`.
+    #[error("{key} is set ({origin}) but DB_PASSWORD_SECRET is not: it names the secret to read")]
+    SecretWithoutId {
+        /// The key that is set.
+        key: &'static str,
+        /// Where it was set.
+        origin: Origin,
+    },
+    /// `DB_PASSWORD_SECRET` cannot be read, or holds no password. Never holds the secret's
+    /// text.
+    #[error("cannot read DB_PASSWORD_SECRET {id}: {detail}")]
+    PasswordSecret {
+        /// The secret's ARN or name.
+        id: String,
+        /// What went wrong; for a denial, the IAM action the gateway's role lacks.
+        detail: String,
+    },
     /// `DB_PASSWORD_FILE` cannot be read.
     #[error("cannot read DB_PASSWORD_FILE {}: {source}", path.display())]
     PasswordFile {
@@ -487,10 +539,12 @@ pub enum ConfigError {
         /// The OS error.
         source: io::Error,
     },
-    /// `DB_PASSWORD_FILE` is empty or `DB_PASSWORD_COMMAND` printed nothing.
+    /// `DB_PASSWORD_FILE` is empty, `DB_PASSWORD_COMMAND` printed nothing or
+    /// `DB_PASSWORD_SECRET` holds nothing.
     #[error("{what} gave an empty password")]
     PasswordEmpty {
-        /// `DB_PASSWORD_FILE PATH` or ``DB_PASSWORD_COMMAND `CMD` ``.
+        /// `DB_PASSWORD_FILE PATH`, ``DB_PASSWORD_COMMAND `CMD` `` or
+        /// `DB_PASSWORD_SECRET ID`.
         what: String,
     },
     /// The password is not UTF-8.
@@ -669,29 +723,43 @@ impl Config {
         values.read()?.into_config(&values, path, file.is_some())
     }
 
-    /// The database password: `DB_PASSWORD` itself, the content of `DB_PASSWORD_FILE`, or the
-    /// stdout of `DB_PASSWORD_COMMAND` (run through `/bin/sh -c`, its process group killed after
-    /// `COMMAND_TIMEOUT`). Trailing line breaks are removed from the file and the
-    /// stdout; an empty result is an error rather than an empty password.
-    pub fn resolve_password(&self) -> Result<Option<Secret>, ConfigError> {
-        match &self.db_password {
-            PasswordSource::None => Ok(None),
-            PasswordSource::Literal(secret) => Ok(Some(secret.clone())),
-            PasswordSource::File(path) => read_password_file(path).map(Some),
+    /// The database login, its password read now: `DB_PASSWORD` itself, the content of
+    /// `DB_PASSWORD_FILE`, the stdout of `DB_PASSWORD_COMMAND` (run through `/bin/sh -c`, its
+    /// process group killed after `COMMAND_TIMEOUT`), or the secret `DB_PASSWORD_SECRET` names
+    /// (read within `COMMAND_TIMEOUT`; a JSON secret's `username` is the user when `DB_USER` is
+    /// not set). Trailing line breaks are removed from the file, the stdout and a plain secret;
+    /// an empty result is an error rather than an empty password.
+    pub fn resolve_login(&self) -> Result<DbLogin, ConfigError> {
+        let password = match &self.db_password {
+            PasswordSource::None => None,
+            PasswordSource::Literal(secret) => Some(secret.clone()),
+            PasswordSource::File(path) => Some(read_password_file(path)?),
             PasswordSource::Command(command) => {
-                run_password_command(command, self.command_timeout).map(Some)
+                Some(run_password_command(command, self.command_timeout)?)
             }
-        }
+            PasswordSource::Secret(settings) => {
+                let read = crate::password::read_current_secret(
+                    settings,
+                    &self.db_user,
+                    self.command_timeout,
+                )?;
+                return Ok(read.0);
+            }
+        };
+        Ok(DbLogin {
+            user: self.db_user.clone(),
+            password,
+        })
     }
 
-    /// What relay-db needs, with the password resolved by [`Config::resolve_password`].
-    pub fn db_settings(&self, password: Option<Secret>) -> DbSettings {
+    /// What relay-db needs, with the login resolved by [`Config::resolve_login`].
+    pub fn db_settings(&self, login: DbLogin) -> DbSettings {
         DbSettings {
             host: self.db_host.clone(),
             port: self.db_port,
             database: self.db_name.clone(),
-            user: self.db_user.clone(),
-            password,
+            user: login.user,
+            password: login.password,
             query: self.db_query.clone(),
             recipients_query: self.recipients_query.clone(),
             tls: self.db_tls,
@@ -766,6 +834,9 @@ impl Raw {
             db_password,
             db_password_file,
             db_password_command,
+            db_password_secret,
+            db_password_secret_region,
+            db_password_secret_endpoint,
             db_query,
             db_tls,
             db_tls_ca,
@@ -844,6 +915,12 @@ impl Raw {
             alert_sns_region,
             alert_sns_endpoint,
         )?;
+        let secret = secret_settings(
+            values,
+            db_password_secret,
+            db_password_secret_region,
+            db_password_secret_endpoint,
+        )?;
         let or_in =
             |path: Option<PathBuf>, dir: &Path, name: &str| path.unwrap_or_else(|| dir.join(name));
         let config = Config {
@@ -857,6 +934,7 @@ impl Raw {
                 db_password,
                 db_password_file,
                 db_password_command,
+                secret,
             )?,
             db_query,
             db_tls,
@@ -938,7 +1016,7 @@ fn same_file(a: &Path, b: &Path) -> bool {
 }
 
 /// `ALERT_SNS_*`: the region defaults to the ARN's, and the other two keys need the ARN. A build
-/// without the `sns` feature refuses the ARN rather than ignore it: alerts the operator counts
+/// without the `aws` feature refuses the ARN rather than ignore it: alerts the operator counts
 /// on would silently go nowhere.
 fn sns_settings(
     values: &Values,
@@ -963,7 +1041,7 @@ fn sns_settings(
             None => Ok(None),
         };
     };
-    if !cfg!(feature = "sns") {
+    if !cfg!(feature = "aws") {
         return Err(ConfigError::SnsNotBuilt {
             origin: values.origin_of(NAME.alert_sns_topic_arn),
         });
@@ -975,12 +1053,54 @@ fn sns_settings(
     }))
 }
 
-/// At most one of `DB_PASSWORD`, `DB_PASSWORD_FILE` and `DB_PASSWORD_COMMAND`.
+/// `DB_PASSWORD_SECRET_*`: the region defaults to the ARN's, and the other two keys need the
+/// secret. `user_from_secret` is whether `DB_USER` is left to its default. A build without the
+/// `aws` feature refuses the secret rather than ignore it: the password would silently be
+/// missing.
+fn secret_settings(
+    values: &Values,
+    secret: Option<SecretRef>,
+    region: Option<String>,
+    endpoint: Option<String>,
+) -> Result<Option<SecretSettings>, ConfigError> {
+    let Some(SecretRef {
+        id,
+        region: arn_region,
+    }) = secret
+    else {
+        let stray = [
+            (NAME.db_password_secret_region, region.is_some()),
+            (NAME.db_password_secret_endpoint, endpoint.is_some()),
+        ];
+        return match stray.into_iter().find(|(_, set)| *set) {
+            Some((key, _)) => Err(ConfigError::SecretWithoutId {
+                key,
+                origin: values.origin_of(key),
+            }),
+            None => Ok(None),
+        };
+    };
+    if !cfg!(feature = "aws") {
+        return Err(ConfigError::SecretNotBuilt {
+            origin: values.origin_of(NAME.db_password_secret),
+        });
+    }
+    Ok(Some(SecretSettings {
+        id,
+        region: region.or(arn_region),
+        endpoint,
+        user_from_secret: !values.is_set(NAME.db_user),
+    }))
+}
+
+/// At most one of `DB_PASSWORD`, `DB_PASSWORD_FILE`, `DB_PASSWORD_COMMAND` and
+/// `DB_PASSWORD_SECRET`.
 fn password_source(
     values: &Values,
     literal: Option<String>,
     file: Option<PathBuf>,
     command: Option<String>,
+    secret: Option<SecretSettings>,
 ) -> Result<PasswordSource, ConfigError> {
     let set: Vec<(&'static str, PasswordSource)> = [
         literal.map(|password| {
@@ -989,6 +1109,7 @@ fn password_source(
         }),
         file.map(|path| (NAME.db_password_file, PasswordSource::File(path))),
         command.map(|command| (NAME.db_password_command, PasswordSource::Command(command))),
+        secret.map(|secret| (NAME.db_password_secret, PasswordSource::Secret(secret))),
     ]
     .into_iter()
     .flatten()
@@ -1196,7 +1317,7 @@ METRICS_FILE = /var/lib/node_exporter/textfile/relay_sync.prom
     }
 
     /// `ALERT_SNS_*`: the ARN's shape, the region from the ARN, keys that need the ARN, and a
-    /// build without the `sns` feature refusing the ARN.
+    /// build without the `aws` feature refusing the ARN.
     #[test]
     fn sns_keys() {
         const ARN: &str = "arn:aws:sns:eu-central-1:123456789012:relay-sync-alerts";
@@ -1229,7 +1350,7 @@ METRICS_FILE = /var/lib/node_exporter/textfile/relay_sync.prom
             "ALERT_SNS_REGION is set (/etc/relay-sync.conf line 3) but ALERT_SNS_TOPIC_ARN is not: SNS alerts need the topic's ARN"
         );
         let text = with(&format!("ALERT_SNS_TOPIC_ARN={ARN}"));
-        #[cfg(feature = "sns")]
+        #[cfg(feature = "aws")]
         {
             let settings = ok(&text, &[]).alert_sns;
             assert_eq!(
@@ -1254,10 +1375,119 @@ METRICS_FILE = /var/lib/node_exporter/textfile/relay_sync.prom
                 })
             );
         }
-        #[cfg(not(feature = "sns"))]
+        #[cfg(not(feature = "aws"))]
         assert_eq!(
             err(&text, &[]),
-            "ALERT_SNS_TOPIC_ARN is set (/etc/relay-sync.conf line 3) but this relay-sync was built without SNS support (cargo feature `sns`): install a package built with it, or alert through ALERT_COMMAND or ALERT_EMAIL_TO instead"
+            "ALERT_SNS_TOPIC_ARN is set (/etc/relay-sync.conf line 3) but this relay-sync was built without AWS support (cargo feature `aws`): install a package built with it, or alert through ALERT_COMMAND or ALERT_EMAIL_TO instead"
+        );
+    }
+
+    /// `DB_PASSWORD_SECRET*`: an ARN (its region used) or a name, the keys that need it, the
+    /// other password sources it excludes, whether DB_USER leaves the user to the secret, and
+    /// a build without the `aws` feature refusing it.
+    #[test]
+    fn secret_keys() {
+        const ARN: &str =
+            "arn:aws:secretsmanager:eu-central-1:123456789012:secret:relay-sync/db-AbCdEf";
+        let with = |extra: &str| format!("{MINIMAL}{extra}\n");
+        for bad in [
+            "arn:aws:ssm:eu-central-1:123456789012:parameter/relay-sync/db",
+            "arn:aws:secretsmanager:eu-central-1:1234:secret:short-account",
+            "arn:aws:secretsmanager::123456789012:secret:no-region",
+            "arn:aws:secretsmanager:eu-central-1:123456789012:secret:",
+            "arn:aws:secretsmanager:eu-central-1:123456789012:key:relay-sync",
+            "relay sync db",
+            "relay-sync/db;rm",
+            &"x".repeat(513),
+        ] {
+            let error = err(&with(&format!("DB_PASSWORD_SECRET={bad}")), &[]);
+            assert!(
+                error.starts_with("invalid DB_PASSWORD_SECRET")
+                    && error.contains("Secrets Manager secret's ARN"),
+                "{bad}: {error}"
+            );
+        }
+        let error = err(&with("DB_PASSWORD_SECRET_ENDPOINT=secrets.local:4566"), &[]);
+        assert!(
+            error.starts_with("invalid DB_PASSWORD_SECRET_ENDPOINT"),
+            "{error}"
+        );
+        let error = err(&with("DB_PASSWORD_SECRET_REGION=eu-west-1"), &[]);
+        assert_eq!(
+            error,
+            "DB_PASSWORD_SECRET_REGION is set (/etc/relay-sync.conf line 3) but DB_PASSWORD_SECRET is not: it names the secret to read"
+        );
+        let text = with(&format!("DB_PASSWORD_SECRET={ARN}"));
+        #[cfg(feature = "aws")]
+        {
+            // One password source only (without the feature, the secret is refused first).
+            let error = err(
+                &with(&format!(
+                    "DB_PASSWORD_FILE=/run/pw\nDB_PASSWORD_SECRET={ARN}"
+                )),
+                &[],
+            );
+            assert_eq!(
+                error,
+                "DB_PASSWORD_FILE (/etc/relay-sync.conf line 3) and DB_PASSWORD_SECRET (/etc/relay-sync.conf line 4) are both set: keep only one of DB_PASSWORD, DB_PASSWORD_FILE, DB_PASSWORD_COMMAND and DB_PASSWORD_SECRET"
+            );
+            let secret = |text: &str, env: &[(&str, &str)]| match ok(text, env).db_password {
+                PasswordSource::Secret(settings) => settings,
+                other => panic!("{other:?}"),
+            };
+            let expected = SecretSettings {
+                id: ARN.to_owned(),
+                region: Some("eu-central-1".to_owned()),
+                endpoint: None,
+                user_from_secret: true,
+            };
+            assert_eq!(secret(&text, &[]), expected);
+            assert_eq!(
+                ok(&text, &[]).db_password.describe(),
+                format!("DB_PASSWORD_SECRET {ARN}")
+            );
+            // DB_USER set anywhere, even to its default, keeps the user.
+            for (text, env) in [
+                (
+                    with(&format!("DB_USER=relay_sync\nDB_PASSWORD_SECRET={ARN}")),
+                    &[][..],
+                ),
+                (text.clone(), &[("RELAY_SYNC_DB_USER", "reader")][..]),
+            ] {
+                assert!(!secret(&text, env).user_from_secret, "{text} {env:?}");
+            }
+            let env = [
+                ("RELAY_SYNC_DB_PASSWORD_SECRET_REGION", "eu-west-1"),
+                (
+                    "RELAY_SYNC_DB_PASSWORD_SECRET_ENDPOINT",
+                    "http://127.0.0.1:4566",
+                ),
+            ];
+            assert_eq!(
+                secret(&text, &env),
+                SecretSettings {
+                    region: Some("eu-west-1".to_owned()),
+                    endpoint: Some("http://127.0.0.1:4566".to_owned()),
+                    ..expected
+                }
+            );
+            // A name leaves the region to the key, or to AWS's standard chain.
+            let name = with("DB_PASSWORD_SECRET=relay-sync/db");
+            assert_eq!(secret(&name, &[]).region, None);
+            assert_eq!(
+                secret(
+                    &name,
+                    &[("RELAY_SYNC_DB_PASSWORD_SECRET_REGION", "ap-northeast-1")]
+                )
+                .region
+                .as_deref(),
+                Some("ap-northeast-1")
+            );
+        }
+        #[cfg(not(feature = "aws"))]
+        assert_eq!(
+            err(&text, &[]),
+            "DB_PASSWORD_SECRET is set (/etc/relay-sync.conf line 3) but this relay-sync was built without AWS support (cargo feature `aws`): install a package built with it, or give the password through DB_PASSWORD_FILE or DB_PASSWORD_COMMAND instead"
         );
     }
 
@@ -1339,12 +1569,23 @@ METRICS_FILE = /var/lib/node_exporter/textfile/relay_sync.prom
             &format!("{MINIMAL}RECIPIENTS_QUERY=SELECT email FROM users\n"),
             &[],
         )
-        .db_settings(None);
+        .db_settings(DbLogin {
+            user: "relay_sync".into(),
+            password: None,
+        });
         assert_eq!(
             settings.recipients_query.as_deref(),
             Some("SELECT email FROM users")
         );
-        assert_eq!(ok(MINIMAL, &[]).db_settings(None).recipients_query, None);
+        assert_eq!(
+            ok(MINIMAL, &[])
+                .db_settings(DbLogin {
+                    user: "relay_sync".into(),
+                    password: None,
+                })
+                .recipients_query,
+            None
+        );
     }
 
     #[test]
@@ -1791,12 +2032,15 @@ METRICS_FILE = /var/lib/node_exporter/textfile/relay_sync.prom
     fn password_literal_and_none() {
         assert_eq!(
             with_source(PasswordSource::None)
-                .resolve_password()
+                .resolve_login()
+                .map(|login| login.password)
                 .unwrap(),
             None
         );
         let secret = Secret::new("s3cret");
-        let resolved = with_source(PasswordSource::Literal(secret.clone())).resolve_password();
+        let resolved = with_source(PasswordSource::Literal(secret.clone()))
+            .resolve_login()
+            .map(|login| login.password);
         assert_eq!(resolved.unwrap(), Some(secret));
     }
 
@@ -1806,7 +2050,9 @@ METRICS_FILE = /var/lib/node_exporter/textfile/relay_sync.prom
         let path = dir.path().join("db-password");
         let resolve = |content: &[u8]| {
             std::fs::write(&path, content).unwrap();
-            with_source(PasswordSource::File(path.clone())).resolve_password()
+            with_source(PasswordSource::File(path.clone()))
+                .resolve_login()
+                .map(|login| login.password)
         };
         assert_eq!(resolve(b"s3cret\n").unwrap(), Some(Secret::new("s3cret")));
         assert_eq!(
@@ -1827,7 +2073,8 @@ METRICS_FILE = /var/lib/node_exporter/textfile/relay_sync.prom
         std::fs::remove_file(&path).unwrap();
         let missing = redact(
             with_source(PasswordSource::File(path.clone()))
-                .resolve_password()
+                .resolve_login()
+                .map(|login| login.password)
                 .unwrap_err(),
         );
         insta::assert_snapshot!(format!("{empty}\n{latin1}\n{missing}"));
@@ -1836,7 +2083,9 @@ METRICS_FILE = /var/lib/node_exporter/textfile/relay_sync.prom
     #[test]
     fn password_command() {
         let resolve = |command: &str| {
-            with_source(PasswordSource::Command(command.to_owned())).resolve_password()
+            with_source(PasswordSource::Command(command.to_owned()))
+                .resolve_login()
+                .map(|login| login.password)
         };
         assert_eq!(
             resolve("printf 's3cret\\n'").unwrap(),
@@ -1891,7 +2140,10 @@ METRICS_FILE = /var/lib/node_exporter/textfile/relay_sync.prom
             &format!("{MINIMAL}DB_TLS=verify-ca\nDB_TLS_CA=/ca.pem\nMAP_TYPE=lmdb\nPOSTFIX_COMMAND_PREFIX=docker exec pf"),
             &[],
         );
-        let db = config.db_settings(Some(Secret::new("pw")));
+        let db = config.db_settings(DbLogin {
+            user: config.db_user.clone(),
+            password: Some(Secret::new("pw")),
+        });
         assert_eq!(db.host, "db.example.net");
         assert_eq!(db.port, 3306);
         assert_eq!(db.database, "mailserver_usermgmt");

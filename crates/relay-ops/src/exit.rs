@@ -117,9 +117,10 @@ impl ExitStatus {
                  does not read `TRANSPORT_FILE`; configuration kept"
             }
             ExitStatus::Database => {
-                "database unreachable or query failed, or the password could not be had \
-                 (`DB_PASSWORD_FILE` unreadable, `DB_PASSWORD_COMMAND` failing); configuration \
-                 kept"
+                "database unreachable, the password refused (one from `DB_PASSWORD_SECRET` is \
+                 read again once first) or the query failed, or the password could not be had \
+                 (`DB_PASSWORD_FILE` unreadable, `DB_PASSWORD_COMMAND` failing, \
+                 `DB_PASSWORD_SECRET` not readable); configuration kept"
             }
             ExitStatus::Refused => {
                 "refused by the safety guard, or the transport file's managed block is broken; \

@@ -36,6 +36,8 @@
 #![cfg_attr(test, allow(clippy::disallowed_methods))]
 
 mod alert;
+#[cfg(feature = "aws")]
+mod aws;
 pub mod check;
 pub mod config;
 mod exit;
@@ -49,6 +51,7 @@ mod metrics;
 #[cfg(test)]
 mod monitoring;
 mod outbox;
+mod password;
 pub mod rollback;
 mod state_dir;
 pub mod status;
@@ -58,7 +61,7 @@ pub mod watch;
 use std::sync::Arc;
 
 /// Alerts to Amazon SNS: the sink, and how it shapes what it publishes.
-#[cfg(feature = "sns")]
+#[cfg(feature = "aws")]
 pub use alert::sns;
 pub use alert::{AlertSink, CommandSink, MailSink};
 pub use check::Report as CheckReport;
@@ -67,19 +70,22 @@ pub use exit::{exit_code_table, ExitStatus};
 pub use failures::{Alert, RunState, Severity};
 pub use hold::{Hold, HoldError};
 pub use lock::Held;
+pub use password::DbLogin;
 pub use rollback::RollbackError;
 pub use status::{Health, Status};
 pub use sync::{DryRun, NotReady, RunOutcome, RunRecord, SyncOptions};
 pub use watch::{Watch, WatchEnd, WatchHandle, WatchStatus};
 
-/// A gateway to operate: its config, and where its alerts go.
+/// A gateway to operate: its config, where its alerts go, and the database login read from
+/// `DB_PASSWORD_SECRET`, kept between syncs until MariaDB refuses it (a rotation).
 ///
-/// Cheap to clone (the config is shared), and `Send + Sync`: an admin tool can keep one and
-/// use it from any task.
+/// Cheap to clone (the config is shared, and so is the kept login), and `Send + Sync`: an
+/// admin tool can keep one and use it from any task.
 #[derive(Debug, Clone)]
 pub struct Gateway {
     config: Arc<Config>,
     sinks: Vec<Arc<dyn AlertSink>>,
+    logins: Arc<password::Logins>,
 }
 
 impl Gateway {
@@ -89,6 +95,7 @@ impl Gateway {
         Gateway {
             config: Arc::new(config),
             sinks,
+            logins: Arc::default(),
         }
     }
 
@@ -107,7 +114,7 @@ impl Gateway {
     /// One sync (SPEC §2), under the run lock, recorded in `STATE_DIR`, alerts and metrics.
     /// Another run holding the lock gives [`RunOutcome::Skipped`] at once.
     pub fn sync_blocking(&self, options: SyncOptions) -> RunRecord {
-        sync::sync(&self.config, &self.sinks, options)
+        sync::sync(&self.config, &self.logins, &self.sinks, options)
     }
 
     /// [`Gateway::sync_blocking`] on tokio's blocking pool.
@@ -118,7 +125,7 @@ impl Gateway {
 
     /// Plans a sync and changes nothing: no lock, no state, no file written.
     pub fn dry_run_blocking(&self) -> DryRun {
-        sync::dry_run(&self.config)
+        sync::dry_run(&self.config, &self.logins)
     }
 
     /// [`Gateway::dry_run_blocking`] on tokio's blocking pool.

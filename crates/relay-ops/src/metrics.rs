@@ -125,7 +125,7 @@ pub(crate) fn render(m: &RunMetrics) -> String {
 }
 
 /// The cargo features relay-sync can be built with, and whether this build has each.
-const FEATURES: &[(&str, bool)] = &[("sns", cfg!(feature = "sns"))];
+const FEATURES: &[(&str, bool)] = &[("aws", cfg!(feature = "aws"))];
 
 /// `relay_sync_build_info`'s `features` label: the features this build has, comma-separated.
 fn features() -> String {
@@ -312,13 +312,13 @@ mod tests {
 
     #[test]
     fn textfile_format() {
-        // The features depend on how the test is built (`cargo xtask test` enables sns).
+        // The features depend on how the test is built (`cargo xtask test` enables aws).
         let text = render(&SAMPLE).replace(
             &format!("features=\"{}\"", features()),
             "features=\"[FEATURES]\"",
         );
         insta::assert_snapshot!(text);
-        assert_eq!(features().is_empty(), !cfg!(feature = "sns"));
+        assert_eq!(features().is_empty(), !cfg!(feature = "aws"));
     }
 
     #[test]

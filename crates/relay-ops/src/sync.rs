@@ -23,6 +23,7 @@ use crate::failures::AlertRule;
 use crate::hold::Hold;
 use crate::journal::Journaled;
 use crate::lock::{self, LockError};
+use crate::password::{self, Logins};
 use crate::{check, failures, metrics, outbox, state_dir};
 
 /// What a caller may change about one sync.
@@ -45,7 +46,8 @@ pub enum RunOutcome {
     /// Syncs are held (`relay-sync hold`); this one changed nothing.
     Held(Hold),
     /// The database password could not be had (`DB_PASSWORD_FILE` unreadable,
-    /// `DB_PASSWORD_COMMAND` failing): the database cannot be reached, nothing was touched.
+    /// `DB_PASSWORD_COMMAND` failing, `DB_PASSWORD_SECRET` not readable): the database cannot
+    /// be reached, nothing was touched.
     PasswordFailed(ConfigError),
     /// This host is not set up to sync: nothing was touched.
     NotReady(NotReady),
@@ -139,11 +141,12 @@ pub(crate) const POSTCONF_CACHE: &str = "postconf.cache";
 /// Runs one sync under the lock and records it. Blocking; see [`crate::Gateway::sync`].
 pub(crate) fn sync(
     config: &Config,
+    logins: &Arc<Logins>,
     alerts: &[Arc<dyn AlertSink>],
     options: SyncOptions,
 ) -> RunRecord {
     let rule = AlertRule::AfterRuns(config.alert_after_failures);
-    sync_with(config, alerts, options, rule, false).0
+    sync_with(config, logins, alerts, options, rule, false).0
 }
 
 /// [`sync`] with the watcher's alert rule, and the [`Fingerprint`] of the names the run read
@@ -151,6 +154,7 @@ pub(crate) fn sync(
 /// compares later polls with exactly what this run planned from.
 pub(crate) fn sync_with(
     config: &Config,
+    logins: &Arc<Logins>,
     alerts: &[Arc<dyn AlertSink>],
     options: SyncOptions,
     rule: AlertRule,
@@ -193,7 +197,7 @@ pub(crate) fn sync_with(
                     );
                         (RunOutcome::Held(hold), None)
                     }
-                    None => locked_sync(config, options, fingerprint, kept),
+                    None => locked_sync(config, logins, options, fingerprint, kept),
                 },
                 // The operator's intent (a hold) or the run's memory is unknown: change nothing,
                 // and say so.
@@ -247,6 +251,7 @@ fn stuck_after(config: &Config) -> Duration {
 /// The sync proper, under the lock; with the fingerprint of the rows read when asked for.
 fn locked_sync(
     config: &Config,
+    logins: &Arc<Logins>,
     options: SyncOptions,
     want_fingerprint: bool,
     kept: state_dir::Kept,
@@ -256,7 +261,7 @@ fn locked_sync(
         postfix,
         source,
         runtime,
-    } = match Preflight::run(config, true) {
+    } = match Preflight::run(config, logins, true) {
         Ok(prepared) => prepared,
         Err(outcome) => return (outcome, None),
     };
@@ -331,13 +336,13 @@ fn finish_backups(config: &Config, since: Result<u64, PostfixError>, outcome: &O
 }
 
 /// Plans a sync without changing anything, not even the log file, the lock or the state.
-pub(crate) fn dry_run(config: &Config) -> DryRun {
+pub(crate) fn dry_run(config: &Config, logins: &Arc<Logins>) -> DryRun {
     let Preflight {
         settings,
         postfix,
         source,
         runtime,
-    } = match Preflight::run(config, false) {
+    } = match Preflight::run(config, logins, false) {
         Ok(prepared) => prepared,
         Err(outcome) => return DryRun::Failed(outcome),
     };
@@ -360,18 +365,19 @@ struct Preflight {
 }
 
 impl Preflight {
-    /// Turns the config into the engine's settings, resolves the password, and runs the
-    /// database query beside Postfix's first postconf. `real` is false for a dry run, which
-    /// writes nothing (not even the postconf cache).
+    /// Turns the config into the engine's settings, resolves the login (the one `logins`
+    /// keeps from a secret), and runs the database query beside Postfix's first postconf; a
+    /// password from a secret that MariaDB refuses is read again once (`password`). `real` is
+    /// false for a dry run, which writes nothing (not even the postconf cache).
     #[allow(clippy::result_large_err)] // As the engine's `prepare`: once per run.
-    fn run(config: &Config, real: bool) -> Result<Preflight, RunOutcome> {
+    fn run(config: &Config, logins: &Arc<Logins>, real: bool) -> Result<Preflight, RunOutcome> {
         let settings = sync_settings(config);
-        let password = config.resolve_password().map_err(|error| {
+        let login = logins.current(config).map_err(|error| {
             tracing::error!("{error}");
             tracing::error!("Keeping current configuration");
             RunOutcome::PasswordFailed(error)
         })?;
-        let source = MariaDbSource::new(config.db_settings(password));
+        let source = MariaDbSource::new(config.db_settings(login.clone()));
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -404,6 +410,26 @@ impl Preflight {
             tracing::error!("Keeping current configuration");
             return Err(RunOutcome::NotReady(NotReady::TransportMaps(problem)));
         }
+        // A refused password from a secret: it may have been rotated since it was read.
+        let (source, fetched) = match fetched {
+            Some(Err(error)) => {
+                let retry = |login| {
+                    let source = MariaDbSource::new(config.db_settings(login));
+                    async move {
+                        let fetched = source.fetch().await?;
+                        Ok((source, fetched))
+                    }
+                };
+                let retried = runtime.block_on(password::retry_refused(
+                    logins, config, &login, error, retry,
+                ));
+                match retried {
+                    Ok((renewed, fetched)) => (renewed, Some(Ok(fetched))),
+                    Err(error) => (source, Some(Err(error))),
+                }
+            }
+            fetched => (source, fetched),
+        };
         Ok(Preflight {
             settings,
             postfix,

@@ -36,6 +36,7 @@ use tokio::sync::Notify;
 
 use crate::failures::AlertRule;
 use crate::metrics::{self, WatchMetrics};
+use crate::password::{self, DbLogin};
 use crate::sync::{self, RunOutcome};
 use crate::{off_the_executor, Gateway, SyncOptions};
 use decide::{Decider, Polled, Reason};
@@ -174,6 +175,12 @@ enum PollFailure {
     Password(crate::ConfigError),
 }
 
+impl From<DbError> for PollFailure {
+    fn from(error: DbError) -> Self {
+        PollFailure::Database(error)
+    }
+}
+
 impl std::fmt::Display for PollFailure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -192,6 +199,8 @@ struct Watcher {
     signal: Signal,
     /// Reads Postfix's mark (main.cf, the master) at each poll and after each sync.
     postfix: Arc<MarkReader>,
+    /// The login the change signal connected with, for a refused password (`password`).
+    login: Option<DbLogin>,
     metrics: WatchMetrics,
     metrics_written: Option<Instant>,
     /// When the current failure streak began (this watcher's view), for `ALERT_AFTER_SECONDS`.
@@ -217,6 +226,7 @@ async fn run(
         decider: Decider::new(config.reconcile_interval),
         signal: Signal::Pending,
         postfix: Arc::new(MarkReader::new(config.postfix_settings())),
+        login: None,
         gateway,
         shared,
         started: Instant::now(),
@@ -329,18 +339,52 @@ impl Watcher {
         config.poll_interval
     }
 
-    /// Polls the change signal, connecting (and resolving the password) when needed.
+    /// Polls the change signal. When MariaDB refuses a password read from a secret, the
+    /// secret may have been rotated: it is read again (at most once per `RECONCILE_INTERVAL`
+    /// while refused) and the poll made once more with what it holds.
     async fn poll(&mut self) -> Result<Polled, PollFailure> {
+        match self.poll_once().await {
+            Err(PollFailure::Database(error)) if error.is_password_refused() => {
+                let Some(login) = self.login.clone() else {
+                    return Err(PollFailure::Database(error));
+                };
+                let config = self.gateway.config().clone();
+                let logins = Arc::clone(&self.gateway.logins);
+                // The renewed login is the one `logins` keeps now: the poll connects with it.
+                let this = &mut *self;
+                // Moved into the call, so the poll may borrow the watcher for as long as it runs.
+                let again = move |_| {
+                    let this = this;
+                    this.poll_once()
+                };
+                password::retry_refused(&logins, &config, &login, error, again).await
+            }
+            polled => polled,
+        }
+    }
+
+    /// Polls the change signal once, connecting (and resolving the login) when needed.
+    async fn poll_once(&mut self) -> Result<Polled, PollFailure> {
         if matches!(self.signal, Signal::Unavailable) {
             return Ok(Polled::NoSignal);
         }
         self.metrics.polls += 1;
+        // A sync renewed the login since the signal connected (a rotated secret): its next
+        // reconnect logs in with the new one, while the connection it keeps stays.
+        if let (Signal::Ready(signal), Some(kept)) = (&mut self.signal, self.gateway.logins.kept())
+        {
+            if self.login.as_ref() != Some(&kept) {
+                signal.set_login(kept.user.clone(), kept.password.clone());
+                self.login = Some(kept);
+            }
+        }
         if matches!(self.signal, Signal::Pending) {
             let gateway = self.gateway.clone();
-            let password = off_the_executor(move || gateway.config().resolve_password())
+            let login = off_the_executor(move || gateway.logins.current(gateway.config()))
                 .await
                 .map_err(PollFailure::Password)?;
-            let source = MariaDbSource::new(self.gateway.config().db_settings(password));
+            self.login = Some(login.clone());
+            let source = MariaDbSource::new(self.gateway.config().db_settings(login));
             match ChangeSignal::new(source) {
                 Ok(signal) => self.signal = Signal::Ready(Box::new(signal)),
                 Err(_) => {
@@ -448,6 +492,7 @@ impl Watcher {
         let (record, read) = off_the_executor(move || {
             sync::sync_with(
                 gateway.config(),
+                &gateway.logins,
                 &gateway.sinks,
                 SyncOptions::default(),
                 rule,

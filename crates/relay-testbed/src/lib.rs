@@ -3,8 +3,9 @@
 //! replica with GTID replication ([`Replication`]), a network namespace whose link can fail
 //! ([`NetNs`]), a private Postfix instance ([`Postfix`]), Postfix in a real container and images
 //! built from Debian's packages ([`PostfixContainer`], [`Image`], [`Pod`]), Postfix's
-//! `smtp-sink` standing in for the mailbox host ([`SmtpSink`]), and a stand-in Amazon SNS
-//! endpoint that checks SigV4 signatures and records what is published ([`SnsStandIn`]).
+//! `smtp-sink` standing in for the mailbox host ([`SmtpSink`]), and stand-ins for two AWS
+//! services, each checking SigV4 signatures and recording what it was asked: Amazon SNS
+//! ([`SnsStandIn`]) and AWS Secrets Manager ([`SecretsManagerStandIn`]).
 //!
 //! Everything lives under its own temporary directory, listens on 127.0.0.1 (or inside a
 //! namespace of its own) only, and is stopped and removed on drop. A missing package is an
@@ -21,11 +22,13 @@
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 
+mod aws;
 mod container;
 mod mariadb;
 mod netns;
 mod postfix;
 mod replica;
+mod secrets_manager;
 mod sns;
 pub mod takeover;
 
@@ -37,6 +40,10 @@ pub use mariadb::{command_types, MariaDb, ServerOptions};
 pub use netns::NetNs;
 pub use postfix::{Postfix, SmtpSink};
 pub use replica::{Lag, Replication};
+pub use secrets_manager::{
+    Behaviour as SecretsBehaviour, SecretsManagerStandIn, Seen as SecretsSeen,
+    ACCOUNT as SECRETS_ACCOUNT,
+};
 pub use sns::{Behaviour as SnsBehaviour, Published as SnsPublished, Seen as SnsSeen, SnsStandIn};
 
 /// The repository's `fixtures/` directory.

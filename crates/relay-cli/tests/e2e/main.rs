@@ -6,6 +6,7 @@
 //! IT-003 (`three_added_two_disabled`), IT-004 (`database_stopped_keeps_configuration`).
 //! The operational tests OT-001 and OT-002 speak SMTP to the private Postfix (`mail_flow`).
 //! Issue "Reliability": `faults`, `crash`, `concurrency`, `hostile`, `alerts`, `tls`, `timeouts`.
+//! AWS (the `aws` feature): `sns` alerts and `secrets`, the password from Secrets Manager.
 
 #![allow(clippy::unwrap_used)] // Test helpers outside #[test] functions.
 #![allow(clippy::disallowed_methods)] // Tests set files up by path in their own temporary directories.
@@ -31,6 +32,7 @@ mod hostile;
 mod mail_flow;
 mod map_mode;
 mod recipients;
+mod secrets;
 mod sidecar;
 mod smtp;
 mod sns;

@@ -3,12 +3,12 @@
 //! published. The binary gets static test credentials from the environment and IMDS is
 //! switched off, so nothing leaves loopback.
 //!
-//! With the `sns` feature: a reload failure publishes one critical message, the 5th failure a
+//! With the `aws` feature: a reload failure publishes one critical message, the 5th failure a
 //! warning, recovery a notice; a failing endpoint leaves the exit code alone and the alert is
 //! published by a later run; a hung endpoint is abandoned at COMMAND_TIMEOUT; `check` reports
 //! credentials and topic access. Without it: the binary refuses `ALERT_SNS_TOPIC_ARN`.
 
-#[cfg(feature = "sns")]
+#[cfg(feature = "aws")]
 mod with_feature {
     use std::collections::BTreeMap;
     use std::time::{Duration, Instant};
@@ -366,9 +366,9 @@ mod with_feature {
 
 /// A build without the feature refuses ALERT_SNS_TOPIC_ARN at once (exit 2), naming the
 /// feature and the other alert channels, before it touches anything.
-#[cfg(not(feature = "sns"))]
+#[cfg(not(feature = "aws"))]
 #[test]
-fn without_the_sns_feature_the_topic_is_refused() {
+fn without_the_aws_feature_the_topic_is_refused() {
     use std::os::unix::fs::PermissionsExt;
 
     let dir = tempfile::tempdir().unwrap();
@@ -390,8 +390,8 @@ fn without_the_sns_feature_the_topic_is_refused() {
         let stderr = String::from_utf8_lossy(&output.stderr);
         let stdout = String::from_utf8_lossy(&output.stdout);
         let expected = format!(
-            "ALERT_SNS_TOPIC_ARN is set ({} line 3) but this relay-sync was built without SNS \
-             support (cargo feature `sns`)",
+            "ALERT_SNS_TOPIC_ARN is set ({} line 3) but this relay-sync was built without AWS \
+             support (cargo feature `aws`)",
             config.display()
         );
         assert!(

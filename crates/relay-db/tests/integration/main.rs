@@ -173,13 +173,20 @@ async fn wrong_password_is_auth_and_never_shows_the_password() {
     settings.password = Some(Secret::new(wrong));
     let err = fetch(settings).await.unwrap_err();
     match &err {
-        DbError::Auth { addr, user, detail } => {
+        DbError::Auth {
+            addr,
+            user,
+            code,
+            detail,
+        } => {
             assert_eq!(addr, &format!("127.0.0.1:{}", db.port()));
             assert_eq!(user, "relay_sync");
+            assert_eq!(*code, 1045);
             assert!(detail.contains("1045"), "{detail}");
         }
         other => panic!("expected Auth, got {other:?}"),
     }
+    assert!(err.is_password_refused(), "{err:?}");
     for text in [err.to_string(), format!("{err:?}")] {
         assert!(!text.contains(wrong), "password leaked: {text}");
         assert!(!text.contains(PASSWORD), "password leaked: {text}");
@@ -192,7 +199,12 @@ async fn unknown_database_is_auth() {
     let mut settings = settings(db);
     settings.database = "no_such_database".to_owned();
     match fetch(settings).await {
-        Err(DbError::Auth { detail, .. }) => assert!(detail.contains("no_such_database")),
+        Err(error @ DbError::Auth { .. }) => {
+            assert!(error.to_string().contains("no_such_database"), "{error}");
+            // A refused database is not a refused password: reading the password again
+            // would not help.
+            assert!(!error.is_password_refused(), "{error:?}");
+        }
         other => panic!("expected Auth, got {other:?}"),
     }
 }

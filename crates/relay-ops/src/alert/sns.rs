@@ -1,41 +1,28 @@
-//! Alerts published to an Amazon SNS topic (`ALERT_SNS_TOPIC_ARN`), with AWS's own SDK: SigV4
-//! signing and the credential chain (environment, ECS container credentials, IMDSv2, profiles)
-//! are AWS's code, not ours.
+//! Alerts published to an Amazon SNS topic (`ALERT_SNS_TOPIC_ARN`), with AWS's own SDK (see
+//! `crate::aws` for what every AWS call shares: its own small runtime, one credential lookup,
+//! the `COMMAND_TIMEOUT` bound, no retries, errors without credentials).
 //!
-//! relay-ops runs its work synchronously on a blocking thread, so each call starts a small
-//! current-thread runtime of its own and drops it before returning; nothing AWS-related outlives
-//! the call (no connection pool, no runtime an embedder could drop in the wrong place). Alerts
-//! are rare, and the credentials are resolved once per call and handed to the client as they
-//! are, so one publish costs one credential lookup.
-//!
-//! Every call is bounded as a whole by `COMMAND_TIMEOUT`, credential lookup included, and the
-//! connection by [`CONNECT_TIMEOUT`] (or less). The SDK does not retry: the outbox offers an
-//! undelivered alert again on every later run, and a retry inside the call would only stretch
-//! the one bound the run has. For the same reason, once the endpoint has not answered (or
-//! could not be reached), the sink does not try again for [`HOLD_OFF`]: a run with twenty
-//! alerts queued waits for one timeout, not twenty, and they wait in the outbox instead.
+//! The outbox offers an undelivered alert again on every later run, so once the endpoint has
+//! not answered (or could not be reached), the sink does not try again for [`HOLD_OFF`]: a run
+//! with twenty alerts queued waits for one timeout, not twenty, and they wait in the outbox
+//! instead.
 //!
 //! Nothing here logs, and every error text has every part of the credentials removed: no
 //! credential reaches a log line, an error or `status`.
 
-use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use aws_config::retry::RetryConfig;
-use aws_config::timeout::TimeoutConfig;
-use aws_config::{BehaviorVersion, Region};
-use aws_sdk_sns::config::{Credentials, ProvideCredentials};
-use aws_sdk_sns::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_sns::config::Credentials;
+use aws_sdk_sns::error::SdkError;
 use aws_sdk_sns::types::MessageAttributeValue;
-use aws_smithy_http_client::tls::{rustls_provider::CryptoMode, Provider};
 
 use super::AlertSink;
+use crate::aws::{self, block_on, redact, Call};
 use crate::config::SnsSettings;
 use crate::failures::Alert;
 
-/// The longest a connection to SNS may take to open, when `COMMAND_TIMEOUT` is longer.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+pub use crate::aws::CONNECT_TIMEOUT;
 
 /// How long after the endpoint failed to answer the sink does not try it again.
 pub const HOLD_OFF: Duration = Duration::from_secs(60);
@@ -241,67 +228,21 @@ pub fn sns_subject(subject: &str) -> String {
     format!("{}...", ascii[..SUBJECT_MAX - 3].trim_end())
 }
 
-/// Runs `work` to completion on a current-thread runtime of its own. On a thread that already
-/// belongs to a runtime (an embedder calling from async code), `block_on` would panic, so the
-/// runtime then runs on a thread of its own.
-fn block_on<T: Send>(work: impl Future<Output = T> + Send) -> Result<T, String> {
-    let run = move || {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map(|runtime| runtime.block_on(work))
-            .map_err(|error| format!("cannot start the async runtime: {error}"))
-    };
-    if tokio::runtime::Handle::try_current().is_err() {
-        return run();
-    }
-    std::thread::scope(|scope| {
-        std::thread::Builder::new()
-            .name("relay-sync-sns".to_owned())
-            .spawn_scoped(scope, run)
-            .map_err(|error| format!("cannot start a thread for SNS: {error}"))?
-            .join()
-            .unwrap_or_else(|_| Err("the SNS call panicked".to_owned()))
-    })
-}
-
 /// The SNS client for `settings`, with the credentials the standard chain resolved now.
 async fn connect(
     settings: &SnsSettings,
     timeout: Duration,
 ) -> Result<(aws_sdk_sns::Client, Credentials), String> {
-    let http = aws_smithy_http_client::Builder::new()
-        .tls_provider(Provider::Rustls(CryptoMode::Ring))
-        .build_https();
-    let timeouts = TimeoutConfig::builder()
-        .connect_timeout(timeout.min(CONNECT_TIMEOUT))
-        .operation_timeout(timeout)
-        .build();
-    // The loader's own providers (IMDSv2, ECS container credentials, STS for web identity)
-    // use this client and these bounds too; the endpoint override is SNS's alone.
-    let sdk = aws_config::defaults(BehaviorVersion::latest())
-        .region(Region::new(settings.region.clone()))
-        .http_client(http)
-        .timeout_config(timeouts)
-        .retry_config(RetryConfig::disabled())
-        .load()
-        .await;
-    let provider = sdk.credentials_provider().ok_or_else(|| {
-        "no AWS credential provider is configured (this is a bug in relay-sync)".to_owned()
-    })?;
-    let credentials = provider.provide_credentials().await.map_err(|error| {
-        one_line(&format!(
-            "no AWS credentials from the standard chain (environment, ECS container \
-             credentials, instance profile, profiles): {}",
-            DisplayErrorContext(&error)
-        ))
-    })?;
-    let mut config =
-        aws_sdk_sns::config::Builder::from(&sdk).credentials_provider(credentials.clone());
+    let session = aws::session(Some(&settings.region), timeout).await?;
+    let mut config = aws_sdk_sns::config::Builder::from(&session.sdk)
+        .credentials_provider(session.credentials.clone());
     if let Some(endpoint) = &settings.endpoint {
         config = config.endpoint_url(endpoint);
     }
-    Ok((aws_sdk_sns::Client::from_conf(config.build()), credentials))
+    Ok((
+        aws_sdk_sns::Client::from_conf(config.build()),
+        session.credentials,
+    ))
 }
 
 /// Where the calls go, for messages.
@@ -314,11 +255,23 @@ fn endpoint_name(settings: &SnsSettings) -> String {
 
 /// The error for a call that did not finish within `timeout`.
 fn no_answer(settings: &SnsSettings, timeout: Duration) -> String {
-    format!(
-        "no answer from {} within {}s (COMMAND_TIMEOUT); abandoned",
-        endpoint_name(settings),
-        timeout.as_secs_f64()
-    )
+    call("", settings, &endpoint_name(settings), timeout).no_answer()
+}
+
+/// `action` on the topic, for [`aws::describe`].
+fn call<'a>(
+    action: &'a str,
+    settings: &'a SnsSettings,
+    endpoint: &'a str,
+    timeout: Duration,
+) -> Call<'a> {
+    Call {
+        action,
+        resource: &settings.topic_arn,
+        policy: "sns-policy.json",
+        endpoint,
+        timeout,
+    }
 }
 
 /// What went wrong with `action`, in the operator's words: a denial names the IAM action the
@@ -330,75 +283,17 @@ fn describe<E, R>(
     timeout: Duration,
 ) -> String
 where
-    E: ProvideErrorMetadata + std::error::Error + 'static,
+    E: aws_sdk_sns::error::ProvideErrorMetadata + std::error::Error + 'static,
     R: std::fmt::Debug,
 {
-    match error {
-        SdkError::TimeoutError(_) => no_answer(settings, timeout),
-        SdkError::DispatchFailure(_) => format!(
-            "cannot reach {}: {}",
-            endpoint_name(settings),
-            DisplayErrorContext(error)
-        ),
-        SdkError::ServiceError(_) => {
-            let message = error.message().unwrap_or("no message");
-            match error.code() {
-                Some("AuthorizationError" | "AccessDenied" | "AccessDeniedException") => format!(
-                    "access denied: the gateway's role needs {action} on {} (see \
-                     /usr/share/relay-sync/sns-policy.json): {message}",
-                    settings.topic_arn
-                ),
-                Some(
-                    code @ ("InvalidClientTokenId"
-                    | "SignatureDoesNotMatch"
-                    | "IncompleteSignature"
-                    | "ExpiredToken"
-                    | "UnrecognizedClientException"),
-                ) => format!("the credentials were refused ({code}): {message}"),
-                Some("NotFound") => format!("no such topic {}: {message}", settings.topic_arn),
-                Some(code) => format!("{action} failed ({code}): {message}"),
-                None => format!(
-                    "{action} failed at {}: {}",
-                    endpoint_name(settings),
-                    DisplayErrorContext(error)
-                ),
-            }
-        }
-        _ => format!(
-            "{action} failed at {}: {}",
-            endpoint_name(settings),
-            DisplayErrorContext(error)
-        ),
-    }
-}
-
-/// `text` on one line: the SDK's chain errors list each provider on a line of its own, and a
-/// log line or a `check` detail is one line.
-fn one_line(text: &str) -> String {
-    let mut out = String::new();
-    for line in text.lines().map(str::trim).filter(|line| !line.is_empty()) {
-        if !out.is_empty() {
-            out.push_str(if out.ends_with(':') { " " } else { "; " });
-        }
-        out.push_str(line);
-    }
-    out
-}
-
-/// `text` on one line, with every part of `credentials` replaced by `[redacted]`. The SDK's
-/// errors do not carry credentials; this keeps it so whatever a server echoes back.
-fn redact(text: String, credentials: &Credentials) -> String {
-    let text = one_line(&text);
-    let secrets = [
-        Some(credentials.secret_access_key()),
-        credentials.session_token(),
-        Some(credentials.access_key_id()),
-    ];
-    secrets
-        .into_iter()
-        .flatten()
-        .filter(|secret| !secret.is_empty())
-        .fold(text, |text, secret| text.replace(secret, "[redacted]"))
+    let endpoint = endpoint_name(settings);
+    aws::describe(
+        error,
+        &call(action, settings, &endpoint, timeout),
+        |code, message| {
+            (code == "NotFound").then(|| format!("no such topic {}: {message}", settings.topic_arn))
+        },
+    )
 }
 
 #[cfg(test)]
@@ -445,28 +340,6 @@ mod tests {
         assert_eq!(
             statements[0]["Action"],
             serde_json::json!(["sns:Publish", "sns:GetTopicAttributes"])
-        );
-    }
-
-    #[test]
-    fn errors_are_one_line() {
-        assert_eq!(
-            one_line("no credentials. Attempted:\n  Environment: not set\n\n  Profile: none\n"),
-            "no credentials. Attempted: Environment: not set; Profile: none"
-        );
-    }
-
-    #[test]
-    fn redaction_removes_every_part_of_the_credentials() {
-        let credentials =
-            Credentials::new("AKIDEXAMPLE", "s3cr3t/key", Some("tok3n".into()), None, "t");
-        let text = redact(
-            "key AKIDEXAMPLE secret s3cr3t/key token tok3n end".to_owned(),
-            &credentials,
-        );
-        assert_eq!(
-            text,
-            "key [redacted] secret [redacted] token [redacted] end"
         );
     }
 }

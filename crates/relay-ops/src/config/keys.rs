@@ -18,7 +18,8 @@ use super::declare::{config_keys, is_field_name, parse_default, Key, Section, Sh
 use super::values::*;
 
 config_keys! {
-    /// The password: set at most ONE of DB_PASSWORD, DB_PASSWORD_FILE and DB_PASSWORD_COMMAND.
+    /// The password: set at most ONE of DB_PASSWORD, DB_PASSWORD_FILE, DB_PASSWORD_COMMAND and
+    /// DB_PASSWORD_SECRET (on AWS, the secret is the recommended way).
     section "Database: the admin panel's MariaDB (read only)" {
         /// Host name or IP address of MariaDB.
         db_host "DB_HOST": Host = required.example("192.0.2.10"),
@@ -27,21 +28,43 @@ config_keys! {
         /// Database holding the `domains` table.
         db_name "DB_NAME": Text = default("mailserver_usermgmt"),
         /// A user with SELECT on `domains` only (see /usr/share/relay-sync/create-user.sql).
+        /// When not set, a JSON DB_PASSWORD_SECRET's "username" is used instead of the default.
         db_user "DB_USER": Text = default("relay_sync"),
-        /// The password itself (at most one of the three DB_PASSWORD keys); this file must then
+        /// The password itself (at most one of the four DB_PASSWORD keys); this file must then
         /// be mode 0600 (relay-sync refuses to run otherwise).
         db_password "DB_PASSWORD": Text = unset.secret(),
         /// A file holding the password (trailing newline ignored), e.g. a systemd credential or a
         /// root-only file.
         db_password_file "DB_PASSWORD_FILE": AbsolutePath =
             unset.shipped("/opt/mailserver/config/relay-sync.db-password"),
-        /// A command run through /bin/sh -c whose stdout is the password; killed after
-        /// COMMAND_TIMEOUT; its stdout never appears in a log or an error. If it fails, the run
-        /// counts as a database failure (exit 3). Its first program must be root's alone, as
-        /// for ALERT_COMMAND; no AWS_* variable reaches it (name the region with --region).
-        db_password_command "DB_PASSWORD_COMMAND": Text = unset.example(
-            "aws secretsmanager get-secret-value --secret-id relay-sync/db --query SecretString --output text"
+        /// A command run through /bin/sh -c whose stdout is the password (for a secret store
+        /// other than AWS Secrets Manager); killed after COMMAND_TIMEOUT; its stdout never
+        /// appears in a log or an error. If it fails, the run counts as a database failure
+        /// (exit 3). Its first program must be root's alone, as for ALERT_COMMAND; no AWS_*
+        /// variable reaches it.
+        db_password_command "DB_PASSWORD_COMMAND": Text =
+            unset.example("vault kv get -field=password secret/relay-sync/db"),
+        /// The password from AWS Secrets Manager: a secret's ARN (its region is used) or name. A
+        /// plain secret is the password; a JSON one ({"username": ..., "password": ...}, as RDS
+        /// rotation writes it) gives the password, and the user when DB_USER is not set.
+        /// Credentials from AWS's standard chain (environment, ECS task role, instance profile,
+        /// profiles); the role needs secretsmanager:GetSecretValue, and kms:Decrypt for a
+        /// customer managed key (/usr/share/relay-sync/secret-policy.json). Read once per run,
+        /// bounded by COMMAND_TIMEOUT, never logged; when MariaDB refuses the password (a
+        /// rotation), read again once and the login retried. Needs a build with the `aws`
+        /// feature.
+        db_password_secret "DB_PASSWORD_SECRET": SecretId = unset.example(
+            "arn:aws:secretsmanager:eu-central-1:123456789012:secret:relay-sync/db-AbCdEf"
         ),
+        /// The region whose Secrets Manager is asked.
+        db_password_secret_region "DB_PASSWORD_SECRET_REGION": AwsRegion = derived(
+            "the region in DB_PASSWORD_SECRET's ARN; for a name, AWS's standard chain (AWS_REGION, profile, instance metadata)"
+        ),
+        /// A Secrets Manager endpoint URL to use instead, e.g. a VPC interface endpoint's
+        /// https://vpce-....secretsmanager.REGION.vpce.amazonaws.com; the same rule as
+        /// ALERT_SNS_ENDPOINT's.
+        db_password_secret_endpoint "DB_PASSWORD_SECRET_ENDPOINT": Endpoint =
+            derived("the region's public endpoint"),
         /// The query; it must return one text column of domain names.
         db_query "DB_QUERY": Text = default("SELECT name FROM domains WHERE enabled = 1"),
         /// Transport security: disabled, preferred, required, verify-ca or verify-full.
@@ -162,7 +185,7 @@ config_keys! {
         /// with the severity and host name as message attributes; credentials from AWS's
         /// standard chain (environment, ECS task role, instance profile, profiles); the role
         /// needs sns:Publish and sns:GetTopicAttributes (/usr/share/relay-sync/sns-policy.json).
-        /// Bounded by COMMAND_TIMEOUT. Needs a build with the `sns` feature.
+        /// Bounded by COMMAND_TIMEOUT. Needs a build with the `aws` feature.
         alert_sns_topic_arn "ALERT_SNS_TOPIC_ARN": TopicArn =
             unset.example("arn:aws:sns:eu-central-1:123456789012:relay-sync-alerts"),
         /// The region whose SNS endpoint is used.

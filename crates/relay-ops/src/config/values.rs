@@ -173,6 +173,25 @@ value_type! {
     )
 }
 
+value_type! {
+    /// `DB_PASSWORD_SECRET`: a Secrets Manager secret's ARN, with the region it names, or its
+    /// name.
+    SecretId -> SecretRef, |text| secret_ref(text).ok_or(
+        "a Secrets Manager secret's ARN such as \
+         arn:aws:secretsmanager:eu-central-1:123456789012:secret:relay-sync/db-AbCdEf, or its \
+         name (up to 512 letters, digits and /_+=.@-)",
+    )
+}
+
+/// A Secrets Manager secret as `DB_PASSWORD_SECRET` names it.
+#[derive(Debug)]
+pub(super) struct SecretRef {
+    /// The ARN or the name, as written: what `GetSecretValue` is asked for.
+    pub(super) id: String,
+    /// The region in the ARN; `None` for a name.
+    pub(super) region: Option<String>,
+}
+
 /// An SNS topic's ARN and the region in it.
 #[derive(Debug)]
 pub(super) struct Arn {
@@ -241,6 +260,37 @@ fn topic_arn(text: &str) -> Option<Arn> {
     valid.then(|| Arn {
         arn: text.to_owned(),
         region: region.to_owned(),
+    })
+}
+
+/// `arn:PARTITION:secretsmanager:REGION:ACCOUNT:secret:NAME` (NAME as Secrets Manager shows it,
+/// with or without its random suffix), or a secret's name alone: Secrets Manager's own rule for
+/// names, 1 to 512 of `A-Za-z0-9/_+=.@-`.
+fn secret_ref(text: &str) -> Option<SecretRef> {
+    let is_name = |name: &str| {
+        (1..=512).contains(&name.len())
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"/_+=.@-".contains(&b))
+    };
+    if !text.starts_with("arn:") {
+        return is_name(text).then(|| SecretRef {
+            id: text.to_owned(),
+            region: None,
+        });
+    }
+    let parts: Vec<&str> = text.split(':').collect();
+    let ["arn", partition, "secretsmanager", region, account, "secret", name] = parts[..] else {
+        return None;
+    };
+    let valid = partition.starts_with("aws")
+        && is_region(region)
+        && account.len() == 12
+        && account.bytes().all(|b| b.is_ascii_digit())
+        && is_name(name);
+    valid.then(|| SecretRef {
+        id: text.to_owned(),
+        region: Some(region.to_owned()),
     })
 }
 
