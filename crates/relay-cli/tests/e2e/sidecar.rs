@@ -229,15 +229,14 @@ fn shipped_container_files_agree() {
     assert!(ecs_mounts(ecs_postfix)
         .keys()
         .any(|p| Path::new(transport).parent() == Some(Path::new(p))));
-    // The password comes from Secrets Manager, never from the environment in clear.
-    let secrets = ecs_relay["secrets"].as_array().unwrap();
-    assert_eq!(secrets.len(), 1);
-    assert_eq!(secrets[0]["name"], "RELAY_SYNC_DB_PASSWORD");
-    assert!(secrets[0]["valueFrom"]
-        .as_str()
-        .unwrap()
-        .starts_with("arn:aws:secretsmanager:"));
-    assert!(!ecs_env.keys().any(|k| k.contains("PASSWORD")));
+    // The password comes from Secrets Manager, read by relay-sync itself with the task role
+    // (so a rotation is followed; ECS's own `secrets` injection fixes it at task start), and
+    // is never in the environment in clear.
+    assert!(ecs_relay.get("secrets").is_none());
+    assert!(ecs_env["RELAY_SYNC_DB_PASSWORD_SECRET"].starts_with("arn:aws:secretsmanager:"));
+    assert!(!ecs_env
+        .keys()
+        .any(|k| k.contains("PASSWORD") && k != "RELAY_SYNC_DB_PASSWORD_SECRET"));
     // Every key ECS sets is one relay-sync knows, with a valid value: a typo would stop the
     // task. `status` reads the configuration and files only.
     let dir = tempfile::tempdir().unwrap();
@@ -250,7 +249,6 @@ fn shipped_container_files_agree() {
         .arg("status")
         .env_remove("RUST_LOG")
         .envs(&ecs_env)
-        .env("RELAY_SYNC_DB_PASSWORD", "from-secrets-manager")
         .env("RELAY_SYNC_STATE_DIR", dir.path().join("state"))
         .env("RELAY_SYNC_BACKUP_DIR", dir.path().join("backup"))
         .output()
