@@ -58,6 +58,9 @@ const OWNER_LABEL: &str = "io.relay-sync.testbed.pid";
 /// Debian packages of the Postfix base image.
 const BASE_PACKAGES: &str = "postfix,postfix-lmdb,postfix-cdb";
 
+/// Debian's sources of this host, in deb822 form (Debian 12's default file).
+const HOST_SOURCES: &str = "/etc/apt/sources.list.d/debian.sources";
+
 /// Changes whenever the base image's recipe changes in a way its other inputs do not show.
 const RECIPE: &str = "relay-testbed postfix base 1";
 
@@ -97,8 +100,12 @@ pub fn podman() -> Result<Command> {
         .get_or_init(|| write_containers_conf().map_err(|e| format!("{e:#}")))
         .as_ref()
         .map_err(|e| anyhow!("{e}"))?;
-    let mut command = Command::new("/usr/bin/podman");
-    command.env("CONTAINERS_CONF", conf).stdin(Stdio::null());
+    // Bounded like every command the testbed runs (a build or an image import included).
+    let mut command = Command::new("timeout");
+    command
+        .args(["-k", "10", "900", "/usr/bin/podman"])
+        .env("CONTAINERS_CONF", conf)
+        .stdin(Stdio::null());
     Ok(command)
 }
 
@@ -235,11 +242,21 @@ fn build_base() -> Result<Image> {
         // mmdebstrap picks its output format by the name's extension: it must end in .tar.
         let partial = cache_dir().join(format!(".postfix-{tag}.{}.tar", std::process::id()));
         let started = Instant::now();
-        let output = Command::new("/usr/bin/mmdebstrap")
+        // Bounded like every command the testbed runs: a stalled mirror fails the build.
+        let mut mmdebstrap = Command::new("timeout");
+        mmdebstrap
+            .args(["-k", "10", "900", "/usr/bin/mmdebstrap"])
             .args(["--variant=apt", "--quiet"])
             .arg(format!("--include={BASE_PACKAGES}"))
             .arg(&codename)
-            .arg(&partial)
+            .arg(&partial);
+        // The host's own Debian sources (its mirror), rather than mmdebstrap's default of
+        // deb.debian.org and security.debian.org: a machine that reaches Debian only through
+        // a mirror of its own installs from it, and so does the image.
+        if Path::new(HOST_SOURCES).is_file() {
+            mmdebstrap.arg(HOST_SOURCES);
+        }
+        let output = mmdebstrap
             .stdin(Stdio::null())
             .output()
             .context("cannot run mmdebstrap")?;
