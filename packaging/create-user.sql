@@ -3,8 +3,8 @@
 -- more. Replace GATEWAY_IP with the MX gateway's address as MariaDB sees it (e.g. its Tailscale
 -- IP) and CHANGE_ME_PASSWORD with a generated password, then run as an administrator:
 --
---   sed -e 's/GATEWAY_IP/100.64.0.10/' -e "s/CHANGE_ME_PASSWORD/$(openssl rand -hex 24)/" \
---       create-user.sql | mariadb
+--   PASSWORD=$(openssl rand -hex 24); echo "$PASSWORD"
+--   sed -e 's/GATEWAY_IP/100.64.0.10/' -e "s/CHANGE_ME_PASSWORD/$PASSWORD/" create-user.sql | mariadb
 --
 -- Put the same password in DB_PASSWORD_FILE (mode 0600) or your secret store on the gateway.
 CREATE USER IF NOT EXISTS 'relay_sync'@'GATEWAY_IP' IDENTIFIED BY 'CHANGE_ME_PASSWORD';

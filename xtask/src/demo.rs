@@ -22,7 +22,7 @@ pub(crate) fn run(binary: &Path) -> Result<()> {
     fs::write(
         &config,
         format!(
-            "# A demo configuration: see README.md for every key.\n\
+            "# A demo configuration: see docs/configuration.md for every key.\n\
              DB_HOST=127.0.0.1\nDB_PORT={}\nDB_USER=relay_sync\nDB_PASSWORD=relay-sync-test-pw\n\
              DELL_RELAY_IP=127.0.0.1\nDELL_RELAY_PORT=2525\nPRESERVE_DOMAINS=kuma8088.com\n\
              POSTFIX_CONFIG_DIR={}\nBACKUP_DIR={d}/backup\nLOG_FILE={d}/relay-sync.log\n\

@@ -728,11 +728,25 @@ pub fn transport_maps_verdict(config: &Config, postfix: &PostfixCli) -> Result<S
         } else {
             format!("transport_maps = {wanted}, {}", value.trim())
         };
+        // A table that transport_maps names but Postfix cannot open fails every lookup: Postfix
+        // would answer 451 to every recipient, until the first sync builds it. So when there is
+        // no map yet, the fix builds one (empty, or from the source already there) first.
+        let mut commands = Vec::new();
+        if !postfix.transport_database().exists() {
+            if !config.transport_file.exists() {
+                let file = config.transport_file.to_string_lossy();
+                let words = ["touch", file.as_ref()];
+                commands.push(shlex::try_join(words).unwrap_or_else(|_| words.join(" ")));
+            }
+            commands.push(postfix.shell_command("postmap", &[&wanted]));
+        }
+        commands.push(postfix.shell_command("postconf", &["-e", &fixed]));
+        let commands: Vec<String> = commands.iter().map(|c| format!("`{c}`")).collect();
         Err(format!(
             "transport_maps = {value:?} does not include {wanted}: domains relay-sync adds would be accepted \
-             but not routed to the next hop; run `{}` and `{}`, or set MAP_TYPE and TRANSPORT_FILE to the \
-             table transport_maps names",
-            postfix.shell_command("postconf", &["-e", &fixed]),
+             but not routed to the next hop; run {} and `{}`, in this order, or set MAP_TYPE and \
+             TRANSPORT_FILE to the table transport_maps names",
+            commands.join(", "),
             postfix.shell_command("postfix", &["reload"]),
         ))
     }

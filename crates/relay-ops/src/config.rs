@@ -3,8 +3,8 @@
 //! Every key is declared once, in the table of `config/keys.rs`: its name, value type, default,
 //! sample value and doc comment. The table generates the raw struct the file and the environment
 //! fill, its defaults, and the documentation ([`SECTIONS`]), from which the sample config file,
-//! the README's table and relay-sync.conf(5) are rendered. The rules between keys are in
-//! `Raw::into_config`, here. The rest of the program only sees [`Config`].
+//! docs/configuration.md's table and relay-sync.conf(5) are rendered. The rules between keys are
+//! in `Raw::into_config`, here. The rest of the program only sees [`Config`].
 //! The rules, including those SPEC §5 leaves open:
 //!
 //! - The file is `KEY=VALUE` lines: whitespace around keys and values is ignored, lines starting
@@ -61,7 +61,7 @@ mod values;
 
 pub use declare::{Key, Sample, Section, Shown};
 pub use keys::SECTIONS;
-pub use render::{man_page, readme_table, sample_config};
+pub use render::{man_page, markdown_table, sample_config};
 
 use keys::Raw;
 pub(crate) use keys::NAME;
@@ -2279,8 +2279,8 @@ METRICS_FILE = /var/lib/node_exporter/textfile/relay_sync.prom
         assert!(error.starts_with("not configured"), "{error}");
     }
 
-    /// The sample config file, the README's table and relay-sync.conf(5) are rendered from the
-    /// table. With `UPDATE_EXPECT=1` the test rewrites them instead of failing.
+    /// The sample config file, docs/configuration.md's table and relay-sync.conf(5) are rendered
+    /// from the table. With `UPDATE_EXPECT=1` the test rewrites them instead of failing.
     #[test]
     fn documentation_is_rendered_from_the_table() {
         const BEGIN: &str =
@@ -2313,12 +2313,14 @@ METRICS_FILE = /var/lib/node_exporter/textfile/relay_sync.prom
             man_page(env!("CARGO_PKG_VERSION")),
             read("docs/relay-sync.conf.5"),
         );
-        let readme = read("README.md");
-        let (before, rest) = readme
+        let page = read("docs/configuration.md");
+        let (before, rest) = page
             .split_once(BEGIN)
-            .expect("README.md has the BEGIN marker");
-        let (_, after) = rest.split_once(END).expect("README.md has the END marker");
-        let rendered = format!("{before}{BEGIN}{}{END}{after}", readme_table());
-        check("README.md", rendered, readme);
+            .expect("docs/configuration.md has the BEGIN marker");
+        let (_, after) = rest
+            .split_once(END)
+            .expect("docs/configuration.md has the END marker");
+        let rendered = format!("{before}{BEGIN}{}{END}{after}", markdown_table());
+        check("docs/configuration.md", rendered, page);
     }
 }

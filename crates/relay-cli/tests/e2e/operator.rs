@@ -7,6 +7,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 
 use crate::gateway::Gateway;
+use crate::smtp;
 
 /// The commands in backquotes in `text`, in order.
 fn quoted_commands(text: &str) -> Vec<String> {
@@ -75,6 +76,48 @@ fn the_suggested_transport_maps_fix_edits_this_instance() {
             .trim(),
         format!("hash:{pf}/transport, {other}")
     );
+    assert!(transport_maps_line(&gw).starts_with("ok"), "after the fix");
+    gw.sync_expecting(0);
+}
+
+/// A gateway whose Postfix has never had a transport map, as a new operator's has: the fix
+/// builds the map before `main.cf` names it. Walking through the README's install, the fix as
+/// it was (`postconf -e` and a reload) made Postfix answer `451 4.3.0 Temporary lookup failure`
+/// to every recipient until the first sync built the table: mail that worked stopped.
+#[test]
+fn the_suggested_fix_builds_the_transport_map_before_naming_it() {
+    let gw = Gateway::start("kuma8088.com", "");
+    let pf = gw.postfix.config_dir().display().to_string();
+    let transport = gw.postfix.transport_file();
+    fs::remove_file(&transport).unwrap();
+    fs::remove_file(format!("{pf}/transport.db")).unwrap();
+    gw.postfix
+        .command("postconf", &["-e", "transport_maps ="])
+        .unwrap();
+    gw.postfix.command("postfix", &["reload"]).unwrap();
+    let port = gw.postfix.smtp_port();
+    assert!(
+        smtp::rcpt_settled(port, "user@kuma8088.com", "250").starts_with("250"),
+        "a gateway without transport_maps relays"
+    );
+
+    let line = transport_maps_line(&gw);
+    let commands = quoted_commands(&line);
+    assert_eq!(
+        commands,
+        [
+            format!("touch {pf}/transport"),
+            format!("postmap -c {pf} hash:{pf}/transport"),
+            format!("postconf -c {pf} -e 'transport_maps = hash:{pf}/transport'"),
+            format!("postfix -c {pf} reload"),
+        ],
+        "{line}"
+    );
+    for command in &commands {
+        paste(command);
+    }
+    let reply = smtp::rcpt_settled(port, "user@kuma8088.com", "250");
+    assert!(reply.starts_with("250"), "after the pasted fix: {reply}");
     assert!(transport_maps_line(&gw).starts_with("ok"), "after the fix");
     gw.sync_expecting(0);
 }

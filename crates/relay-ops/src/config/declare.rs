@@ -3,8 +3,8 @@
 //! that used to be written three times: the raw struct the file and environment fill, its
 //! defaults, the setter that converts one value, the names the rules between keys refer to, and
 //! the documentation table ([`SECTIONS`](super::SECTIONS)) from which the sample config file,
-//! the README's table and relay-sync.conf(5) are rendered. rust-analyzer's `config_data!` is the
-//! model.
+//! docs/configuration.md's table and relay-sync.conf(5) are rendered. rust-analyzer's
+//! `config_data!` is the model.
 
 /// A group of keys: a heading of the sample config file and of the man page.
 #[derive(Debug, Clone, Copy)]

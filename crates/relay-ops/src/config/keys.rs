@@ -1,5 +1,5 @@
 //! Every key of relay-sync.conf, declared once: this table is where a key is added. Its doc
-//! comment is the documentation (the sample config file, the README's table and
+//! comment is the documentation (the sample config file, docs/configuration.md's table and
 //! relay-sync.conf(5) are rendered from it), its value type reads and checks the value, and its
 //! default is text the same type reads. What a key means beyond its own value (a default derived
 //! from another key, keys that exclude each other) is a rule in `Raw::into_config`.

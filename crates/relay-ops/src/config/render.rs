@@ -1,6 +1,6 @@
 //! The documentation rendered from the key table: the sample config file
-//! (`packaging/relay-sync.conf`), the README's table and relay-sync.conf(5). A test keeps the
-//! files in the repository equal to what is rendered here.
+//! (`packaging/relay-sync.conf`), docs/configuration.md's table and relay-sync.conf(5). A test
+//! keeps the files in the repository equal to what is rendered here.
 
 use std::fmt::Write as _;
 
@@ -98,7 +98,7 @@ fn comment(out: &mut String, text: &str) {
     }
 }
 
-/// A key's default in words, for the README and the man page.
+/// A key's default in words, for the man page.
 fn default_text(default: Shown) -> String {
     match default {
         Shown::Required => "Required.".to_owned(),
@@ -109,7 +109,7 @@ fn default_text(default: Shown) -> String {
 }
 
 /// relay-sync.conf(5), in roff: every key with its default and meaning, from the same table as
-/// the sample config file and the README's table. `version` goes in the footer.
+/// the sample config file and docs/configuration.md's table. `version` goes in the footer.
 pub fn man_page(version: &str) -> String {
     let mut page = Roff::new();
     let source = format!("relay-sync {version}");
@@ -160,8 +160,8 @@ pub fn man_page(version: &str) -> String {
     page.render()
 }
 
-/// The README's configuration table: key, default, meaning.
-pub fn readme_table() -> String {
+/// docs/configuration.md's table of every key: key, default, meaning.
+pub fn markdown_table() -> String {
     let mut out = String::from("| key | default | meaning |\n|---|---|---|\n");
     for key in keys() {
         let default = match key.default {
