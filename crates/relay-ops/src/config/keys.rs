@@ -20,9 +20,12 @@ use super::values::*;
 config_keys! {
     /// The password: set at most ONE of DB_PASSWORD, DB_PASSWORD_FILE and DB_PASSWORD_COMMAND.
     section "Database: the admin panel's MariaDB (read only)" {
-        /// Host name or IP address of MariaDB.
-        db_host "DB_HOST": Host = required.example("192.0.2.10"),
-        /// TCP port of MariaDB.
+        /// Host name or IP address of MariaDB; or several, comma separated, tried in order
+        /// (a replica, then the primary: `replica.example, primary.example`), each under
+        /// DB_CONNECT_TIMEOUT: the first that answers is read. HOST:PORT for a host not at
+        /// DB_PORT.
+        db_host "DB_HOST": HostList = required.example("192.0.2.10"),
+        /// TCP port of MariaDB (of each DB_HOST that names none).
         db_port "DB_PORT": Port = default("3306"),
         /// Database holding the `domains` table.
         db_name "DB_NAME": Text = default("mailserver_usermgmt"),
