@@ -12,11 +12,22 @@
 //! sync likewise collapse into one more sync.
 //!
 //! Each poll also reads Postfix's [`PostfixMark`] (a digest of `main.cf` and of the master's
-//! pid and start time; through `POSTFIX_COMMAND_PREFIX`, one command in the container), and
-//! syncs when it is not what the last sync left: a container recreated from its image (whose
-//! `main.cf` lost inline mode's domains), a restart, an edit, or a return after the last sync
-//! could not reach Postfix is repaired within `POLL_INTERVAL` plus one sync, not at the next
-//! `RECONCILE_INTERVAL`.
+//! pid and start time), and syncs when it is not what the last sync left: a container
+//! recreated from its image (whose `main.cf` lost inline mode's domains), a restart, an edit,
+//! or a return after the last sync could not reach Postfix is repaired within `POLL_INTERVAL`
+//! plus one sync, not at the next `RECONCILE_INTERVAL`. On this host the mark is two small
+//! reads (main.cf and `/proc`); through `POSTFIX_COMMAND_PREFIX` it is one command in the
+//! container (about 50 ms of CPU with podman), so it is read at most every
+//! [`MARK_EVERY_THROUGH_PREFIX`] there, whatever `POLL_INTERVAL` is: the database is polled
+//! more often than Postfix's mark.
+//!
+//! With several hosts in `DB_HOST`, the polls run on the first that answers (relay-db's
+//! [`ChangeSignal`] moves along the list and back), and a sync reads the host the poll that
+//! decided it reached, so that what it applies is what the poll saw.
+//!
+//! A sync that did not apply what it read (a full `BACKUP_DIR`, a reload that failed, another
+//! run holding the lock) is retried after a back-off (see [`decide`], rule 5): a change that
+//! met a short fault is applied seconds after the fault ends.
 //!
 //! A database outage touches nothing (Postfix keeps serving the domains it has): polls back off
 //! from `POLL_INTERVAL`, doubling up to `RECONCILE_INTERVAL`, the outage is logged once when it
@@ -30,15 +41,23 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use relay_db::{ChangeSignal, DbError, MariaDbSource};
+use relay_db::{ChangeSignal, DbError, DbHost, Fingerprint, MariaDbSource};
 use relay_postfix::{MarkReader, PostfixMark};
 use tokio::sync::Notify;
 
 use crate::failures::AlertRule;
 use crate::metrics::{self, WatchMetrics};
 use crate::sync::{self, RunOutcome};
-use crate::{off_the_executor, Gateway, SyncOptions};
-use decide::{Decider, Polled, Reason};
+use crate::{off_the_executor, Config, Gateway, SyncOptions};
+use decide::{Decider, Polled, Reason, Synced};
+
+/// How often Postfix's mark is read through `POSTFIX_COMMAND_PREFIX` (one command in the
+/// container); without a prefix it is read at every poll.
+pub const MARK_EVERY_THROUGH_PREFIX: Duration = Duration::from_secs(10);
+
+/// The shortest time between two writes of the watch metrics while nothing happens (a sync
+/// writes them at once): the heartbeat is in whole seconds, and each write is an fsync.
+pub const METRICS_EVERY: Duration = Duration::from_secs(2);
 
 /// What the watcher has done so far, for a supervisor (systemd's `READY`, `WATCHDOG`,
 /// `STATUS`), a health check or an embedder waiting for a sync it asked for.
@@ -190,8 +209,13 @@ struct Watcher {
     started: Instant,
     decider: Decider,
     signal: Signal,
-    /// Reads Postfix's mark (main.cf, the master) at each poll and after each sync.
+    /// Reads Postfix's mark (main.cf, the master) at each poll (through a prefix, every
+    /// [`MARK_EVERY_THROUGH_PREFIX`]) and after each sync.
     postfix: Arc<MarkReader>,
+    /// When the mark was last read at a poll.
+    mark_read: Option<Instant>,
+    /// The host of `DB_HOST` the last probe was read from.
+    probed_on: Option<DbHost>,
     metrics: WatchMetrics,
     metrics_written: Option<Instant>,
     /// When the current failure streak began (this watcher's view), for `ALERT_AFTER_SECONDS`.
@@ -214,9 +238,11 @@ async fn run(
         seconds(config.reconcile_interval)
     );
     let mut watcher = Watcher {
-        decider: Decider::new(config.reconcile_interval),
+        decider: Decider::new(config.poll_interval, config.reconcile_interval),
         signal: Signal::Pending,
         postfix: Arc::new(MarkReader::new(config.postfix_settings())),
+        mark_read: None,
+        probed_on: None,
         gateway,
         shared,
         started: Instant::now(),
@@ -287,9 +313,11 @@ impl Watcher {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .take();
         if let Some(gateway) = next {
+            let config = gateway.config();
             self.decider
-                .set_reconcile_interval(gateway.config().reconcile_interval);
-            self.postfix = Arc::new(MarkReader::new(gateway.config().postfix_settings()));
+                .set_intervals(config.poll_interval, config.reconcile_interval);
+            self.postfix = Arc::new(MarkReader::new(config.postfix_settings()));
+            self.mark_read = None;
             self.gateway = gateway;
             self.check_signal();
             tracing::info!("Configuration reloaded");
@@ -303,8 +331,13 @@ impl Watcher {
         // turns from a watcher that was killed and left `relay_sync_watch_up 1` behind.
         self.metrics.last_poll = chrono::Utc::now().timestamp();
         // Postfix is read beside the database: through a container's exec it takes a while.
-        let reader = Arc::clone(&self.postfix);
-        let (polled, postfix) = tokio::join!(self.poll(), read_postfix(reader));
+        let (polled, postfix) = if self.mark_due(&config) {
+            self.mark_read = Some(Instant::now());
+            let reader = Arc::clone(&self.postfix);
+            tokio::join!(self.poll(), read_postfix(reader))
+        } else {
+            (self.poll().await, None)
+        };
         let polled = match polled {
             Ok(polled) => polled,
             Err(failure) => return self.poll_failed(failure).await,
@@ -327,6 +360,15 @@ impl Watcher {
             Some(reason) => self.sync(reason).await,
         }
         config.poll_interval
+    }
+
+    /// Whether this poll reads Postfix's mark: always on this host, every
+    /// [`MARK_EVERY_THROUGH_PREFIX`] through a prefix.
+    fn mark_due(&self, config: &Config) -> bool {
+        config.postfix_command_prefix.is_empty()
+            || self
+                .mark_read
+                .is_none_or(|read| read.elapsed() >= MARK_EVERY_THROUGH_PREFIX)
     }
 
     /// Polls the change signal, connecting (and resolving the password) when needed.
@@ -362,6 +404,12 @@ impl Watcher {
                 return Err(PollFailure::Database(error));
             }
         };
+        // Another host's `UPDATE_TIME`s prove nothing about what the last one saw.
+        let host = signal.host().cloned();
+        if host != self.probed_on {
+            self.decider.forget_probe();
+            self.probed_on = host;
+        }
         if !self.decider.needs_fingerprint(probed) {
             return Ok(Polled::Unchanged);
         }
@@ -445,19 +493,37 @@ impl Watcher {
         let detected = Instant::now();
         let rule = self.alert_rule();
         let gateway = self.gateway.clone();
+        // The host the poll reached, first: the sync applies what the poll saw.
+        let reached = match &self.signal {
+            Signal::Ready(signal) => signal.host().cloned(),
+            _ => None,
+        };
         let (record, read) = off_the_executor(move || {
-            sync::sync_with(
-                gateway.config(),
-                &gateway.sinks,
-                SyncOptions::default(),
-                rule,
-                true,
-            )
+            let config = reading_first(gateway.config(), reached.as_ref());
+            sync::sync_with(&config, &gateway.sinks, SyncOptions::default(), rule, true)
         })
         .await;
         // What this sync left Postfix like: the next polls compare with it.
         let postfix = read_postfix(Arc::clone(&self.postfix)).await;
-        self.decider.synced(self.started.elapsed(), read, postfix);
+        self.mark_read = Some(Instant::now());
+        let synced = synced(&record.outcome, read);
+        let now = self.started.elapsed();
+        let readable = postfix.is_some();
+        self.decider.synced(now, synced, postfix);
+        if let Synced::Unsettled(_) = synced {
+            match self.decider.retry_due() {
+                Some(due) => tracing::info!(
+                    "The sync did not apply its changes; retrying in {} unless the database \
+                     changes again first",
+                    seconds(due.saturating_sub(now))
+                ),
+                None if !readable => tracing::info!(
+                    "The sync did not apply its changes and Postfix cannot be read; syncing \
+                     again when it answers"
+                ),
+                None => {}
+            }
+        }
         let exit = record.exit_code();
         if !matches!(record.outcome, RunOutcome::Skipped(_)) {
             self.recorded(exit == 0);
@@ -503,21 +569,46 @@ impl Watcher {
         }
     }
 
-    /// Writes the watcher's metrics: at most once per `POLL_INTERVAL`, and always when `now`.
+    /// Writes the watcher's metrics: at most once per `POLL_INTERVAL` (and per
+    /// [`METRICS_EVERY`]), and always when `now`.
     fn write_metrics(&mut self, now: bool) {
         let config = self.gateway.config();
         let Some(path) = config.metrics_file.as_deref().map(metrics::watch_path) else {
             return;
         };
+        let every = config.poll_interval.max(METRICS_EVERY);
         let due = self
             .metrics_written
-            .is_none_or(|written| written.elapsed() >= config.poll_interval);
+            .is_none_or(|written| written.elapsed() >= every);
         if !(now || due) {
             return;
         }
         self.metrics_written = Some(Instant::now());
         write_watch_metrics(&path, &self.metrics);
     }
+}
+
+/// How a sync ended for the decision: settled when Postfix holds what it read (applied, nothing
+/// to apply) or the guard refused it; otherwise a retry is owed.
+fn synced(outcome: &RunOutcome, read: Option<Fingerprint>) -> Synced {
+    use relay_engine::Outcome;
+    match (outcome, read) {
+        (
+            RunOutcome::Sync(Outcome::NoChange | Outcome::Applied(_) | Outcome::Refused(_)),
+            Some(read),
+        ) => Synced::Settled(read),
+        (_, read) => Synced::Unsettled(read),
+    }
+}
+
+/// `config` with `host` first in `DB_HOST` (the rest in their order), when it is one of them.
+fn reading_first(config: &Config, host: Option<&DbHost>) -> Config {
+    let mut config = config.clone();
+    if let Some(at) = host.and_then(|host| config.db_host.iter().position(|h| h == host)) {
+        let host = config.db_host.remove(at);
+        config.db_host.insert(0, host);
+    }
+    config
 }
 
 /// Postfix's mark now, read on the blocking pool (through `POSTFIX_COMMAND_PREFIX`, one
