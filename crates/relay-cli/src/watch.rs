@@ -4,7 +4,8 @@
 //! - `SIGTERM`, `SIGINT`: the sync in progress ends (each command bounded by
 //!   `COMMAND_TIMEOUT`, a failed step rolled back), then exit 0.
 //! - `SIGHUP`: the config file is read again; an invalid one is logged as ERROR and the one in
-//!   use is kept.
+//!   use is kept. A new `LOG_FILE` path takes effect at once (a change to or from `-`, standard
+//!   output, at the next start).
 //! - `SIGUSR1`: sync now (`systemctl kill -s USR1 relay-sync-watch` from the panel's hook).
 //! - Under systemd (`Type=notify`): `READY=1` after the first sync, `WATCHDOG=1` every cycle,
 //!   `STATUS=` the last result. Outside systemd the notifications are no-ops.
@@ -12,6 +13,8 @@
 use std::path::PathBuf;
 
 use relay_ops::{Config, Gateway, WatchEnd, WatchStatus};
+
+use crate::logging::{self, Switched};
 use sd_notify::NotifyState;
 use tokio::signal::unix::{signal, SignalKind};
 
@@ -47,6 +50,7 @@ async fn watch(gateway: Gateway, config_path: Option<PathBuf>) -> Result<WatchEn
         ))
     })();
     let (mut term, mut int, mut hup, mut usr1) = signals.map_err(WatchError::Signals)?;
+    let mut log_file = gateway.config().log_file.clone();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let watch = gateway.watch(async move {
         let _ = stopped.await;
@@ -67,6 +71,7 @@ async fn watch(gateway: Gateway, config_path: Option<PathBuf>) -> Result<WatchEn
             _ = hup.recv() => match Config::load(config_path.as_deref(), std::env::vars_os()) {
                 Ok(config) => {
                     tracing::info!("SIGHUP received: configuration read again");
+                    follow_log_file(&mut log_file, &config.log_file);
                     handle.reconfigure(Gateway::new(config));
                 }
                 Err(error) => tracing::error!(
@@ -97,6 +102,37 @@ async fn watch(gateway: Gateway, config_path: Option<PathBuf>) -> Result<WatchEn
         end.status.syncs
     );
     Ok(end)
+}
+
+/// Moves the log lines to `new` when a reloaded config names another `LOG_FILE` than `current`
+/// (which follows it). A change to or from `-` waits for the next start: the lines' other
+/// destinations (stderr, the journal) are chosen once, at start-up.
+fn follow_log_file(current: &mut std::path::PathBuf, new: &std::path::Path) {
+    if current.as_path() == new {
+        return;
+    }
+    let stdout = |path: &std::path::Path| path.as_os_str() == "-";
+    if stdout(current) || stdout(new) {
+        tracing::warn!(
+            "LOG_FILE changed from {} to {}: a change to or from - (standard output) takes \
+             effect when relay-sync watch restarts",
+            current.display(),
+            new.display()
+        );
+        return;
+    }
+    tracing::info!("LOG_FILE changed: the next lines go to {}", new.display());
+    match logging::switch_log_file(new) {
+        Ok(Switched::Moved) => {
+            tracing::info!("Log moved here from {}", current.display());
+            *current = new.to_owned();
+        }
+        Ok(Switched::Same | Switched::NotAFile) => *current = new.to_owned(),
+        Err(error) => tracing::error!(
+            "{error}; log lines keep going to {} (LOG_FILE as it was)",
+            current.display()
+        ),
+    }
 }
 
 /// `READY=1` once, after the first sync; `WATCHDOG=1` and `STATUS=` on every change.

@@ -93,6 +93,44 @@ fn watch_writes_to_the_new_log_after_logrotate() {
     assert!(gw.log().contains("Watcher stopped after"), "{}", gw.log());
 }
 
+/// SIGHUP with a config that names another `LOG_FILE`: the lines after it go to the new file.
+/// Before the fix, logging was set up once and every line kept going to the first file.
+#[test]
+fn sighup_with_another_log_file_moves_the_lines_there() {
+    let gw = Gateway::start("", "POLL_INTERVAL=0.2");
+    let watcher = Watcher::start(&gw.config, &[]);
+    assert!(wait_until(Duration::from_secs(30), || gw
+        .log()
+        .contains("===== Sync completed")));
+    let moved = gw.dir.path().join("moved/relay-sync.log");
+    gw.edit_config(|text| {
+        text.replace(
+            &format!("LOG_FILE={}/log/relay-sync.log", gw.dir.path().display()),
+            &format!("LOG_FILE={}", moved.display()),
+        )
+    });
+    watcher.signal(libc::SIGHUP);
+    let new_log = || fs::read_to_string(&moved).unwrap_or_default();
+    assert!(
+        wait_until(Duration::from_secs(20), || new_log()
+            .contains("Log moved here from")),
+        "{} got nothing; the old log:\n{}",
+        moved.display(),
+        gw.log()
+    );
+    let old_len = gw.log().len();
+    watcher.signal(libc::SIGUSR1);
+    assert!(
+        wait_until(Duration::from_secs(20), || new_log()
+            .contains("Syncing: sync requested")),
+        "{}",
+        new_log()
+    );
+    assert_eq!(gw.log().len(), old_len, "{}", gw.log());
+    assert!(gw.log().contains("LOG_FILE changed: the next lines go to"));
+    assert_eq!(watcher.stop(Duration::from_secs(30)), 0);
+}
+
 /// The value of `metric` in a Prometheus textfile.
 fn metric(text: &str, metric: &str) -> Option<i64> {
     text.lines()
