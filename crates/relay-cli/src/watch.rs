@@ -7,8 +7,9 @@
 //!   use is kept. A new `LOG_FILE` path takes effect at once (a change to or from `-`, standard
 //!   output, at the next start).
 //! - `SIGUSR1`: sync now (`systemctl kill -s USR1 relay-sync-watch` from the panel's hook).
-//! - Under systemd (`Type=notify`): `READY=1` after the first sync, `WATCHDOG=1` every cycle,
-//!   `STATUS=` the last result. Outside systemd the notifications are no-ops.
+//! - Under systemd (`Type=notify`): `READY=1` after the first sync, `WATCHDOG=1` and `STATUS=`
+//!   (the last result) after every sync and at most every 5 s between them. Outside systemd
+//!   the notifications are no-ops.
 
 use std::path::PathBuf;
 
@@ -57,7 +58,7 @@ async fn watch(gateway: Gateway, config_path: Option<PathBuf>) -> Result<WatchEn
     });
     let handle = watch.handle();
     let mut status = handle.subscribe();
-    let mut ready = false;
+    let mut notified = Notified::default();
     loop {
         tokio::select! {
             _ = term.recv() => {
@@ -89,7 +90,7 @@ async fn watch(gateway: Gateway, config_path: Option<PathBuf>) -> Result<WatchEn
                     break;
                 }
                 let now = status.borrow_and_update().clone();
-                notify_systemd(&now, &mut ready);
+                notify_systemd(&now, &mut notified);
             }
         }
     }
@@ -135,8 +136,21 @@ fn follow_log_file(current: &mut std::path::PathBuf, new: &std::path::Path) {
     }
 }
 
-/// `READY=1` once, after the first sync; `WATCHDOG=1` and `STATUS=` on every change.
-fn notify_systemd(status: &WatchStatus, ready: &mut bool) {
+/// What systemd was last told.
+#[derive(Debug, Default)]
+struct Notified {
+    ready: bool,
+    /// When, and the sync count and exit code then.
+    last: Option<(std::time::Instant, u64, Option<u8>)>,
+}
+
+/// The longest systemd waits between two notifications while nothing but polls happens: each
+/// is a message PID 1 handles, and a poll every fraction of a second should not be one.
+const NOTIFY_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// `READY=1` once, after the first sync; `WATCHDOG=1` and `STATUS=` after every sync, and
+/// between syncs at most every [`NOTIFY_EVERY`] (far more often than `WatchdogSec`).
+fn notify_systemd(status: &WatchStatus, notified: &mut Notified) {
     let line = match status.last_exit {
         Some(exit) => format!(
             "exit {exit}: {}; {} poll(s), {} change(s), {} sync(s)",
@@ -146,12 +160,19 @@ fn notify_systemd(status: &WatchStatus, ready: &mut bool) {
     };
     // systemd shows STATUS= on one line and keeps it short.
     let line: String = line.chars().filter(|c| !c.is_control()).take(400).collect();
-    if status.ready && !*ready {
-        *ready = true;
+    if status.ready && !notified.ready {
+        notified.ready = true;
         notify(&[NotifyState::Ready, NotifyState::Status(&line)]);
     } else {
+        let news = notified.last.is_none_or(|(at, syncs, exit)| {
+            syncs != status.syncs || exit != status.last_exit || at.elapsed() >= NOTIFY_EVERY
+        });
+        if !news {
+            return;
+        }
         notify(&[NotifyState::Watchdog, NotifyState::Status(&line)]);
     }
+    notified.last = Some((std::time::Instant::now(), status.syncs, status.last_exit));
 }
 
 fn notify(states: &[NotifyState<'_>]) {

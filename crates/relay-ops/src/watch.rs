@@ -55,6 +55,15 @@ use decide::{Decider, Polled, Reason, Synced};
 /// container); without a prefix it is read at every poll.
 pub const MARK_EVERY_THROUGH_PREFIX: Duration = Duration::from_secs(10);
 
+/// A fingerprint that took longer than this is not computed after a write: the sync reads the
+/// rows instead ([`Polled::Written`]), and in the seconds after a write the fingerprint waits
+/// for a settled probe ([`decide::Decider::settling`]) rather than being computed at every
+/// poll. The database hashes every row for it (about 0.1 s at 100,000 rows), which costs it
+/// more than sending them, and the propagation the time of the query; at a hundred rows it
+/// takes well under a millisecond and is always computed, so that a write that changes no
+/// enabled domain (a quota) costs no sync.
+pub const FINGERPRINT_BUDGET: Duration = Duration::from_millis(30);
+
 /// The shortest time between two writes of the watch metrics while nothing happens (a sync
 /// writes them at once): the heartbeat is in whole seconds, and each write is an fsync.
 pub const METRICS_EVERY: Duration = Duration::from_secs(2);
@@ -216,6 +225,8 @@ struct Watcher {
     mark_read: Option<Instant>,
     /// The host of `DB_HOST` the last probe was read from.
     probed_on: Option<DbHost>,
+    /// How long the last fingerprint took; `None` before the first.
+    fingerprint_took: Option<Duration>,
     metrics: WatchMetrics,
     metrics_written: Option<Instant>,
     /// When the current failure streak began (this watcher's view), for `ALERT_AFTER_SECONDS`.
@@ -243,6 +254,7 @@ async fn run(
         postfix: Arc::new(MarkReader::new(config.postfix_settings())),
         mark_read: None,
         probed_on: None,
+        fingerprint_took: None,
         gateway,
         shared,
         started: Instant::now(),
@@ -347,7 +359,7 @@ impl Watcher {
         let requested = self.outage_over() || requested;
         let now = self.started.elapsed();
         let decision = self.decider.decide(now, polled, postfix, requested);
-        if decision == Some(Reason::Changed) {
+        if matches!(decision, Some(Reason::Changed | Reason::Written)) {
             self.metrics.changes += 1;
         }
         self.shared.status.send_modify(|status| {
@@ -395,7 +407,6 @@ impl Watcher {
         let Signal::Ready(signal) = &mut self.signal else {
             return Ok(Polled::NoSignal);
         };
-        let started = Instant::now();
         let probed = match signal.probe().await {
             Ok(probe) => probe,
             Err(error) => {
@@ -413,8 +424,22 @@ impl Watcher {
         if !self.decider.needs_fingerprint(probed) {
             return Ok(Polled::Unchanged);
         }
+        let expensive = self
+            .fingerprint_took
+            .is_some_and(|took| took > FINGERPRINT_BUDGET);
+        if expensive && self.decider.settling(probed) {
+            // Once the probe is settled, one fingerprint finds a commit of the same second.
+            return Ok(Polled::Unchanged);
+        }
+        if expensive && self.decider.written(probed) {
+            // The sync reads the rows after this probe.
+            self.decider.checked(probed);
+            return Ok(Polled::Written);
+        }
+        let started = Instant::now();
         match signal.poll().await {
             Ok(fingerprint) => {
+                self.fingerprint_took = Some(started.elapsed());
                 self.decider.checked(probed);
                 tracing::debug!(
                     "Change signal: {fingerprint} ({} ms)",
@@ -510,7 +535,7 @@ impl Watcher {
         let now = self.started.elapsed();
         let readable = postfix.is_some();
         self.decider.synced(now, synced, postfix);
-        if let Synced::Unsettled(_) = synced {
+        if let Synced::Owed(_) = synced {
             match self.decider.retry_due() {
                 Some(due) => tracing::info!(
                     "The sync did not apply its changes; retrying in {} unless the database \
@@ -529,7 +554,9 @@ impl Watcher {
             self.recorded(exit == 0);
         }
         let (added, removed) = record.changes();
-        if reason == Reason::Changed && !(added.is_empty() && removed.is_empty()) {
+        if matches!(reason, Reason::Changed | Reason::Written)
+            && !(added.is_empty() && removed.is_empty())
+        {
             self.metrics
                 .propagation
                 .observe(detected.elapsed().as_secs_f64());
@@ -596,8 +623,8 @@ fn synced(outcome: &RunOutcome, read: Option<Fingerprint>) -> Synced {
         (
             RunOutcome::Sync(Outcome::NoChange | Outcome::Applied(_) | Outcome::Refused(_)),
             Some(read),
-        ) => Synced::Settled(read),
-        (_, read) => Synced::Unsettled(read),
+        ) => Synced::Done(read),
+        (_, read) => Synced::Owed(read),
     }
 }
 

@@ -179,9 +179,10 @@ config_keys! {
     }
 
     section "Watch mode (relay-sync watch)" {
-        /// Seconds (fractions allowed) between polls of the change signal: one small query that
-        /// fingerprints what DB_QUERY returns.
-        poll_interval "POLL_INTERVAL": Seconds = default("2"),
+        /// Seconds (fractions allowed) between polls of the change signal: one lookup of when
+        /// DB_QUERY's tables were last written (well under a millisecond of database time), and
+        /// a fingerprint of what DB_QUERY returns only after a write.
+        poll_interval "POLL_INTERVAL": Seconds = default("0.25"),
         /// Seconds between full syncs whatever the signal says (also repairs a main.cf edited by
         /// hand), and the longest back-off of polls while the database is down.
         reconcile_interval "RECONCILE_INTERVAL": Seconds = default("300"),
