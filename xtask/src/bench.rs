@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use relay_testbed::{MariaDb, Postfix};
 
-mod watch;
+pub(crate) mod watch;
 
 const TOGGLE: &str = "toggle.example";
 /// The user a one-address change enables and disables, at a relayed domain.
@@ -103,24 +103,50 @@ impl Target {
     }
 }
 
-/// Where the watch section of BENCHMARKS.md begins.
-const WATCH_SECTION: &str = "\n## Watch mode\n";
+/// The heading of BENCHMARKS.md's watch section.
+const WATCH_HEADING: &str = "Watch mode";
+/// The heading of the soak's section, which `cargo xtask soak --benchmarks` writes and the
+/// benches keep.
+pub(crate) const SOAK_HEADING: &str = "Soak";
+
+/// `doc` with its `## {heading}` section (up to the next `## ` heading) replaced by `section`
+/// (text that starts with that heading, after a blank line), or `section` added at the end.
+pub(crate) fn replace_section(doc: &str, heading: &str, section: &str) -> String {
+    let start_marker = format!("\n## {heading}\n");
+    let section = section.trim_matches('\n');
+    let Some(start) = doc.find(&start_marker) else {
+        return format!("{}\n\n{section}\n", doc.trim_end());
+    };
+    let after = start + start_marker.len();
+    let end = doc[after..]
+        .find("\n## ")
+        .map_or(doc.len(), |at| after + at);
+    // The rest starts with the next heading's line break, or is empty.
+    format!("{}\n\n{section}\n{}", doc[..start].trim_end(), &doc[end..])
+}
+
+/// The `## {heading}` section of `doc`, when it has one.
+fn section_of(doc: &str, heading: &str) -> Option<String> {
+    let start_marker = format!("\n## {heading}\n");
+    let start = doc.find(&start_marker)?;
+    let after = start + start_marker.len();
+    let end = doc[after..]
+        .find("\n## ")
+        .map_or(doc.len(), |at| after + at);
+    Some(doc[start..end].to_owned())
+}
 
 /// `cargo xtask bench watch`: only the watch scenarios; their section of BENCHMARKS.md is
 /// replaced and the rest kept.
-pub(crate) fn run_watch(root: &Path, binary: &Path) -> Result<()> {
+pub(crate) fn run_watch(root: &Path, binary: &Path, options: &watch::Options) -> Result<()> {
     let db = MariaDb::start()?;
     db.load_fixtures()?;
-    let section = watch::run(&db, binary)?;
+    let section = watch::run(&db, binary, options)?;
     println!("{section}");
     let path = root.join("BENCHMARKS.md");
     let doc = fs::read_to_string(&path).unwrap_or_default();
-    let kept = doc
-        .split(WATCH_SECTION)
-        .next()
-        .unwrap_or_default()
-        .trim_end();
-    fs::write(&path, format!("{kept}\n{section}")).context("writing BENCHMARKS.md")?;
+    fs::write(&path, replace_section(&doc, WATCH_HEADING, &section))
+        .context("writing BENCHMARKS.md")?;
     println!("xtask: wrote {}", path.display());
     Ok(())
 }
@@ -176,7 +202,7 @@ pub(crate) fn run(root: &Path, binary: &Path) -> Result<()> {
 
     let table = render(&rows);
     println!("{table}");
-    let watch_section = watch::run(&db, binary)?;
+    let watch_section = watch::run(&db, binary, &watch::Options::default())?;
     println!("{watch_section}");
     let doc = format!(
         "# Benchmarks\n\n\
@@ -208,6 +234,12 @@ pub(crate) fn run(root: &Path, binary: &Path) -> Result<()> {
             .unwrap_or_default(),
         total = started.elapsed().as_secs_f64(),
     );
+    // The soak's section is written by `cargo xtask soak --benchmarks`: kept as it is.
+    let old = fs::read_to_string(root.join("BENCHMARKS.md")).unwrap_or_default();
+    let doc = match section_of(&old, SOAK_HEADING) {
+        Some(soak) => replace_section(&doc, SOAK_HEADING, &soak),
+        None => doc,
+    };
     fs::write(root.join("BENCHMARKS.md"), doc).context("writing BENCHMARKS.md")?;
     println!("xtask: wrote {}", root.join("BENCHMARKS.md").display());
     Ok(())
@@ -702,10 +734,31 @@ fn measure(command: &mut Command) -> Result<(i32, Sample)> {
 
 #[cfg(test)]
 mod tests {
-    use super::splice_row;
+    use super::{replace_section, section_of, splice_row};
 
     const DOC: &str =
         "# B\n\n| scenario | domains |\n|---|---:|\n| one-domain change | 100 |\n\nMachine: x\n";
+
+    #[test]
+    fn a_section_is_replaced_in_place_or_added() {
+        let doc = "# B\n\ntable\n\n## Watch mode\n\nold watch\n\n## Soak\n\nold soak\n";
+        let watch = replace_section(doc, "Watch mode", "\n## Watch mode\n\nnew watch\n");
+        assert_eq!(
+            watch,
+            "# B\n\ntable\n\n## Watch mode\n\nnew watch\n\n## Soak\n\nold soak\n"
+        );
+        let soak = replace_section(&watch, "Soak", "\n## Soak\n\nnew soak\n");
+        assert_eq!(
+            soak,
+            "# B\n\ntable\n\n## Watch mode\n\nnew watch\n\n## Soak\n\nnew soak\n"
+        );
+        let added = replace_section("# B\n\ntable\n", "Soak", "\n## Soak\n\nx\n");
+        assert_eq!(added, "# B\n\ntable\n\n## Soak\n\nx\n");
+        assert_eq!(
+            section_of(&soak, "Watch mode").as_deref(),
+            Some("\n## Watch mode\n\nnew watch\n")
+        );
+    }
 
     #[test]
     fn a_new_row_goes_after_the_first_tables_last_row_and_then_is_replaced() {

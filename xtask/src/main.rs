@@ -46,12 +46,14 @@ pub(crate) const USAGE: &str =
              the licences of the third-party crates linked into relay-sync, to OUT
   bench      whole-process timings against the floor, written to BENCHMARKS.md
   soak [--duration 2m] [--polls N] [--poll-interval S] [--reconcile-interval S] [--bound S]
-       [--domains N] [--calm N] [--release | --binary PATH]
+       [--domains N] [--calm N] [--release | --binary PATH] [--benchmarks]
              relay-sync watch (map and inline) against the real MariaDB and Postfix under a
              chaos schedule, with an observer of the invariants; ends when every limit given
-             is reached (default 2 minutes); exits non-zero on any violation or missed target
-  bench watch
-             only the watch-mode scenarios (propagation, idle cost), their section rewritten
+             is reached (default 2 minutes); exits non-zero on any violation or missed target;
+             --benchmarks writes its report as BENCHMARKS.md's soak section
+  bench watch [--poll-interval S]
+             only the watch-mode scenarios (propagation, idle cost), their section rewritten;
+             --poll-interval tries another POLL_INTERVAL than the default
   bench recipients
              only the one-address change at 1M recipients, its row of the table rewritten
   sandbox [N] [map|inline] [USERS]
@@ -170,6 +172,7 @@ fn run() -> Result<()> {
             bench::run_watch(
                 &project_root(),
                 &project_root().join("target/release/relay-sync"),
+                &bench::watch::Options::parse(&args[2..])?,
             )
         }
         Some("bench") if args.get(1).map(String::as_str) == Some("recipients") => {

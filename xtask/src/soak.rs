@@ -16,7 +16,9 @@
 //!   window after the warm-up and the one at the end. Anything else exits non-zero, printed.
 //!
 //! `cargo xtask soak [--duration 2m] [--polls N] [--poll-interval S] [--reconcile-interval S]
-//! [--bound S] [--domains N] [--calm N] [--release | --binary PATH]`. A run ends when every
+//! [--bound S] [--domains N] [--calm N] [--release | --binary PATH] [--benchmarks]`
+//! (`--benchmarks` writes the report as BENCHMARKS.md's soak section, with the commit it ran
+//! on). A run ends when every
 //! limit given is reached: a cycle starts only while the time left holds one as long as the
 //! last (the first always runs; the default is two minutes), so a run ends within a cycle of
 //! its `--duration`; `--polls 300000 --poll-interval 0.01 --duration 70m` is a week of polls at
@@ -52,6 +54,8 @@ const DB_PASSWORD: &str = "relay-sync-test-pw";
 const DB_TIMEOUT_SECS: u64 = 2;
 /// The targets.
 const MAX_RSS_GROWTH_KIB: f64 = 2048.0;
+/// relay-ops' longest back-off between the retries of a sync that did not apply.
+use relay_ops::watch::decide::RETRY_CAP;
 /// How long each quiet window lasts (no changes, no faults): longer than the 10 s tokio keeps
 /// an idle blocking thread, so that the threads counted are the ones that stay.
 const QUIET: Duration = Duration::from_secs(12);
@@ -73,6 +77,10 @@ pub(crate) struct Options {
     release: bool,
     /// A relay-sync binary to soak instead of building one (e.g. a deliberately broken build).
     binary: Option<PathBuf>,
+    /// Write the report as BENCHMARKS.md's soak section (`--benchmarks`).
+    benchmarks: bool,
+    /// The flags as given, for the report.
+    args: Vec<String>,
 }
 
 impl Options {
@@ -88,6 +96,8 @@ impl Options {
             calm: 3,
             release: false,
             binary: None,
+            benchmarks: false,
+            args: Vec::new(),
         }
     }
 
@@ -95,6 +105,7 @@ impl Options {
     pub(crate) fn parse(args: &[String]) -> Result<Options> {
         let mut options = Options {
             duration: None,
+            args: args.to_vec(),
             ..Options::quick()
         };
         let mut args = args.iter();
@@ -118,6 +129,7 @@ impl Options {
                     options.calm = value()?.parse().context("soak: --calm is a number")?;
                 }
                 "--release" => options.release = true,
+                "--benchmarks" => options.benchmarks = true,
                 "--binary" => options.binary = Some(PathBuf::from(value()?)),
                 other => bail!("soak: unknown flag {other:?}\n{}", crate::USAGE),
             }
@@ -129,11 +141,16 @@ impl Options {
     }
 
     /// After a fault that holds changes back, how long past its end a change may wait before
-    /// the ordinary bound applies: a failed sync is retried at the next change or at
-    /// `RECONCILE_INTERVAL`, polls of a database that was down back off up to it, and a poll
-    /// that began while the link was still down waits out its connect and query timeouts.
+    /// the ordinary bound applies: a sync that failed (`BACKUP_DIR` full) is retried after a
+    /// back-off of at most [`RETRY_CAP`] or `RECONCILE_INTERVAL`, the polls of a database that
+    /// was down back off (doubling from `POLL_INTERVAL`; the short outages here end long
+    /// before that reaches either), and a poll that began while the link was still down waits
+    /// out its connect and query timeouts. A watcher that waits for `RECONCILE_INTERVAL`
+    /// instead (the bug fixed by the retry) misses this with `--reconcile-interval` above
+    /// [`RETRY_CAP`] and the bound.
     fn after_fault(&self) -> Duration {
-        Duration::from_secs_f64(self.reconcile_interval) + Duration::from_secs(2 * DB_TIMEOUT_SECS)
+        Duration::from_secs_f64(self.reconcile_interval).min(RETRY_CAP)
+            + Duration::from_secs(2 * DB_TIMEOUT_SECS)
     }
 }
 
@@ -467,6 +484,9 @@ pub(crate) fn run(root: &Path, options: &Options) -> Result<()> {
     }
     let report = report(&shared, options, &exits, all_delivered);
     println!("{}", report.text);
+    if options.benchmarks {
+        write_benchmarks(root, options, &binary, &report)?;
+    }
     let mut failures = report.failures;
     failures.extend(panicked);
     if let Err(error) = outcome {
@@ -486,6 +506,51 @@ pub(crate) fn run(root: &Path, options: &Options) -> Result<()> {
         }
         bail!("soak failed:\n  {}", failures.join("\n  "));
     }
+    Ok(())
+}
+
+/// BENCHMARKS.md's soak section: the report, the run's command line and the commit it ran
+/// on, and its verdict; the rest of the file is kept.
+fn write_benchmarks(root: &Path, options: &Options, binary: &Path, report: &Report) -> Result<()> {
+    let git = |args: &[&str]| {
+        Command::new("git")
+            .args(args)
+            .current_dir(root)
+            .output()
+            .ok()
+            .filter(|output| output.status.success())
+            .map(|output| String::from_utf8_lossy(&output.stdout).trim().to_owned())
+    };
+    let commit = git(&["rev-parse", "--short=12", "HEAD"]).unwrap_or_else(|| "?".to_owned());
+    let dirty = git(&["status", "--porcelain", "--untracked-files=no"])
+        .is_some_and(|status| !status.is_empty());
+    let verdict = if report.failures.is_empty() {
+        "passed: zero violations, zero mail lost, every usage target met".to_owned()
+    } else {
+        format!("**failed**:\n\n- {}", report.failures.join("\n- "))
+    };
+    let built = match &options.binary {
+        Some(_) => format!("the binary {}", binary.display()),
+        None if options.release => "the release build".to_owned(),
+        None => "the debug build".to_owned(),
+    };
+    let section =
+        format!(
+        "{}\nRun: `cargo xtask soak {}` on commit {commit}{}, with {built}; the machine (2 cores) \
+         was shared with other work while it ran, so the CPU figures are noisy. Verdict: \
+         {verdict}\n",
+        report.text.trim_end(),
+        options.args.join(" "),
+        if dirty { " (with changes not committed)" } else { "" },
+    );
+    let path = root.join("BENCHMARKS.md");
+    let doc = fs::read_to_string(&path).unwrap_or_default();
+    fs::write(
+        &path,
+        crate::bench::replace_section(&doc, crate::bench::SOAK_HEADING, &section),
+    )
+    .context("writing BENCHMARKS.md")?;
+    println!("xtask: wrote the soak section of {}", path.display());
     Ok(())
 }
 
@@ -660,6 +725,16 @@ fn report(
             .collect::<Vec<_>>()
             .join(", ")
     );
+    let _ = writeln!(
+        text,
+        "What fails the run when a watcher gets a fault wrong (besides the invariants that \
+         hold throughout: every change within the bound, no relayed domain without its route, \
+         no accepted mail lost, the watcher alive with a fresh heartbeat):\n"
+    );
+    for fault in chaos::Fault::ALL {
+        let _ = writeln!(text, "- {}: {}.", fault.name(), fault.detected_by());
+    }
+    let _ = writeln!(text);
     let _ = writeln!(
         text,
         "| watcher | polls | syncs | failed syncs | outages logged | CPU | RSS after warm-up → end | RSS slope | fds at rest | threads at rest | mail sent / accepted / delivered / lost | not accepted while Postfix was stopped |\n\

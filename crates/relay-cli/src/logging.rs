@@ -27,7 +27,10 @@
 //!   (device and inode) with the one open, and when logrotate renamed it (or it is gone) the
 //!   line goes to the file now at `LOG_FILE`, created 0640 when missing. A watcher runs for
 //!   weeks, and would otherwise write to `relay-sync.log.1` until `delaycompress` deletes it.
-//!   `SIGHUP` needs nothing of its own: its line is the first one written after it.
+//!   `SIGHUP` needs nothing of its own for that: its line is the first one written after it.
+//!   A `SIGHUP` whose config names another `LOG_FILE` moves the lines to that file
+//!   ([`switch_log_file`]); a change to or from `-` (standard output) waits for a restart, and
+//!   says so.
 //! - stderr gets every line on a terminal and only `ERROR` lines otherwise, so cron's mail
 //!   carries failures and nothing else ([`StderrMode`]).
 
@@ -36,7 +39,7 @@ use std::fs::File;
 use std::io::{self, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 
 use relay_core::{escape_for_log, escape_log_line};
 use tracing::field::{Field, Visit};
@@ -150,10 +153,12 @@ pub(crate) fn init(
             (BoxMakeWriter::new(io::stdout), BoxMakeWriter::new(io::sink))
         }
         Some(path) => match open_log_file(path) {
-            Ok(file) => (
-                BoxMakeWriter::new(Arc::new(LogFile::new(file, path))),
-                BoxMakeWriter::new(io::stderr),
-            ),
+            Ok(file) => {
+                let log = Arc::new(LogFile::new(file, path));
+                // Only the first `init` installs a subscriber; a second one fails below.
+                let _ = INSTALLED.set(Arc::clone(&log));
+                (BoxMakeWriter::new(log), BoxMakeWriter::new(io::stderr))
+            }
             // Never a FIFO that would hang every run before it records anything: the operator
             // hears of it on stderr, and relay-ops refuses (and records) the sync itself.
             Err(LoggingError::Refused(error)) => {
@@ -166,6 +171,31 @@ pub(crate) fn init(
     };
     let subscriber = subscriber(file, stderr_writer, stderr, max_level, local_time());
     tracing::subscriber::set_global_default(subscriber).map_err(|_| LoggingError::AlreadyInstalled)
+}
+
+/// The log file [`init`] installed, when the lines go to one: [`switch_log_file`] moves them.
+static INSTALLED: OnceLock<Arc<LogFile>> = OnceLock::new();
+
+/// What [`switch_log_file`] did.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Switched {
+    /// The path is the one in use: nothing to do.
+    Same,
+    /// The next lines go to the new file.
+    Moved,
+    /// No file is in use (the lines go to standard output or stderr only): the new path is
+    /// taken at the next start.
+    NotAFile,
+}
+
+/// Moves the log lines to `path` from the next line on (a SIGHUP whose config names another
+/// `LOG_FILE`). The new file is opened as the first one was; when that fails, the lines keep
+/// going to the file in use and the error says why.
+pub(crate) fn switch_log_file(path: &Path) -> Result<Switched, LoggingError> {
+    match INSTALLED.get() {
+        Some(log) => log.switch(path),
+        None => Ok(Switched::NotAFile),
+    }
 }
 
 /// Prints `[timestamp] ERROR: message` to stderr, for errors before [`init`] (a configuration
@@ -314,7 +344,8 @@ fn filter(max_level: Level) -> Targets {
 struct LogFile {
     /// The file lines go to, replaced when `path` names another file ([`LogFile::follow`]).
     open: RwLock<OpenLog>,
-    path: PathBuf,
+    /// `LOG_FILE`; another one after a SIGHUP ([`LogFile::switch`]).
+    path: RwLock<PathBuf>,
     /// Whether a write failure was already reported.
     failed: AtomicBool,
     /// Where the failure goes: [`early_error`], except in tests.
@@ -343,10 +374,32 @@ impl LogFile {
                 file,
                 refused: None,
             }),
-            path: path.to_owned(),
+            path: RwLock::new(path.to_owned()),
             failed: AtomicBool::new(false),
             report: early_error,
         }
+    }
+
+    fn path(&self) -> PathBuf {
+        self.path.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Moves the lines to `path` (see [`switch_log_file`]).
+    fn switch(&self, path: &Path) -> Result<Switched, LoggingError> {
+        let mut current = self.path.write().unwrap_or_else(|p| p.into_inner());
+        if *current == path {
+            return Ok(Switched::Same);
+        }
+        let file = open_log_file(path)?;
+        *self.open.write().unwrap_or_else(|p| p.into_inner()) = OpenLog {
+            identity: identity_of(&file),
+            file,
+            refused: None,
+        };
+        *current = path.to_owned();
+        // A write failure of the old file says nothing about the new one.
+        self.failed.store(false, Ordering::Relaxed);
+        Ok(Switched::Moved)
     }
 
     /// Reopens `path` when it no longer names the open file: logrotate renamed it (and maybe
@@ -357,7 +410,8 @@ impl LogFile {
         use std::os::unix::fs::MetadataExt;
         // stat(2), not lstat(2): a root-owned link in LOG_FILE names its target's file, which
         // is the one open.
-        let now = match std::fs::metadata(&self.path) {
+        let path = self.path();
+        let now = match std::fs::metadata(&path) {
             Ok(meta) => Some((meta.dev(), meta.ino())),
             Err(error) if error.kind() == io::ErrorKind::NotFound => None,
             // Nothing can be told (e.g. a directory became unsearchable): keep the open file.
@@ -370,11 +424,12 @@ impl LogFile {
             return;
         }
         let mut open = self.open.write().unwrap_or_else(|p| p.into_inner());
-        // Another thread may have reopened it while this one waited for the lock.
-        if current(&open) {
+        // Another thread may have reopened it while this one waited for the lock, or a SIGHUP
+        // moved the lines to another path.
+        if current(&open) || self.path() != path {
             return;
         }
-        match open_log_file(&self.path) {
+        match open_log_file(&path) {
             Ok(file) => {
                 *open = OpenLog {
                     identity: identity_of(&file),
@@ -411,7 +466,7 @@ impl Write for &LogFile {
             if !self.failed.swap(true, Ordering::Relaxed) {
                 (self.report)(&format!(
                     "cannot write log file {}: {error}",
-                    self.path.display()
+                    self.path().display()
                 ));
             }
         })
@@ -924,6 +979,39 @@ mod tests {
         );
         // The file relay-sync created again has the mode of a new log file.
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode, 0o640);
+    }
+
+    /// A SIGHUP with another LOG_FILE: the next lines go to the new file (created 0640), none
+    /// to the old one; a path that cannot be opened keeps the old file.
+    #[test]
+    fn a_switched_log_file_gets_the_next_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("relay-sync.log");
+        let moved = dir.path().join("elsewhere/relay-sync.log");
+        let file = Arc::new(LogFile::new(open_log_file(&path).unwrap(), &path));
+        let subscriber = subscriber(
+            Arc::clone(&file),
+            io::sink,
+            StderrMode::ErrorsOnly,
+            Level::INFO,
+            FixedTime,
+        );
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::info!("before");
+            assert_eq!(file.switch(&path).unwrap(), Switched::Same);
+            assert!(file.switch(dir.path()).is_err());
+            tracing::info!("still here");
+            assert_eq!(file.switch(&moved).unwrap(), Switched::Moved);
+            tracing::info!("after");
+        });
+        let read = |p: &Path| std::fs::read_to_string(p).unwrap();
+        assert_eq!(
+            read(&path),
+            "[2025-01-02 03:04:05] INFO: before\n[2025-01-02 03:04:05] INFO: still here\n"
+        );
+        assert_eq!(read(&moved), "[2025-01-02 03:04:05] INFO: after\n");
+        let mode = std::fs::metadata(&moved).unwrap().permissions().mode() & 0o7777;
         assert_eq!(mode, 0o640);
     }
 

@@ -70,7 +70,7 @@ enum Command {
     Status(StatusArgs),
     /// Stay running and sync whenever the enabled domains in the database change.
     ///
-    /// Polls a cheap change signal every POLL_INTERVAL (default 2 s) and runs the same sync
+    /// Polls a cheap change signal every POLL_INTERVAL (default 0.25 s) and runs the same sync
     /// as cron (same lock, guard, backups and rollback) when the enabled set changed, plus a
     /// full sync every RECONCILE_INTERVAL (default 300 s). SIGTERM/SIGINT stop it after the
     /// step in progress (exit 0), SIGHUP re-reads the config (an invalid one is kept out),

@@ -4,9 +4,14 @@
 //! with `mysql_async`, under connect and query timeouts, with optional TLS. Tests of the engine
 //! use an in-memory implementation instead.
 //!
+//! `DB_HOST` may list several hosts ([`DbSettings::hosts`], e.g. a replica, then the primary):
+//! a connection tries them in order, each under the connect timeout, and the first that lets
+//! the user in is the one read (see [`MariaDbSource`] and [`ChangeSignal`]).
+//!
 //! Architecture invariant: this crate only ever reads. It runs exactly one query per fetch (two,
-//! on one connection, when `RECIPIENTS_QUERY` is set) and never retries (the next cron run is
-//! the retry, SPEC §2 step 2).
+//! on one connection, when `RECIPIENTS_QUERY` is set) and never retries a query (the next cron
+//! run is the retry, SPEC §2 step 2); trying the next host of `DB_HOST` after one that did not
+//! answer is connecting, not retrying.
 #![warn(clippy::print_stdout, clippy::print_stderr)]
 
 use std::future::Future;
@@ -67,9 +72,9 @@ impl Fetched {
 /// How to reach MariaDB and what to ask it.
 #[derive(Debug, Clone)]
 pub struct DbSettings {
-    /// Host name or IP address.
-    pub host: String,
-    /// TCP port, 3306 by default.
+    /// `DB_HOST`: the hosts to try, in order (at least one; e.g. a replica, then the primary).
+    pub hosts: Vec<DbHost>,
+    /// `DB_PORT`: the TCP port of every host that names none, 3306 by default.
     pub port: u16,
     /// Database (schema) name.
     pub database: String,
@@ -106,8 +111,75 @@ pub enum TlsMode {
     Required,
     /// TLS, and the server certificate must chain to `DB_TLS_CA`; the host name is not checked.
     VerifyCa,
-    /// TLS, the certificate must chain to `DB_TLS_CA` and name `DB_HOST`.
+    /// TLS, the certificate must chain to `DB_TLS_CA` and name the host connected to (each
+    /// host of `DB_HOST` is checked against its own name).
     VerifyFull,
+}
+
+/// One host of `DB_HOST`: a host name or an IP address, and the port when the entry names one
+/// (`replica.example:3307`, `[2001:db8::5]:3306`).
+///
+/// ```
+/// use relay_db::DbHost;
+/// let host = DbHost::new("replica.example").with_port(3307);
+/// assert_eq!(host.to_string(), "replica.example:3307");
+/// assert_eq!(host.addr(3306), "replica.example:3307");
+/// assert_eq!(DbHost::new("2001:db8::5").addr(3306), "[2001:db8::5]:3306");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct DbHost {
+    /// The host name or IP address (an IPv6 address without brackets).
+    pub name: String,
+    /// The port the entry names; `None`: `DB_PORT`.
+    pub port: Option<u16>,
+}
+
+impl DbHost {
+    /// A host at `DB_PORT`.
+    pub fn new(name: impl Into<String>) -> DbHost {
+        DbHost {
+            name: name.into(),
+            port: None,
+        }
+    }
+
+    /// The same host at `port`.
+    pub fn with_port(self, port: u16) -> DbHost {
+        DbHost {
+            port: Some(port),
+            ..self
+        }
+    }
+
+    /// The port connected to: its own, or `default_port` (`DB_PORT`).
+    pub fn port_or(&self, default_port: u16) -> u16 {
+        self.port.unwrap_or(default_port)
+    }
+
+    /// `host:port` for messages, with an IPv6 address in brackets.
+    pub fn addr(&self, default_port: u16) -> String {
+        bracketed(&self.name, self.port_or(default_port))
+    }
+}
+
+/// The entry as `DB_HOST` writes it: `host`, or `host:port` when it names a port (an IPv6
+/// address in brackets then).
+impl std::fmt::Display for DbHost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.port {
+            None => f.write_str(&self.name),
+            Some(port) => f.write_str(&bracketed(&self.name, port)),
+        }
+    }
+}
+
+/// `host:port`, with an IPv6 address in brackets.
+fn bracketed(host: &str, port: u16) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
 }
 
 /// How a connection to the database was protected, as it was made.
@@ -167,22 +239,24 @@ impl std::fmt::Debug for Secret {
     }
 }
 
-/// Why a fetch failed. Every variant names `host:port`; none carries the password.
+/// Why a fetch failed. Every variant names `host:port` (when every host of `DB_HOST` failed,
+/// each of them, with what each said); none carries the password.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum DbError {
     /// TCP connect failed or timed out, or TLS could not be established.
     #[error("cannot reach MariaDB at {addr}: {detail}")]
     Unreachable {
-        /// `host:port`.
+        /// `host:port` (`host:port or host:port` when several hosts were tried).
         addr: String,
         /// What the driver or the timeout said.
         detail: String,
     },
-    /// The server refused the user, password or database.
+    /// The server refused the user, password or database (when several hosts were tried, at
+    /// least one refused it, and none let the user in).
     #[error("MariaDB at {addr} refused login for user {user}: {detail}")]
     Auth {
-        /// `host:port`.
+        /// `host:port` of the host that refused.
         addr: String,
         /// The user name (not secret).
         user: String,
@@ -212,7 +286,9 @@ impl DbError {
     }
 }
 
+mod kept;
 mod mariadb;
+pub use kept::RETURN_EVERY;
 pub use mariadb::MariaDbSource;
 
 #[cfg(test)]

@@ -17,7 +17,7 @@ use std::time::Duration;
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, DriverError, IoError, Opts, OptsBuilder, Row, SslOpts, Value};
 
-use crate::{DbError, DbSettings, DomainSource, Fetched, Protection, TlsMode};
+use crate::{DbError, DbHost, DbSettings, DomainSource, Fetched, Protection, TlsMode};
 
 /// Server errors at login that mean "wrong account, password or database" rather than "cannot
 /// reach": access denied (1045), access denied to the database (1044), unknown database (1049),
@@ -48,13 +48,18 @@ const VERIFY_CA_SERVER_NAME: &str = "NotValidForName.relay-sync.invalid";
 
 /// Reads domain names from MariaDB (or MySQL) with the settings it was made with.
 ///
+/// With several hosts in [`DbSettings::hosts`] (`DB_HOST=replica, primary`), each connection
+/// tries them in order, each under `connect_timeout`; a host that does not answer, or refuses
+/// the login, is logged at WARN and the next one is tried. `Connected to MariaDB (HOST)` names
+/// the host that answered, as `DB_HOST` writes it, and [`MariaDbSource::answered`] tells it.
+///
 /// ```no_run
 /// use std::time::Duration;
-/// use relay_db::{DbSettings, DomainSource, MariaDbSource, Secret, TlsMode};
+/// use relay_db::{DbHost, DbSettings, DomainSource, MariaDbSource, Secret, TlsMode};
 ///
 /// # async fn example() -> Result<(), relay_db::DbError> {
 /// let source = MariaDbSource::new(DbSettings {
-///     host: "100.110.222.53".into(),
+///     hosts: vec![DbHost::new("10.0.0.6"), DbHost::new("10.0.0.5")],
 ///     port: 3306,
 ///     database: "mailserver_usermgmt".into(),
 ///     user: "relay_sync".into(),
@@ -72,14 +77,22 @@ const VERIFY_CA_SERVER_NAME: &str = "NotValidForName.relay-sync.invalid";
 #[derive(Debug)]
 pub struct MariaDbSource {
     settings: DbSettings,
-    protection: std::sync::Mutex<Option<Protection>>,
+    last: std::sync::Mutex<Last>,
+}
+
+/// What the last connection was: the host that answered (its index in `DB_HOST`) and how the
+/// connection was protected.
+#[derive(Debug, Clone, Copy, Default)]
+struct Last {
+    host: Option<usize>,
+    protection: Option<Protection>,
 }
 
 impl Clone for MariaDbSource {
     fn clone(&self) -> Self {
         MariaDbSource {
             settings: self.settings.clone(),
-            protection: std::sync::Mutex::new(self.protection()),
+            last: std::sync::Mutex::new(self.last()),
         }
     }
 }
@@ -89,23 +102,40 @@ impl MariaDbSource {
     pub fn new(settings: DbSettings) -> Self {
         MariaDbSource {
             settings,
-            protection: std::sync::Mutex::new(None),
+            last: std::sync::Mutex::new(Last::default()),
         }
     }
 
-    /// How the last connection was protected; `None` before one was made.
-    pub fn protection(&self) -> Option<Protection> {
+    fn last(&self) -> Last {
         *self
-            .protection
+            .last
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn connected(&self, protection: Protection) {
+    /// How the last connection was protected; `None` before one was made.
+    pub fn protection(&self) -> Option<Protection> {
+        self.last().protection
+    }
+
+    /// The host of `DB_HOST` the last connection was made to; `None` before one was made.
+    pub fn answered(&self) -> Option<&DbHost> {
+        self.settings.hosts.get(self.last().host?)
+    }
+
+    /// Records a connection to the host at `index` (made by this source or a clone of it).
+    pub(crate) fn note_connected(&self, host: usize, protection: Protection) {
+        self.connected(host, protection);
+    }
+
+    fn connected(&self, host: usize, protection: Protection) {
         *self
-            .protection
+            .last
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(protection);
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Last {
+            host: Some(host),
+            protection: Some(protection),
+        };
     }
 
     /// The settings it connects with.
@@ -113,23 +143,28 @@ impl MariaDbSource {
         &self.settings
     }
 
-    /// `host:port`, with an IPv6 address in brackets, for error messages.
-    pub(crate) fn addr(&self) -> String {
-        let DbSettings { host, port, .. } = &self.settings;
-        if host.contains(':') {
-            format!("[{host}]:{port}")
-        } else {
-            format!("{host}:{port}")
+    /// `host:port` of the host at `index` in `DB_HOST`, with an IPv6 address in brackets.
+    pub(crate) fn addr_of(&self, index: usize) -> String {
+        match self.settings.hosts.get(index) {
+            Some(host) => host.addr(self.settings.port),
+            None => "(no DB_HOST)".to_owned(),
         }
     }
 
-    pub(crate) fn unreachable(&self, detail: impl Into<String>) -> DbError {
+    /// `host:port` of the host the last connection was made to (the first host before one was
+    /// made), for error messages.
+    pub(crate) fn addr(&self) -> String {
+        self.addr_of(self.last().host.unwrap_or(0))
+    }
+
+    pub(crate) fn unreachable_at(&self, index: usize, detail: impl Into<String>) -> DbError {
         DbError::Unreachable {
-            addr: self.addr(),
+            addr: self.addr_of(index),
             detail: detail.into(),
         }
     }
 
+    /// A failed query on the connection last made.
     pub(crate) fn query_error(&self, detail: impl Into<String>) -> DbError {
         DbError::Query {
             addr: self.addr(),
@@ -137,19 +172,110 @@ impl MariaDbSource {
         }
     }
 
+    /// Connects to the first host of `DB_HOST` that lets the user in; see
+    /// [`MariaDbSource::connect_among`].
+    pub(crate) async fn connect(&self) -> Result<(Conn, usize), DbError> {
+        self.connect_among(0..self.settings.hosts.len()).await
+    }
+
+    /// Connects to the first of the hosts at `indexes` of `DB_HOST` that lets the user in, each
+    /// under `connect_timeout`, and returns the connection with the host's index. A host that
+    /// fails is logged at WARN when another one follows; when all fail, the error names each
+    /// host and what it said (an `Auth` error when any of them refused the login, since a
+    /// password or a grant is then what to fix).
+    pub(crate) async fn connect_among(
+        &self,
+        indexes: std::ops::Range<usize>,
+    ) -> Result<(Conn, usize), DbError> {
+        let timeout = self.settings.connect_timeout;
+        let mut failures: Vec<(usize, DbError)> = Vec::new();
+        for index in indexes.clone() {
+            let attempt = tokio::time::timeout(timeout, self.connect_to(index)).await;
+            let error = match attempt {
+                Ok(Ok(conn)) => return Ok((conn, index)),
+                Ok(Err(error)) => error,
+                Err(_) => self.unreachable_at(
+                    index,
+                    format!(
+                        "no connection within the connect timeout ({})",
+                        seconds(timeout)
+                    ),
+                ),
+            };
+            if index + 1 < indexes.end {
+                tracing::warn!(
+                    "{error}; trying {} ({} host of DB_HOST)",
+                    self.addr_of(index + 1),
+                    ordinal(index + 1)
+                );
+            }
+            failures.push((index, error));
+        }
+        Err(self.all_failed(failures))
+    }
+
+    /// One error for a connection that no host of `DB_HOST` accepted.
+    fn all_failed(&self, mut failures: Vec<(usize, DbError)>) -> DbError {
+        if failures.len() <= 1 {
+            return match failures.pop() {
+                Some((_, error)) => error,
+                None => self.unreachable_at(0, "DB_HOST names no host"),
+            };
+        }
+        let said = |failures: &[(usize, DbError)], skip: Option<usize>| -> String {
+            failures
+                .iter()
+                .filter(|(index, _)| Some(*index) != skip)
+                .map(|(index, error)| format!("{}: {}", self.addr_of(*index), error_detail(error)))
+                .collect::<Vec<_>>()
+                .join("; ")
+        };
+        let refused = failures
+            .iter()
+            .find(|(_, error)| matches!(error, DbError::Auth { .. }))
+            .map(|(index, _)| *index);
+        match refused {
+            Some(at) => {
+                let others = said(&failures, Some(at));
+                let (_, error) = failures.swap_remove(
+                    failures
+                        .iter()
+                        .position(|(index, _)| *index == at)
+                        .unwrap_or(0),
+                );
+                match error {
+                    DbError::Auth {
+                        addr,
+                        user,
+                        code,
+                        detail,
+                    } => DbError::Auth {
+                        addr,
+                        user,
+                        code,
+                        detail: format!("{detail}; also tried {others}"),
+                    },
+                    other => other,
+                }
+            }
+            None => DbError::Unreachable {
+                addr: failures
+                    .iter()
+                    .map(|(index, _)| self.addr_of(*index))
+                    .collect::<Vec<_>>()
+                    .join(" or "),
+                detail: said(&failures, None),
+            },
+        }
+    }
+
     /// One fetch: connect, `DB_QUERY`, then `RECIPIENTS_QUERY` when `with_recipients` and it
     /// is set, each under `query_timeout`, on the one connection; then disconnect.
     async fn read(&self, with_recipients: bool) -> Result<Fetched, DbError> {
         let settings = &self.settings;
-        let conn = tokio::time::timeout(settings.connect_timeout, self.connect())
-            .await
-            .map_err(|_| {
-                self.unreachable(format!(
-                    "no connection within the connect timeout ({})",
-                    seconds(settings.connect_timeout)
-                ))
-            })??;
-        tracing::info!("Connected to MariaDB ({})", settings.host);
+        let (conn, host) = self.connect().await?;
+        // As `DB_HOST` writes the host: with several, the log says which one answered.
+        tracing::info!("Connected to MariaDB ({})", settings.hosts[host]);
 
         let (mut conn, names) = self
             .read_column(conn, &settings.query, Key::DbQuery)
@@ -200,19 +326,23 @@ impl MariaDbSource {
         }
     }
 
-    /// Connects per the TLS mode; `preferred` tries TLS first and plain TCP when the server does
-    /// not offer TLS.
-    pub(crate) async fn connect(&self) -> Result<Conn, DbError> {
-        let ssl_opts = self.ssl_opts().await?;
+    /// Connects to the host at `index` of `DB_HOST` per the TLS mode (without a time limit:
+    /// the caller sets it); `preferred` tries TLS first and plain TCP when the server does not
+    /// offer TLS.
+    async fn connect_to(&self, index: usize) -> Result<Conn, DbError> {
+        let ssl_opts = self.ssl_opts(index).await?;
         let prefer_plain_fallback = self.settings.tls == TlsMode::Preferred;
-        match Conn::new(self.opts(ssl_opts)).await {
+        match Conn::new(self.opts(index, ssl_opts)).await {
             Ok(conn) => {
-                self.connected(match self.settings.tls {
-                    TlsMode::Disabled => Protection::Plain,
-                    TlsMode::Preferred | TlsMode::Required => Protection::TlsUnverified,
-                    TlsMode::VerifyCa => Protection::TlsVerifiedCa,
-                    TlsMode::VerifyFull => Protection::TlsVerifiedFull,
-                });
+                self.connected(
+                    index,
+                    match self.settings.tls {
+                        TlsMode::Disabled => Protection::Plain,
+                        TlsMode::Preferred | TlsMode::Required => Protection::TlsUnverified,
+                        TlsMode::VerifyCa => Protection::TlsVerifiedCa,
+                        TlsMode::VerifyFull => Protection::TlsVerifiedFull,
+                    },
+                );
                 Ok(conn)
             }
             Err(mysql_async::Error::Driver(DriverError::NoClientSslFlagFromServer))
@@ -225,23 +355,29 @@ impl MariaDbSource {
                      the domain list travels in clear text and could be altered on the way; \
                      enable TLS on the server and set DB_TLS=verify-full with DB_TLS_CA, or \
                      reach it through a tunnel (WireGuard, Tailscale)",
-                    self.addr()
+                    self.addr_of(index)
                 );
-                let conn = Conn::new(self.opts(None))
+                let conn = Conn::new(self.opts(index, None))
                     .await
-                    .map_err(|err| self.login_error(err))?;
-                self.connected(Protection::Plain);
+                    .map_err(|err| self.login_error(index, err))?;
+                self.connected(index, Protection::Plain);
                 Ok(conn)
             }
-            Err(err) => Err(self.login_error(err)),
+            Err(err) => Err(self.login_error(index, err)),
         }
     }
 
-    fn opts(&self, ssl_opts: Option<SslOpts>) -> Opts {
+    /// The driver's options for the host at `index`: its name is also the name a
+    /// `verify-full` certificate must carry.
+    fn opts(&self, index: usize, ssl_opts: Option<SslOpts>) -> Opts {
         let settings = &self.settings;
+        let (name, port) = match settings.hosts.get(index) {
+            Some(host) => (host.name.clone(), host.port_or(settings.port)),
+            None => (String::new(), settings.port),
+        };
         OptsBuilder::default()
-            .ip_or_hostname(settings.host.clone())
-            .tcp_port(settings.port)
+            .ip_or_hostname(name)
+            .tcp_port(port)
             .user(Some(settings.user.clone()))
             .pass(
                 settings
@@ -261,7 +397,7 @@ impl MariaDbSource {
 
     /// The driver's TLS options for the configured mode. The CA file is read here, so that a
     /// missing or empty one is reported with its path before anything is sent.
-    async fn ssl_opts(&self) -> Result<Option<SslOpts>, DbError> {
+    async fn ssl_opts(&self, index: usize) -> Result<Option<SslOpts>, DbError> {
         let without_checks = || {
             SslOpts::default()
                 .with_danger_accept_invalid_certs(true)
@@ -271,36 +407,42 @@ impl MariaDbSource {
             TlsMode::Disabled => None,
             TlsMode::Preferred | TlsMode::Required => Some(without_checks()),
             TlsMode::VerifyCa => Some(
-                self.trusted_roots()
+                self.trusted_roots(index)
                     .await?
                     .with_danger_skip_domain_validation(true)
                     .with_danger_tls_hostname_override(Some(VERIFY_CA_SERVER_NAME)),
             ),
-            TlsMode::VerifyFull => Some(self.trusted_roots().await?),
+            TlsMode::VerifyFull => Some(self.trusted_roots(index).await?),
         };
         Ok(opts)
     }
 
     /// TLS options that trust `DB_TLS_CA` alone, or the built-in public roots when no CA is
     /// configured.
-    async fn trusted_roots(&self) -> Result<SslOpts, DbError> {
+    async fn trusted_roots(&self, index: usize) -> Result<SslOpts, DbError> {
         let Some(path) = &self.settings.tls_ca else {
             return Ok(SslOpts::default());
         };
         let pem = tokio::fs::read(path).await.map_err(|err| {
-            self.unreachable(format!(
-                "cannot read the CA certificate {} (DB_TLS_CA): {err}",
-                path.display()
-            ))
+            self.unreachable_at(
+                index,
+                format!(
+                    "cannot read the CA certificate {} (DB_TLS_CA): {err}",
+                    path.display()
+                ),
+            )
         })?;
         if !pem
             .windows(b"-----BEGIN CERTIFICATE-----".len())
             .any(|window| window == b"-----BEGIN CERTIFICATE-----")
         {
-            return Err(self.unreachable(format!(
-                "the CA certificate {} (DB_TLS_CA) holds no PEM certificate",
-                path.display()
-            )));
+            return Err(self.unreachable_at(
+                index,
+                format!(
+                    "the CA certificate {} (DB_TLS_CA) holds no PEM certificate",
+                    path.display()
+                ),
+            ));
         }
         Ok(SslOpts::default()
             .with_root_certs(vec![pem.into()])
@@ -308,17 +450,17 @@ impl MariaDbSource {
     }
 
     /// Classifies a failure to connect and log in.
-    fn login_error(&self, err: mysql_async::Error) -> DbError {
+    fn login_error(&self, index: usize, err: mysql_async::Error) -> DbError {
         match err {
             mysql_async::Error::Server(server) if AUTH_ERROR_CODES.contains(&server.code) => {
                 DbError::Auth {
-                    addr: self.addr(),
+                    addr: self.addr_of(index),
                     user: self.settings.user.clone(),
                     code: server.code,
                     detail: server.to_string(),
                 }
             }
-            other => self.unreachable(describe(&other)),
+            other => self.unreachable_at(index, describe(&other)),
         }
     }
 }
@@ -442,6 +584,27 @@ pub(crate) fn describe(err: &mysql_async::Error) -> String {
         mysql_async::Error::Driver(driver) => driver.to_string(),
         other => other.to_string(),
     }
+}
+
+/// What an error said, without the host it names (the caller names it).
+fn error_detail(error: &DbError) -> String {
+    match error {
+        DbError::Unreachable { detail, .. } | DbError::Query { detail, .. } => detail.clone(),
+        DbError::Auth { user, detail, .. } => format!("refused login for user {user}: {detail}"),
+    }
+}
+
+/// `1st`, `2nd`, `3rd`, `4th`… for the host at `index` (0-based) of `DB_HOST`.
+pub(crate) fn ordinal(index: usize) -> String {
+    let n = index + 1;
+    let suffix = match (n % 10, n % 100) {
+        (_, 11..=13) => "th",
+        (1, _) => "st",
+        (2, _) => "nd",
+        (3, _) => "rd",
+        _ => "th",
+    };
+    format!("{n}{suffix}")
 }
 
 /// A timeout as operators write it in the config: whole seconds when it is whole.

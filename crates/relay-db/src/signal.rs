@@ -35,11 +35,10 @@
 use std::time::Duration;
 
 use md5::{Digest, Md5};
-use mysql_async::prelude::Queryable;
-use mysql_async::{Conn, Row, Value};
+use mysql_async::{Row, Value};
 
-use crate::mariadb::{describe, seconds, DISCONNECT_TIMEOUT};
-use crate::{DbError, DbSettings, MariaDbSource, Secret};
+use crate::kept::Kept;
+use crate::{DbError, DbHost, DbSettings, MariaDbSource, Secret};
 
 /// A fingerprint of the multiset of names a query returns (see the module documentation).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -325,13 +324,16 @@ fn statement<'q>(query: &'q str, key: &'static str) -> Result<&'q str, SignalUna
 }
 
 /// Polls the change signal over one connection kept open between polls, so a poll is one
-/// `COM_QUERY` and no login. A failed poll drops the connection; the next one connects anew.
+/// `COM_QUERY` and no login. A failed poll drops the connection; the next one connects anew,
+/// trying `DB_HOST`'s hosts from the first. On a later host (the first did not answer), it
+/// returns to the first within [`crate::RETURN_EVERY`] of that host answering with the same
+/// domains (see [`ChangeSignal::host`]).
 #[derive(Debug)]
 pub struct ChangeSignal {
     source: MariaDbSource,
     query: String,
     probe: Option<String>,
-    conn: Option<Conn>,
+    kept: Kept,
 }
 
 impl ChangeSignal {
@@ -358,7 +360,7 @@ impl ChangeSignal {
             source,
             query,
             probe,
-            conn: None,
+            kept: Kept::new(),
         })
     }
 
@@ -373,6 +375,20 @@ impl ChangeSignal {
             ..self.source.settings().clone()
         };
         self.source = MariaDbSource::new(settings);
+    }
+
+    /// The same signal, trying the earlier hosts of `DB_HOST` every `every` instead of every
+    /// [`crate::RETURN_EVERY`] while it reads a later one (for tests).
+    pub fn with_return_interval(mut self, every: Duration) -> ChangeSignal {
+        self.kept.set_return_every(every);
+        self
+    }
+
+    /// The host of `DB_HOST` the kept connection is to; `None` while there is none (before the
+    /// first poll, after a failed one). A probe from another host than the one before proves
+    /// nothing about what that one saw: the watcher then computes the fingerprint.
+    pub fn host(&self) -> Option<&DbHost> {
+        self.source.settings().hosts.get(self.kept.host()?)
     }
 
     /// Whether a cheap [`Probe`] can be had (the tables `DB_QUERY`, and `RECIPIENTS_QUERY` when
@@ -407,66 +423,13 @@ impl ChangeSignal {
 
     /// Runs `query` on the kept connection; when that fails, once more on a fresh one.
     async fn run_with_retry(&mut self, query: &str) -> Result<Row, DbError> {
-        if self.conn.is_some() {
-            match self.run_once(query).await {
-                // The kept connection may have been closed by a server restart or a proxy's
-                // idle limit since the last poll: that alone is no outage, so try once more
-                // on a fresh connection before calling the database unreachable.
-                Err(DbError::Query { .. }) | Err(DbError::Unreachable { .. }) => {}
-                done => return done,
-            }
-        }
-        self.run_once(query).await
-    }
-
-    async fn run_once(&mut self, query: &str) -> Result<Row, DbError> {
-        let settings = self.source.settings();
-        let (connect_timeout, query_timeout) = (settings.connect_timeout, settings.query_timeout);
-        let mut conn = match self.conn.take() {
-            Some(conn) => conn,
-            None => tokio::time::timeout(connect_timeout, self.source.connect())
-                .await
-                .map_err(|_| {
-                    self.source.unreachable(format!(
-                        "no connection within the connect timeout ({})",
-                        seconds(connect_timeout)
-                    ))
-                })??,
-        };
-        match tokio::time::timeout(query_timeout, first_row(&mut conn, query)).await {
-            Ok(Ok(row)) => {
-                self.conn = Some(conn);
-                Ok(row)
-            }
-            Ok(Err(detail)) => {
-                let _ = tokio::time::timeout(DISCONNECT_TIMEOUT, conn.disconnect()).await;
-                Err(self.source.query_error(detail))
-            }
-            Err(_) => {
-                // As in a fetch: mark the connection closed so dropping it closes the socket.
-                let _ = tokio::time::timeout(Duration::ZERO, conn.disconnect()).await;
-                Err(self.source.query_error(format!(
-                    "the change signal gave no result within the query timeout ({})",
-                    seconds(query_timeout)
-                )))
-            }
-        }
+        self.kept.first_row(&self.source, query, &self.query).await
     }
 
     /// Closes the kept connection, if any.
     pub async fn close(&mut self) {
-        if let Some(conn) = self.conn.take() {
-            let _ = tokio::time::timeout(DISCONNECT_TIMEOUT, conn.disconnect()).await;
-        }
+        self.kept.close().await;
     }
-}
-
-async fn first_row(conn: &mut Conn, query: &str) -> Result<Row, String> {
-    let row: Option<Row> = conn
-        .query_first(query)
-        .await
-        .map_err(|error| format!("change signal: {}", describe(&error)))?;
-    row.ok_or_else(|| "change signal: no row".to_owned())
 }
 
 /// A column as a whole number; `None` for `NULL` or anything else.

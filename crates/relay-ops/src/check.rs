@@ -52,6 +52,8 @@ pub enum CheckId {
     DbSecret,
     /// The database answers `DB_QUERY`.
     Database,
+    /// With several `DB_HOST`s: each one answers on its own.
+    DbHosts,
     /// `RECIPIENTS_QUERY` runs and returns rows (recipient validation).
     Recipients,
     /// Every relayed domain has a recipient or a catch-all (recipient validation).
@@ -99,11 +101,12 @@ pub enum CheckId {
 
 impl CheckId {
     /// Every check, in the order `check` runs them.
-    pub const ALL: [CheckId; 25] = [
+    pub const ALL: [CheckId; 26] = [
         CheckId::Config,
         CheckId::Password,
         CheckId::DbSecret,
         CheckId::Database,
+        CheckId::DbHosts,
         CheckId::Recipients,
         CheckId::RecipientDomains,
         CheckId::DbTransport,
@@ -134,6 +137,7 @@ impl CheckId {
             CheckId::Password => "password",
             CheckId::DbSecret => "db_secret",
             CheckId::Database => "database",
+            CheckId::DbHosts => "db_hosts",
             CheckId::Recipients => "recipients",
             CheckId::RecipientDomains => "recipient_domains",
             CheckId::DbTransport => "db_transport",
@@ -364,21 +368,40 @@ fn check_database(config: &Config, report: &mut Report) {
         }
     };
     let settings = config.db_settings(login);
-    let addr = format!("{}:{}", config.db_host, config.db_port);
     let source = MariaDbSource::new(settings.clone());
-    match runtime.block_on(source.fetch_names()) {
-        Ok(rows) => report.push(
-            CheckId::Database,
-            Level::Ok,
-            format!(
-                "MariaDB at {addr} as {user}: DB_QUERY returned {} rows",
-                rows.len()
-            ),
-        ),
+    let answered = match runtime.block_on(source.fetch_names()) {
+        Ok(rows) => {
+            let answered = source.answered().cloned().unwrap_or_else(|| {
+                // A fetch that worked connected somewhere: the first host, to be safe.
+                config.db_host[0].clone()
+            });
+            let which = match config.db_host.iter().position(|host| *host == answered) {
+                Some(index) if config.db_host.len() > 1 => {
+                    format!(" ({} host of DB_HOST)", ordinal(index))
+                }
+                _ => String::new(),
+            };
+            report.push(
+                CheckId::Database,
+                Level::Ok,
+                format!(
+                    "MariaDB at {}{which} as {}: DB_QUERY returned {} rows",
+                    answered.addr(config.db_port),
+                    user,
+                    rows.len()
+                ),
+            );
+            answered
+        }
         Err(error) => {
             report.push(CheckId::Database, Level::Fail, error.to_string());
             return;
         }
+    };
+    let addr = answered.addr(config.db_port);
+    if config.db_host.len() > 1 {
+        let (level, detail) = hosts_verdict(config, &settings, &answered, &runtime);
+        report.push(CheckId::DbHosts, level, detail);
     }
     if config.recipients_query.is_some() {
         let fetched = runtime.block_on(source.fetch());
@@ -393,7 +416,7 @@ fn check_database(config: &Config, report: &mut Report) {
         }
     }
     if let Some(protection) = source.protection() {
-        let (level, detail) = transport_verdict(protection, &config.db_host, &addr);
+        let (level, detail) = transport_verdict(protection, &answered.name, &addr);
         report.push(CheckId::DbTransport, level, detail);
     }
     // The same connection code (timeouts, TLS) with another one-column query.
@@ -440,6 +463,62 @@ fn check_database(config: &Config, report: &mut Report) {
             format!("cannot read the user's grants: {error}"),
         ),
     }
+}
+
+/// How `check` rates a `DB_HOST` that lists several hosts: each one is asked on its own (a
+/// later one is where the gateway falls back to, so one that refuses is a warning now rather
+/// than an outage later).
+fn hosts_verdict(
+    config: &Config,
+    settings: &relay_db::DbSettings,
+    answered: &relay_db::DbHost,
+    runtime: &tokio::runtime::Runtime,
+) -> (Level, String) {
+    let mut silent = Vec::new();
+    for (index, host) in config.db_host.iter().enumerate() {
+        if host == answered {
+            continue;
+        }
+        let alone = MariaDbSource::new(relay_db::DbSettings {
+            hosts: vec![host.clone()],
+            ..settings.clone()
+        });
+        if let Err(error) = runtime.block_on(alone.fetch_names()) {
+            silent.push(format!("the {} host ({error})", ordinal(index)));
+        }
+    }
+    let addr = answered.addr(config.db_port);
+    if silent.is_empty() {
+        (
+            Level::Ok,
+            format!(
+                "each of the {} hosts of DB_HOST answers; they are tried in order, and {addr} \
+                 answered first",
+                config.db_host.len()
+            ),
+        )
+    } else {
+        (
+            Level::Warn,
+            format!(
+                "not every host of DB_HOST answers, so the gateway reads {addr}: {}",
+                silent.join("; ")
+            ),
+        )
+    }
+}
+
+/// `1st`, `2nd`, `3rd`, `4th`… for the host at `index` (0-based) of `DB_HOST`.
+fn ordinal(index: usize) -> String {
+    let n = index + 1;
+    let suffix = match (n % 10, n % 100) {
+        (_, 11..=13) => "th",
+        (1, _) => "st",
+        (2, _) => "nd",
+        (3, _) => "rd",
+        _ => "th",
+    };
+    format!("{n}{suffix}")
 }
 
 /// How `check` rates what [`DomainSource::fetch`] returned with `RECIPIENTS_QUERY` set: the row

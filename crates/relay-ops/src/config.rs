@@ -45,7 +45,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use relay_core::{DomainName, NextHop};
-use relay_db::{DbSettings, Secret, TlsMode};
+use relay_db::{DbHost, DbSettings, Secret, TlsMode};
 
 use crate::password::DbLogin;
 use relay_postfix::PostfixSettings;
@@ -83,9 +83,10 @@ pub const RESERVED_ENV: &[&str] = &["RELAY_SYNC_ALERT_SEVERITY", "RELAY_SYNC_ALE
 pub struct Config {
     /// The configuration file read, or `None` when the default file does not exist.
     pub file: Option<PathBuf>,
-    /// `DB_HOST` (required): an IP address or a host name.
-    pub db_host: String,
-    /// `DB_PORT`.
+    /// `DB_HOST` (required): the hosts, tried in order (a replica, then the primary); each an
+    /// IP address or a host name, with its own port or at `DB_PORT`.
+    pub db_host: Vec<DbHost>,
+    /// `DB_PORT`: the port of each host of `DB_HOST` that names none.
     pub db_port: u16,
     /// `DB_NAME`.
     pub db_name: String,
@@ -755,7 +756,7 @@ impl Config {
     /// What relay-db needs, with the login resolved by [`Config::resolve_login`].
     pub fn db_settings(&self, login: DbLogin) -> DbSettings {
         DbSettings {
-            host: self.db_host.clone(),
+            hosts: self.db_host.clone(),
             port: self.db_port,
             database: self.db_name.clone(),
             user: login.user,
@@ -1725,11 +1726,69 @@ METRICS_FILE = /var/lib/node_exporter/textfile/relay_sync.prom
         check(r#"DB_PASSWORD="""#, password, "None");
     }
 
+    /// `DB_HOST` lists hosts in order, each with its own port or at `DB_PORT`; anything else
+    /// is refused, naming the entry.
+    #[test]
+    fn db_host_is_a_list_tried_in_order() {
+        let config = ok(
+            "DB_HOST = replica.example, primary.example:3307 10.0.0.5 [2001:db8::5]:3308 2001:db8::6\n\
+             DB_PORT=3310\nDELL_RELAY_IP=10.1.1.1\n",
+            &[],
+        );
+        assert_eq!(
+            config.db_host,
+            [
+                DbHost::new("replica.example"),
+                DbHost::new("primary.example").with_port(3307),
+                DbHost::new("10.0.0.5"),
+                DbHost::new("2001:db8::5").with_port(3308),
+                DbHost::new("2001:db8::6"),
+            ]
+        );
+        let settings = config.db_settings(DbLogin {
+            user: config.db_user.clone(),
+            password: None,
+        });
+        let addrs: Vec<String> = settings
+            .hosts
+            .iter()
+            .map(|h| h.addr(settings.port))
+            .collect();
+        assert_eq!(
+            addrs,
+            [
+                "replica.example:3310",
+                "primary.example:3307",
+                "10.0.0.5:3310",
+                "[2001:db8::5]:3308",
+                "[2001:db8::6]:3310"
+            ]
+        );
+        let env = ok(MINIMAL, &[("RELAY_SYNC_DB_HOST", "a.example,b.example")]);
+        assert_eq!(
+            env.db_host,
+            [DbHost::new("a.example"), DbHost::new("b.example")]
+        );
+        for (value, named) in [
+            ("replica.example, primary.example:0", "primary.example:0"),
+            ("replica.example:port", "replica.example:port"),
+            ("a.example, a.example", "a.example is listed twice"),
+            ("[2001:db8::5", "[2001:db8::5"),
+            ("[db.example]:3306", "[db.example]:3306"),
+            ("bad_host!", "bad_host!"),
+            ("smtp:[10.0.0.1]:25", "smtp:[10.0.0.1]:25"),
+        ] {
+            let error = err(&format!("DB_HOST={value}\nDELL_RELAY_IP=10.1.1.1\n"), &[]);
+            assert!(error.contains("DB_HOST"), "{value}: {error}");
+            assert!(error.contains(named), "{value}: {error}");
+        }
+    }
+
     #[test]
     fn comments_blanks_and_whitespace() {
         let text = "\u{feff}# comment\n  ; another\n\n   \n\tDB_HOST =  db  \r\n  # indented comment\nDELL_RELAY_IP=10.1.1.1\n";
         let config = ok(text, &[]);
-        assert_eq!(config.db_host, "db");
+        assert_eq!(config.db_host, [DbHost::new("db")]);
         assert_eq!(config.next_hop.to_string(), "smtp:[10.1.1.1]:2525");
     }
 
@@ -2144,7 +2203,7 @@ METRICS_FILE = /var/lib/node_exporter/textfile/relay_sync.prom
             user: config.db_user.clone(),
             password: Some(Secret::new("pw")),
         });
-        assert_eq!(db.host, "db.example.net");
+        assert_eq!(db.hosts, [DbHost::new("db.example.net")]);
         assert_eq!(db.port, 3306);
         assert_eq!(db.database, "mailserver_usermgmt");
         assert_eq!(db.user, "relay_sync");
@@ -2200,8 +2259,9 @@ METRICS_FILE = /var/lib/node_exporter/textfile/relay_sync.prom
         }
         for expected in [
             "DB_HOST",
-            "Host name or IP address of MariaDB. Required. Example: 192.0.2.10",
-            "TCP port of MariaDB. Default: 3306.",
+            "Host name or IP address of MariaDB; or several, comma separated, tried in order",
+            "Required. Example: 192.0.2.10",
+            "TCP port of MariaDB (of each DB_HOST that names none). Default: 3306.",
             "the admin panel's MariaDB",
             "Default: $POSTFIX_CONFIG_DIR/transport.",
             "Example: docker exec mailserver-postfix",
@@ -2259,7 +2319,7 @@ METRICS_FILE = /var/lib/node_exporter/textfile/relay_sync.prom
             .replace("#DB_HOST=192.0.2.10", "DB_HOST=192.0.2.10")
             .replace("#DELL_RELAY_IP=192.0.2.25", "DELL_RELAY_IP=192.0.2.25");
         let config = ok(&configured, &[]);
-        assert_eq!(config.db_host, "192.0.2.10");
+        assert_eq!(config.db_host, [DbHost::new("192.0.2.10")]);
         assert_eq!(config.next_hop.to_string(), "smtp:[192.0.2.25]:2525");
         assert_eq!(
             config.db_password,
@@ -2271,7 +2331,7 @@ METRICS_FILE = /var/lib/node_exporter/textfile/relay_sync.prom
             &configured.replace("DB_HOST=192.0.2.10", "#"),
             &[("RELAY_SYNC_DB_HOST", "db")],
         );
-        assert_eq!(one.db_host, "db");
+        assert_eq!(one.db_host, [DbHost::new("db")]);
         let error = err(&sample, &[("RELAY_SYNC_DELL_RELAY_IP", "10.0.0.1")]);
         assert!(error.starts_with("DB_HOST is not set"), "{error}");
         // An empty value is no value.

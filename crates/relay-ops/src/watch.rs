@@ -12,11 +12,22 @@
 //! sync likewise collapse into one more sync.
 //!
 //! Each poll also reads Postfix's [`PostfixMark`] (a digest of `main.cf` and of the master's
-//! pid and start time; through `POSTFIX_COMMAND_PREFIX`, one command in the container), and
-//! syncs when it is not what the last sync left: a container recreated from its image (whose
-//! `main.cf` lost inline mode's domains), a restart, an edit, or a return after the last sync
-//! could not reach Postfix is repaired within `POLL_INTERVAL` plus one sync, not at the next
-//! `RECONCILE_INTERVAL`.
+//! pid and start time), and syncs when it is not what the last sync left: a container
+//! recreated from its image (whose `main.cf` lost inline mode's domains), a restart, an edit,
+//! or a return after the last sync could not reach Postfix is repaired within `POLL_INTERVAL`
+//! plus one sync, not at the next `RECONCILE_INTERVAL`. On this host the mark is two small
+//! reads (main.cf and `/proc`); through `POSTFIX_COMMAND_PREFIX` it is one command in the
+//! container (about 50 ms of CPU with podman), so it is read at most every
+//! [`MARK_EVERY_THROUGH_PREFIX`] there, whatever `POLL_INTERVAL` is: the database is polled
+//! more often than Postfix's mark.
+//!
+//! With several hosts in `DB_HOST`, the polls run on the first that answers (relay-db's
+//! [`ChangeSignal`] moves along the list and back), and a sync reads the host the poll that
+//! decided it reached, so that what it applies is what the poll saw.
+//!
+//! A sync that did not apply what it read (a full `BACKUP_DIR`, a reload that failed, another
+//! run holding the lock) is retried after a back-off (see [`decide`], rule 5): a change that
+//! met a short fault is applied seconds after the fault ends.
 //!
 //! A database outage touches nothing (Postfix keeps serving the domains it has): polls back off
 //! from `POLL_INTERVAL`, doubling up to `RECONCILE_INTERVAL`, the outage is logged once when it
@@ -30,7 +41,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use relay_db::{ChangeSignal, DbError, MariaDbSource};
+use relay_db::{ChangeSignal, DbError, DbHost, Fingerprint, MariaDbSource};
 use relay_postfix::{MarkReader, PostfixMark};
 use tokio::sync::Notify;
 
@@ -38,8 +49,25 @@ use crate::failures::AlertRule;
 use crate::metrics::{self, WatchMetrics};
 use crate::password::{self, DbLogin};
 use crate::sync::{self, RunOutcome};
-use crate::{off_the_executor, Gateway, SyncOptions};
-use decide::{Decider, Polled, Reason};
+use crate::{off_the_executor, Config, Gateway, SyncOptions};
+use decide::{Decider, Polled, Reason, Synced};
+
+/// How often Postfix's mark is read through `POSTFIX_COMMAND_PREFIX` (one command in the
+/// container); without a prefix it is read at every poll.
+pub const MARK_EVERY_THROUGH_PREFIX: Duration = Duration::from_secs(10);
+
+/// A fingerprint that took longer than this is not computed after a write: the sync reads the
+/// rows instead ([`Polled::Written`]), and in the seconds after a write the fingerprint waits
+/// for a settled probe ([`decide::Decider::settling`]) rather than being computed at every
+/// poll. The database hashes every row for it (about 0.1 s at 100,000 rows), which costs it
+/// more than sending them, and the propagation the time of the query; at a hundred rows it
+/// takes well under a millisecond and is always computed, so that a write that changes no
+/// enabled domain (a quota) costs no sync.
+pub const FINGERPRINT_BUDGET: Duration = Duration::from_millis(30);
+
+/// The shortest time between two writes of the watch metrics while nothing happens (a sync
+/// writes them at once): the heartbeat is in whole seconds, and each write is an fsync.
+pub const METRICS_EVERY: Duration = Duration::from_secs(2);
 
 /// What the watcher has done so far, for a supervisor (systemd's `READY`, `WATCHDOG`,
 /// `STATUS`), a health check or an embedder waiting for a sync it asked for.
@@ -197,10 +225,17 @@ struct Watcher {
     started: Instant,
     decider: Decider,
     signal: Signal,
-    /// Reads Postfix's mark (main.cf, the master) at each poll and after each sync.
+    /// Reads Postfix's mark (main.cf, the master) at each poll (through a prefix, every
+    /// [`MARK_EVERY_THROUGH_PREFIX`]) and after each sync.
     postfix: Arc<MarkReader>,
     /// The login the change signal connected with, for a refused password (`password`).
     login: Option<DbLogin>,
+    /// When the mark was last read at a poll.
+    mark_read: Option<Instant>,
+    /// The host of `DB_HOST` the last probe was read from.
+    probed_on: Option<DbHost>,
+    /// How long the last fingerprint took; `None` before the first.
+    fingerprint_took: Option<Duration>,
     metrics: WatchMetrics,
     metrics_written: Option<Instant>,
     /// When the current failure streak began (this watcher's view), for `ALERT_AFTER_SECONDS`.
@@ -223,10 +258,13 @@ async fn run(
         seconds(config.reconcile_interval)
     );
     let mut watcher = Watcher {
-        decider: Decider::new(config.reconcile_interval),
+        decider: Decider::new(config.poll_interval, config.reconcile_interval),
         signal: Signal::Pending,
         postfix: Arc::new(MarkReader::new(config.postfix_settings())),
         login: None,
+        mark_read: None,
+        probed_on: None,
+        fingerprint_took: None,
         gateway,
         shared,
         started: Instant::now(),
@@ -297,9 +335,11 @@ impl Watcher {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .take();
         if let Some(gateway) = next {
+            let config = gateway.config();
             self.decider
-                .set_reconcile_interval(gateway.config().reconcile_interval);
-            self.postfix = Arc::new(MarkReader::new(gateway.config().postfix_settings()));
+                .set_intervals(config.poll_interval, config.reconcile_interval);
+            self.postfix = Arc::new(MarkReader::new(config.postfix_settings()));
+            self.mark_read = None;
             self.gateway = gateway;
             self.check_signal();
             tracing::info!("Configuration reloaded");
@@ -313,8 +353,13 @@ impl Watcher {
         // turns from a watcher that was killed and left `relay_sync_watch_up 1` behind.
         self.metrics.last_poll = chrono::Utc::now().timestamp();
         // Postfix is read beside the database: through a container's exec it takes a while.
-        let reader = Arc::clone(&self.postfix);
-        let (polled, postfix) = tokio::join!(self.poll(), read_postfix(reader));
+        let (polled, postfix) = if self.mark_due(&config) {
+            self.mark_read = Some(Instant::now());
+            let reader = Arc::clone(&self.postfix);
+            tokio::join!(self.poll(), read_postfix(reader))
+        } else {
+            (self.poll().await, None)
+        };
         let polled = match polled {
             Ok(polled) => polled,
             Err(failure) => return self.poll_failed(failure).await,
@@ -324,7 +369,7 @@ impl Watcher {
         let requested = self.outage_over() || requested;
         let now = self.started.elapsed();
         let decision = self.decider.decide(now, polled, postfix, requested);
-        if decision == Some(Reason::Changed) {
+        if matches!(decision, Some(Reason::Changed | Reason::Written)) {
             self.metrics.changes += 1;
         }
         self.shared.status.send_modify(|status| {
@@ -338,6 +383,16 @@ impl Watcher {
         }
         config.poll_interval
     }
+
+    /// Whether this poll reads Postfix's mark: always on this host, every
+    /// [`MARK_EVERY_THROUGH_PREFIX`] through a prefix.
+    fn mark_due(&self, config: &Config) -> bool {
+        config.postfix_command_prefix.is_empty()
+            || self
+                .mark_read
+                .is_none_or(|read| read.elapsed() >= MARK_EVERY_THROUGH_PREFIX)
+    }
+
 
     /// Polls the change signal. When MariaDB refuses a password read from a secret, the
     /// secret may have been rotated: it is read again (at most once per `RECONCILE_INTERVAL`
@@ -397,7 +452,6 @@ impl Watcher {
         let Signal::Ready(signal) = &mut self.signal else {
             return Ok(Polled::NoSignal);
         };
-        let started = Instant::now();
         let probed = match signal.probe().await {
             Ok(probe) => probe,
             Err(error) => {
@@ -406,11 +460,31 @@ impl Watcher {
                 return Err(PollFailure::Database(error));
             }
         };
+        // Another host's `UPDATE_TIME`s prove nothing about what the last one saw.
+        let host = signal.host().cloned();
+        if host != self.probed_on {
+            self.decider.forget_probe();
+            self.probed_on = host;
+        }
         if !self.decider.needs_fingerprint(probed) {
             return Ok(Polled::Unchanged);
         }
+        let expensive = self
+            .fingerprint_took
+            .is_some_and(|took| took > FINGERPRINT_BUDGET);
+        if expensive && self.decider.settling(probed) {
+            // Once the probe is settled, one fingerprint finds a commit of the same second.
+            return Ok(Polled::Unchanged);
+        }
+        if expensive && self.decider.written(probed) {
+            // The sync reads the rows after this probe.
+            self.decider.checked(probed);
+            return Ok(Polled::Written);
+        }
+        let started = Instant::now();
         match signal.poll().await {
             Ok(fingerprint) => {
+                self.fingerprint_took = Some(started.elapsed());
                 self.decider.checked(probed);
                 tracing::debug!(
                     "Change signal: {fingerprint} ({} ms)",
@@ -489,9 +563,15 @@ impl Watcher {
         let detected = Instant::now();
         let rule = self.alert_rule();
         let gateway = self.gateway.clone();
+        // The host the poll reached, first: the sync applies what the poll saw.
+        let reached = match &self.signal {
+            Signal::Ready(signal) => signal.host().cloned(),
+            _ => None,
+        };
         let (record, read) = off_the_executor(move || {
+            let config = reading_first(gateway.config(), reached.as_ref());
             sync::sync_with(
-                gateway.config(),
+                &config,
                 &gateway.logins,
                 &gateway.sinks,
                 SyncOptions::default(),
@@ -502,13 +582,33 @@ impl Watcher {
         .await;
         // What this sync left Postfix like: the next polls compare with it.
         let postfix = read_postfix(Arc::clone(&self.postfix)).await;
-        self.decider.synced(self.started.elapsed(), read, postfix);
+        self.mark_read = Some(Instant::now());
+        let synced = synced(&record.outcome, read);
+        let now = self.started.elapsed();
+        let readable = postfix.is_some();
+        self.decider.synced(now, synced, postfix);
+        if let Synced::Owed(_) = synced {
+            match self.decider.retry_due() {
+                Some(due) => tracing::info!(
+                    "The sync did not apply its changes; retrying in {} unless the database \
+                     changes again first",
+                    seconds(due.saturating_sub(now))
+                ),
+                None if !readable => tracing::info!(
+                    "The sync did not apply its changes and Postfix cannot be read; syncing \
+                     again when it answers"
+                ),
+                None => {}
+            }
+        }
         let exit = record.exit_code();
         if !matches!(record.outcome, RunOutcome::Skipped(_)) {
             self.recorded(exit == 0);
         }
         let (added, removed) = record.changes();
-        if reason == Reason::Changed && !(added.is_empty() && removed.is_empty()) {
+        if matches!(reason, Reason::Changed | Reason::Written)
+            && !(added.is_empty() && removed.is_empty())
+        {
             self.metrics
                 .propagation
                 .observe(detected.elapsed().as_secs_f64());
@@ -548,21 +648,46 @@ impl Watcher {
         }
     }
 
-    /// Writes the watcher's metrics: at most once per `POLL_INTERVAL`, and always when `now`.
+    /// Writes the watcher's metrics: at most once per `POLL_INTERVAL` (and per
+    /// [`METRICS_EVERY`]), and always when `now`.
     fn write_metrics(&mut self, now: bool) {
         let config = self.gateway.config();
         let Some(path) = config.metrics_file.as_deref().map(metrics::watch_path) else {
             return;
         };
+        let every = config.poll_interval.max(METRICS_EVERY);
         let due = self
             .metrics_written
-            .is_none_or(|written| written.elapsed() >= config.poll_interval);
+            .is_none_or(|written| written.elapsed() >= every);
         if !(now || due) {
             return;
         }
         self.metrics_written = Some(Instant::now());
         write_watch_metrics(&path, &self.metrics);
     }
+}
+
+/// How a sync ended for the decision: settled when Postfix holds what it read (applied, nothing
+/// to apply) or the guard refused it; otherwise a retry is owed.
+fn synced(outcome: &RunOutcome, read: Option<Fingerprint>) -> Synced {
+    use relay_engine::Outcome;
+    match (outcome, read) {
+        (
+            RunOutcome::Sync(Outcome::NoChange | Outcome::Applied(_) | Outcome::Refused(_)),
+            Some(read),
+        ) => Synced::Done(read),
+        (_, read) => Synced::Owed(read),
+    }
+}
+
+/// `config` with `host` first in `DB_HOST` (the rest in their order), when it is one of them.
+fn reading_first(config: &Config, host: Option<&DbHost>) -> Config {
+    let mut config = config.clone();
+    if let Some(at) = host.and_then(|host| config.db_host.iter().position(|h| h == host)) {
+        let host = config.db_host.remove(at);
+        config.db_host.insert(0, host);
+    }
+    config
 }
 
 /// Postfix's mark now, read on the blocking pool (through `POSTFIX_COMMAND_PREFIX`, one

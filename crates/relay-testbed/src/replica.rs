@@ -59,31 +59,42 @@ impl Replication {
     /// Like [`Replication::start`], with more options for each server (e.g. the primary in a
     /// network namespace). The replication settings are added to them.
     pub fn start_with(primary: ServerOptions, replica: ServerOptions) -> Result<Replication> {
-        let primary = MariaDb::start_with(
-            primary
-                .arg("--server-id=1")
-                .arg("--log-bin=primary-bin")
-                .arg("--binlog-format=ROW"),
-        )
-        .context("cannot start the primary")?;
-        primary.sql(&format!(
-            "CREATE USER '{REPLICATION_USER}'@'%' IDENTIFIED BY '{REPLICATION_PASSWORD}'; \
-             GRANT REPLICATION SLAVE ON *.* TO '{REPLICATION_USER}'@'%';"
-        ))?;
-        let replica = MariaDb::start_with(
-            replica
-                .arg("--server-id=2")
-                .arg("--read-only=1")
-                .arg("--relay-log=replica-relay-bin")
-                .arg("--skip-slave-start"),
-        )
-        .context("cannot start the replica")?;
+        let primary = start_primary(primary)?;
+        let replica = start_replica(replica)?;
+        let host = primary.host().to_owned();
+        Replication::connect(primary, replica, &host)
+    }
+
+    /// A primary on 127.0.0.1 and a replica in a network namespace of its own
+    /// ([`crate::NetNs`]), so that the replica's link can go down while the primary stays
+    /// reachable: what a gateway whose `DB_HOST` lists the replica first meets when it loses
+    /// it. The primary also listens on the host's end of the link, where the replica reads its
+    /// log; connections to the replica come from that address too, so a MariaDB account for a
+    /// gateway must name [`crate::NetNs::host_address`] as well as 127.0.0.1. The replica gives
+    /// up on a silent primary after 5 s (`slave_net_timeout`), so that it catches up soon after
+    /// its link is back.
+    pub fn start_with_replica_in_namespace() -> Result<Replication> {
+        let replica = start_replica(
+            ServerOptions::new()
+                .in_network_namespace()
+                .arg("--slave-net-timeout=5"),
+        )?;
+        let link = replica
+            .netns()
+            .context("the replica has no namespace")?
+            .host_address();
+        let primary =
+            start_primary(ServerOptions::new().arg(format!("--bind-address=127.0.0.1,{link}")))?;
+        Replication::connect(primary, replica, &link.to_string())
+    }
+
+    /// Points `replica` at `primary` (reached at `primary_host`) and starts replication.
+    fn connect(primary: MariaDb, replica: MariaDb, primary_host: &str) -> Result<Replication> {
         replica.sql(&format!(
-            "CHANGE MASTER TO MASTER_HOST = '{}', MASTER_PORT = {}, \
+            "CHANGE MASTER TO MASTER_HOST = '{primary_host}', MASTER_PORT = {}, \
              MASTER_USER = '{REPLICATION_USER}', MASTER_PASSWORD = '{REPLICATION_PASSWORD}', \
              MASTER_CONNECT_RETRY = 1, MASTER_USE_GTID = slave_pos; \
              START SLAVE;",
-            primary.host(),
             primary.port()
         ))?;
         let pair = Replication { primary, replica };
@@ -176,6 +187,34 @@ impl Replication {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
+}
+
+/// The primary: binary log on, `server_id` 1, the replication account.
+fn start_primary(options: ServerOptions) -> Result<MariaDb> {
+    let primary = MariaDb::start_with(
+        options
+            .arg("--server-id=1")
+            .arg("--log-bin=primary-bin")
+            .arg("--binlog-format=ROW"),
+    )
+    .context("cannot start the primary")?;
+    primary.sql(&format!(
+        "CREATE USER '{REPLICATION_USER}'@'%' IDENTIFIED BY '{REPLICATION_PASSWORD}'; \
+         GRANT REPLICATION SLAVE ON *.* TO '{REPLICATION_USER}'@'%';"
+    ))?;
+    Ok(primary)
+}
+
+/// The replica: `server_id` 2, `read_only`, not replicating until [`Replication::connect`].
+fn start_replica(options: ServerOptions) -> Result<MariaDb> {
+    MariaDb::start_with(
+        options
+            .arg("--server-id=2")
+            .arg("--read-only=1")
+            .arg("--relay-log=replica-relay-bin")
+            .arg("--skip-slave-start"),
+    )
+    .context("cannot start the replica")
 }
 
 /// The sequence number of replication domain 0 in a GTID position (`0-1-42,1-5-7`), 0 when it

@@ -61,6 +61,44 @@ impl Fault {
         Fault::BackupFull,
     ];
 
+    /// What fails the soak when a watcher gets this fault wrong: the observer's invariant, or
+    /// the fault's own check (see the methods of `Chaos`).
+    pub(super) fn detected_by(self) -> &'static str {
+        match self {
+            Fault::Burst => {
+                "each of the 50 changes within the bound (a watcher that drops changes while a \
+                 sync runs, or syncs per change and falls behind, is late)"
+            }
+            Fault::DatabaseRestart => {
+                "the change committed during the restart within the bound after it (a kept \
+                 connection never reopened is late); the watcher alive"
+            }
+            Fault::DatabaseUnreachable => {
+                "\"Database unreachable\" logged while the link is down, \"Database reachable \
+                 again\" after, the change committed meanwhile within the bound after it; mail \
+                 keeps flowing"
+            }
+            Fault::PostfixRestart => {
+                "the change that met the stopped Postfix within the bound after the start (a \
+                 watcher that forgets the failed sync is late); no accepted mail lost"
+            }
+            Fault::MainCfEdit => {
+                "the hand edit still in main.cf after the next sync, and every settled domain \
+                 still answering as the database says (inline mode's domains rewritten)"
+            }
+            Fault::Sighup => "\"Configuration reloaded\" within the bound; the next change",
+            Fault::Sigusr1 => "\"Syncing: sync requested\" within the bound",
+            Fault::Logrotate => {
+                "SIGUSR1's lines in the new LOG_FILE within the bound, not in the rotated one"
+            }
+            Fault::BackupFull => {
+                "a sync that failed while the disk was full (the fault took effect), then the \
+                 change within the bound plus the retry's back-off after the disk has room (a \
+                 watcher that waits for RECONCILE_INTERVAL is late when it is longer)"
+            }
+        }
+    }
+
     pub(super) fn name(self) -> &'static str {
         match self {
             Fault::Burst => "burst",

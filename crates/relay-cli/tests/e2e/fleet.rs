@@ -35,6 +35,15 @@ struct Member {
 
 impl Member {
     fn on(replica: &MariaDb) -> Member {
+        Member::reading(&format!(
+            "DB_HOST={}\nDB_PORT={}",
+            replica.host(),
+            replica.port()
+        ))
+    }
+
+    /// A gateway whose config says `db` (the `DB_HOST` and `DB_PORT` lines).
+    fn reading(db: &str) -> Member {
         let postfix = Postfix::start("").unwrap();
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("relay-sync.conf");
@@ -42,13 +51,11 @@ impl Member {
             &config,
             format!(
                 "# a gateway of the fleet, reading the replica\n\
-                 DB_HOST={host}\nDB_PORT={port}\nDB_USER=relay_sync\n\
-                 DB_PASSWORD=relay-sync-test-pw\nDB_CONNECT_TIMEOUT=2\n\
+                 {db}\nDB_USER=relay_sync\n\
+                 DB_PASSWORD=relay-sync-test-pw\nDB_CONNECT_TIMEOUT=2\nDB_QUERY_TIMEOUT=2\n\
                  DELL_RELAY_IP=127.0.0.1\nDELL_RELAY_PORT=2525\n\
                  RELAY_DOMAINS_MODE=map\nPOSTFIX_CONFIG_DIR={pf}\n\
                  BACKUP_DIR={d}/backup\nLOG_FILE={d}/log/relay-sync.log\nSTATE_DIR={d}/state\n",
-                host = replica.host(),
-                port = replica.port(),
                 pf = postfix.config_dir().display(),
                 d = dir.path().display(),
             ),
@@ -226,4 +233,157 @@ fn a_fleet_on_a_replica_follows_the_primary_and_rides_out_a_stalled_replica() {
     for watcher in watchers {
         assert_eq!(watcher.stop(Duration::from_secs(30)), 0);
     }
+}
+
+/// `relay-sync --config CONFIG ARGS` for a member: its exit code and stdout.
+fn run(member: &Member, args: &[&str]) -> (i32, String) {
+    let output = Command::new(crate::gateway::BIN)
+        .arg("--config")
+        .arg(&member.config)
+        .args(args)
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+    )
+}
+
+/// `DB_HOST=replica, primary` with the replica in a network namespace whose link goes down, so
+/// connections to it hang rather than being refused. A cron run reads the primary one connect
+/// timeout later and says so; `check` names the host that answered and warns about the other;
+/// a watcher moves its polls to the primary, and a change committed there still reaches
+/// Postfix; when the link is back and the replica has caught up, the watcher returns to it.
+#[test]
+fn a_gateway_reads_the_primary_while_its_replica_is_unreachable_and_returns_to_it() {
+    let pair = Replication::start_with_replica_in_namespace().unwrap();
+    pair.load_fixtures().unwrap();
+    let ns = pair.replica().netns().unwrap();
+    let link = ns.host_address();
+    // Connections to the replica come from the host's end of its link.
+    pair.primary()
+        .sql(&format!(
+            "CREATE USER 'relay_sync'@'{link}' IDENTIFIED BY 'relay-sync-test-pw'; \
+             GRANT SELECT ON mailserver_usermgmt.domains TO 'relay_sync'@'{link}';"
+        ))
+        .unwrap();
+    pair.wait_caught_up(Duration::from_secs(30)).unwrap();
+    let replica = format!("{}:{}", pair.replica().host(), pair.replica().port());
+    let primary = format!("127.0.0.1:{}", pair.primary().port());
+    let member = Member::reading(&format!("DB_HOST={replica}, {primary}"));
+    let connect_timeout = Duration::from_secs(2);
+
+    let (code, report) = run(&member, &["check"]);
+    assert!(
+        report.contains(&format!("MariaDB at {replica} (1st host of DB_HOST)")),
+        "{code}\n{report}"
+    );
+
+    // A cron run while the replica's link is down: the primary answers after one connect
+    // timeout.
+    ns.link_down().unwrap();
+    let started = Instant::now();
+    let (code, _) = run(&member, &[]);
+    let took = started.elapsed();
+    assert_eq!(code, 0, "{}", member.log());
+    let log = member.log();
+    assert!(
+        log.contains(&format!("Connected to MariaDB ({primary})")),
+        "{log}"
+    );
+    assert!(
+        log.contains(&format!("trying {primary} (2nd host of DB_HOST)")),
+        "{log}"
+    );
+    eprintln!(
+        "fleet: a cron run with its replica unreachable read the primary and synced in {took:?} \
+         (DB_CONNECT_TIMEOUT {connect_timeout:?})"
+    );
+    assert!(took < connect_timeout + Duration::from_secs(3), "{took:?}");
+    let (_, report) = run(&member, &["check"]);
+    assert!(
+        report.contains(&format!("MariaDB at {primary} (2nd host of DB_HOST)")),
+        "{report}"
+    );
+    assert!(
+        report.contains("not every host of DB_HOST answers"),
+        "{report}"
+    );
+    ns.link_up().unwrap();
+    pair.wait_caught_up(Duration::from_secs(60)).unwrap();
+
+    // A watcher on the replica; its link goes down; a change on the primary still arrives.
+    let watcher = Watcher::start(&member.config, &[]);
+    let logged = member.log().len();
+    assert!(
+        wait_until(Duration::from_secs(30), || member.log()[logged..]
+            .contains("===== Sync completed")),
+        "{}",
+        member.log()
+    );
+    assert!(
+        member.log()[logged..].contains(&format!("Connected to MariaDB ({replica})")),
+        "{}",
+        member.log()
+    );
+    let smtp = member.smtp();
+    assert!(rcpt(smtp, "user@old.example").starts_with("554"));
+    ns.link_down().unwrap();
+    let logged = member.log().len();
+    pair.primary()
+        .sql("UPDATE mailserver_usermgmt.domains SET enabled = 1 WHERE name = 'old.example'")
+        .unwrap();
+    let committed = Instant::now();
+    assert!(
+        wait_until(Duration::from_secs(30), || rcpt(smtp, "user@old.example")
+            .starts_with("250")),
+        "{}",
+        &member.log()[logged..]
+    );
+    let took = committed.elapsed();
+    eprintln!(
+        "fleet: a watcher whose replica became unreachable relayed a change committed on the \
+         primary {took:?} after the commit (DB_QUERY_TIMEOUT and DB_CONNECT_TIMEOUT 2 s)"
+    );
+    let during = member.log()[logged..].to_owned();
+    assert!(
+        during.contains(&format!(
+            "Watching MariaDB at {primary} (2nd host of DB_HOST)"
+        )),
+        "{during}"
+    );
+    assert!(!during.contains("Database unreachable"), "{during}");
+
+    // The link is back: once the replica has caught up, the watcher reads it again, within
+    // relay-db's RETURN_EVERY (30 s) and a poll, and a change arrives through it.
+    ns.link_up().unwrap();
+    let back = Instant::now();
+    pair.wait_caught_up(Duration::from_secs(60)).unwrap();
+    let again = format!("Watching MariaDB at {replica} again");
+    assert!(
+        wait_until(Duration::from_secs(90), || member.log()[logged..]
+            .contains(&again)),
+        "{}",
+        &member.log()[logged..]
+    );
+    eprintln!(
+        "fleet: the watcher read its replica again {:?} after its link came back",
+        back.elapsed()
+    );
+    pair.primary()
+        .sql("UPDATE mailserver_usermgmt.domains SET enabled = 0 WHERE name = 'old.example'")
+        .unwrap();
+    let logged = member.log().len();
+    assert!(wait_until(CONVERGES_WITHIN, || rcpt(
+        smtp,
+        "user@old.example"
+    )
+    .starts_with("554")));
+    assert!(
+        member.log()[logged..].contains(&format!("Connected to MariaDB ({replica})")),
+        "{}",
+        &member.log()[logged..]
+    );
+    assert_eq!(watcher.stop(Duration::from_secs(30)), 0);
 }

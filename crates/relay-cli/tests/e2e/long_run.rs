@@ -1,13 +1,14 @@
 //! What a watcher meets after days rather than seconds (issue 21): logrotate with the shipped
-//! config, and a heartbeat that tells a watcher that runs from one that was killed.
+//! config, a heartbeat that tells a watcher that runs from one that was killed, and a sync
+//! that meets a fault in its apply step.
 
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::gateway::Gateway;
-use crate::smtp::wait_until;
+use crate::smtp::{rcpt, wait_until};
 use crate::watcher::Watcher;
 
 /// Where the shipped logrotate config and the sample config put the log.
@@ -90,6 +91,44 @@ fn watch_writes_to_the_new_log_after_logrotate() {
     );
     assert_eq!(watcher.stop(Duration::from_secs(30)), 0);
     assert!(gw.log().contains("Watcher stopped after"), "{}", gw.log());
+}
+
+/// SIGHUP with a config that names another `LOG_FILE`: the lines after it go to the new file.
+/// Before the fix, logging was set up once and every line kept going to the first file.
+#[test]
+fn sighup_with_another_log_file_moves_the_lines_there() {
+    let gw = Gateway::start("", "POLL_INTERVAL=0.2");
+    let watcher = Watcher::start(&gw.config, &[]);
+    assert!(wait_until(Duration::from_secs(30), || gw
+        .log()
+        .contains("===== Sync completed")));
+    let moved = gw.dir.path().join("moved/relay-sync.log");
+    gw.edit_config(|text| {
+        text.replace(
+            &format!("LOG_FILE={}/log/relay-sync.log", gw.dir.path().display()),
+            &format!("LOG_FILE={}", moved.display()),
+        )
+    });
+    watcher.signal(libc::SIGHUP);
+    let new_log = || fs::read_to_string(&moved).unwrap_or_default();
+    assert!(
+        wait_until(Duration::from_secs(20), || new_log()
+            .contains("Log moved here from")),
+        "{} got nothing; the old log:\n{}",
+        moved.display(),
+        gw.log()
+    );
+    let old_len = gw.log().len();
+    watcher.signal(libc::SIGUSR1);
+    assert!(
+        wait_until(Duration::from_secs(20), || new_log()
+            .contains("Syncing: sync requested")),
+        "{}",
+        new_log()
+    );
+    assert_eq!(gw.log().len(), old_len, "{}", gw.log());
+    assert!(gw.log().contains("LOG_FILE changed: the next lines go to"));
+    assert_eq!(watcher.stop(Duration::from_secs(30)), 0);
 }
 
 /// The value of `metric` in a Prometheus textfile.
@@ -191,4 +230,100 @@ fn logrotate_config_and_units_agree() {
         assert!(writable, "{unit} does not list {dir} in ReadWritePaths");
     }
     assert!(packaging("relay-sync-watch.service").contains("ExecReload=/bin/kill -HUP $MAINPID"));
+}
+
+/// A small tmpfs as `BACKUP_DIR`, to fill; unmounted on drop.
+struct BackupDisk {
+    dir: PathBuf,
+}
+
+impl BackupDisk {
+    fn mount(dir: PathBuf) -> BackupDisk {
+        fs::create_dir_all(&dir).unwrap();
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=256k,mode=0700", "relay-sync-e2e"])
+            .arg(&dir)
+            .status()
+            .unwrap();
+        assert!(
+            status.success(),
+            "cannot mount a tmpfs on {} (the e2e suite runs as root, as .ci/run does); this \
+             test needs mount(8)",
+            dir.display()
+        );
+        BackupDisk { dir }
+    }
+
+    fn filler(&self) -> PathBuf {
+        self.dir.join("e2e-filler")
+    }
+
+    /// Writes until the file system is full.
+    fn fill(&self) {
+        use std::io::Write;
+        let mut file = fs::File::create(self.filler()).unwrap();
+        let chunk = [0u8; 4096];
+        while file.write_all(&chunk).is_ok() {}
+        while file.write_all(&[0u8]).is_ok() {}
+    }
+
+    fn free(&self) {
+        fs::remove_file(self.filler()).unwrap();
+    }
+}
+
+impl Drop for BackupDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
+    }
+}
+
+/// A change that meets a full `BACKUP_DIR` fails its sync (nothing changes); once the disk has
+/// room again, the watcher retries by itself and the change is relayed within seconds, at the
+/// default `RECONCILE_INTERVAL` of 300 s. Before the fix, the failed sync counted as having
+/// applied the rows it read: no poll saw a change, and the domain waited for the next
+/// `RECONCILE_INTERVAL`.
+#[test]
+fn a_sync_that_failed_on_a_full_backup_dir_is_retried_when_it_has_room() {
+    let gw = Gateway::start("", "RELAY_DOMAINS_MODE=map\nPOLL_INTERVAL=0.2");
+    let disk = BackupDisk::mount(gw.backup_dir());
+    let watcher = Watcher::start(&gw.config, &[]);
+    assert!(wait_until(Duration::from_secs(30), || gw
+        .log()
+        .contains("===== Sync completed")));
+    let smtp = gw.postfix.smtp_port();
+    assert!(rcpt(smtp, "user@old.example").starts_with("554"));
+
+    disk.fill();
+    let logged = gw.log().len();
+    gw.sql("UPDATE mailserver_usermgmt.domains SET enabled = 1 WHERE name = 'old.example'");
+    assert!(
+        wait_until(Duration::from_secs(20), || gw.log()[logged..]
+            .contains("===== Sync failed")),
+        "no sync failed on the full BACKUP_DIR:\n{}",
+        &gw.log()[logged..]
+    );
+    // A few retries fail too while the disk stays full, and change nothing.
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(rcpt(smtp, "user@old.example").starts_with("554"));
+
+    disk.free();
+    let freed = Instant::now();
+    assert!(
+        wait_until(Duration::from_secs(20), || rcpt(smtp, "user@old.example")
+            .starts_with("250")),
+        "old.example not relayed {:?} after BACKUP_DIR had room again:\n{}",
+        freed.elapsed(),
+        &gw.log()[logged..]
+    );
+    eprintln!(
+        "a change that met a full BACKUP_DIR was relayed {:?} after the disk had room",
+        freed.elapsed()
+    );
+    assert!(
+        gw.log()[logged..].contains("Syncing: retrying the last sync"),
+        "{}",
+        &gw.log()[logged..]
+    );
+    assert_eq!(watcher.stop(Duration::from_secs(30)), 0);
 }

@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use relay_db::{DbError, DbSettings, DomainSource, MariaDbSource, Secret, TlsMode};
+use relay_db::{DbError, DbHost, DbSettings, DomainSource, MariaDbSource, Secret, TlsMode};
 use relay_testbed::MariaDb;
 
 const PASSWORD: &str = "relay-sync-test-pw";
@@ -29,7 +29,7 @@ fn settings(db: &MariaDb) -> DbSettings {
 
 fn settings_for(host: &str, port: u16) -> DbSettings {
     DbSettings {
-        host: host.to_owned(),
+        hosts: vec![DbHost::new(host)],
         port,
         database: "mailserver_usermgmt".to_owned(),
         user: "relay_sync".to_owned(),
@@ -509,6 +509,158 @@ async fn ca_file_without_a_certificate_is_unreachable_and_named() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// DB_HOST with several hosts: tried in order, each under the connect timeout.
+
+/// `settings` with `hosts` (each `host:port`) as DB_HOST.
+fn listing(mut settings: DbSettings, hosts: &[(&str, u16)]) -> DbSettings {
+    settings.hosts = hosts
+        .iter()
+        .map(|(name, port)| DbHost::new(*name).with_port(*port))
+        .collect();
+    settings
+}
+
+/// A first host that refuses the connection is passed over at once: the second is read, the
+/// log says which host answered (as DB_HOST writes it) and why the first was passed over.
+#[tokio::test]
+async fn a_host_list_reads_the_first_host_that_answers() {
+    let db = MariaDb::shared().unwrap();
+    let closed = relay_testbed::free_port().unwrap();
+    let settings = listing(
+        settings(db),
+        &[("127.0.0.1", closed), ("127.0.0.1", db.port())],
+    );
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let _guard = tracing::subscriber::set_default(Capture(Arc::clone(&events)));
+    let source = MariaDbSource::new(settings);
+    let started = Instant::now();
+    assert_eq!(source.fetch_names().await.unwrap().len(), 4);
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        source.answered(),
+        Some(&DbHost::new("127.0.0.1").with_port(db.port()))
+    );
+    let events = events.lock().unwrap();
+    let connected = format!("INFO Connected to MariaDB (127.0.0.1:{})", db.port());
+    assert!(events.contains(&connected), "{events:?}");
+    let passed_over = events
+        .iter()
+        .find(|line| line.starts_with("WARN cannot reach MariaDB at"))
+        .unwrap_or_else(|| panic!("no WARN for the first host: {events:?}"));
+    assert!(
+        passed_over.contains(&format!("127.0.0.1:{closed}"))
+            && passed_over.contains(&format!(
+                "trying 127.0.0.1:{} (2nd host of DB_HOST)",
+                db.port()
+            )),
+        "{passed_over}"
+    );
+}
+
+/// A first host that accepts TCP but never speaks (a hung server, a stalled link) costs one
+/// connect timeout, then the second host is read.
+#[tokio::test]
+async fn a_silent_first_host_costs_one_connect_timeout() {
+    let db = MariaDb::shared().unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent = listener.local_addr().unwrap().port();
+    let mut settings = listing(
+        settings(db),
+        &[("127.0.0.1", silent), ("127.0.0.1", db.port())],
+    );
+    settings.connect_timeout = Duration::from_millis(500);
+    let started = Instant::now();
+    assert_eq!(fetch(settings).await.unwrap().len(), 4);
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed >= Duration::from_millis(450) && elapsed < Duration::from_secs(2),
+        "{elapsed:?}"
+    );
+}
+
+/// When no host answers, the error names each one and what it said.
+#[tokio::test]
+async fn every_host_failing_names_each_of_them() {
+    let (a, b) = (
+        relay_testbed::free_port().unwrap(),
+        TcpListener::bind("127.0.0.1:0").unwrap(),
+    );
+    let b_port = b.local_addr().unwrap().port();
+    let mut settings = settings_for("127.0.0.1", 1);
+    settings = listing(settings, &[("127.0.0.1", a), ("127.0.0.1", b_port)]);
+    settings.connect_timeout = Duration::from_millis(300);
+    let error = fetch(settings).await.unwrap_err();
+    let text = error.to_string();
+    assert!(
+        text.starts_with(&format!(
+            "cannot reach MariaDB at 127.0.0.1:{a} or 127.0.0.1:{b_port}: 127.0.0.1:{a}: "
+        )),
+        "{text}"
+    );
+    assert!(text.contains("refused"), "{text}");
+    assert!(
+        text.contains(&format!(
+            "; 127.0.0.1:{b_port}: no connection within the connect timeout"
+        )),
+        "{text}"
+    );
+}
+
+/// A host that refuses the login makes the whole failure an `Auth` error (a password or a
+/// grant to fix), naming that host, the others in its detail.
+#[tokio::test]
+async fn a_refused_login_on_any_host_is_auth() {
+    let db = MariaDb::shared().unwrap();
+    let closed = relay_testbed::free_port().unwrap();
+    let mut settings = listing(
+        settings(db),
+        &[("127.0.0.1", closed), ("127.0.0.1", db.port())],
+    );
+    settings.password = Some(Secret::new("wrong-pw-not-shown"));
+    match fetch(settings).await.unwrap_err() {
+        DbError::Auth { addr, detail, .. } => {
+            assert_eq!(addr, format!("127.0.0.1:{}", db.port()));
+            assert!(detail.contains("1045"), "{detail}");
+            assert!(
+                detail.contains(&format!("also tried 127.0.0.1:{closed}: ")),
+                "{detail}"
+            );
+            assert!(!detail.contains("wrong-pw-not-shown"), "{detail}");
+        }
+        other => panic!("expected Auth, got {other:?}"),
+    }
+}
+
+/// verify-full checks each host against its own name: the server's certificate names
+/// `localhost`, so `127.0.0.1` is refused and `localhost`, next in the list, is read.
+#[tokio::test]
+async fn verify_full_checks_each_host_against_its_own_name() {
+    let db = MariaDb::shared_with_tls().unwrap();
+    let mut settings = tls_settings(db, "127.0.0.1", TlsMode::VerifyFull, trusted_ca(db));
+    settings = listing(
+        settings,
+        &[("127.0.0.1", db.port()), ("localhost", db.port())],
+    );
+    let source = MariaDbSource::new(settings.clone());
+    assert_eq!(source.fetch_names().await.unwrap().len(), 4);
+    assert_eq!(
+        source.answered().map(|host| host.name.as_str()),
+        Some("localhost")
+    );
+    assert_eq!(
+        source.protection(),
+        Some(relay_db::Protection::TlsVerifiedFull)
+    );
+    // Alone, the first is refused for its name.
+    settings.hosts.truncate(1);
+    assert_unreachable(fetch(settings).await, "not valid for name");
+}
+
+// ---------------------------------------------------------------------------------------------
 // TLS against a server with TLS: its certificate is signed by `tls_ca` and names `localhost`
 // only, so connecting to 127.0.0.1 presents a trusted certificate for another name.
 
@@ -748,6 +900,67 @@ async fn signal_reconnects_when_the_kept_connection_was_closed() {
     assert_eq!(ids.len(), 1, "one kept connection expected: {ids:?}");
     db.sql(&format!("KILL {}", ids[0])).unwrap();
     assert_eq!(signal.poll().await.unwrap(), first);
+}
+
+/// The watcher's kept connection on a list: when its host goes away, the poll moves to the next
+/// host at once; when the first host answers again, the signal returns to it, but only once it
+/// answers with the same domains (a replica that comes back behind is not read until it has
+/// caught up).
+#[tokio::test]
+async fn signal_falls_back_along_the_list_and_returns_when_the_first_host_has_caught_up() {
+    use relay_db::ChangeSignal;
+    let mut first = MariaDb::start().unwrap();
+    first.load_fixtures().unwrap();
+    let second = MariaDb::start().unwrap();
+    second.load_fixtures().unwrap();
+    let settings = listing(
+        settings(&first),
+        &[("127.0.0.1", first.port()), ("127.0.0.1", second.port())],
+    );
+    let every = Duration::from_millis(200);
+    let mut signal = ChangeSignal::new(MariaDbSource::new(settings.clone()))
+        .unwrap()
+        .with_return_interval(every);
+    let on = |signal: &ChangeSignal| signal.host().and_then(|host| host.port);
+    let fingerprint = signal.poll().await.unwrap();
+    assert_eq!(on(&signal), Some(first.port()));
+
+    // The first host goes away: the same poll reads the second.
+    first.stop().unwrap();
+    assert_eq!(signal.poll().await.unwrap(), fingerprint);
+    assert_eq!(on(&signal), Some(second.port()));
+
+    // It comes back behind (a row the second has and it has not): the signal stays.
+    first.start_again().unwrap();
+    second
+        .sql("UPDATE mailserver_usermgmt.domains SET enabled = 1 WHERE name = 'old.example'")
+        .unwrap();
+    let changed = signal.poll().await.unwrap();
+    assert_ne!(changed, fingerprint);
+    for _ in 0..10 {
+        tokio::time::sleep(every).await;
+        assert_eq!(signal.poll().await.unwrap(), changed);
+        assert_eq!(
+            on(&signal),
+            Some(second.port()),
+            "returned to a host that is behind"
+        );
+    }
+
+    // It catches up: the signal returns to it within a few intervals.
+    first
+        .sql("UPDATE mailserver_usermgmt.domains SET enabled = 1 WHERE name = 'old.example'")
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while on(&signal) != Some(first.port()) {
+        assert!(
+            Instant::now() < deadline,
+            "never returned to the first host"
+        );
+        tokio::time::sleep(every).await;
+        assert_eq!(signal.poll().await.unwrap(), changed);
+    }
+    signal.close().await;
 }
 
 /// The probe reads the server's `UPDATE_TIME` for the domains table: a write moves it to the

@@ -21,9 +21,12 @@ config_keys! {
     /// The password: set at most ONE of DB_PASSWORD, DB_PASSWORD_FILE, DB_PASSWORD_COMMAND and
     /// DB_PASSWORD_SECRET (on AWS, the secret is the recommended way).
     section "Database: the admin panel's MariaDB (read only)" {
-        /// Host name or IP address of MariaDB.
-        db_host "DB_HOST": Host = required.example("192.0.2.10"),
-        /// TCP port of MariaDB.
+        /// Host name or IP address of MariaDB; or several, comma separated, tried in order
+        /// (a replica, then the primary: `replica.example, primary.example`), each under
+        /// DB_CONNECT_TIMEOUT: the first that answers is read. HOST:PORT for a host not at
+        /// DB_PORT.
+        db_host "DB_HOST": HostList = required.example("192.0.2.10"),
+        /// TCP port of MariaDB (of each DB_HOST that names none).
         db_port "DB_PORT": Port = default("3306"),
         /// Database holding the `domains` table.
         db_name "DB_NAME": Text = default("mailserver_usermgmt"),
@@ -203,9 +206,10 @@ config_keys! {
     }
 
     section "Watch mode (relay-sync watch)" {
-        /// Seconds (fractions allowed) between polls of the change signal: one small query that
-        /// fingerprints what DB_QUERY returns.
-        poll_interval "POLL_INTERVAL": Seconds = default("2"),
+        /// Seconds (fractions allowed) between polls of the change signal: one lookup of when
+        /// DB_QUERY's tables were last written (well under a millisecond of database time), and
+        /// a fingerprint of what DB_QUERY returns only after a write.
+        poll_interval "POLL_INTERVAL": Seconds = default("0.25"),
         /// Seconds between full syncs whatever the signal says (also repairs a main.cf edited by
         /// hand), and the longest back-off of polls while the database is down.
         reconcile_interval "RECONCILE_INTERVAL": Seconds = default("300"),

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use relay_core::{DomainName, Transport};
-use relay_db::TlsMode;
+use relay_db::{DbHost, TlsMode};
 
 use super::RelayDomainsMode;
 
@@ -50,6 +50,12 @@ value_type! {
     Host -> String, |text| is_host(text)
         .then(|| text.to_owned())
         .ok_or("an IP address or a host name, without brackets or port")
+}
+value_type! {
+    /// `DB_HOST`: one host, or several tried in order, separated by commas or whitespace; each
+    /// an IP address or a host name, with `:PORT` when it is not at `DB_PORT` (an IPv6 address
+    /// with a port in brackets: `[2001:db8::5]:3307`).
+    HostList -> Vec<DbHost>, |text| host_list(text)
 }
 value_type! {
     /// A TCP port.
@@ -205,6 +211,58 @@ pub(super) struct Arn {
 /// holds the same, so a next hop read here is always one it accepts.
 fn is_host(text: &str) -> bool {
     text.parse::<IpAddr>().is_ok() || relay_core::is_host_name(text)
+}
+
+/// `DB_HOST`'s entries, in order: `host`, `host:port`, `IPv6`, `[IPv6]:port`; no entry twice.
+fn host_list(text: &str) -> Result<Vec<DbHost>, String> {
+    const EXPECTED: &str = "one or more hosts separated by commas (IP addresses or host names, \
+                            each with :PORT when it is not at DB_PORT), such as \
+                            replica.example, primary.example";
+    let mut hosts: Vec<DbHost> = Vec::new();
+    for entry in text
+        .split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|entry| !entry.is_empty())
+    {
+        let host = db_host(entry).ok_or_else(|| {
+            format!(
+                "{EXPECTED}, and {} is not one",
+                relay_core::escape_for_log(entry)
+            )
+        })?;
+        if hosts.contains(&host) {
+            return Err(format!("{EXPECTED}, each once, and {host} is listed twice"));
+        }
+        hosts.push(host);
+    }
+    if hosts.is_empty() {
+        return Err(EXPECTED.to_owned());
+    }
+    Ok(hosts)
+}
+
+/// One entry of `DB_HOST`.
+fn db_host(entry: &str) -> Option<DbHost> {
+    let port = |text: &str| text.parse::<u16>().ok().filter(|port| *port != 0);
+    if let Some(rest) = entry.strip_prefix('[') {
+        // `[IPv6]` or `[IPv6]:port`.
+        let (address, after) = rest.split_once(']')?;
+        address.parse::<std::net::Ipv6Addr>().ok()?;
+        let host = DbHost::new(address);
+        return match after {
+            "" => Some(host),
+            _ => Some(host.with_port(port(after.strip_prefix(':')?)?)),
+        };
+    }
+    if entry.parse::<std::net::Ipv6Addr>().is_ok() {
+        return Some(DbHost::new(entry));
+    }
+    match entry.split_once(':') {
+        Some((name, number)) => {
+            let port = port(number)?;
+            is_host(name).then(|| DbHost::new(name).with_port(port))
+        }
+        None => is_host(entry).then(|| DbHost::new(entry)),
+    }
 }
 
 /// Seconds above 0 and at most `max`, fractions allowed.

@@ -12,11 +12,20 @@
 //!    its image starts from the image's `main.cf` (inline mode's domains gone), a restart can
 //!    regenerate it, and a sync that failed because Postfix was down is owed a retry: sync.
 //!    A mark that cannot be read now (Postfix down) proves nothing and syncs nothing.
-//! 5. No signal can be derived from `DB_QUERY`: sync every poll.
-//! 6. The polled fingerprint differs from the fingerprint of the rows the last sync read:
+//! 5. The last sync did not leave Postfix with the rows it read (it failed and rolled back,
+//!    could not read Postfix or the database, stepped aside for another run, was held): a
+//!    retry is owed ([`Synced::Owed`]). It comes after a back-off ([`retry_backoff`]:
+//!    `POLL_INTERVAL`, doubling per failed sync, at most [`RETRY_CAP`] or
+//!    `RECONCILE_INTERVAL`), so a fault that lasts costs one failed sync per back-off, not one
+//!    per poll, and a change that met a short fault is applied within seconds of its end, not
+//!    at the next `RECONCILE_INTERVAL`. Meanwhile a poll whose fingerprint differs from what
+//!    the failed sync read (a newer change) syncs at once. When Postfix could not be read just
+//!    after the failed sync (it is down), no retry is made: rule 4 syncs when it is back.
+//! 6. No signal can be derived from `DB_QUERY`: sync every poll.
+//! 7. The polled fingerprint differs from the fingerprint of the rows the last sync read:
 //!    sync. Equal (nothing changed, or a change was undone before this poll): wait.
 //!
-//! Before rule 5, the cheap [`Probe`] decides whether the fingerprint must be computed at all
+//! Before rule 6, the cheap [`Probe`] decides whether the fingerprint must be computed at all
 //! ([`Decider::needs_fingerprint`]): it must unless the probe shows the same `UPDATE_TIME`s as
 //! the probe taken before the last fingerprint, and that earlier probe was *settled* (the
 //! server's clock was already [`SETTLE_SECONDS`] past the newest `UPDATE_TIME`). InnoDB sets a
@@ -30,7 +39,7 @@
 //! from InnoDB's dictionary cache between two polls could hide one write behind a `NULL`,
 //! repaired by the next `RECONCILE_INTERVAL` sync), and its clock does not step back.
 //!
-//! Rule 6 is why the watcher is exact: the fingerprint compared with is the one of the very
+//! Rule 7 is why the watcher is exact: the fingerprint compared with is the one of the very
 //! rows the last sync planned from, not of an earlier poll, so a change that lands between a
 //! poll and the sync's read, or during the sync, is caught by the next poll; and a poll that
 //! waits has seen the same names that were applied.
@@ -39,6 +48,11 @@ use std::time::Duration;
 
 use relay_db::{Fingerprint, Probe};
 use relay_postfix::PostfixMark;
+
+/// The longest back-off between the retries of a sync that did not apply (rule 5): how long a
+/// change that met a fault may wait after the fault ended, and how often a fault that lasts
+/// costs a failed sync (and, for a failed reload, an alert).
+pub const RETRY_CAP: Duration = Duration::from_secs(60);
 
 /// How many whole seconds past the newest `UPDATE_TIME` the server's clock must be for a probe
 /// to be settled: one for the second of the write itself, one for a commit whose timestamp
@@ -54,6 +68,9 @@ pub enum Polled {
     NoSignal,
     /// The probe proved nothing was written since the last fingerprint.
     Unchanged,
+    /// The probe shows a write since the last look, and the fingerprint was not computed: it
+    /// costs more than a sync's read of the rows (see [`Decider::written`]).
+    Written,
 }
 
 /// Why the watcher syncs.
@@ -69,6 +86,9 @@ pub enum Reason {
     NoSignal,
     /// The enabled set changed.
     Changed,
+    /// The tables `DB_QUERY` reads were written, and the fingerprint costs more than reading
+    /// the rows (a large table): a sync reads them and finds out.
+    Written,
     /// `main.cf` is not the file the last sync left (edited, regenerated, or the container
     /// recreated from its image).
     MainCfChanged,
@@ -76,6 +96,19 @@ pub enum Reason {
     PostfixRestarted,
     /// Postfix could not be read after the last sync (down), and can now.
     PostfixBack,
+    /// The last sync did not apply what it read; its back-off has passed.
+    Retry,
+}
+
+/// How a sync ended, as far as the decision goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Synced {
+    /// Postfix holds the rows the sync read (it applied them, or they were in place), or the
+    /// guard refused them (a retry would refuse again): nothing more until they change.
+    Done(Fingerprint),
+    /// The sync did not leave Postfix with the rows it read, if it read any: a retry is owed
+    /// (rule 5).
+    Owed(Option<Fingerprint>),
 }
 
 impl std::fmt::Display for Reason {
@@ -86,11 +119,13 @@ impl std::fmt::Display for Reason {
             Reason::Reconcile => "periodic full sync (RECONCILE_INTERVAL)",
             Reason::NoSignal => "no change signal for DB_QUERY",
             Reason::Changed => "the domains in the database changed",
+            Reason::Written => "the domains table was written",
             Reason::MainCfChanged => {
                 "main.cf changed since the last sync (edited, or the container was recreated)"
             }
             Reason::PostfixRestarted => "Postfix restarted since the last sync",
             Reason::PostfixBack => "Postfix answers again after the last sync could not read it",
+            Reason::Retry => "retrying the last sync, which did not apply its changes",
         })
     }
 }
@@ -98,10 +133,15 @@ impl std::fmt::Display for Reason {
 /// What the watcher remembers between cycles.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decider {
+    poll_interval: Duration,
     reconcile_interval: Duration,
     /// The fingerprint of the rows the last sync read; `None` when it read none (it failed
     /// before the fetch, or stepped aside for another run).
     read: Option<Fingerprint>,
+    /// Syncs in a row that did not apply what they read (0: the last one did).
+    owed: u32,
+    /// When the owed retry is due (rule 5); `None` when none is owed, or Postfix was down.
+    retry_at: Option<Duration>,
     /// When the last sync ended.
     last_sync: Option<Duration>,
     /// The probe taken just before the last fingerprint (or the last sync's read).
@@ -111,11 +151,14 @@ pub struct Decider {
 }
 
 impl Decider {
-    /// A watcher that has not synced yet.
-    pub fn new(reconcile_interval: Duration) -> Decider {
+    /// A watcher that has not synced yet, polling every `poll_interval`.
+    pub fn new(poll_interval: Duration, reconcile_interval: Duration) -> Decider {
         Decider {
+            poll_interval,
             reconcile_interval,
             read: None,
+            owed: 0,
+            retry_at: None,
             last_sync: None,
             checked: None,
             postfix: None,
@@ -125,6 +168,10 @@ impl Decider {
     /// Whether this poll must compute the fingerprint, given its `probe` (`None`: no probe can
     /// be had for `DB_QUERY`).
     pub fn needs_fingerprint(&self, probe: Option<Probe>) -> bool {
+        if self.owed > 0 && self.read.is_none() {
+            // Nothing to compare a fingerprint with: only the retry's back-off decides.
+            return false;
+        }
         let (Some(probe), Some(checked)) = (probe, self.checked) else {
             return true;
         };
@@ -133,6 +180,41 @@ impl Decider {
             || probe.updated != checked.updated
             || probe.unknown != checked.unknown
             || !is_settled(checked)
+    }
+
+    /// Whether a look now can be left for later: `probe` shows no write since the last look,
+    /// but that look's probe was not settled, and neither is this one, so a commit in the same
+    /// second as the newest `UPDATE_TIME` could still be hidden. The first poll whose probe is
+    /// settled finds such a commit, at most [`SETTLE_SECONDS`] later. A watcher whose
+    /// fingerprint is expensive waits for that poll instead of computing the fingerprint at
+    /// every poll of those seconds (about ten at a quarter-second `POLL_INTERVAL`).
+    pub fn settling(&self, probe: Option<Probe>) -> bool {
+        match (probe, self.checked) {
+            (Some(probe), Some(checked)) => {
+                self.read.is_some()
+                    && probe.opaque == 0
+                    && probe.updated == checked.updated
+                    && probe.unknown == checked.unknown
+                    && !is_settled(checked)
+                    && !is_settled(probe)
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether `probe` shows a write committed since the probe taken before the last look (a
+    /// newer `UPDATE_TIME`, or one that appeared or vanished): something to look at for sure,
+    /// not merely a probe that is not settled yet. A watcher whose fingerprint costs more than
+    /// reading the rows syncs at once then ([`Polled::Written`]), which is never fewer syncs
+    /// than the fingerprint would have made.
+    pub fn written(&self, probe: Option<Probe>) -> bool {
+        match (probe, self.checked) {
+            (Some(probe), Some(checked)) => {
+                probe.opaque == 0
+                    && (probe.updated != checked.updated || probe.unknown != checked.unknown)
+            }
+            _ => false,
+        }
     }
 
     /// The fingerprint was computed (or a sync read the rows) after `probe`.
@@ -166,8 +248,22 @@ impl Decider {
                 Some(_) => {}
             }
         }
+        if self.owed > 0 {
+            if self.retry_at.is_some_and(|due| now >= due) {
+                return Some(Reason::Retry);
+            }
+            // A newer change than the one that failed is worth a sync of its own.
+            return match polled {
+                Polled::Signal(polled) if self.read.is_some_and(|read| read != polled) => {
+                    Some(Reason::Changed)
+                }
+                Polled::Written => Some(Reason::Written),
+                _ => None,
+            };
+        }
         match polled {
             Polled::NoSignal => Some(Reason::NoSignal),
+            Polled::Written => Some(Reason::Written),
             Polled::Signal(now) if Some(now) != self.read => Some(Reason::Changed),
             Polled::Signal(_) => None,
             Polled::Unchanged if self.read.is_none() => Some(Reason::Changed),
@@ -175,24 +271,48 @@ impl Decider {
         }
     }
 
-    /// A sync ended at `now`, having read rows with fingerprint `read` (`None`: it read none,
-    /// so the next poll syncs again), and left Postfix with the mark `postfix` (read just after
-    /// it; `None` when it could not be read, so the next poll that can read one syncs).
-    pub fn synced(
-        &mut self,
-        now: Duration,
-        read: Option<Fingerprint>,
-        postfix: Option<PostfixMark>,
-    ) {
-        self.read = read;
+    /// A sync ended at `now`, as `synced` says (done, with the fingerprint of the rows it
+    /// read, or owing a retry), and left Postfix with the mark `postfix` (read just after it;
+    /// `None` when it could not be read, so the next poll that can read one syncs).
+    pub fn synced(&mut self, now: Duration, synced: Synced, postfix: Option<PostfixMark>) {
+        match synced {
+            Synced::Done(read) => {
+                self.read = Some(read);
+                self.owed = 0;
+                self.retry_at = None;
+            }
+            Synced::Owed(read) => {
+                self.read = read;
+                self.owed = self.owed.saturating_add(1);
+                // Postfix down: rule 4 syncs when it answers again; a retry before would fail
+                // the same way (and alert, for a reload).
+                self.retry_at = postfix.map(|_| {
+                    now + retry_backoff(self.poll_interval, self.reconcile_interval, self.owed)
+                });
+            }
+        }
         self.last_sync = Some(now);
         self.postfix = postfix;
     }
 
-    /// The same decider with another `RECONCILE_INTERVAL` (a reloaded config): what the last
-    /// sync read is still what Postfix has.
-    pub fn set_reconcile_interval(&mut self, reconcile_interval: Duration) {
+    /// The same decider with another `POLL_INTERVAL` and `RECONCILE_INTERVAL` (a reloaded
+    /// config): what the last sync read is still what Postfix has.
+    pub fn set_intervals(&mut self, poll_interval: Duration, reconcile_interval: Duration) {
+        self.poll_interval = poll_interval;
         self.reconcile_interval = reconcile_interval;
+    }
+
+    /// The probe taken before the last fingerprint says nothing about another server: the
+    /// change signal now reads another host of `DB_HOST`, so the next poll computes the
+    /// fingerprint whatever its probe says.
+    pub fn forget_probe(&mut self) {
+        self.checked = None;
+    }
+
+    /// When the retry owed after a sync that did not apply is due; `None` when none is owed
+    /// (or Postfix could not be read after it: rule 4 syncs when it can).
+    pub fn retry_due(&self) -> Option<Duration> {
+        self.retry_at.filter(|_| self.owed > 0)
     }
 
     /// When the next full sync is due whatever the signal says.
@@ -206,6 +326,18 @@ fn is_settled(probe: Probe) -> bool {
     probe
         .updated
         .is_none_or(|updated| probe.now >= updated.saturating_add(SETTLE_SECONDS))
+}
+
+/// The wait before retrying a sync after `owed` syncs in a row did not apply (rule 5):
+/// `POLL_INTERVAL` doubled per failure after the first, at most [`RETRY_CAP`] and
+/// `RECONCILE_INTERVAL` (never less than `POLL_INTERVAL`).
+pub fn retry_backoff(poll_interval: Duration, reconcile_interval: Duration, owed: u32) -> Duration {
+    let factor = 2u32.saturating_pow(owed.saturating_sub(1).min(20));
+    poll_interval
+        .saturating_mul(factor)
+        .min(RETRY_CAP)
+        .min(reconcile_interval)
+        .max(poll_interval)
 }
 
 /// The wait before the next poll after `failed_polls` failed ones in a row: `POLL_INTERVAL`
@@ -292,7 +424,7 @@ mod tests {
         fn prop_a_poll_that_waits_has_nothing_to_apply(events in events_strategy()) {
             let mut db = BTreeSet::new();
             let mut applied: Option<BTreeSet<String>> = None;
-            let mut decider = Decider::new(RECONCILE);
+            let mut decider = Decider::new(POLL, RECONCILE);
             let mut now = Duration::ZERO;
             for (i, event) in events.iter().enumerate() {
                 apply(&mut db, event);
@@ -306,7 +438,7 @@ mod tests {
                         for later in events[i + 1..].iter().take(*late) {
                             apply(&mut read, later);
                         }
-                        decider.synced(now, Some(fingerprint(&read)), QUIET);
+                        decider.synced(now, Synced::Done(fingerprint(&read)), QUIET);
                         applied = Some(read);
                     }
                 }
@@ -322,8 +454,8 @@ mod tests {
         #[test]
         fn prop_an_undone_change_needs_no_sync(start in proptest::collection::btree_set(0u8..12, 0..12), toggles in proptest::collection::vec(0u8..12, 1..8)) {
             let mut db: BTreeSet<String> = start.iter().copied().map(name).collect();
-            let mut decider = Decider::new(RECONCILE);
-            decider.synced(Duration::ZERO, Some(fingerprint(&db)), QUIET);
+            let mut decider = Decider::new(POLL, RECONCILE);
+            decider.synced(Duration::ZERO, Synced::Done(fingerprint(&db)), QUIET);
             for &t in toggles.iter().chain(toggles.iter().rev()) {
                 apply(&mut db, &Event::Toggle(t));
             }
@@ -335,8 +467,8 @@ mod tests {
         #[test]
         fn prop_reconcile_and_requests_always_sync(polls in 1u32..400, requested_at in 0u32..400) {
             let db = BTreeSet::from([name(1)]);
-            let mut decider = Decider::new(RECONCILE);
-            decider.synced(Duration::ZERO, Some(fingerprint(&db)), QUIET);
+            let mut decider = Decider::new(POLL, RECONCILE);
+            decider.synced(Duration::ZERO, Synced::Done(fingerprint(&db)), QUIET);
             let mut last_sync = Duration::ZERO;
             for poll in 1..=polls {
                 let now = POLL * poll;
@@ -346,7 +478,7 @@ mod tests {
                         if requested {
                             prop_assert_eq!(reason, Reason::Requested);
                         }
-                        decider.synced(now, Some(fingerprint(&db)), QUIET);
+                        decider.synced(now, Synced::Done(fingerprint(&db)), QUIET);
                         last_sync = now;
                     }
                     None => {
@@ -387,13 +519,15 @@ mod tests {
     proptest! {
         /// With the probe in front: InnoDB stamps each commit with its second; a poll that
         /// skips the fingerprint and waits has nothing to apply, however commits and polls
-        /// share seconds.
+        /// share seconds. With an expensive fingerprint (a write goes straight to a sync, and
+        /// the fingerprint waits for a settled probe), a poll with a settled probe that waits
+        /// has nothing to apply.
         #[test]
-        fn prop_a_probe_never_hides_a_change(events in timed_strategy()) {
+        fn prop_a_probe_never_hides_a_change(events in timed_strategy(), expensive in any::<bool>()) {
             let mut db = BTreeSet::new();
             let mut updated: Option<i64> = None;
             let mut applied: Option<BTreeSet<String>> = None;
-            let mut decider = Decider::new(Duration::from_secs(3600));
+            let mut decider = Decider::new(POLL, Duration::from_secs(3600));
             let mut now_ms = 0u64;
             for (gap, event) in events {
                 now_ms += gap;
@@ -405,18 +539,28 @@ mod tests {
                     }
                     Timed::Poll => {
                         let probe = Probe { updated, unknown: u32::from(updated.is_none()), now: second, opaque: 0 };
-                        let polled = if decider.needs_fingerprint(Some(probe)) {
+                        let polled = if !decider.needs_fingerprint(Some(probe)) {
+                            Polled::Unchanged
+                        } else if expensive && decider.settling(Some(probe)) {
+                            // A large table: look once the probe is settled.
+                            Polled::Unchanged
+                        } else if expensive && decider.written(Some(probe)) {
+                            // A large table: the sync reads the rows instead.
+                            decider.checked(Some(probe));
+                            Polled::Written
+                        } else {
                             let polled = Polled::Signal(fingerprint(&db));
                             decider.checked(Some(probe));
                             polled
-                        } else {
-                            Polled::Unchanged
                         };
                         let at = Duration::from_millis(now_ms);
                         match decider.decide(at, polled, QUIET, false) {
+                            // An expensive fingerprint waits for a settled probe: until then a
+                            // commit of the probe's own second may wait too.
+                            None if expensive && !is_settled(probe) => {}
                             None => prop_assert_eq!(applied.as_ref(), Some(&db)),
                             Some(_) => {
-                                decider.synced(at, Some(fingerprint(&db)), QUIET);
+                                decider.synced(at, Synced::Done(fingerprint(&db)), QUIET);
                                 applied = Some(db.clone());
                             }
                         }
@@ -526,7 +670,7 @@ mod tests {
             let db = BTreeSet::from([name(1)]);
             let polled = Polled::Signal(fingerprint(&db));
             let mut gateway = Gateway { base: 0, domains: false, master: 0, up: true };
-            let mut decider = Decider::new(Duration::from_secs(3600));
+            let mut decider = Decider::new(POLL, Duration::from_secs(3600));
             let mut left = None;
             let mut now = Duration::ZERO;
             for event in &events {
@@ -538,8 +682,9 @@ mod tests {
                 let mark = gateway.mark();
                 match decider.decide(now, polled, mark, false) {
                     Some(_) => {
+                        let up = gateway.up;
                         left = gateway.sync();
-                        decider.synced(now, Some(fingerprint(&db)), left);
+                        decider.synced(now, synced_if(up, &db), left);
                     }
                     None if gateway.up => {
                         prop_assert!(gateway.domains, "domains lost and not noticed: {gateway:?}");
@@ -558,15 +703,16 @@ mod tests {
             let db = BTreeSet::from([name(1)]);
             let polled = Polled::Signal(fingerprint(&db));
             let mut gateway = Gateway { base: 0, domains: false, master: 0, up: true };
-            let mut decider = Decider::new(Duration::from_secs(3600));
+            let mut decider = Decider::new(POLL, Duration::from_secs(3600));
             let mut now = Duration::ZERO;
             for event in events.iter().chain([&PostfixEvent::Up, &PostfixEvent::Poll]) {
                 gateway.apply(event);
                 if matches!(event, PostfixEvent::Poll) {
                     now += POLL;
                     if decider.decide(now, polled, gateway.mark(), false).is_some() {
+                        let up = gateway.up;
                         let left = gateway.sync();
-                        decider.synced(now, Some(fingerprint(&db)), left);
+                        decider.synced(now, synced_if(up, &db), left);
                     }
                 }
             }
@@ -579,6 +725,157 @@ mod tests {
         }
     }
 
+    /// A sync against a Postfix that is `up` applies the rows of `db`; against one that is
+    /// down it fails, owing a retry.
+    fn synced_if(up: bool, db: &BTreeSet<String>) -> Synced {
+        if up {
+            Synced::Done(fingerprint(db))
+        } else {
+            Synced::Owed(Some(fingerprint(db)))
+        }
+    }
+
+    /// The model of a sync that meets a fault in its apply step (`BACKUP_DIR` full, a reload
+    /// that fails while Postfix runs): it read the rows and applied nothing.
+    fn sync_under(
+        fault: bool,
+        db: &BTreeSet<String>,
+        applied: &mut Option<BTreeSet<String>>,
+    ) -> Synced {
+        if fault {
+            Synced::Owed(Some(fingerprint(db)))
+        } else {
+            *applied = Some(db.clone());
+            Synced::Done(fingerprint(db))
+        }
+    }
+
+    proptest! {
+        /// A change that met a fault in a sync's apply step is applied soon after the fault
+        /// ends, not at the next RECONCILE_INTERVAL: a poll that waits, once the fault has been
+        /// over for RETRY_CAP, has nothing left to apply. (Before the fix, a failed sync
+        /// counted as having applied the rows it read, and the poll waited up to
+        /// RECONCILE_INTERVAL.)
+        #[test]
+        fn prop_a_change_that_met_a_fault_is_applied_soon_after_it_ends(
+            toggles in proptest::collection::btree_set(0usize..150, 1..12),
+            fault_from in 0usize..100,
+            fault_polls in 1usize..100,
+        ) {
+            let fault = fault_from..fault_from + fault_polls;
+            let mut db = BTreeSet::new();
+            let mut applied = None;
+            let mut decider = Decider::new(POLL, Duration::from_secs(3600));
+            for poll in 0..200usize {
+                if toggles.contains(&poll) {
+                    apply(&mut db, &Event::Toggle(u8::try_from(poll % 12).unwrap()));
+                }
+                let now = POLL * u32::try_from(poll).unwrap();
+                match decider.decide(now, Polled::Signal(fingerprint(&db)), QUIET, false) {
+                    Some(_) => {
+                        let synced = sync_under(fault.contains(&poll), &db, &mut applied);
+                        decider.synced(now, synced, QUIET);
+                    }
+                    None => {
+                        let over_for = poll.checked_sub(fault.end).map(|polls| POLL * u32::try_from(polls).unwrap());
+                        if over_for.is_some_and(|over| over >= RETRY_CAP) {
+                            prop_assert_eq!(applied.as_ref(), Some(&db), "poll {}", poll);
+                        }
+                    }
+                }
+            }
+        }
+
+        /// A fault that lasts does not make the watcher spin: over a quiet hour of a lasting
+        /// fault, the failed syncs are the back-off's doubling steps and one per RETRY_CAP,
+        /// each at least POLL_INTERVAL after the one before.
+        #[test]
+        fn prop_a_lasting_fault_costs_one_sync_per_backoff(poll_ms in 100u64..3000) {
+            let poll = Duration::from_millis(poll_ms);
+            let db = BTreeSet::from([name(1)]);
+            let mut decider = Decider::new(poll, RECONCILE);
+            decider.synced(Duration::ZERO, Synced::Owed(Some(fingerprint(&db))), QUIET);
+            let hour = Duration::from_secs(3600);
+            let (mut syncs, mut last, mut gap) = (0u32, Duration::ZERO, Duration::ZERO);
+            let mut now = poll;
+            while now < hour {
+                // RECONCILE_INTERVAL aside (a sync it would make anyway), only the retries.
+                let decision = decider.decide(now, Polled::Signal(fingerprint(&db)), QUIET, false);
+                if decision.is_some() {
+                    prop_assert_ne!(decision, Some(Reason::Changed));
+                    prop_assert!(now - last >= gap, "retries came closer: {:?} after {:?}", now - last, gap);
+                    gap = now - last;
+                    last = now;
+                    syncs += 1;
+                    decider.synced(now, Synced::Owed(Some(fingerprint(&db))), QUIET);
+                }
+                now += poll;
+            }
+            let doubling = 64 - (RETRY_CAP.as_millis() as u64 / poll_ms).leading_zeros();
+            let bound = doubling + u32::try_from(hour.as_secs() / RETRY_CAP.min(RECONCILE).as_secs()).unwrap() + 2;
+            prop_assert!(syncs <= bound, "{} failed syncs in an hour (at most {})", syncs, bound);
+            prop_assert!(syncs >= bound / 2, "{} retries in an hour: the fault is not retried", syncs);
+        }
+    }
+
+    /// Postfix down after a failed sync: no retry until it answers again (rule 4 then syncs),
+    /// since a retry would fail the same way, and alert for a reload.
+    #[test]
+    fn a_failed_sync_against_a_stopped_postfix_waits_for_it() {
+        let db = BTreeSet::from([name(1)]);
+        let polled = Polled::Signal(fingerprint(&db));
+        let mut decider = Decider::new(POLL, RECONCILE);
+        decider.synced(Duration::ZERO, Synced::Done(fingerprint(&db)), QUIET);
+        decider.synced(POLL, Synced::Owed(Some(fingerprint(&db))), None);
+        for poll in 2..100u32 {
+            assert_eq!(decider.decide(POLL * poll, polled, None, false), None);
+        }
+        assert_eq!(
+            decider.decide(POLL * 100, polled, QUIET, false),
+            Some(Reason::PostfixBack)
+        );
+        // Readable and failing again, the second failure in a row: retried after twice
+        // POLL_INTERVAL.
+        decider.synced(POLL * 100, Synced::Owed(Some(fingerprint(&db))), QUIET);
+        assert_eq!(decider.decide(POLL * 101, polled, QUIET, false), None);
+        assert_eq!(decider.retry_due(), Some(POLL * 102));
+        assert_eq!(
+            decider.decide(POLL * 102, polled, QUIET, false),
+            Some(Reason::Retry)
+        );
+        assert_eq!(retry_backoff(POLL, RECONCILE, 1), POLL);
+        assert_eq!(retry_backoff(POLL, RECONCILE, 3), POLL * 4);
+        assert_eq!(retry_backoff(POLL, RECONCILE, 30), RETRY_CAP);
+        assert_eq!(
+            retry_backoff(POLL, Duration::from_secs(10), 30),
+            Duration::from_secs(10)
+        );
+    }
+
+    /// While a retry is owed, a newer change syncs at once; the failed one's rows do not.
+    #[test]
+    fn a_newer_change_does_not_wait_for_the_backoff() {
+        let before = BTreeSet::from([name(1)]);
+        let after = BTreeSet::from([name(1), name(2)]);
+        let mut decider = Decider::new(POLL, RECONCILE);
+        decider.synced(
+            Duration::ZERO,
+            Synced::Owed(Some(fingerprint(&before))),
+            QUIET,
+        );
+        decider.synced(POLL, Synced::Owed(Some(fingerprint(&before))), QUIET);
+        let at = POLL + POLL / 2;
+        assert_eq!(
+            decider.decide(at, Polled::Signal(fingerprint(&before)), QUIET, false),
+            None
+        );
+        assert_eq!(decider.decide(at, Polled::Unchanged, QUIET, false), None);
+        assert_eq!(
+            decider.decide(at, Polled::Signal(fingerprint(&after)), QUIET, false),
+            Some(Reason::Changed)
+        );
+    }
+
     #[test]
     fn a_changed_main_cf_a_restart_and_a_return_are_named() {
         let db = BTreeSet::from([name(1)]);
@@ -587,8 +884,8 @@ mod tests {
             main_cf: 7,
             master: 3,
         };
-        let mut decider = Decider::new(RECONCILE);
-        decider.synced(Duration::ZERO, Some(fingerprint(&db)), Some(mark));
+        let mut decider = Decider::new(POLL, RECONCILE);
+        decider.synced(Duration::ZERO, Synced::Done(fingerprint(&db)), Some(mark));
         assert_eq!(decider.decide(POLL, polled, Some(mark), false), None);
         assert_eq!(decider.decide(POLL, polled, None, false), None);
         let edited = PostfixMark { main_cf: 8, ..mark };
@@ -610,7 +907,7 @@ mod tests {
             decider.decide(POLL, polled, Some(recreated), false),
             Some(Reason::MainCfChanged)
         );
-        decider.synced(POLL, Some(fingerprint(&db)), None);
+        decider.synced(POLL, Synced::Done(fingerprint(&db)), None);
         assert_eq!(
             decider.decide(POLL * 2, polled, Some(mark), false),
             Some(Reason::PostfixBack)
@@ -621,7 +918,7 @@ mod tests {
     #[test]
     fn a_settled_unchanged_probe_skips_the_fingerprint() {
         let db = BTreeSet::from([name(1)]);
-        let mut decider = Decider::new(RECONCILE);
+        let mut decider = Decider::new(POLL, RECONCILE);
         let probe = Probe {
             updated: Some(100),
             unknown: 0,
@@ -630,7 +927,7 @@ mod tests {
         };
         assert!(decider.needs_fingerprint(Some(probe)));
         decider.checked(Some(probe));
-        decider.synced(POLL, Some(fingerprint(&db)), QUIET);
+        decider.synced(POLL, Synced::Done(fingerprint(&db)), QUIET);
         assert!(!decider.needs_fingerprint(Some(Probe { now: 107, ..probe })));
         assert!(decider.needs_fingerprint(Some(Probe {
             updated: Some(107),
@@ -654,12 +951,12 @@ mod tests {
 
     #[test]
     fn first_cycle_syncs_and_no_signal_syncs_every_poll() {
-        let mut decider = Decider::new(RECONCILE);
+        let mut decider = Decider::new(POLL, RECONCILE);
         assert_eq!(
             decider.decide(Duration::ZERO, Polled::NoSignal, QUIET, false),
             Some(Reason::First)
         );
-        decider.synced(Duration::ZERO, None, QUIET);
+        decider.synced(Duration::ZERO, Synced::Done(Fingerprint::default()), QUIET);
         assert_eq!(
             decider.decide(POLL, Polled::NoSignal, QUIET, false),
             Some(Reason::NoSignal)
@@ -673,11 +970,12 @@ mod tests {
     #[test]
     fn a_sync_that_read_nothing_is_retried() {
         let db = BTreeSet::from([name(1)]);
-        let mut decider = Decider::new(RECONCILE);
-        decider.synced(Duration::ZERO, None, QUIET);
+        let mut decider = Decider::new(POLL, RECONCILE);
+        decider.synced(Duration::ZERO, Synced::Owed(None), QUIET);
+        assert!(!decider.needs_fingerprint(None));
         assert_eq!(
             decider.decide(POLL, Polled::Signal(fingerprint(&db)), QUIET, false),
-            Some(Reason::Changed)
+            Some(Reason::Retry)
         );
     }
 }
