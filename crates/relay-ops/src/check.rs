@@ -197,11 +197,6 @@ impl Report {
         });
         self.ok = self.checks.iter().all(|item| item.status != Level::Fail);
     }
-
-    /// The exit code: 1 when any check failed.
-    pub fn exit_code(&self) -> u8 {
-        u8::from(!self.ok)
-    }
 }
 
 /// A report for a configuration that could not be loaded at all.
