@@ -125,8 +125,6 @@ pub fn exits(command: &str) -> Vec<ExitDoc> {
     use ExitStatus::{
         CheckFailed, Critical, Internal, Refused, StepFailed, Success, Unhealthy, Usage,
     };
-    /// Any command: a wrong option, or a config that cannot be loaded.
-    const USAGE: &str = "a usage or configuration error";
     let doc = |status, summary, detail| ExitDoc {
         status,
         summary,
@@ -197,11 +195,12 @@ pub fn exits(command: &str) -> Vec<ExitDoc> {
             ),
             doc(
                 Usage,
-                "no such generation, or a usage or configuration error",
+                "no such generation, a file relay-sync refuses, or a usage or configuration \
+                 error",
                 "no such generation (the error names those there are), no backups, a backup \
-                 relay-sync cannot trust (in a BACKUP_DIR others can write, or changed since it \
-                 was written), an empty --hold reason, a missing Postfix command, or a usage or \
-                 configuration error",
+                 relay-sync cannot trust (another user's, in a BACKUP_DIR others can write, or \
+                 changed since it was written), a hold file it refuses, an empty --hold reason, \
+                 a missing Postfix command, or a usage or configuration error",
             ),
             doc(
                 Refused,
@@ -228,14 +227,24 @@ pub fn exits(command: &str) -> Vec<ExitDoc> {
         "backups" => vec![
             same(Success, "the generations were listed"),
             same(Internal, "BACKUP_DIR could not be read"),
-            same(Usage, USAGE),
+            doc(
+                Usage,
+                "a BACKUP_DIR relay-sync refuses, or a usage or configuration error",
+                "a BACKUP_DIR or backup index relay-sync refuses (another user's, one others \
+                 can write, a link or a FIFO; the error names the fix), or a usage or \
+                 configuration error",
+            ),
         ],
         "hold" => vec![
             same(Success, "syncs are held"),
             same(Internal, "the hold file in STATE_DIR could not be written"),
-            same(
+            doc(
                 Usage,
-                "an empty --reason, or a usage or configuration error",
+                "an empty --reason, a hold file relay-sync refuses, or a usage or \
+                 configuration error",
+                "an empty --reason, a hold file relay-sync refuses (a link, a FIFO or another \
+                 user's file at STATE_DIR/hold, or a STATE_DIR others can write; the error names \
+                 the fix), or a usage or configuration error",
             ),
         ],
         "release" => vec![
@@ -244,7 +253,13 @@ pub fn exits(command: &str) -> Vec<ExitDoc> {
                 Internal,
                 "the hold file in STATE_DIR could not be read or removed",
             ),
-            same(Usage, USAGE),
+            doc(
+                Usage,
+                "a hold file relay-sync refuses, or a usage or configuration error",
+                "a hold file relay-sync refuses (a link, a FIFO or another user's file at \
+                 STATE_DIR/hold, or a STATE_DIR others can write; the error names the fix), or \
+                 a usage or configuration error",
+            ),
         ],
         "completions" => vec![
             same(Success, "the script was printed"),
