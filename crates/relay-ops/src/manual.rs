@@ -31,9 +31,9 @@ pub const ENVIRONMENT: &[(&str, &str)] = &[
         "AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, AWS_PROFILE, \
          AWS_CONFIG_FILE, AWS_SHARED_CREDENTIALS_FILE, AWS_CONTAINER_CREDENTIALS_RELATIVE_URI, \
          AWS_EC2_METADATA_DISABLED, AWS_ENDPOINT_URL_SNS",
-        "With ALERT_SNS_TOPIC_ARN (a build with the sns feature): read by AWS's standard \
-         credential chain and endpoint settings, as the AWS CLI reads them. No credential is \
-         ever logged or shown.",
+        "With ALERT_SNS_TOPIC_ARN or DB_PASSWORD_SECRET (a build with the aws feature): read \
+         by AWS's standard credential chain and endpoint settings, as the AWS CLI reads them. \
+         No credential is ever logged or shown.",
     ),
 ];
 
