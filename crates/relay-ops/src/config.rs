@@ -2279,6 +2279,98 @@ METRICS_FILE = /var/lib/node_exporter/textfile/relay_sync.prom
         assert!(error.starts_with("not configured"), "{error}");
     }
 
+    /// Whether `token` (a word of a setting's value) names no live host: an IPv4 address in
+    /// a documentation range (RFC 5737) or loopback, a name under `example` (RFC 2606:
+    /// `.example`, `example.com`, `.net`, `.org`), an ARN of AWS's documentation account;
+    /// anything else that is not a host name (a path, a number, a word) passes.
+    fn is_documentation_value(token: &str) -> bool {
+        let token = token.trim_matches(|c: char| "[]\"'<>".contains(c));
+        if let Some(account) = token.strip_prefix("arn:").map(|arn| arn.split(':').nth(3)) {
+            return account == Some("123456789012");
+        }
+        let host = token.rsplit_once('@').map_or(token, |(_, host)| host);
+        let host = host.split(':').next().unwrap_or(host).to_ascii_lowercase();
+        if let Ok(ip) = host.parse::<std::net::Ipv4Addr>() {
+            let [a, b, c, _] = ip.octets();
+            return matches!((a, b, c), (192, 0, 2) | (198, 51, 100) | (203, 0, 113))
+                || ip.is_loopback();
+        }
+        let looks_like_a_name = host.contains('.')
+            && host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+            && host
+                .rsplit('.')
+                .next()
+                .is_some_and(|tld| tld.len() > 1 && tld.bytes().all(|b| b.is_ascii_alphabetic()));
+        !looks_like_a_name
+            || host.ends_with(".example")
+            || ["example.com", "example.net", "example.org"]
+                .iter()
+                .any(|doc| host == *doc || host.ends_with(&format!(".{doc}")))
+    }
+
+    /// The container files relay-sync ships (compose.yaml, the ECS task definition, the
+    /// Containerfile, the wrapper) set no live value either, as the sample config file: every
+    /// `RELAY_SYNC_*` value they set names only documentation hosts, domains and accounts, and
+    /// no IPv4 address in them is a real one.
+    #[test]
+    fn the_shipped_container_files_carry_no_live_values() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../packaging");
+        let mut files: Vec<PathBuf> = std::fs::read_dir(root.join("container"))
+            .unwrap()
+            .map(|entry| entry.unwrap().path())
+            .collect();
+        files.sort();
+        files.push(root.join("relay-sync.conf"));
+        assert!(files.len() > 3, "{files:?}");
+        let mut settings: Vec<(String, String)> = Vec::new();
+        for file in &files {
+            let text = std::fs::read_to_string(file).unwrap();
+            let name = file.display();
+            // Every IPv4 address anywhere in the file, values and comments alike.
+            for word in text.split(|c: char| !(c.is_ascii_digit() || c == '.')) {
+                if word.parse::<std::net::Ipv4Addr>().is_ok() {
+                    assert!(is_documentation_value(word), "{name}: {word}");
+                }
+            }
+            // `RELAY_SYNC_KEY: value` (compose) and `KEY=value` (the sample config).
+            for line in text.lines().map(str::trim) {
+                let setting = line
+                    .split_once(": ")
+                    .filter(|(key, _)| key.starts_with(ENV_PREFIX))
+                    .or_else(|| line.split_once('=').filter(|_| !line.starts_with('#')));
+                if let Some((key, value)) = setting {
+                    settings.push((format!("{name} {key}"), value.to_owned()));
+                }
+            }
+            if file.extension().is_some_and(|ext| ext == "json") {
+                let task: serde_json::Value = serde_json::from_str(&text).unwrap();
+                for container in task["containerDefinitions"].as_array().unwrap() {
+                    for variable in container["environment"].as_array().into_iter().flatten() {
+                        settings.push((
+                            format!("{name} {}", variable["name"]),
+                            variable["value"].as_str().unwrap().to_owned(),
+                        ));
+                    }
+                }
+            }
+        }
+        assert!(
+            settings.iter().any(|(key, _)| key.contains("json")),
+            "{settings:?}"
+        );
+        for (key, value) in &settings {
+            for token in value.split(|c: char| c == ',' || c.is_whitespace()) {
+                assert!(
+                    is_documentation_value(token),
+                    "{key} is set to {value:?}: a live value; use a documentation one \
+                     (192.0.2.x, example.com)"
+                );
+            }
+        }
+    }
+
     /// The sample config file, the README's table and relay-sync.conf(5) are rendered from the
     /// table. With `UPDATE_EXPECT=1` the test rewrites them instead of failing.
     #[test]
