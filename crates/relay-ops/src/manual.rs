@@ -79,6 +79,11 @@ pub const FILES: &[(&str, &str)] = &[
         "Creates the SELECT-only database user.",
     ),
     (
+        "/usr/share/relay-sync/container/relay-sync-container-exec",
+        "A POSTFIX_COMMAND_PREFIX for a Postfix container whose name is generated (ECS on \
+         EC2): it runs the command in the one running container with a label.",
+    ),
+    (
         "/usr/share/relay-sync/schema/",
         "The JSON Schema of each --json document (relay-sync.status-1.schema.json, …).",
     ),
