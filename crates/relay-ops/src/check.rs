@@ -21,7 +21,8 @@ use relay_postfix::{PostfixCli, PostfixRead as _};
 use serde::Serialize;
 
 use crate::config::{Config, PasswordSource, RelayDomainsMode, NAME};
-use crate::password::{self, DbLogin};
+use crate::login::DbLogin;
+use crate::password;
 
 /// How one check ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
@@ -168,7 +169,7 @@ impl std::fmt::Display for CheckId {
 
 /// One check's result.
 #[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
-#[schemars(transform = crate::json::every_field_required)]
+#[schemars(transform = crate::json_schema::every_field_required)]
 pub struct Item {
     /// What was checked.
     pub name: CheckId,
@@ -180,7 +181,7 @@ pub struct Item {
 
 /// Every check's result, in the order they ran.
 #[derive(Debug, Clone, Default, Serialize, schemars::JsonSchema)]
-#[schemars(transform = crate::json::every_field_required)]
+#[schemars(transform = crate::json_schema::every_field_required)]
 pub struct Report {
     /// `false` when any check failed.
     pub ok: bool,

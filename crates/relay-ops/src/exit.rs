@@ -287,27 +287,6 @@ fn fs_status(error: &relay_fs::FsError) -> ExitStatus {
     }
 }
 
-/// The README's exit-code tables: SPEC §8's for a sync, then every other command's codes (from
-/// [`crate::manual::exits`]).
-pub fn exit_code_table() -> String {
-    let mut out = String::from("| exit | meaning |\n|---|---|\n");
-    for status in ExitStatus::SPEC {
-        out.push_str(&format!("| {} | {} |\n", status.code(), status.meaning()));
-    }
-    out.push_str(
-        "\nThe other commands (`relay-sync COMMAND --help` and relay-sync-COMMAND(1) say \
-         more):\n\n| command | exit codes |\n|---|---|\n",
-    );
-    for command in crate::manual::COMMANDS.iter().filter(|c| **c != "sync") {
-        let codes: Vec<String> = crate::manual::exits(command)
-            .iter()
-            .map(|exit| format!("`{}` {}", exit.status.code(), exit.summary))
-            .collect();
-        out.push_str(&format!("| `{command}` | {} |\n", codes.join(" · ")));
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use std::collections::{BTreeMap, BTreeSet};
@@ -321,31 +300,6 @@ mod tests {
     use crate::config::ConfigError;
     use crate::lock::Held;
     use crate::{manual, NotReady};
-
-    /// The README's exit-code tables are rendered from [`ExitStatus`] and
-    /// [`manual::exits`]; `UPDATE_EXPECT=1` rewrites them instead of failing.
-    #[test]
-    fn the_readme_lists_the_exit_codes() {
-        const BEGIN: &str = "<!-- BEGIN exit codes: generated from relay_ops::ExitStatus -->\n";
-        const END: &str = "<!-- END exit codes -->";
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../README.md");
-        let readme = std::fs::read_to_string(&path).unwrap();
-        let (before, rest) = readme
-            .split_once(BEGIN)
-            .expect("README.md has the BEGIN marker");
-        let (_, after) = rest.split_once(END).expect("README.md has the END marker");
-        let rendered = format!("{before}{BEGIN}{}{END}{after}", exit_code_table());
-        if rendered != readme {
-            if std::env::var_os("UPDATE_EXPECT").is_some_and(|value| value == "1") {
-                std::fs::write(&path, rendered).unwrap();
-            } else {
-                panic!(
-                    "README.md's exit codes differ from relay_ops::ExitStatus; regenerate with \
-                     `UPDATE_EXPECT=1 cargo test -p relay-ops exit`"
-                );
-            }
-        }
-    }
 
     /// SPEC §8's table, row by row.
     #[test]

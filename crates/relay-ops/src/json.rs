@@ -20,6 +20,7 @@ use schemars::JsonSchema;
 use serde::Serialize;
 
 use crate::check::Report;
+use crate::json_schema::every_field_required;
 use crate::rollback::Generation;
 use crate::status::Status;
 use crate::sync::{DryRun, RunOutcome, RunRecord};
@@ -36,6 +37,14 @@ pub const SYNC_SCHEMA: &str = "relay-sync.sync/1";
 pub const PLAN_SCHEMA: &str = "relay-sync.plan/1";
 /// The schema of `backups --json`.
 pub const BACKUPS_SCHEMA: &str = "relay-sync.backups/1";
+
+/// A run as JSON: the document `sync --json` prints ([`sync()`], schema
+/// `relay-sync.sync/1`).
+impl Serialize for RunRecord {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        sync(self).serialize(serializer)
+    }
+}
 
 /// `status --json`.
 #[derive(Debug, Serialize, JsonSchema)]
@@ -593,18 +602,6 @@ pub fn backups<'a>(backup_dir: &Path, generations: &'a [Generation]) -> BackupsD
             })
             .collect(),
     }
-}
-
-/// A schema transform: every field of the document is required, `null` where its type says
-/// so. relay-sync writes every field; serde's default, which schemars follows, would let a
-/// reader think an `Option` field may be missing.
-pub(crate) fn every_field_required(schema: &mut schemars::Schema) {
-    let names: Vec<serde_json::Value> = schema
-        .get("properties")
-        .and_then(serde_json::Value::as_object)
-        .map(|properties| properties.keys().cloned().map(Into::into).collect())
-        .unwrap_or_default();
-    schema.insert("required".to_owned(), names.into());
 }
 
 /// `status --json`'s fields that are left out unless asked for (`--domains`) or in use

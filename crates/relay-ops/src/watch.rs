@@ -35,8 +35,9 @@ use relay_postfix::{MarkReader, PostfixMark};
 use tokio::sync::Notify;
 
 use crate::failures::AlertRule;
+use crate::login::DbLogin;
 use crate::metrics::{self, WatchMetrics};
-use crate::password::{self, DbLogin};
+use crate::password;
 use crate::sync::{self, RunOutcome};
 use crate::{off_the_executor, Gateway, SyncOptions};
 use decide::{Decider, Polled, Reason};
