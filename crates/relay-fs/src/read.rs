@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 
-use crate::trust::{dir_problems, trusted_link, trusted_owner};
+use crate::trust::{dir_problems, kept_file_problems, trusted_link};
 use crate::{io, parent_of, shell_word, FsError};
 
 /// What a file is to relay-sync, and so how it may be read and how large it may be.
@@ -297,22 +297,7 @@ fn file_problems(
         return problems;
     }
     if kind.rule == Rule::Kept {
-        if !trusted_owner(uid) {
-            problems.push((
-                format!("{} is owned by uid {uid}, not by root", kind.what),
-                rm.clone(),
-            ));
-        }
-        if mode & 0o022 != 0 {
-            problems.push((
-                format!(
-                    "{} is writable by group or others (mode {:04o})",
-                    kind.what,
-                    mode & 0o7777
-                ),
-                format!("chmod go-w {}", shell_word(path)),
-            ));
-        }
+        problems.extend(kept_file_problems(kind.what, path, uid, mode));
         if nlink > 1 {
             problems.push((
                 format!(

@@ -286,7 +286,7 @@ fn check_config_file(config: &Config, report: &mut Report) {
                     format!(
                         "{} is mode {mode:04o}: run `chmod 600 {}` (it names the database and may hold its password)",
                         path.display(),
-                        path.display()
+                        relay_fs::shell_word(path)
                     ),
                 );
             }
@@ -1134,5 +1134,24 @@ mod tests {
         assert!(detail.contains("will be created"), "{detail}");
         // No probe file is left behind.
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    /// The `chmod` a readable config file is given can be pasted as it is printed.
+    #[test]
+    fn the_chmod_for_a_readable_config_file_is_quoted_for_a_shell() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("relay sync.conf");
+        std::fs::write(&path, "DB_HOST=db\nDELL_RELAY_IP=192.0.2.25\n").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let env: [(&str, &str); 0] = [];
+        let config = Config::load(Some(&path), env).unwrap();
+        let mut report = Report::default();
+        check_config_file(&config, &mut report);
+        let detail = &report.checks[0].detail;
+        assert!(
+            detail.contains(&format!("run `chmod 600 '{}'`", path.display())),
+            "{detail}"
+        );
     }
 }

@@ -298,7 +298,7 @@ pub enum ConfigError {
     #[error(
         "{} holds DB_PASSWORD but is readable by group or others (mode {mode:04o}): run `chmod 600 {}` or move the password to DB_PASSWORD_FILE",
         path.display(),
-        path.display()
+        relay_fs::shell_word(path)
     )]
     Permissions {
         /// The file.
@@ -659,23 +659,23 @@ impl Config {
     /// password file (private too), the CA certificate, and the Postfix commands and their
     /// directory.
     fn check_trusted_paths(&self) -> Result<(), ConfigError> {
-        use trust::{check_path, Secrecy};
+        use trust::{check_path, Trust};
         if let PasswordSource::File(path) = &self.db_password {
-            check_path(NAME.db_password_file, path, Secrecy::Secret)?;
+            check_path(NAME.db_password_file, path, Trust::Secret)?;
         }
         if let Some(path) = &self.db_tls_ca {
-            check_path(NAME.db_tls_ca, path, Secrecy::Public)?;
+            check_path(NAME.db_tls_ca, path, Trust::File)?;
         }
         check_path(
             NAME.postfix_command_dir,
             &self.postfix_command_dir,
-            Secrecy::Public,
+            Trust::File,
         )?;
         for program in ["postconf", "postmap", "postfix"] {
             check_path(
                 NAME.postfix_command_dir,
                 &self.postfix_command_dir.join(program),
-                Secrecy::Public,
+                Trust::File,
             )?;
         }
         self.check_commands(std::env::var_os("PATH").as_deref())
@@ -708,13 +708,7 @@ impl Config {
         if let Some(file) = file {
             let lines = source::parse_lines(path, &file.text)?;
             check_permissions(path, file.mode, &lines)?;
-            trust::check_mode(
-                "config file",
-                path,
-                file.uid,
-                file.mode,
-                trust::Secrecy::Public,
-            )?;
+            trust::check_mode("config file", path, file.uid, file.mode, trust::Trust::File)?;
             values.add_file_lines(path, lines)?;
         }
         values.add_env(env);
