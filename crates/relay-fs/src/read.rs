@@ -71,6 +71,9 @@ impl Kind {
     pub const POSTFIX_CONFIG: Kind = Kind::shared("Postfix's main.cf", 16 * MIB);
     /// A daemon's pid file (`queue_directory/pid/master.pid`): one number.
     pub const PID_FILE: Kind = Kind::shared("the pid file", 4 * KIB);
+    /// `DB_TLS_CA`: the PEM certificates relay-sync trusts for the database (a bundle of
+    /// every public root is about 200 KiB).
+    pub const CA_CERT: Kind = Kind::shared("the CA certificate", 16 * MIB);
     /// A program relay-sync runs as root (`ALERT_COMMAND`'s, …), whose first line is read for
     /// its `#!` interpreter; no program is anywhere near this large.
     pub const PROGRAM: Kind = Kind::shared("the program", 64 * GIB);
