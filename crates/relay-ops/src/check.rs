@@ -861,7 +861,7 @@ fn check_writable(config: &Config, report: &mut Report) {
                 .map_err(|error| error.to_string()),
             _ => Ok(()),
         };
-        match kept.and_then(|()| writable(&path, kind)) {
+        match kept.and_then(|()| writable(&path, kind, Makes::of(name))) {
             Ok(detail) => report.push(name, Level::Ok, detail),
             Err(detail) => report.push(name, Level::Fail, detail),
         }
@@ -874,37 +874,93 @@ enum Kind {
     Dir,
 }
 
+/// What relay-sync creates of a path that does not exist yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Makes {
+    /// The path and any missing directory above it: its own files and directories
+    /// (`STATE_DIR`, `BACKUP_DIR`, `LOG_FILE`, `LOCK_FILE`).
+    WithParents,
+    /// The file, in a directory that must exist: what it writes for Postfix and for
+    /// monitoring, which are theirs to lay out.
+    InItsDirectory,
+    /// Nothing: `main.cf` is Postfix's, and a missing one means `POSTFIX_CONFIG_DIR` is not
+    /// Postfix's configuration directory.
+    Nothing,
+}
+
+impl Makes {
+    fn of(id: CheckId) -> Makes {
+        match id {
+            CheckId::BackupDir | CheckId::StateDir | CheckId::LogFile | CheckId::LockFile => {
+                Makes::WithParents
+            }
+            CheckId::MainCf => Makes::Nothing,
+            _ => Makes::InItsDirectory,
+        }
+    }
+}
+
 /// Whether relay-sync can write `path`: an existing file is opened for appending (nothing is
 /// written; never through someone else's link, never waiting on a FIFO, and it must be a
 /// regular file), a directory gets a probe file that is removed at once, and a missing one is
-/// judged by the nearest existing directory above it, where relay-sync would create it.
-fn writable(path: &Path, kind: Kind) -> Result<String, String> {
+/// judged by what relay-sync `makes` of it and the directory it would be created in.
+fn writable(path: &Path, kind: Kind, makes: Makes) -> Result<String, String> {
     let exists = path.exists() || std::fs::symlink_metadata(path).is_ok();
     match (kind, exists) {
         (Kind::File, true) => relay_fs::check_writable(path)
             .map(|()| format!("{} is writable", path.display()))
             .map_err(|e| e.to_string()),
         (Kind::Dir, true) => probe_dir(path).map(|()| format!("{} is writable", path.display())),
-        (_, false) => {
-            let mut ancestor = path.parent();
-            while let Some(dir) = ancestor {
-                if dir.exists() {
-                    return probe_dir(dir).map(|()| {
-                        format!(
-                            "{} does not exist yet; it will be created in {}",
-                            path.display(),
-                            dir.display()
-                        )
-                    });
-                }
-                ancestor = dir.parent();
-            }
-            Err(format!(
-                "{}: no existing directory above it",
-                path.display()
-            ))
-        }
+        (_, false) => missing(path, makes),
     }
+}
+
+/// What becomes of `path`, which does not exist, when a sync needs it.
+fn missing(path: &Path, makes: Makes) -> Result<String, String> {
+    let parent = path.parent().unwrap_or(Path::new("/"));
+    if makes == Makes::Nothing {
+        return Err(format!(
+            "{} does not exist: POSTFIX_CONFIG_DIR must be Postfix's configuration directory, \
+             the one holding main.cf (`postconf -h config_directory` names it)",
+            path.display()
+        ));
+    }
+    if parent.is_dir() {
+        return probe_dir(parent).map(|()| {
+            format!(
+                "{} does not exist yet; relay-sync will create it in {}",
+                path.display(),
+                parent.display()
+            )
+        });
+    }
+    if makes == Makes::InItsDirectory {
+        return Err(format!(
+            "{} cannot be created: its directory {} does not exist, and relay-sync creates \
+             none for it (`mkdir -p {}`, or set the key to a path in an existing directory)",
+            path.display(),
+            parent.display(),
+            relay_fs::shell_word(parent)
+        ));
+    }
+    let mut ancestor = parent.parent();
+    while let Some(dir) = ancestor {
+        if dir.is_dir() {
+            return probe_dir(dir).map(|()| {
+                format!(
+                    "{} does not exist yet; relay-sync will create it and {} (in {})",
+                    path.display(),
+                    parent.display(),
+                    dir.display()
+                )
+            });
+        }
+        ancestor = dir.parent();
+    }
+    Err(format!(
+        "{}: no existing directory above it",
+        path.display()
+    ))
 }
 
 /// Whether relay-sync can create files in `dir`: a probe of a random name, created
@@ -1126,12 +1182,36 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("f");
         std::fs::write(&file, "x").unwrap();
-        assert!(writable(&file, Kind::File).is_ok());
+        assert!(writable(&file, Kind::File, Makes::InItsDirectory).is_ok());
         assert_eq!(std::fs::read_to_string(&file).unwrap(), "x");
-        assert!(writable(dir.path(), Kind::Dir).is_ok());
+        assert!(writable(dir.path(), Kind::Dir, Makes::WithParents).is_ok());
         let missing = dir.path().join("a/b/c.log");
-        let detail = writable(&missing, Kind::File).unwrap();
-        assert!(detail.contains("will be created"), "{detail}");
+        let detail = writable(&missing, Kind::File, Makes::WithParents).unwrap();
+        assert_eq!(
+            detail,
+            format!(
+                "{} does not exist yet; relay-sync will create it and {} (in {})",
+                missing.display(),
+                dir.path().join("a/b").display(),
+                dir.path().display()
+            )
+        );
+        let beside = dir.path().join("transport");
+        let detail = writable(&beside, Kind::File, Makes::InItsDirectory).unwrap();
+        assert!(
+            detail.ends_with(&format!("will create it in {}", dir.path().display())),
+            "{detail}"
+        );
+        // A map in a directory that is not there is not created "in" some grandparent: a sync
+        // would fail to write it.
+        let detail = writable(&missing, Kind::File, Makes::InItsDirectory).unwrap_err();
+        assert!(
+            detail.contains("relay-sync creates none for it"),
+            "{detail}"
+        );
+        let main_cf = dir.path().join("main.cf");
+        let detail = writable(&main_cf, Kind::File, Makes::Nothing).unwrap_err();
+        assert!(detail.contains("POSTFIX_CONFIG_DIR must be"), "{detail}");
         // No probe file is left behind.
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
     }
