@@ -872,17 +872,32 @@ impl Raw {
         // `Host` and `NextHop` share relay_core::is_host_name, so this holds any host read.
         let next_hop = NextHop::new(relay_transport, &dell_relay_ip, dell_relay_port)
             .map_err(|error| values.invalid(NAME.dell_relay_ip, error.to_string()))?;
-        let alert_sns = sns_settings(
+        // A region key overrides the one in the resource's ARN.
+        let alert_sns = aws_resource(
             values,
+            &SNS_KEYS,
             alert_sns_topic_arn,
             alert_sns_region,
             alert_sns_endpoint,
+            |topic: Arn, region, endpoint| SnsSettings {
+                topic_arn: topic.arn,
+                region: region.unwrap_or(topic.region),
+                endpoint,
+            },
         )?;
-        let secret = secret_settings(
+        // A JSON secret's `username` is the database user unless `DB_USER` is set.
+        let secret = aws_resource(
             values,
+            &SECRET_KEYS,
             db_password_secret,
             db_password_secret_region,
             db_password_secret_endpoint,
+            |secret: SecretRef, region, endpoint| SecretSettings {
+                id: secret.id,
+                region: region.or(secret.region),
+                endpoint,
+                user_from_secret: !values.is_set(NAME.db_user),
+            },
         )?;
         let or_in =
             |path: Option<PathBuf>, dir: &Path, name: &str| path.unwrap_or_else(|| dir.join(name));
@@ -978,82 +993,64 @@ fn same_file(a: &Path, b: &Path) -> bool {
         )
 }
 
-/// `ALERT_SNS_*`: the region defaults to the ARN's, and the other two keys need the ARN. A build
-/// without the `aws` feature refuses the ARN rather than ignore it: alerts the operator counts
-/// on would silently go nowhere.
-fn sns_settings(
-    values: &Values,
-    topic_arn: Option<Arn>,
-    region: Option<String>,
-    endpoint: Option<String>,
-) -> Result<Option<SnsSettings>, ConfigError> {
-    let Some(Arn {
-        arn,
-        region: arn_region,
-    }) = topic_arn
-    else {
-        let stray = [
-            (NAME.alert_sns_region, region.is_some()),
-            (NAME.alert_sns_endpoint, endpoint.is_some()),
-        ];
-        return match stray.into_iter().find(|(_, set)| *set) {
-            Some((key, _)) => Err(ConfigError::SnsWithoutTopic {
-                key,
-                origin: values.origin_of(key),
-            }),
-            None => Ok(None),
-        };
-    };
-    if !cfg!(feature = "aws") {
-        return Err(ConfigError::SnsNotBuilt {
-            origin: values.origin_of(NAME.alert_sns_topic_arn),
-        });
-    }
-    Ok(Some(SnsSettings {
-        topic_arn: arn,
-        region: region.unwrap_or(arn_region),
-        endpoint,
-    }))
+/// One AWS resource's keys: the key that names the resource, and its region and endpoint keys,
+/// which mean nothing without it.
+struct AwsKeys {
+    /// The key that names the resource and turns the feature on.
+    resource: &'static str,
+    /// The region to use instead of the resource's ARN's.
+    region: &'static str,
+    /// The endpoint to use instead of the region's.
+    endpoint: &'static str,
+    /// The error for the region or endpoint key set without the resource.
+    stray: fn(&'static str, Origin) -> ConfigError,
+    /// The error for the resource in a build without the `aws` feature.
+    not_built: fn(Origin) -> ConfigError,
 }
 
-/// `DB_PASSWORD_SECRET_*`: the region defaults to the ARN's, and the other two keys need the
-/// secret. `user_from_secret` is whether `DB_USER` is left to its default. A build without the
-/// `aws` feature refuses the secret rather than ignore it: the password would silently be
-/// missing.
-fn secret_settings(
+/// `ALERT_SNS_*`: a build without the `aws` feature refuses the topic rather than ignore it, as
+/// alerts the operator counts on would silently go nowhere.
+const SNS_KEYS: AwsKeys = AwsKeys {
+    resource: NAME.alert_sns_topic_arn,
+    region: NAME.alert_sns_region,
+    endpoint: NAME.alert_sns_endpoint,
+    stray: |key, origin| ConfigError::SnsWithoutTopic { key, origin },
+    not_built: |origin| ConfigError::SnsNotBuilt { origin },
+};
+
+/// `DB_PASSWORD_SECRET*`: a build without the `aws` feature refuses the secret rather than
+/// ignore it, as the password would silently be missing.
+const SECRET_KEYS: AwsKeys = AwsKeys {
+    resource: NAME.db_password_secret,
+    region: NAME.db_password_secret_region,
+    endpoint: NAME.db_password_secret_endpoint,
+    stray: |key, origin| ConfigError::SecretWithoutId { key, origin },
+    not_built: |origin| ConfigError::SecretNotBuilt { origin },
+};
+
+/// The settings `build` makes of the AWS resource `keys` name and its region and endpoint keys'
+/// values, or `None` when the resource is not set. The region and endpoint keys need the
+/// resource, and the resource needs a build with the `aws` feature.
+fn aws_resource<R, T>(
     values: &Values,
-    secret: Option<SecretRef>,
+    keys: &AwsKeys,
+    resource: Option<R>,
     region: Option<String>,
     endpoint: Option<String>,
-) -> Result<Option<SecretSettings>, ConfigError> {
-    let Some(SecretRef {
-        id,
-        region: arn_region,
-    }) = secret
-    else {
-        let stray = [
-            (NAME.db_password_secret_region, region.is_some()),
-            (NAME.db_password_secret_endpoint, endpoint.is_some()),
-        ];
-        return match stray.into_iter().find(|(_, set)| *set) {
-            Some((key, _)) => Err(ConfigError::SecretWithoutId {
-                key,
-                origin: values.origin_of(key),
-            }),
-            None => Ok(None),
-        };
+    build: impl FnOnce(R, Option<String>, Option<String>) -> T,
+) -> Result<Option<T>, ConfigError> {
+    let Some(resource) = resource else {
+        let stray = [(keys.region, &region), (keys.endpoint, &endpoint)]
+            .into_iter()
+            .find_map(|(key, value)| value.as_ref().map(|_| key));
+        return stray.map_or(Ok(None), |key| {
+            Err((keys.stray)(key, values.origin_of(key)))
+        });
     };
     if !cfg!(feature = "aws") {
-        return Err(ConfigError::SecretNotBuilt {
-            origin: values.origin_of(NAME.db_password_secret),
-        });
+        return Err((keys.not_built)(values.origin_of(keys.resource)));
     }
-    Ok(Some(SecretSettings {
-        id,
-        region: region.or(arn_region),
-        endpoint,
-        user_from_secret: !values.is_set(NAME.db_user),
-    }))
+    Ok(Some(build(resource, region, endpoint)))
 }
 
 /// At most one of `DB_PASSWORD`, `DB_PASSWORD_FILE`, `DB_PASSWORD_COMMAND` and

@@ -294,6 +294,7 @@ mod tests {
     use std::time::Duration;
 
     use relay_core::Refusal;
+    use relay_core::StepKind;
     use relay_engine::{FailedStep, FailureCause, StepFailure};
 
     use super::*;
@@ -318,7 +319,7 @@ mod tests {
 
     fn step_failure() -> StepFailure {
         StepFailure {
-            step: FailedStep::Reload,
+            step: FailedStep::Plan(StepKind::Reload),
             cause: FailureCause::Verify("postfix sees nothing".to_owned()),
         }
     }
