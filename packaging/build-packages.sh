@@ -46,6 +46,10 @@ install -D -m 0644 "$here/relay-sync.cron" "$root/usr/share/relay-sync/relay-syn
 install -D -m 0644 "$here/create-user.sql" "$root/usr/share/relay-sync/create-user.sql"
 install -D -m 0644 "$here/sns-policy.json" "$root/usr/share/relay-sync/sns-policy.json"
 install -D -m 0644 "$here/secret-policy.json" "$root/usr/share/relay-sync/secret-policy.json"
+# The POSTFIX_COMMAND_PREFIX for a Postfix container ECS on EC2 names itself: root's, 0755, as
+# relay-sync vets a program it runs as root. Not in PATH: it is named by its path in the config.
+install -D -m 0755 "$here/container/relay-sync-container-exec" \
+  "$root/usr/share/relay-sync/container/relay-sync-container-exec"
 install -D -m 0644 "$here/copyright" "$root/usr/share/doc/relay-sync/copyright"
 # relay-sync's own licence texts, and those of every crate linked into the binary, generated
 # now from cargo metadata (`cargo xtask licenses`; needs the source tree and cargo).
@@ -225,6 +229,7 @@ cp -a "$rpmroot"/. %{buildroot}/
 %dir %attr(0750,root,root) /var/log/mailserver
 %dir %attr(0700,root,root) /var/lib/relay-sync
 %dir %attr(0755,root,root) /usr/share/relay-sync
+%dir %attr(0755,root,root) /usr/share/relay-sync/container
 %dir %attr(0755,root,root) /usr/share/relay-sync/schema
 %dir %attr(0755,root,root) /usr/share/relay-sync/monitoring
 %dir %attr(0755,root,root) /usr/share/doc/relay-sync

@@ -212,6 +212,11 @@ fn run() -> Result<ExitStatus, ExitStatus> {
         } => man::write_all(&dir),
         Command::Man { command, .. } => man::print(command.as_deref()),
         Command::Check(args) => {
+            if cli.verbose {
+                // `-v check` adds relay-sync's DEBUG lines on stderr (what each source of AWS's
+                // credential chain said, say); without it check prints its report alone.
+                start_logging(None, StderrMode::All, level)?;
+            }
             let report = match load() {
                 Ok(gateway) => gateway.check_blocking(),
                 // `check` reports a broken configuration like any other failed check.

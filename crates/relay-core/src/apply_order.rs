@@ -31,6 +31,49 @@ pub enum Step<'p> {
     Reload,
 }
 
+impl Step<'_> {
+    /// What kind of step this is, without its text.
+    pub fn kind(&self) -> StepKind {
+        match self {
+            Step::WriteTransport(_) => StepKind::WriteTransport,
+            Step::RebuildTransportMap => StepKind::RebuildTransportMap,
+            Step::WriteRelayDomainsMap(_) => StepKind::WriteRelayDomainsMap,
+            Step::WriteRecipientsMap(_) => StepKind::WriteRecipientsMap,
+            Step::SetRelayRecipientMaps(_) => StepKind::SetRelayRecipientMaps,
+            Step::SetRelayDomains(_) => StepKind::SetRelayDomains,
+            Step::Reload => StepKind::Reload,
+        }
+    }
+}
+
+// The one list of step kinds: the engine names a failed step by it, and `sync --dry-run --json`
+// writes it. With the `json` feature its doc comments are the JSON schema's descriptions, so
+// they stay one line each. Not `#[non_exhaustive]`, like `Step`: a new kind must be given its
+// name wherever one is matched.
+/// The kind of a step of a plan, in the order a sync takes them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(
+    feature = "json",
+    derive(serde::Serialize, schemars::JsonSchema),
+    serde(rename_all = "snake_case")
+)]
+pub enum StepKind {
+    /// Write the transport file (old and new entries, or the final file) and `postmap` it.
+    WriteTransport,
+    /// `postmap` the unchanged transport file (its database was older than the source).
+    RebuildTransportMap,
+    /// Map mode: write the relay-domains table and `postmap` it.
+    WriteRelayDomainsMap,
+    /// `postconf -e relay_domains = …`.
+    SetRelayDomains,
+    /// Recipient validation: write the recipients table and `postmap` it.
+    WriteRecipientsMap,
+    /// Recipient validation: `postconf -e relay_recipient_maps = …`.
+    SetRelayRecipientMaps,
+    /// `postfix reload`.
+    Reload,
+}
+
 /// The steps that bring Postfix from the plan's current state to its target.
 ///
 /// `map_fresh` says whether the transport map's database is at least as new as its source; a

@@ -47,7 +47,7 @@ mod rows;
 mod transport;
 
 pub use apply_order::{
-    apply_steps, apply_steps_with, sync_steps, FirstWrites, Freshness, PreRun, Step,
+    apply_steps, apply_steps_with, sync_steps, FirstWrites, Freshness, PreRun, Step, StepKind,
 };
 pub use domain::{DomainName, InvalidDomain};
 pub use guard::{guard, GuardSettings, Refusal, INLINE_LIMIT_BYTES};

@@ -423,15 +423,29 @@ impl MariaDbSource {
         let Some(path) = &self.settings.tls_ca else {
             return Ok(SslOpts::default());
         };
-        let pem = tokio::fs::read(path).await.map_err(|err| {
-            self.unreachable_at(
-                index,
-                format!(
-                    "cannot read the CA certificate {} (DB_TLS_CA): {err}",
-                    path.display()
-                ),
-            )
-        })?;
+        // Through relay-fs, as every file root reads: a FIFO planted there fails at once
+        // rather than hang the run, and a link to /dev/zero is refused rather than read.
+        let pem = match relay_fs::read(relay_fs::Kind::CA_CERT, path) {
+            Ok(Some(pem)) => pem,
+            Ok(None) => {
+                return Err(self.unreachable_at(
+                    index,
+                    format!(
+                        "the CA certificate {} (DB_TLS_CA) does not exist",
+                        path.display()
+                    ),
+                ))
+            }
+            Err(err) => {
+                return Err(self.unreachable_at(
+                    index,
+                    format!(
+                        "cannot read the CA certificate {} (DB_TLS_CA): {err}",
+                        path.display()
+                    ),
+                ))
+            }
+        };
         if !pem
             .windows(b"-----BEGIN CERTIFICATE-----".len())
             .any(|window| window == b"-----BEGIN CERTIFICATE-----")

@@ -5,7 +5,7 @@
 //! of SPEC §8 and the verification (SPEC §2 step 7, last paragraph); what is particular to its
 //! recovery is that a failed reload does not stop it.
 
-use relay_core::{cut_list, guard, RecoveryPlan, RelayDomains, Step};
+use relay_core::{cut_list, guard, RecoveryPlan, RelayDomains, Step, StepKind};
 use relay_postfix::{PostfixError, PostfixRead, PostfixWrite};
 
 use crate::execute::{execute, prepare_maps, Observer};
@@ -242,7 +242,7 @@ impl<P: PostfixRead> Observer<P> for Recovery {
             step,
             cause: error.into(),
         };
-        if step != FailedStep::Reload {
+        if step != FailedStep::Plan(StepKind::Reload) {
             return Err(failure);
         }
         // The files still go back: Postfix reads them when it starts again.
@@ -416,7 +416,7 @@ fn fail<P: PostfixWrite>(
         }
         result
     };
-    if failure.step == FailedStep::Reload || rollback.is_err() {
+    if failure.step == FailedStep::Plan(StepKind::Reload) || rollback.is_err() {
         tracing::error!("CRITICAL: Manual intervention required");
         Outcome::Critical { failure, rollback }
     } else {

@@ -94,49 +94,32 @@ where
             done: index,
             failure,
         };
+        let what = FailedStep::Plan(step.kind());
         // Each arm runs its step and, when it succeeded, tells the observer.
-        let (what, result) = match step {
-            Step::WriteTransport(text) => (
-                FailedStep::WriteTransport,
-                postfix
-                    .write_transport(text)
-                    .map(|()| observer.wrote_transport(postfix, text)),
-            ),
-            Step::RebuildTransportMap => (
-                FailedStep::RebuildTransportMap,
-                postfix
-                    .rebuild_transport_map()
-                    .map(|()| observer.rebuilt_transport_map(postfix)),
-            ),
-            Step::WriteRelayDomainsMap(text) => (
-                FailedStep::WriteRelayDomainsMap,
-                postfix
-                    .write_relay_domains_map(text)
-                    .map(|()| observer.wrote_relay_domains_map(postfix, text)),
-            ),
-            Step::WriteRecipientsMap(text) => (
-                FailedStep::WriteRecipientsMap,
-                postfix
-                    .write_recipients_map(text)
-                    .map(|()| observer.wrote_recipients_map(postfix, text)),
-            ),
-            Step::SetRelayDomains(value) => (
-                FailedStep::SetRelayDomains,
-                postfix
-                    .set_relay_domains(value)
-                    .map(|()| observer.set_relay_domains(value)),
-            ),
-            Step::SetRelayRecipientMaps(value) => (
-                FailedStep::SetRelayRecipientMaps,
-                postfix
-                    .set_relay_recipient_maps(value)
-                    .map(|()| observer.set_relay_recipient_maps(value)),
-            ),
+        let result = match step {
+            Step::WriteTransport(text) => postfix
+                .write_transport(text)
+                .map(|()| observer.wrote_transport(postfix, text)),
+            Step::RebuildTransportMap => postfix
+                .rebuild_transport_map()
+                .map(|()| observer.rebuilt_transport_map(postfix)),
+            Step::WriteRelayDomainsMap(text) => postfix
+                .write_relay_domains_map(text)
+                .map(|()| observer.wrote_relay_domains_map(postfix, text)),
+            Step::WriteRecipientsMap(text) => postfix
+                .write_recipients_map(text)
+                .map(|()| observer.wrote_recipients_map(postfix, text)),
+            Step::SetRelayDomains(value) => postfix
+                .set_relay_domains(value)
+                .map(|()| observer.set_relay_domains(value)),
+            Step::SetRelayRecipientMaps(value) => postfix
+                .set_relay_recipient_maps(value)
+                .map(|()| observer.set_relay_recipient_maps(value)),
             Step::Reload => {
                 let (reload, read_back) = observer.around_reload(postfix, || postfix.reload());
                 match reload {
                     Ok(()) => observer.reloaded(),
-                    Err(error) => observer.failed(FailedStep::Reload, error).map_err(halt)?,
+                    Err(error) => observer.failed(what, error).map_err(halt)?,
                 }
                 // A read-back beside the reload that found something wrong stops the steps
                 // after the reload, which is done.

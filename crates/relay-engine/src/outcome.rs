@@ -1,6 +1,6 @@
 //! What a run ended with. Its exit code (SPEC §8) is derived in relay-ops, in one place.
 
-use relay_core::{DomainName, PlanError, Refusal};
+use relay_core::{DomainName, PlanError, Refusal, StepKind};
 use relay_db::DbError;
 use relay_postfix::{Backup, PostfixError};
 use std::collections::BTreeSet;
@@ -78,20 +78,8 @@ pub enum FailureCause {
 pub enum FailedStep {
     /// Writing the backup files.
     Backup,
-    /// Writing the transport file and rebuilding its map.
-    WriteTransport,
-    /// Rebuilding a stale transport map.
-    RebuildTransportMap,
-    /// Writing map mode's relay-domains table and rebuilding it.
-    WriteRelayDomainsMap,
-    /// `postconf -e relay_domains = …`.
-    SetRelayDomains,
-    /// Writing the recipients table and rebuilding it.
-    WriteRecipientsMap,
-    /// `postconf -e relay_recipient_maps = …`.
-    SetRelayRecipientMaps,
-    /// `postfix reload`.
-    Reload,
+    /// One of the plan's steps ([`relay_core::apply_steps`]).
+    Plan(StepKind),
     /// Reading back what Postfix sees.
     Verify,
 }
@@ -100,13 +88,13 @@ impl std::fmt::Display for FailedStep {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             FailedStep::Backup => "backup",
-            FailedStep::WriteTransport => "transport update",
-            FailedStep::RebuildTransportMap => "transport map rebuild",
-            FailedStep::WriteRelayDomainsMap => "relay domains map update",
-            FailedStep::SetRelayDomains => "relay_domains update",
-            FailedStep::WriteRecipientsMap => "recipients map update",
-            FailedStep::SetRelayRecipientMaps => "relay_recipient_maps update",
-            FailedStep::Reload => "postfix reload",
+            FailedStep::Plan(StepKind::WriteTransport) => "transport update",
+            FailedStep::Plan(StepKind::RebuildTransportMap) => "transport map rebuild",
+            FailedStep::Plan(StepKind::WriteRelayDomainsMap) => "relay domains map update",
+            FailedStep::Plan(StepKind::SetRelayDomains) => "relay_domains update",
+            FailedStep::Plan(StepKind::WriteRecipientsMap) => "recipients map update",
+            FailedStep::Plan(StepKind::SetRelayRecipientMaps) => "relay_recipient_maps update",
+            FailedStep::Plan(StepKind::Reload) => "postfix reload",
             FailedStep::Verify => "verification",
         })
     }

@@ -55,7 +55,7 @@ mod write;
 
 pub use probe::{check_writable, Probe};
 pub use read::{inspect, open, read, read_to_string, Kind, Reader};
-pub use trust::{trusted_link, trusted_owner};
+pub use trust::{breaches, trusted_link, trusted_owner, Breach, Trust};
 pub use write::{
     create_dir, create_new, open_append, open_lock, open_produced, remove_leftover, rename_checked,
     replace, replace_dated, set_mode, sync_dir, temp_name_base, tighten_dir, BuildDir, Ownership,
@@ -132,17 +132,22 @@ pub(crate) fn parent_of(path: &Path) -> &Path {
     }
 }
 
-/// A path quoted for a shell command in a fix: as it is when it needs no quoting.
-pub(crate) fn shell_word(path: &Path) -> String {
-    let text = path.display().to_string();
-    let plain = !text.is_empty()
-        && text
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"/._-+,:@%".contains(&b));
-    if plain {
-        text
-    } else {
-        format!("'{}'", text.replace('\'', r"'\''"))
+/// `path` as one word of a shell command, for a fix relay-sync suggests (`chown root '/my
+/// dir'`): as it is when it needs no quoting. Every command relay-sync suggests is quoted by
+/// shlex, here for a path and in relay-postfix for Postfix's commands, so that a fix can be
+/// pasted as it is printed.
+///
+/// ```
+/// use std::path::Path;
+/// assert_eq!(relay_fs::shell_word(Path::new("/var/lib/relay-sync")), "/var/lib/relay-sync");
+/// assert_eq!(relay_fs::shell_word(Path::new("/my dir")), "'/my dir'");
+/// ```
+pub fn shell_word(path: &Path) -> String {
+    use std::os::unix::ffi::OsStrExt;
+    match shlex::bytes::try_quote(path.as_os_str().as_bytes()) {
+        Ok(quoted) => String::from_utf8_lossy(&quoted).into_owned(),
+        // Only a NUL byte cannot be quoted, and no path holds one.
+        Err(_) => path.display().to_string(),
     }
 }
 

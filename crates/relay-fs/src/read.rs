@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 
-use crate::trust::{dir_problems, trusted_link, trusted_owner};
+use crate::trust::{dir_problems, kept_file_problems, trusted_link};
 use crate::{io, parent_of, shell_word, FsError};
 
 /// What a file is to relay-sync, and so how it may be read and how large it may be.
@@ -71,6 +71,9 @@ impl Kind {
     pub const POSTFIX_CONFIG: Kind = Kind::shared("Postfix's main.cf", 16 * MIB);
     /// A daemon's pid file (`queue_directory/pid/master.pid`): one number.
     pub const PID_FILE: Kind = Kind::shared("the pid file", 4 * KIB);
+    /// `DB_TLS_CA`: the PEM certificates relay-sync trusts for the database (a bundle of
+    /// every public root is about 200 KiB).
+    pub const CA_CERT: Kind = Kind::shared("the CA certificate", 16 * MIB);
     /// A program relay-sync runs as root (`ALERT_COMMAND`'s, …), whose first line is read for
     /// its `#!` interpreter; no program is anywhere near this large.
     pub const PROGRAM: Kind = Kind::shared("the program", 64 * GIB);
@@ -297,22 +300,7 @@ fn file_problems(
         return problems;
     }
     if kind.rule == Rule::Kept {
-        if !trusted_owner(uid) {
-            problems.push((
-                format!("{} is owned by uid {uid}, not by root", kind.what),
-                rm.clone(),
-            ));
-        }
-        if mode & 0o022 != 0 {
-            problems.push((
-                format!(
-                    "{} is writable by group or others (mode {:04o})",
-                    kind.what,
-                    mode & 0o7777
-                ),
-                format!("chmod go-w {}", shell_word(path)),
-            ));
-        }
+        problems.extend(kept_file_problems(kind.what, path, uid, mode));
         if nlink > 1 {
             problems.push((
                 format!(

@@ -18,6 +18,89 @@ pub(crate) fn effective_uid() -> u32 {
     rustix::process::geteuid().as_raw()
 }
 
+/// What relay-sync asks of a file or directory it trusts, by what it is to relay-sync. The
+/// rule is one: **owned by root or this user, writable by no one else**; the kinds differ only
+/// in what else they ask ([`breaches`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Trust {
+    /// A file relay-sync reads, runs or keeps.
+    File,
+    /// A file that holds a secret (a password file, a config with `DB_PASSWORD`): no one else
+    /// may read it either.
+    Secret,
+    /// A directory holding what relay-sync trusts. A sticky one (`/tmp`, `/run/lock`) is
+    /// accepted: others may add names there, but not rename or remove what is not theirs.
+    Dir,
+    /// A directory no one else may put a name into, sticky or not: one searched for a program
+    /// (a `PATH` directory, where a program put under the same name would run instead), or one
+    /// whose files relay-sync takes for root's.
+    PrivateDir,
+}
+
+/// One way a file or directory breaks the rule its [`Trust`] asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Breach {
+    /// Owned by this uid, neither root nor the user relay-sync runs as.
+    Owner(u32),
+    /// Group or others may write it.
+    Writable,
+    /// Group or others may read it, and it holds a secret.
+    Readable,
+}
+
+impl Breach {
+    /// The command that mends it for `path`, with `path` quoted for a shell ([`shell_word`]):
+    /// `chown root PATH`, `chmod go-w PATH`, `chmod go-r PATH`.
+    pub fn fix(self, path: &Path) -> String {
+        let command = match self {
+            Breach::Owner(_) => "chown root",
+            Breach::Writable => "chmod go-w",
+            Breach::Readable => "chmod go-r",
+        };
+        format!("{command} {}", shell_word(path))
+    }
+}
+
+impl std::fmt::Display for Breach {
+    /// `owned by uid 65534`, `writable by group or others`, `readable by group or others`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Breach::Owner(uid) => write!(f, "owned by uid {uid}"),
+            Breach::Writable => f.write_str("writable by group or others"),
+            Breach::Readable => f.write_str("readable by group or others"),
+        }
+    }
+}
+
+/// How a file or directory owned by `uid`, with `mode` (as `fstat` or `stat` gave them),
+/// breaks the rule `trust` asks for; empty when it does not. The one place the rule is
+/// written: relay-fs's readers and writers and relay-ops' checks of the config file, the
+/// files it names and the programs it runs all ask it.
+///
+/// ```
+/// use relay_fs::{breaches, Breach, Trust};
+/// assert_eq!(breaches(0, 0o100644, Trust::File), []);
+/// assert_eq!(breaches(0, 0o100644, Trust::Secret), [Breach::Readable]);
+/// assert_eq!(breaches(0, 0o41777, Trust::Dir), []);
+/// assert_eq!(breaches(0, 0o41777, Trust::PrivateDir), [Breach::Writable]);
+/// ```
+pub fn breaches(uid: u32, mode: u32, trust: Trust) -> Vec<Breach> {
+    let mut found = Vec::new();
+    if !trusted_owner(uid) {
+        found.push(Breach::Owner(uid));
+    }
+    let sticky_accepted = trust == Trust::Dir && sticky(mode);
+    if others_can_write(mode) && !sticky_accepted {
+        found.push(Breach::Writable);
+    }
+    if trust == Trust::Secret && mode & 0o044 != 0 {
+        found.push(Breach::Readable);
+    }
+    found
+}
+
 /// Whether the write bits for group or others are set in `mode`.
 const fn others_can_write(mode: u32) -> bool {
     mode & 0o022 != 0
@@ -30,40 +113,62 @@ const fn sticky(mode: u32) -> bool {
 }
 
 /// What is wrong with a directory relay-sync is to read a kept file from, and the commands
-/// that fix it: it must be owned by root or this user, and writable by no one else unless it is
-/// sticky.
+/// that fix it: the rule of [`Trust::Dir`].
 pub(crate) fn dir_problems(dir: &Path, uid: u32, mode: u32) -> Vec<(String, String)> {
-    let mut problems = Vec::new();
-    if !trusted_owner(uid) {
-        problems.push((
-            format!(
-                "it is in {}, which is owned by uid {uid} (mode {:04o}): others can put \
-                 anything there",
-                dir.display(),
-                mode & 0o7777
-            ),
-            format!("chown root {}", shell_word(dir)),
-        ));
-    }
-    if others_can_write(mode) && !sticky(mode) {
-        problems.push((
-            format!(
-                "it is in {}, which group or others can write (mode {:04o})",
-                dir.display(),
-                mode & 0o7777
-            ),
-            format!("chmod go-w {}", shell_word(dir)),
-        ));
-    }
-    problems
+    breaches(uid, mode, Trust::Dir)
+        .into_iter()
+        .map(|breach| {
+            let problem = match breach {
+                Breach::Owner(uid) => format!(
+                    "it is in {}, which is owned by uid {uid} (mode {:04o}): others can put \
+                     anything there",
+                    dir.display(),
+                    mode & 0o7777
+                ),
+                _ => format!(
+                    "it is in {}, which group or others can write (mode {:04o})",
+                    dir.display(),
+                    mode & 0o7777
+                ),
+            };
+            (problem, breach.fix(dir))
+        })
+        .collect()
 }
 
-/// Whether only root or this user can put a file into the directory holding `path` (owned by
-/// one of them, writable by no one else, sticky or not): then any file there was put there,
-/// or given to its owner, by root.
+/// What is wrong with a file relay-sync keeps, by the rule of [`Trust::File`], and the
+/// commands that fix it: `what` names the file (`the lock file`). A file another user owns is
+/// removed rather than chowned: relay-sync writes its own anew.
+pub(crate) fn kept_file_problems(
+    what: &str,
+    path: &Path,
+    uid: u32,
+    mode: u32,
+) -> Vec<(String, String)> {
+    breaches(uid, mode, Trust::File)
+        .into_iter()
+        .map(|breach| match breach {
+            Breach::Owner(uid) => (
+                format!("{what} is owned by uid {uid}, not by root"),
+                format!("rm {}", shell_word(path)),
+            ),
+            _ => (
+                format!(
+                    "{what} is writable by group or others (mode {:04o})",
+                    mode & 0o7777
+                ),
+                breach.fix(path),
+            ),
+        })
+        .collect()
+}
+
+/// Whether only root or this user can put a file into the directory holding `path` (the rule
+/// of [`Trust::PrivateDir`]): then any file there was put there, or given to its owner, by
+/// root.
 pub(crate) fn private_dir_of(path: &Path) -> bool {
     fs::metadata(crate::parent_of(path))
-        .is_ok_and(|meta| trusted_owner(meta.uid()) && !others_can_write(meta.mode()))
+        .is_ok_and(|meta| breaches(meta.uid(), meta.mode(), Trust::PrivateDir).is_empty())
 }
 
 /// The file `path` finally points to when it is a symbolic link that relay-sync may follow;
@@ -141,6 +246,33 @@ mod tests {
         let theirs = dir_problems(Path::new("/my dir"), NOBODY, 0o40755);
         assert_eq!(theirs[0].1, "chown root '/my dir'");
         assert!(theirs[0].0.contains("owned by uid 65534"), "{theirs:?}");
+    }
+
+    /// The rule, once: each way to break it, with the fix quoted for a shell.
+    #[test]
+    fn each_breach_of_the_trust_rule_names_its_fix() {
+        require_root();
+        assert_eq!(
+            breaches(NOBODY, 0o100666, Trust::Secret),
+            [Breach::Owner(NOBODY), Breach::Writable, Breach::Readable]
+        );
+        assert_eq!(breaches(0, 0o100666, Trust::File), [Breach::Writable]);
+        assert_eq!(breaches(0, 0o40775, Trust::Dir), [Breach::Writable]);
+        assert_eq!(breaches(0, 0o41777, Trust::Dir), []);
+        assert_eq!(breaches(0, 0o41777, Trust::PrivateDir), [Breach::Writable]);
+        let path = Path::new("/etc/relay sync.conf");
+        let fixes: Vec<String> = [Breach::Owner(NOBODY), Breach::Writable, Breach::Readable]
+            .iter()
+            .map(|breach| format!("{breach}: {}", breach.fix(path)))
+            .collect();
+        assert_eq!(
+            fixes,
+            [
+                "owned by uid 65534: chown root '/etc/relay sync.conf'",
+                "writable by group or others: chmod go-w '/etc/relay sync.conf'",
+                "readable by group or others: chmod go-r '/etc/relay sync.conf'",
+            ]
+        );
     }
 
     #[test]

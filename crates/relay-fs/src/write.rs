@@ -10,7 +10,9 @@ use std::path::{Path, PathBuf};
 use rustix::fs::FileType;
 
 use crate::read::{refuse, Kind};
-use crate::trust::{dir_problems, effective_uid, private_dir_of, trusted_link, trusted_owner};
+use crate::trust::{
+    dir_problems, effective_uid, kept_file_problems, private_dir_of, trusted_link, trusted_owner,
+};
 use crate::{io, parent_of, shell_word, FsError};
 
 /// The suffix of every temporary name relay-sync uses.
@@ -278,25 +280,10 @@ pub fn open_lock(path: &Path, new_mode: u32) -> Result<File, FsError> {
         .map_err(|source| io("inspect", path, source))?;
     // The checks a kept file's reader makes, on the descriptor (its size is bounded by the
     // reader of the pid line).
-    let mut problems = Vec::new();
     if !meta.file_type().is_file() {
         return Err(not_regular(Kind::LOCK.what(), path, meta.mode()));
     }
-    if !trusted_owner(meta.uid()) {
-        problems.push((
-            format!("the lock file is owned by uid {}, not by root", meta.uid()),
-            format!("rm {}", shell_word(path)),
-        ));
-    }
-    if meta.mode() & 0o022 != 0 {
-        problems.push((
-            format!(
-                "the lock file is writable by group or others (mode {:04o})",
-                meta.mode() & 0o7777
-            ),
-            format!("chmod go-w {}", shell_word(path)),
-        ));
-    }
+    let mut problems = kept_file_problems(Kind::LOCK.what(), path, meta.uid(), meta.mode());
     if meta.nlink() > 1 {
         problems.push((
             format!(

@@ -13,7 +13,8 @@
 //! credential lookup included, and the connection by [`CONNECT_TIMEOUT`] (or less). The SDK
 //! does not retry: a retry inside the call would only stretch the one bound the run has.
 //!
-//! Nothing here logs, and every error text has every part of the credentials removed
+//! Nothing here logs but the credential chain's own account of a failure (DEBUG, with
+//! `--verbose`: it holds no credential, there being none), and every error text has every part of the credentials removed
 //! ([`redact`]): no credential reaches a log line, an error or `status`.
 
 pub(crate) mod secrets_manager;
@@ -90,11 +91,16 @@ pub(crate) async fn session(region: Option<&str>, timeout: Duration) -> Result<S
         "no AWS credential provider is configured (this is a bug in relay-sync)".to_owned()
     })?;
     let credentials = provider.provide_credentials().await.map_err(|error| {
-        one_line(&format!(
-            "no AWS credentials from the standard chain (environment, ECS container \
-             credentials, instance profile, profiles): {}",
-            DisplayErrorContext(&error)
-        ))
+        // What each source of the chain said is a paragraph (a timeout from instance
+        // metadata, an empty profile file, …): for `--verbose`, not for every log line.
+        tracing::debug!(
+            "what each source of AWS's credential chain said: {}",
+            one_line(&DisplayErrorContext(&error).to_string())
+        );
+        "no AWS credentials: none of the standard chain's sources (environment, ECS container \
+         credentials, instance profile, profiles) gave any; `relay-sync -v check` shows what \
+         each said"
+            .to_owned()
     })?;
     Ok(Session { sdk, credentials })
 }

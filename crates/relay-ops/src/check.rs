@@ -21,7 +21,8 @@ use relay_postfix::{PostfixCli, PostfixRead as _};
 use serde::Serialize;
 
 use crate::config::{Config, PasswordSource, RelayDomainsMode, NAME};
-use crate::password::{self, DbLogin};
+use crate::login::DbLogin;
+use crate::password;
 
 /// How one check ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
@@ -172,7 +173,7 @@ impl std::fmt::Display for CheckId {
 
 /// One check's result.
 #[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
-#[schemars(transform = crate::json::every_field_required)]
+#[schemars(transform = crate::json_schema::every_field_required)]
 pub struct Item {
     /// What was checked.
     pub name: CheckId,
@@ -184,7 +185,7 @@ pub struct Item {
 
 /// Every check's result, in the order they ran.
 #[derive(Debug, Clone, Default, Serialize, schemars::JsonSchema)]
-#[schemars(transform = crate::json::every_field_required)]
+#[schemars(transform = crate::json_schema::every_field_required)]
 pub struct Report {
     /// `false` when any check failed.
     pub ok: bool,
@@ -200,11 +201,6 @@ impl Report {
             detail: detail.into(),
         });
         self.ok = self.checks.iter().all(|item| item.status != Level::Fail);
-    }
-
-    /// The exit code: 1 when any check failed.
-    pub fn exit_code(&self) -> u8 {
-        u8::from(!self.ok)
     }
 }
 
@@ -294,7 +290,7 @@ fn check_config_file(config: &Config, report: &mut Report) {
                     format!(
                         "{} is mode {mode:04o}: run `chmod 600 {}` (it names the database and may hold its password)",
                         path.display(),
-                        path.display()
+                        relay_fs::shell_word(path)
                     ),
                 );
             }
@@ -958,7 +954,7 @@ fn check_writable(config: &Config, report: &mut Report) {
                 .map_err(|error| error.to_string()),
             _ => Ok(()),
         };
-        match kept.and_then(|()| writable(&path, kind)) {
+        match kept.and_then(|()| writable(&path, kind, Makes::of(name))) {
             Ok(detail) => report.push(name, Level::Ok, detail),
             Err(detail) => report.push(name, Level::Fail, detail),
         }
@@ -971,37 +967,93 @@ enum Kind {
     Dir,
 }
 
+/// What relay-sync creates of a path that does not exist yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Makes {
+    /// The path and any missing directory above it: its own files and directories
+    /// (`STATE_DIR`, `BACKUP_DIR`, `LOG_FILE`, `LOCK_FILE`).
+    WithParents,
+    /// The file, in a directory that must exist: what it writes for Postfix and for
+    /// monitoring, which are theirs to lay out.
+    InItsDirectory,
+    /// Nothing: `main.cf` is Postfix's, and a missing one means `POSTFIX_CONFIG_DIR` is not
+    /// Postfix's configuration directory.
+    Nothing,
+}
+
+impl Makes {
+    fn of(id: CheckId) -> Makes {
+        match id {
+            CheckId::BackupDir | CheckId::StateDir | CheckId::LogFile | CheckId::LockFile => {
+                Makes::WithParents
+            }
+            CheckId::MainCf => Makes::Nothing,
+            _ => Makes::InItsDirectory,
+        }
+    }
+}
+
 /// Whether relay-sync can write `path`: an existing file is opened for appending (nothing is
 /// written; never through someone else's link, never waiting on a FIFO, and it must be a
 /// regular file), a directory gets a probe file that is removed at once, and a missing one is
-/// judged by the nearest existing directory above it, where relay-sync would create it.
-fn writable(path: &Path, kind: Kind) -> Result<String, String> {
+/// judged by what relay-sync `makes` of it and the directory it would be created in.
+fn writable(path: &Path, kind: Kind, makes: Makes) -> Result<String, String> {
     let exists = path.exists() || std::fs::symlink_metadata(path).is_ok();
     match (kind, exists) {
         (Kind::File, true) => relay_fs::check_writable(path)
             .map(|()| format!("{} is writable", path.display()))
             .map_err(|e| e.to_string()),
         (Kind::Dir, true) => probe_dir(path).map(|()| format!("{} is writable", path.display())),
-        (_, false) => {
-            let mut ancestor = path.parent();
-            while let Some(dir) = ancestor {
-                if dir.exists() {
-                    return probe_dir(dir).map(|()| {
-                        format!(
-                            "{} does not exist yet; it will be created in {}",
-                            path.display(),
-                            dir.display()
-                        )
-                    });
-                }
-                ancestor = dir.parent();
-            }
-            Err(format!(
-                "{}: no existing directory above it",
-                path.display()
-            ))
-        }
+        (_, false) => missing(path, makes),
     }
+}
+
+/// What becomes of `path`, which does not exist, when a sync needs it.
+fn missing(path: &Path, makes: Makes) -> Result<String, String> {
+    let parent = path.parent().unwrap_or(Path::new("/"));
+    if makes == Makes::Nothing {
+        return Err(format!(
+            "{} does not exist: POSTFIX_CONFIG_DIR must be Postfix's configuration directory, \
+             the one holding main.cf (`postconf -h config_directory` names it)",
+            path.display()
+        ));
+    }
+    if parent.is_dir() {
+        return probe_dir(parent).map(|()| {
+            format!(
+                "{} does not exist yet; relay-sync will create it in {}",
+                path.display(),
+                parent.display()
+            )
+        });
+    }
+    if makes == Makes::InItsDirectory {
+        return Err(format!(
+            "{} cannot be created: its directory {} does not exist, and relay-sync creates \
+             none for it (`mkdir -p {}`, or set the key to a path in an existing directory)",
+            path.display(),
+            parent.display(),
+            relay_fs::shell_word(parent)
+        ));
+    }
+    let mut ancestor = parent.parent();
+    while let Some(dir) = ancestor {
+        if dir.is_dir() {
+            return probe_dir(dir).map(|()| {
+                format!(
+                    "{} does not exist yet; relay-sync will create it and {} (in {})",
+                    path.display(),
+                    parent.display(),
+                    dir.display()
+                )
+            });
+        }
+        ancestor = dir.parent();
+    }
+    Err(format!(
+        "{}: no existing directory above it",
+        path.display()
+    ))
 }
 
 /// Whether relay-sync can create files in `dir`: a probe of a random name, created
@@ -1223,13 +1275,56 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("f");
         std::fs::write(&file, "x").unwrap();
-        assert!(writable(&file, Kind::File).is_ok());
+        assert!(writable(&file, Kind::File, Makes::InItsDirectory).is_ok());
         assert_eq!(std::fs::read_to_string(&file).unwrap(), "x");
-        assert!(writable(dir.path(), Kind::Dir).is_ok());
+        assert!(writable(dir.path(), Kind::Dir, Makes::WithParents).is_ok());
         let missing = dir.path().join("a/b/c.log");
-        let detail = writable(&missing, Kind::File).unwrap();
-        assert!(detail.contains("will be created"), "{detail}");
+        let detail = writable(&missing, Kind::File, Makes::WithParents).unwrap();
+        assert_eq!(
+            detail,
+            format!(
+                "{} does not exist yet; relay-sync will create it and {} (in {})",
+                missing.display(),
+                dir.path().join("a/b").display(),
+                dir.path().display()
+            )
+        );
+        let beside = dir.path().join("transport");
+        let detail = writable(&beside, Kind::File, Makes::InItsDirectory).unwrap();
+        assert!(
+            detail.ends_with(&format!("will create it in {}", dir.path().display())),
+            "{detail}"
+        );
+        // A map in a directory that is not there is not created "in" some grandparent: a sync
+        // would fail to write it.
+        let detail = writable(&missing, Kind::File, Makes::InItsDirectory).unwrap_err();
+        assert!(
+            detail.contains("relay-sync creates none for it"),
+            "{detail}"
+        );
+        let main_cf = dir.path().join("main.cf");
+        let detail = writable(&main_cf, Kind::File, Makes::Nothing).unwrap_err();
+        assert!(detail.contains("POSTFIX_CONFIG_DIR must be"), "{detail}");
         // No probe file is left behind.
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    /// The `chmod` a readable config file is given can be pasted as it is printed.
+    #[test]
+    fn the_chmod_for_a_readable_config_file_is_quoted_for_a_shell() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("relay sync.conf");
+        std::fs::write(&path, "DB_HOST=db\nDELL_RELAY_IP=192.0.2.25\n").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let env: [(&str, &str); 0] = [];
+        let config = Config::load(Some(&path), env).unwrap();
+        let mut report = Report::default();
+        check_config_file(&config, &mut report);
+        let detail = &report.checks[0].detail;
+        assert!(
+            detail.contains(&format!("run `chmod 600 '{}'`", path.display())),
+            "{detail}"
+        );
     }
 }

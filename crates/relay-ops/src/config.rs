@@ -47,10 +47,8 @@ use std::time::Duration;
 use relay_core::{DomainName, NextHop};
 use relay_db::{DbHost, DbSettings, Secret, TlsMode};
 
-use crate::password::DbLogin;
+use crate::login::DbLogin;
 use relay_postfix::PostfixSettings;
-
-use relay_process::{excerpt, RunError};
 
 mod declare;
 mod keys;
@@ -301,7 +299,7 @@ pub enum ConfigError {
     #[error(
         "{} holds DB_PASSWORD but is readable by group or others (mode {mode:04o}): run `chmod 600 {}` or move the password to DB_PASSWORD_FILE",
         path.display(),
-        path.display()
+        relay_fs::shell_word(path)
     )]
     Permissions {
         /// The file.
@@ -662,23 +660,23 @@ impl Config {
     /// password file (private too), the CA certificate, and the Postfix commands and their
     /// directory.
     fn check_trusted_paths(&self) -> Result<(), ConfigError> {
-        use trust::{check_path, Secrecy};
+        use trust::{check_path, Trust};
         if let PasswordSource::File(path) = &self.db_password {
-            check_path(NAME.db_password_file, path, Secrecy::Secret)?;
+            check_path(NAME.db_password_file, path, Trust::Secret)?;
         }
         if let Some(path) = &self.db_tls_ca {
-            check_path(NAME.db_tls_ca, path, Secrecy::Public)?;
+            check_path(NAME.db_tls_ca, path, Trust::File)?;
         }
         check_path(
             NAME.postfix_command_dir,
             &self.postfix_command_dir,
-            Secrecy::Public,
+            Trust::File,
         )?;
         for program in ["postconf", "postmap", "postfix"] {
             check_path(
                 NAME.postfix_command_dir,
                 &self.postfix_command_dir.join(program),
-                Secrecy::Public,
+                Trust::File,
             )?;
         }
         self.check_commands(std::env::var_os("PATH").as_deref())
@@ -711,46 +709,11 @@ impl Config {
         if let Some(file) = file {
             let lines = source::parse_lines(path, &file.text)?;
             check_permissions(path, file.mode, &lines)?;
-            trust::check_mode(
-                "config file",
-                path,
-                file.uid,
-                file.mode,
-                trust::Secrecy::Public,
-            )?;
+            trust::check_mode("config file", path, file.uid, file.mode, trust::Trust::File)?;
             values.add_file_lines(path, lines)?;
         }
         values.add_env(env);
         values.read()?.into_config(&values, path, file.is_some())
-    }
-
-    /// The database login, its password read now: `DB_PASSWORD` itself, the content of
-    /// `DB_PASSWORD_FILE`, the stdout of `DB_PASSWORD_COMMAND` (run through `/bin/sh -c`, its
-    /// process group killed after `COMMAND_TIMEOUT`), or the secret `DB_PASSWORD_SECRET` names
-    /// (read within `COMMAND_TIMEOUT`; a JSON secret's `username` is the user when `DB_USER` is
-    /// not set). Trailing line breaks are removed from the file, the stdout and a plain secret;
-    /// an empty result is an error rather than an empty password.
-    pub fn resolve_login(&self) -> Result<DbLogin, ConfigError> {
-        let password = match &self.db_password {
-            PasswordSource::None => None,
-            PasswordSource::Literal(secret) => Some(secret.clone()),
-            PasswordSource::File(path) => Some(read_password_file(path)?),
-            PasswordSource::Command(command) => {
-                Some(run_password_command(command, self.command_timeout)?)
-            }
-            PasswordSource::Secret(settings) => {
-                let read = crate::password::read_current_secret(
-                    settings,
-                    &self.db_user,
-                    self.command_timeout,
-                )?;
-                return Ok(read.0);
-            }
-        };
-        Ok(DbLogin {
-            user: self.db_user.clone(),
-            password,
-        })
     }
 
     /// What relay-db needs, with the login resolved by [`Config::resolve_login`].
@@ -910,17 +873,32 @@ impl Raw {
         // `Host` and `NextHop` share relay_core::is_host_name, so this holds any host read.
         let next_hop = NextHop::new(relay_transport, &dell_relay_ip, dell_relay_port)
             .map_err(|error| values.invalid(NAME.dell_relay_ip, error.to_string()))?;
-        let alert_sns = sns_settings(
+        // A region key overrides the one in the resource's ARN.
+        let alert_sns = aws_resource(
             values,
+            &SNS_KEYS,
             alert_sns_topic_arn,
             alert_sns_region,
             alert_sns_endpoint,
+            |topic: Arn, region, endpoint| SnsSettings {
+                topic_arn: topic.arn,
+                region: region.unwrap_or(topic.region),
+                endpoint,
+            },
         )?;
-        let secret = secret_settings(
+        // A JSON secret's `username` is the database user unless `DB_USER` is set.
+        let secret = aws_resource(
             values,
+            &SECRET_KEYS,
             db_password_secret,
             db_password_secret_region,
             db_password_secret_endpoint,
+            |secret: SecretRef, region, endpoint| SecretSettings {
+                id: secret.id,
+                region: region.or(secret.region),
+                endpoint,
+                user_from_secret: !values.is_set(NAME.db_user),
+            },
         )?;
         let or_in =
             |path: Option<PathBuf>, dir: &Path, name: &str| path.unwrap_or_else(|| dir.join(name));
@@ -1016,82 +994,64 @@ fn same_file(a: &Path, b: &Path) -> bool {
         )
 }
 
-/// `ALERT_SNS_*`: the region defaults to the ARN's, and the other two keys need the ARN. A build
-/// without the `aws` feature refuses the ARN rather than ignore it: alerts the operator counts
-/// on would silently go nowhere.
-fn sns_settings(
-    values: &Values,
-    topic_arn: Option<Arn>,
-    region: Option<String>,
-    endpoint: Option<String>,
-) -> Result<Option<SnsSettings>, ConfigError> {
-    let Some(Arn {
-        arn,
-        region: arn_region,
-    }) = topic_arn
-    else {
-        let stray = [
-            (NAME.alert_sns_region, region.is_some()),
-            (NAME.alert_sns_endpoint, endpoint.is_some()),
-        ];
-        return match stray.into_iter().find(|(_, set)| *set) {
-            Some((key, _)) => Err(ConfigError::SnsWithoutTopic {
-                key,
-                origin: values.origin_of(key),
-            }),
-            None => Ok(None),
-        };
-    };
-    if !cfg!(feature = "aws") {
-        return Err(ConfigError::SnsNotBuilt {
-            origin: values.origin_of(NAME.alert_sns_topic_arn),
-        });
-    }
-    Ok(Some(SnsSettings {
-        topic_arn: arn,
-        region: region.unwrap_or(arn_region),
-        endpoint,
-    }))
+/// One AWS resource's keys: the key that names the resource, and its region and endpoint keys,
+/// which mean nothing without it.
+struct AwsKeys {
+    /// The key that names the resource and turns the feature on.
+    resource: &'static str,
+    /// The region to use instead of the resource's ARN's.
+    region: &'static str,
+    /// The endpoint to use instead of the region's.
+    endpoint: &'static str,
+    /// The error for the region or endpoint key set without the resource.
+    stray: fn(&'static str, Origin) -> ConfigError,
+    /// The error for the resource in a build without the `aws` feature.
+    not_built: fn(Origin) -> ConfigError,
 }
 
-/// `DB_PASSWORD_SECRET_*`: the region defaults to the ARN's, and the other two keys need the
-/// secret. `user_from_secret` is whether `DB_USER` is left to its default. A build without the
-/// `aws` feature refuses the secret rather than ignore it: the password would silently be
-/// missing.
-fn secret_settings(
+/// `ALERT_SNS_*`: a build without the `aws` feature refuses the topic rather than ignore it, as
+/// alerts the operator counts on would silently go nowhere.
+const SNS_KEYS: AwsKeys = AwsKeys {
+    resource: NAME.alert_sns_topic_arn,
+    region: NAME.alert_sns_region,
+    endpoint: NAME.alert_sns_endpoint,
+    stray: |key, origin| ConfigError::SnsWithoutTopic { key, origin },
+    not_built: |origin| ConfigError::SnsNotBuilt { origin },
+};
+
+/// `DB_PASSWORD_SECRET*`: a build without the `aws` feature refuses the secret rather than
+/// ignore it, as the password would silently be missing.
+const SECRET_KEYS: AwsKeys = AwsKeys {
+    resource: NAME.db_password_secret,
+    region: NAME.db_password_secret_region,
+    endpoint: NAME.db_password_secret_endpoint,
+    stray: |key, origin| ConfigError::SecretWithoutId { key, origin },
+    not_built: |origin| ConfigError::SecretNotBuilt { origin },
+};
+
+/// The settings `build` makes of the AWS resource `keys` name and its region and endpoint keys'
+/// values, or `None` when the resource is not set. The region and endpoint keys need the
+/// resource, and the resource needs a build with the `aws` feature.
+fn aws_resource<R, T>(
     values: &Values,
-    secret: Option<SecretRef>,
+    keys: &AwsKeys,
+    resource: Option<R>,
     region: Option<String>,
     endpoint: Option<String>,
-) -> Result<Option<SecretSettings>, ConfigError> {
-    let Some(SecretRef {
-        id,
-        region: arn_region,
-    }) = secret
-    else {
-        let stray = [
-            (NAME.db_password_secret_region, region.is_some()),
-            (NAME.db_password_secret_endpoint, endpoint.is_some()),
-        ];
-        return match stray.into_iter().find(|(_, set)| *set) {
-            Some((key, _)) => Err(ConfigError::SecretWithoutId {
-                key,
-                origin: values.origin_of(key),
-            }),
-            None => Ok(None),
-        };
+    build: impl FnOnce(R, Option<String>, Option<String>) -> T,
+) -> Result<Option<T>, ConfigError> {
+    let Some(resource) = resource else {
+        let stray = [(keys.region, &region), (keys.endpoint, &endpoint)]
+            .into_iter()
+            .find_map(|(key, value)| value.as_ref().map(|_| key));
+        return stray.map_or(Ok(None), |key| {
+            Err((keys.stray)(key, values.origin_of(key)))
+        });
     };
     if !cfg!(feature = "aws") {
-        return Err(ConfigError::SecretNotBuilt {
-            origin: values.origin_of(NAME.db_password_secret),
-        });
+        return Err((keys.not_built)(values.origin_of(keys.resource)));
     }
-    Ok(Some(SecretSettings {
-        id,
-        region: region.or(arn_region),
-        endpoint,
-        user_from_secret: !values.is_set(NAME.db_user),
-    }))
+    Ok(Some(build(resource, region, endpoint)))
 }
 
 /// At most one of `DB_PASSWORD`, `DB_PASSWORD_FILE`, `DB_PASSWORD_COMMAND` and
@@ -1129,68 +1089,10 @@ fn password_source(
     }
 }
 
-/// Removes the line breaks a file or a command's output ends with, and nothing else: spaces
-/// may belong to the password.
-fn strip_line_end(value: &str) -> &str {
-    value.trim_end_matches(['\n', '\r'])
-}
-
-fn password_from_bytes(bytes: Vec<u8>, what: impl Fn() -> String) -> Result<Secret, ConfigError> {
-    let text =
-        String::from_utf8(bytes).map_err(|_| ConfigError::PasswordNotUtf8 { what: what() })?;
-    let password = strip_line_end(&text);
-    if password.is_empty() {
-        return Err(ConfigError::PasswordEmpty { what: what() });
-    }
-    Ok(Secret::new(password))
-}
-
-// DB_PASSWORD_FILE is the operator's, checked by config::trust before it is read.
-#[allow(clippy::disallowed_methods)]
-fn read_password_file(path: &Path) -> Result<Secret, ConfigError> {
-    let bytes = std::fs::read(path).map_err(|source| ConfigError::PasswordFile {
-        path: path.to_owned(),
-        source,
-    })?;
-    password_from_bytes(bytes, || PasswordSource::File(path.to_owned()).describe())
-}
-
-/// Runs `DB_PASSWORD_COMMAND` under `/bin/sh -c` with no stdin, and returns its stdout.
-fn run_password_command(command: &str, timeout: Duration) -> Result<Secret, ConfigError> {
-    let output = relay_process::Command::shell(command)
-        .timeout(timeout)
-        .run()
-        .map_err(|error| match error {
-            RunError::Timeout { after, .. } => ConfigError::PasswordCommandTimeout {
-                command: command.to_owned(),
-                timeout: after,
-            },
-            RunError::Spawn { source, .. } | RunError::Wait { source, .. } => {
-                ConfigError::PasswordCommandSpawn {
-                    command: command.to_owned(),
-                    source,
-                }
-            }
-            other => ConfigError::PasswordCommandSpawn {
-                command: command.to_owned(),
-                source: io::Error::other(other.to_string()),
-            },
-        })?;
-    if !output.status.success() {
-        return Err(ConfigError::PasswordCommandFailed {
-            command: command.to_owned(),
-            status: output.status.to_string(),
-            stderr: excerpt(&String::from_utf8_lossy(&output.stderr)),
-        });
-    }
-    password_from_bytes(output.stdout, || {
-        PasswordSource::Command(command.to_owned()).describe()
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::password::run_password_command;
     use std::fmt::Write as _;
     use std::time::Instant;
 
@@ -2337,6 +2239,98 @@ METRICS_FILE = /var/lib/node_exporter/textfile/relay_sync.prom
         // An empty value is no value.
         let error = err(&sample, &[("RELAY_SYNC_DB_HOST", "")]);
         assert!(error.starts_with("not configured"), "{error}");
+    }
+
+    /// Whether `token` (a word of a setting's value) names no live host: an IPv4 address in
+    /// a documentation range (RFC 5737) or loopback, a name under `example` (RFC 2606:
+    /// `.example`, `example.com`, `.net`, `.org`), an ARN of AWS's documentation account;
+    /// anything else that is not a host name (a path, a number, a word) passes.
+    fn is_documentation_value(token: &str) -> bool {
+        let token = token.trim_matches(|c: char| "[]\"'<>".contains(c));
+        if let Some(account) = token.strip_prefix("arn:").map(|arn| arn.split(':').nth(3)) {
+            return account == Some("123456789012");
+        }
+        let host = token.rsplit_once('@').map_or(token, |(_, host)| host);
+        let host = host.split(':').next().unwrap_or(host).to_ascii_lowercase();
+        if let Ok(ip) = host.parse::<std::net::Ipv4Addr>() {
+            let [a, b, c, _] = ip.octets();
+            return matches!((a, b, c), (192, 0, 2) | (198, 51, 100) | (203, 0, 113))
+                || ip.is_loopback();
+        }
+        let looks_like_a_name = host.contains('.')
+            && host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+            && host
+                .rsplit('.')
+                .next()
+                .is_some_and(|tld| tld.len() > 1 && tld.bytes().all(|b| b.is_ascii_alphabetic()));
+        !looks_like_a_name
+            || host.ends_with(".example")
+            || ["example.com", "example.net", "example.org"]
+                .iter()
+                .any(|doc| host == *doc || host.ends_with(&format!(".{doc}")))
+    }
+
+    /// The container files relay-sync ships (compose.yaml, the ECS task definition, the
+    /// Containerfile, the wrapper) set no live value either, as the sample config file: every
+    /// `RELAY_SYNC_*` value they set names only documentation hosts, domains and accounts, and
+    /// no IPv4 address in them is a real one.
+    #[test]
+    fn the_shipped_container_files_carry_no_live_values() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../packaging");
+        let mut files: Vec<PathBuf> = std::fs::read_dir(root.join("container"))
+            .unwrap()
+            .map(|entry| entry.unwrap().path())
+            .collect();
+        files.sort();
+        files.push(root.join("relay-sync.conf"));
+        assert!(files.len() > 3, "{files:?}");
+        let mut settings: Vec<(String, String)> = Vec::new();
+        for file in &files {
+            let text = std::fs::read_to_string(file).unwrap();
+            let name = file.display();
+            // Every IPv4 address anywhere in the file, values and comments alike.
+            for word in text.split(|c: char| !(c.is_ascii_digit() || c == '.')) {
+                if word.parse::<std::net::Ipv4Addr>().is_ok() {
+                    assert!(is_documentation_value(word), "{name}: {word}");
+                }
+            }
+            // `RELAY_SYNC_KEY: value` (compose) and `KEY=value` (the sample config).
+            for line in text.lines().map(str::trim) {
+                let setting = line
+                    .split_once(": ")
+                    .filter(|(key, _)| key.starts_with(ENV_PREFIX))
+                    .or_else(|| line.split_once('=').filter(|_| !line.starts_with('#')));
+                if let Some((key, value)) = setting {
+                    settings.push((format!("{name} {key}"), value.to_owned()));
+                }
+            }
+            if file.extension().is_some_and(|ext| ext == "json") {
+                let task: serde_json::Value = serde_json::from_str(&text).unwrap();
+                for container in task["containerDefinitions"].as_array().unwrap() {
+                    for variable in container["environment"].as_array().into_iter().flatten() {
+                        settings.push((
+                            format!("{name} {}", variable["name"]),
+                            variable["value"].as_str().unwrap().to_owned(),
+                        ));
+                    }
+                }
+            }
+        }
+        assert!(
+            settings.iter().any(|(key, _)| key.contains("json")),
+            "{settings:?}"
+        );
+        for (key, value) in &settings {
+            for token in value.split(|c: char| c == ',' || c.is_whitespace()) {
+                assert!(
+                    is_documentation_value(token),
+                    "{key} is set to {value:?}: a live value; use a documentation one \
+                     (192.0.2.x, example.com)"
+                );
+            }
+        }
     }
 
     /// The sample config file, docs/configuration.md's table and relay-sync.conf(5) are rendered

@@ -287,65 +287,20 @@ fn fs_status(error: &relay_fs::FsError) -> ExitStatus {
     }
 }
 
-/// The README's exit-code tables: SPEC §8's for a sync, then every other command's codes (from
-/// [`crate::manual::exits`]).
-pub fn exit_code_table() -> String {
-    let mut out = String::from("| exit | meaning |\n|---|---|\n");
-    for status in ExitStatus::SPEC {
-        out.push_str(&format!("| {} | {} |\n", status.code(), status.meaning()));
-    }
-    out.push_str(
-        "\nThe other commands (`relay-sync COMMAND --help` and relay-sync-COMMAND(1) say \
-         more):\n\n| command | exit codes |\n|---|---|\n",
-    );
-    for command in crate::manual::COMMANDS.iter().filter(|c| **c != "sync") {
-        let codes: Vec<String> = crate::manual::exits(command)
-            .iter()
-            .map(|exit| format!("`{}` {}", exit.status.code(), exit.summary))
-            .collect();
-        out.push_str(&format!("| `{command}` | {} |\n", codes.join(" · ")));
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeSet;
+    use std::collections::{BTreeMap, BTreeSet};
     use std::path::PathBuf;
     use std::time::Duration;
 
     use relay_core::Refusal;
+    use relay_core::StepKind;
     use relay_engine::{FailedStep, FailureCause, StepFailure};
 
     use super::*;
     use crate::config::ConfigError;
     use crate::lock::Held;
     use crate::{manual, NotReady};
-
-    /// The README's exit-code tables are rendered from [`ExitStatus`] and
-    /// [`manual::exits`]; `UPDATE_EXPECT=1` rewrites them instead of failing.
-    #[test]
-    fn the_readme_lists_the_exit_codes() {
-        const BEGIN: &str = "<!-- BEGIN exit codes: generated from relay_ops::ExitStatus -->\n";
-        const END: &str = "<!-- END exit codes -->";
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../README.md");
-        let readme = std::fs::read_to_string(&path).unwrap();
-        let (before, rest) = readme
-            .split_once(BEGIN)
-            .expect("README.md has the BEGIN marker");
-        let (_, after) = rest.split_once(END).expect("README.md has the END marker");
-        let rendered = format!("{before}{BEGIN}{}{END}{after}", exit_code_table());
-        if rendered != readme {
-            if std::env::var_os("UPDATE_EXPECT").is_some_and(|value| value == "1") {
-                std::fs::write(&path, rendered).unwrap();
-            } else {
-                panic!(
-                    "README.md's exit codes differ from relay_ops::ExitStatus; regenerate with \
-                     `UPDATE_EXPECT=1 cargo test -p relay-ops exit`"
-                );
-            }
-        }
-    }
 
     /// SPEC §8's table, row by row.
     #[test]
@@ -364,7 +319,7 @@ mod tests {
 
     fn step_failure() -> StepFailure {
         StepFailure {
-            step: FailedStep::Reload,
+            step: FailedStep::Plan(StepKind::Reload),
             cause: FailureCause::Verify("postfix sees nothing".to_owned()),
         }
     }
@@ -495,68 +450,126 @@ mod tests {
         }
     }
 
+    /// A file relay-fs refuses (a link, a FIFO, another user's file): the operator's to fix.
+    fn refused(path: &str) -> relay_fs::FsError {
+        relay_fs::FsError::Refused {
+            path: PathBuf::from(path),
+            problem: "is owned by uid 65534".to_owned(),
+            fix: format!("run `rm {path}`"),
+        }
+    }
+
+    /// What a command's documentation must say of a refused file under the code it gives: the
+    /// commonest cause, so that the operator who meets it finds the code explained.
+    const REFUSED_FILE: &str = "another user's";
+
     /// The statuses a command's outcomes can have, besides the usage error every command can
-    /// end with (a wrong option, a broken config).
-    fn reachable(command: &str) -> BTreeSet<ExitStatus> {
-        let mut statuses: BTreeSet<ExitStatus> = match command {
+    /// end with (a wrong option, a broken config), each with the words its documentation must
+    /// hold for the outcomes sampled ([`REFUSED_FILE`] for a file relay-fs refuses).
+    fn reachable(command: &str) -> BTreeMap<ExitStatus, BTreeSet<&'static str>> {
+        let plain = |statuses: &[ExitStatus]| -> Vec<(ExitStatus, Option<&'static str>)> {
+            statuses.iter().map(|status| (*status, None)).collect()
+        };
+        let samples: Vec<(ExitStatus, Option<&'static str>)> = match command {
             "sync" => run_outcomes()
                 .into_iter()
-                .map(|(_, status)| status)
+                .map(|(_, status)| (status, None))
+                .chain([(
+                    RunOutcome::NotReady(NotReady::File(refused("/var/lib/relay-sync/state")))
+                        .exit_status(),
+                    Some(REFUSED_FILE),
+                )])
                 .collect(),
-            "check" => [ExitStatus::Success, ExitStatus::CheckFailed].into(),
-            "status" => [
+            "check" => plain(&[ExitStatus::Success, ExitStatus::CheckFailed]),
+            "status" => plain(&[
                 Health::Healthy.exit_status(),
                 Health::NeverSynced {
                     max_age: Duration::from_secs(60),
                 }
                 .exit_status(),
-            ]
-            .into(),
+            ]),
             "rollback" => rollback_errors()
                 .iter()
-                .map(RollbackError::exit_status)
-                .chain([ExitStatus::Success])
+                .map(|error| (error.exit_status(), refusal_word(error)))
+                .chain([(ExitStatus::Success, None)])
                 .collect(),
             // Listing reads BACKUP_DIR only.
             "backups" => [
-                ExitStatus::Success,
-                RollbackError::Postfix(io("list")).exit_status(),
+                RollbackError::Postfix(io("list")),
+                RollbackError::Postfix(PostfixError::File(Box::new(refused(
+                    "/opt/mailserver/backup",
+                )))),
             ]
-            .into(),
+            .iter()
+            .map(|error| (error.exit_status(), refusal_word(error)))
+            .chain([(ExitStatus::Success, None)])
+            .collect(),
             "hold" | "release" => [
-                ExitStatus::Success,
                 HoldError::Io {
                     action: "write",
                     path: PathBuf::from("/var/lib/relay-sync/hold"),
                     source: std::io::Error::other("full"),
-                }
-                .exit_status(),
+                },
+                HoldError::File(refused("/var/lib/relay-sync/hold")),
             ]
-            .into(),
+            .iter()
+            .map(|error| {
+                let word = matches!(error, HoldError::File(_)).then_some(REFUSED_FILE);
+                (error.exit_status(), word)
+            })
+            .chain([(ExitStatus::Success, None)])
+            .collect(),
             // Outcomes of the binary's own: a watcher that cannot start, a script or page that
             // cannot be written.
-            "watch" | "completions" | "man" => [ExitStatus::Success, ExitStatus::Internal].into(),
+            "watch" | "completions" | "man" => plain(&[ExitStatus::Success, ExitStatus::Internal]),
             other => panic!("no outcomes known for {other}"),
         };
-        statuses.insert(ExitStatus::Usage);
+        let mut statuses: BTreeMap<ExitStatus, BTreeSet<&'static str>> =
+            [(ExitStatus::Usage, BTreeSet::new())].into();
+        for (status, word) in samples {
+            statuses.entry(status).or_default().extend(word);
+        }
         statuses
     }
 
+    /// [`REFUSED_FILE`] for a rollback error that is a file relay-fs refused.
+    fn refusal_word(error: &RollbackError) -> Option<&'static str> {
+        matches!(
+            error,
+            RollbackError::Hold(HoldError::File(_)) | RollbackError::Postfix(PostfixError::File(_))
+        )
+        .then_some(REFUSED_FILE)
+    }
+
     /// Each command's documented codes (its man page, `--help`, the README) are exactly those
-    /// its outcomes can give, one line per code.
+    /// its outcomes can give, one line per code, and each line names what the outcomes sampled
+    /// need it to (a file relay-sync refuses).
     #[test]
     fn every_command_documents_the_codes_it_can_end_with() {
         for command in manual::COMMANDS {
-            let documented: Vec<ExitStatus> =
-                manual::exits(command).iter().map(|e| e.status).collect();
-            let reachable: Vec<ExitStatus> = reachable(command).into_iter().collect();
-            assert_eq!(documented, reachable, "{command}");
+            let exits = manual::exits(command);
+            let documented: Vec<ExitStatus> = exits.iter().map(|e| e.status).collect();
+            let reachable = reachable(command);
+            let statuses: Vec<ExitStatus> = reachable.keys().copied().collect();
+            assert_eq!(documented, statuses, "{command}");
             let codes: BTreeSet<u8> = documented.iter().map(|s| s.code()).collect();
             assert_eq!(
                 codes.len(),
                 documented.len(),
                 "{command}: one line per code"
             );
+            for exit in &exits {
+                for word in &reachable[&exit.status] {
+                    assert!(
+                        exit.detail.contains(word),
+                        "{command} exits {} for a file relay-sync refuses, but its documentation \
+                         of {} says not: {:?}",
+                        exit.status.code(),
+                        exit.status.code(),
+                        exit.detail
+                    );
+                }
+            }
         }
     }
 }

@@ -14,12 +14,13 @@
 
 use std::path::Path;
 
-use relay_core::{Plan, Refusal, Step};
+use relay_core::{Plan, Refusal, Step, StepKind};
 use relay_engine::Outcome;
 use schemars::JsonSchema;
 use serde::Serialize;
 
 use crate::check::Report;
+use crate::json_schema::every_field_required;
 use crate::rollback::Generation;
 use crate::status::Status;
 use crate::sync::{DryRun, RunOutcome, RunRecord};
@@ -36,6 +37,14 @@ pub const SYNC_SCHEMA: &str = "relay-sync.sync/1";
 pub const PLAN_SCHEMA: &str = "relay-sync.plan/1";
 /// The schema of `backups --json`.
 pub const BACKUPS_SCHEMA: &str = "relay-sync.backups/1";
+
+/// A run as JSON: the document `sync --json` prints ([`sync()`], schema
+/// `relay-sync.sync/1`).
+impl Serialize for RunRecord {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        sync(self).serialize(serializer)
+    }
+}
 
 /// `status --json`.
 #[derive(Debug, Serialize, JsonSchema)]
@@ -335,27 +344,6 @@ pub struct PlanStep {
     pub detail: String,
 }
 
-/// The kind of a step of a plan, in the order a sync takes them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
-#[serde(rename_all = "snake_case")]
-#[non_exhaustive]
-pub enum StepKind {
-    /// Write the transport file (old and new entries, or the final file) and `postmap` it.
-    WriteTransport,
-    /// `postmap` the unchanged transport file (its database was older than the source).
-    RebuildTransportMap,
-    /// Map mode: write the relay-domains table and `postmap` it.
-    WriteRelayDomainsMap,
-    /// `postconf -e relay_domains = …`.
-    SetRelayDomains,
-    /// Recipient validation: write the recipients table and `postmap` it.
-    WriteRecipientsMap,
-    /// Recipient validation: `postconf -e relay_recipient_maps = …`.
-    SetRelayRecipientMaps,
-    /// `postfix reload`.
-    Reload,
-}
-
 /// A parameter's value before and after.
 #[derive(Debug, Serialize, JsonSchema)]
 #[schemars(transform = every_field_required)]
@@ -489,27 +477,18 @@ fn guard(verdict: &Result<(), Refusal>) -> GuardVerdict {
 /// A step of `plan` in words, as the dry run's text and JSON both show it; `transport_file`
 /// names the transport file.
 pub fn describe_step(step: &Step<'_>, plan: &Plan, transport_file: &str) -> PlanStep {
-    let (step, detail) = match step {
-        Step::WriteTransport(text) if *text == plan.transport_final => (
-            StepKind::WriteTransport,
-            format!("write {transport_file} (final) and postmap it"),
-        ),
-        Step::WriteTransport(_) => (
-            StepKind::WriteTransport,
-            format!("write {transport_file} with old and new entries and postmap it"),
-        ),
-        Step::RebuildTransportMap => (
-            StepKind::RebuildTransportMap,
-            format!("postmap {transport_file} (map older than source)"),
-        ),
-        Step::WriteRelayDomainsMap(_) => (
-            StepKind::WriteRelayDomainsMap,
-            "write the relay domains map (RELAY_DOMAINS_MAP) and postmap it".to_owned(),
-        ),
-        Step::SetRelayDomains(_) => (
-            StepKind::SetRelayDomains,
-            "postconf -e relay_domains = <the new value>".to_owned(),
-        ),
+    let detail = match step {
+        Step::WriteTransport(text) if *text == plan.transport_final => {
+            format!("write {transport_file} (final) and postmap it")
+        }
+        Step::WriteTransport(_) => {
+            format!("write {transport_file} with old and new entries and postmap it")
+        }
+        Step::RebuildTransportMap => format!("postmap {transport_file} (map older than source)"),
+        Step::WriteRelayDomainsMap(_) => {
+            "write the relay domains map (RELAY_DOMAINS_MAP) and postmap it".to_owned()
+        }
+        Step::SetRelayDomains(_) => "postconf -e relay_domains = <the new value>".to_owned(),
         Step::WriteRecipientsMap(text)
             if plan
                 .recipients
@@ -517,23 +496,21 @@ pub fn describe_step(step: &Step<'_>, plan: &Plan, transport_file: &str) -> Plan
                 .and_then(|r| r.table_final.as_deref())
                 == Some(*text) =>
         {
-            (
-                StepKind::WriteRecipientsMap,
-                "write the recipients table (RECIPIENTS_MAP, final) and postmap it".to_owned(),
-            )
+            "write the recipients table (RECIPIENTS_MAP, final) and postmap it".to_owned()
         }
-        Step::WriteRecipientsMap(_) => (
-            StepKind::WriteRecipientsMap,
+        Step::WriteRecipientsMap(_) => {
             "write the recipients table (RECIPIENTS_MAP) with old and new entries and postmap it"
-                .to_owned(),
-        ),
-        Step::SetRelayRecipientMaps(value) => (
-            StepKind::SetRelayRecipientMaps,
-            format!("postconf -e relay_recipient_maps = {value}"),
-        ),
-        Step::Reload => (StepKind::Reload, "postfix reload".to_owned()),
+                .to_owned()
+        }
+        Step::SetRelayRecipientMaps(value) => {
+            format!("postconf -e relay_recipient_maps = {value}")
+        }
+        Step::Reload => "postfix reload".to_owned(),
     };
-    PlanStep { step, detail }
+    PlanStep {
+        step: step.kind(),
+        detail,
+    }
 }
 
 /// `backups --json`.
@@ -593,18 +570,6 @@ pub fn backups<'a>(backup_dir: &Path, generations: &'a [Generation]) -> BackupsD
             })
             .collect(),
     }
-}
-
-/// A schema transform: every field of the document is required, `null` where its type says
-/// so. relay-sync writes every field; serde's default, which schemars follows, would let a
-/// reader think an `Option` field may be missing.
-pub(crate) fn every_field_required(schema: &mut schemars::Schema) {
-    let names: Vec<serde_json::Value> = schema
-        .get("properties")
-        .and_then(serde_json::Value::as_object)
-        .map(|properties| properties.keys().cloned().map(Into::into).collect())
-        .unwrap_or_default();
-    schema.insert("required".to_owned(), names.into());
 }
 
 /// `status --json`'s fields that are left out unless asked for (`--domains`) or in use

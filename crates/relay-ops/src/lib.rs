@@ -45,9 +45,13 @@ mod failures;
 mod hold;
 mod journal;
 pub mod json;
+mod json_schema;
 mod lock;
+mod login;
 pub mod manual;
 mod metrics;
+#[cfg(test)]
+mod module_graph;
 #[cfg(test)]
 mod monitoring;
 mod outbox;
@@ -66,11 +70,12 @@ pub use alert::sns;
 pub use alert::{AlertSink, CommandSink, MailSink};
 pub use check::Report as CheckReport;
 pub use config::{Config, ConfigError};
-pub use exit::{exit_code_table, ExitStatus};
+pub use exit::ExitStatus;
 pub use failures::{Alert, RunState, Severity};
 pub use hold::{Hold, HoldError};
 pub use lock::Held;
-pub use password::DbLogin;
+pub use login::DbLogin;
+pub use manual::exit_code_table;
 pub use rollback::RollbackError;
 pub use status::{Health, Status};
 pub use sync::{DryRun, NotReady, RunOutcome, RunRecord, SyncOptions};

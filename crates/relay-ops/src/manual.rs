@@ -31,9 +31,9 @@ pub const ENVIRONMENT: &[(&str, &str)] = &[
         "AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, AWS_PROFILE, \
          AWS_CONFIG_FILE, AWS_SHARED_CREDENTIALS_FILE, AWS_CONTAINER_CREDENTIALS_RELATIVE_URI, \
          AWS_EC2_METADATA_DISABLED, AWS_ENDPOINT_URL_SNS",
-        "With ALERT_SNS_TOPIC_ARN (a build with the sns feature): read by AWS's standard \
-         credential chain and endpoint settings, as the AWS CLI reads them. No credential is \
-         ever logged or shown.",
+        "With ALERT_SNS_TOPIC_ARN or DB_PASSWORD_SECRET (a build with the aws feature): read \
+         by AWS's standard credential chain and endpoint settings, as the AWS CLI reads them. \
+         No credential is ever logged or shown.",
     ),
 ];
 
@@ -77,6 +77,11 @@ pub const FILES: &[(&str, &str)] = &[
     (
         "/usr/share/relay-sync/create-user.sql",
         "Creates the SELECT-only database user.",
+    ),
+    (
+        "/usr/share/relay-sync/container/relay-sync-container-exec",
+        "A POSTFIX_COMMAND_PREFIX for a Postfix container whose name is generated (ECS on \
+         EC2): it runs the command in the one running container with a label.",
     ),
     (
         "/usr/share/relay-sync/schema/",
@@ -125,8 +130,6 @@ pub fn exits(command: &str) -> Vec<ExitDoc> {
     use ExitStatus::{
         CheckFailed, Critical, Internal, Refused, StepFailed, Success, Unhealthy, Usage,
     };
-    /// Any command: a wrong option, or a config that cannot be loaded.
-    const USAGE: &str = "a usage or configuration error";
     let doc = |status, summary, detail| ExitDoc {
         status,
         summary,
@@ -197,11 +200,12 @@ pub fn exits(command: &str) -> Vec<ExitDoc> {
             ),
             doc(
                 Usage,
-                "no such generation, or a usage or configuration error",
+                "no such generation, a file relay-sync refuses, or a usage or configuration \
+                 error",
                 "no such generation (the error names those there are), no backups, a backup \
-                 relay-sync cannot trust (in a BACKUP_DIR others can write, or changed since it \
-                 was written), an empty --hold reason, a missing Postfix command, or a usage or \
-                 configuration error",
+                 relay-sync cannot trust (another user's, in a BACKUP_DIR others can write, or \
+                 changed since it was written), a hold file it refuses, an empty --hold reason, \
+                 a missing Postfix command, or a usage or configuration error",
             ),
             doc(
                 Refused,
@@ -228,14 +232,24 @@ pub fn exits(command: &str) -> Vec<ExitDoc> {
         "backups" => vec![
             same(Success, "the generations were listed"),
             same(Internal, "BACKUP_DIR could not be read"),
-            same(Usage, USAGE),
+            doc(
+                Usage,
+                "a BACKUP_DIR relay-sync refuses, or a usage or configuration error",
+                "a BACKUP_DIR or backup index relay-sync refuses (another user's, one others \
+                 can write, a link or a FIFO; the error names the fix), or a usage or \
+                 configuration error",
+            ),
         ],
         "hold" => vec![
             same(Success, "syncs are held"),
             same(Internal, "the hold file in STATE_DIR could not be written"),
-            same(
+            doc(
                 Usage,
-                "an empty --reason, or a usage or configuration error",
+                "an empty --reason, a hold file relay-sync refuses, or a usage or \
+                 configuration error",
+                "an empty --reason, a hold file relay-sync refuses (a link, a FIFO or another \
+                 user's file at STATE_DIR/hold, or a STATE_DIR others can write; the error names \
+                 the fix), or a usage or configuration error",
             ),
         ],
         "release" => vec![
@@ -244,7 +258,13 @@ pub fn exits(command: &str) -> Vec<ExitDoc> {
                 Internal,
                 "the hold file in STATE_DIR could not be read or removed",
             ),
-            same(Usage, USAGE),
+            doc(
+                Usage,
+                "a hold file relay-sync refuses, or a usage or configuration error",
+                "a hold file relay-sync refuses (a link, a FIFO or another user's file at \
+                 STATE_DIR/hold, or a STATE_DIR others can write; the error names the fix), or \
+                 a usage or configuration error",
+            ),
         ],
         "completions" => vec![
             same(Success, "the script was printed"),
@@ -257,5 +277,56 @@ pub fn exits(command: &str) -> Vec<ExitDoc> {
             same(Usage, "no such page, or another usage error"),
         ],
         _ => Vec::new(),
+    }
+}
+
+/// The README's exit-code tables: SPEC §8's for a sync, then every other command's codes (from
+/// [`exits`]).
+pub fn exit_code_table() -> String {
+    let mut out = String::from("| exit | meaning |\n|---|---|\n");
+    for status in ExitStatus::SPEC {
+        out.push_str(&format!("| {} | {} |\n", status.code(), status.meaning()));
+    }
+    out.push_str(
+        "\nThe other commands (`relay-sync COMMAND --help` and relay-sync-COMMAND(1) say \
+         more):\n\n| command | exit codes |\n|---|---|\n",
+    );
+    for command in COMMANDS.iter().filter(|c| **c != "sync") {
+        let codes: Vec<String> = exits(command)
+            .iter()
+            .map(|exit| format!("`{}` {}", exit.status.code(), exit.summary))
+            .collect();
+        out.push_str(&format!("| `{command}` | {} |\n", codes.join(" · ")));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The README's exit-code tables are rendered from [`ExitStatus`] and
+    /// [`exits`]; `UPDATE_EXPECT=1` rewrites them instead of failing.
+    #[test]
+    fn the_readme_lists_the_exit_codes() {
+        const BEGIN: &str = "<!-- BEGIN exit codes: generated from relay_ops::ExitStatus -->\n";
+        const END: &str = "<!-- END exit codes -->";
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../README.md");
+        let readme = std::fs::read_to_string(&path).unwrap();
+        let (before, rest) = readme
+            .split_once(BEGIN)
+            .expect("README.md has the BEGIN marker");
+        let (_, after) = rest.split_once(END).expect("README.md has the END marker");
+        let rendered = format!("{before}{BEGIN}{}{END}{after}", exit_code_table());
+        if rendered != readme {
+            if std::env::var_os("UPDATE_EXPECT").is_some_and(|value| value == "1") {
+                std::fs::write(&path, rendered).unwrap();
+            } else {
+                panic!(
+                    "README.md's exit codes differ from relay_ops::ExitStatus; regenerate with \
+                     `UPDATE_EXPECT=1 cargo test -p relay-ops manual`"
+                );
+            }
+        }
     }
 }

@@ -28,17 +28,40 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use std::io;
+use std::path::Path;
+
 use relay_db::{DbError, Secret};
+use relay_process::{excerpt, RunError};
 
 use crate::config::{Config, ConfigError, PasswordSource, SecretSettings};
+use crate::login::{DbLogin, Stage};
 
-/// The account relay-sync logs in to MariaDB with.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DbLogin {
-    /// `DB_USER`, or a JSON `DB_PASSWORD_SECRET`'s `username` when `DB_USER` is not set.
-    pub user: String,
-    /// The password; `None` when no source is configured.
-    pub password: Option<Secret>,
+impl Config {
+    /// The database login, its password read now: `DB_PASSWORD` itself, the content of
+    /// `DB_PASSWORD_FILE`, the stdout of `DB_PASSWORD_COMMAND` (run through `/bin/sh -c`, its
+    /// process group killed after `COMMAND_TIMEOUT`), or the secret `DB_PASSWORD_SECRET` names
+    /// (read within `COMMAND_TIMEOUT`; a JSON secret's `username` is the user when `DB_USER` is
+    /// not set). Trailing line breaks are removed from the file, the stdout and a plain secret;
+    /// an empty result is an error rather than an empty password.
+    pub fn resolve_login(&self) -> Result<DbLogin, ConfigError> {
+        let password = match &self.db_password {
+            PasswordSource::None => None,
+            PasswordSource::Literal(secret) => Some(secret.clone()),
+            PasswordSource::File(path) => Some(read_password_file(path)?),
+            PasswordSource::Command(command) => {
+                Some(run_password_command(command, self.command_timeout)?)
+            }
+            PasswordSource::Secret(settings) => {
+                let read = read_current_secret(settings, &self.db_user, self.command_timeout)?;
+                return Ok(read.0);
+            }
+        };
+        Ok(DbLogin {
+            user: self.db_user.clone(),
+            password,
+        })
+    }
 }
 
 /// The logins a gateway connects with, kept between runs when they come from a secret.
@@ -330,16 +353,6 @@ impl std::fmt::Display for Shape {
     }
 }
 
-/// A version of a secret, by the label Secrets Manager's rotation gives it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Stage {
-    /// `AWSCURRENT`: the secret's value.
-    Current,
-    /// `AWSPENDING`: the value a rotation under way has set, or is about to set, in the
-    /// database, before it makes it current.
-    Pending,
-}
-
 /// Reads the current version of `settings`' secret as a login, bounded by `timeout`; with the
 /// secret's ARN and what it held, for `check`.
 pub(crate) fn read_current_secret(
@@ -390,6 +403,68 @@ pub(crate) fn read_secret(
                 .to_owned(),
         })
     }
+}
+
+/// Removes the line breaks a file or a command's output ends with, and nothing else: spaces
+/// may belong to the password.
+fn strip_line_end(value: &str) -> &str {
+    value.trim_end_matches(['\n', '\r'])
+}
+
+fn password_from_bytes(bytes: Vec<u8>, what: impl Fn() -> String) -> Result<Secret, ConfigError> {
+    let text =
+        String::from_utf8(bytes).map_err(|_| ConfigError::PasswordNotUtf8 { what: what() })?;
+    let password = strip_line_end(&text);
+    if password.is_empty() {
+        return Err(ConfigError::PasswordEmpty { what: what() });
+    }
+    Ok(Secret::new(password))
+}
+
+// DB_PASSWORD_FILE is the operator's, checked by config::trust before it is read.
+#[allow(clippy::disallowed_methods)]
+fn read_password_file(path: &Path) -> Result<Secret, ConfigError> {
+    let bytes = std::fs::read(path).map_err(|source| ConfigError::PasswordFile {
+        path: path.to_owned(),
+        source,
+    })?;
+    password_from_bytes(bytes, || PasswordSource::File(path.to_owned()).describe())
+}
+
+/// Runs `DB_PASSWORD_COMMAND` under `/bin/sh -c` with no stdin, and returns its stdout.
+pub(crate) fn run_password_command(
+    command: &str,
+    timeout: Duration,
+) -> Result<Secret, ConfigError> {
+    let output = relay_process::Command::shell(command)
+        .timeout(timeout)
+        .run()
+        .map_err(|error| match error {
+            RunError::Timeout { after, .. } => ConfigError::PasswordCommandTimeout {
+                command: command.to_owned(),
+                timeout: after,
+            },
+            RunError::Spawn { source, .. } | RunError::Wait { source, .. } => {
+                ConfigError::PasswordCommandSpawn {
+                    command: command.to_owned(),
+                    source,
+                }
+            }
+            other => ConfigError::PasswordCommandSpawn {
+                command: command.to_owned(),
+                source: io::Error::other(other.to_string()),
+            },
+        })?;
+    if !output.status.success() {
+        return Err(ConfigError::PasswordCommandFailed {
+            command: command.to_owned(),
+            status: output.status.to_string(),
+            stderr: excerpt(&String::from_utf8_lossy(&output.stderr)),
+        });
+    }
+    password_from_bytes(output.stdout, || {
+        PasswordSource::Command(command.to_owned()).describe()
+    })
 }
 
 #[cfg(test)]

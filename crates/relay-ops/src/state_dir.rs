@@ -14,7 +14,11 @@ use std::path::Path;
 use relay_fs::{FsError, Kind};
 
 use crate::hold::{self, Hold};
-use crate::{failures, journal, outbox, sync};
+use crate::{failures, journal, outbox};
+
+/// The file in `STATE_DIR` where a run keeps what postconf printed (see
+/// [`relay_postfix::PostfixCli::with_postconf_cache`]).
+pub(crate) const POSTCONF_CACHE: &str = "postconf.cache";
 
 /// What a run reads from `STATE_DIR` before it syncs.
 #[derive(Debug)]
@@ -35,7 +39,7 @@ pub(crate) fn read(state_dir: &Path) -> Result<Kept, FsError> {
     for (kind, name) in [
         (Kind::STATE, failures::STATE_FILE),
         (Kind::OUTBOX, outbox::OUTBOX_FILE),
-        (Kind::POSTCONF_CACHE, sync::POSTCONF_CACHE),
+        (Kind::POSTCONF_CACHE, POSTCONF_CACHE),
     ] {
         relay_fs::inspect(kind, &state_dir.join(name))?;
     }
@@ -66,7 +70,7 @@ mod tests {
             hold::HOLD_FILE,
             failures::STATE_FILE,
             outbox::OUTBOX_FILE,
-            sync::POSTCONF_CACHE,
+            POSTCONF_CACHE,
             failures::INVALID_ROWS_FILE,
             journal::RELOAD_PENDING,
         ] {

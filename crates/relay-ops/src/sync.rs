@@ -110,14 +110,6 @@ impl RunRecord {
     }
 }
 
-/// A run as JSON: the document `sync --json` prints ([`crate::json::sync`], schema
-/// `relay-sync.sync/1`).
-impl serde::Serialize for RunRecord {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        crate::json::sync(self).serialize(serializer)
-    }
-}
-
 /// What a dry run found.
 #[derive(Debug)]
 pub enum DryRun {
@@ -133,10 +125,6 @@ pub enum DryRun {
     /// The dry run could not plan (database, Postfix or config failure).
     Failed(RunOutcome),
 }
-
-/// The file in `STATE_DIR` where a run keeps what postconf printed (see
-/// [`PostfixCli::with_postconf_cache`]).
-pub(crate) const POSTCONF_CACHE: &str = "postconf.cache";
 
 /// Runs one sync under the lock and records it. Blocking; see [`crate::Gateway::sync`].
 pub(crate) fn sync(
@@ -388,7 +376,7 @@ impl Preflight {
             })?;
         // A real run keeps postconf's answers in STATE_DIR while main.cf stays the same file; a
         // dry run writes nothing, so it always asks postconf.
-        let cache = real.then(|| config.state_dir.join(POSTCONF_CACHE));
+        let cache = real.then(|| config.state_dir.join(state_dir::POSTCONF_CACHE));
         let (postfix, fetched) =
             runtime.block_on(prefetch(&source, config.postfix_settings(), cache));
         let postfix = match postfix {

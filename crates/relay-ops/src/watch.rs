@@ -46,8 +46,9 @@ use relay_postfix::{MarkReader, PostfixMark};
 use tokio::sync::Notify;
 
 use crate::failures::AlertRule;
+use crate::login::DbLogin;
 use crate::metrics::{self, WatchMetrics};
-use crate::password::{self, DbLogin};
+use crate::password;
 use crate::sync::{self, RunOutcome};
 use crate::{off_the_executor, Config, Gateway, SyncOptions};
 use decide::{Decider, Polled, Reason, Synced};
@@ -392,7 +393,6 @@ impl Watcher {
                 .mark_read
                 .is_none_or(|read| read.elapsed() >= MARK_EVERY_THROUGH_PREFIX)
     }
-
 
     /// Polls the change signal. When MariaDB refuses a password read from a secret, the
     /// secret may have been rotated: it is read again (at most once per `RECONCILE_INTERVAL`

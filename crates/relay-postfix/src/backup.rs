@@ -696,7 +696,7 @@ fn read_index(dir: &Path) -> Result<BTreeMap<String, Entry>, PostfixError> {
                     "remove that line (`sed -i '{}d' {}`): its generation then needs \
                      `rollback --force`",
                     number + 1,
-                    path.display()
+                    relay_fs::shell_word(&path)
                 ),
             })
         })?;
@@ -1166,5 +1166,22 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(text.contains("there is no next one"), "{text}");
+    }
+
+    /// The `sed` that drops a bad index line can be pasted as it is printed, whatever the
+    /// name of `BACKUP_DIR`.
+    #[test]
+    fn the_sed_that_drops_an_index_line_is_quoted_for_a_shell() {
+        let parent = tempfile::tempdir().unwrap();
+        let dir = parent.path().join("mail backups");
+        fs::create_dir(&dir).unwrap();
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o700)).unwrap();
+        let index = dir.join(GENERATIONS_INDEX);
+        fs::write(&index, "5 tomorrow sync\n").unwrap();
+        let text = list_backups(&dir).unwrap_err().to_string();
+        assert!(
+            text.contains(&format!("`sed -i '1d' '{}'`", index.display())),
+            "{text}"
+        );
     }
 }

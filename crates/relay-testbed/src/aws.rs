@@ -32,6 +32,23 @@ pub(crate) struct Signing {
     pub(crate) service: &'static str,
 }
 
+impl Signing {
+    /// Requests signed with these credentials, for `region` and `service`.
+    pub(crate) fn new(
+        access_key_id: &str,
+        secret_access_key: &str,
+        region: &str,
+        service: &'static str,
+    ) -> Signing {
+        Signing {
+            access_key_id: access_key_id.to_owned(),
+            secret_access_key: secret_access_key.to_owned(),
+            region: region.to_owned(),
+            service,
+        }
+    }
+}
+
 /// One request as a stand-in received it.
 #[derive(Debug)]
 pub(crate) struct Request {
@@ -84,11 +101,15 @@ impl std::fmt::Debug for Server {
 }
 
 impl Server {
-    /// Listens on a free port of 127.0.0.1 and answers each request with `handler`.
-    pub(crate) fn start(
+    /// Listens on a free port of 127.0.0.1 and answers each request with `serve`, given the
+    /// stand-in's `state` (which it shares with the thread serving).
+    pub(crate) fn start<S: Send + Sync + 'static>(
         signing: Signing,
-        handler: impl Fn(&Request) -> Answer + Send + Sync + 'static,
+        state: &Arc<S>,
+        serve: fn(&Request, &S) -> Answer,
     ) -> Result<Server> {
+        let state = Arc::clone(state);
+        let handler = move |request: &Request| serve(request, &state);
         let listener = TcpListener::bind(("127.0.0.1", 0)).context("cannot listen on 127.0.0.1")?;
         let port = listener.local_addr()?.port();
         listener.set_nonblocking(true)?;

@@ -94,14 +94,8 @@ impl SecretsManagerStandIn {
             secrets: Mutex::new(BTreeMap::new()),
             seen: Mutex::new(Vec::new()),
         });
-        let signing = Signing {
-            access_key_id: access_key_id.to_owned(),
-            secret_access_key: secret_access_key.to_owned(),
-            region: region.to_owned(),
-            service: "secretsmanager",
-        };
-        let serving = Arc::clone(&shared);
-        let server = Server::start(signing, move |request| serve(request, &serving))?;
+        let signing = Signing::new(access_key_id, secret_access_key, region, "secretsmanager");
+        let server = Server::start(signing, &shared, serve)?;
         Ok(SecretsManagerStandIn { shared, server })
     }
 

@@ -70,14 +70,8 @@ impl SnsStandIn {
             published: Mutex::new(Vec::new()),
             seen: Mutex::new(Vec::new()),
         });
-        let signing = Signing {
-            access_key_id: access_key_id.to_owned(),
-            secret_access_key: secret_access_key.to_owned(),
-            region: region.to_owned(),
-            service: "sns",
-        };
-        let serving = Arc::clone(&shared);
-        let server = Server::start(signing, move |request| serve(request, &serving))?;
+        let signing = Signing::new(access_key_id, secret_access_key, region, "sns");
+        let server = Server::start(signing, &shared, serve)?;
         Ok(SnsStandIn { shared, server })
     }
 

@@ -622,6 +622,22 @@ fn deb_lifecycle_install_upgrade_remove_purge() {
         ),
         "{run:?}"
     );
+    // The ECS-on-EC2 wrapper, as shipped, where docs/containers.md names it: relay-sync
+    // accepts it as a POSTFIX_COMMAND_PREFIX it runs as root (`status` loads and vets the
+    // config without running Postfix's commands).
+    let wrapper = "/usr/share/relay-sync/container/relay-sync-container-exec";
+    assert_eq!(
+        fs::read(wrapper).unwrap(),
+        fs::read(repo_root().join("packaging/container/relay-sync-container-exec")).unwrap()
+    );
+    assert_eq!(mode(wrapper), 0o755);
+    let prefix = format!("{wrapper} docker com.amazonaws.ecs.container-name=postfix");
+    let run = gw.run_program(
+        INSTALLED,
+        &["status"],
+        &[("RELAY_SYNC_POSTFIX_COMMAND_PREFIX", &prefix)],
+    );
+    assert_eq!(run.code, 0, "{run:?}");
 
     // The operator enables the timer (systemctl works on the files when systemd is not
     // running, as in a container), edits the config, and relay-sync has run: state, a log and
@@ -848,7 +864,7 @@ fn documented_paths_are_the_installed_ones() {
             }
         }
         // The binary itself, not a file named after it (the container wrapper
-        // `relay-sync-container-exec`, which an operator installs by hand).
+        // `relay-sync-container-exec`).
         let binary_at = text.match_indices("bin/relay-sync").filter(|(at, found)| {
             !text[at + found.len()..].starts_with(|c: char| c == '-' || c.is_alphanumeric())
         });

@@ -454,3 +454,32 @@ fn check_probe_never_writes_through_a_planted_link() {
         }
     }
 }
+
+/// `DB_TLS_CA` naming a FIFO (root's own, mode 0644, in root's directory, so the config's
+/// trust check has nothing to say). Before: the run hung opening it, before the connect
+/// timeout applied, holding the lock. Now the certificate is read through relay-fs, which
+/// refuses what is not a regular file at once: the run fails as a database it cannot reach
+/// (exit 3), naming the file, and keeps the configuration.
+#[test]
+fn a_fifo_at_db_tls_ca_never_hangs_a_run() {
+    let gw = Gateway::start("kuma8088.com", "");
+    let ca = gw.dir.path().join("ca.pem");
+    let name = std::ffi::CString::new(ca.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: `name` is a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(name.as_ptr(), 0o644) }, 0);
+    let ca_text = ca.display().to_string();
+    let run = bounded(
+        &gw,
+        &[],
+        &[("DB_TLS", "verify-ca"), ("DB_TLS_CA", ca_text.as_str())],
+    )
+    .unwrap_or_else(|printed| panic!("the run hung on the FIFO at DB_TLS_CA: {printed}"));
+    let log = gw.log();
+    assert_eq!(run.code, 3, "{run:?}\n--- log\n{log}");
+    assert!(
+        log.contains(&format!("the CA certificate {ca_text} (DB_TLS_CA)")),
+        "{log}"
+    );
+    assert!(log.contains("Keeping current configuration"), "{log}");
+    assert!(fs::symlink_metadata(&ca).unwrap().file_type().is_fifo());
+}

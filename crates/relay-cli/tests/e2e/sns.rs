@@ -353,6 +353,18 @@ mod with_feature {
         let (status, detail) = &items["sns_credentials"];
         assert_eq!(status, "fail");
         assert!(detail.starts_with("no AWS credentials"), "{detail}");
+        // One sentence: what each source of the chain said is for `-v`, not this line.
+        assert!(
+            detail.len() < 200 && !detail.contains("Attempted"),
+            "{detail}"
+        );
+        let before = gw.log().len();
+        let check = gw.run(&["-v", "check"]);
+        let verbose = format!("{}{}", &gw.log()[before..], check.stderr);
+        assert!(
+            verbose.contains("DEBUG: what each source of AWS's credential chain said: "),
+            "{verbose}"
+        );
         assert!(!items.contains_key("sns_topic"), "{items:?}");
         assert_eq!(
             sns.seen().len(),

@@ -31,7 +31,8 @@ use std::sync::{Arc, Mutex};
 
 use fakes::{FakePostfix, FakeSource, Op};
 use relay_core::{
-    GuardSettings, NextHop, Refusal, RelayDomainsMode, Transport, BEGIN_MARKER, END_MARKER,
+    GuardSettings, NextHop, Refusal, RelayDomainsMode, StepKind, Transport, BEGIN_MARKER,
+    END_MARKER,
 };
 use relay_engine::{dry_run, run, FailedStep, Outcome, SyncSettings};
 
@@ -288,7 +289,7 @@ fn ut010_reload_failure_rolls_back_and_is_critical() {
     );
     match &outcome {
         Outcome::Critical { failure, rollback } => {
-            assert_eq!(failure.step, FailedStep::Reload);
+            assert_eq!(failure.step, FailedStep::Plan(StepKind::Reload));
             assert!(rollback.is_ok(), "{rollback:?}");
         }
         other => panic!("expected Critical, got {other:?}"),

@@ -1,7 +1,7 @@
 //! Map mode (`RELAY_DOMAINS_MODE=map`) through the fakes: the table, switching modes, backup
 //! and rollback.
 
-use relay_core::{RelayDomainsMode, MAP_HEADER};
+use relay_core::{RelayDomainsMode, StepKind, MAP_HEADER};
 use relay_engine::{FailedStep, Outcome, SyncSettings};
 
 use crate::fakes::{FakePostfix, FakeSource, Op};
@@ -187,7 +187,7 @@ fn a_failed_reload_in_map_mode_restores_the_table() {
     );
     match &outcome {
         Outcome::Critical { failure, rollback } => {
-            assert_eq!(failure.step, FailedStep::Reload);
+            assert_eq!(failure.step, FailedStep::Plan(StepKind::Reload));
             assert!(rollback.is_ok(), "{rollback:?}");
         }
         other => panic!("expected Critical, got {other:?}\n{log}"),

@@ -2,7 +2,7 @@
 //! state after every change, so each test checks the order on every intermediate state: no
 //! address accepted before the run and after it is refused in between.
 
-use relay_core::RECIPIENTS_HEADER;
+use relay_core::{StepKind, RECIPIENTS_HEADER};
 use relay_engine::{FailedStep, Outcome};
 
 use crate::fakes::{FakePostfix, FakeSource, Op, Snapshot};
@@ -257,7 +257,7 @@ fn a_failed_reload_restores_the_table_and_the_parameter() {
     let Outcome::Critical { failure, rollback } = &outcome else {
         panic!("{outcome}\n{log}");
     };
-    assert_eq!(failure.step, FailedStep::Reload);
+    assert_eq!(failure.step, FailedStep::Plan(StepKind::Reload));
     assert!(rollback.is_ok(), "{log}");
     let state = postfix.state();
     assert_eq!(state.relay_recipient_maps, "", "turned off again");

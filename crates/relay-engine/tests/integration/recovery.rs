@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 
 use proptest::prelude::*;
-use relay_core::{RelayDomainsMode, MAP_HEADER, RECIPIENTS_HEADER};
+use relay_core::{RelayDomainsMode, StepKind, MAP_HEADER, RECIPIENTS_HEADER};
 use relay_engine::{FailedStep, Outcome, SyncSettings};
 
 use crate::fakes::{FakePostfix, FakeSource, State};
@@ -186,11 +186,11 @@ proptest! {
                 // A verification with nothing to read back cannot fail.
                 Outcome::Applied(_) => prop_assert!(failing > changes, "{log}"),
                 Outcome::RolledBack(failure) => {
-                    prop_assert_ne!(failure.step, FailedStep::Reload);
+                    prop_assert_ne!(failure.step, FailedStep::Plan(StepKind::Reload));
                     as_before(&after, &before)?;
                 }
                 Outcome::Critical { failure, rollback } => {
-                    prop_assert_eq!(failure.step, FailedStep::Reload, "{}", log);
+                    prop_assert_eq!(failure.step, FailedStep::Plan(StepKind::Reload), "{}", log);
                     prop_assert!(rollback.is_ok(), "{log}");
                     as_before(&after, &before)?;
                 }

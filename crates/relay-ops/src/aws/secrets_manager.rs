@@ -14,7 +14,7 @@ use relay_db::Secret;
 
 use super::{block_on, describe, redact, session, Call};
 use crate::config::SecretSettings;
-use crate::password::Stage;
+use crate::login::Stage;
 
 /// The shipped policy that grants what the gateway's role needs to read the secret.
 pub(crate) const POLICY: &str = "secret-policy.json";

@@ -12,7 +12,7 @@
 //! `Raw::into_config`, which names every field: the build fails until the new one is used. A
 //! key that needs a cargo feature is declared like any other, so that a build without the
 //! feature can refuse it by name instead of calling it unknown: see `ALERT_SNS_TOPIC_ARN` and
-//! `sns_settings`. A new value type is a `value_type!` in `values.rs`.
+//! `SNS_KEYS`. A new value type is a `value_type!` in `values.rs`.
 
 use super::declare::{config_keys, is_field_name, parse_default, Key, Section, Shown};
 use super::values::*;

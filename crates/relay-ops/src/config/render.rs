@@ -18,11 +18,12 @@ const SAMPLE_HEADER: &str = "\
 # are written out in full. Every key may also be set as RELAY_SYNC_<KEY> in the environment,
 # which wins. Unknown keys are an error. A commented KEY=VALUE line shows the key's default or,
 # for a key without one, an example: remove the `#` to use it.
-# After editing: `relay-sync check` (add --json for monitoring).
-#
-# Generated from crates/relay-ops/src/config/keys.rs: edit the table there, then run
-# `UPDATE_EXPECT=1 cargo test -p relay-ops config::`.
+# After editing: `relay-sync check` (add --json for monitoring). Every key is described in
+# relay-sync.conf(5): `man 5 relay-sync.conf`.
 ";
+// The sample is generated from config/keys.rs (as are the README's table and
+// relay-sync.conf(5)); a test says when the shipped copy differs, and
+// `UPDATE_EXPECT=1 cargo test -p relay-ops config::` rewrites it.
 
 /// The keys that must be set, as `A and B`.
 fn required_keys() -> String {

@@ -20,71 +20,59 @@ mod command;
 
 pub(super) use command::{check_command, Launch};
 
-/// What else a trusted path must be.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Secrecy {
-    /// Anyone may read it.
-    Public,
-    /// It holds a secret: its owner alone may read it.
-    Secret,
+pub(super) use relay_fs::Trust;
+
+/// How a file or directory at `path`, owned by `uid` with `mode` (as `fstat` or `stat` gave
+/// them), breaks the rule `trust` asks for (relay-fs's, the one rule), in words and as the
+/// commands that mend it: `owned by uid 65534 and writable by group or others (mode 0666)`,
+/// `chown root PATH && chmod go-w PATH`.
+pub(super) fn breaches(
+    path: &Path,
+    uid: u32,
+    mode: u32,
+    trust: Trust,
+) -> Result<(), (String, String)> {
+    let found = relay_fs::breaches(uid, mode, trust);
+    if found.is_empty() {
+        return Ok(());
+    }
+    let problems: Vec<String> = found.iter().map(ToString::to_string).collect();
+    let fixes: Vec<String> = found.iter().map(|breach| breach.fix(path)).collect();
+    Err((
+        format!("{} (mode {:04o})", problems.join(" and "), mode & 0o7777),
+        fixes.join(" && "),
+    ))
 }
 
-/// The user relay-sync runs as.
-fn running_uid() -> u32 {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() }
-}
-
-/// Checks a file's owner and mode (as `fstat` or `stat` gave them).
+/// Checks a file's owner and mode (as `fstat` or `stat` gave them): [`Trust::File`], or
+/// [`Trust::Secret`] for one that holds a secret.
 pub(super) fn check_mode(
     what: &'static str,
     path: &Path,
     uid: u32,
     mode: u32,
-    secrecy: Secrecy,
+    trust: Trust,
 ) -> Result<(), ConfigError> {
-    let shown = path.display();
-    let mut problems = Vec::new();
-    let mut fixes = Vec::new();
-    if uid != 0 && uid != running_uid() {
-        problems.push(format!("owned by uid {uid}"));
-        fixes.push(format!("chown root {shown}"));
-    }
-    if mode & 0o022 != 0 {
-        problems.push("writable by group or others".to_owned());
-        fixes.push(format!("chmod go-w {shown}"));
-    }
-    if secrecy == Secrecy::Secret && mode & 0o044 != 0 {
-        problems.push("readable by group or others".to_owned());
-        fixes.push(format!("chmod go-r {shown}"));
-    }
-    if problems.is_empty() {
-        return Ok(());
-    }
-    Err(ConfigError::Untrusted {
+    breaches(path, uid, mode, trust).map_err(|(problem, fix)| ConfigError::Untrusted {
         what,
         path: path.to_owned(),
-        problem: format!("{} (mode {:04o})", problems.join(" and "), mode & 0o7777),
-        fix: fixes.join(" && "),
+        problem,
+        fix,
     })
 }
 
 /// Checks `path` (following a symbolic link: what is read or run is the target) and the
 /// directory holding it. A missing path is left to the code that uses it, which names it.
-pub(super) fn check_path(
-    what: &'static str,
-    path: &Path,
-    secrecy: Secrecy,
-) -> Result<(), ConfigError> {
+pub(super) fn check_path(what: &'static str, path: &Path, trust: Trust) -> Result<(), ConfigError> {
     let Ok(meta) = std::fs::metadata(path) else {
         return Ok(());
     };
-    check_mode(what, path, meta.uid(), meta.mode(), secrecy)?;
+    check_mode(what, path, meta.uid(), meta.mode(), trust)?;
     check_parent(what, path)
 }
 
 /// Checks the directory holding `path`: owned by root or this user, and not writable by
-/// others unless it is sticky.
+/// others unless it is sticky ([`Trust::Dir`]).
 pub(super) fn check_parent(what: &'static str, path: &Path) -> Result<(), ConfigError> {
     let Some(dir) = std::fs::canonicalize(path)
         .ok()
@@ -95,25 +83,13 @@ pub(super) fn check_parent(what: &'static str, path: &Path) -> Result<(), Config
     let Ok(meta) = std::fs::metadata(&dir) else {
         return Ok(());
     };
-    let sticky = meta.mode() & 0o1000 != 0;
-    let mode = if sticky {
-        meta.mode() & !0o022
-    } else {
-        meta.mode()
-    };
-    check_mode(what, &dir, meta.uid(), mode, Secrecy::Public).map_err(|error| match error {
+    breaches(&dir, meta.uid(), meta.mode(), Trust::Dir).map_err(|(problem, fix)| {
         ConfigError::Untrusted {
-            path: dir,
-            problem,
-            fix,
-            ..
-        } => ConfigError::Untrusted {
             what,
             path: path.to_owned(),
             problem: format!("in {} which is {problem}", dir.display()),
             fix,
-        },
-        other => other,
+        }
     })
 }
 
@@ -124,19 +100,24 @@ mod tests {
     #[test]
     fn owner_and_mode_rules() {
         let path = Path::new("/etc/relay-sync.conf");
-        assert!(check_mode("config file", path, 0, 0o600, Secrecy::Secret).is_ok());
-        assert!(check_mode("config file", path, 0, 0o644, Secrecy::Public).is_ok());
+        assert!(check_mode("config file", path, 0, 0o600, Trust::Secret).is_ok());
+        assert!(check_mode("config file", path, 0, 0o644, Trust::File).is_ok());
         let cases = [
-            (65534, 0o600, Secrecy::Public),
-            (0, 0o666, Secrecy::Public),
-            (0, 0o620, Secrecy::Public),
-            (0, 0o640, Secrecy::Secret),
-            (0, 0o604, Secrecy::Secret),
+            (65534, 0o600, Trust::File),
+            (0, 0o666, Trust::File),
+            (0, 0o620, Trust::File),
+            (0, 0o640, Trust::Secret),
+            (0, 0o604, Trust::Secret),
         ];
         let mut out = String::new();
-        for (uid, mode, secrecy) in cases {
-            let error = check_mode("config file", path, uid, mode, secrecy).unwrap_err();
-            out.push_str(&format!("{uid} {mode:o} {secrecy:?} => {error}\n"));
+        for (uid, mode, trust) in cases {
+            let error = check_mode("config file", path, uid, mode, trust).unwrap_err();
+            let secrecy = if trust == Trust::Secret {
+                "Secret"
+            } else {
+                "Public"
+            };
+            out.push_str(&format!("{uid} {mode:o} {secrecy} => {error}\n"));
         }
         insta::assert_snapshot!(out);
     }
@@ -149,12 +130,36 @@ mod tests {
         std::fs::write(&file, "pw").unwrap();
         std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o770)).unwrap();
-        let error = check_path("DB_PASSWORD_FILE", &file, Secrecy::Secret).unwrap_err();
+        let error = check_path("DB_PASSWORD_FILE", &file, Trust::Secret).unwrap_err();
         assert!(
             error.to_string().contains("writable by group or others"),
             "{error}"
         );
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
-        check_path("DB_PASSWORD_FILE", &file, Secrecy::Secret).unwrap();
+        check_path("DB_PASSWORD_FILE", &file, Trust::Secret).unwrap();
+    }
+
+    /// A fix can be pasted as it is printed: each path in it is quoted for a shell (a path
+    /// with a space used to give `chown root /etc/relay sync.conf`).
+    #[test]
+    fn the_fix_quotes_the_path_for_a_shell() {
+        let path = Path::new("/etc/relay sync.conf");
+        let error = check_mode("config file", path, 65534, 0o666, Trust::File).unwrap_err();
+        assert!(
+            error.to_string().ends_with(
+                "run `chown root '/etc/relay sync.conf' && chmod go-w '/etc/relay sync.conf'`"
+            ),
+            "{error}"
+        );
+        let error = ConfigError::Permissions {
+            path: path.to_owned(),
+            mode: 0o644,
+        };
+        assert!(
+            error
+                .to_string()
+                .contains("run `chmod 600 '/etc/relay sync.conf'`"),
+            "{error}"
+        );
     }
 }

@@ -36,7 +36,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use super::{check_mode, running_uid, Secrecy};
+use super::{breaches, check_mode, Trust};
 use crate::config::ConfigError;
 
 /// How a key's command is run.
@@ -176,7 +176,7 @@ fn check_program(
         return Ok(());
     };
     relabel(
-        check_mode(key, &found, meta.uid(), meta.mode(), Secrecy::Public),
+        check_mode(key, &found, meta.uid(), meta.mode(), Trust::File),
         &untrusted,
     )?;
     // The directory holding the name, and the one holding what it finally points to.
@@ -251,30 +251,19 @@ fn is_executable_file(path: &Path) -> bool {
 }
 
 /// What is wrong with `dir` as a directory a program is found in, and its fix: it must be
-/// owned by root or this user and writable by no one else (sticky accepted when `sticky_ok`).
-/// A directory that does not exist holds nothing to run.
+/// owned by root or this user and writable by no one else (sticky accepted when `sticky_ok`:
+/// [`Trust::Dir`], else [`Trust::PrivateDir`]). A directory that does not exist holds nothing
+/// to run.
 fn check_dir(dir: &Path, sticky_ok: bool) -> Result<(), (String, String)> {
     let Ok(meta) = std::fs::metadata(dir) else {
         return Ok(());
     };
-    let mode = meta.mode();
-    let mut problems = Vec::new();
-    let mut fixes = Vec::new();
-    if meta.uid() != 0 && meta.uid() != running_uid() {
-        problems.push(format!("owned by uid {}", meta.uid()));
-        fixes.push(format!("chown root {}", dir.display()));
-    }
-    if mode & 0o022 != 0 && !(sticky_ok && mode & 0o1000 != 0) {
-        problems.push("writable by group or others".to_owned());
-        fixes.push(format!("chmod go-w {}", dir.display()));
-    }
-    if problems.is_empty() {
-        return Ok(());
-    }
-    Err((
-        format!("{} (mode {:04o})", problems.join(" and "), mode & 0o7777),
-        fixes.join(" && "),
-    ))
+    let trust = if sticky_ok {
+        Trust::Dir
+    } else {
+        Trust::PrivateDir
+    };
+    breaches(dir, meta.uid(), meta.mode(), trust)
 }
 
 /// The directory holding `path` (`.` for a bare name).
@@ -484,6 +473,23 @@ mod tests {
              expanded by the shell; relay-sync runs it as root and checks the program it runs \
              first, so start it with that program's path or name, unquoted (or put the commands \
              in a script root owns, and name the script)"
+        );
+    }
+
+    /// The fix for a `PATH` directory can be pasted as it is printed: its path is quoted.
+    #[test]
+    fn the_fix_quotes_the_directory_for_a_shell() {
+        let dir = tempfile::tempdir().unwrap();
+        let (open, safe) = (dir.path().join("open bin"), dir.path().join("safe"));
+        fs::create_dir(&open).unwrap();
+        fs::create_dir(&safe).unwrap();
+        script(&safe, "alert", "#!/bin/sh\n");
+        chmod(&open, 0o777);
+        let path = format!("{}:{}", open.display(), safe.display());
+        let text = shell("alert", Path::new(&path)).unwrap_err().to_string();
+        assert!(
+            text.ends_with(&format!("run `chmod go-w '{}'`", open.display())),
+            "{text}"
         );
     }
 }
