@@ -77,6 +77,14 @@ impl Kind {
     /// A program relay-sync runs as root (`ALERT_COMMAND`'s, …), whose first line is read for
     /// its `#!` interpreter; no program is anywhere near this large.
     pub const PROGRAM: Kind = Kind::shared("the program", 64 * GIB);
+    /// The configuration file (`--config`, `/opt/mailserver/config/relay-sync.conf`): the
+    /// operator's, so a link root made is followed and its owner and mode are checked by
+    /// relay-ops on the descriptor ([`crate::breaches`]). The shipped sample, every key
+    /// documented, is about 10 KiB.
+    pub const CONFIG: Kind = Kind::shared("the config file", MIB);
+    /// `DB_PASSWORD_FILE`: one password, the operator's file (a link root made is followed; its
+    /// owner and mode are checked by relay-ops on the descriptor, as a secret's).
+    pub const PASSWORD_FILE: Kind = Kind::shared("DB_PASSWORD_FILE", 64 * KIB);
     /// `LOG_FILE`, which relay-sync only appends to ([`crate::open_append`]).
     pub(crate) const LOG: Kind = Kind::shared("the log file", 0);
 

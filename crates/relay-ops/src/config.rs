@@ -39,7 +39,7 @@
 use std::collections::BTreeSet;
 use std::ffi::OsString;
 use std::fmt;
-use std::io::{self, Read};
+use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -285,6 +285,11 @@ pub enum ConfigError {
         /// The OS error.
         source: io::Error,
     },
+    /// The config file or `DB_PASSWORD_FILE` is not a file relay-sync may read: a FIFO or a
+    /// device (which would hang a run or feed it without end), a link someone other than root
+    /// made, or a file past its size limit. The refusal names the file and what to run.
+    #[error(transparent)]
+    Refused(relay_fs::FsError),
     /// A line that is not `KEY=VALUE`, a comment or blank.
     #[error("{} line {line}: {detail}", path.display())]
     Syntax {
@@ -636,14 +641,21 @@ impl Config {
             None => (Path::new(DEFAULT_CONFIG_FILE), false),
         };
         let contents = match read_config_file(path) {
-            Ok(contents) => Some(contents),
-            Err(error) if !explicit && error.kind() == io::ErrorKind::NotFound => None,
-            Err(source) => {
+            Ok(Some(contents)) => Some(contents),
+            Ok(None) if !explicit => None,
+            Ok(None) => {
+                return Err(ConfigError::Read {
+                    path: path.to_owned(),
+                    source: not_found(),
+                })
+            }
+            Err(trust::Unreadable::Io(source)) => {
                 return Err(ConfigError::Read {
                     path: path.to_owned(),
                     source,
                 })
             }
+            Err(trust::Unreadable::Refused(error)) => return Err(ConfigError::Refused(error)),
         };
         let env = env
             .into_iter()
@@ -662,7 +674,7 @@ impl Config {
     fn check_trusted_paths(&self) -> Result<(), ConfigError> {
         use trust::{check_path, Trust};
         if let PasswordSource::File(path) = &self.db_password {
-            check_path(NAME.db_password_file, path, Trust::Secret)?;
+            check_password_file(path)?;
         }
         if let Some(path) = &self.db_tls_ca {
             check_path(NAME.db_tls_ca, path, Trust::File)?;
@@ -749,20 +761,76 @@ impl Config {
     }
 }
 
-/// Opens the file once, so that the mode checked is that of the text read.
-// The config file is the operator's, not a file relay-sync keeps: its owner and mode are
-// checked on this descriptor (config::trust), which says what to fix.
-#[allow(clippy::disallowed_methods)]
-fn read_config_file(path: &Path) -> io::Result<FileContents> {
-    let mut file = std::fs::File::open(path)?;
-    let meta = file.metadata()?;
-    let mut text = String::new();
-    file.read_to_string(&mut text)?;
-    Ok(FileContents {
+/// Reads the config file through relay-fs ([`relay_fs::Kind::CONFIG`]: no FIFO or device, no
+/// link someone other than root made, at most 1 MiB), opened once, so that the owner and mode
+/// checked are those of the descriptor the text was read from; `None` when nothing is there.
+fn read_config_file(path: &Path) -> Result<Option<FileContents>, trust::Unreadable> {
+    let Some((bytes, meta)) = trust::read_file(relay_fs::Kind::CONFIG, path)? else {
+        return Ok(None);
+    };
+    let text = String::from_utf8(bytes).map_err(|_| {
+        trust::Unreadable::Io(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "stream did not contain valid UTF-8",
+        ))
+    })?;
+    Ok(Some(FileContents {
         text,
         mode: meta.permissions().mode(),
         uid: std::os::unix::fs::MetadataExt::uid(&meta),
-    })
+    }))
+}
+
+/// What `open(2)` says of a name with nothing there, for the messages that said it before
+/// relay-fs read these files (`No such file or directory (os error 2)`).
+fn not_found() -> io::Error {
+    io::Error::from_raw_os_error(libc::ENOENT)
+}
+
+/// `DB_PASSWORD_FILE`, as the config is loaded: what is there may be read (relay-fs: no FIFO,
+/// device or link someone else made, at most 64 KiB) and is root's alone and private, as its
+/// descriptor says ([`Trust::Secret`](trust::Trust::Secret)), in a directory root's alone. A
+/// file missing, or that cannot be opened, is left to the read, which names it.
+fn check_password_file(path: &Path) -> Result<(), ConfigError> {
+    let reader = match trust::open_file(relay_fs::Kind::PASSWORD_FILE, path) {
+        Ok(Some(reader)) => reader,
+        Ok(None) | Err(trust::Unreadable::Io(_)) => return Ok(()),
+        Err(trust::Unreadable::Refused(error)) => return Err(ConfigError::Refused(error)),
+    };
+    if let Ok(meta) = reader.metadata() {
+        check_secret_mode(path, &meta)?;
+    }
+    trust::check_parent(NAME.db_password_file, path)
+}
+
+/// `DB_PASSWORD_FILE`'s owner and mode, as `fstat` gave them: root's alone and private.
+fn check_secret_mode(path: &Path, meta: &std::fs::Metadata) -> Result<(), ConfigError> {
+    use std::os::unix::fs::MetadataExt;
+    trust::check_mode(
+        NAME.db_password_file,
+        path,
+        meta.uid(),
+        meta.mode(),
+        trust::Trust::Secret,
+    )
+}
+
+/// The bytes of `DB_PASSWORD_FILE`, read through relay-fs ([`relay_fs::Kind::PASSWORD_FILE`])
+/// and checked again on the descriptor read (the file may have changed since the config was
+/// loaded: a watcher reads it at every connection).
+pub(crate) fn read_password_file(path: &Path) -> Result<Vec<u8>, ConfigError> {
+    let unreadable = |source| ConfigError::PasswordFile {
+        path: path.to_owned(),
+        source,
+    };
+    let (bytes, meta) = match trust::read_file(relay_fs::Kind::PASSWORD_FILE, path) {
+        Ok(Some(found)) => found,
+        Ok(None) => return Err(unreadable(not_found())),
+        Err(trust::Unreadable::Io(source)) => return Err(unreadable(source)),
+        Err(trust::Unreadable::Refused(error)) => return Err(ConfigError::Refused(error)),
+    };
+    check_secret_mode(path, &meta)?;
+    Ok(bytes)
 }
 
 /// SPEC §5: a file holding a password must be readable by its owner only.
@@ -1752,6 +1820,202 @@ METRICS_FILE = /var/lib/node_exporter/textfile/relay_sync.prom
         assert!(error.to_string().contains("latin1.conf"), "{error}");
     }
 
+    /// `f`'s result, or a failure when it has not returned within 20 seconds: a read that hangs
+    /// on a FIFO fails the test instead of stalling it (the thread is left blocked; the test
+    /// process ends it).
+    fn within_20_s<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+        let (send, receive) = std::sync::mpsc::channel();
+        std::thread::spawn(move || send.send(f()));
+        receive
+            .recv_timeout(std::time::Duration::from_secs(20))
+            .expect("hung: still reading after 20 s")
+    }
+
+    /// The refusal's text, with `dir` shown as `DIR`, or a panic naming what came instead.
+    fn refused(result: Result<impl fmt::Debug, ConfigError>, dir: &Path) -> String {
+        match result {
+            Err(error @ ConfigError::Refused(_)) => {
+                error.to_string().replace(&*dir.to_string_lossy(), "DIR")
+            }
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    }
+
+    fn fifo(path: &Path) {
+        let path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: a valid NUL-terminated path; mkfifo(3) touches nothing else.
+        assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o600) }, 0);
+    }
+
+    /// A FIFO at the config path (root's, mode 0600, so the owner and mode checks pass). Before:
+    /// `relay-sync check`, a sync, anything that loads the config blocked in open(2) until
+    /// something wrote to it, that is, forever under cron.
+    #[test]
+    fn a_fifo_as_the_config_file_is_refused_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("relay-sync.conf");
+        fifo(&path);
+        let load = {
+            let path = path.clone();
+            within_20_s(move || Config::load(Some(&path), Vec::<(OsString, OsString)>::new()))
+        };
+        assert_eq!(
+            refused(load, dir.path()),
+            "refusing DIR/relay-sync.conf: the config file is a FIFO (named pipe), not a regular \
+             file; run `rm DIR/relay-sync.conf`"
+        );
+    }
+
+    /// A FIFO at `DB_PASSWORD_FILE`: refused as the config is loaded (so `check` and every
+    /// command say so), and by the read itself when one appears later. Before: the load passed
+    /// and every run that read the password hung.
+    #[test]
+    fn a_fifo_as_the_password_file_is_refused_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let password = dir.path().join("db-password");
+        fifo(&password);
+        let config = dir.path().join("relay-sync.conf");
+        let text = format!("{MINIMAL}DB_PASSWORD_FILE={}\n", password.display());
+        std::fs::write(&config, text).unwrap();
+        let load =
+            within_20_s(move || Config::load(Some(&config), Vec::<(OsString, OsString)>::new()));
+        let expected = "refusing DIR/db-password: DB_PASSWORD_FILE is a FIFO (named pipe), not a \
+                        regular file; run `rm DIR/db-password`";
+        assert_eq!(refused(load, dir.path()), expected);
+        let resolve = within_20_s(move || {
+            with_source(PasswordSource::File(password))
+                .resolve_login()
+                .map(|login| login.password.is_some())
+        });
+        assert_eq!(refused(resolve, dir.path()), expected);
+    }
+
+    /// A config or password file past its limit (1 MiB, 64 KiB), or a root-owned link to
+    /// `/dev/zero`, is refused before it is read. Before: the config was read whole, and a
+    /// link to `/dev/zero` took memory until the kernel killed something; a password file was
+    /// read whole as well.
+    #[test]
+    fn an_endless_or_oversize_config_or_password_file_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let no_env = Vec::<(OsString, OsString)>::new;
+        let config = dir.path().join("relay-sync.conf");
+        let mut text = format!("{MINIMAL}#");
+        text.push_str(&"x".repeat((1 << 20) - text.len()));
+        std::fs::write(&config, &text).unwrap();
+        Config::load(Some(&config), no_env()).unwrap();
+        text.push('\n');
+        std::fs::write(&config, &text).unwrap();
+        assert_eq!(
+            refused(Config::load(Some(&config), no_env()), dir.path()),
+            "refusing DIR/relay-sync.conf: the config file holds 1048577 bytes, more than the \
+             1 MiB it may hold; run `rm DIR/relay-sync.conf`"
+        );
+
+        let zero = dir.path().join("zero.conf");
+        std::os::unix::fs::symlink("/dev/zero", &zero).unwrap();
+        let load = {
+            let zero = zero.clone();
+            within_20_s(move || Config::load(Some(&zero), Vec::<(OsString, OsString)>::new()))
+        };
+        assert_eq!(
+            refused(load, dir.path()),
+            "refusing DIR/zero.conf: the config file is a character device, not a regular \
+             file; run `rm DIR/zero.conf`"
+        );
+
+        let password = dir.path().join("db-password");
+        std::fs::write(&password, vec![b'p'; 64 << 10]).unwrap();
+        std::fs::set_permissions(&password, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let resolve = || {
+            with_source(PasswordSource::File(password.clone()))
+                .resolve_login()
+                .map(|login| login.password.is_some())
+        };
+        assert!(resolve().unwrap());
+        std::fs::write(&password, vec![b'p'; (64 << 10) + 1]).unwrap();
+        assert_eq!(
+            refused(resolve(), dir.path()),
+            "refusing DIR/db-password: DB_PASSWORD_FILE holds 65537 bytes, more than the 64 KiB \
+             it may hold; run `rm DIR/db-password`"
+        );
+        let text = format!("{MINIMAL}DB_PASSWORD_FILE={}\n", password.display());
+        std::fs::write(&config, text).unwrap();
+        assert!(refused(Config::load(Some(&config), no_env()), dir.path()).contains("65537 bytes"));
+
+        std::fs::remove_file(&password).unwrap();
+        std::os::unix::fs::symlink("/dev/zero", &password).unwrap();
+        let resolve = within_20_s(move || {
+            with_source(PasswordSource::File(password))
+                .resolve_login()
+                .map(|login| login.password.is_some())
+        });
+        assert!(
+            refused(resolve, dir.path()).contains("DB_PASSWORD_FILE is a character device"),
+            "device"
+        );
+    }
+
+    /// The owner and mode checks of the config and password files are those of the descriptor
+    /// read, through a link root made to a file root owns (configuration management's
+    /// `/etc/relay-sync.conf -> /etc/relay-sync/site.conf`), which keeps working; a link another
+    /// user made is refused, wherever it points.
+    #[test]
+    fn a_link_root_made_is_followed_and_checked_on_what_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let no_env = Vec::<(OsString, OsString)>::new;
+        let password = dir.path().join("db-password.real");
+        std::fs::write(&password, "s3cret\n").unwrap();
+        std::fs::set_permissions(&password, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let password_link = dir.path().join("db-password");
+        std::os::unix::fs::symlink(&password, &password_link).unwrap();
+        let real = dir.path().join("site.conf");
+        let text = format!("{MINIMAL}DB_PASSWORD_FILE={}\n", password_link.display());
+        std::fs::write(&real, text).unwrap();
+        std::fs::set_permissions(&real, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let link = dir.path().join("relay-sync.conf");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+
+        let config = Config::load(Some(&link), no_env()).unwrap();
+        assert_eq!(config.file.as_deref(), Some(link.as_path()));
+        let login = config.resolve_login().unwrap();
+        assert_eq!(login.password, Some(Secret::new("s3cret")));
+
+        // The target's mode is what counts, at the load and at the read.
+        std::fs::set_permissions(&password, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let error = config.resolve_login().unwrap_err();
+        assert!(matches!(error, ConfigError::Untrusted { .. }), "{error}");
+        let error = Config::load(Some(&link), no_env()).unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .contains("readable by group or others (mode 0640)"),
+            "{error}"
+        );
+        std::fs::set_permissions(&password, std::fs::Permissions::from_mode(0o600)).unwrap();
+        std::fs::set_permissions(&real, std::fs::Permissions::from_mode(0o666)).unwrap();
+        let error = Config::load(Some(&link), no_env()).unwrap_err();
+        assert!(matches!(error, ConfigError::Untrusted { .. }), "{error}");
+        std::fs::set_permissions(&real, std::fs::Permissions::from_mode(0o644)).unwrap();
+
+        assert!(
+            running_as_root(),
+            "this test chowns a link to nobody: run it as root"
+        );
+        std::os::unix::fs::lchown(&link, Some(65534), Some(65534)).unwrap();
+        let text = refused(Config::load(Some(&link), no_env()), dir.path());
+        assert!(
+            text.starts_with(
+                "refusing DIR/relay-sync.conf: a symbolic link to DIR/site.conf owned by uid 65534"
+            ),
+            "{text}"
+        );
+    }
+
+    fn running_as_root() -> bool {
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        unsafe { libc::geteuid() == 0 }
+    }
+
     #[test]
     fn missing_required_keys() {
         insta::assert_snapshot!(errors(&[
@@ -2011,6 +2275,8 @@ METRICS_FILE = /var/lib/node_exporter/textfile/relay_sync.prom
         let path = dir.path().join("db-password");
         let resolve = |content: &[u8]| {
             std::fs::write(&path, content).unwrap();
+            // A secret's mode, as the read checks on its descriptor.
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
             with_source(PasswordSource::File(path.clone()))
                 .resolve_login()
                 .map(|login| login.password)

@@ -421,13 +421,10 @@ fn password_from_bytes(bytes: Vec<u8>, what: impl Fn() -> String) -> Result<Secr
     Ok(Secret::new(password))
 }
 
-// DB_PASSWORD_FILE is the operator's, checked by config::trust before it is read.
-#[allow(clippy::disallowed_methods)]
+/// `DB_PASSWORD_FILE`'s password, read through relay-fs and checked on its descriptor
+/// ([`crate::config::read_password_file`]).
 fn read_password_file(path: &Path) -> Result<Secret, ConfigError> {
-    let bytes = std::fs::read(path).map_err(|source| ConfigError::PasswordFile {
-        path: path.to_owned(),
-        source,
-    })?;
+    let bytes = crate::config::read_password_file(path)?;
     password_from_bytes(bytes, || PasswordSource::File(path.to_owned()).describe())
 }
 

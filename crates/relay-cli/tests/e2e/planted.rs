@@ -483,3 +483,73 @@ fn a_fifo_at_db_tls_ca_never_hangs_a_run() {
     assert!(log.contains("Keeping current configuration"), "{log}");
     assert!(fs::symlink_metadata(&ca).unwrap().file_type().is_fifo());
 }
+
+/// A FIFO, root's and private (so the owner and mode checks pass), at the config path and at
+/// `DB_PASSWORD_FILE`. Before: `check` and a sync blocked in open(2) until something wrote to
+/// the FIFO, that is, forever under cron. Now each is refused at once, naming the FIFO: `check`
+/// reports it as a failed check (exit 1), a sync as a configuration error (exit 2).
+#[test]
+fn planted_config_or_password_fifo_never_hangs_check_or_sync() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = |name: &str| {
+        let path = dir.path().join(name);
+        let c_path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: `c_path` is a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
+        path
+    };
+    let config_fifo = fifo("relay-sync.conf");
+    let password_fifo = fifo("db-password");
+    let config = dir.path().join("with-password-file.conf");
+    let d = dir.path().display();
+    fs::write(
+        &config,
+        format!(
+            "DB_HOST=127.0.0.1\nDELL_RELAY_IP=127.0.0.1\nPOSTFIX_CONFIG_DIR={d}\n\
+             BACKUP_DIR={d}/backup\nSTATE_DIR={d}/state\nLOG_FILE={d}/relay-sync.log\n\
+             DB_PASSWORD_FILE={}\n",
+            password_fifo.display()
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(&config, fs::Permissions::from_mode(0o600)).unwrap();
+
+    for (config, fifo) in [(&config_fifo, &config_fifo), (&config, &password_fifo)] {
+        let run = |args: &[&str]| {
+            let mut command = std::process::Command::new(crate::gateway::BIN);
+            command
+                .arg("--config")
+                .arg(config)
+                .args(args)
+                .env_remove("RUST_LOG");
+            wait_bounded(command).unwrap()
+        };
+        let refusal = format!(
+            "refusing {}: {} is a FIFO (named pipe), not a regular file; run `rm {}`",
+            fifo.display(),
+            if fifo == &config_fifo {
+                "the config file"
+            } else {
+                "DB_PASSWORD_FILE"
+            },
+            fifo.display()
+        );
+        let check = run(&["check"]);
+        assert_eq!(check.code, 1, "{check:?}");
+        assert!(
+            check
+                .stdout
+                .lines()
+                .any(|line| line.starts_with("FAIL config") && line.ends_with(&refusal)),
+            "{check:?}"
+        );
+        let sync = run(&["sync"]);
+        assert_eq!(sync.code, 2, "{sync:?}");
+        assert!(sync.stderr.contains(&refusal), "{sync:?}");
+        assert!(fs::symlink_metadata(fifo).unwrap().file_type().is_fifo());
+    }
+    assert!(
+        !dir.path().join("state").exists(),
+        "a refused configuration recorded a run"
+    );
+}

@@ -22,6 +22,52 @@ pub(super) use command::{check_command, Launch};
 
 pub(super) use relay_fs::Trust;
 
+/// Why an operator's file root reads (the config file, `DB_PASSWORD_FILE`) could not be read.
+pub(super) enum Unreadable {
+    /// The system failed: the file cannot be opened or read, or it is a directory (as
+    /// `open(2)` says, so that the message is the one an operator knows).
+    Io(std::io::Error),
+    /// relay-fs refused what is there: a FIFO or a device (which would hang or feed a run
+    /// without end), a link someone other than root made, a file past its kind's limit.
+    Refused(relay_fs::FsError),
+}
+
+/// Reads an operator's file root trusts through relay-fs ([`relay_fs::open`]): never a FIFO or
+/// a device, never through a link someone other than root made, never past `kind`'s limit.
+/// Its bytes and its metadata as `fstat` gave them on the descriptor read, from which its
+/// owner and mode are checked ([`check_mode`]); `None` when nothing is there.
+pub(super) fn read_file(
+    kind: relay_fs::Kind,
+    path: &Path,
+) -> Result<Option<(Vec<u8>, std::fs::Metadata)>, Unreadable> {
+    use std::io::Read;
+    let Some(mut reader) = open_file(kind, path)? else {
+        return Ok(None);
+    };
+    let meta = reader.metadata().map_err(Unreadable::Io)?;
+    let mut bytes = Vec::new();
+    reader.read_to_end(&mut bytes).map_err(Unreadable::Io)?;
+    Ok(Some((bytes, meta)))
+}
+
+/// Opens an operator's file as [`read_file`] does, without reading it.
+pub(super) fn open_file(
+    kind: relay_fs::Kind,
+    path: &Path,
+) -> Result<Option<relay_fs::Reader>, Unreadable> {
+    relay_fs::open(kind, path).map_err(|error| match error {
+        relay_fs::FsError::Io { source, .. } => Unreadable::Io(source),
+        // A directory named where the file belongs is a typo in a path, not something to move
+        // aside: said as `open(2)` says it. `stat` opens nothing, so this cannot hang.
+        relay_fs::FsError::Refused { .. }
+            if std::fs::metadata(path).is_ok_and(|meta| meta.is_dir()) =>
+        {
+            Unreadable::Io(std::io::Error::from_raw_os_error(libc::EISDIR))
+        }
+        error => Unreadable::Refused(error),
+    })
+}
+
 /// How a file or directory at `path`, owned by `uid` with `mode` (as `fstat` or `stat` gave
 /// them), breaks the rule `trust` asks for (relay-fs's, the one rule), in words and as the
 /// commands that mend it: `owned by uid 65534 and writable by group or others (mode 0666)`,
