@@ -182,7 +182,9 @@ pub(crate) fn print(command: Option<&str>) -> ExitStatus {
 /// names, one a line.
 pub(crate) fn write_all(dir: &Path) -> ExitStatus {
     let written = pages().and_then(|pages| {
-        std::fs::create_dir_all(dir)?;
+        // Made as relay-sync makes its own directories (the mode on each new one's descriptor),
+        // readable by all as man pages are.
+        relay_fs::create_dir(dir, 0o755).map_err(std::io::Error::other)?;
         let mut names = String::new();
         for page in pages {
             // Replaced by rename like every file relay-sync writes: a packager may run this as

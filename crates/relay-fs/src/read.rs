@@ -21,6 +21,10 @@ pub struct Kind {
     what: &'static str,
     limit: u64,
     rule: Rule,
+    /// Whether relay-sync writes the whole file anew when it is gone, so that removing a bad
+    /// one is the fix; otherwise the file is an operator's or Postfix's (the config, a map
+    /// with hand-written lines, a certificate), and a refusal never tells them to delete it.
+    recreated: bool,
 }
 
 /// Which rules a kind's files follow beyond "a regular file, bounded, not through someone
@@ -66,7 +70,7 @@ impl Kind {
     /// recipients tables).
     pub const MAP_SOURCE: Kind = Kind::shared("the map source", GIB);
     /// `METRICS_FILE`, read back for the last success it recorded.
-    pub const METRICS: Kind = Kind::shared("the metrics file", MIB);
+    pub const METRICS: Kind = Kind::written("the metrics file", MIB);
     /// Postfix's `main.cf`, read by a watcher to notice a hand edit or a recreated container.
     pub const POSTFIX_CONFIG: Kind = Kind::shared("Postfix's main.cf", 16 * MIB);
     /// A daemon's pid file (`queue_directory/pid/master.pid`): one number.
@@ -86,21 +90,35 @@ impl Kind {
     /// owner and mode are checked by relay-ops on the descriptor, as a secret's).
     pub const PASSWORD_FILE: Kind = Kind::shared("DB_PASSWORD_FILE", 64 * KIB);
     /// `LOG_FILE`, which relay-sync only appends to ([`crate::open_append`]).
-    pub(crate) const LOG: Kind = Kind::shared("the log file", 0);
+    pub(crate) const LOG: Kind = Kind::written("the log file", 0);
 
+    /// A file relay-sync keeps, and writes anew when it is gone.
     const fn kept(what: &'static str, limit: u64) -> Kind {
         Kind {
             what,
             limit,
             rule: Rule::Kept,
+            recreated: true,
         }
     }
 
+    /// A shared file relay-sync writes whole and writes anew when it is gone.
+    const fn written(what: &'static str, limit: u64) -> Kind {
+        Kind {
+            what,
+            limit,
+            rule: Rule::Shared,
+            recreated: true,
+        }
+    }
+
+    /// A shared file that is someone else's to keep: relay-sync never recreates it.
     const fn shared(what: &'static str, limit: u64) -> Kind {
         Kind {
             what,
             limit,
             rule: Rule::Shared,
+            recreated: false,
         }
     }
 
@@ -208,26 +226,80 @@ pub fn inspect(kind: Kind, path: &Path) -> Result<Option<Metadata>, FsError> {
         .transpose()
 }
 
-/// A problem found with a file and the command that fixes it.
-type Problems = Vec<(String, String)>;
+/// How a problem with a file is fixed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Fix {
+    /// A shell command that fixes it (`rm PATH`, `chmod go-w PATH`).
+    Run(String),
+    /// What the operator should look at, for a file that is theirs: relay-sync cannot know
+    /// the right content, and never tells them to delete it.
+    Check(String),
+}
 
-/// The refusal of `path` for `problems` (none: `Ok`).
-pub(crate) fn refuse(path: &Path, problems: Problems) -> Result<(), FsError> {
-    if problems.is_empty() {
+impl From<String> for Fix {
+    fn from(command: String) -> Fix {
+        Fix::Run(command)
+    }
+}
+
+/// A problem found with a file and how it is fixed.
+type Problems = Vec<(String, Fix)>;
+
+/// The refusal of `path` for `problems` (none: `Ok`): the commands that fix them, joined with
+/// `&&`, then anything else to check.
+pub(crate) fn refuse<F: Into<Fix>>(
+    path: &Path,
+    problems: impl IntoIterator<Item = (String, F)>,
+) -> Result<(), FsError> {
+    let mut problem: Vec<String> = Vec::new();
+    let mut commands: Vec<String> = Vec::new();
+    let mut checks: Vec<String> = Vec::new();
+    for (what, fix) in problems {
+        problem.push(what);
+        let (fix, list) = match fix.into() {
+            Fix::Run(command) => (command, &mut commands),
+            Fix::Check(advice) => (advice, &mut checks),
+        };
+        if !list.contains(&fix) {
+            list.push(fix);
+        }
+    }
+    if problem.is_empty() {
         return Ok(());
     }
-    let (problem, fix): (Vec<String>, Vec<String>) = problems.into_iter().unzip();
-    let mut fixes: Vec<String> = Vec::new();
-    for command in fix {
-        if !fixes.contains(&command) {
-            fixes.push(command);
-        }
+    let mut fix = checks;
+    if !commands.is_empty() {
+        fix.insert(0, format!("run `{}`", commands.join(" && ")));
     }
     Err(FsError::Refused {
         path: path.to_owned(),
         problem: problem.join("; "),
-        fix: format!("run `{}`", fixes.join(" && ")),
+        fix: fix.join("; "),
     })
+}
+
+/// The fix for a file of `kind` at `path` that is the wrong type or too large: removing it
+/// where relay-sync writes it anew, and otherwise a look at whether it is the file meant
+/// (`must` says what it must be).
+fn replace_fix(kind: Kind, path: &Path, must: &str) -> Fix {
+    if kind.recreated {
+        Fix::Run(format!("rm {}", shell_word(path)))
+    } else {
+        Fix::Check(format!(
+            "check that {} is the file meant: {} {must}",
+            shell_word(path),
+            kind.what
+        ))
+    }
+}
+
+/// What a file that is not a regular file must be instead, for [`replace_fix`].
+const MUST_BE_REGULAR: &str =
+    "must be a regular file (replace it with one, or name one in the setting that names it)";
+
+/// What a file past its limit may hold, for [`replace_fix`].
+fn must_fit(kind: Kind) -> String {
+    format!("may hold at most {}", size(kind.limit))
 }
 
 /// What a file's type is, in words.
@@ -270,7 +342,10 @@ fn too_big(kind: Kind, path: &Path, len: u64) -> FsError {
             kind.what,
             size(kind.limit)
         ),
-        fix: format!("run `rm {}`", shell_word(path)),
+        fix: match replace_fix(kind, path, &must_fit(kind)) {
+            Fix::Run(command) => format!("run `{command}`"),
+            Fix::Check(advice) => advice,
+        },
     }
 }
 
@@ -284,12 +359,12 @@ fn file_problems(
     nlink: u64,
     len: u64,
 ) -> Problems {
-    let rm = format!("rm {}", shell_word(path));
+    let rm = || Fix::Run(format!("rm {}", shell_word(path)));
     let mut problems = Problems::new();
     if file_type == FileType::Directory {
         problems.push((
             format!("{} is a directory, not a regular file", kind.what),
-            move_aside(path),
+            Fix::Run(move_aside(path)),
         ));
         return problems;
     }
@@ -303,19 +378,23 @@ fn file_problems(
         };
         problems.push((
             format!("{} is {}{link}", kind.what, type_name(file_type)),
-            rm,
+            replace_fix(kind, path, MUST_BE_REGULAR),
         ));
         return problems;
     }
     if kind.rule == Rule::Kept {
-        problems.extend(kept_file_problems(kind.what, path, uid, mode));
+        problems.extend(
+            kept_file_problems(kind.what, path, uid, mode)
+                .into_iter()
+                .map(|(problem, command)| (problem, Fix::Run(command))),
+        );
         if nlink > 1 {
             problems.push((
                 format!(
                     "{} has {nlink} hard links, where relay-sync's own file has one",
                     kind.what
                 ),
-                rm.clone(),
+                rm(),
             ));
         }
     }
@@ -326,7 +405,7 @@ fn file_problems(
                 kind.what,
                 size(kind.limit)
             ),
-            rm,
+            replace_fix(kind, path, &must_fit(kind)),
         ));
     }
     problems
@@ -393,7 +472,10 @@ fn open_kept(kind: Kind, path: &Path) -> Result<Option<(File, Metadata)>, FsErro
     };
     let dir_stat =
         rustix::fs::fstat(&dir).map_err(|errno| io("inspect", dir_path, errno.into()))?;
-    let mut problems = dir_problems(dir_path, dir_stat.st_uid, dir_stat.st_mode);
+    let mut problems: Problems = dir_problems(dir_path, dir_stat.st_uid, dir_stat.st_mode)
+        .into_iter()
+        .map(|(problem, command)| (problem, Fix::Run(command)))
+        .collect();
     let named = match rustix::fs::statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW) {
         Ok(stat) => stat,
         Err(rustix::io::Errno::NOENT) => {
@@ -512,6 +594,59 @@ mod tests {
         assert_eq!(
             read(Kind::STATE, &dir.path().join("none/state")).unwrap(),
             None
+        );
+    }
+
+    /// A file relay-sync writes anew is removed to fix it; an operator's file (the config, a
+    /// map source with hand-written lines, a certificate) is never: the fix asks them to check
+    /// it. Before: every refusal said `rm`, even of the config file.
+    #[test]
+    fn only_a_file_relay_sync_recreates_is_to_be_removed() {
+        let dir = private_dir();
+        let big = dir.path().join("big file");
+        let word = shell_word(&big);
+        // A sparse file one byte past the kind's limit: refused by its size, before a read.
+        let past = |kind: Kind| {
+            let file = fs::File::create(&big).unwrap();
+            file.set_len(kind.limit() + 1).unwrap();
+        };
+        for kind in [Kind::CONFIG, Kind::MAP_SOURCE, Kind::POSTFIX_CONFIG] {
+            past(kind);
+            let text = refusal(inspect(kind, &big));
+            assert!(!text.contains("rm "), "{text}");
+            assert!(
+                text.ends_with(&format!(
+                    "; check that {word} is the file meant: {} may hold at most {}",
+                    kind.what(),
+                    size(kind.limit())
+                )),
+                "{text}"
+            );
+        }
+        for kind in [Kind::STATE, Kind::METRICS] {
+            past(kind);
+            let text = refusal(inspect(kind, &big));
+            assert!(text.ends_with(&format!("; run `rm {word}`")), "{text}");
+        }
+        let pipe = dir.path().join("pipe");
+        fifo(&pipe);
+        for kind in [Kind::PASSWORD_FILE, Kind::CA_CERT] {
+            let text = refusal(read(kind, &pipe));
+            assert!(
+                text.ends_with(&format!(
+                    "{} is a FIFO (named pipe), not a regular file; check that {} is the file \
+                     meant: {} {MUST_BE_REGULAR}",
+                    kind.what(),
+                    pipe.display(),
+                    kind.what()
+                )),
+                "{text}"
+            );
+        }
+        let text = refusal(read(Kind::HOLD, &pipe));
+        assert!(
+            text.ends_with(&format!("; run `rm {}`", pipe.display())),
+            "{text}"
         );
     }
 

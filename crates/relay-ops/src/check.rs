@@ -976,6 +976,9 @@ enum Makes {
     /// The file, in a directory that must exist: what it writes for Postfix and for
     /// monitoring, which are theirs to lay out.
     InItsDirectory,
+    /// Nothing: `TRANSPORT_FILE`'s directory is Postfix's to lay out, and a sync writes the
+    /// map in it without creating it, so a missing one fails like the map does.
+    NoDirectory,
     /// Nothing: `main.cf` is Postfix's, and a missing one means `POSTFIX_CONFIG_DIR` is not
     /// Postfix's configuration directory.
     Nothing,
@@ -987,6 +990,7 @@ impl Makes {
             CheckId::BackupDir | CheckId::StateDir | CheckId::LogFile | CheckId::LockFile => {
                 Makes::WithParents
             }
+            CheckId::TransportDir => Makes::NoDirectory,
             CheckId::MainCf => Makes::Nothing,
             _ => Makes::InItsDirectory,
         }
@@ -1016,6 +1020,14 @@ fn missing(path: &Path, makes: Makes) -> Result<String, String> {
             "{} does not exist: POSTFIX_CONFIG_DIR must be Postfix's configuration directory, \
              the one holding main.cf (`postconf -h config_directory` names it)",
             path.display()
+        ));
+    }
+    if makes == Makes::NoDirectory {
+        return Err(format!(
+            "{} does not exist, and relay-sync creates no directory for TRANSPORT_FILE \
+             (`mkdir -p {}`, or set TRANSPORT_FILE to a path in an existing directory)",
+            path.display(),
+            relay_fs::shell_word(path)
         ));
     }
     if parent.is_dir() {
@@ -1305,6 +1317,21 @@ mod tests {
         let main_cf = dir.path().join("main.cf");
         let detail = writable(&main_cf, Kind::File, Makes::Nothing).unwrap_err();
         assert!(detail.contains("POSTFIX_CONFIG_DIR must be"), "{detail}");
+        // TRANSPORT_FILE's directory is not created either, even where its parent exists: the
+        // check fails with the `mkdir` that makes it, as the map's own check does.
+        let transport_dir = dir.path().join("postfix dir");
+        let detail =
+            writable(&transport_dir, Kind::Dir, Makes::of(CheckId::TransportDir)).unwrap_err();
+        assert_eq!(
+            detail,
+            format!(
+                "{} does not exist, and relay-sync creates no directory for TRANSPORT_FILE \
+                 (`mkdir -p {}`, or set TRANSPORT_FILE to a path in an existing directory)",
+                transport_dir.display(),
+                relay_fs::shell_word(&transport_dir)
+            )
+        );
+        assert!(!transport_dir.exists());
         // No probe file is left behind.
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
     }

@@ -1862,7 +1862,8 @@ METRICS_FILE = /var/lib/node_exporter/textfile/relay_sync.prom
         assert_eq!(
             refused(load, dir.path()),
             "refusing DIR/relay-sync.conf: the config file is a FIFO (named pipe), not a regular \
-             file; run `rm DIR/relay-sync.conf`"
+             file; check that DIR/relay-sync.conf is the file meant: the config file must be a \
+             regular file (replace it with one, or name one in the setting that names it)"
         );
     }
 
@@ -1880,7 +1881,9 @@ METRICS_FILE = /var/lib/node_exporter/textfile/relay_sync.prom
         let load =
             within_20_s(move || Config::load(Some(&config), Vec::<(OsString, OsString)>::new()));
         let expected = "refusing DIR/db-password: DB_PASSWORD_FILE is a FIFO (named pipe), not a \
-                        regular file; run `rm DIR/db-password`";
+                        regular file; check that DIR/db-password is the file meant: \
+                        DB_PASSWORD_FILE must be a regular file (replace it with one, or name \
+                        one in the setting that names it)";
         assert_eq!(refused(load, dir.path()), expected);
         let resolve = within_20_s(move || {
             with_source(PasswordSource::File(password))
@@ -1891,9 +1894,9 @@ METRICS_FILE = /var/lib/node_exporter/textfile/relay_sync.prom
     }
 
     /// A config or password file past its limit (1 MiB, 64 KiB), or a root-owned link to
-    /// `/dev/zero`, is refused before it is read. Before: the config was read whole, and a
-    /// link to `/dev/zero` took memory until the kernel killed something; a password file was
-    /// read whole as well.
+    /// `/dev/zero`, is refused before it is read, and the operator is asked to check the file,
+    /// never to delete it. Before: the config was read whole, and a link to `/dev/zero` took
+    /// memory until the kernel killed something; a password file was read whole as well.
     #[test]
     fn an_endless_or_oversize_config_or_password_file_is_refused() {
         let dir = tempfile::tempdir().unwrap();
@@ -1908,7 +1911,8 @@ METRICS_FILE = /var/lib/node_exporter/textfile/relay_sync.prom
         assert_eq!(
             refused(Config::load(Some(&config), no_env()), dir.path()),
             "refusing DIR/relay-sync.conf: the config file holds 1048577 bytes, more than the \
-             1 MiB it may hold; run `rm DIR/relay-sync.conf`"
+             1 MiB it may hold; check that DIR/relay-sync.conf is the file meant: the config \
+             file may hold at most 1 MiB"
         );
 
         let zero = dir.path().join("zero.conf");
@@ -1920,7 +1924,8 @@ METRICS_FILE = /var/lib/node_exporter/textfile/relay_sync.prom
         assert_eq!(
             refused(load, dir.path()),
             "refusing DIR/zero.conf: the config file is a character device, not a regular \
-             file; run `rm DIR/zero.conf`"
+             file; check that DIR/zero.conf is the file meant: the config file must be a regular \
+             file (replace it with one, or name one in the setting that names it)"
         );
 
         let password = dir.path().join("db-password");
@@ -1936,7 +1941,8 @@ METRICS_FILE = /var/lib/node_exporter/textfile/relay_sync.prom
         assert_eq!(
             refused(resolve(), dir.path()),
             "refusing DIR/db-password: DB_PASSWORD_FILE holds 65537 bytes, more than the 64 KiB \
-             it may hold; run `rm DIR/db-password`"
+             it may hold; check that DIR/db-password is the file meant: DB_PASSWORD_FILE may hold \
+             at most 64 KiB"
         );
         let text = format!("{MINIMAL}DB_PASSWORD_FILE={}\n", password.display());
         std::fs::write(&config, text).unwrap();

@@ -524,14 +524,17 @@ fn planted_config_or_password_fifo_never_hangs_check_or_sync() {
                 .env_remove("RUST_LOG");
             wait_bounded(command).unwrap()
         };
+        let what = if fifo == &config_fifo {
+            "the config file"
+        } else {
+            "DB_PASSWORD_FILE"
+        };
+        // The operator's file is never to be deleted: the fix asks them to look at it.
         let refusal = format!(
-            "refusing {}: {} is a FIFO (named pipe), not a regular file; run `rm {}`",
+            "refusing {}: {what} is a FIFO (named pipe), not a regular file; check that {} is \
+             the file meant: {what} must be a regular file (replace it with one, or name one in \
+             the setting that names it)",
             fifo.display(),
-            if fifo == &config_fifo {
-                "the config file"
-            } else {
-                "DB_PASSWORD_FILE"
-            },
             fifo.display()
         );
         let check = run(&["check"]);
