@@ -316,8 +316,9 @@ impl Watcher {
             Ok(_) => self.signal = Signal::Pending,
             Err(unavailable) => {
                 tracing::warn!(
-                    "{unavailable}; syncing in full every POLL_INTERVAL ({}) instead",
-                    seconds(config.poll_interval)
+                    "{unavailable}; syncing in full every {} instead (POLL_INTERVAL, at least {})",
+                    seconds(self.decider.full_sync_every()),
+                    seconds(decide::FULL_SYNC_EVERY)
                 );
                 self.signal = Signal::Unavailable;
             }
@@ -481,14 +482,16 @@ impl Watcher {
             self.decider.checked(probed);
             return Ok(Polled::Written);
         }
-        let started = Instant::now();
         match signal.poll().await {
             Ok(fingerprint) => {
-                self.fingerprint_took = Some(started.elapsed());
+                // The query alone: a poll that also reconnected or compared an earlier host's
+                // rows took longer, which says nothing about what a fingerprint costs.
+                let took = signal.last_query_took();
+                self.fingerprint_took = took.or(self.fingerprint_took);
                 self.decider.checked(probed);
                 tracing::debug!(
                     "Change signal: {fingerprint} ({} ms)",
-                    started.elapsed().as_millis()
+                    took.unwrap_or_default().as_millis()
                 );
                 Ok(Polled::Signal(fingerprint))
             }
