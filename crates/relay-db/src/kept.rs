@@ -2,9 +2,10 @@
 //!
 //! - A poll runs on the kept connection. When that fails (the server restarted, a proxy closed
 //!   it, the host stopped answering), the poll tries once more on a fresh connection, which
-//!   tries the hosts from the start of the list, each under the connect timeout: the first that
-//!   lets the user in is kept. So a gateway whose replica is gone reads the primary from that
-//!   poll on.
+//!   tries the host it was on first, then the hosts after it, then those before it, each under
+//!   the connect timeout: the first that lets the user in is kept. So a gateway whose replica
+//!   is gone reads the primary from that poll on, and one reading the primary does not fall
+//!   back to a replica that may be behind merely because that connection broke.
 //! - While the kept connection is to a later host than the first (the primary, because the
 //!   replica did not answer), an attempt to connect to the earlier hosts runs beside the polls
 //!   every [`RETURN_EVERY`] (a task of its own: a host that still hangs costs no poll any
@@ -21,7 +22,7 @@ use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Row};
 use tokio::task::JoinHandle;
 
-use crate::mariadb::{describe, ordinal, seconds, DISCONNECT_TIMEOUT};
+use crate::mariadb::{describe, ordinal, seconds, Said, DISCONNECT_TIMEOUT};
 use crate::{DbError, MariaDbSource, Protection};
 
 /// How often a connection kept to a later host of `DB_HOST` tries the earlier ones.
@@ -44,6 +45,9 @@ pub(crate) struct Kept {
     next_return: Option<Instant>,
     /// [`RETURN_EVERY`], shorter in tests.
     return_every: Duration,
+    /// How long the last query that answered took on the server's side of the wire (the
+    /// query alone: no connecting, no attempt to return to an earlier host).
+    took: Option<Duration>,
 }
 
 impl Kept {
@@ -54,11 +58,17 @@ impl Kept {
             returning: None,
             next_return: None,
             return_every: RETURN_EVERY,
+            took: None,
         }
     }
 
     pub(crate) fn set_return_every(&mut self, every: Duration) {
         self.return_every = every;
+    }
+
+    /// How long the last query that answered took, the query alone.
+    pub(crate) fn took(&self) -> Option<Duration> {
+        self.took
     }
 
     /// The index in `DB_HOST` of the host the kept connection is to.
@@ -93,13 +103,17 @@ impl Kept {
         let (mut conn, host) = match self.conn.take() {
             Some(kept) => kept,
             None => {
-                let (conn, host) = source.connect().await?;
+                let (conn, host) = source
+                    .connect_in(self.reconnect_order(source), Said::Warn)
+                    .await?;
                 self.switched(source, host);
                 (conn, host)
             }
         };
+        let started = Instant::now();
         match tokio::time::timeout(query_timeout, first_row(&mut conn, query)).await {
             Ok(Ok(row)) => {
+                self.took = Some(started.elapsed());
                 self.conn = Some((conn, host));
                 Ok(row)
             }
@@ -116,6 +130,17 @@ impl Kept {
                 )))
             }
         }
+    }
+
+    /// The hosts a fresh connection tries, in order: from the start of `DB_HOST`, except after
+    /// a connection to a later host, which is tried first (then the ones after it, then the
+    /// earlier ones). An earlier host is returned to only by [`Kept::maybe_return`], once it
+    /// answers with the same domains: a replica that came back behind is not read merely
+    /// because the kept connection to the primary broke.
+    fn reconnect_order(&self, source: &MariaDbSource) -> Vec<usize> {
+        let count = source.settings().hosts.len();
+        let from = self.last_host.filter(|host| *host < count).unwrap_or(0);
+        (from..count).chain(0..from).collect()
     }
 
     /// Notes a new connection to `host`, and says so when it is not the host the last one
@@ -159,7 +184,7 @@ impl Kept {
             if now >= due {
                 let earlier = source.clone();
                 self.returning = Some(tokio::spawn(async move {
-                    let (conn, host) = earlier.connect_among(0..kept_host).await?;
+                    let (conn, host) = earlier.connect_in(0..kept_host, Said::Debug).await?;
                     Ok((conn, host, earlier.protection()))
                 }));
             }
@@ -240,4 +265,45 @@ async fn first_row(conn: &mut Conn, query: &str) -> Result<Row, String> {
         .await
         .map_err(|error| format!("change signal: {}", describe(&error)))?;
     row.ok_or_else(|| "change signal: no row".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::Kept;
+    use crate::{DbHost, DbSettings, MariaDbSource, TlsMode};
+
+    fn source(hosts: &[&str]) -> MariaDbSource {
+        MariaDbSource::new(DbSettings {
+            hosts: hosts.iter().map(|host| DbHost::new(*host)).collect(),
+            port: 3306,
+            database: "mailserver".to_owned(),
+            user: "relay_sync".to_owned(),
+            password: None,
+            query: "SELECT name FROM domains".to_owned(),
+            recipients_query: None,
+            tls: TlsMode::Disabled,
+            tls_ca: None,
+            connect_timeout: Duration::from_secs(1),
+            query_timeout: Duration::from_secs(1),
+        })
+    }
+
+    /// A fresh connection starts from the first host, and after a connection to a later one
+    /// (the primary, the replica having failed) from that one: a broken connection to the
+    /// primary is never a way back to a replica that may be behind.
+    #[test]
+    fn a_reconnection_tries_the_host_it_was_on_first() {
+        let source = source(&["replica", "primary", "standby"]);
+        let mut kept = Kept::new();
+        assert_eq!(kept.reconnect_order(&source), [0, 1, 2]);
+        kept.last_host = Some(1);
+        assert_eq!(kept.reconnect_order(&source), [1, 2, 0]);
+        kept.last_host = Some(0);
+        assert_eq!(kept.reconnect_order(&source), [0, 1, 2]);
+        // A host list that shrank (SIGHUP) starts from the beginning again.
+        kept.last_host = Some(7);
+        assert_eq!(kept.reconnect_order(&source), [0, 1, 2]);
+    }
 }

@@ -80,6 +80,16 @@ pub struct MariaDbSource {
     last: std::sync::Mutex<Last>,
 }
 
+/// How a connection attempt reports a host that failed before it tries the next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Said {
+    /// At WARN: a poll or a run is failing over.
+    Warn,
+    /// At DEBUG: an attempt beside the polls to get back to an earlier host, every
+    /// [`crate::RETURN_EVERY`] for as long as it is down.
+    Debug,
+}
+
 /// What the last connection was: the host that answered (its index in `DB_HOST`) and how the
 /// connection was protected.
 #[derive(Debug, Clone, Copy, Default)]
@@ -103,6 +113,15 @@ impl MariaDbSource {
         MariaDbSource {
             settings,
             last: std::sync::Mutex::new(Last::default()),
+        }
+    }
+
+    /// The same source with other `settings` (a renewed login), remembering which host it
+    /// last reached, so that an error on a connection kept from before still names that host.
+    pub(crate) fn with_settings(&self, settings: DbSettings) -> Self {
+        MariaDbSource {
+            settings,
+            last: std::sync::Mutex::new(self.last()),
         }
     }
 
@@ -173,23 +192,27 @@ impl MariaDbSource {
     }
 
     /// Connects to the first host of `DB_HOST` that lets the user in; see
-    /// [`MariaDbSource::connect_among`].
+    /// [`MariaDbSource::connect_in`].
     pub(crate) async fn connect(&self) -> Result<(Conn, usize), DbError> {
-        self.connect_among(0..self.settings.hosts.len()).await
+        self.connect_in(0..self.settings.hosts.len(), Said::Warn)
+            .await
     }
 
-    /// Connects to the first of the hosts at `indexes` of `DB_HOST` that lets the user in, each
-    /// under `connect_timeout`, and returns the connection with the host's index. A host that
-    /// fails is logged at WARN when another one follows; when all fail, the error names each
-    /// host and what it said (an `Auth` error when any of them refused the login, since a
-    /// password or a grant is then what to fix).
-    pub(crate) async fn connect_among(
+    /// Connects to the first of the hosts of `DB_HOST` at `order` (indexes, tried in that
+    /// order) that lets the user in, each under `connect_timeout`, and returns the connection
+    /// with the host's index. A host that fails is logged (at WARN, or DEBUG with
+    /// [`Said::Debug`]) when another one follows; when all fail, the error names each host and
+    /// what it said (an `Auth` error when any of them refused the login, since a password or a
+    /// grant is then what to fix).
+    pub(crate) async fn connect_in(
         &self,
-        indexes: std::ops::Range<usize>,
+        order: impl IntoIterator<Item = usize>,
+        said: Said,
     ) -> Result<(Conn, usize), DbError> {
         let timeout = self.settings.connect_timeout;
         let mut failures: Vec<(usize, DbError)> = Vec::new();
-        for index in indexes.clone() {
+        let mut order = order.into_iter().peekable();
+        while let Some(index) = order.next() {
             let attempt = tokio::time::timeout(timeout, self.connect_to(index)).await;
             let error = match attempt {
                 Ok(Ok(conn)) => return Ok((conn, index)),
@@ -202,12 +225,16 @@ impl MariaDbSource {
                     ),
                 ),
             };
-            if index + 1 < indexes.end {
-                tracing::warn!(
+            if let Some(&next) = order.peek() {
+                let line = format!(
                     "{error}; trying {} ({} host of DB_HOST)",
-                    self.addr_of(index + 1),
-                    ordinal(index + 1)
+                    self.addr_of(next),
+                    ordinal(next)
                 );
+                match said {
+                    Said::Warn => tracing::warn!("{line}"),
+                    Said::Debug => tracing::debug!("{line}"),
+                }
             }
             failures.push((index, error));
         }

@@ -374,7 +374,7 @@ impl ChangeSignal {
             password,
             ..self.source.settings().clone()
         };
-        self.source = MariaDbSource::new(settings);
+        self.source = self.source.with_settings(settings);
     }
 
     /// The same signal, trying the earlier hosts of `DB_HOST` every `every` instead of every
@@ -419,6 +419,14 @@ impl ChangeSignal {
         let query = self.query.clone();
         let row = self.run_with_retry(&query).await?;
         row_to_fingerprint(row).map_err(|detail| self.source.query_error(detail))
+    }
+
+    /// How long the query of the last [`ChangeSignal::poll`] or [`ChangeSignal::probe`] that
+    /// answered took, the query alone: neither a reconnection nor a comparison with an
+    /// earlier host of `DB_HOST` (see `kept.rs`) counts, so a small table is never taken for an
+    /// expensive one because its poll also moved hosts.
+    pub fn last_query_took(&self) -> Option<Duration> {
+        self.kept.took()
     }
 
     /// Runs `query` on the kept connection; when that fails, once more on a fresh one.

@@ -130,6 +130,10 @@ impl std::fmt::Display for Reason {
     }
 }
 
+/// The shortest interval between the full syncs of a watcher whose `DB_QUERY` gives no change
+/// signal: the `POLL_INTERVAL` default before the probe made polls cheap.
+pub const FULL_SYNC_EVERY: Duration = Duration::from_secs(2);
+
 /// What the watcher remembers between cycles.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decider {
@@ -163,6 +167,14 @@ impl Decider {
             checked: None,
             postfix: None,
         }
+    }
+
+    /// How often a watcher without a change signal syncs in full: every `POLL_INTERVAL`, but
+    /// never more often than every [`FULL_SYNC_EVERY`] (a full sync logs in, reads every row
+    /// and asks Postfix, which a quarter-second `POLL_INTERVAL` must not make four times a
+    /// second).
+    pub fn full_sync_every(&self) -> Duration {
+        self.poll_interval.max(FULL_SYNC_EVERY)
     }
 
     /// Whether this poll must compute the fingerprint, given its `probe` (`None`: no probe can
@@ -262,7 +274,8 @@ impl Decider {
             };
         }
         match polled {
-            Polled::NoSignal => Some(Reason::NoSignal),
+            Polled::NoSignal => (now.saturating_sub(last_sync) >= self.full_sync_every())
+                .then_some(Reason::NoSignal),
             Polled::Written => Some(Reason::Written),
             Polled::Signal(now) if Some(now) != self.read => Some(Reason::Changed),
             Polled::Signal(_) => None,
@@ -947,6 +960,25 @@ mod tests {
         let view = Probe { opaque: 1, ..probe };
         decider.checked(Some(view));
         assert!(decider.needs_fingerprint(Some(Probe { now: 110, ..view })));
+    }
+
+    /// Without a change signal, a full sync at every poll, but at most every
+    /// [`FULL_SYNC_EVERY`] with a shorter `POLL_INTERVAL` (the default, a quarter second).
+    #[test]
+    fn without_a_signal_full_syncs_are_at_most_every_two_seconds() {
+        let quarter = Duration::from_millis(250);
+        let mut decider = Decider::new(quarter, RECONCILE);
+        decider.synced(Duration::ZERO, Synced::Done(Fingerprint::default()), QUIET);
+        let polls: Vec<Option<Reason>> = (1..=8)
+            .map(|n| decider.decide(quarter * n, Polled::NoSignal, QUIET, false))
+            .collect();
+        assert_eq!(polls[..7], [None; 7]);
+        assert_eq!(polls[7], Some(Reason::NoSignal));
+        assert_eq!(decider.full_sync_every(), FULL_SYNC_EVERY);
+        assert_eq!(
+            Decider::new(POLL * 5, RECONCILE).full_sync_every(),
+            POLL * 5
+        );
     }
 
     #[test]
