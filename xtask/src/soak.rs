@@ -30,7 +30,7 @@
 
 mod chaos;
 mod observer;
-mod proc;
+pub(crate) mod proc;
 mod smtp;
 
 use std::collections::BTreeMap;

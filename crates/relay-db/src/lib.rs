@@ -289,7 +289,7 @@ impl DbError {
 mod kept;
 mod mariadb;
 pub use kept::RETURN_EVERY;
-pub use mariadb::MariaDbSource;
+pub use mariadb::{ordinal, MariaDbSource};
 
 #[cfg(test)]
 mod tests {

@@ -635,8 +635,9 @@ fn error_detail(error: &DbError) -> String {
     }
 }
 
-/// `1st`, `2nd`, `3rd`, `4th`… for the host at `index` (0-based) of `DB_HOST`.
-pub(crate) fn ordinal(index: usize) -> String {
+/// `1st`, `2nd`, `3rd`, `4th`… for the host at `index` (0-based) of `DB_HOST`, as the log
+/// lines and `check` name it.
+pub fn ordinal(index: usize) -> String {
     let n = index + 1;
     let suffix = match (n % 10, n % 100) {
         (_, 11..=13) => "th",

@@ -16,7 +16,7 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use relay_db::{DomainSource, MariaDbSource};
+use relay_db::{ordinal, DomainSource, MariaDbSource};
 use relay_postfix::{PostfixCli, PostfixRead as _};
 use serde::Serialize;
 
@@ -502,19 +502,6 @@ fn hosts_verdict(
             ),
         )
     }
-}
-
-/// `1st`, `2nd`, `3rd`, `4th`… for the host at `index` (0-based) of `DB_HOST`.
-fn ordinal(index: usize) -> String {
-    let n = index + 1;
-    let suffix = match (n % 10, n % 100) {
-        (_, 11..=13) => "th",
-        (1, _) => "st",
-        (2, _) => "nd",
-        (3, _) => "rd",
-        _ => "th",
-    };
-    format!("{n}{suffix}")
 }
 
 /// How `check` rates what [`DomainSource::fetch`] returned with `RECIPIENTS_QUERY` set: the row

@@ -20,6 +20,7 @@
 //! `cargo xtask bench watch --poll-interval S` measures another `POLL_INTERVAL` (a trial; the
 //! figures of BENCHMARKS.md are those of the default).
 
+use crate::soak::proc::{cpu_ticks, ticks_per_second};
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
@@ -264,8 +265,7 @@ fn idle_cost(sandbox: &Sandbox<'_>, poll: Option<&str>) -> Result<Idle> {
     let ticks = cpu_ticks(pid)? - before;
     let elapsed = started.elapsed().as_secs_f64();
     stop(watcher);
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let hz = ticks_per_second();
     let cpu_percent = ticks as f64 / hz / elapsed * 100.0;
     let probe = relay_db::Probe::query_for("SELECT name FROM domains WHERE enabled = 1")
         .context("no probe for the default query")?;
@@ -276,23 +276,6 @@ fn idle_cost(sandbox: &Sandbox<'_>, poll: Option<&str>) -> Result<Idle> {
         probe_db_ms: db_time(sandbox.db, &probe, "information_schema")?,
         fingerprint_db_ms: db_time(sandbox.db, &fingerprint, "relay_sync_names")?,
     })
-}
-
-/// utime + stime of `pid`, in clock ticks.
-fn cpu_ticks(pid: u32) -> Result<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    // Fields after the command name (which may hold spaces) start after the last ')'.
-    let rest = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // utime and stime are fields 14 and 15 of stat(5); `rest` starts at field 3.
-    let field = |n: usize| -> Result<u64> {
-        fields
-            .get(n - 3)
-            .context("short /proc/PID/stat")?
-            .parse()
-            .context("/proc/PID/stat")
-    };
-    Ok(field(14)? + field(15)?)
 }
 
 /// The median server-side duration of `query` (21 runs), from `SHOW PROFILES`; `marker` finds

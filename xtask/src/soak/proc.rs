@@ -51,7 +51,7 @@ pub(super) fn alive(pid: u32) -> bool {
 }
 
 /// utime + stime of `pid`, in clock ticks.
-fn cpu_ticks(pid: u32) -> Result<u64> {
+pub(crate) fn cpu_ticks(pid: u32) -> Result<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     // Fields after the command name (which may hold spaces) start after the last ')'; utime
     // and stime are fields 14 and 15 of proc(5), and `rest` starts at field 3.
@@ -68,7 +68,7 @@ fn cpu_ticks(pid: u32) -> Result<u64> {
 }
 
 /// Clock ticks per second.
-pub(super) fn ticks_per_second() -> f64 {
+pub(crate) fn ticks_per_second() -> f64 {
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
     if hz > 0 {
