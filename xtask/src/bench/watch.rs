@@ -20,7 +20,6 @@
 //! `cargo xtask bench watch --poll-interval S` measures another `POLL_INTERVAL` (a trial; the
 //! figures of BENCHMARKS.md are those of the default).
 
-use crate::soak::proc::{cpu_ticks, ticks_per_second};
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
@@ -32,6 +31,7 @@ use anyhow::{bail, Context, Result};
 use relay_testbed::MariaDb;
 
 use super::{Sandbox, TOGGLE};
+use crate::soak::proc::{cpu_ticks, ticks_per_second};
 
 /// Toggles per propagation scenario in map mode: half enables, half disables. Forty samples
 /// per direction make p99 the second-slowest of the forty.
