@@ -21,8 +21,10 @@
 //! on). A run ends when every
 //! limit given is reached: a cycle starts only while the time left holds one as long as the
 //! last (the first always runs; the default is two minutes), so a run ends within a cycle of
-//! its `--duration`; `--polls 300000 --poll-interval 0.01 --duration 70m` is a week of polls at
-//! the default `POLL_INTERVAL`, compressed into more than an hour. `--calm` sets the calm
+//! its `--duration`, and `--polls` counts the polls of the busier watcher (the map-mode one:
+//! each inline reload holds its watcher's loop about 2 s); `--polls 300000 --poll-interval 0.01
+//! --duration 70m` is a week of polls at the former 2 s `POLL_INTERVAL`, compressed into more
+//! than an hour. `--calm` sets the calm
 //! changes that open each cycle (3), for steadier propagation figures. `--binary` soaks a
 //! relay-sync built elsewhere (an older or a deliberately broken one) instead of building it.
 //! Needs root (network namespaces, tmpfs mounts), iproute2, logrotate, mariadb-server and

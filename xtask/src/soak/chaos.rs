@@ -226,13 +226,16 @@ impl Chaos<'_> {
         // The end quiet window comes after the last cycle.
         let elapsed = self.shared.started.elapsed() + self.last_cycle + QUIET;
         let time = self.options.duration.is_none_or(|d| elapsed > d);
+        // The map-mode watcher's polls: the inline one's loop is held about 2 s by each
+        // reload (Postfix waits for main.cf to be a second old), so it polls a fraction as
+        // often, and waiting for it to reach a week of polls would take most of a day.
         let polls = self.options.polls.is_none_or(|want| {
             self.shared
                 .lock()
                 .gateways
                 .iter()
                 .map(|g| g.polls)
-                .min()
+                .max()
                 .is_some_and(|polls| polls >= want)
         });
         // At least one cycle, however short the limits.
