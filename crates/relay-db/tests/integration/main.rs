@@ -138,6 +138,9 @@ async fn logs_connected_with_the_configured_host() {
     let db = MariaDb::shared().unwrap();
     let events = Arc::new(Mutex::new(Vec::new()));
     let _guard = tracing::subscriber::set_default(Capture(Arc::clone(&events)));
+    // A callsite another test's thread met first (with no subscriber) caches "never": have
+    // every callsite ask again, so that this thread's subscriber sees its events.
+    tracing::callsite::rebuild_interest_cache();
     fetch(settings(db)).await.unwrap();
     let events = events.lock().unwrap();
     assert!(
@@ -532,6 +535,9 @@ async fn a_host_list_reads_the_first_host_that_answers() {
     );
     let events = Arc::new(Mutex::new(Vec::new()));
     let _guard = tracing::subscriber::set_default(Capture(Arc::clone(&events)));
+    // A callsite another test's thread met first (with no subscriber) caches "never": have
+    // every callsite ask again, so that this thread's subscriber sees its events.
+    tracing::callsite::rebuild_interest_cache();
     let source = MariaDbSource::new(settings);
     let started = Instant::now();
     assert_eq!(source.fetch_names().await.unwrap().len(), 4);
