@@ -209,7 +209,6 @@ impl MarkReader {
     }
 }
 
-/// A digest that only needs to tell two reads of one watcher apart.
 /// `/proc/PID/stat`: the kernel's own text, not a file anyone can plant, so read directly.
 #[allow(clippy::disallowed_methods)]
 fn proc_stat(pid: &str) -> Result<String, PostfixError> {
@@ -221,6 +220,7 @@ fn proc_stat(pid: &str) -> Result<String, PostfixError> {
     })
 }
 
+/// A digest that only needs to tell two reads of one watcher apart.
 fn digest(bytes: &[u8]) -> u64 {
     let mut hasher = DefaultHasher::new();
     bytes.hash(&mut hasher);
